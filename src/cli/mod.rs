@@ -1,0 +1,138 @@
+//! The `trailkeep` command line (clap). Every flag also reads
+//! `TRAILKEEP_<FLAG>` from the environment. Exit codes: 0 success,
+//! 1 verification found a problem, 2 usage, configuration or I/O error.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod keys;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides, RawConfig};
+
+/// trailkeep: a durable, hash-chained audit-event log.
+#[derive(Debug, Parser)]
+#[command(name = "trailkeep", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (SQLite store, signing key).
+    #[arg(long, global = true, env = "TRAILKEEP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file; flags win over it.
+    #[arg(long, global = true, env = "TRAILKEEP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (SQLite and ./trailkeep-data by default).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TRAILKEEP_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Manage API keys and show the checkpoint verifier key.
+    Keys {
+        /// Key operation.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Verify every hash, link, seq and the signed checkpoints.
+    Verify(verify::VerifyArgs),
+    /// Measure performance (prints figures; see BENCHMARKS.md).
+    Bench {
+        /// Benchmark to run.
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// Loads the config file (if any) and applies the flags.
+fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
+    let raw = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            RawConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => RawConfig::default(),
+    };
+    Ok(raw.validate(&Overrides { data_dir: cli.data_dir.clone(), listen })?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init_logging();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trailkeep: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let config = load_config(&cli, listen.clone())?;
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                crate::server::run(config, listener, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Keys { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(keys::run(&config, command))
+        }
+        Command::Verify(args) => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(verify::run(&config, args))
+        }
+        Command::Bench { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(bench::run(&config, command))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; finishing in-flight commits");
+}
+
+/// Opens the store of an existing data directory (never creates one).
+fn open_existing(config: &Config) -> anyhow::Result<crate::store::sqlite::SqliteStore> {
+    let db = config.data_dir.join(crate::server::DB_FILE);
+    std::fs::metadata(&db).with_context(|| format!("no trailkeep store at {} (is --data-dir right?)", db.display()))?;
+    Ok(crate::store::sqlite::SqliteStore::open(&db)?)
+}

@@ -1,0 +1,229 @@
+//! Configuration: the TOML file (`RawConfig`, every table refusing unknown
+//! keys) merged with CLI flags, then validated into [`Config`].
+//!
+//! Validation is pure: no filesystem, network or key loading (`server` does
+//! that). Each error names the offending key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::Limits;
+use crate::ingest::BatchLimits;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Name of the log: checkpoint origins are `<log_name>/<stream>`.
+    pub log_name: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// `[ingest]` table.
+    #[serde(default)]
+    pub ingest: RawIngest,
+    /// `[checkpoint]` table.
+    #[serde(default)]
+    pub checkpoint: RawCheckpoint,
+}
+
+/// `[ingest]`: request limits and group commit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Largest event, bytes (default 65536).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Largest request body, bytes (default 8 MiB).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Most events per request (default 10000).
+    #[serde(default = "default_max_events_per_request")]
+    pub max_events_per_request: usize,
+    /// Most events in one group commit (default 20000).
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: default_max_event_bytes(),
+            max_request_bytes: default_max_request_bytes(),
+            max_events_per_request: default_max_events_per_request(),
+            max_batch_events: default_max_batch_events(),
+        }
+    }
+}
+
+/// `[checkpoint]`: signing cadence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckpoint {
+    /// Shortest time between two checkpoints of one stream, ms (default 1000).
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for RawCheckpoint {
+    fn default() -> Self {
+        Self { interval_ms: default_interval_ms() }
+    }
+}
+
+fn default_max_event_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_request_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_events_per_request() -> usize {
+    10_000
+}
+fn default_max_batch_events() -> usize {
+    20_000
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./trailkeep-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+/// Default log name.
+pub const DEFAULT_LOG_NAME: &str = "trailkeep.local";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Log name.
+    pub log_name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Request limits.
+    pub limits: Limits,
+    /// Group commit limits.
+    pub batch: BatchLimits,
+    /// Checkpoint interval.
+    pub checkpoint_interval: Duration,
+}
+
+/// A configuration error naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {key}: {message}")]
+pub struct ConfigError {
+    /// The offending key, dotted (`ingest.max_event_bytes`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// Values given on the command line (or `TRAILKEEP_*`), which win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+}
+
+impl RawConfig {
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// Syntax errors and unknown keys, with the key's name and position.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_owned();
+            let key = msg.split('`').nth(1).unwrap_or("(file)").to_owned();
+            err(&key, e.to_string().trim().replace('\n', " "))
+        })
+    }
+
+    /// Validates into a [`Config`], applying `over`.
+    ///
+    /// # Errors
+    /// The first invalid value, by key.
+    pub fn validate(self, over: &Overrides) -> Result<Config, ConfigError> {
+        let log_name = self.log_name.unwrap_or_else(|| DEFAULT_LOG_NAME.into());
+        if log_name.is_empty() || log_name.contains('+') || log_name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("log_name", "must be non-empty, without spaces or '+' (it names the signing key)"));
+        }
+        let listen_s = over.listen.clone().or(self.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_s.parse().map_err(|_| err("listen", format!("{listen_s:?} is not an address such as 127.0.0.1:7470")))?;
+        let data_dir = over.data_dir.clone().or(self.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let i = self.ingest;
+        if !(1024..=16 * 1024 * 1024).contains(&i.max_event_bytes) {
+            return Err(err("ingest.max_event_bytes", "must be between 1024 and 16777216"));
+        }
+        if i.max_request_bytes < i.max_event_bytes || i.max_request_bytes > 256 * 1024 * 1024 {
+            return Err(err("ingest.max_request_bytes", "must be at least ingest.max_event_bytes and at most 268435456"));
+        }
+        if !(1..=1_000_000).contains(&i.max_events_per_request) {
+            return Err(err("ingest.max_events_per_request", "must be between 1 and 1000000"));
+        }
+        if !(1..=1_000_000).contains(&i.max_batch_events) {
+            return Err(err("ingest.max_batch_events", "must be between 1 and 1000000"));
+        }
+        if !(10..=3_600_000).contains(&self.checkpoint.interval_ms) {
+            return Err(err("checkpoint.interval_ms", "must be between 10 and 3600000"));
+        }
+        Ok(Config {
+            log_name,
+            data_dir,
+            listen,
+            limits: Limits {
+                max_event_bytes: i.max_event_bytes,
+                max_request_bytes: i.max_request_bytes,
+                max_events_per_request: i.max_events_per_request,
+            },
+            batch: BatchLimits { max_batch_events: i.max_batch_events },
+            checkpoint_interval: Duration::from_millis(self.checkpoint.interval_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = RawConfig::parse("").expect("empty").validate(&Overrides::default()).expect("valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.log_name, DEFAULT_LOG_NAME);
+        assert_eq!(c.limits.max_event_bytes, 65536);
+        let over = Overrides { data_dir: Some("/x".into()), listen: Some("127.0.0.1:1".into()) };
+        let c = RawConfig::parse("listen = \"127.0.0.1:2\"\n[ingest]\nmax_event_bytes = 2048").expect("ok").validate(&over).expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1", "flags win over the file");
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.limits.max_event_bytes, 2048);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = RawConfig::parse("[ingest]\nmax_evnt_bytes = 1").expect_err("typo");
+        assert_eq!(e.key, "max_evnt_bytes", "{e}");
+        let e = RawConfig::parse("bogus = 1").expect_err("unknown");
+        assert_eq!(e.key, "bogus", "{e}");
+        let e = RawConfig::parse("[ingest]\nmax_event_bytes = 10").expect("parses").validate(&Overrides::default()).expect_err("too small");
+        assert_eq!(e.key, "ingest.max_event_bytes");
+        let e = RawConfig::parse("listen = \"nope\"").expect("parses").validate(&Overrides::default()).expect_err("bad addr");
+        assert_eq!(e.key, "listen");
+        let e = RawConfig::parse("log_name = \"a b\"").expect("parses").validate(&Overrides::default()).expect_err("bad name");
+        assert_eq!(e.key, "log_name");
+        let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0").expect("parses").validate(&Overrides::default()).expect_err("zero");
+        assert_eq!(e.key, "checkpoint.interval_ms");
+    }
+}

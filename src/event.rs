@@ -1,0 +1,499 @@
+//! The audit event: what a producer may send, how it is validated, and the
+//! canonical bytes its hash covers.
+//!
+//! A producer sends a JSON object with `type` (required), and optionally
+//! `id`, `time` (or its alias `createdAt`), `actor`, `subject` and `data`.
+//! The log adds `stream`, `seq`, `received`, `prev` and `hash`; a producer
+//! that sets any of them is refused. Unknown top-level fields are refused too
+//! (nothing is silently dropped): application fields belong in `data`.
+//!
+//! The canonical bytes are the RFC 8785 (JCS) serialization of the stored
+//! event without `hash`. Producer-supplied values (`actor`, `subject`,
+//! `data`) are canonicalized by `serde_json_canonicalizer` when the request
+//! is validated; the log-assigned fields have fixed, escape-free shapes, so
+//! [`canonical_bytes`] assembles the object in JCS key order directly. A
+//! property test checks the assembly against the generic canonicalizer.
+//!
+//! Not here: seq assignment and chaining (the store's writer does that).
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Limits on what one request may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Canonical size of one event, in bytes.
+    pub max_event_bytes: usize,
+    /// Body size of one request, in bytes.
+    pub max_request_bytes: usize,
+    /// Events in one request.
+    pub max_events_per_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_event_bytes: 64 * 1024, max_request_bytes: 8 * 1024 * 1024, max_events_per_request: 10_000 }
+    }
+}
+
+/// Why an event or request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Machine-readable reason, e.g. `forbidden_field`.
+    pub code: &'static str,
+    /// What is wrong, in words.
+    pub message: String,
+    /// Index of the offending event in the request, if one event is at fault.
+    pub index: Option<usize>,
+    /// The offending field, if one is at fault.
+    pub field: Option<String>,
+    /// Whether the refusal is for size (HTTP 413) rather than content (400).
+    pub too_large: bool,
+}
+
+impl Rejection {
+    fn at(index: usize, field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), index: Some(index), field: Some(field.to_owned()), too_large: false }
+    }
+
+    /// Returns a rejection of the whole request (no event index).
+    pub fn request(code: &'static str, message: impl Into<String>, too_large: bool) -> Self {
+        Self { code, message: message.into(), index: None, field: None, too_large }
+    }
+}
+
+/// A validated event, ready for the log to assign `seq`, `prev` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Producer id or a generated `evt_` ULID.
+    pub id: String,
+    /// Dotted event type.
+    pub event_type: String,
+    /// Event time, normalized to RFC 3339 UTC.
+    pub time: String,
+    /// Receipt time, RFC 3339 UTC with microseconds.
+    pub received: String,
+    /// Canonical JSON of `actor`, if set.
+    pub actor: Option<String>,
+    /// Canonical JSON of `subject`, if set.
+    pub subject: Option<String>,
+    /// Canonical JSON of `data`, if set.
+    pub data: Option<String>,
+}
+
+const FORBIDDEN: [&str; 5] = ["stream", "seq", "received", "prev", "hash"];
+const MAX_SAFE_INT: u64 = (1 << 53) - 1;
+
+/// Returns whether `s` is a valid stream name: 1–128 of `A–Z a–z 0–9 . _ -`.
+pub fn valid_stream_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+fn valid_type(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+}
+
+/// Returns a new time-sortable event id: `evt_` + ULID.
+pub fn generate_id() -> String {
+    format!("evt_{}", ulid::Ulid::new())
+}
+
+/// Returns `t` as RFC 3339 UTC with exactly six fractional digits.
+pub fn format_received(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+fn normalize_time(s: &str) -> Option<String> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
+}
+
+/// Finds a number JCS cannot carry exactly (an integer beyond ±(2^53−1)).
+fn unsafe_number(v: &Value, path: &mut String) -> bool {
+    match v {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                u > MAX_SAFE_INT
+            } else if let Some(i) = n.as_i64() {
+                i.unsigned_abs() > MAX_SAFE_INT
+            } else {
+                false
+            }
+        }
+        Value::Array(a) => a.iter().enumerate().any(|(i, x)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = unsafe_number(x, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Object(o) => o.iter().any(|(k, x)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            let found = unsafe_number(x, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
+    }
+}
+
+fn canonical_value(index: usize, field: &str, v: &Value) -> Result<String, Rejection> {
+    let mut path = field.to_owned();
+    if unsafe_number(v, &mut path) {
+        return Err(Rejection::at(
+            index,
+            &path,
+            "unsafe_number",
+            "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
+        ));
+    }
+    serde_json_canonicalizer::to_string(v)
+        .map_err(|e| Rejection::at(index, field, "invalid_value", format!("cannot canonicalize: {e}")))
+}
+
+/// Validates one event object, `index` being its position in the request.
+///
+/// # Errors
+/// A [`Rejection`] naming the index, the field and the reason.
+pub fn validate(index: usize, value: Value, received: &str, limits: &Limits) -> Result<NewEvent, Rejection> {
+    let Value::Object(obj) = value else {
+        return Err(Rejection { code: "not_an_object", message: "event must be a JSON object".into(), index: Some(index), field: None, too_large: false });
+    };
+    validate_object(index, obj, received, limits)
+}
+
+fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits: &Limits) -> Result<NewEvent, Rejection> {
+    let mut id = None;
+    let mut event_type = None;
+    let mut time = None;
+    let (mut actor, mut subject, mut data) = (None, None, None);
+    for (key, v) in &obj {
+        match key.as_str() {
+            k if FORBIDDEN.contains(&k) => {
+                return Err(Rejection::at(index, k, "forbidden_field", format!("`{k}` is assigned by the log and may not be set")));
+            }
+            "id" => match v {
+                Value::String(s) if valid_id(s) => id = Some(s.clone()),
+                _ => return Err(Rejection::at(index, "id", "invalid_id", "id must be a string of 1-128 printable ASCII characters without quotes or backslashes")),
+            },
+            "type" => match v {
+                Value::String(s) if valid_type(s) => event_type = Some(s.clone()),
+                _ => return Err(Rejection::at(index, "type", "invalid_type", "type must be a dotted name such as grant.created (letters, digits, _ and -, at most 128 characters)")),
+            },
+            "time" | "createdAt" => {
+                if time.is_some() {
+                    return Err(Rejection::at(index, key, "duplicate_time", "set either time or its alias createdAt, not both"));
+                }
+                let normalized = match v {
+                    Value::String(s) => normalize_time(s),
+                    _ => None,
+                };
+                match normalized {
+                    Some(t) => time = Some(t),
+                    None => return Err(Rejection::at(index, key, "invalid_time", format!("{key} must be an RFC 3339 timestamp such as 2026-01-02T03:04:05Z"))),
+                }
+            }
+            "actor" | "subject" => {
+                if !matches!(v, Value::String(_) | Value::Object(_)) {
+                    return Err(Rejection::at(index, key, "invalid_value", format!("{key} must be a string or an object")));
+                }
+                let c = canonical_value(index, key, v)?;
+                if key == "actor" { actor = Some(c) } else { subject = Some(c) }
+            }
+            "data" => {
+                if !v.is_object() {
+                    return Err(Rejection::at(index, "data", "invalid_value", "data must be an object"));
+                }
+                data = Some(canonical_value(index, "data", v)?);
+            }
+            other => {
+                return Err(Rejection::at(index, other, "unknown_field", format!("unknown field `{other}`; put application fields under data")));
+            }
+        }
+    }
+    let Some(event_type) = event_type else {
+        return Err(Rejection::at(index, "type", "missing_field", "type is required"));
+    };
+    let ev = NewEvent {
+        id: id.unwrap_or_else(generate_id),
+        event_type,
+        time: time.unwrap_or_else(|| received.to_owned()),
+        received: received.to_owned(),
+        actor,
+        subject,
+        data,
+    };
+    // Upper bound of the canonical size: the fixed part is under 400 bytes.
+    let size = 400 + ev.id.len() + ev.event_type.len() + ev.time.len()
+        + [&ev.actor, &ev.subject, &ev.data].iter().map(|o| o.as_ref().map_or(0, String::len)).sum::<usize>();
+    if size > limits.max_event_bytes {
+        return Err(Rejection {
+            code: "event_too_large",
+            message: format!("event is about {size} bytes, more than the limit of {}", limits.max_event_bytes),
+            index: Some(index),
+            field: None,
+            too_large: true,
+        });
+    }
+    Ok(ev)
+}
+
+/// Parses and validates a request body: one object, an array of objects, or
+/// NDJSON (when `ndjson` is set, one object per non-empty line).
+///
+/// All or nothing: the first invalid event refuses the whole request.
+///
+/// # Errors
+/// A [`Rejection`] naming what is wrong.
+pub fn parse_request(body: &[u8], ndjson: bool, received: &str, limits: &Limits) -> Result<Vec<NewEvent>, Rejection> {
+    if body.len() > limits.max_request_bytes {
+        return Err(Rejection::request("request_too_large", format!("request body exceeds {} bytes", limits.max_request_bytes), true));
+    }
+    let values: Vec<Value> = if ndjson {
+        let mut v = Vec::new();
+        for (i, line) in body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).enumerate() {
+            if v.len() >= limits.max_events_per_request {
+                return Err(too_many(limits));
+            }
+            let value = serde_json::from_slice(line)
+                .map_err(|e| Rejection { code: "invalid_json", message: format!("line is not JSON: {e}"), index: Some(i), field: None, too_large: false })?;
+            v.push(value);
+        }
+        v
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(a)) => a,
+            Ok(other) => vec![other],
+            Err(e) => return Err(Rejection::request("invalid_json", format!("body is not JSON: {e}"), false)),
+        }
+    };
+    if values.is_empty() {
+        return Err(Rejection::request("no_events", "request carries no events", false));
+    }
+    if values.len() > limits.max_events_per_request {
+        return Err(too_many(limits));
+    }
+    values.into_iter().enumerate().map(|(i, v)| validate(i, v, received, limits)).collect()
+}
+
+fn too_many(limits: &Limits) -> Rejection {
+    Rejection::request("too_many_events", format!("request carries more than {} events", limits.max_events_per_request), true)
+}
+
+/// Returns the JCS bytes of the stored event without `hash`.
+///
+/// The keys in JCS order are: actor, data, id, prev, received, seq, stream,
+/// subject, time, type. Strings assembled here were validated to need no
+/// escaping.
+pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) -> Vec<u8> {
+    let mut s = String::with_capacity(256 + ev.data.as_ref().map_or(0, String::len));
+    s.push('{');
+    if let Some(a) = &ev.actor {
+        s.push_str("\"actor\":");
+        s.push_str(a);
+        s.push(',');
+    }
+    if let Some(d) = &ev.data {
+        s.push_str("\"data\":");
+        s.push_str(d);
+        s.push(',');
+    }
+    s.push_str("\"id\":\"");
+    s.push_str(&ev.id);
+    s.push_str("\",\"prev\":\"");
+    s.push_str(prev_hex);
+    s.push_str("\",\"received\":\"");
+    s.push_str(&ev.received);
+    s.push_str("\",\"seq\":");
+    s.push_str(&seq.to_string());
+    s.push_str(",\"stream\":\"");
+    s.push_str(stream);
+    s.push_str("\",");
+    if let Some(sub) = &ev.subject {
+        s.push_str("\"subject\":");
+        s.push_str(sub);
+        s.push(',');
+    }
+    s.push_str("\"time\":\"");
+    s.push_str(&ev.time);
+    s.push_str("\",\"type\":\"");
+    s.push_str(&ev.event_type);
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
+/// Returns the stored event as JSON text: the canonical body with `hash`
+/// added, itself in JCS order.
+pub fn stored_json(body: &str, hash_hex: &str) -> String {
+    // `hash` sorts after `data` and before `id`: every stored event has an
+    // `id`, so insert right before it.
+    match body.find("\"id\":") {
+        Some(at) => format!("{}\"hash\":\"{hash_hex}\",{}", &body[..at], &body[at..]),
+        None => body.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const RECEIVED: &str = "2026-11-23T10:00:00.000000Z";
+
+    fn check(v: Value) -> Result<NewEvent, Rejection> {
+        validate(3, v, RECEIVED, &Limits::default())
+    }
+
+    #[test]
+    fn accepts_a_full_event_and_the_created_at_alias() {
+        let ev = check(json!({"id":"e1","type":"grant.created","createdAt":"2026-01-02T03:04:05+01:00",
+            "actor":{"id":"u1"},"subject":"s","data":{"b":1,"a":[true,null]}}))
+        .expect("valid");
+        assert_eq!(ev.time, "2026-01-02T02:04:05Z");
+        assert_eq!(ev.data.as_deref(), Some(r#"{"a":[true,null],"b":1}"#));
+        let generated = check(json!({"type":"x"})).expect("valid");
+        assert!(generated.id.starts_with("evt_") && generated.id.len() == 30, "{}", generated.id);
+        assert_eq!(generated.time, RECEIVED);
+    }
+
+    #[test]
+    fn generated_ids_sort_by_time() {
+        let a = generate_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = generate_id();
+        assert!(a < b, "{a} !< {b}");
+    }
+
+    /// Every refused case: (event, field, code).
+    #[test]
+    fn refuses_each_invalid_case_naming_the_field() {
+        let cases: Vec<(Value, Option<&str>, &str)> = vec![
+            (json!({"type":"a","stream":"x"}), Some("stream"), "forbidden_field"),
+            (json!({"type":"a","seq":1}), Some("seq"), "forbidden_field"),
+            (json!({"type":"a","received":"x"}), Some("received"), "forbidden_field"),
+            (json!({"type":"a","prev":"x"}), Some("prev"), "forbidden_field"),
+            (json!({"type":"a","hash":"x"}), Some("hash"), "forbidden_field"),
+            (json!({}), Some("type"), "missing_field"),
+            (json!({"type":""}), Some("type"), "invalid_type"),
+            (json!({"type":"a..b"}), Some("type"), "invalid_type"),
+            (json!({"type":"a b"}), Some("type"), "invalid_type"),
+            (json!({"type":7}), Some("type"), "invalid_type"),
+            (json!({"type":"a","id":""}), Some("id"), "invalid_id"),
+            (json!({"type":"a","id":"has space"}), Some("id"), "invalid_id"),
+            (json!({"type":"a","id":"q\"uote"}), Some("id"), "invalid_id"),
+            (json!({"type":"a","id":5}), Some("id"), "invalid_id"),
+            (json!({"type":"a","id":"x".repeat(129)}), Some("id"), "invalid_id"),
+            (json!({"type":"a","time":"yesterday"}), Some("time"), "invalid_time"),
+            (json!({"type":"a","createdAt":12}), Some("createdAt"), "invalid_time"),
+            (json!({"type":"a","time":"2026-01-01T00:00:00Z","createdAt":"2026-01-01T00:00:00Z"}), None, "duplicate_time"),
+            (json!({"type":"a","actor":5}), Some("actor"), "invalid_value"),
+            (json!({"type":"a","subject":[1]}), Some("subject"), "invalid_value"),
+            (json!({"type":"a","data":"str"}), Some("data"), "invalid_value"),
+            (json!({"type":"a","data":{"n":{"big":9007199254740992u64}}}), Some("data.n.big"), "unsafe_number"),
+            (json!({"type":"a","data":{"l":[1,-9007199254740993i64]}}), Some("data.l[1]"), "unsafe_number"),
+            (json!({"type":"a","metadata":{}}), Some("metadata"), "unknown_field"),
+        ];
+        for (v, field, code) in cases {
+            let r = check(v.clone()).expect_err(&format!("accepted {v}"));
+            assert_eq!(r.code, code, "{v}");
+            assert_eq!(r.index, Some(3), "{v}");
+            if let Some(f) = field {
+                assert_eq!(r.field.as_deref(), Some(f), "{v}");
+            }
+            assert!(!r.too_large);
+        }
+        let r = validate(0, json!([1]), RECEIVED, &Limits::default()).expect_err("array is not an event");
+        assert_eq!(r.code, "not_an_object");
+    }
+
+    #[test]
+    fn request_limits_and_shapes() {
+        let limits = Limits { max_event_bytes: 1024, max_request_bytes: 4096, max_events_per_request: 3 };
+        let big = json!({"type":"a","data":{"x":"y".repeat(2000)}}).to_string();
+        let r = parse_request(big.as_bytes(), false, RECEIVED, &limits).expect_err("too big");
+        assert!(r.too_large && r.code == "event_too_large" && r.index == Some(0));
+        let four = r#"[{"type":"a"},{"type":"a"},{"type":"a"},{"type":"a"}]"#;
+        let r = parse_request(four.as_bytes(), false, RECEIVED, &limits).expect_err("too many");
+        assert!(r.too_large && r.code == "too_many_events");
+        let huge = vec![b' '; 5000];
+        assert!(parse_request(&huge, false, RECEIVED, &limits).expect_err("too big").too_large);
+        let nd = b"{\"type\":\"a\"}\n\n{\"type\":\"b\"}\r\n";
+        assert_eq!(parse_request(nd, true, RECEIVED, &limits).expect("ndjson").len(), 2);
+        let nd_bad = b"{\"type\":\"a\"}\n{\"type\":\"b\",\"seq\":1}\n";
+        let r = parse_request(nd_bad, true, RECEIVED, &limits).expect_err("forbidden");
+        assert_eq!((r.index, r.field.as_deref()), (Some(1), Some("seq")));
+        assert_eq!(parse_request(b"[]", false, RECEIVED, &limits).expect_err("empty").code, "no_events");
+        assert_eq!(parse_request(b"{", false, RECEIVED, &limits).expect_err("bad json").code, "invalid_json");
+        let mixed = r#"[{"type":"a"},{"type":"b","hash":"x"}]"#;
+        assert_eq!(parse_request(mixed.as_bytes(), false, RECEIVED, &limits).expect_err("second bad").index, Some(1));
+    }
+
+    #[test]
+    fn stored_json_inserts_hash_in_jcs_order() {
+        let ev = check(json!({"id":"e1","type":"t","data":{"k":"v"}})).expect("valid");
+        let body = String::from_utf8(canonical_bytes(&ev, "s", 1, crate::chain::ZERO_HASH_HEX)).expect("utf8");
+        let full = stored_json(&body, "ab");
+        let v: Value = serde_json::from_str(&full).expect("json");
+        assert_eq!(serde_json_canonicalizer::to_string(&v).expect("jcs"), full);
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(|n| json!(n)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The fast assembly equals the generic RFC 8785 canonicalizer.
+        #[test]
+        fn assembled_bytes_are_jcs(
+            data in proptest::collection::btree_map("\\PC{0,6}", arb_json(), 0..4),
+            actor in proptest::option::of("\\PC{0,10}"),
+            id in "[!#-\\[\\]-~]{1,20}",
+            ty in "[a-z]{1,5}(\\.[a-z0-9_-]{1,5}){0,2}",
+            stream in "[A-Za-z0-9._-]{1,20}",
+            seq in 1u64..(1 << 53),
+        ) {
+            let mut obj = json!({"id": id, "type": ty, "data": Value::Object(data.into_iter().collect())});
+            if let Some(a) = actor { obj["actor"] = Value::String(a); }
+            let ev = validate(0, obj, RECEIVED, &Limits { max_event_bytes: 1 << 30, ..Limits::default() }).expect("valid");
+            let bytes = canonical_bytes(&ev, &stream, seq, crate::chain::ZERO_HASH_HEX);
+            let parsed: Value = serde_json::from_slice(&bytes).expect("assembled bytes are JSON");
+            prop_assert_eq!(serde_json_canonicalizer::to_vec(&parsed).expect("jcs"), bytes);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! trailkeep: a durable, hash-chained audit-event log.
+//!
+//! Events arrive over HTTP, are validated, canonicalized (RFC 8785), chained
+//! by SHA-256 and committed in groups to the hot store before they are
+//! acknowledged. A Merkle tree (RFC 9162) over each stream is persisted as
+//! tiles and its heads are signed as C2SP checkpoints; `verify` recomputes
+//! everything.
+//!
+//! # Layout
+//! - [`chain`]: pure hashing, Merkle tree, tiles, checkpoints, signed notes;
+//! - [`event`]: the event, its validation and canonical bytes;
+//! - [`store`]: the [`store::Store`] trait, its conformance suite, SQLite;
+//! - [`ingest`]: group commit (batcher) and the checkpointer;
+//! - [`verify`]: read-only verification;
+//! - [`auth`]: API keys; [`keyfile`]: the signing key on disk;
+//! - [`api`]: HTTP routes; [`server`]: wiring for `serve`;
+//! - [`config`]: the config file; [`telemetry`]: logs and metrics;
+//! - [`cli`]: the `trailkeep` command line.
+//!
+//! Dependencies point inward: `api`/`cli` → `ingest`/`verify` → `store` →
+//! `chain`/`event`.
+
+pub mod api;
+pub mod auth;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod ingest;
+pub mod keyfile;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod verify;

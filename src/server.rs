@@ -1,0 +1,94 @@
+//! `serve`: opens the data directory, starts the batcher and checkpointer,
+//! and serves the API until `shutdown` resolves.
+//!
+//! Shutdown order keeps every acknowledgement honest: stop accepting
+//! connections and let in-flight requests finish (each waits for its
+//! commit), then drop the last append handle so the batcher drains and
+//! exits, then run a final checkpoint round.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::ingest::{Appender, checkpointer};
+use crate::keyfile;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// File name of the SQLite database inside the data directory.
+pub const DB_FILE: &str = "trailkeep.db";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The signing key failed to load.
+    #[error(transparent)]
+    Key(#[from] keyfile::KeyFileError),
+    /// Serving failed.
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+}
+
+/// Opens the SQLite store in `data_dir`, creating the directory if needed.
+///
+/// # Errors
+/// When the directory cannot be created or the store cannot be opened.
+pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir { path: data_dir.to_owned(), source })?;
+    Ok(SqliteStore::open(&data_dir.join(DB_FILE))?)
+}
+
+/// Runs the server on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// Startup failures (data directory, store, key) and HTTP server errors.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+    let signer = keyfile::load_or_create(&config.data_dir, &config.log_name)?;
+    let dirty = crate::ingest::DirtyStreams::default();
+    let (appender, batcher) = Appender::start(store.clone(), config.batch, dirty.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let checkpointer = tokio::spawn(checkpointer::run(
+        store.clone(),
+        signer.clone(),
+        config.log_name.clone(),
+        config.checkpoint_interval,
+        dirty,
+        stop_rx,
+    ));
+    let state = AppState {
+        store: store.clone(),
+        appender,
+        auth: Authenticator::new(store.clone()),
+        limits: config.limits,
+        verifier: signer.verifier(),
+        log_name: config.log_name.clone(),
+        metrics: crate::telemetry::prometheus(),
+    };
+    tracing::info!(listen = %listener.local_addr().map_err(ServeError::Http)?, data_dir = %config.data_dir.display(), "trailkeep serving");
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    // The router (and its Appender clones) is dropped here; the batcher
+    // drains what is queued and stops.
+    let _ = batcher.await;
+    let _ = stop_tx.send(true);
+    let _ = checkpointer.await;
+    tracing::info!("trailkeep stopped");
+    served.map_err(ServeError::Http)
+}

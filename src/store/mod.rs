@@ -1,0 +1,290 @@
+//! The hot store: durable events, stream heads, Merkle tiles, checkpoints
+//! and API keys.
+//!
+//! [`Store`] is the one extension point; `conformance` holds the suite every
+//! backend runs. The SQLite backend ([`sqlite::SqliteStore`]) is the embedded
+//! default; PostgreSQL arrives behind the same trait.
+//!
+//! # Contract
+//! - [`Store::append`] commits all groups in **one** durable transaction (one
+//!   fsync) or none of them. It assigns each new event the next seq of its
+//!   stream, `prev` = the previous event's hash, and the hash of its
+//!   canonical bytes ([`crate::event::canonical_bytes`]). An event whose `id`
+//!   already exists in its stream (in the store or earlier in the same call)
+//!   is not stored again; its original seq and hash come back with
+//!   `duplicate = true`.
+//! - Tiles are written in the same transaction as the events they cover, so
+//!   a tree of `head_seq` leaves can always be read back.
+//! - An `Err` from `append` may be ambiguous (the commit may or may not have
+//!   reached disk); callers must not retry it and acknowledge. The ingest
+//!   path poisons itself instead (see `ingest`).
+//!
+//! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::chain::tiles::TileId;
+use crate::event::NewEvent;
+
+/// Errors of the hot store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed; the message names the backend.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// Stored data contradicts itself (for example a tile of the wrong width).
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The store's schema is newer than this binary understands.
+    #[error("store schema version {found} is newer than supported version {supported}")]
+    SchemaTooNew {
+        /// Version found on disk.
+        found: i64,
+        /// Newest version this binary knows.
+        supported: i64,
+    },
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Events for one stream, appended in order.
+#[derive(Debug, Clone)]
+pub struct AppendGroup {
+    /// Stream name (validated).
+    pub stream: String,
+    /// Validated events.
+    pub events: Vec<NewEvent>,
+}
+
+/// What the log made of one event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Accepted {
+    /// Event id.
+    pub id: String,
+    /// Assigned (or, for a duplicate, original) seq.
+    pub seq: u64,
+    /// Lowercase hex hash.
+    pub hash: String,
+    /// Whether the id was already stored.
+    pub duplicate: bool,
+}
+
+/// A stream's head: its last seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Head {
+    /// Last seq (0 for an empty stream).
+    pub seq: u64,
+    /// Hash of the last event (64 zeros for an empty stream).
+    pub hash: String,
+}
+
+/// The outcome of one [`AppendGroup`].
+#[derive(Debug, Clone)]
+pub struct GroupResult {
+    /// One entry per event, in request order.
+    pub accepted: Vec<Accepted>,
+    /// The stream's head after the commit.
+    pub head: Head,
+}
+
+/// A stream as listed by `GET /v1/streams`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamInfo {
+    /// Stream name.
+    pub name: String,
+    /// Head seq.
+    pub head_seq: u64,
+    /// Head hash.
+    pub head_hash: String,
+    /// Oldest seq still in the hot store (None when it holds none).
+    pub oldest_hot_seq: Option<u64>,
+}
+
+/// One stored event row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Seq column.
+    pub seq: u64,
+    /// Hash column (lowercase hex).
+    pub hash: String,
+    /// Canonical body without `hash`.
+    pub body: String,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root, lowercase hex.
+    pub root: String,
+    /// The whole signed note.
+    pub note: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+}
+
+/// An API key's record; the secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRecord {
+    /// Public key id (part of the token).
+    pub id: String,
+    /// `ingest`, `read` or `admin`.
+    pub scope: String,
+    /// A stream name or `*`.
+    pub stream: String,
+    /// SHA-256 of the token's secret part.
+    #[serde(skip)]
+    pub secret_hash: [u8; 32],
+    /// Creation time.
+    pub created: String,
+    /// Revocation time, if revoked.
+    pub revoked: Option<String>,
+}
+
+/// The hot store. See the module docs for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends every group in one durable transaction.
+    ///
+    /// # Errors
+    /// Any backend error; the outcome may be ambiguous (see module docs).
+    async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>>;
+
+    /// Returns every stream, by name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn streams(&self) -> Result<Vec<StreamInfo>>;
+
+    /// Returns up to `limit` events of `stream` with seq ≥ `from_seq`, in seq order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn read_events(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// Returns the given tiles of `stream` that exist.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn tiles(&self, stream: &str, ids: &[TileId]) -> Result<Vec<(TileId, Vec<u8>)>>;
+
+    /// Stores a signed checkpoint (idempotent per size).
+    ///
+    /// # Errors
+    /// Backend errors, or [`StoreError::NotFound`] for an unknown stream.
+    async fn put_checkpoint(&self, stream: &str, checkpoint: StoredCheckpoint) -> Result<()>;
+
+    /// Returns the checkpoint of the largest size.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>>;
+
+    /// Stores a new API key.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn create_key(&self, key: KeyRecord) -> Result<()>;
+
+    /// Returns all keys, revoked ones included.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+
+    /// Returns one key by id.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
+
+    /// Marks a key revoked; returns whether it existed and was active.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+}
+
+/// Convenience methods over [`Store`].
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Returns one stream's info.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
+        Ok(self.streams().await?.into_iter().find(|s| s.name == name))
+    }
+
+    /// Returns a [`crate::chain::tiles::TileSource`] holding every tile that
+    /// `compute` reads, fetched in one call, then runs `compute` on it.
+    ///
+    /// # Errors
+    /// Backend errors, or [`StoreError::Corrupt`] when a needed tile is missing.
+    async fn with_tiles<T: Send, F>(&self, stream: &str, compute: F) -> Result<T>
+    where
+        F: Fn(&dyn TreeReader) -> std::result::Result<T, crate::chain::tiles::MissingNode> + Send + Sync,
+    {
+        use crate::chain::tiles::{Recorder, TileSource};
+        let rec = Recorder::default();
+        let _ = compute(&RecorderReader(&rec));
+        let needed = rec.take();
+        let tiles = self.tiles(stream, &needed).await?;
+        let src = TileSource::new(tiles.into_iter().collect());
+        compute(&src).map_err(|e| StoreError::Corrupt(format!("stream {stream}: {e}")))
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// An object-safe view of a node source, so one closure serves both the
+/// recording pass and the computing pass of [`StoreExt::with_tiles`].
+pub trait TreeReader {
+    /// Returns a complete node's hash.
+    ///
+    /// # Errors
+    /// [`crate::chain::tiles::MissingNode`] when the tiles lack it.
+    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode>;
+}
+
+impl TreeReader for crate::chain::tiles::TileSource {
+    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
+        crate::chain::merkle::NodeSource::node(self, level, index)
+    }
+}
+
+struct RecorderReader<'a>(&'a crate::chain::tiles::Recorder);
+
+impl TreeReader for RecorderReader<'_> {
+    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
+        match crate::chain::merkle::NodeSource::node(self.0, level, index) {
+            Ok(h) => Ok(h),
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Adapts a [`TreeReader`] back into a [`crate::chain::merkle::NodeSource`].
+#[derive(Clone, Copy)]
+pub struct ReaderSource<'a>(pub &'a dyn TreeReader);
+
+impl crate::chain::merkle::NodeSource for ReaderSource<'_> {
+    type Error = crate::chain::tiles::MissingNode;
+    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, Self::Error> {
+        self.0.node(level, index)
+    }
+}

@@ -1,0 +1,430 @@
+//! The embedded SQLite hot store.
+//!
+//! One dedicated writer thread owns the only writing connection: it runs
+//! [`Store::append`] batches as `BEGIN IMMEDIATE … COMMIT` in WAL mode with
+//! `synchronous=FULL`, so each commit is one fsync of the WAL and a returned
+//! `Ok` means the events survive a crash or power loss. Reads use a small
+//! pool of separate connections (WAL readers never block the writer).
+//!
+//! Other processes (`trailkeep keys`, `verify`) may open the same file while
+//! `serve` runs; SQLite's locking serializes them (`busy_timeout`), and the
+//! writer re-reads each stream's head inside its transaction rather than
+//! trusting a cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Result, Store, StoreError, StoredCheckpoint,
+    StoredEvent, StreamInfo,
+};
+use crate::chain::tiles::{TileId, TileWriter};
+use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
+use crate::event::{canonical_bytes, format_received};
+
+const SCHEMA_VERSION: i64 = 1;
+const MIGRATIONS: [&str; 1] = [include_str!("sql/sqlite/001_init.sql")];
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend { backend: "sqlite", message: e.to_string() }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// The SQLite [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<std::sync::mpsc::Sender<Job>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+struct StreamState {
+    id: i64,
+    head_seq: u64,
+    head_hash: String,
+    tiles: TileWriter,
+}
+
+struct Writer {
+    conn: Connection,
+    streams: HashMap<String, StreamState>,
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_conn(path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("trailkeep-sqlite-writer".into())
+            .spawn(move || {
+                let mut w = Writer { conn, streams: HashMap::new() };
+                while let Ok(job) = rx.recv() {
+                    job(&mut w);
+                }
+            })
+            .map_err(|e| StoreError::Backend { backend: "sqlite", message: format!("cannot start writer thread: {e}") })?;
+        Ok(Self { inner: Arc::new(Inner { path: path.to_owned(), writer: Mutex::new(tx), readers: Mutex::new(Vec::new()) }) })
+    }
+
+    /// Returns the database file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| StoreError::Backend { backend: "sqlite", message: "writer thread stopped".into() })?;
+        rx.await.map_err(|_| StoreError::Backend { backend: "sqlite", message: "writer thread stopped".into() })?
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&inner.path)?,
+            };
+            let out = f(&conn);
+            let mut pool = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend { backend: "sqlite", message: format!("reader task failed: {e}") })?
+    }
+}
+
+fn now() -> String {
+    format_received(time::OffsetDateTime::now_utc())
+}
+
+impl Writer {
+    fn append(&mut self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
+        let out = self.append_tx(groups);
+        if out.is_err() {
+            // The cached heads and tiles may be ahead of what is on disk.
+            self.streams.clear();
+        }
+        out
+    }
+
+    fn append_tx(&mut self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
+        let Writer { conn, streams } = self;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(groups.len());
+        // ids seen earlier in this transaction, per stream id.
+        let mut batch_ids: HashMap<(i64, String), (u64, String)> = HashMap::new();
+        let mut touched: Vec<String> = Vec::new();
+        for group in groups {
+            let st = load_stream(&tx, streams, &group.stream)?;
+            let mut accepted = Vec::with_capacity(group.events.len());
+            let mut leaves = Vec::with_capacity(group.events.len());
+            {
+                let mut find = tx.prepare_cached("SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for ev in &group.events {
+                    let key = (st.id, ev.id.clone());
+                    let existing = match batch_ids.get(&key) {
+                        Some(found) => Some(found.clone()),
+                        None => find
+                            .query_row(params![st.id, ev.id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
+                            .optional()?,
+                    };
+                    if let Some((seq, hash)) = existing {
+                        accepted.push(Accepted { id: ev.id.clone(), seq, hash, duplicate: true });
+                        continue;
+                    }
+                    let seq = st.head_seq + 1;
+                    let body = canonical_bytes(ev, &group.stream, seq, &st.head_hash);
+                    let h = event_hash(&body);
+                    let hash = hex::encode(h);
+                    let body = String::from_utf8(body).map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
+                    insert.execute(params![st.id, seq as i64, ev.id, ev.event_type, ev.time, ev.received, hash, body])?;
+                    leaves.push(leaf_hash(&h));
+                    batch_ids.insert(key, (seq, hash.clone()));
+                    st.head_seq = seq;
+                    st.head_hash = hash.clone();
+                    accepted.push(Accepted { id: ev.id.clone(), seq, hash, duplicate: false });
+                }
+            }
+            if !leaves.is_empty() {
+                let mut up = tx.prepare_cached(
+                    "INSERT INTO tiles (stream_id, level, idx, data) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (stream_id, level, idx) DO UPDATE SET data = excluded.data",
+                )?;
+                for t in st.tiles.append(&leaves) {
+                    up.execute(params![st.id, t.id.level, t.id.index as i64, t.data])?;
+                }
+                tx.prepare_cached("UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1")?
+                    .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
+            }
+            touched.push(group.stream.clone());
+            results.push(GroupResult { accepted, head: Head { seq: st.head_seq, hash: st.head_hash.clone() } });
+        }
+        tx.commit()?;
+        // Later groups of a stream in the same call report the final head.
+        for (i, name) in touched.iter().enumerate() {
+            if let Some(st) = streams.get(name) {
+                results[i].head = Head { seq: st.head_seq, hash: st.head_hash.clone() };
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Returns the cached state of `name`, (re)loading it when the stored head
+/// differs from the cache (another process wrote, or a previous transaction
+/// failed). Creates the stream when it does not exist.
+fn load_stream<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    streams: &'a mut HashMap<String, StreamState>,
+    name: &str,
+) -> Result<&'a mut StreamState> {
+    let row = tx
+        .prepare_cached("SELECT id, head_seq, head_hash FROM streams WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?)))
+        .optional()?;
+    let (id, head_seq, head_hash) = match row {
+        Some(r) => r,
+        None => {
+            tx.prepare_cached("INSERT INTO streams (name, head_seq, head_hash, created) VALUES (?1, 0, ?2, ?3)")?
+                .execute(params![name, ZERO_HASH_HEX, now()])?;
+            (tx.last_insert_rowid(), 0, ZERO_HASH_HEX.to_owned())
+        }
+    };
+    let fresh = streams.get(name).is_some_and(|s| s.id == id && s.head_seq == head_seq && s.head_hash == head_hash);
+    if !fresh {
+        let mut q = tx.prepare_cached("SELECT data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3")?;
+        let mut failed = None;
+        let tiles = TileWriter::resume(head_seq, |t| {
+            match q.query_row(params![id, t.level, t.index as i64], |r| r.get::<_, Vec<u8>>(0)).optional() {
+                Ok(d) => d,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(backend(e));
+        }
+        let tiles = tiles.map_err(|e| StoreError::Corrupt(format!("stream {name}: {e}")))?;
+        streams.insert(name.to_owned(), StreamState { id, head_seq, head_hash, tiles });
+    }
+    streams.get_mut(name).ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
+}
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let hash: Vec<u8> = r.get(3)?;
+    let mut secret_hash = [0u8; 32];
+    if hash.len() == 32 {
+        secret_hash.copy_from_slice(&hash);
+    }
+    Ok(KeyRecord { id: r.get(0)?, scope: r.get(1)?, stream: r.get(2)?, secret_hash, created: r.get(4)?, revoked: r.get(5)? })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
+        self.write(move |w| w.append(groups)).await
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamInfo>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id) \
+                 FROM streams s ORDER BY s.name",
+            )?;
+            let rows = q.query_map([], |r| {
+                Ok(StreamInfo {
+                    name: r.get(0)?,
+                    head_seq: r.get::<_, i64>(1)? as u64,
+                    head_hash: r.get(2)?,
+                    oldest_hot_seq: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn read_events(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let stream = stream.to_owned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT e.seq, e.hash, e.body FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
+            )?;
+            let rows = q.query_map(params![stream, from_seq as i64, limit as i64], |r| {
+                Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)?, body: r.get(2)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn tiles(&self, stream: &str, ids: &[TileId]) -> Result<Vec<(TileId, Vec<u8>)>> {
+        let (stream, ids) = (stream.to_owned(), ids.to_vec());
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT t.data FROM tiles t JOIN streams s ON s.id = t.stream_id WHERE s.name = ?1 AND t.level = ?2 AND t.idx = ?3",
+            )?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(d) = q.query_row(params![stream, id.level, id.index as i64], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+                    out.push((id, d));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, stream: &str, cp: StoredCheckpoint) -> Result<()> {
+        let stream = stream.to_owned();
+        self.write(move |w| {
+            let n = w.conn.execute(
+                "INSERT INTO checkpoints (stream_id, size, root, note, created) SELECT id, ?2, ?3, ?4, ?5 FROM streams WHERE name = ?1 \
+                 ON CONFLICT (stream_id, size) DO NOTHING",
+                params![stream, cp.size as i64, cp.root, cp.note, cp.created],
+            )?;
+            if n == 0 && w.conn.query_row("SELECT 1 FROM streams WHERE name = ?1", [&stream], |_| Ok(())).optional()?.is_none() {
+                return Err(StoreError::NotFound(format!("stream {stream}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>> {
+        let stream = stream.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT c.size, c.root, c.note, c.created FROM checkpoints c JOIN streams s ON s.id = c.stream_id \
+                 WHERE s.name = ?1 ORDER BY c.size DESC LIMIT 1",
+            )?
+            .query_row([stream], |r| {
+                Ok(StoredCheckpoint { size: r.get::<_, i64>(0)? as u64, root: r.get(1)?, note: r.get(2)?, created: r.get(3)? })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<()> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO api_keys (id, scope, stream, secret_hash, created, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.id, key.scope, key.stream, key.secret_hash.to_vec(), key.created, key.revoked],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys ORDER BY created, id")?;
+            let rows = q.query_map([], key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys WHERE id = ?1")?
+                .query_row([id], key_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
+        let (id, at) = (id.to_owned(), at.to_owned());
+        self.write(move |w| Ok(w.conn.execute("UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL", params![id, at])? > 0))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = 0;
+        super::super::conformance::run_all(|| {
+            n += 1;
+            SqliteStore::open(&dir.path().join(format!("store-{n}.db"))).expect("open")
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reopening_resumes_heads_and_tiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        super::super::conformance::reopen_keeps_chain(|| SqliteStore::open(&path).expect("open")).await;
+    }
+}
