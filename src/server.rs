@@ -55,16 +55,25 @@ pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServeError> {
     Ok(SqliteStore::open(&data_dir.join(DB_FILE))?)
 }
 
-/// Runs the server on `listener` until `shutdown` resolves.
+/// A started log: store, batcher and checkpointer, ready to be served.
+pub struct Running {
+    /// Shared state of the HTTP handlers.
+    pub state: AppState,
+    batcher: tokio::task::JoinHandle<()>,
+    checkpointer: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Opens the data directory and starts the batcher and checkpointer.
 ///
 /// # Errors
-/// Startup failures (data directory, store, key) and HTTP server errors.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+/// Data directory, store or signing key failures.
+pub fn start(config: &Config) -> Result<Running, ServeError> {
     let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
     let signer = keyfile::load_or_create(&config.data_dir, &config.log_name)?;
     let dirty = crate::ingest::DirtyStreams::default();
     let (appender, batcher) = Appender::start(store.clone(), config.batch, dirty.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let checkpointer = tokio::spawn(checkpointer::run(
         store.clone(),
         signer.clone(),
@@ -76,19 +85,45 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let state = AppState {
         store: store.clone(),
         appender,
-        auth: Authenticator::new(store.clone()),
+        auth: Authenticator::new(store),
         limits: config.limits,
         verifier: signer.verifier(),
         log_name: config.log_name.clone(),
         metrics: crate::telemetry::prometheus(),
     };
+    Ok(Running { state, batcher, checkpointer, stop })
+}
+
+impl Running {
+    /// Returns the router over this log.
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone())
+    }
+
+    /// Stops the batcher (after draining its queue) and runs a last
+    /// checkpoint round. Every router clone must be dropped first, or the
+    /// batcher keeps waiting for requests.
+    pub async fn stop(self) {
+        let Running { state, batcher, checkpointer, stop } = self;
+        drop(state);
+        let _ = batcher.await;
+        let _ = stop.send(true);
+        let _ = checkpointer.await;
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// Startup failures (data directory, store, key) and HTTP server errors.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let running = start(&config)?;
+    let app = running.router();
     tracing::info!(listen = %listener.local_addr().map_err(ServeError::Http)?, data_dir = %config.data_dir.display(), "trailkeep serving");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
-    // The router (and its Appender clones) is dropped here; the batcher
-    // drains what is queued and stops.
-    let _ = batcher.await;
-    let _ = stop_tx.send(true);
-    let _ = checkpointer.await;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // In-flight requests have finished (each waited for its commit); the
+    // router is dropped, so the batcher drains and stops.
+    running.stop().await;
     tracing::info!("trailkeep stopped");
     served.map_err(ServeError::Http)
 }
