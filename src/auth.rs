@@ -51,7 +51,8 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS RNG failing is unrecoverable: no key can be made safely.
-    getrandom::fill(&mut b).unwrap_or_else(|e| panic!("operating system random source failed: {e}"));
+    getrandom::fill(&mut b)
+        .unwrap_or_else(|e| panic!("operating system random source failed: {e}"));
     b
 }
 
@@ -106,11 +107,14 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// Looked-up keys by id (None: no such key) with the time of the lookup.
+type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
+
 /// Verifies bearer tokens against the store, caching lookups briefly.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
-    cache: Arc<Mutex<HashMap<String, (Option<KeyRecord>, Instant)>>>,
+    cache: Arc<Mutex<KeyCache>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -122,7 +126,10 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Returns an authenticator over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, cache: Arc::default() }
+        Self {
+            store,
+            cache: Arc::default(),
+        }
     }
 
     /// Returns the active key that `token` proves.
@@ -133,14 +140,22 @@ impl Authenticator {
     pub async fn authenticate(&self, token: &str) -> Result<KeyRecord, AuthError> {
         let (id, secret) = parse_token(token).ok_or(AuthError::Unauthenticated)?;
         let cached = {
-            let c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            c.get(id).filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL).map(|(k, _)| k.clone())
+            let c = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.get(id)
+                .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+                .map(|(k, _)| k.clone())
         };
         let key = match cached {
             Some(k) => k,
             None => {
                 let k = self.store.get_key(id).await?;
-                let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut c = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if c.len() > 10_000 {
                     c.clear();
                 }
@@ -164,13 +179,23 @@ mod tests {
     #[test]
     fn tokens_parse_and_hash_to_the_record() {
         let (rec, token) = generate(Scope::Read, "s", "t");
-        assert!(token.starts_with("tk_") && token.len() == 3 + 16 + 1 + 43, "{token}");
+        assert!(
+            token.starts_with("tk_") && token.len() == 3 + 16 + 1 + 43,
+            "{token}"
+        );
         let (id, secret) = parse_token(&token).expect("parses");
         assert_eq!(id, rec.id);
         assert_eq!(secret_hash(secret), rec.secret_hash);
         let (_, other) = generate(Scope::Read, "s", "t");
         assert_ne!(token, other, "tokens are random");
-        for bad in ["", "tk_", "tk_0123456789abcdef", "tk_0123456789abcdef_", "xx_0123456789abcdef_abc", "tk_0123456789abcdeg_abc"] {
+        for bad in [
+            "",
+            "tk_",
+            "tk_0123456789abcdef",
+            "tk_0123456789abcdef_",
+            "xx_0123456789abcdef_abc",
+            "tk_0123456789abcdeg_abc",
+        ] {
             assert!(parse_token(bad).is_none(), "accepted {bad:?}");
         }
     }
@@ -186,9 +211,18 @@ mod tests {
             revoked: None,
         };
         assert!(allows(&key("ingest", "a"), Scope::Ingest, Some("a")));
-        assert!(!allows(&key("ingest", "a"), Scope::Read, Some("a")), "ingest cannot read");
-        assert!(!allows(&key("read", "a"), Scope::Ingest, Some("a")), "read cannot ingest");
-        assert!(!allows(&key("read", "a"), Scope::Read, Some("b")), "one stream's key reads no other");
+        assert!(
+            !allows(&key("ingest", "a"), Scope::Read, Some("a")),
+            "ingest cannot read"
+        );
+        assert!(
+            !allows(&key("read", "a"), Scope::Ingest, Some("a")),
+            "read cannot ingest"
+        );
+        assert!(
+            !allows(&key("read", "a"), Scope::Read, Some("b")),
+            "one stream's key reads no other"
+        );
         assert!(allows(&key("read", "*"), Scope::Read, Some("b")));
         assert!(allows(&key("admin", "*"), Scope::Ingest, Some("b")));
         assert!(!allows(&key("admin", "a"), Scope::Admin, Some("b")));

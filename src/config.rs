@@ -71,7 +71,9 @@ pub struct RawCheckpoint {
 
 impl Default for RawCheckpoint {
     fn default() -> Self {
-        Self { interval_ms: default_interval_ms() }
+        Self {
+            interval_ms: default_interval_ms(),
+        }
     }
 }
 
@@ -126,7 +128,10 @@ pub struct ConfigError {
 }
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Values given on the command line (or `TRAILKEEP_*`), which win over the file.
@@ -157,27 +162,63 @@ impl RawConfig {
     /// The first invalid value, by key.
     pub fn validate(self, over: &Overrides) -> Result<Config, ConfigError> {
         let log_name = self.log_name.unwrap_or_else(|| DEFAULT_LOG_NAME.into());
-        if log_name.is_empty() || log_name.contains('+') || log_name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(err("log_name", "must be non-empty, without spaces or '+' (it names the signing key)"));
+        if log_name.is_empty()
+            || log_name.contains('+')
+            || log_name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(err(
+                "log_name",
+                "must be non-empty, without spaces or '+' (it names the signing key)",
+            ));
         }
-        let listen_s = over.listen.clone().or(self.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_s.parse().map_err(|_| err("listen", format!("{listen_s:?} is not an address such as 127.0.0.1:7470")))?;
-        let data_dir = over.data_dir.clone().or(self.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let listen_s = over
+            .listen
+            .clone()
+            .or(self.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_s.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("{listen_s:?} is not an address such as 127.0.0.1:7470"),
+            )
+        })?;
+        let data_dir = over
+            .data_dir
+            .clone()
+            .or(self.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         let i = self.ingest;
         if !(1024..=16 * 1024 * 1024).contains(&i.max_event_bytes) {
-            return Err(err("ingest.max_event_bytes", "must be between 1024 and 16777216"));
+            return Err(err(
+                "ingest.max_event_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         if i.max_request_bytes < i.max_event_bytes || i.max_request_bytes > 256 * 1024 * 1024 {
-            return Err(err("ingest.max_request_bytes", "must be at least ingest.max_event_bytes and at most 268435456"));
+            return Err(err(
+                "ingest.max_request_bytes",
+                "must be at least ingest.max_event_bytes and at most 268435456",
+            ));
         }
         if !(1..=1_000_000).contains(&i.max_events_per_request) {
-            return Err(err("ingest.max_events_per_request", "must be between 1 and 1000000"));
+            return Err(err(
+                "ingest.max_events_per_request",
+                "must be between 1 and 1000000",
+            ));
         }
         if !(1..=1_000_000).contains(&i.max_batch_events) {
-            return Err(err("ingest.max_batch_events", "must be between 1 and 1000000"));
+            return Err(err(
+                "ingest.max_batch_events",
+                "must be between 1 and 1000000",
+            ));
         }
         if !(10..=3_600_000).contains(&self.checkpoint.interval_ms) {
-            return Err(err("checkpoint.interval_ms", "must be between 10 and 3600000"));
+            return Err(err(
+                "checkpoint.interval_ms",
+                "must be between 10 and 3600000",
+            ));
         }
         Ok(Config {
             log_name,
@@ -188,7 +229,9 @@ impl RawConfig {
                 max_request_bytes: i.max_request_bytes,
                 max_events_per_request: i.max_events_per_request,
             },
-            batch: BatchLimits { max_batch_events: i.max_batch_events },
+            batch: BatchLimits {
+                max_batch_events: i.max_batch_events,
+            },
             checkpoint_interval: Duration::from_millis(self.checkpoint.interval_ms),
         })
     }
@@ -200,13 +243,26 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = RawConfig::parse("").expect("empty").validate(&Overrides::default()).expect("valid");
+        let c = RawConfig::parse("")
+            .expect("empty")
+            .validate(&Overrides::default())
+            .expect("valid");
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.log_name, DEFAULT_LOG_NAME);
         assert_eq!(c.limits.max_event_bytes, 65536);
-        let over = Overrides { data_dir: Some("/x".into()), listen: Some("127.0.0.1:1".into()) };
-        let c = RawConfig::parse("listen = \"127.0.0.1:2\"\n[ingest]\nmax_event_bytes = 2048").expect("ok").validate(&over).expect("valid");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:1", "flags win over the file");
+        let over = Overrides {
+            data_dir: Some("/x".into()),
+            listen: Some("127.0.0.1:1".into()),
+        };
+        let c = RawConfig::parse("listen = \"127.0.0.1:2\"\n[ingest]\nmax_event_bytes = 2048")
+            .expect("ok")
+            .validate(&over)
+            .expect("valid");
+        assert_eq!(
+            c.listen.to_string(),
+            "127.0.0.1:1",
+            "flags win over the file"
+        );
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.limits.max_event_bytes, 2048);
     }
@@ -217,13 +273,25 @@ mod tests {
         assert_eq!(e.key, "max_evnt_bytes", "{e}");
         let e = RawConfig::parse("bogus = 1").expect_err("unknown");
         assert_eq!(e.key, "bogus", "{e}");
-        let e = RawConfig::parse("[ingest]\nmax_event_bytes = 10").expect("parses").validate(&Overrides::default()).expect_err("too small");
+        let e = RawConfig::parse("[ingest]\nmax_event_bytes = 10")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("too small");
         assert_eq!(e.key, "ingest.max_event_bytes");
-        let e = RawConfig::parse("listen = \"nope\"").expect("parses").validate(&Overrides::default()).expect_err("bad addr");
+        let e = RawConfig::parse("listen = \"nope\"")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("bad addr");
         assert_eq!(e.key, "listen");
-        let e = RawConfig::parse("log_name = \"a b\"").expect("parses").validate(&Overrides::default()).expect_err("bad name");
+        let e = RawConfig::parse("log_name = \"a b\"")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("bad name");
         assert_eq!(e.key, "log_name");
-        let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0").expect("parses").validate(&Overrides::default()).expect_err("zero");
+        let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("zero");
         assert_eq!(e.key, "checkpoint.interval_ms");
     }
 }

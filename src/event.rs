@@ -33,7 +33,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_event_bytes: 64 * 1024, max_request_bytes: 8 * 1024 * 1024, max_events_per_request: 10_000 }
+        Self {
+            max_event_bytes: 64 * 1024,
+            max_request_bytes: 8 * 1024 * 1024,
+            max_events_per_request: 10_000,
+        }
     }
 }
 
@@ -54,12 +58,24 @@ pub struct Rejection {
 
 impl Rejection {
     fn at(index: usize, field: &str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), index: Some(index), field: Some(field.to_owned()), too_large: false }
+        Self {
+            code,
+            message: message.into(),
+            index: Some(index),
+            field: Some(field.to_owned()),
+            too_large: false,
+        }
     }
 
     /// Returns a rejection of the whole request (no event index).
     pub fn request(code: &'static str, message: impl Into<String>, too_large: bool) -> Self {
-        Self { code, message: message.into(), index: None, field: None, too_large }
+        Self {
+            code,
+            message: message.into(),
+            index: None,
+            field: None,
+            too_large,
+        }
     }
 }
 
@@ -87,17 +103,28 @@ const MAX_SAFE_INT: u64 = (1 << 53) - 1;
 
 /// Returns whether `s` is a valid stream name: 1–128 of `A–Z a–z 0–9 . _ -`.
 pub fn valid_stream_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 fn valid_type(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 /// Returns a new time-sortable event id: `evt_` + ULID.
@@ -170,22 +197,44 @@ fn canonical_value(index: usize, field: &str, v: &Value) -> Result<String, Rejec
             "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
         ));
     }
-    serde_json_canonicalizer::to_string(v)
-        .map_err(|e| Rejection::at(index, field, "invalid_value", format!("cannot canonicalize: {e}")))
+    serde_json_canonicalizer::to_string(v).map_err(|e| {
+        Rejection::at(
+            index,
+            field,
+            "invalid_value",
+            format!("cannot canonicalize: {e}"),
+        )
+    })
 }
 
 /// Validates one event object, `index` being its position in the request.
 ///
 /// # Errors
 /// A [`Rejection`] naming the index, the field and the reason.
-pub fn validate(index: usize, value: Value, received: &str, limits: &Limits) -> Result<NewEvent, Rejection> {
+pub fn validate(
+    index: usize,
+    value: Value,
+    received: &str,
+    limits: &Limits,
+) -> Result<NewEvent, Rejection> {
     let Value::Object(obj) = value else {
-        return Err(Rejection { code: "not_an_object", message: "event must be a JSON object".into(), index: Some(index), field: None, too_large: false });
+        return Err(Rejection {
+            code: "not_an_object",
+            message: "event must be a JSON object".into(),
+            index: Some(index),
+            field: None,
+            too_large: false,
+        });
     };
     validate_object(index, obj, received, limits)
 }
 
-fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits: &Limits) -> Result<NewEvent, Rejection> {
+fn validate_object(
+    index: usize,
+    obj: Map<String, Value>,
+    received: &str,
+    limits: &Limits,
+) -> Result<NewEvent, Rejection> {
     let mut id = None;
     let mut event_type = None;
     let mut time = None;
@@ -193,19 +242,43 @@ fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits
     for (key, v) in &obj {
         match key.as_str() {
             k if FORBIDDEN.contains(&k) => {
-                return Err(Rejection::at(index, k, "forbidden_field", format!("`{k}` is assigned by the log and may not be set")));
+                return Err(Rejection::at(
+                    index,
+                    k,
+                    "forbidden_field",
+                    format!("`{k}` is assigned by the log and may not be set"),
+                ));
             }
             "id" => match v {
                 Value::String(s) if valid_id(s) => id = Some(s.clone()),
-                _ => return Err(Rejection::at(index, "id", "invalid_id", "id must be a string of 1-128 printable ASCII characters without quotes or backslashes")),
+                _ => {
+                    return Err(Rejection::at(
+                        index,
+                        "id",
+                        "invalid_id",
+                        "id must be a string of 1-128 printable ASCII characters without quotes or backslashes",
+                    ));
+                }
             },
             "type" => match v {
                 Value::String(s) if valid_type(s) => event_type = Some(s.clone()),
-                _ => return Err(Rejection::at(index, "type", "invalid_type", "type must be a dotted name such as grant.created (letters, digits, _ and -, at most 128 characters)")),
+                _ => {
+                    return Err(Rejection::at(
+                        index,
+                        "type",
+                        "invalid_type",
+                        "type must be a dotted name such as grant.created (letters, digits, _ and -, at most 128 characters)",
+                    ));
+                }
             },
             "time" | "createdAt" => {
                 if time.is_some() {
-                    return Err(Rejection::at(index, key, "duplicate_time", "set either time or its alias createdAt, not both"));
+                    return Err(Rejection::at(
+                        index,
+                        key,
+                        "duplicate_time",
+                        "set either time or its alias createdAt, not both",
+                    ));
                 }
                 let normalized = match v {
                     Value::String(s) => normalize_time(s),
@@ -213,29 +286,62 @@ fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits
                 };
                 match normalized {
                     Some(t) => time = Some(t),
-                    None => return Err(Rejection::at(index, key, "invalid_time", format!("{key} must be an RFC 3339 timestamp such as 2026-01-02T03:04:05Z"))),
+                    None => {
+                        return Err(Rejection::at(
+                            index,
+                            key,
+                            "invalid_time",
+                            format!(
+                                "{key} must be an RFC 3339 timestamp such as 2026-01-02T03:04:05Z"
+                            ),
+                        ));
+                    }
                 }
             }
             "actor" | "subject" => {
                 if !matches!(v, Value::String(_) | Value::Object(_)) {
-                    return Err(Rejection::at(index, key, "invalid_value", format!("{key} must be a string or an object")));
+                    return Err(Rejection::at(
+                        index,
+                        key,
+                        "invalid_value",
+                        format!("{key} must be a string or an object"),
+                    ));
                 }
                 let c = canonical_value(index, key, v)?;
-                if key == "actor" { actor = Some(c) } else { subject = Some(c) }
+                if key == "actor" {
+                    actor = Some(c)
+                } else {
+                    subject = Some(c)
+                }
             }
             "data" => {
                 if !v.is_object() {
-                    return Err(Rejection::at(index, "data", "invalid_value", "data must be an object"));
+                    return Err(Rejection::at(
+                        index,
+                        "data",
+                        "invalid_value",
+                        "data must be an object",
+                    ));
                 }
                 data = Some(canonical_value(index, "data", v)?);
             }
             other => {
-                return Err(Rejection::at(index, other, "unknown_field", format!("unknown field `{other}`; put application fields under data")));
+                return Err(Rejection::at(
+                    index,
+                    other,
+                    "unknown_field",
+                    format!("unknown field `{other}`; put application fields under data"),
+                ));
             }
         }
     }
     let Some(event_type) = event_type else {
-        return Err(Rejection::at(index, "type", "missing_field", "type is required"));
+        return Err(Rejection::at(
+            index,
+            "type",
+            "missing_field",
+            "type is required",
+        ));
     };
     let ev = NewEvent {
         id: id.unwrap_or_else(generate_id),
@@ -247,12 +353,21 @@ fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits
         data,
     };
     // Upper bound of the canonical size: the fixed part is under 400 bytes.
-    let size = 400 + ev.id.len() + ev.event_type.len() + ev.time.len()
-        + [&ev.actor, &ev.subject, &ev.data].iter().map(|o| o.as_ref().map_or(0, String::len)).sum::<usize>();
+    let size = 400
+        + ev.id.len()
+        + ev.event_type.len()
+        + ev.time.len()
+        + [&ev.actor, &ev.subject, &ev.data]
+            .iter()
+            .map(|o| o.as_ref().map_or(0, String::len))
+            .sum::<usize>();
     if size > limits.max_event_bytes {
         return Err(Rejection {
             code: "event_too_large",
-            message: format!("event is about {size} bytes, more than the limit of {}", limits.max_event_bytes),
+            message: format!(
+                "event is about {size} bytes, more than the limit of {}",
+                limits.max_event_bytes
+            ),
             index: Some(index),
             field: None,
             too_large: true,
@@ -268,18 +383,36 @@ fn validate_object(index: usize, obj: Map<String, Value>, received: &str, limits
 ///
 /// # Errors
 /// A [`Rejection`] naming what is wrong.
-pub fn parse_request(body: &[u8], ndjson: bool, received: &str, limits: &Limits) -> Result<Vec<NewEvent>, Rejection> {
+pub fn parse_request(
+    body: &[u8],
+    ndjson: bool,
+    received: &str,
+    limits: &Limits,
+) -> Result<Vec<NewEvent>, Rejection> {
     if body.len() > limits.max_request_bytes {
-        return Err(Rejection::request("request_too_large", format!("request body exceeds {} bytes", limits.max_request_bytes), true));
+        return Err(Rejection::request(
+            "request_too_large",
+            format!("request body exceeds {} bytes", limits.max_request_bytes),
+            true,
+        ));
     }
     let values: Vec<Value> = if ndjson {
         let mut v = Vec::new();
-        for (i, line) in body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).enumerate() {
+        for (i, line) in body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .enumerate()
+        {
             if v.len() >= limits.max_events_per_request {
                 return Err(too_many(limits));
             }
-            let value = serde_json::from_slice(line)
-                .map_err(|e| Rejection { code: "invalid_json", message: format!("line is not JSON: {e}"), index: Some(i), field: None, too_large: false })?;
+            let value = serde_json::from_slice(line).map_err(|e| Rejection {
+                code: "invalid_json",
+                message: format!("line is not JSON: {e}"),
+                index: Some(i),
+                field: None,
+                too_large: false,
+            })?;
             v.push(value);
         }
         v
@@ -287,20 +420,41 @@ pub fn parse_request(body: &[u8], ndjson: bool, received: &str, limits: &Limits)
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(a)) => a,
             Ok(other) => vec![other],
-            Err(e) => return Err(Rejection::request("invalid_json", format!("body is not JSON: {e}"), false)),
+            Err(e) => {
+                return Err(Rejection::request(
+                    "invalid_json",
+                    format!("body is not JSON: {e}"),
+                    false,
+                ));
+            }
         }
     };
     if values.is_empty() {
-        return Err(Rejection::request("no_events", "request carries no events", false));
+        return Err(Rejection::request(
+            "no_events",
+            "request carries no events",
+            false,
+        ));
     }
     if values.len() > limits.max_events_per_request {
         return Err(too_many(limits));
     }
-    values.into_iter().enumerate().map(|(i, v)| validate(i, v, received, limits)).collect()
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| validate(i, v, received, limits))
+        .collect()
 }
 
 fn too_many(limits: &Limits) -> Rejection {
-    Rejection::request("too_many_events", format!("request carries more than {} events", limits.max_events_per_request), true)
+    Rejection::request(
+        "too_many_events",
+        format!(
+            "request carries more than {} events",
+            limits.max_events_per_request
+        ),
+        true,
+    )
 }
 
 /// Returns the JCS bytes of the stored event without `hash`.
@@ -370,13 +524,19 @@ mod tests {
 
     #[test]
     fn accepts_a_full_event_and_the_created_at_alias() {
-        let ev = check(json!({"id":"e1","type":"grant.created","createdAt":"2026-01-02T03:04:05+01:00",
-            "actor":{"id":"u1"},"subject":"s","data":{"b":1,"a":[true,null]}}))
+        let ev = check(
+            json!({"id":"e1","type":"grant.created","createdAt":"2026-01-02T03:04:05+01:00",
+            "actor":{"id":"u1"},"subject":"s","data":{"b":1,"a":[true,null]}}),
+        )
         .expect("valid");
         assert_eq!(ev.time, "2026-01-02T02:04:05Z");
         assert_eq!(ev.data.as_deref(), Some(r#"{"a":[true,null],"b":1}"#));
         let generated = check(json!({"type":"x"})).expect("valid");
-        assert!(generated.id.starts_with("evt_") && generated.id.len() == 30, "{}", generated.id);
+        assert!(
+            generated.id.starts_with("evt_") && generated.id.len() == 30,
+            "{}",
+            generated.id
+        );
         assert_eq!(generated.time, RECEIVED);
     }
 
@@ -392,30 +552,90 @@ mod tests {
     #[test]
     fn refuses_each_invalid_case_naming_the_field() {
         let cases: Vec<(Value, Option<&str>, &str)> = vec![
-            (json!({"type":"a","stream":"x"}), Some("stream"), "forbidden_field"),
+            (
+                json!({"type":"a","stream":"x"}),
+                Some("stream"),
+                "forbidden_field",
+            ),
             (json!({"type":"a","seq":1}), Some("seq"), "forbidden_field"),
-            (json!({"type":"a","received":"x"}), Some("received"), "forbidden_field"),
-            (json!({"type":"a","prev":"x"}), Some("prev"), "forbidden_field"),
-            (json!({"type":"a","hash":"x"}), Some("hash"), "forbidden_field"),
+            (
+                json!({"type":"a","received":"x"}),
+                Some("received"),
+                "forbidden_field",
+            ),
+            (
+                json!({"type":"a","prev":"x"}),
+                Some("prev"),
+                "forbidden_field",
+            ),
+            (
+                json!({"type":"a","hash":"x"}),
+                Some("hash"),
+                "forbidden_field",
+            ),
             (json!({}), Some("type"), "missing_field"),
             (json!({"type":""}), Some("type"), "invalid_type"),
             (json!({"type":"a..b"}), Some("type"), "invalid_type"),
             (json!({"type":"a b"}), Some("type"), "invalid_type"),
             (json!({"type":7}), Some("type"), "invalid_type"),
             (json!({"type":"a","id":""}), Some("id"), "invalid_id"),
-            (json!({"type":"a","id":"has space"}), Some("id"), "invalid_id"),
+            (
+                json!({"type":"a","id":"has space"}),
+                Some("id"),
+                "invalid_id",
+            ),
             (json!({"type":"a","id":"q\"uote"}), Some("id"), "invalid_id"),
             (json!({"type":"a","id":5}), Some("id"), "invalid_id"),
-            (json!({"type":"a","id":"x".repeat(129)}), Some("id"), "invalid_id"),
-            (json!({"type":"a","time":"yesterday"}), Some("time"), "invalid_time"),
-            (json!({"type":"a","createdAt":12}), Some("createdAt"), "invalid_time"),
-            (json!({"type":"a","time":"2026-01-01T00:00:00Z","createdAt":"2026-01-01T00:00:00Z"}), None, "duplicate_time"),
-            (json!({"type":"a","actor":5}), Some("actor"), "invalid_value"),
-            (json!({"type":"a","subject":[1]}), Some("subject"), "invalid_value"),
-            (json!({"type":"a","data":"str"}), Some("data"), "invalid_value"),
-            (json!({"type":"a","data":{"n":{"big":9007199254740992u64}}}), Some("data.n.big"), "unsafe_number"),
-            (json!({"type":"a","data":{"l":[1,-9007199254740993i64]}}), Some("data.l[1]"), "unsafe_number"),
-            (json!({"type":"a","metadata":{}}), Some("metadata"), "unknown_field"),
+            (
+                json!({"type":"a","id":"x".repeat(129)}),
+                Some("id"),
+                "invalid_id",
+            ),
+            (
+                json!({"type":"a","time":"yesterday"}),
+                Some("time"),
+                "invalid_time",
+            ),
+            (
+                json!({"type":"a","createdAt":12}),
+                Some("createdAt"),
+                "invalid_time",
+            ),
+            (
+                json!({"type":"a","time":"2026-01-01T00:00:00Z","createdAt":"2026-01-01T00:00:00Z"}),
+                None,
+                "duplicate_time",
+            ),
+            (
+                json!({"type":"a","actor":5}),
+                Some("actor"),
+                "invalid_value",
+            ),
+            (
+                json!({"type":"a","subject":[1]}),
+                Some("subject"),
+                "invalid_value",
+            ),
+            (
+                json!({"type":"a","data":"str"}),
+                Some("data"),
+                "invalid_value",
+            ),
+            (
+                json!({"type":"a","data":{"n":{"big":9007199254740992u64}}}),
+                Some("data.n.big"),
+                "unsafe_number",
+            ),
+            (
+                json!({"type":"a","data":{"l":[1,-9007199254740993i64]}}),
+                Some("data.l[1]"),
+                "unsafe_number",
+            ),
+            (
+                json!({"type":"a","metadata":{}}),
+                Some("metadata"),
+                "unknown_field",
+            ),
         ];
         for (v, field, code) in cases {
             let r = check(v.clone()).expect_err(&format!("accepted {v}"));
@@ -426,13 +646,18 @@ mod tests {
             }
             assert!(!r.too_large);
         }
-        let r = validate(0, json!([1]), RECEIVED, &Limits::default()).expect_err("array is not an event");
+        let r = validate(0, json!([1]), RECEIVED, &Limits::default())
+            .expect_err("array is not an event");
         assert_eq!(r.code, "not_an_object");
     }
 
     #[test]
     fn request_limits_and_shapes() {
-        let limits = Limits { max_event_bytes: 1024, max_request_bytes: 4096, max_events_per_request: 3 };
+        let limits = Limits {
+            max_event_bytes: 1024,
+            max_request_bytes: 4096,
+            max_events_per_request: 3,
+        };
         let big = json!({"type":"a","data":{"x":"y".repeat(2000)}}).to_string();
         let r = parse_request(big.as_bytes(), false, RECEIVED, &limits).expect_err("too big");
         assert!(r.too_large && r.code == "event_too_large" && r.index == Some(0));
@@ -440,22 +665,47 @@ mod tests {
         let r = parse_request(four.as_bytes(), false, RECEIVED, &limits).expect_err("too many");
         assert!(r.too_large && r.code == "too_many_events");
         let huge = vec![b' '; 5000];
-        assert!(parse_request(&huge, false, RECEIVED, &limits).expect_err("too big").too_large);
+        assert!(
+            parse_request(&huge, false, RECEIVED, &limits)
+                .expect_err("too big")
+                .too_large
+        );
         let nd = b"{\"type\":\"a\"}\n\n{\"type\":\"b\"}\r\n";
-        assert_eq!(parse_request(nd, true, RECEIVED, &limits).expect("ndjson").len(), 2);
+        assert_eq!(
+            parse_request(nd, true, RECEIVED, &limits)
+                .expect("ndjson")
+                .len(),
+            2
+        );
         let nd_bad = b"{\"type\":\"a\"}\n{\"type\":\"b\",\"seq\":1}\n";
         let r = parse_request(nd_bad, true, RECEIVED, &limits).expect_err("forbidden");
         assert_eq!((r.index, r.field.as_deref()), (Some(1), Some("seq")));
-        assert_eq!(parse_request(b"[]", false, RECEIVED, &limits).expect_err("empty").code, "no_events");
-        assert_eq!(parse_request(b"{", false, RECEIVED, &limits).expect_err("bad json").code, "invalid_json");
+        assert_eq!(
+            parse_request(b"[]", false, RECEIVED, &limits)
+                .expect_err("empty")
+                .code,
+            "no_events"
+        );
+        assert_eq!(
+            parse_request(b"{", false, RECEIVED, &limits)
+                .expect_err("bad json")
+                .code,
+            "invalid_json"
+        );
         let mixed = r#"[{"type":"a"},{"type":"b","hash":"x"}]"#;
-        assert_eq!(parse_request(mixed.as_bytes(), false, RECEIVED, &limits).expect_err("second bad").index, Some(1));
+        assert_eq!(
+            parse_request(mixed.as_bytes(), false, RECEIVED, &limits)
+                .expect_err("second bad")
+                .index,
+            Some(1)
+        );
     }
 
     #[test]
     fn stored_json_inserts_hash_in_jcs_order() {
         let ev = check(json!({"id":"e1","type":"t","data":{"k":"v"}})).expect("valid");
-        let body = String::from_utf8(canonical_bytes(&ev, "s", 1, crate::chain::ZERO_HASH_HEX)).expect("utf8");
+        let body = String::from_utf8(canonical_bytes(&ev, "s", 1, crate::chain::ZERO_HASH_HEX))
+            .expect("utf8");
         let full = stored_json(&body, "ab");
         let v: Value = serde_json::from_str(&full).expect("json");
         assert_eq!(serde_json_canonicalizer::to_string(&v).expect("jcs"), full);
@@ -466,13 +716,16 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(|n| json!(n)),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
             "\\PC{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }

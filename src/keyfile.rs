@@ -37,13 +37,21 @@ pub enum KeyFileError {
 pub fn load_or_create(data_dir: &Path, log_name: &str) -> Result<NoteSigner, KeyFileError> {
     let path = data_dir.join(FILE_NAME);
     let shown = path.display().to_string();
-    let io = |source| KeyFileError::Io { path: shown.clone(), source };
+    let io = |source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
-        Ok(s) => NoteSigner::parse(s.trim()).map_err(|_| KeyFileError::Invalid { path: shown.clone() }),
+        Ok(s) => NoteSigner::parse(s.trim()).map_err(|_| KeyFileError::Invalid {
+            path: shown.clone(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let signer = NoteSigner::from_seed(log_name, &seed).map_err(|_| KeyFileError::Invalid { path: shown.clone() })?;
+            let signer =
+                NoteSigner::from_seed(log_name, &seed).map_err(|_| KeyFileError::Invalid {
+                    path: shown.clone(),
+                })?;
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
@@ -51,10 +59,13 @@ pub fn load_or_create(data_dir: &Path, log_name: &str) -> Result<NoteSigner, Key
             let mut f = match opts.open(&path) {
                 Ok(f) => f,
                 // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return load_or_create(data_dir, log_name),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return load_or_create(data_dir, log_name);
+                }
                 Err(e) => return Err(io(e)),
             };
-            f.write_all(format!("{}\n", signer.to_private_key()).as_bytes()).map_err(io)?;
+            f.write_all(format!("{}\n", signer.to_private_key()).as_bytes())
+                .map_err(io)?;
             f.sync_all().map_err(io)?;
             Ok(signer)
         }
@@ -75,7 +86,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE_NAME)).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join(FILE_NAME), "garbage").expect("write");

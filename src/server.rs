@@ -51,7 +51,10 @@ pub enum ServeError {
 /// # Errors
 /// When the directory cannot be created or the store cannot be opened.
 pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServeError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir { path: data_dir.to_owned(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
     Ok(SqliteStore::open(&data_dir.join(DB_FILE))?)
 }
 
@@ -91,7 +94,12 @@ pub fn start(config: &Config) -> Result<Running, ServeError> {
         log_name: config.log_name.clone(),
         metrics: crate::telemetry::prometheus(),
     };
-    Ok(Running { state, batcher, checkpointer, stop })
+    Ok(Running {
+        state,
+        batcher,
+        checkpointer,
+        stop,
+    })
 }
 
 impl Running {
@@ -104,7 +112,12 @@ impl Running {
     /// checkpoint round. Every router clone must be dropped first, or the
     /// batcher keeps waiting for requests.
     pub async fn stop(self) {
-        let Running { state, batcher, checkpointer, stop } = self;
+        let Running {
+            state,
+            batcher,
+            checkpointer,
+            stop,
+        } = self;
         drop(state);
         let _ = batcher.await;
         let _ = stop.send(true);
@@ -116,11 +129,17 @@ impl Running {
 ///
 /// # Errors
 /// Startup failures (data directory, store, key) and HTTP server errors.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let running = start(&config)?;
     let app = running.router();
     tracing::info!(listen = %listener.local_addr().map_err(ServeError::Http)?, data_dir = %config.data_dir.display(), "trailkeep serving");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     // In-flight requests have finished (each waited for its commit); the
     // router is dropped, so the batcher drains and stops.
     running.stop().await;

@@ -27,7 +27,10 @@ impl Harness {
         let text = format!("[checkpoint]\ninterval_ms = 50\n{extra_config}");
         let config = RawConfig::parse(&text)
             .unwrap()
-            .validate(&Overrides { data_dir: Some(dir.path().join("data")), listen: None })
+            .validate(&Overrides {
+                data_dir: Some(dir.path().join("data")),
+                listen: None,
+            })
             .unwrap();
         let running = start(&config).unwrap();
         Self { _dir: dir, running }
@@ -41,7 +44,14 @@ impl Harness {
         token
     }
 
-    async fn call(&self, method: &str, uri: &str, token: Option<&str>, content_type: Option<&str>, body: impl Into<Body>) -> (StatusCode, String) {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, String) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -49,19 +59,34 @@ impl Harness {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let resp = self.running.router().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+        let resp = self
+            .running
+            .router()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     async fn post(&self, stream: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let (s, b) = self.call("POST", &format!("/v1/streams/{stream}/events"), Some(token), Some("application/json"), body.to_string()).await;
+        let (s, b) = self
+            .call(
+                "POST",
+                &format!("/v1/streams/{stream}/events"),
+                Some(token),
+                Some("application/json"),
+                body.to_string(),
+            )
+            .await;
         (s, serde_json::from_str(&b).unwrap_or(Value::Null))
     }
 
     async fn get_json(&self, uri: &str, token: &str) -> (StatusCode, Value) {
-        let (s, b) = self.call("GET", uri, Some(token), None, Body::empty()).await;
+        let (s, b) = self
+            .call("GET", uri, Some(token), None, Body::empty())
+            .await;
         (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
     }
 }
@@ -71,28 +96,58 @@ async fn posts_one_array_and_ndjson_then_reads_back() {
     let h = Harness::new("").await;
     let ingest = h.key(Scope::Ingest, "*").await;
     let read = h.key(Scope::Read, "*").await;
-    let (s, one) = h.post("auth", &ingest, json!({"type":"login.ok","id":"a1"})).await;
+    let (s, one) = h
+        .post("auth", &ingest, json!({"type":"login.ok","id":"a1"}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{one}");
     assert_eq!(one["stream"], "auth");
     assert_eq!(one["accepted"][0]["seq"], 1);
     assert_eq!(one["accepted"][0]["duplicate"], false);
     assert_eq!(one["head"]["seq"], 1);
-    let (s, arr) = h.post("auth", &ingest, json!([{"type":"a"},{"type":"b","createdAt":"2026-01-01T00:00:00Z"}])).await;
+    let (s, arr) = h
+        .post(
+            "auth",
+            &ingest,
+            json!([{"type":"a"},{"type":"b","createdAt":"2026-01-01T00:00:00Z"}]),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(arr["accepted"].as_array().unwrap().len(), 2);
     assert_eq!(arr["head"]["seq"], 3);
     let nd = "{\"type\":\"c\"}\n{\"type\":\"d\",\"id\":\"a1\"}\n";
-    let (s, b) = h.call("POST", "/v1/streams/auth/events", Some(&ingest), Some("application/x-ndjson"), nd).await;
+    let (s, b) = h
+        .call(
+            "POST",
+            "/v1/streams/auth/events",
+            Some(&ingest),
+            Some("application/x-ndjson"),
+            nd,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["accepted"][0]["seq"], 4);
-    assert_eq!(v["accepted"][1]["duplicate"], true, "a1 repeated is answered, not stored");
+    assert_eq!(
+        v["accepted"][1]["duplicate"], true,
+        "a1 repeated is answered, not stored"
+    );
     assert_eq!(v["accepted"][1]["seq"], 1);
     assert_eq!(v["accepted"][1]["hash"], one["accepted"][0]["hash"]);
 
-    let (s, text) = h.call("GET", "/v1/streams/auth/events?from_seq=2&limit=2", Some(&read), None, Body::empty()).await;
+    let (s, text) = h
+        .call(
+            "GET",
+            "/v1/streams/auth/events?from_seq=2&limit=2",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["seq"], 2);
     assert_eq!(lines[1]["time"], "2026-01-01T00:00:00Z");
@@ -110,31 +165,70 @@ async fn an_invalid_event_refuses_the_whole_request_and_stores_nothing() {
     let ingest = h.key(Scope::Ingest, "*").await;
     let read = h.key(Scope::Read, "*").await;
     h.post("s", &ingest, json!({"type":"first"})).await;
-    let (s, err) = h.post("s", &ingest, json!([{"type":"ok"},{"type":"ok","seq":9},{"type":"ok"}])).await;
+    let (s, err) = h
+        .post(
+            "s",
+            &ingest,
+            json!([{"type":"ok"},{"type":"ok","seq":9},{"type":"ok"}]),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"]["index"], 1);
     assert_eq!(err["error"]["field"], "seq");
     assert_eq!(err["error"]["code"], "forbidden_field");
-    let (s, err) = h.post("s", &ingest, json!([{"type":"ok"},{"nope":1}])).await;
+    let (s, err) = h
+        .post("s", &ingest, json!([{"type":"ok"},{"nope":1}]))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!((err["error"]["index"].as_u64(), err["error"]["field"].as_str()), (Some(1), Some("nope")));
+    assert_eq!(
+        (
+            err["error"]["index"].as_u64(),
+            err["error"]["field"].as_str()
+        ),
+        (Some(1), Some("nope"))
+    );
     let (_, streams) = h.get_json("/v1/streams", &read).await;
-    assert_eq!(streams["streams"][0]["head_seq"], 1, "nothing from refused requests was stored");
-    let (s, _) = h.post("bad%20stream%21", &ingest, json!({"type":"x"})).await;
+    assert_eq!(
+        streams["streams"][0]["head_seq"], 1,
+        "nothing from refused requests was stored"
+    );
+    let (s, _) = h
+        .post("bad%20stream%21", &ingest, json!({"type":"x"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn limits_answer_413() {
-    let h = Harness::new("[ingest]\nmax_event_bytes = 2048\nmax_request_bytes = 8192\nmax_events_per_request = 5\n").await;
+    let h = Harness::new(
+        "[ingest]\nmax_event_bytes = 2048\nmax_request_bytes = 8192\nmax_events_per_request = 5\n",
+    )
+    .await;
     let ingest = h.key(Scope::Ingest, "*").await;
-    let (s, e) = h.post("s", &ingest, json!({"type":"x","data":{"p":"y".repeat(3000)}})).await;
+    let (s, e) = h
+        .post(
+            "s",
+            &ingest,
+            json!({"type":"x","data":{"p":"y".repeat(3000)}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
     assert_eq!(e["error"]["index"], 0);
     let six: Vec<Value> = (0..6).map(|_| json!({"type":"x"})).collect();
     let (s, e) = h.post("s", &ingest, Value::Array(six)).await;
-    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_many_events")));
-    let (s, b) = h.call("POST", "/v1/streams/s/events", Some(&ingest), None, vec![b' '; 9000]).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_many_events"))
+    );
+    let (s, b) = h
+        .call(
+            "POST",
+            "/v1/streams/s/events",
+            Some(&ingest),
+            None,
+            vec![b' '; 9000],
+        )
+        .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert!(b.contains("request_too_large"));
 }
@@ -145,31 +239,75 @@ async fn keys_are_scoped_by_kind_and_stream() {
     let ingest_a = h.key(Scope::Ingest, "a").await;
     let read_a = h.key(Scope::Read, "a").await;
     let admin = h.key(Scope::Admin, "*").await;
-    assert_eq!(h.post("a", &ingest_a, json!({"type":"x"})).await.0, StatusCode::OK);
-    assert_eq!(h.post("b", &ingest_a, json!({"type":"x"})).await.0, StatusCode::FORBIDDEN, "key for a writes no other stream");
-    assert_eq!(h.post("a", &read_a, json!({"type":"x"})).await.0, StatusCode::FORBIDDEN, "read key cannot ingest");
-    assert_eq!(h.get_json("/v1/streams/a/events", &ingest_a).await.0, StatusCode::FORBIDDEN, "ingest key cannot read");
-    assert_eq!(h.post("b", &admin, json!({"type":"x"})).await.0, StatusCode::OK);
-    assert_eq!(h.get_json("/v1/streams/b/events", &read_a).await.0, StatusCode::FORBIDDEN, "key for a reads no other stream");
+    assert_eq!(
+        h.post("a", &ingest_a, json!({"type":"x"})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.post("b", &ingest_a, json!({"type":"x"})).await.0,
+        StatusCode::FORBIDDEN,
+        "key for a writes no other stream"
+    );
+    assert_eq!(
+        h.post("a", &read_a, json!({"type":"x"})).await.0,
+        StatusCode::FORBIDDEN,
+        "read key cannot ingest"
+    );
+    assert_eq!(
+        h.get_json("/v1/streams/a/events", &ingest_a).await.0,
+        StatusCode::FORBIDDEN,
+        "ingest key cannot read"
+    );
+    assert_eq!(
+        h.post("b", &admin, json!({"type":"x"})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get_json("/v1/streams/b/events", &read_a).await.0,
+        StatusCode::FORBIDDEN,
+        "key for a reads no other stream"
+    );
     let (_, listed) = h.get_json("/v1/streams", &read_a).await;
-    assert_eq!(listed["streams"].as_array().unwrap().len(), 1, "listing shows only the key's stream: {listed}");
-    let (s, _) = h.call("GET", "/v1/streams", None, None, Body::empty()).await;
+    assert_eq!(
+        listed["streams"].as_array().unwrap().len(),
+        1,
+        "listing shows only the key's stream: {listed}"
+    );
+    let (s, _) = h
+        .call("GET", "/v1/streams", None, None, Body::empty())
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let forged = format!("{}x", &read_a[..read_a.len() - 1]);
-    assert_eq!(h.get_json("/v1/streams", &forged).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(h.get_json("/v1/streams", "tk_garbage").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get_json("/v1/streams", &forged).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get_json("/v1/streams", "tk_garbage").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Revocation reaches the running server within the cache TTL.
     let id = &read_a[3..19];
     assert!(h.running.state.store.revoke_key(id, "now").await.unwrap());
-    tokio::time::sleep(trailkeep::auth::KEY_CACHE_TTL + std::time::Duration::from_millis(100)).await;
-    assert_eq!(h.get_json("/v1/streams", &read_a).await.0, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(trailkeep::auth::KEY_CACHE_TTL + std::time::Duration::from_millis(100))
+        .await;
+    assert_eq!(
+        h.get_json("/v1/streams", &read_a).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Errors never echo the token.
-    let (_, body) = h.call("GET", "/v1/streams", Some(&forged), None, Body::empty()).await;
+    let (_, body) = h
+        .call("GET", "/v1/streams", Some(&forged), None, Body::empty())
+        .await;
     assert!(!body.contains(&forged[20..]), "{body}");
 }
 
 fn b64hash(v: &Value) -> Hash {
-    STANDARD.decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -177,41 +315,93 @@ async fn checkpoints_are_signed_and_proofs_verify_against_them() {
     let h = Harness::new("").await;
     let ingest = h.key(Scope::Ingest, "*").await;
     let read = h.key(Scope::Read, "*").await;
-    let events: Vec<Value> = (0..300).map(|i| json!({"type":"t","id":format!("e{i}")})).collect();
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"type":"t","id":format!("e{i}")}))
+        .collect();
     let (_, posted) = h.post("p", &ingest, Value::Array(events)).await;
-    let (s, pk) = h.call("GET", "/v1/public-key", Some(&ingest), None, Body::empty()).await;
+    let (s, pk) = h
+        .call("GET", "/v1/public-key", Some(&ingest), None, Body::empty())
+        .await;
     assert_eq!(s, StatusCode::OK);
     let verifier = NoteVerifier::parse(pk.trim()).unwrap();
     let mut note = String::new();
     for _ in 0..100 {
-        let (s, b) = h.call("GET", "/v1/streams/p/checkpoint", Some(&read), None, Body::empty()).await;
+        let (s, b) = h
+            .call(
+                "GET",
+                "/v1/streams/p/checkpoint",
+                Some(&read),
+                None,
+                Body::empty(),
+            )
+            .await;
         if s == StatusCode::OK {
             note = b;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let cp = Checkpoint::parse(open(&note, &verifier).expect("checkpoint signature verifies")).unwrap();
+    let cp =
+        Checkpoint::parse(open(&note, &verifier).expect("checkpoint signature verifies")).unwrap();
     assert_eq!(cp.origin, "trailkeep.local/p");
     assert_eq!(cp.size, 300);
     for seq in [1u64, 150, 257, 300] {
-        let (s, proof) = h.get_json(&format!("/v1/streams/p/proof/inclusion?seq={seq}&size=300"), &read).await;
+        let (s, proof) = h
+            .get_json(
+                &format!("/v1/streams/p/proof/inclusion?seq={seq}&size=300"),
+                &read,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{proof}");
-        let hashes: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(b64hash).collect();
-        let event_hash: Hash = hex::decode(posted["accepted"][(seq - 1) as usize]["hash"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let hashes: Vec<Hash> = proof["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(b64hash)
+            .collect();
+        let event_hash: Hash = hex::decode(
+            posted["accepted"][(seq - 1) as usize]["hash"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap();
         let leaf = leaf_hash(&event_hash);
         assert_eq!(b64hash(&proof["leaf_hash"]), leaf);
-        assert!(verify_inclusion(&leaf, seq - 1, 300, &hashes, &cp.root), "inclusion of seq {seq}");
+        assert!(
+            verify_inclusion(&leaf, seq - 1, 300, &hashes, &cp.root),
+            "inclusion of seq {seq}"
+        );
     }
-    let (_, c) = h.get_json("/v1/streams/p/proof/consistency?from=100&to=300", &read).await;
-    let hashes: Vec<Hash> = c["hashes"].as_array().unwrap().iter().map(b64hash).collect();
-    assert!(verify_consistency(100, 300, &b64hash(&c["from_root"]), &cp.root, &hashes));
-    let (s, e) = h.get_json("/v1/streams/p/proof/inclusion?seq=301&size=300", &read).await;
+    let (_, c) = h
+        .get_json("/v1/streams/p/proof/consistency?from=100&to=300", &read)
+        .await;
+    let hashes: Vec<Hash> = c["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64hash)
+        .collect();
+    assert!(verify_consistency(
+        100,
+        300,
+        &b64hash(&c["from_root"]),
+        &cp.root,
+        &hashes
+    ));
+    let (s, e) = h
+        .get_json("/v1/streams/p/proof/inclusion?seq=301&size=300", &read)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert_eq!(e["error"]["field"], "seq");
-    let (s, _) = h.get_json("/v1/streams/p/proof/consistency?from=5&to=999", &read).await;
+    let (s, _) = h
+        .get_json("/v1/streams/p/proof/consistency?from=5&to=999", &read)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = h.get_json("/v1/streams/nope/proof/inclusion?seq=1", &read).await;
+    let (s, _) = h
+        .get_json("/v1/streams/nope/proof/inclusion?seq=1", &read)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -220,10 +410,21 @@ async fn verify_endpoint_is_admin_only_and_reports() {
     let h = Harness::new("").await;
     let ingest = h.key(Scope::Ingest, "*").await;
     let admin = h.key(Scope::Admin, "*").await;
-    h.post("v", &ingest, json!([{"type":"a"},{"type":"b"}])).await;
-    let (s, _) = h.call("POST", "/v1/verify", Some(&ingest), None, Body::empty()).await;
+    h.post("v", &ingest, json!([{"type":"a"},{"type":"b"}]))
+        .await;
+    let (s, _) = h
+        .call("POST", "/v1/verify", Some(&ingest), None, Body::empty())
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, b) = h.call("POST", "/v1/verify", Some(&admin), Some("application/json"), r#"{"stream":"v"}"#).await;
+    let (s, b) = h
+        .call(
+            "POST",
+            "/v1/verify",
+            Some(&admin),
+            Some("application/json"),
+            r#"{"stream":"v"}"#,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let r: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(r["ok"], true);
@@ -235,22 +436,43 @@ async fn a_failed_commit_poisons_the_writer_and_readiness() {
     let h = Harness::new("").await;
     let ingest = h.key(Scope::Ingest, "*").await;
     let read = h.key(Scope::Read, "*").await;
-    assert_eq!(h.post("x", &ingest, json!({"type":"ok"})).await.0, StatusCode::OK);
+    assert_eq!(
+        h.post("x", &ingest, json!({"type":"ok"})).await.0,
+        StatusCode::OK
+    );
     let (s, _) = h.call("GET", "/readyz", None, None, Body::empty()).await;
     assert_eq!(s, StatusCode::OK);
     // Inject a real SQLite failure inside the write transaction.
     let db = h._dir.path().join("data").join(trailkeep::server::DB_FILE);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.type = 'boom' BEGIN SELECT RAISE(FAIL, 'injected'); END;").unwrap();
-    let (s, e) = h.post("x", &ingest, json!([{"type":"fine"},{"type":"boom"}])).await;
+    let (s, e) = h
+        .post("x", &ingest, json!([{"type":"fine"},{"type":"boom"}]))
+        .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
     let (s, _) = h.call("GET", "/readyz", None, None, Body::empty()).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     conn.execute_batch("DROP TRIGGER boom;").unwrap();
     let (s, _) = h.post("x", &ingest, json!({"type":"ok"})).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "nothing more is acknowledged after a failed commit");
-    let (_, text) = h.call("GET", "/v1/streams/x/events", Some(&read), None, Body::empty()).await;
-    assert_eq!(text.lines().count(), 1, "the failed request stored nothing: {text}");
+    assert_eq!(
+        s,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "nothing more is acknowledged after a failed commit"
+    );
+    let (_, text) = h
+        .call(
+            "GET",
+            "/v1/streams/x/events",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "the failed request stored nothing: {text}"
+    );
 }
 
 #[tokio::test]

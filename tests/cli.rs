@@ -14,17 +14,31 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_trailkeep");
 
 fn trailkeep(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).arg("--data-dir").arg(data_dir).args(args).env("RUST_LOG", "warn").output().unwrap()
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 fn create_key(data_dir: &Path, scope: &str) -> String {
     let out = trailkeep(data_dir, &["keys", "create", "--scope", scope]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -66,7 +80,10 @@ impl Server {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         self.child.wait().unwrap()
     }
@@ -76,7 +93,11 @@ impl Server {
 struct Rng(u64);
 impl Rng {
     fn seeded() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
         eprintln!("rng seed {seed}");
         Self(seed)
     }
@@ -90,17 +111,27 @@ impl Rng {
 
 fn events_in_db(data_dir: &Path) -> HashMap<(String, String), (u64, String)> {
     let conn = rusqlite::Connection::open(data_dir.join("trailkeep.db")).unwrap();
-    let mut q = conn.prepare("SELECT s.name, e.id, e.seq, e.hash FROM events e JOIN streams s ON s.id = e.stream_id").unwrap();
-    q.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get::<_, i64>(2)? as u64, r.get(3)?))))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut q = conn
+        .prepare(
+            "SELECT s.name, e.id, e.seq, e.hash FROM events e JOIN streams s ON s.id = e.stream_id",
+        )
+        .unwrap();
+    q.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?),
+            (r.get::<_, i64>(2)? as u64, r.get(3)?),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }
 
 fn verify_json(data_dir: &Path) -> (i32, Value) {
     let out = trailkeep(data_dir, &["verify", "--json"]);
     let code = out.status.code().unwrap_or(-1);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stderr).into()));
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stderr).into()));
     (code, v)
 }
 
@@ -121,23 +152,46 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
         for c in 0..8 {
-            let (url, token, acked, stop) = (server.url.clone(), token.clone(), acked.clone(), stop.clone());
+            let (url, token, acked, stop) = (
+                server.url.clone(),
+                token.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
             let batch = 1 + (rng.below(20) as usize);
             clients.push(tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let stream = format!("s{}", (c + n) % 3);
-                    let events: Vec<Value> = (0..batch).map(|i| json!({"type":"crash.test","id":format!("r{round}-c{c}-{n}-{i}")})).collect();
+                    let events: Vec<Value> = (0..batch)
+                        .map(|i| json!({"type":"crash.test","id":format!("r{round}-c{c}-{n}-{i}")}))
+                        .collect();
                     n += 1;
-                    let Ok(resp) = client.post(format!("{url}/v1/streams/{stream}/events")).bearer_auth(&token).json(&events).send().await else { break };
+                    let Ok(resp) = client
+                        .post(format!("{url}/v1/streams/{stream}/events"))
+                        .bearer_auth(&token)
+                        .json(&events)
+                        .send()
+                        .await
+                    else {
+                        break;
+                    };
                     if !resp.status().is_success() {
                         break;
                     }
-                    let Ok(body) = resp.json::<Value>().await else { break };
+                    let Ok(body) = resp.json::<Value>().await else {
+                        break;
+                    };
                     let mut a = acked.lock().unwrap();
                     for e in body["accepted"].as_array().unwrap() {
-                        a.insert((stream.clone(), e["id"].as_str().unwrap().to_owned()), (e["seq"].as_u64().unwrap(), e["hash"].as_str().unwrap().to_owned()));
+                        a.insert(
+                            (stream.clone(), e["id"].as_str().unwrap().to_owned()),
+                            (
+                                e["seq"].as_u64().unwrap(),
+                                e["hash"].as_str().unwrap().to_owned(),
+                            ),
+                        );
                     }
                 }
             }));
@@ -150,7 +204,11 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         }
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 1000, "too little load to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
     let stored = events_in_db(&data);
     let mut missing = 0;
     for (key, (seq, hash)) in &acked {
@@ -159,13 +217,19 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
             None => missing += 1,
         }
     }
-    assert_eq!(missing, 0, "{missing} acknowledged events lost after {rounds} kill -9 rounds");
+    assert_eq!(
+        missing, 0,
+        "{missing} acknowledged events lost after {rounds} kill -9 rounds"
+    );
     // Restart once more: the store recovers and the chain verifies.
     let server = Server::start(&data, &[]).await;
     assert_eq!(server.terminate().code(), Some(0));
     let (code, report) = verify_json(&data);
     assert_eq!(code, 0, "{report}");
-    eprintln!("{} acknowledged events survived {rounds} kill -9 rounds", acked.len());
+    eprintln!(
+        "{} acknowledged events survived {rounds} kill -9 rounds",
+        acked.len()
+    );
 }
 
 /// Builds a data dir with stream `t` of 20 events and a checkpoint at 20.
@@ -174,12 +238,25 @@ async fn tamper_fixture(dir: &Path) -> PathBuf {
     let token = create_key(&data, "admin");
     let server = Server::start(&data, &[]).await;
     let client = reqwest::Client::new();
-    let events: Vec<Value> = (1..=20).map(|i| json!({"type":"t.e","id":format!("e{i}"),"data":{"i":i}})).collect();
-    let r = client.post(format!("{}/v1/streams/t/events", server.url)).bearer_auth(&token).json(&events).send().await.unwrap();
+    let events: Vec<Value> = (1..=20)
+        .map(|i| json!({"type":"t.e","id":format!("e{i}"),"data":{"i":i}}))
+        .collect();
+    let r = client
+        .post(format!("{}/v1/streams/t/events", server.url))
+        .bearer_auth(&token)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = client.get(format!("{}/v1/streams/t/checkpoint", server.url)).bearer_auth(&token).send().await.unwrap();
+        let r = client
+            .get(format!("{}/v1/streams/t/checkpoint", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         if r.status().is_success() && r.text().await.unwrap().contains("\n20\n") {
             break;
         }
@@ -199,13 +276,19 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn body_at(conn: &rusqlite::Connection, seq: i64) -> (String, String) {
-    conn.query_row("SELECT body, hash FROM events WHERE seq = ?1", [seq], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+    conn.query_row("SELECT body, hash FROM events WHERE seq = ?1", [seq], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
 }
 
 fn has_problem(report: &Value, kind: &str, seq: Option<u64>) -> bool {
-    report["streams"].as_array().unwrap().iter().flat_map(|s| s["problems"].as_array().unwrap()).any(|p| {
-        p["kind"] == kind && p["stream"] == "t" && seq.is_none_or(|s| p["seq"] == s)
-    })
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["problems"].as_array().unwrap())
+        .any(|p| p["kind"] == kind && p["stream"] == "t" && seq.is_none_or(|s| p["seq"] == s))
 }
 
 /// Each tamper on the hot store is found by `verify` (exit 1) and located.
@@ -219,56 +302,106 @@ async fn verify_finds_and_locates_every_tamper() {
 
     type Tamper = fn(&rusqlite::Connection);
     let cases: Vec<(&str, Tamper, &str, Option<u64>)> = vec![
-        ("flip a byte", |c| {
-            let (body, _) = body_at(c, 5);
-            let flipped = body.replacen("\"e5\"", "\"e6\"", 1);
-            c.execute("UPDATE events SET body = ?1 WHERE seq = 5", [flipped]).unwrap();
-        }, "hash_mismatch", Some(5)),
-        ("delete one", |c| {
-            c.execute("DELETE FROM events WHERE seq = 7", []).unwrap();
-        }, "gap", Some(8)),
-        ("swap two", |c| {
-            c.execute_batch("UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4; UPDATE events SET seq = 4 WHERE seq = -1;").unwrap();
-        }, "reordered", Some(3)),
-        ("insert one", |c| {
-            for s in (10..=20).rev() {
-                c.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?1", [s]).unwrap();
-            }
-            // A well-formed forged event at 10 that links to 9.
-            let (_, prev) = body_at(c, 9);
-            let body = format!(r#"{{"data":{{"i":99}},"id":"forged","prev":"{prev}","received":"2026-01-01T00:00:00.000000Z","seq":10,"stream":"t","time":"2026-01-01T00:00:00Z","type":"t.e"}}"#);
-            let hash = hex::encode(trailkeep::chain::event_hash(body.as_bytes()));
-            c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (1, 10, 'forged', 't.e', 'x', 'x', ?1, ?2)", [hash, body]).unwrap();
-        }, "reordered", Some(11)),
-        ("duplicate one", |c| {
-            c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) SELECT stream_id, 21, 'copy', type, time, received, hash, body FROM events WHERE seq = 6", []).unwrap();
-            c.execute("UPDATE streams SET head_seq = 21", []).unwrap();
-        }, "duplicate", Some(21)),
-        ("truncate below the checkpoint", |c| {
-            let (_, h15) = body_at(c, 15);
-            c.execute("DELETE FROM events WHERE seq > 15", []).unwrap();
-            c.execute("UPDATE streams SET head_seq = 15, head_hash = ?1", [h15]).unwrap();
-        }, "truncated_below_checkpoint", Some(16)),
-        ("rewrite history consistently", |c| {
-            // Change event 3 and re-chain everything after it, hashes and all.
-            let mut prev: String = body_at(c, 2).1;
-            for seq in 3..=20 {
-                let (body, _) = body_at(c, seq);
-                let mut v: Value = serde_json::from_str(&body).unwrap();
-                if seq == 3 {
-                    v["data"]["i"] = json!(333);
+        (
+            "flip a byte",
+            |c| {
+                let (body, _) = body_at(c, 5);
+                let flipped = body.replacen("\"e5\"", "\"e6\"", 1);
+                c.execute("UPDATE events SET body = ?1 WHERE seq = 5", [flipped])
+                    .unwrap();
+            },
+            "hash_mismatch",
+            Some(5),
+        ),
+        (
+            "delete one",
+            |c| {
+                c.execute("DELETE FROM events WHERE seq = 7", []).unwrap();
+            },
+            "gap",
+            Some(8),
+        ),
+        (
+            "swap two",
+            |c| {
+                c.execute_batch("UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4; UPDATE events SET seq = 4 WHERE seq = -1;").unwrap();
+            },
+            "reordered",
+            Some(3),
+        ),
+        (
+            "insert one",
+            |c| {
+                for s in (10..=20).rev() {
+                    c.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?1", [s])
+                        .unwrap();
                 }
-                v["prev"] = json!(prev);
-                let canon = serde_json_canonicalizer::to_string(&v).unwrap();
-                let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
-                c.execute("UPDATE events SET body = ?1, hash = ?2 WHERE seq = ?3", rusqlite::params![canon, hash, seq]).unwrap();
-                prev = hash;
-            }
-            c.execute("UPDATE streams SET head_hash = ?1", [prev]).unwrap();
-        }, "checkpoint_root_mismatch", None),
-        ("forge the checkpoint", |c| {
-            c.execute("UPDATE checkpoints SET note = replace(note, char(10) || '20' || char(10), char(10) || '19' || char(10))", []).unwrap();
-        }, "bad_signature", None),
+                // A well-formed forged event at 10 that links to 9.
+                let (_, prev) = body_at(c, 9);
+                let body = format!(
+                    r#"{{"data":{{"i":99}},"id":"forged","prev":"{prev}","received":"2026-01-01T00:00:00.000000Z","seq":10,"stream":"t","time":"2026-01-01T00:00:00Z","type":"t.e"}}"#
+                );
+                let hash = hex::encode(trailkeep::chain::event_hash(body.as_bytes()));
+                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (1, 10, 'forged', 't.e', 'x', 'x', ?1, ?2)", [hash, body]).unwrap();
+            },
+            "reordered",
+            Some(11),
+        ),
+        (
+            "duplicate one",
+            |c| {
+                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) SELECT stream_id, 21, 'copy', type, time, received, hash, body FROM events WHERE seq = 6", []).unwrap();
+                c.execute("UPDATE streams SET head_seq = 21", []).unwrap();
+            },
+            "duplicate",
+            Some(21),
+        ),
+        (
+            "truncate below the checkpoint",
+            |c| {
+                let (_, h15) = body_at(c, 15);
+                c.execute("DELETE FROM events WHERE seq > 15", []).unwrap();
+                c.execute("UPDATE streams SET head_seq = 15, head_hash = ?1", [h15])
+                    .unwrap();
+            },
+            "truncated_below_checkpoint",
+            Some(16),
+        ),
+        (
+            "rewrite history consistently",
+            |c| {
+                // Change event 3 and re-chain everything after it, hashes and all.
+                let mut prev: String = body_at(c, 2).1;
+                for seq in 3..=20 {
+                    let (body, _) = body_at(c, seq);
+                    let mut v: Value = serde_json::from_str(&body).unwrap();
+                    if seq == 3 {
+                        v["data"]["i"] = json!(333);
+                    }
+                    v["prev"] = json!(prev);
+                    let canon = serde_json_canonicalizer::to_string(&v).unwrap();
+                    let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
+                    c.execute(
+                        "UPDATE events SET body = ?1, hash = ?2 WHERE seq = ?3",
+                        rusqlite::params![canon, hash, seq],
+                    )
+                    .unwrap();
+                    prev = hash;
+                }
+                c.execute("UPDATE streams SET head_hash = ?1", [prev])
+                    .unwrap();
+            },
+            "checkpoint_root_mismatch",
+            None,
+        ),
+        (
+            "forge the checkpoint",
+            |c| {
+                c.execute("UPDATE checkpoints SET note = replace(note, char(10) || '20' || char(10), char(10) || '19' || char(10))", []).unwrap();
+            },
+            "bad_signature",
+            None,
+        ),
     ];
     for (i, (name, tamper, kind, seq)) in cases.into_iter().enumerate() {
         let copy = dir.path().join(format!("case{i}"));
@@ -279,11 +412,17 @@ async fn verify_finds_and_locates_every_tamper() {
         }
         let (code, report) = verify_json(&copy);
         assert_eq!(code, 1, "{name}: verify must exit 1: {report}");
-        assert!(has_problem(&report, kind, seq), "{name}: expected {kind} at {seq:?} in {report:#}");
+        assert!(
+            has_problem(&report, kind, seq),
+            "{name}: expected {kind} at {seq:?} in {report:#}"
+        );
         // The human output names stream and seq too.
         let out = trailkeep(&copy, &["verify"]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("INVALID stream=t") && text.contains(kind), "{name}: {text}");
+        assert!(
+            text.contains("INVALID stream=t") && text.contains(kind),
+            "{name}: {text}"
+        );
     }
 }
 
@@ -297,20 +436,44 @@ async fn keys_work_on_the_data_dir_while_serve_runs() {
     let client = reqwest::Client::new();
     let post = |t: String| {
         let (client, url) = (client.clone(), server.url.clone());
-        async move { client.post(format!("{url}/v1/streams/k/events")).bearer_auth(t).json(&json!({"type":"x"})).send().await.unwrap().status().as_u16() }
+        async move {
+            client
+                .post(format!("{url}/v1/streams/k/events"))
+                .bearer_auth(t)
+                .json(&json!({"type":"x"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
-    assert_eq!(post(token.clone()).await, 200, "a key created while serve runs works at once");
+    assert_eq!(
+        post(token.clone()).await,
+        200,
+        "a key created while serve runs works at once"
+    );
     let list = trailkeep(&data, &["keys", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
     let id = listed[0]["id"].as_str().unwrap().to_owned();
-    assert!(!String::from_utf8_lossy(&list.stdout).contains(&token[20..]), "list never shows the secret");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&token[20..]),
+        "list never shows the secret"
+    );
     assert!(trailkeep(&data, &["keys", "revoke", &id]).status.success());
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(post(token).await, 401, "revoked within a second");
     let pk = trailkeep(&data, &["keys", "public"]);
     let pk = String::from_utf8(pk.stdout).unwrap();
-    assert!(trailkeep::chain::note::NoteVerifier::parse(pk.trim()).is_ok(), "{pk}");
-    assert!(!trailkeep(&data, &["keys", "revoke", "0000000000000000"]).status.success());
+    assert!(
+        trailkeep::chain::note::NoteVerifier::parse(pk.trim()).is_ok(),
+        "{pk}"
+    );
+    assert!(
+        !trailkeep(&data, &["keys", "revoke", "0000000000000000"])
+            .status
+            .success()
+    );
     server.kill9();
 }
 
@@ -326,8 +489,15 @@ async fn sigterm_finishes_in_flight_commits() {
     for i in 0..64 {
         let (client, url, token) = (client.clone(), server.url.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            let events: Vec<Value> = (0..50).map(|j| json!({"type":"x","id":format!("g{i}-{j}")})).collect();
-            let r = client.post(format!("{url}/v1/streams/g/events")).bearer_auth(token).json(&events).send().await;
+            let events: Vec<Value> = (0..50)
+                .map(|j| json!({"type":"x","id":format!("g{i}-{j}")}))
+                .collect();
+            let r = client
+                .post(format!("{url}/v1/streams/g/events"))
+                .bearer_auth(token)
+                .json(&events)
+                .send()
+                .await;
             match r {
                 Ok(r) if r.status().is_success() => Some(r.json::<Value>().await.unwrap()),
                 _ => None,
@@ -344,7 +514,11 @@ async fn sigterm_finishes_in_flight_commits() {
             for e in body["accepted"].as_array().unwrap() {
                 acked += 1;
                 let key = ("g".to_owned(), e["id"].as_str().unwrap().to_owned());
-                assert_eq!(stored.get(&key).map(|v| v.0), e["seq"].as_u64(), "acked {key:?} missing");
+                assert_eq!(
+                    stored.get(&key).map(|v| v.0),
+                    e["seq"].as_u64(),
+                    "acked {key:?} missing"
+                );
             }
         }
     }
@@ -355,14 +529,28 @@ async fn sigterm_finishes_in_flight_commits() {
 fn exit_codes_and_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = trailkeep(&dir.path().join("missing"), &["verify"]);
-    assert_eq!(out.status.code(), Some(2), "verify of a missing store is an I/O error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "verify of a missing store is an I/O error"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no trailkeep store"));
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[ingest]\nmax_event_byte = 10\n").unwrap();
-    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap(), "serve"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("max_event_byte"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(BIN).args(["keys", "create", "--scope", "root"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_event_byte"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--scope", "root"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage error");
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
@@ -370,6 +558,10 @@ fn exit_codes_and_config_errors() {
         assert!(help.contains(cmd), "{help}");
     }
     // Flags read TRAILKEEP_<FLAG> from the environment.
-    let out = Command::new(BIN).args(["verify"]).env("TRAILKEEP_DATA_DIR", dir.path().join("nowhere")).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["verify"])
+        .env("TRAILKEEP_DATA_DIR", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
 }

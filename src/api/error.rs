@@ -25,17 +25,31 @@ pub struct ApiError {
 impl ApiError {
     /// Returns an error without index or field.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), index: None, field: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            index: None,
+            field: None,
+        }
     }
 
     /// 401.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid API key (Authorization: Bearer <token>)")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid API key (Authorization: Bearer <token>)",
+        )
     }
 
     /// 403.
     pub fn forbidden(what: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's scope does not allow {what}"))
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key's scope does not allow {what}"),
+        )
     }
 
     /// 404.
@@ -51,14 +65,28 @@ impl ApiError {
     /// 500 for a store failure; the detail goes to the log, not the client.
     pub fn internal(e: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
-        let status = if r.too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
-        Self { status, code: r.code, message: r.message, index: r.index, field: r.field }
+        let status = if r.too_large {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self {
+            status,
+            code: r.code,
+            message: r.message,
+            index: r.index,
+            field: r.field,
+        }
     }
 }
 

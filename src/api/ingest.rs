@@ -20,13 +20,21 @@ pub(super) async fn post_events(
     check_stream(&stream)?;
     authorize(&st, &headers, Scope::Ingest, Some(&stream)).await?;
     let received = format_received(time::OffsetDateTime::now_utc());
-    let bytes = axum::body::to_bytes(body, st.limits.max_request_bytes).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", format!("request body exceeds {} bytes", st.limits.max_request_bytes))
-    })?;
+    let bytes = axum::body::to_bytes(body, st.limits.max_request_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("request body exceeds {} bytes", st.limits.max_request_bytes),
+            )
+        })?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/ndjson"));
+        .is_some_and(|ct| {
+            ct.starts_with("application/x-ndjson") || ct.starts_with("application/ndjson")
+        });
     let limits = st.limits;
     let events = if bytes.len() > 256 * 1024 {
         tokio::task::spawn_blocking(move || parse_request(&bytes, ndjson, &received, &limits))
@@ -39,8 +47,16 @@ pub(super) async fn post_events(
         metrics::counter!("trailkeep_requests_refused_total", "code" => r.code).increment(1);
         ApiError::from(r)
     })?;
-    let result = st.appender.append(stream.clone(), events).await.map_err(|e| match e {
-        AppendError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
-    })?;
-    Ok(Json(json!({"stream": stream, "accepted": result.accepted, "head": result.head})))
+    let result = st
+        .appender
+        .append(stream.clone(), events)
+        .await
+        .map_err(|e| match e {
+            AppendError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+        })?;
+    Ok(Json(
+        json!({"stream": stream, "accepted": result.accepted, "head": result.head}),
+    ))
 }

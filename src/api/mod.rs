@@ -48,10 +48,16 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/streams", get(read::list_streams))
-        .route("/v1/streams/{stream}/events", post(ingest::post_events).get(read::get_events))
+        .route(
+            "/v1/streams/{stream}/events",
+            post(ingest::post_events).get(read::get_events),
+        )
         .route("/v1/streams/{stream}/checkpoint", get(read::get_checkpoint))
         .route("/v1/streams/{stream}/proof/inclusion", get(read::inclusion))
-        .route("/v1/streams/{stream}/proof/consistency", get(read::consistency))
+        .route(
+            "/v1/streams/{stream}/proof/consistency",
+            get(read::consistency),
+        )
         .route("/v1/public-key", get(read::public_key))
         .route("/v1/verify", post(read::verify))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -62,27 +68,42 @@ pub fn router(state: AppState) -> Router {
 
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     if st.appender.is_poisoned() {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: a commit failed and the writer refuses appends; restart to recover\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: a commit failed and the writer refuses appends; restart to recover\n",
+        )
     } else {
         (StatusCode::OK, "ready\n")
     }
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
 }
 
 /// Authenticates the request and checks that the key allows `needed` on `stream`.
-async fn authorize(st: &AppState, headers: &HeaderMap, needed: Scope, stream: Option<&str>) -> Result<KeyRecord, ApiError> {
+async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    needed: Scope,
+    stream: Option<&str>,
+) -> Result<KeyRecord, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    let key = st.auth.authenticate(token.trim()).await.map_err(|e| match e {
-        crate::auth::AuthError::Unauthenticated => ApiError::unauthorized(),
-        crate::auth::AuthError::Store(e) => ApiError::internal(&e),
-    })?;
+    let key = st
+        .auth
+        .authenticate(token.trim())
+        .await
+        .map_err(|e| match e {
+            crate::auth::AuthError::Unauthenticated => ApiError::unauthorized(),
+            crate::auth::AuthError::Store(e) => ApiError::internal(&e),
+        })?;
     if !allows(&key, needed, stream) {
         let what = match stream {
             Some(s) => format!("{} on stream {s}", needed.as_str()),
@@ -97,6 +118,12 @@ fn check_stream(stream: &str) -> Result<(), ApiError> {
     if crate::event::valid_stream_name(stream) {
         Ok(())
     } else {
-        Err(ApiError { field: Some("stream".into()), ..ApiError::bad_request("invalid_stream", "stream names are 1-128 of A-Z a-z 0-9 . _ -") })
+        Err(ApiError {
+            field: Some("stream".into()),
+            ..ApiError::bad_request(
+                "invalid_stream",
+                "stream names are 1-128 of A-Z a-z 0-9 . _ -",
+            )
+        })
     }
 }

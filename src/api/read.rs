@@ -15,9 +15,16 @@ use crate::chain::merkle;
 use crate::event::stored_json;
 use crate::store::{ReaderSource, StoreExt, StreamInfo};
 
-pub(super) async fn list_streams(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_streams(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, None).await?;
-    let mut streams = st.store.streams().await.map_err(|e| ApiError::internal(&e))?;
+    let mut streams = st
+        .store
+        .streams()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     if key.stream != "*" {
         streams.retain(|s| s.name == key.stream);
     }
@@ -49,9 +56,16 @@ pub(super) async fn get_events(
     existing(&st, &stream).await?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError { field: Some("limit".into()), ..ApiError::bad_request("invalid_query", "limit must be between 1 and 10000") });
+        return Err(ApiError {
+            field: Some("limit".into()),
+            ..ApiError::bad_request("invalid_query", "limit must be between 1 and 10000")
+        });
     }
-    let rows = st.store.read_events(&stream, q.from_seq.unwrap_or(1), limit).await.map_err(|e| ApiError::internal(&e))?;
+    let rows = st
+        .store
+        .read_events(&stream, q.from_seq.unwrap_or(1), limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let mut out = String::new();
     for r in rows {
         out.push_str(&stored_json(&r.body, &r.hash));
@@ -73,15 +87,24 @@ pub(super) async fn get_checkpoint(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::not_found(format!("no checkpoint for stream {stream} yet")))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], cp.note))
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        cp.note,
+    ))
 }
 
-pub(super) async fn public_key(State(st): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn public_key(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     // Any valid key may fetch the verifier key, whatever its scope.
     if authorize(&st, &headers, Scope::Read, None).await.is_err() {
         authorize(&st, &headers, Scope::Ingest, None).await?;
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", st.verifier)))
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", st.verifier),
+    ))
 }
 
 fn b64(hashes: &[crate::chain::Hash]) -> Vec<String> {
@@ -89,7 +112,10 @@ fn b64(hashes: &[crate::chain::Hash]) -> Vec<String> {
 }
 
 fn query_err(field: &str, message: String) -> ApiError {
-    ApiError { field: Some(field.into()), ..ApiError::bad_request("invalid_query", message) }
+    ApiError {
+        field: Some(field.into()),
+        ..ApiError::bad_request("invalid_query", message)
+    }
 }
 
 #[derive(Deserialize)]
@@ -107,22 +133,39 @@ pub(super) async fn inclusion(
     check_stream(&stream)?;
     authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
     let info = existing(&st, &stream).await?;
-    let seq = q.seq.ok_or_else(|| query_err("seq", "seq is required".into()))?;
+    let seq = q
+        .seq
+        .ok_or_else(|| query_err("seq", "seq is required".into()))?;
     let size = match q.size {
         Some(s) => s,
-        None => st.store.latest_checkpoint(&stream).await.map_err(|e| ApiError::internal(&e))?.map_or(info.head_seq, |c| c.size),
+        None => st
+            .store
+            .latest_checkpoint(&stream)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_or(info.head_seq, |c| c.size),
     };
     if size == 0 || size > info.head_seq {
-        return Err(query_err("size", format!("size must be between 1 and the head seq {}", info.head_seq)));
+        return Err(query_err(
+            "size",
+            format!("size must be between 1 and the head seq {}", info.head_seq),
+        ));
     }
     if seq == 0 || seq > size {
-        return Err(query_err("seq", format!("seq must be between 1 and size {size}")));
+        return Err(query_err(
+            "seq",
+            format!("seq must be between 1 and size {size}"),
+        ));
     }
     let (leaf, proof, root) = st
         .store
         .with_tiles(&stream, |r| {
             let src = ReaderSource(r);
-            Ok((r.node(0, seq - 1)?, merkle::inclusion_proof(&src, seq - 1, size)?, merkle::root(&src, size)?))
+            Ok((
+                r.node(0, seq - 1)?,
+                merkle::inclusion_proof(&src, seq - 1, size)?,
+                merkle::root(&src, size)?,
+            ))
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -147,19 +190,31 @@ pub(super) async fn consistency(
     check_stream(&stream)?;
     authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
     let info = existing(&st, &stream).await?;
-    let from = q.from.ok_or_else(|| query_err("from", "from is required".into()))?;
+    let from = q
+        .from
+        .ok_or_else(|| query_err("from", "from is required".into()))?;
     let to = q.to.unwrap_or(info.head_seq);
     if to == 0 || to > info.head_seq {
-        return Err(query_err("to", format!("to must be between 1 and the head seq {}", info.head_seq)));
+        return Err(query_err(
+            "to",
+            format!("to must be between 1 and the head seq {}", info.head_seq),
+        ));
     }
     if from == 0 || from > to {
-        return Err(query_err("from", format!("from must be between 1 and to ({to})")));
+        return Err(query_err(
+            "from",
+            format!("from must be between 1 and to ({to})"),
+        ));
     }
     let (proof, r1, r2) = st
         .store
         .with_tiles(&stream, |r| {
             let src = ReaderSource(r);
-            Ok((merkle::consistency_proof(&src, from, to)?, merkle::root(&src, from)?, merkle::root(&src, to)?))
+            Ok((
+                merkle::consistency_proof(&src, from, to)?,
+                merkle::root(&src, from)?,
+                merkle::root(&src, to)?,
+            ))
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -174,19 +229,37 @@ pub(super) struct VerifyBody {
     stream: Option<String>,
 }
 
-pub(super) async fn verify(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub(super) async fn verify(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("body: {e}")))?
     };
     let key = authorize(&st, &headers, Scope::Admin, req.stream.as_deref()).await?;
-    let only = req.stream.clone().or((key.stream != "*").then(|| key.stream.clone()));
-    let report = crate::verify::verify_store(st.store.as_ref(), &st.verifier, &st.log_name, only.as_deref(), &|_| {})
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            e => ApiError::internal(&e),
-        })?;
-    Ok(Json(serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?))
+    let only = req
+        .stream
+        .clone()
+        .or((key.stream != "*").then(|| key.stream.clone()));
+    let report = crate::verify::verify_store(
+        st.store.as_ref(),
+        &st.verifier,
+        &st.log_name,
+        only.as_deref(),
+        &|_| {},
+    )
+    .await
+    .map_err(|e| match e {
+        crate::store::StoreError::NotFound(what) => {
+            ApiError::not_found(format!("{what} not found"))
+        }
+        e => ApiError::internal(&e),
+    })?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
+    ))
 }

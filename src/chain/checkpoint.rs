@@ -27,7 +27,12 @@ pub struct CheckpointParseError(&'static str);
 impl Checkpoint {
     /// Returns the note text of this checkpoint.
     pub fn to_text(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        )
     }
 
     /// Parses a checkpoint body (the note text, without signatures).
@@ -36,21 +41,41 @@ impl Checkpoint {
     /// When a line is missing, the size is not a canonical decimal, or the
     /// root is not 32 bytes of base64.
     pub fn parse(text: &str) -> Result<Self, CheckpointParseError> {
-        let body = text.strip_suffix('\n').ok_or(CheckpointParseError("missing final newline"))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(CheckpointParseError("missing final newline"))?;
         let mut lines = body.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or(CheckpointParseError("empty origin"))?;
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or(CheckpointParseError("empty origin"))?;
         let size_s = lines.next().ok_or(CheckpointParseError("missing size"))?;
-        if size_s.is_empty() || (size_s.len() > 1 && size_s.starts_with('0')) || !size_s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(CheckpointParseError("size is not a decimal without leading zeros"));
+        if size_s.is_empty()
+            || (size_s.len() > 1 && size_s.starts_with('0'))
+            || !size_s.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(CheckpointParseError(
+                "size is not a decimal without leading zeros",
+            ));
         }
-        let size = size_s.parse().map_err(|_| CheckpointParseError("size out of range"))?;
+        let size = size_s
+            .parse()
+            .map_err(|_| CheckpointParseError("size out of range"))?;
         let root_s = lines.next().ok_or(CheckpointParseError("missing root"))?;
-        let root_v = STANDARD.decode(root_s).map_err(|_| CheckpointParseError("root is not base64"))?;
-        let root: Hash = root_v.try_into().map_err(|_| CheckpointParseError("root is not 32 bytes"))?;
+        let root_v = STANDARD
+            .decode(root_s)
+            .map_err(|_| CheckpointParseError("root is not base64"))?;
+        let root: Hash = root_v
+            .try_into()
+            .map_err(|_| CheckpointParseError("root is not 32 bytes"))?;
         if lines.any(|l| l.is_empty()) {
             return Err(CheckpointParseError("empty extension line"));
         }
-        Ok(Self { origin: origin.to_owned(), size, root })
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            root,
+        })
     }
 }
 
@@ -60,7 +85,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_malformed() {
-        let c = Checkpoint { origin: "trailkeep.local/auth".into(), size: 42, root: [7u8; 32] };
+        let c = Checkpoint {
+            origin: "trailkeep.local/auth".into(),
+            size: 42,
+            root: [7u8; 32],
+        };
         let text = c.to_text();
         assert_eq!(Checkpoint::parse(&text), Ok(c));
         for bad in [

@@ -36,7 +36,7 @@ fn largest_pow2_below(n: u64) -> u64 {
 pub fn subtree<S: NodeSource>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
     debug_assert!(n > 0);
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         let level = n.trailing_zeros();
         return src.node(level, start >> level);
     }
@@ -65,14 +65,27 @@ pub fn root<S: NodeSource>(src: &S, size: u64) -> Result<Hash, S::Error> {
 ///
 /// # Panics
 /// When `index >= size`; callers validate first.
-pub fn inclusion_proof<S: NodeSource>(src: &S, index: u64, size: u64) -> Result<Vec<Hash>, S::Error> {
-    assert!(index < size, "leaf index {index} outside tree of size {size}");
+pub fn inclusion_proof<S: NodeSource>(
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, S::Error> {
+    assert!(
+        index < size,
+        "leaf index {index} outside tree of size {size}"
+    );
     let mut out = Vec::new();
     path(src, index, 0, size, &mut out)?;
     Ok(out)
 }
 
-fn path<S: NodeSource>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<(), S::Error> {
+fn path<S: NodeSource>(
+    src: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
     let n = end - start;
     if n == 1 {
         return Ok(());
@@ -96,7 +109,11 @@ fn path<S: NodeSource>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Hash
 ///
 /// # Panics
 /// When `old > new`; callers validate first.
-pub fn consistency_proof<S: NodeSource>(src: &S, old: u64, new: u64) -> Result<Vec<Hash>, S::Error> {
+pub fn consistency_proof<S: NodeSource>(
+    src: &S,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, S::Error> {
     assert!(old <= new, "old size {old} above new size {new}");
     let mut out = Vec::new();
     if old == 0 || old == new {
@@ -164,7 +181,13 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
 /// Returns whether `proof` shows that the tree of `old` leaves with
 /// `old_root` is a prefix of the tree of `new` leaves with `new_root`
 /// (RFC 9162 §2.1.4.2).
-pub fn verify_consistency(old: u64, new: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> bool {
+pub fn verify_consistency(
+    old: u64,
+    new: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> bool {
     if old > new {
         return false;
     }

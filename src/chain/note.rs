@@ -69,7 +69,12 @@ impl NoteVerifier {
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad);
         };
-        if !valid_name(name) || id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if !valid_name(name)
+            || id.len() != 8
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(bad);
         }
         let id = u32::from_str_radix(id, 16).map_err(|_| bad.clone())?;
@@ -83,7 +88,11 @@ impl NoteVerifier {
             return Err(bad);
         }
         let key = VerifyingKey::from_bytes(&pk).map_err(|_| bad)?;
-        Ok(Self { name: name.to_owned(), key_id: id, key })
+        Ok(Self {
+            name: name.to_owned(),
+            key_id: id,
+            key,
+        })
     }
 
     /// Returns the key's name.
@@ -98,7 +107,9 @@ impl NoteVerifier {
 
     /// Returns whether `sig` is this key's signature of `msg`.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        self.key.verify(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok()
+        self.key
+            .verify(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok()
     }
 }
 
@@ -106,7 +117,13 @@ impl fmt::Display for NoteVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut raw = vec![ALG_ED25519];
         raw.extend_from_slice(self.key.as_bytes());
-        write!(f, "{}+{:08x}+{}", self.name, self.key_id, STANDARD.encode(raw))
+        write!(
+            f,
+            "{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            STANDARD.encode(raw)
+        )
     }
 }
 
@@ -126,7 +143,11 @@ pub struct NoteSigner {
 
 impl fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NoteSigner({}+{:08x}, key redacted)", self.name, self.key_id)
+        write!(
+            f,
+            "NoteSigner({}+{:08x}, key redacted)",
+            self.name, self.key_id
+        )
     }
 }
 
@@ -141,7 +162,11 @@ impl NoteSigner {
         }
         let key = SigningKey::from_bytes(seed);
         let key_id = key_id(name, key.verifying_key().as_bytes());
-        Ok(Self { name: name.to_owned(), key_id, key })
+        Ok(Self {
+            name: name.to_owned(),
+            key_id,
+            key,
+        })
     }
 
     /// Parses `PRIVATE+KEY+name+hexkeyid+base64(0x01 || seed)`.
@@ -151,7 +176,10 @@ impl NoteSigner {
     /// includes the key.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
         let bad = NoteError::Malformed("private key");
-        let rest = s.trim_end_matches('\n').strip_prefix("PRIVATE+KEY+").ok_or(bad.clone())?;
+        let rest = s
+            .trim_end_matches('\n')
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(bad.clone())?;
         let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad);
@@ -177,12 +205,21 @@ impl NoteSigner {
     pub fn to_private_key(&self) -> String {
         let mut raw = vec![ALG_ED25519];
         raw.extend_from_slice(&self.key.to_bytes());
-        format!("PRIVATE+KEY+{}+{:08x}+{}", self.name, self.key_id, STANDARD.encode(raw))
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            STANDARD.encode(raw)
+        )
     }
 
     /// Returns the matching verifier.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier { name: self.name.clone(), key_id: self.key_id, key: self.key.verifying_key() }
+        NoteVerifier {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            key: self.key.verifying_key(),
+        }
     }
 
     /// Returns `text` signed: the text, a blank line, and one signature line.
@@ -195,7 +232,11 @@ impl NoteSigner {
         let sig = self.key.sign(text.as_bytes());
         let mut raw = self.key_id.to_be_bytes().to_vec();
         raw.extend_from_slice(&sig.to_bytes());
-        Ok(format!("{text}\n\u{2014} {} {}\n", self.name, STANDARD.encode(raw)))
+        Ok(format!(
+            "{text}\n\u{2014} {} {}\n",
+            self.name,
+            STANDARD.encode(raw)
+        ))
     }
 }
 
@@ -219,7 +260,9 @@ fn check_text(text: &str) -> Result<(), NoteError> {
 /// [`NoteError::NoSignature`] when no line is by `verifier`,
 /// [`NoteError::BadSignature`] when a line by `verifier` does not verify.
 pub fn open<'a>(msg: &'a str, verifier: &NoteVerifier) -> Result<&'a str, NoteError> {
-    let split = msg.rfind("\n\n").ok_or(NoteError::Malformed("note: no signature block"))?;
+    let split = msg
+        .rfind("\n\n")
+        .ok_or(NoteError::Malformed("note: no signature block"))?;
     let (text, sigs) = (&msg[..=split], &msg[split + 2..]);
     check_text(text)?;
     if sigs.is_empty() || !sigs.ends_with('\n') {
@@ -231,12 +274,18 @@ pub fn open<'a>(msg: &'a str, verifier: &NoteVerifier) -> Result<&'a str, NoteEr
         if n >= MAX_SIGNATURES {
             return Err(NoteError::Malformed("note: too many signatures"));
         }
-        let rest = line.strip_prefix("\u{2014} ").ok_or(NoteError::Malformed("signature line"))?;
-        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed("signature line"))?;
+        let rest = line
+            .strip_prefix("\u{2014} ")
+            .ok_or(NoteError::Malformed("signature line"))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or(NoteError::Malformed("signature line"))?;
         if !valid_name(name) {
             return Err(NoteError::Malformed("signature name"));
         }
-        let raw = STANDARD.decode(b64).map_err(|_| NoteError::Malformed("signature base64"))?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| NoteError::Malformed("signature base64"))?;
         if raw.len() < 4 {
             return Err(NoteError::Malformed("signature length"));
         }
@@ -244,13 +293,19 @@ pub fn open<'a>(msg: &'a str, verifier: &NoteVerifier) -> Result<&'a str, NoteEr
         if name != verifier.name || id != verifier.key_id {
             continue;
         }
-        let sig: [u8; 64] = raw[4..].try_into().map_err(|_| NoteError::BadSignature(who.clone()))?;
+        let sig: [u8; 64] = raw[4..]
+            .try_into()
+            .map_err(|_| NoteError::BadSignature(who.clone()))?;
         if !verifier.verify(text.as_bytes(), &sig) {
             return Err(NoteError::BadSignature(who));
         }
         found = true;
     }
-    if found { Ok(text) } else { Err(NoteError::NoSignature(who)) }
+    if found {
+        Ok(text)
+    } else {
+        Err(NoteError::NoSignature(who))
+    }
 }
 
 #[cfg(test)]
@@ -259,7 +314,8 @@ mod tests {
 
     // Vectors published with golang.org/x/mod/sumdb/note (note_test.go).
     const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
-    const PETER_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+    const PETER_SKEY: &str =
+        "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
     const ENOCH_VKEY: &str = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop";
     const TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
     const PETER_SIG: &str = "\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
@@ -282,18 +338,34 @@ mod tests {
         assert_eq!(open(&msg, &peter), Ok(TEXT));
         assert_eq!(open(&msg, &enoch), Ok(TEXT));
         let only_peter = format!("{TEXT}\n{PETER_SIG}");
-        assert!(matches!(open(&only_peter, &enoch), Err(NoteError::NoSignature(_))));
+        assert!(matches!(
+            open(&only_peter, &enoch),
+            Err(NoteError::NoSignature(_))
+        ));
     }
 
     #[test]
     fn refuses_corrupt_signature_text_and_keys() {
         let peter = NoteVerifier::parse(PETER_VKEY).expect("parses");
         let corrupt = format!("{TEXT}\n{}ABCD{}", &PETER_SIG[..60], &PETER_SIG[60..]);
-        assert!(matches!(open(&corrupt, &peter), Err(NoteError::BadSignature(_))));
+        assert!(matches!(
+            open(&corrupt, &peter),
+            Err(NoteError::BadSignature(_))
+        ));
         let edited = format!("{}\n{PETER_SIG}", TEXT.replace("answer", "ANSWER"));
-        assert!(matches!(open(&edited, &peter), Err(NoteError::BadSignature(_))));
-        for bad in [TEXT.to_owned(), format!("{TEXT}\n"), format!("{TEXT}\n{}", &PETER_SIG[..PETER_SIG.len() - 1])] {
-            assert!(matches!(open(&bad, &peter), Err(NoteError::Malformed(_))), "accepted {bad:?}");
+        assert!(matches!(
+            open(&edited, &peter),
+            Err(NoteError::BadSignature(_))
+        ));
+        for bad in [
+            TEXT.to_owned(),
+            format!("{TEXT}\n"),
+            format!("{TEXT}\n{}", &PETER_SIG[..PETER_SIG.len() - 1]),
+        ] {
+            assert!(
+                matches!(open(&bad, &peter), Err(NoteError::Malformed(_))),
+                "accepted {bad:?}"
+            );
         }
         // Every single-byte change of the verifier key is refused.
         let mut b = PETER_VKEY.as_bytes().to_vec();
@@ -305,8 +377,18 @@ mod tests {
             b[i] = b[i].wrapping_sub(1);
         }
         // Wrong key hash and unknown algorithm (vectors from note_test.go).
-        assert!(NoteVerifier::parse("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==").is_err());
-        assert!(NoteVerifier::parse("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW").is_err());
+        assert!(
+            NoteVerifier::parse(
+                "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY=="
+            )
+            .is_err()
+        );
+        assert!(
+            NoteVerifier::parse(
+                "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+            )
+            .is_err()
+        );
     }
 
     #[test]

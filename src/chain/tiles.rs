@@ -33,7 +33,10 @@ pub struct TileId {
 pub fn tile_for_node(height: u32, index: u64) -> TileId {
     let level = height / TILE_HEIGHT;
     let first = index << (height % TILE_HEIGHT);
-    TileId { level, index: first / TILE_WIDTH }
+    TileId {
+        level,
+        index: first / TILE_WIDTH,
+    }
 }
 
 /// Returns the right-most (possibly partial) tile of each level for a tree of
@@ -48,7 +51,13 @@ pub fn partial_tiles(size: u64) -> Vec<(TileId, usize)> {
         }
         let width = (count % TILE_WIDTH) as usize;
         if width > 0 {
-            out.push((TileId { level, index: count / TILE_WIDTH }, width));
+            out.push((
+                TileId {
+                    level,
+                    index: count / TILE_WIDTH,
+                },
+                width,
+            ));
         }
         level += 1;
     }
@@ -60,7 +69,10 @@ fn perfect_root(hashes: &[Hash]) -> Hash {
     debug_assert!(hashes.len().is_power_of_two());
     let mut layer: Vec<Hash> = hashes.to_vec();
     while layer.len() > 1 {
-        layer = layer.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+        layer = layer
+            .chunks_exact(2)
+            .map(|p| node_hash(&p[0], &p[1]))
+            .collect();
     }
     layer[0]
 }
@@ -117,7 +129,10 @@ impl TileWriter {
     ///
     /// # Errors
     /// A tile whose stored width disagrees with `size`.
-    pub fn resume(size: u64, mut load: impl FnMut(TileId) -> Option<Vec<u8>>) -> Result<Self, TileShapeError> {
+    pub fn resume(
+        size: u64,
+        mut load: impl FnMut(TileId) -> Option<Vec<u8>>,
+    ) -> Result<Self, TileShapeError> {
         let mut partial = Vec::new();
         let mut level = 0u32;
         loop {
@@ -126,13 +141,21 @@ impl TileWriter {
                 break;
             }
             let width = (count % TILE_WIDTH) as usize;
-            let id = TileId { level, index: count / TILE_WIDTH };
+            let id = TileId {
+                level,
+                index: count / TILE_WIDTH,
+            };
             let hashes = if width == 0 {
                 Vec::new()
             } else {
                 let data = load(id).unwrap_or_default();
                 if data.len() != width * 32 {
-                    return Err(TileShapeError { level, index: id.index, expected: width, found: data.len() / 32 });
+                    return Err(TileShapeError {
+                        level,
+                        index: id.index,
+                        expected: width,
+                        found: data.len() / 32,
+                    });
                 }
                 split_hashes(&data)
             };
@@ -158,8 +181,14 @@ impl TileWriter {
                     self.partial.push(Vec::new());
                 }
                 // Index of the tile this hash lands in, before pushing.
-                let count_before = self.size.checked_shr(TILE_HEIGHT * level as u32).unwrap_or(0);
-                let id = TileId { level: level as u32, index: count_before / TILE_WIDTH };
+                let count_before = self
+                    .size
+                    .checked_shr(TILE_HEIGHT * level as u32)
+                    .unwrap_or(0);
+                let id = TileId {
+                    level: level as u32,
+                    index: count_before / TILE_WIDTH,
+                };
                 self.partial[level].push(h);
                 let tile = &self.partial[level];
                 changed.insert(id, tile.iter().flatten().copied().collect());
@@ -173,7 +202,10 @@ impl TileWriter {
             }
             self.size += 1;
         }
-        changed.into_iter().map(|(id, data)| TileUpdate { id, data }).collect()
+        changed
+            .into_iter()
+            .map(|(id, data)| TileUpdate { id, data })
+            .collect()
     }
 }
 
@@ -209,7 +241,11 @@ impl NodeSource for TileSource {
         let r = height % TILE_HEIGHT;
         let first = ((index << r) % TILE_WIDTH) as usize;
         let n = 1usize << r;
-        let missing = MissingNode { height, index, tile };
+        let missing = MissingNode {
+            height,
+            index,
+            tile,
+        };
         let data = self.tiles.get(&tile).ok_or(missing)?;
         let slice = data.get(first * 32..(first + n) * 32).ok_or(missing)?;
         Ok(perfect_root(&split_hashes(slice)))
@@ -237,7 +273,10 @@ pub struct Recorder {
 impl Recorder {
     /// Returns the tiles asked for, sorted and without repeats.
     pub fn take(self) -> Vec<TileId> {
-        let mut v = self.seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v = self
+            .seen
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         v.sort();
         v.dedup();
         v
@@ -247,7 +286,10 @@ impl Recorder {
 impl NodeSource for Recorder {
     type Error = std::convert::Infallible;
     fn node(&self, height: u32, index: u64) -> Result<Hash, Self::Error> {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tile_for_node(height, index));
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tile_for_node(height, index));
         Ok([0u8; 32])
     }
 }
@@ -270,7 +312,8 @@ mod tests {
         let mut size = 0;
         for &c in chunks {
             // Resume from the store every time, as the writer does after a restart.
-            let mut w = TileWriter::resume(size, |id| store.get(&id).cloned()).expect("tiles consistent");
+            let mut w =
+                TileWriter::resume(size, |id| store.get(&id).cloned()).expect("tiles consistent");
             for u in w.append(&leaves(size, size + c)) {
                 store.insert(u.id, u.data);
             }
@@ -286,7 +329,10 @@ mod tests {
         assert_eq!(partial_tiles(256), vec![(TileId { level: 1, index: 0 }, 1)]);
         assert_eq!(
             partial_tiles(257),
-            vec![(TileId { level: 0, index: 1 }, 1), (TileId { level: 1, index: 0 }, 1)]
+            vec![
+                (TileId { level: 0, index: 1 }, 1),
+                (TileId { level: 1, index: 0 }, 1)
+            ]
         );
     }
 

@@ -70,16 +70,22 @@ fn event_json(i: u64) -> String {
     )
 }
 
+/// Where and how to send load.
+struct Target<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    token: &'a str,
+    duration: Duration,
+}
+
 async fn scenario(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
+    t: &Target<'_>,
     name: &str,
     clients: usize,
     batch: usize,
     rate: Option<u64>,
-    duration: Duration,
 ) -> Scenario {
+    let (client, url, token, duration) = (t.client, t.url, t.token, t.duration);
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -92,7 +98,8 @@ async fn scenario(
             let mut lat = Vec::new();
             let (mut events, mut bytes, mut errors) = (0u64, 0u64, 0u64);
             let mut i = (c as u64) << 40;
-            let mut next = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(c as f64 / clients as f64));
+            let mut next = Instant::now()
+                + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(c as f64 / clients as f64));
             while Instant::now() < deadline {
                 if let Some(iv) = interval {
                     tokio::time::sleep_until(next.into()).await;
@@ -102,12 +109,24 @@ async fn scenario(
                     i += 1;
                     event_json(i)
                 } else {
-                    let items: Vec<String> = (0..batch).map(|_| { i += 1; event_json(i) }).collect();
+                    let items: Vec<String> = (0..batch)
+                        .map(|_| {
+                            i += 1;
+                            event_json(i)
+                        })
+                        .collect();
                     format!("[{}]", items.join(","))
                 };
                 let len = body.len() as u64;
                 let t = Instant::now();
-                let ok = match client.post(&endpoint).header("authorization", &auth).header("content-type", "application/json").body(body).send().await {
+                let ok = match client
+                    .post(&endpoint)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };
@@ -135,7 +154,10 @@ async fn scenario(
     }
     let secs = started.elapsed().as_secs_f64().max(duration.as_secs_f64());
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     Scenario {
         name: name.into(),
         clients,
@@ -158,15 +180,28 @@ fn raw_sqlite_limit(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
     let mut conn = rusqlite::Connection::open(&path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute("INSERT INTO streams (id, name, head_seq, head_hash, created) VALUES (1, 'raw', 0, '', '')", [])?;
+    conn.execute(
+        "INSERT INTO streams (id, name, head_seq, head_hash, created) VALUES (1, 'raw', 0, '', '')",
+        [],
+    )?;
     let limits = crate::event::Limits::default();
     let received = crate::event::format_received(time::OffsetDateTime::now_utc());
     let rows_data: Vec<(String, String, String)> = (0..rows as u64)
         .map(|i| {
             let v: serde_json::Value = serde_json::from_str(&event_json(i)).unwrap_or_default();
-            let ev = crate::event::validate(0, v, &received, &limits).map_err(|r| anyhow::anyhow!(r.message))?;
-            let body = String::from_utf8(crate::event::canonical_bytes(&ev, "raw", i + 1, crate::chain::ZERO_HASH_HEX))?;
-            Ok((ev.id, hex::encode(crate::chain::event_hash(body.as_bytes())), body))
+            let ev = crate::event::validate(0, v, &received, &limits)
+                .map_err(|r| anyhow::anyhow!(r.message))?;
+            let body = String::from_utf8(crate::event::canonical_bytes(
+                &ev,
+                "raw",
+                i + 1,
+                crate::chain::ZERO_HASH_HEX,
+            ))?;
+            Ok((
+                ev.id,
+                hex::encode(crate::chain::event_hash(body.as_bytes())),
+                body,
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     let started = Instant::now();
@@ -177,7 +212,13 @@ fn raw_sqlite_limit(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
                 "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (1, ?1, ?2, 'grant.created', ?3, ?3, ?4, ?5)",
             )?;
             for (j, (id, hash, body)) in chunk.iter().enumerate() {
-                ins.execute(params![(chunk_no * 1000 + j + 1) as i64, id, received, hash, body])?;
+                ins.execute(params![
+                    (chunk_no * 1000 + j + 1) as i64,
+                    id,
+                    received,
+                    hash,
+                    body
+                ])?;
             }
         }
         tx.commit()?;
@@ -189,10 +230,19 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     let BenchCommand::Ingest(args) = cmd;
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {
-        Some(u) => (u.trim_end_matches('/').to_owned(), args.token.clone().context("--token is required with --url")?, None),
+        Some(u) => (
+            u.trim_end_matches('/').to_owned(),
+            args.token
+                .clone()
+                .context("--token is required with --url")?,
+            None,
+        ),
         None => {
             let data_dir = tmp.join("data");
-            let mut cfg = RawConfig::default().validate(&Overrides { data_dir: Some(data_dir.clone()), listen: Some("127.0.0.1:0".into()) })?;
+            let mut cfg = RawConfig::default().validate(&Overrides {
+                data_dir: Some(data_dir.clone()),
+                listen: Some("127.0.0.1:0".into()),
+            })?;
             cfg.log_name = config.log_name.clone();
             let store = crate::server::open_store(&data_dir)?;
             let (rec, token) = generate(Scope::Ingest, "*", "bench");
@@ -207,13 +257,21 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
             (format!("http://{addr}"), token, Some((stop, handle)))
         }
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
     let d = Duration::from_secs(args.duration_secs);
     let c = args.clients;
     let mut results = Vec::new();
-    results.push(scenario(&client, &url, &token, "batch100", c, 100, None, d).await);
-    results.push(scenario(&client, &url, &token, "single", c, 1, None, d).await);
-    results.push(scenario(&client, &url, &token, "single_paced_5000", c, 1, Some(5000), d).await);
+    let target = Target {
+        client: &client,
+        url: &url,
+        token: &token,
+        duration: d,
+    };
+    results.push(scenario(&target, "batch100", c, 100, None).await);
+    results.push(scenario(&target, "single", c, 1, None).await);
+    results.push(scenario(&target, "single_paced_5000", c, 1, Some(5000)).await);
     if let Some((stop, handle)) = server {
         let _ = stop.send(());
         handle.await??;
@@ -225,16 +283,41 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     let _ = std::fs::remove_dir_all(&tmp);
     let ratio = results[0].events_per_sec / raw;
     if args.json {
-        println!("{}", serde_json::json!({"scenarios": results, "raw_sqlite_rows_per_sec": raw, "batch100_over_raw": ratio, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)}));
+        println!(
+            "{}",
+            serde_json::json!({"scenarios": results, "raw_sqlite_rows_per_sec": raw, "batch100_over_raw": ratio, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
+        );
     } else {
-        println!("{:<20} {:>7} {:>5} {:>10} {:>12} {:>8} {:>8} {:>8} {:>6}", "scenario", "clients", "batch", "target/s", "events/s", "MB/s", "p50 ms", "p99 ms", "errors");
+        println!(
+            "{:<20} {:>7} {:>5} {:>10} {:>12} {:>8} {:>8} {:>8} {:>6}",
+            "scenario",
+            "clients",
+            "batch",
+            "target/s",
+            "events/s",
+            "MB/s",
+            "p50 ms",
+            "p99 ms",
+            "errors"
+        );
         for r in &results {
             println!(
                 "{:<20} {:>7} {:>5} {:>10} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>6}",
-                r.name, r.clients, r.batch, r.target_events_per_sec.map_or("-".into(), |t| t.to_string()), r.events_per_sec, r.mb_per_sec, r.p50_ms, r.p99_ms, r.errors
+                r.name,
+                r.clients,
+                r.batch,
+                r.target_events_per_sec
+                    .map_or("-".into(), |t| t.to_string()),
+                r.events_per_sec,
+                r.mb_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.errors
             );
         }
-        println!("raw SQLite limit (WAL, synchronous=FULL, 1,000-row transactions): {raw:.0} rows/s");
+        println!(
+            "raw SQLite limit (WAL, synchronous=FULL, 1,000-row transactions): {raw:.0} rows/s"
+        );
         println!("batch100 / raw limit: {:.1}%", ratio * 100.0);
     }
     Ok(ExitCode::SUCCESS)

@@ -43,17 +43,29 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
     let store = crate::server::open_store(&config.data_dir)?;
     let now = crate::event::format_received(time::OffsetDateTime::now_utc());
     match cmd {
-        KeysCommand::Create { scope, stream, json } => {
+        KeysCommand::Create {
+            scope,
+            stream,
+            json,
+        } => {
             if stream != "*" && !crate::event::valid_stream_name(stream) {
-                anyhow::bail!("--stream {stream:?} is not a stream name (1-128 of A-Z a-z 0-9 . _ -) or '*'");
+                anyhow::bail!(
+                    "--stream {stream:?} is not a stream name (1-128 of A-Z a-z 0-9 . _ -) or '*'"
+                );
             }
             let (rec, token) = generate(*scope, stream, &now);
             store.create_key(rec.clone()).await?;
             if *json {
-                println!("{}", serde_json::json!({"id": rec.id, "scope": rec.scope, "stream": rec.stream, "token": token}));
+                println!(
+                    "{}",
+                    serde_json::json!({"id": rec.id, "scope": rec.scope, "stream": rec.stream, "token": token})
+                );
             } else {
                 println!("{token}");
-                eprintln!("created key {} (scope {}, stream {}); the token above is shown only once", rec.id, rec.scope, rec.stream);
+                eprintln!(
+                    "created key {} (scope {}, stream {}); the token above is shown only once",
+                    rec.id, rec.scope, rec.stream
+                );
             }
         }
         KeysCommand::List { json } => {
@@ -61,9 +73,19 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             if *json {
                 println!("{}", serde_json::to_string(&keys)?);
             } else {
-                println!("{:<16}  {:<6}  {:<20}  {:<27}  revoked", "id", "scope", "stream", "created");
+                println!(
+                    "{:<16}  {:<6}  {:<20}  {:<27}  revoked",
+                    "id", "scope", "stream", "created"
+                );
                 for k in keys {
-                    println!("{:<16}  {:<6}  {:<20}  {:<27}  {}", k.id, k.scope, k.stream, k.created, k.revoked.as_deref().unwrap_or("-"));
+                    println!(
+                        "{:<16}  {:<6}  {:<20}  {:<27}  {}",
+                        k.id,
+                        k.scope,
+                        k.stream,
+                        k.created,
+                        k.revoked.as_deref().unwrap_or("-")
+                    );
                 }
             }
         }
@@ -74,7 +96,8 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             eprintln!("revoked key {id}");
         }
         KeysCommand::Public => {
-            let signer = crate::keyfile::load_or_create(&config.data_dir, &config.log_name).context("loading the signing key")?;
+            let signer = crate::keyfile::load_or_create(&config.data_dir, &config.log_name)
+                .context("loading the signing key")?;
             println!("{}", signer.verifier());
         }
     }

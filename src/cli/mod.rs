@@ -59,16 +59,22 @@ pub enum Command {
 fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
     let raw = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
             RawConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => RawConfig::default(),
     };
-    Ok(raw.validate(&Overrides { data_dir: cli.data_dir.clone(), listen })?)
+    Ok(raw.validate(&Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+    })?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -133,6 +139,11 @@ async fn shutdown_signal() {
 /// Opens the store of an existing data directory (never creates one).
 fn open_existing(config: &Config) -> anyhow::Result<crate::store::sqlite::SqliteStore> {
     let db = config.data_dir.join(crate::server::DB_FILE);
-    std::fs::metadata(&db).with_context(|| format!("no trailkeep store at {} (is --data-dir right?)", db.display()))?;
+    std::fs::metadata(&db).with_context(|| {
+        format!(
+            "no trailkeep store at {} (is --data-dir right?)",
+            db.display()
+        )
+    })?;
     Ok(crate::store::sqlite::SqliteStore::open(&db)?)
 }

@@ -30,22 +30,41 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
     let store = super::open_existing(config)?;
     let verifier = match &args.public_key {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read public key {}", path.display()))?;
-            NoteVerifier::parse(text.trim()).with_context(|| format!("public key {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read public key {}", path.display()))?;
+            NoteVerifier::parse(text.trim())
+                .with_context(|| format!("public key {}", path.display()))?
         }
         None => {
             let path = config.data_dir.join(crate::keyfile::FILE_NAME);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read signing key {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read signing key {}", path.display()))?;
             crate::chain::note::NoteSigner::parse(text.trim())
                 .map_err(|_| anyhow::anyhow!("signing key {} is not valid", path.display()))?
                 .verifier()
         }
     };
-    let total: u64 = store.streams().await?.iter().filter(|s| args.stream.as_ref().is_none_or(|o| *o == s.name)).map(|s| s.head_seq).sum();
+    let total: u64 = store
+        .streams()
+        .await?
+        .iter()
+        .filter(|s| args.stream.as_ref().is_none_or(|o| *o == s.name))
+        .map(|s| s.head_seq)
+        .sum();
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("{spinner} verifying {pos}/{len} events {wide_bar} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} verifying {pos}/{len} events {wide_bar} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let b = bar.clone();
-    let report = crate::verify::verify_store(&store, &verifier, &config.log_name, args.stream.as_deref(), &move |n| b.set_position(n)).await?;
+    let report = crate::verify::verify_store(
+        &store,
+        &verifier,
+        &config.log_name,
+        args.stream.as_deref(),
+        &move |n| b.set_position(n),
+    )
+    .await?;
     bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -53,7 +72,10 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
         for s in &report.streams {
             for p in &s.problems {
                 let seq = p.seq.map(|s| format!(" seq={s}")).unwrap_or_default();
-                let kind = serde_json::to_value(p.kind)?.as_str().unwrap_or("problem").to_owned();
+                let kind = serde_json::to_value(p.kind)?
+                    .as_str()
+                    .unwrap_or("problem")
+                    .to_owned();
                 println!(
                     "INVALID stream={}{seq} {kind} expected={} found={}",
                     p.stream,
@@ -61,9 +83,22 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
                     p.found.as_deref().unwrap_or("-")
                 );
             }
-            let cp = s.checkpoint_size.map_or_else(|| "no checkpoint yet".to_owned(), |c| format!("checkpoint {c}"));
-            let status = if s.problems.is_empty() { "valid" } else { "INVALID" };
-            println!("{status} stream={} events={} head={} {cp} problems={}", s.stream, s.events, s.head_seq, s.problems.len());
+            let cp = s.checkpoint_size.map_or_else(
+                || "no checkpoint yet".to_owned(),
+                |c| format!("checkpoint {c}"),
+            );
+            let status = if s.problems.is_empty() {
+                "valid"
+            } else {
+                "INVALID"
+            };
+            println!(
+                "{status} stream={} events={} head={} {cp} problems={}",
+                s.stream,
+                s.events,
+                s.head_seq,
+                s.problems.len()
+            );
         }
         println!(
             "{}: {} streams, {} events, {} problems",
@@ -73,5 +108,9 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
             report.problem_count
         );
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

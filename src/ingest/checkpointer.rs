@@ -32,17 +32,32 @@ pub async fn checkpoint_stream(
     log_name: &str,
     stream: &str,
 ) -> Result<Option<StoredCheckpoint>, StoreError> {
-    let Some(info) = store.stream(stream).await? else { return Ok(None) };
+    let Some(info) = store.stream(stream).await? else {
+        return Ok(None);
+    };
     let size = info.head_seq;
     if size == 0 {
         return Ok(None);
     }
-    if store.latest_checkpoint(stream).await?.is_some_and(|c| c.size >= size) {
+    if store
+        .latest_checkpoint(stream)
+        .await?
+        .is_some_and(|c| c.size >= size)
+    {
         return Ok(None);
     }
-    let root = store.with_tiles(stream, |r| merkle::root(&ReaderSource(r), size)).await?;
-    let text = Checkpoint { origin: origin(log_name, stream), size, root }.to_text();
-    let note = signer.sign(&text).map_err(|e| StoreError::Corrupt(format!("cannot sign checkpoint: {e}")))?;
+    let root = store
+        .with_tiles(stream, |r| merkle::root(&ReaderSource(r), size))
+        .await?;
+    let text = Checkpoint {
+        origin: origin(log_name, stream),
+        size,
+        root,
+    }
+    .to_text();
+    let note = signer
+        .sign(&text)
+        .map_err(|e| StoreError::Corrupt(format!("cannot sign checkpoint: {e}")))?;
     let cp = StoredCheckpoint {
         size,
         root: hex::encode(root),
@@ -65,7 +80,9 @@ pub async fn run(
 ) {
     match store.streams().await {
         Ok(all) => {
-            let mut d = dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut d = dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             d.extend(all.into_iter().map(|s| s.name));
         }
         Err(e) => tracing::warn!(error = %e, "checkpointer cannot list streams"),
@@ -86,13 +103,18 @@ pub async fn run(
 
 async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str, dirty: &DirtyStreams) {
     let streams: Vec<String> = {
-        let mut d = dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut d = dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         d.drain().collect()
     };
     for s in streams {
         if let Err(e) = checkpoint_stream(store, signer, log_name, &s).await {
             tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry");
-            dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s);
+            dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(s);
         }
     }
 }

@@ -49,7 +49,9 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self { max_batch_events: 20_000 }
+        Self {
+            max_batch_events: 20_000,
+        }
     }
 }
 
@@ -83,16 +85,26 @@ impl Appender {
     /// # Errors
     /// [`AppendError::Unavailable`] when the writer is poisoned or stopped;
     /// the events were then not acknowledged.
-    pub async fn append(&self, stream: String, events: Vec<NewEvent>) -> Result<GroupResult, AppendError> {
+    pub async fn append(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+    ) -> Result<GroupResult, AppendError> {
         if self.is_poisoned() {
-            return Err(AppendError::Unavailable("a previous commit failed; restart to recover".into()));
+            return Err(AppendError::Unavailable(
+                "a previous commit failed; restart to recover".into(),
+            ));
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { group: AppendGroup { stream, events }, reply })
+            .send(Request {
+                group: AppendGroup { stream, events },
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Unavailable("writer stopped".into()))?;
-        rx.await.map_err(|_| AppendError::Unavailable("writer stopped".into()))?
+        rx.await
+            .map_err(|_| AppendError::Unavailable("writer stopped".into()))?
     }
 
     /// Returns whether a commit failed and the writer refuses further appends.
@@ -123,7 +135,9 @@ async fn run(
         }
         if poisoned.load(Ordering::SeqCst) {
             for r in pending.drain(..) {
-                let _ = r.reply.send(Err(AppendError::Unavailable("a previous commit failed; restart to recover".into())));
+                let _ = r.reply.send(Err(AppendError::Unavailable(
+                    "a previous commit failed; restart to recover".into(),
+                )));
             }
             continue;
         }
@@ -131,10 +145,13 @@ async fn run(
         let started = std::time::Instant::now();
         match store.append(groups).await {
             Ok(results) => {
-                metrics::histogram!("trailkeep_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("trailkeep_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("trailkeep_commit_events").record(events as f64);
                 {
-                    let mut d = dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut d = dirty
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     for r in &pending {
                         d.insert(r.group.stream.clone());
                     }
@@ -142,7 +159,8 @@ async fn run(
                 for (r, res) in pending.drain(..).zip(results) {
                     let new = res.accepted.iter().filter(|a| !a.duplicate).count();
                     metrics::counter!("trailkeep_events_appended_total").increment(new as u64);
-                    metrics::counter!("trailkeep_events_duplicate_total").increment((res.accepted.len() - new) as u64);
+                    metrics::counter!("trailkeep_events_duplicate_total")
+                        .increment((res.accepted.len() - new) as u64);
                     let _ = r.reply.send(Ok(res));
                 }
             }
@@ -151,7 +169,9 @@ async fn run(
                 metrics::gauge!("trailkeep_writer_poisoned").set(1.0);
                 tracing::error!(error = %e, "commit failed; the writer is poisoned and refuses further appends until restart");
                 for r in pending.drain(..) {
-                    let _ = r.reply.send(Err(AppendError::Unavailable(format!("commit failed: {e}"))));
+                    let _ = r
+                        .reply
+                        .send(Err(AppendError::Unavailable(format!("commit failed: {e}"))));
                 }
             }
         }

@@ -11,12 +11,20 @@ use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{Limits, NewEvent, validate};
 
 fn ev(id: &str) -> NewEvent {
-    validate(0, serde_json::json!({"id": id, "type": "test.event", "data": {"n": id}}), "2026-01-01T00:00:00.000000Z", &Limits::default())
-        .unwrap()
+    validate(
+        0,
+        serde_json::json!({"id": id, "type": "test.event", "data": {"n": id}}),
+        "2026-01-01T00:00:00.000000Z",
+        &Limits::default(),
+    )
+    .unwrap()
 }
 
 fn group(stream: &str, ids: &[&str]) -> AppendGroup {
-    AppendGroup { stream: stream.into(), events: ids.iter().map(|i| ev(i)).collect() }
+    AppendGroup {
+        stream: stream.into(),
+        events: ids.iter().map(|i| ev(i)).collect(),
+    }
 }
 
 /// Runs every check, each on a fresh store from `make`.
@@ -36,7 +44,12 @@ pub async fn assert_chain<S: Store>(store: &S, stream: &str, expected_len: u64) 
     let mut prev = ZERO_HASH_HEX.to_owned();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "gapless seq");
-        assert_eq!(hex::encode(event_hash(e.body.as_bytes())), e.hash, "hash of body at seq {}", e.seq);
+        assert_eq!(
+            hex::encode(event_hash(e.body.as_bytes())),
+            e.hash,
+            "hash of body at seq {}",
+            e.seq
+        );
         let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
         assert_eq!(v["prev"], prev.as_str(), "link at seq {}", e.seq);
         assert_eq!(v["seq"], e.seq, "body seq");
@@ -49,13 +62,25 @@ pub async fn assert_chain<S: Store>(store: &S, stream: &str, expected_len: u64) 
 }
 
 pub async fn appends_are_gapless_and_chained<S: Store>(store: &S) {
-    let r = store.append(vec![group("a", &["1", "2", "3"])]).await.unwrap();
-    assert_eq!(r[0].accepted.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let r = store
+        .append(vec![group("a", &["1", "2", "3"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].accepted.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert!(r[0].accepted.iter().all(|a| !a.duplicate));
     assert_eq!(r[0].head.seq, 3);
-    let r2 = store.append(vec![group("a", &["4"]), group("a", &["5", "6"])]).await.unwrap();
+    let r2 = store
+        .append(vec![group("a", &["4"]), group("a", &["5", "6"])])
+        .await
+        .unwrap();
     assert_eq!(r2[0].accepted[0].seq, 4);
-    assert_eq!(r2[1].accepted.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(
+        r2[1].accepted.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
     assert_eq!(r2[1].head.seq, 6);
     assert_chain(store, "a", 6).await;
     let page = store.read_events("a", 3, 2).await.unwrap();
@@ -66,21 +91,50 @@ pub async fn appends_are_gapless_and_chained<S: Store>(store: &S) {
 
 pub async fn duplicates_are_answered_not_stored<S: Store>(store: &S) {
     let first = store.append(vec![group("d", &["x", "y"])]).await.unwrap();
-    let again = store.append(vec![group("d", &["y", "z", "z"])]).await.unwrap();
+    let again = store
+        .append(vec![group("d", &["y", "z", "z"])])
+        .await
+        .unwrap();
     let a = &again[0].accepted;
     assert!(a[0].duplicate && a[0].seq == 2 && a[0].hash == first[0].accepted[1].hash);
     assert!(!a[1].duplicate && a[1].seq == 3);
-    assert!(a[2].duplicate && a[2].seq == 3, "a repeat inside one call is a duplicate of the first");
+    assert!(
+        a[2].duplicate && a[2].seq == 3,
+        "a repeat inside one call is a duplicate of the first"
+    );
     assert_chain(store, "d", 3).await;
 }
 
 pub async fn streams_are_independent<S: Store>(store: &S) {
-    let r = store.append(vec![group("s1", &["a"]), group("s2", &["a"]), group("s1", &["b"])]).await.unwrap();
-    assert_eq!((r[0].accepted[0].seq, r[1].accepted[0].seq, r[2].accepted[0].seq), (1, 1, 2));
-    assert!(!r[1].accepted[0].duplicate, "ids are unique per stream, not globally");
+    let r = store
+        .append(vec![
+            group("s1", &["a"]),
+            group("s2", &["a"]),
+            group("s1", &["b"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r[0].accepted[0].seq,
+            r[1].accepted[0].seq,
+            r[2].accepted[0].seq
+        ),
+        (1, 1, 2)
+    );
+    assert!(
+        !r[1].accepted[0].duplicate,
+        "ids are unique per stream, not globally"
+    );
     assert_chain(store, "s1", 2).await;
     assert_chain(store, "s2", 1).await;
-    let names: Vec<String> = store.streams().await.unwrap().into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = store
+        .streams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, vec!["s1", "s2"]);
 }
 
@@ -88,7 +142,12 @@ pub async fn tiles_give_the_root_of_the_events<S: Store>(store: &S) {
     // Cross tile boundaries (256) with uneven batches.
     let mut n = 0u32;
     for batch in [1usize, 255, 1, 300, 70] {
-        let ids: Vec<String> = (0..batch).map(|_| { n += 1; format!("t{n}") }).collect();
+        let ids: Vec<String> = (0..batch)
+            .map(|_| {
+                n += 1;
+                format!("t{n}")
+            })
+            .collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         store.append(vec![group("tiles", &refs)]).await.unwrap();
     }
@@ -104,21 +163,33 @@ pub async fn tiles_give_the_root_of_the_events<S: Store>(store: &S) {
             .with_tiles("tiles", |r| merkle::root(&super::ReaderSource(r), size))
             .await
             .unwrap();
-        assert_eq!(from_tiles, merkle::root(&mem, size).unwrap_or_else(|e| match e {}), "root at size {size}");
+        assert_eq!(
+            from_tiles,
+            merkle::root(&mem, size).unwrap_or_else(|e| match e {}),
+            "root at size {size}"
+        );
     }
 }
 
 pub async fn checkpoints_are_kept_per_size<S: Store>(store: &S) {
     store.append(vec![group("c", &["1"])]).await.unwrap();
     assert!(store.latest_checkpoint("c").await.unwrap().is_none());
-    let cp = |size: u64, note: &str| StoredCheckpoint { size, root: "r".into(), note: note.into(), created: "t".into() };
+    let cp = |size: u64, note: &str| StoredCheckpoint {
+        size,
+        root: "r".into(),
+        note: note.into(),
+        created: "t".into(),
+    };
     store.put_checkpoint("c", cp(1, "one")).await.unwrap();
     store.put_checkpoint("c", cp(1, "again")).await.unwrap();
     store.put_checkpoint("c", cp(5, "five")).await.unwrap();
     store.put_checkpoint("c", cp(3, "three")).await.unwrap();
     let latest = store.latest_checkpoint("c").await.unwrap().unwrap();
     assert_eq!((latest.size, latest.note.as_str()), (5, "five"));
-    assert!(store.put_checkpoint("nope", cp(1, "x")).await.is_err(), "unknown stream refused");
+    assert!(
+        store.put_checkpoint("nope", cp(1, "x")).await.is_err(),
+        "unknown stream refused"
+    );
 }
 
 pub async fn keys_round_trip_and_revoke<S: Store>(store: &S) {
@@ -133,9 +204,29 @@ pub async fn keys_round_trip_and_revoke<S: Store>(store: &S) {
     store.create_key(k.clone()).await.unwrap();
     assert_eq!(store.get_key("k1").await.unwrap(), Some(k.clone()));
     assert_eq!(store.list_keys().await.unwrap(), vec![k]);
-    assert!(store.revoke_key("k1", "2026-01-02T00:00:00Z").await.unwrap());
-    assert!(!store.revoke_key("k1", "2026-01-03T00:00:00Z").await.unwrap(), "second revoke is a no-op");
-    assert_eq!(store.get_key("k1").await.unwrap().unwrap().revoked.as_deref(), Some("2026-01-02T00:00:00Z"));
+    assert!(
+        store
+            .revoke_key("k1", "2026-01-02T00:00:00Z")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_key("k1", "2026-01-03T00:00:00Z")
+            .await
+            .unwrap(),
+        "second revoke is a no-op"
+    );
+    assert_eq!(
+        store
+            .get_key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .as_deref(),
+        Some("2026-01-02T00:00:00Z")
+    );
     assert!(store.get_key("missing").await.unwrap().is_none());
 }
 
@@ -157,6 +248,9 @@ pub async fn reopen_keeps_chain<S: Store, F: FnMut() -> S>(mut open: F) {
         hex::decode_to_slice(&e.hash, &mut h).unwrap();
         mem.push(leaf_hash(&h));
     }
-    let root = s.with_tiles("r", |r| merkle::root(&super::ReaderSource(r), 300)).await.unwrap();
+    let root = s
+        .with_tiles("r", |r| merkle::root(&super::ReaderSource(r), 300))
+        .await
+        .unwrap();
     assert_eq!(root, mem.root());
 }

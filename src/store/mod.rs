@@ -174,7 +174,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// Backend errors.
-    async fn read_events(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<StoredEvent>>;
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
 
     /// Returns the given tiles of `stream` that exist.
     ///
@@ -237,7 +242,9 @@ pub trait StoreExt: Store {
     /// Backend errors, or [`StoreError::Corrupt`] when a needed tile is missing.
     async fn with_tiles<T: Send, F>(&self, stream: &str, compute: F) -> Result<T>
     where
-        F: Fn(&dyn TreeReader) -> std::result::Result<T, crate::chain::tiles::MissingNode> + Send + Sync,
+        F: Fn(&dyn TreeReader) -> std::result::Result<T, crate::chain::tiles::MissingNode>
+            + Send
+            + Sync,
     {
         use crate::chain::tiles::{Recorder, TileSource};
         let rec = Recorder::default();
@@ -258,11 +265,19 @@ pub trait TreeReader {
     ///
     /// # Errors
     /// [`crate::chain::tiles::MissingNode`] when the tiles lack it.
-    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode>;
+    fn node(
+        &self,
+        level: u32,
+        index: u64,
+    ) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode>;
 }
 
 impl TreeReader for crate::chain::tiles::TileSource {
-    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
+    fn node(
+        &self,
+        level: u32,
+        index: u64,
+    ) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
         crate::chain::merkle::NodeSource::node(self, level, index)
     }
 }
@@ -270,7 +285,11 @@ impl TreeReader for crate::chain::tiles::TileSource {
 struct RecorderReader<'a>(&'a crate::chain::tiles::Recorder);
 
 impl TreeReader for RecorderReader<'_> {
-    fn node(&self, level: u32, index: u64) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
+    fn node(
+        &self,
+        level: u32,
+        index: u64,
+    ) -> std::result::Result<crate::chain::Hash, crate::chain::tiles::MissingNode> {
         match crate::chain::merkle::NodeSource::node(self.0, level, index) {
             Ok(h) => Ok(h),
             Err(never) => match never {},

@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Result, Store, StoreError, StoredCheckpoint,
-    StoredEvent, StreamInfo,
+    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Result, Store, StoreError,
+    StoredCheckpoint, StoredEvent, StreamInfo,
 };
 use crate::chain::tiles::{TileId, TileWriter};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
@@ -31,7 +31,10 @@ const SCHEMA_VERSION: i64 = 1;
 const MIGRATIONS: [&str; 1] = [include_str!("sql/sqlite/001_init.sql")];
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend { backend: "sqlite", message: e.to_string() }
+    StoreError::Backend {
+        backend: "sqlite",
+        message: e.to_string(),
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -80,7 +83,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)?;
@@ -102,13 +108,25 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("trailkeep-sqlite-writer".into())
             .spawn(move || {
-                let mut w = Writer { conn, streams: HashMap::new() };
+                let mut w = Writer {
+                    conn,
+                    streams: HashMap::new(),
+                };
                 while let Ok(job) = rx.recv() {
                     job(&mut w);
                 }
             })
-            .map_err(|e| StoreError::Backend { backend: "sqlite", message: format!("cannot start writer thread: {e}") })?;
-        Ok(Self { inner: Arc::new(Inner { path: path.to_owned(), writer: Mutex::new(tx), readers: Mutex::new(Vec::new()) }) })
+            .map_err(|e| StoreError::Backend {
+                backend: "sqlite",
+                message: format!("cannot start writer thread: {e}"),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(tx),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
     }
 
     /// Returns the database file's path.
@@ -116,7 +134,10 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
             let _ = tx.send(f(w));
@@ -126,27 +147,46 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job)
-            .map_err(|_| StoreError::Backend { backend: "sqlite", message: "writer thread stopped".into() })?;
-        rx.await.map_err(|_| StoreError::Backend { backend: "sqlite", message: "writer thread stopped".into() })?
+            .map_err(|_| StoreError::Backend {
+                backend: "sqlite",
+                message: "writer thread stopped".into(),
+            })?;
+        rx.await.map_err(|_| StoreError::Backend {
+            backend: "sqlite",
+            message: "writer thread stopped".into(),
+        })?
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
             let conn = match conn {
                 Some(c) => c,
                 None => open_conn(&inner.path)?,
             };
             let out = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut pool = inner
+                .readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if pool.len() < 8 {
                 pool.push(conn);
             }
             out
         })
         .await
-        .map_err(|e| StoreError::Backend { backend: "sqlite", message: format!("reader task failed: {e}") })?
+        .map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            message: format!("reader task failed: {e}"),
+        })?
     }
 }
 
@@ -176,7 +216,9 @@ impl Writer {
             let mut accepted = Vec::with_capacity(group.events.len());
             let mut leaves = Vec::with_capacity(group.events.len());
             {
-                let mut find = tx.prepare_cached("SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2")?;
+                let mut find = tx.prepare_cached(
+                    "SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2",
+                )?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
@@ -185,24 +227,47 @@ impl Writer {
                     let existing = match batch_ids.get(&key) {
                         Some(found) => Some(found.clone()),
                         None => find
-                            .query_row(params![st.id, ev.id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
+                            .query_row(params![st.id, ev.id], |r| {
+                                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                            })
                             .optional()?,
                     };
                     if let Some((seq, hash)) = existing {
-                        accepted.push(Accepted { id: ev.id.clone(), seq, hash, duplicate: true });
+                        accepted.push(Accepted {
+                            id: ev.id.clone(),
+                            seq,
+                            hash,
+                            duplicate: true,
+                        });
                         continue;
                     }
                     let seq = st.head_seq + 1;
                     let body = canonical_bytes(ev, &group.stream, seq, &st.head_hash);
                     let h = event_hash(&body);
                     let hash = hex::encode(h);
-                    let body = String::from_utf8(body).map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
-                    insert.execute(params![st.id, seq as i64, ev.id, ev.event_type, ev.time, ev.received, hash, body])?;
+                    let body = String::from_utf8(body).map_err(|e| {
+                        StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}"))
+                    })?;
+                    insert.execute(params![
+                        st.id,
+                        seq as i64,
+                        ev.id,
+                        ev.event_type,
+                        ev.time,
+                        ev.received,
+                        hash,
+                        body
+                    ])?;
                     leaves.push(leaf_hash(&h));
                     batch_ids.insert(key, (seq, hash.clone()));
                     st.head_seq = seq;
                     st.head_hash = hash.clone();
-                    accepted.push(Accepted { id: ev.id.clone(), seq, hash, duplicate: false });
+                    accepted.push(Accepted {
+                        id: ev.id.clone(),
+                        seq,
+                        hash,
+                        duplicate: false,
+                    });
                 }
             }
             if !leaves.is_empty() {
@@ -213,17 +278,28 @@ impl Writer {
                 for t in st.tiles.append(&leaves) {
                     up.execute(params![st.id, t.id.level, t.id.index as i64, t.data])?;
                 }
-                tx.prepare_cached("UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1")?
-                    .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
+                tx.prepare_cached(
+                    "UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
+                )?
+                .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
             }
             touched.push(group.stream.clone());
-            results.push(GroupResult { accepted, head: Head { seq: st.head_seq, hash: st.head_hash.clone() } });
+            results.push(GroupResult {
+                accepted,
+                head: Head {
+                    seq: st.head_seq,
+                    hash: st.head_hash.clone(),
+                },
+            });
         }
         tx.commit()?;
         // Later groups of a stream in the same call report the final head.
         for (i, name) in touched.iter().enumerate() {
             if let Some(st) = streams.get(name) {
-                results[i].head = Head { seq: st.head_seq, hash: st.head_hash.clone() };
+                results[i].head = Head {
+                    seq: st.head_seq,
+                    hash: st.head_hash.clone(),
+                };
             }
         }
         Ok(results)
@@ -240,22 +316,39 @@ fn load_stream<'a>(
 ) -> Result<&'a mut StreamState> {
     let row = tx
         .prepare_cached("SELECT id, head_seq, head_hash FROM streams WHERE name = ?1")?
-        .query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?)))
+        .query_row([name], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .optional()?;
     let (id, head_seq, head_hash) = match row {
         Some(r) => r,
         None => {
-            tx.prepare_cached("INSERT INTO streams (name, head_seq, head_hash, created) VALUES (?1, 0, ?2, ?3)")?
-                .execute(params![name, ZERO_HASH_HEX, now()])?;
+            tx.prepare_cached(
+                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES (?1, 0, ?2, ?3)",
+            )?
+            .execute(params![name, ZERO_HASH_HEX, now()])?;
             (tx.last_insert_rowid(), 0, ZERO_HASH_HEX.to_owned())
         }
     };
-    let fresh = streams.get(name).is_some_and(|s| s.id == id && s.head_seq == head_seq && s.head_hash == head_hash);
+    let fresh = streams
+        .get(name)
+        .is_some_and(|s| s.id == id && s.head_seq == head_seq && s.head_hash == head_hash);
     if !fresh {
-        let mut q = tx.prepare_cached("SELECT data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3")?;
+        let mut q = tx.prepare_cached(
+            "SELECT data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3",
+        )?;
         let mut failed = None;
         let tiles = TileWriter::resume(head_seq, |t| {
-            match q.query_row(params![id, t.level, t.index as i64], |r| r.get::<_, Vec<u8>>(0)).optional() {
+            match q
+                .query_row(params![id, t.level, t.index as i64], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })
+                .optional()
+            {
                 Ok(d) => d,
                 Err(e) => {
                     failed = Some(e);
@@ -267,9 +360,19 @@ fn load_stream<'a>(
             return Err(backend(e));
         }
         let tiles = tiles.map_err(|e| StoreError::Corrupt(format!("stream {name}: {e}")))?;
-        streams.insert(name.to_owned(), StreamState { id, head_seq, head_hash, tiles });
+        streams.insert(
+            name.to_owned(),
+            StreamState {
+                id,
+                head_seq,
+                head_hash,
+                tiles,
+            },
+        );
     }
-    streams.get_mut(name).ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
+    streams
+        .get_mut(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
 }
 
 fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
@@ -278,7 +381,14 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
     if hash.len() == 32 {
         secret_hash.copy_from_slice(&hash);
     }
-    Ok(KeyRecord { id: r.get(0)?, scope: r.get(1)?, stream: r.get(2)?, secret_hash, created: r.get(4)?, revoked: r.get(5)? })
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        scope: r.get(1)?,
+        stream: r.get(2)?,
+        secret_hash,
+        created: r.get(4)?,
+        revoked: r.get(5)?,
+    })
 }
 
 #[async_trait]
@@ -306,7 +416,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn read_events(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let stream = stream.to_owned();
         self.read(move |c| {
             let mut q = c.prepare_cached(
@@ -314,7 +429,11 @@ impl Store for SqliteStore {
                  WHERE s.name = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
             )?;
             let rows = q.query_map(params![stream, from_seq as i64, limit as i64], |r| {
-                Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, hash: r.get(1)?, body: r.get(2)? })
+                Ok(StoredEvent {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                    body: r.get(2)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -401,8 +520,13 @@ impl Store for SqliteStore {
 
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
         let (id, at) = (id.to_owned(), at.to_owned());
-        self.write(move |w| Ok(w.conn.execute("UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL", params![id, at])? > 0))
-            .await
+        self.write(move |w| {
+            Ok(w.conn.execute(
+                "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
+                params![id, at],
+            )? > 0)
+        })
+        .await
     }
 }
 
@@ -425,6 +549,7 @@ mod tests {
     async fn reopening_resumes_heads_and_tiles() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        super::super::conformance::reopen_keeps_chain(|| SqliteStore::open(&path).expect("open")).await;
+        super::super::conformance::reopen_keeps_chain(|| SqliteStore::open(&path).expect("open"))
+            .await;
     }
 }

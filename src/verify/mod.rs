@@ -131,11 +131,25 @@ pub async fn verify_store(
     let mut reports = Vec::new();
     let mut total = 0u64;
     for info in streams {
-        let r = verify_stream(store, verifier, log_name, &info.name, info.head_seq, &mut total, progress).await?;
+        let r = verify_stream(
+            store,
+            verifier,
+            log_name,
+            &info.name,
+            info.head_seq,
+            &mut total,
+            progress,
+        )
+        .await?;
         reports.push(r);
     }
     let problem_count = reports.iter().map(|r| r.problems.len()).sum();
-    Ok(Report { ok: problem_count == 0, events: total, problem_count, streams: reports })
+    Ok(Report {
+        ok: problem_count == 0,
+        events: total,
+        problem_count,
+        streams: reports,
+    })
 }
 
 async fn verify_stream(
@@ -148,29 +162,55 @@ async fn verify_stream(
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<StreamReport, StoreError> {
     let mut problems = Vec::new();
-    let problem = |seq: Option<u64>, kind, expected: Option<String>, found: Option<String>| Problem {
-        stream: stream.to_owned(),
-        seq,
-        kind,
-        expected,
-        found,
-    };
+    let problem =
+        |seq: Option<u64>, kind, expected: Option<String>, found: Option<String>| Problem {
+            stream: stream.to_owned(),
+            seq,
+            kind,
+            expected,
+            found,
+        };
 
     // The checkpoint first, so the root can be taken at its size while streaming.
     let checkpoint = match store.latest_checkpoint(stream).await? {
         None => None,
         Some(stored) => match open(&stored.note, verifier).map(Checkpoint::parse) {
-            Ok(Ok(cp)) if cp.origin == origin(log_name, stream) && cp.size == stored.size => Some(cp),
+            Ok(Ok(cp)) if cp.origin == origin(log_name, stream) && cp.size == stored.size => {
+                Some(cp)
+            }
             Ok(Ok(cp)) => {
-                problems.push(problem(None, ProblemKind::BadSignature, Some(format!("{} at size {}", origin(log_name, stream), stored.size)), Some(format!("{} at size {}", cp.origin, cp.size))));
+                problems.push(problem(
+                    None,
+                    ProblemKind::BadSignature,
+                    Some(format!(
+                        "{} at size {}",
+                        origin(log_name, stream),
+                        stored.size
+                    )),
+                    Some(format!("{} at size {}", cp.origin, cp.size)),
+                ));
                 None
             }
             Ok(Err(e)) => {
-                problems.push(problem(None, ProblemKind::BadSignature, None, Some(e.to_string())));
+                problems.push(problem(
+                    None,
+                    ProblemKind::BadSignature,
+                    None,
+                    Some(e.to_string()),
+                ));
                 None
             }
             Err(e) => {
-                problems.push(problem(None, ProblemKind::BadSignature, Some(format!("a signature by {}+{:08x}", verifier.name(), verifier.key_id())), Some(e.to_string())));
+                problems.push(problem(
+                    None,
+                    ProblemKind::BadSignature,
+                    Some(format!(
+                        "a signature by {}+{:08x}",
+                        verifier.name(),
+                        verifier.key_id()
+                    )),
+                    Some(e.to_string()),
+                ));
                 None
             }
         },
@@ -193,69 +233,156 @@ async fn verify_stream(
             last_seq = row.seq;
             let computed = event_hash(row.body.as_bytes());
             let computed_hex = hex::encode(computed);
-            let prefix = u64::from_be_bytes([computed[0], computed[1], computed[2], computed[3], computed[4], computed[5], computed[6], computed[7]]);
+            let prefix = u64::from_be_bytes([
+                computed[0],
+                computed[1],
+                computed[2],
+                computed[3],
+                computed[4],
+                computed[5],
+                computed[6],
+                computed[7],
+            ]);
             let body: Option<serde_json::Value> = serde_json::from_str(&row.body).ok();
             let body_seq = body.as_ref().and_then(|b| b["seq"].as_u64());
-            let body_prev = body.as_ref().and_then(|b| b["prev"].as_str().map(str::to_owned));
+            let body_prev = body
+                .as_ref()
+                .and_then(|b| b["prev"].as_str().map(str::to_owned));
             match (body_seq, &body_prev) {
                 (Some(_), Some(_)) => {}
-                _ => problems.push(problem(Some(row.seq), ProblemKind::Malformed, Some("a JSON event with seq and prev".into()), None)),
+                _ => problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::Malformed,
+                    Some("a JSON event with seq and prev".into()),
+                    None,
+                )),
             }
             let mut link_checked = true;
             if row.seq > expected_seq {
-                problems.push(problem(Some(row.seq), ProblemKind::Gap, Some(format!("seq {expected_seq}")), Some(format!("seq {}", row.seq))));
+                problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::Gap,
+                    Some(format!("seq {expected_seq}")),
+                    Some(format!("seq {}", row.seq)),
+                ));
                 link_checked = false;
             }
             if row.seq > head_seq {
-                problems.push(problem(Some(row.seq), ProblemKind::BeyondHead, Some(format!("at most seq {head_seq}")), Some(format!("seq {}", row.seq))));
+                problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::BeyondHead,
+                    Some(format!("at most seq {head_seq}")),
+                    Some(format!("seq {}", row.seq)),
+                ));
             }
             if let Some(bs) = body_seq.filter(|bs| *bs != row.seq) {
                 let kind = match seen.get(&prefix) {
                     Some(&orig) if orig == bs => ProblemKind::Duplicate,
                     _ => ProblemKind::Reordered,
                 };
-                problems.push(problem(Some(row.seq), kind, Some(format!("body seq {}", row.seq)), Some(format!("body seq {bs}"))));
+                problems.push(problem(
+                    Some(row.seq),
+                    kind,
+                    Some(format!("body seq {}", row.seq)),
+                    Some(format!("body seq {bs}")),
+                ));
             } else if computed_hex != row.hash {
-                problems.push(problem(Some(row.seq), ProblemKind::HashMismatch, Some(computed_hex.clone()), Some(row.hash.clone())));
+                problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::HashMismatch,
+                    Some(computed_hex.clone()),
+                    Some(row.hash.clone()),
+                ));
             }
             if link_checked && body_prev.as_deref().is_some_and(|p| p != prev) {
-                problems.push(problem(Some(row.seq), ProblemKind::BrokenLink, Some(prev.clone()), body_prev.clone()));
+                problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::BrokenLink,
+                    Some(prev.clone()),
+                    body_prev.clone(),
+                ));
             }
-            if body.as_ref().is_some_and(|b| b["stream"].as_str() != Some(stream)) {
-                problems.push(problem(Some(row.seq), ProblemKind::WrongStream, Some(stream.to_owned()), body.as_ref().and_then(|b| b["stream"].as_str().map(str::to_owned))));
+            if body
+                .as_ref()
+                .is_some_and(|b| b["stream"].as_str() != Some(stream))
+            {
+                problems.push(problem(
+                    Some(row.seq),
+                    ProblemKind::WrongStream,
+                    Some(stream.to_owned()),
+                    body.as_ref()
+                        .and_then(|b| b["stream"].as_str().map(str::to_owned)),
+                ));
             }
             seen.entry(prefix).or_insert(row.seq);
             frontier.push(leaf_hash(&computed));
-            if checkpoint.as_ref().is_some_and(|c| c.size == frontier.size()) {
+            if checkpoint
+                .as_ref()
+                .is_some_and(|c| c.size == frontier.size())
+            {
                 root_at_checkpoint = Some(frontier.root());
             }
             prev = row.hash;
             expected_seq = row.seq + 1;
             *total += 1;
-            if *total % 1024 == 0 {
+            if total.is_multiple_of(1024) {
                 progress(*total);
             }
         }
     }
     progress(*total);
     if last_seq < head_seq {
-        problems.push(problem(Some(last_seq + 1), ProblemKind::Truncated, Some(format!("events up to seq {head_seq}")), Some(format!("events up to seq {last_seq}"))));
+        problems.push(problem(
+            Some(last_seq + 1),
+            ProblemKind::Truncated,
+            Some(format!("events up to seq {head_seq}")),
+            Some(format!("events up to seq {last_seq}")),
+        ));
     }
     if let Some(cp) = &checkpoint {
         if last_seq < cp.size {
-            problems.push(problem(Some(last_seq + 1), ProblemKind::TruncatedBelowCheckpoint, Some(format!("events up to seq {} (signed checkpoint)", cp.size)), Some(format!("events up to seq {last_seq}"))));
+            problems.push(problem(
+                Some(last_seq + 1),
+                ProblemKind::TruncatedBelowCheckpoint,
+                Some(format!("events up to seq {} (signed checkpoint)", cp.size)),
+                Some(format!("events up to seq {last_seq}")),
+            ));
         } else if let Some(root) = root_at_checkpoint
             && root != cp.root
         {
-            problems.push(problem(None, ProblemKind::CheckpointRootMismatch, Some(hex::encode(cp.root)), Some(hex::encode(root))));
+            problems.push(problem(
+                None,
+                ProblemKind::CheckpointRootMismatch,
+                Some(hex::encode(cp.root)),
+                Some(hex::encode(root)),
+            ));
         }
         let size = cp.size;
-        match store.with_tiles(stream, |r| merkle::root(&ReaderSource(r), size)).await {
+        match store
+            .with_tiles(stream, |r| merkle::root(&ReaderSource(r), size))
+            .await
+        {
             Ok(t) if t == cp.root => {}
-            Ok(t) => problems.push(problem(None, ProblemKind::TilesMismatch, Some(hex::encode(cp.root)), Some(hex::encode(t)))),
-            Err(e) => problems.push(problem(None, ProblemKind::TilesMismatch, Some(hex::encode(cp.root)), Some(e.to_string()))),
+            Ok(t) => problems.push(problem(
+                None,
+                ProblemKind::TilesMismatch,
+                Some(hex::encode(cp.root)),
+                Some(hex::encode(t)),
+            )),
+            Err(e) => problems.push(problem(
+                None,
+                ProblemKind::TilesMismatch,
+                Some(hex::encode(cp.root)),
+                Some(e.to_string()),
+            )),
         }
     }
     problems.sort_by_key(|p| p.seq.unwrap_or(u64::MAX));
-    Ok(StreamReport { stream: stream.to_owned(), events, head_seq, checkpoint_size: checkpoint.map(|c| c.size), problems })
+    Ok(StreamReport {
+        stream: stream.to_owned(),
+        events,
+        head_seq,
+        checkpoint_size: checkpoint.map(|c| c.size),
+        problems,
+    })
 }
