@@ -141,37 +141,35 @@ async fn run(
             }
             continue;
         }
-        let groups: Vec<AppendGroup> = pending.iter().map(|r| r.group.clone()).collect();
+        // Move the events out of the requests: no copy on the hot path.
+        let streams: Vec<String> = pending.iter().map(|r| r.group.stream.clone()).collect();
+        let (groups, replies): (Vec<AppendGroup>, Vec<_>) =
+            pending.drain(..).map(|r| (r.group, r.reply)).unzip();
         let started = std::time::Instant::now();
         match store.append(groups).await {
             Ok(results) => {
                 metrics::histogram!("trailkeep_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("trailkeep_commit_events").record(events as f64);
-                {
-                    let mut d = dirty
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for r in &pending {
-                        d.insert(r.group.stream.clone());
-                    }
-                }
-                for (r, res) in pending.drain(..).zip(results) {
+                dirty
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(streams);
+                for (reply, res) in replies.into_iter().zip(results) {
                     let new = res.accepted.iter().filter(|a| !a.duplicate).count();
                     metrics::counter!("trailkeep_events_appended_total").increment(new as u64);
                     metrics::counter!("trailkeep_events_duplicate_total")
                         .increment((res.accepted.len() - new) as u64);
-                    let _ = r.reply.send(Ok(res));
+                    let _ = reply.send(Ok(res));
                 }
             }
             Err(e) => {
                 poisoned.store(true, Ordering::SeqCst);
                 metrics::gauge!("trailkeep_writer_poisoned").set(1.0);
                 tracing::error!(error = %e, "commit failed; the writer is poisoned and refuses further appends until restart");
-                for r in pending.drain(..) {
-                    let _ = r
-                        .reply
-                        .send(Err(AppendError::Unavailable(format!("commit failed: {e}"))));
+                for reply in replies {
+                    let _ =
+                        reply.send(Err(AppendError::Unavailable(format!("commit failed: {e}"))));
                 }
             }
         }
