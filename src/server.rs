@@ -85,7 +85,7 @@ pub fn start(config: &Config) -> Result<Running, ServeError> {
         dirty,
         stop_rx,
     ));
-    let state = AppState {
+    let state = Arc::new(crate::api::Shared {
         store: store.clone(),
         appender,
         auth: Authenticator::new(store),
@@ -93,7 +93,7 @@ pub fn start(config: &Config) -> Result<Running, ServeError> {
         verifier: signer.verifier(),
         log_name: config.log_name.clone(),
         metrics: crate::telemetry::prometheus(),
-    };
+    });
     Ok(Running {
         state,
         batcher,

@@ -25,9 +25,11 @@ use crate::event::Limits;
 use crate::ingest::Appender;
 use crate::store::{KeyRecord, Store};
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares; cloned per request, so it is an `Arc`.
+pub type AppState = std::sync::Arc<Shared>;
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The hot store.
     pub store: Arc<dyn Store>,
     /// The append path.

@@ -90,8 +90,11 @@ pub struct TileWriter {
 pub struct TileUpdate {
     /// Where the tile goes.
     pub id: TileId,
-    /// Concatenated 32-byte hashes.
+    /// Concatenated 32-byte hashes: the whole tile as it is now.
     pub data: Vec<u8>,
+    /// Index of the first hash this append added: hashes before it were
+    /// stored already, so a store may write only from here on.
+    pub first_new: usize,
 }
 
 /// A stored tile that does not have the width its tree size implies.
@@ -172,7 +175,7 @@ impl TileWriter {
 
     /// Appends leaf hashes; returns every tile whose content changed.
     pub fn append(&mut self, leaves: &[Hash]) -> Vec<TileUpdate> {
-        let mut changed: BTreeMap<TileId, Vec<u8>> = BTreeMap::new();
+        let mut changed: BTreeMap<TileId, (Vec<u8>, usize)> = BTreeMap::new();
         for leaf in leaves {
             let mut level = 0usize;
             let mut h = *leaf;
@@ -191,7 +194,8 @@ impl TileWriter {
                 };
                 self.partial[level].push(h);
                 let tile = &self.partial[level];
-                changed.insert(id, tile.iter().flatten().copied().collect());
+                let first_new = changed.get(&id).map_or(tile.len() - 1, |(_, f)| *f);
+                changed.insert(id, (tile.iter().flatten().copied().collect(), first_new));
                 if tile.len() as u64 == TILE_WIDTH {
                     h = perfect_root(tile);
                     self.partial[level].clear();
@@ -204,7 +208,11 @@ impl TileWriter {
         }
         changed
             .into_iter()
-            .map(|(id, data)| TileUpdate { id, data })
+            .map(|(id, (data, first_new))| TileUpdate {
+                id,
+                data,
+                first_new,
+            })
             .collect()
     }
 }
@@ -315,6 +323,13 @@ mod tests {
             let mut w =
                 TileWriter::resume(size, |id| store.get(&id).cloned()).expect("tiles consistent");
             for u in w.append(&leaves(size, size + c)) {
+                // Stores may write only the new part: check it is enough.
+                let old = store.get(&u.id).cloned().unwrap_or_default();
+                assert_eq!(
+                    old.len(),
+                    u.first_new * 32,
+                    "first_new marks the end of what was stored"
+                );
                 store.insert(u.id, u.data);
             }
             size += c;

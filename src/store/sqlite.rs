@@ -275,11 +275,13 @@ impl Writer {
             }
             if !leaves.is_empty() {
                 let mut up = tx.prepare_cached(
-                    "INSERT INTO tiles (stream_id, level, idx, data) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (stream_id, level, idx) DO UPDATE SET data = excluded.data",
+                    "INSERT INTO tiles (stream_id, level, idx, strip, data) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
                 )?;
                 for t in st.tiles.append(&leaves) {
-                    up.execute(params![st.id, t.id.level, t.id.index as i64, t.data])?;
+                    for (strip, bytes) in changed_strips(&t) {
+                        up.execute(params![st.id, t.id.level, t.id.index as i64, strip, bytes])?;
+                    }
                 }
                 tx.prepare_cached(
                     "UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
@@ -341,22 +343,12 @@ fn load_stream<'a>(
         .get(name)
         .is_some_and(|s| s.id == id && s.head_seq == head_seq && s.head_hash == head_hash);
     if !fresh {
-        let mut q = tx.prepare_cached(
-            "SELECT data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3",
-        )?;
         let mut failed = None;
-        let tiles = TileWriter::resume(head_seq, |t| {
-            match q
-                .query_row(params![id, t.level, t.index as i64], |r| {
-                    r.get::<_, Vec<u8>>(0)
-                })
-                .optional()
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
+        let tiles = TileWriter::resume(head_seq, |t| match read_tile(tx, id, t) {
+            Ok(d) => d,
+            Err(e) => {
+                failed = Some(e);
+                None
             }
         });
         if let Some(e) = failed {
@@ -376,6 +368,42 @@ fn load_stream<'a>(
     streams
         .get_mut(name)
         .ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
+}
+
+/// Hashes per stored strip of a tile.
+const STRIP_HASHES: usize = 16;
+
+/// Returns the strips of `t` that its append changed: (strip number, bytes).
+fn changed_strips(t: &crate::chain::tiles::TileUpdate) -> impl Iterator<Item = (i64, &[u8])> {
+    let strip_bytes = STRIP_HASHES * 32;
+    let first = t.first_new / STRIP_HASHES;
+    t.data
+        .chunks(strip_bytes)
+        .enumerate()
+        .skip(first)
+        .map(|(i, c)| (i as i64, c))
+}
+
+/// Reads one tile as its strips concatenated; `None` when it has none.
+///
+/// # Errors
+/// Backend errors; a strip out of place reads as a short tile, which callers
+/// report as corruption.
+fn read_tile(c: &Connection, stream_id: i64, t: TileId) -> rusqlite::Result<Option<Vec<u8>>> {
+    let mut q = c.prepare_cached("SELECT strip, data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3 ORDER BY strip")?;
+    let mut rows = q.query(params![stream_id, t.level, t.index as i64])?;
+    let mut out: Option<Vec<u8>> = None;
+    let mut expected = 0i64;
+    while let Some(r) = rows.next()? {
+        let (strip, data): (i64, Vec<u8>) = (r.get(0)?, r.get(1)?);
+        let buf = out.get_or_insert_with(Vec::new);
+        if strip != expected || buf.len() != (strip as usize) * STRIP_HASHES * 32 {
+            break; // a gap: return what is contiguous
+        }
+        buf.extend_from_slice(&data);
+        expected += 1;
+    }
+    Ok(out)
 }
 
 fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
@@ -446,12 +474,16 @@ impl Store for SqliteStore {
     async fn tiles(&self, stream: &str, ids: &[TileId]) -> Result<Vec<(TileId, Vec<u8>)>> {
         let (stream, ids) = (stream.to_owned(), ids.to_vec());
         self.read(move |c| {
-            let mut q = c.prepare_cached(
-                "SELECT t.data FROM tiles t JOIN streams s ON s.id = t.stream_id WHERE s.name = ?1 AND t.level = ?2 AND t.idx = ?3",
-            )?;
+            let Some(stream_id) = c
+                .prepare_cached("SELECT id FROM streams WHERE name = ?1")?
+                .query_row([&stream], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(Vec::new());
+            };
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(d) = q.query_row(params![stream, id.level, id.index as i64], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+                if let Some(d) = read_tile(c, stream_id, id)? {
                     out.push((id, d));
                 }
             }

@@ -22,13 +22,16 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX events_by_id ON events (stream_id, id);
 
--- Merkle tree tiles (C2SP tlog-tiles geometry): concatenated 32-byte hashes.
+-- Merkle tree tiles (C2SP tlog-tiles geometry), stored in strips of up to
+-- 16 hashes (512 bytes): a commit rewrites only the strips it extends, not
+-- the whole 8 KiB tile. A tile is its strips concatenated in order.
 CREATE TABLE tiles (
     stream_id INTEGER NOT NULL REFERENCES streams(id),
     level     INTEGER NOT NULL,
     idx       INTEGER NOT NULL,
+    strip     INTEGER NOT NULL,
     data      BLOB NOT NULL,
-    PRIMARY KEY (stream_id, level, idx)
+    PRIMARY KEY (stream_id, level, idx, strip)
 ) WITHOUT ROWID;
 
 -- Signed tree heads (C2SP signed notes).
