@@ -565,3 +565,45 @@ fn exit_codes_and_config_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
 }
+
+/// `verify` on the data directory while `serve` appends and signs
+/// checkpoints: no false alarm from events or checkpoints that arrive
+/// during the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_while_serving_under_load_reports_no_false_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_key(&data, "ingest");
+    let server = Server::start(&data, &[]).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for c in 0..8 {
+        let (url, token, stop) = (server.url.clone(), token.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let events: Vec<Value> = (0..20).map(|_| json!({"type":"live.load"})).collect();
+                let _ = client
+                    .post(format!("{url}/v1/streams/live{}/events", c % 2))
+                    .bearer_auth(&token)
+                    .json(&events)
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let data = data.clone();
+        let (code, report) = tokio::task::spawn_blocking(move || verify_json(&data))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "verify during load: {report:#}");
+        assert!(report["events"].as_u64().unwrap() > 0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    server.kill9();
+}

@@ -131,16 +131,7 @@ pub async fn verify_store(
     let mut reports = Vec::new();
     let mut total = 0u64;
     for info in streams {
-        let r = verify_stream(
-            store,
-            verifier,
-            log_name,
-            &info.name,
-            info.head_seq,
-            &mut total,
-            progress,
-        )
-        .await?;
+        let r = verify_stream(store, verifier, log_name, &info.name, &mut total, progress).await?;
         reports.push(r);
     }
     let problem_count = reports.iter().map(|r| r.problems.len()).sum();
@@ -157,7 +148,6 @@ async fn verify_stream(
     verifier: &NoteVerifier,
     log_name: &str,
     stream: &str,
-    head_seq: u64,
     total: &mut u64,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<StreamReport, StoreError> {
@@ -216,6 +206,10 @@ async fn verify_stream(
         },
     };
 
+    // Read the head only after the checkpoint: while `serve` runs, both only
+    // grow, so the head is at least the checkpoint's size. Events appended
+    // after this point are not part of this run.
+    let head_seq = store.stream(stream).await?.map_or(0, |s| s.head_seq);
     let mut frontier = Frontier::new();
     let mut root_at_checkpoint: Option<Hash> = None;
     let mut seen: HashMap<u64, u64> = HashMap::new(); // hash prefix -> seq
@@ -228,7 +222,8 @@ async fn verify_stream(
         let page = store.read_events(stream, next, PAGE).await?;
         let Some(last) = page.last() else { break };
         next = last.seq + 1;
-        for row in page {
+        let past_head = page.iter().any(|r| r.seq > head_seq);
+        for row in page.into_iter().take_while(|r| r.seq <= head_seq) {
             events += 1;
             last_seq = row.seq;
             let computed = event_hash(row.body.as_bytes());
@@ -266,14 +261,6 @@ async fn verify_stream(
                     Some(format!("seq {}", row.seq)),
                 ));
                 link_checked = false;
-            }
-            if row.seq > head_seq {
-                problems.push(problem(
-                    Some(row.seq),
-                    ProblemKind::BeyondHead,
-                    Some(format!("at most seq {head_seq}")),
-                    Some(format!("seq {}", row.seq)),
-                ));
             }
             if let Some(bs) = body_seq.filter(|bs| *bs != row.seq) {
                 let kind = match seen.get(&prefix) {
@@ -329,8 +316,24 @@ async fn verify_stream(
                 progress(*total);
             }
         }
+        if past_head {
+            break;
+        }
     }
     progress(*total);
+    // Rows past the head: tampering, or appends since the head was read.
+    // Only the former survives a second look at the head.
+    if let Some(extra) = store.read_events(stream, head_seq + 1, 1).await?.first() {
+        let now = store.stream(stream).await?.map_or(0, |s| s.head_seq);
+        if extra.seq > now {
+            problems.push(problem(
+                Some(extra.seq),
+                ProblemKind::BeyondHead,
+                Some(format!("at most seq {now}")),
+                Some(format!("seq {}", extra.seq)),
+            ));
+        }
+    }
     if last_seq < head_seq {
         problems.push(problem(
             Some(last_seq + 1),
