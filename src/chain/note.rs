@@ -37,6 +37,29 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
 }
 
+/// Splits `name+hexkeyid+base64(0x01 || 32 bytes)` into its parts, checking
+/// the name, the 8 lowercase hex digits and the Ed25519 algorithm byte. The
+/// base64 part may itself contain '+', so it splits at most twice.
+fn split_key(s: &str) -> Option<(&str, u32, [u8; 32])> {
+    let mut parts = s.splitn(3, '+');
+    let (name, id, key) = (parts.next()?, parts.next()?, parts.next()?);
+    let id_ok = id.len() == 8
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !valid_name(name) || !id_ok {
+        return None;
+    }
+    let id = u32::from_str_radix(id, 16).ok()?;
+    let raw = STANDARD.decode(key).ok()?;
+    if raw.len() != 33 || raw[0] != ALG_ED25519 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(&raw[1..]);
+    Some((name, id, bytes))
+}
+
 /// Returns the signed-note key id of an Ed25519 public key under `name`.
 pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
@@ -64,26 +87,7 @@ impl NoteVerifier {
     /// that does not match the key.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
         let bad = NoteError::Malformed("verifier key");
-        // The base64 part may itself contain '+': split at most twice.
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad);
-        };
-        if !valid_name(name)
-            || id.len() != 8
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(bad);
-        }
-        let id = u32::from_str_radix(id, 16).map_err(|_| bad.clone())?;
-        let raw = STANDARD.decode(key).map_err(|_| bad.clone())?;
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(bad);
-        }
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(&raw[1..]);
+        let (name, id, pk) = split_key(s).ok_or(bad.clone())?;
         if key_id(name, &pk) != id {
             return Err(bad);
         }
@@ -180,20 +184,7 @@ impl NoteSigner {
             .trim_end_matches('\n')
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(bad.clone())?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad);
-        };
-        if id.len() != 8 {
-            return Err(bad);
-        }
-        let id = u32::from_str_radix(id, 16).map_err(|_| bad.clone())?;
-        let raw = STANDARD.decode(key).map_err(|_| bad.clone())?;
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(bad);
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&raw[1..]);
+        let (name, id, seed) = split_key(rest).ok_or(bad.clone())?;
         let signer = Self::from_seed(name, &seed).map_err(|_| bad.clone())?;
         if signer.key_id != id {
             return Err(bad);

@@ -27,6 +27,17 @@ fn group(stream: &str, ids: &[&str]) -> AppendGroup {
     }
 }
 
+/// Returns the Merkle tree over the stored hashes of `events`.
+fn tree_of(events: &[super::StoredEvent]) -> MemoryTree {
+    let mut mem = MemoryTree::new();
+    for e in events {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(&e.hash, &mut h).unwrap();
+        mem.push(leaf_hash(&h));
+    }
+    mem
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     appends_are_gapless_and_chained(&make()).await;
@@ -152,12 +163,7 @@ pub async fn tiles_give_the_root_of_the_events<S: Store>(store: &S) {
         store.append(vec![group("tiles", &refs)]).await.unwrap();
     }
     let events = store.read_events("tiles", 1, 10_000).await.unwrap();
-    let mut mem = MemoryTree::new();
-    for e in &events {
-        let mut h = [0u8; 32];
-        hex::decode_to_slice(&e.hash, &mut h).unwrap();
-        mem.push(leaf_hash(&h));
-    }
+    let mem = tree_of(&events);
     for size in [1u64, 256, 257, 600, events.len() as u64] {
         let from_tiles = store
             .with_tiles("tiles", |r| merkle::root(&super::ReaderSource(r), size))
@@ -241,13 +247,7 @@ pub async fn reopen_keeps_chain<S: Store, F: FnMut() -> S>(mut open: F) {
     let s = open();
     s.append(vec![group("r", &refs[150..])]).await.unwrap();
     assert_chain(&s, "r", 300).await;
-    let events = s.read_events("r", 1, 1000).await.unwrap();
-    let mut mem = MemoryTree::new();
-    for e in &events {
-        let mut h = [0u8; 32];
-        hex::decode_to_slice(&e.hash, &mut h).unwrap();
-        mem.push(leaf_hash(&h));
-    }
+    let mem = tree_of(&s.read_events("r", 1, 1000).await.unwrap());
     let root = s
         .with_tiles("r", |r| merkle::root(&super::ReaderSource(r), 300))
         .await
