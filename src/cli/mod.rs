@@ -71,10 +71,17 @@ fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
     })?)
 }
 
+/// Returns the runtime: one worker thread fewer than there are cores (at
+/// least one), so the SQLite writer thread keeps a core to itself under load
+/// (measured: single-event ingest +20% on 2 cores, see BENCHMARKS.md).
+/// `TOKIO_WORKER_THREADS` overrides.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        b.worker_threads(cores.saturating_sub(1).max(1));
+    }
+    Ok(b.enable_all().build()?)
 }
 
 /// Runs the parsed command line and returns the process exit code.
