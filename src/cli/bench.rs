@@ -220,9 +220,15 @@ fn raw_sqlite_limit(dir: &std::path::Path, rows: usize, streams: usize) -> anyho
             let seq = next_seq[stream];
             next_seq[stream] += 1;
             let v: serde_json::Value = serde_json::from_str(&event_json(i)).unwrap_or_default();
-            let ev = crate::event::validate(0, v, &received, &limits).map_err(|r| anyhow::anyhow!(r.message))?;
+            let ev = crate::event::validate(0, v, &received, &limits)
+                .map_err(|r| anyhow::anyhow!(r.message))?;
             let name = format!("raw-{stream}");
-            let body = String::from_utf8(crate::event::canonical_bytes(&ev, &name, seq, crate::chain::ZERO_HASH_HEX))?;
+            let body = String::from_utf8(crate::event::canonical_bytes(
+                &ev,
+                &name,
+                seq,
+                crate::chain::ZERO_HASH_HEX,
+            ))?;
             let hash = hex::encode(crate::chain::event_hash(body.as_bytes()));
             Ok((stream as i64, seq as i64, ev.id, hash, body))
         })
@@ -350,7 +356,12 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-async fn raw_limit(tmp: &std::path::Path, name: &str, rows: usize, streams: usize) -> anyhow::Result<f64> {
+async fn raw_limit(
+    tmp: &std::path::Path,
+    name: &str,
+    rows: usize,
+    streams: usize,
+) -> anyhow::Result<f64> {
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir)?;
     tokio::task::spawn_blocking(move || raw_sqlite_limit(&dir, rows, streams)).await?
