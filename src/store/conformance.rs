@@ -236,6 +236,55 @@ pub async fn keys_round_trip_and_revoke<S: Store>(store: &S) {
     assert!(store.get_key("missing").await.unwrap().is_none());
 }
 
+/// Appends random commits (groups over a few streams, ids from a small pool
+/// so that repeats happen within and across commits) and checks, against a
+/// model: every stream is gapless and chained from seq 1, each id got one
+/// seq, and a repeated id was answered with its original seq and hash.
+pub async fn random_appends_keep_the_invariants<S: Store>(
+    store: &S,
+    commits: &[Vec<(u8, Vec<u8>)>],
+) {
+    use std::collections::HashMap;
+    let mut model: HashMap<(String, String), (u64, String)> = HashMap::new();
+    let mut lengths: HashMap<String, u64> = HashMap::new();
+    for commit in commits {
+        let groups: Vec<AppendGroup> = commit
+            .iter()
+            .map(|(s, ids)| {
+                let names: Vec<String> = ids.iter().map(|i| format!("id{i}")).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                group(&format!("p{s}"), &refs)
+            })
+            .collect();
+        let results = store.append(groups.clone()).await.unwrap();
+        for (g, r) in groups.iter().zip(results) {
+            for (ev, a) in g.events.iter().zip(r.accepted) {
+                let key = (g.stream.clone(), ev.id.clone());
+                match model.get(&key) {
+                    Some((seq, hash)) => {
+                        assert!(a.duplicate, "{key:?} repeated but not marked duplicate");
+                        assert_eq!(
+                            (&a.seq, &a.hash),
+                            (seq, hash),
+                            "{key:?} answered with another seq or hash"
+                        );
+                    }
+                    None => {
+                        assert!(!a.duplicate, "{key:?} is new");
+                        let len = lengths.entry(g.stream.clone()).or_default();
+                        *len += 1;
+                        assert_eq!(a.seq, *len, "{key:?} seq");
+                        model.insert(key, (a.seq, a.hash));
+                    }
+                }
+            }
+        }
+    }
+    for (stream, len) in &lengths {
+        assert_chain(store, stream, *len).await;
+    }
+}
+
 /// Appends, reopens the same store, appends again: the chain and tiles continue.
 pub async fn reopen_keeps_chain<S: Store, F: FnMut() -> S>(mut open: F) {
     let ids: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();

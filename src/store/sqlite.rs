@@ -580,6 +580,23 @@ mod tests {
         .await;
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any sequence of appends keeps the chain and seq invariants.
+        #[test]
+        fn any_sequence_of_appends_keeps_the_chain(
+            commits in proptest::collection::vec(
+                proptest::collection::vec((0u8..3, proptest::collection::vec(0u8..40, 1..12)), 1..4),
+                1..8,
+            )
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(&dir.path().join("p.db")).expect("open");
+            rt.block_on(super::super::conformance::random_appends_keep_the_invariants(&store, &commits));
+        }
+    }
+
     #[tokio::test]
     async fn reopening_resumes_heads_and_tiles() {
         let dir = tempfile::tempdir().expect("tempdir");
