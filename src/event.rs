@@ -152,47 +152,35 @@ fn normalize_time(s: &str) -> Option<String> {
     t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
 }
 
-/// Finds a number JCS cannot carry exactly (an integer beyond ±(2^53−1)).
-fn unsafe_number(v: &Value, path: &mut String) -> bool {
+/// Returns the path (below the field) of the first number JCS cannot carry
+/// exactly (an integer beyond ±(2^53−1)). The path is built only on the way
+/// back from a failure: valid events allocate nothing here.
+fn unsafe_number(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                u > MAX_SAFE_INT
-            } else if let Some(i) = n.as_i64() {
-                i.unsigned_abs() > MAX_SAFE_INT
-            } else {
-                false
-            }
+            let bad = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u > MAX_SAFE_INT,
+                (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INT,
+                _ => false,
+            };
+            bad.then(String::new)
         }
-        Value::Array(a) => a.iter().enumerate().any(|(i, x)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            let found = unsafe_number(x, path);
-            if !found {
-                path.truncate(len);
-            }
-            found
-        }),
-        Value::Object(o) => o.iter().any(|(k, x)| {
-            let len = path.len();
-            path.push('.');
-            path.push_str(k);
-            let found = unsafe_number(x, path);
-            if !found {
-                path.truncate(len);
-            }
-            found
-        }),
-        _ => false,
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| unsafe_number(x).map(|rest| format!("[{i}]{rest}"))),
+        Value::Object(o) => o
+            .iter()
+            .find_map(|(k, x)| unsafe_number(x).map(|rest| format!(".{k}{rest}"))),
+        _ => None,
     }
 }
 
 fn canonical_value(index: usize, field: &str, v: &Value) -> Result<String, Rejection> {
-    let mut path = field.to_owned();
-    if unsafe_number(v, &mut path) {
+    if let Some(below) = unsafe_number(v) {
         return Err(Rejection::at(
             index,
-            &path,
+            &format!("{field}{below}"),
             "unsafe_number",
             "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
         ));

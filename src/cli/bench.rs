@@ -286,6 +286,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     // is the limit (shared machines vary; the higher limit gives the
     // conservative ratio).
     let raw_before = raw_limit(&tmp, "raw-before", args.raw_rows, args.streams).await?;
+    let store_only = store_only_rate(&tmp, args.raw_rows, args.streams).await?;
     let mut results = Vec::new();
     let target = Target {
         url: &url,
@@ -318,7 +319,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"scenarios": results, "raw_sqlite_rows_per_sec": raw, "raw_before": raw_before, "raw_after": raw_after, "batch100_over_raw": ratio, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
+            serde_json::json!({"scenarios": results, "raw_sqlite_rows_per_sec": raw, "store_append_events_per_sec": store_only, "raw_before": raw_before, "raw_after": raw_after, "batch100_over_raw": ratio, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
         );
     } else {
         println!(
@@ -351,9 +352,50 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
         println!(
             "raw SQLite limit (WAL, synchronous=FULL, 1,000-row transactions): {raw:.0} rows/s"
         );
+        println!(
+            "Store::append alone (no HTTP; 64 groups of 100 per commit): {store_only:.0} events/s = {:.1}% of the raw limit",
+            store_only / raw * 100.0
+        );
         println!("batch100 / raw limit: {:.1}%", ratio * 100.0);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Returns events/s of [`Store::append`] alone: the same events as the HTTP
+/// load, validated up front, committed as 64 groups of 100 per call (what
+/// the batcher gathers from 64 clients), spread over `streams` streams.
+async fn store_only_rate(
+    tmp: &std::path::Path,
+    rows: usize,
+    streams: usize,
+) -> anyhow::Result<f64> {
+    let dir = tmp.join("store-only");
+    std::fs::create_dir_all(&dir)?;
+    let store = crate::store::sqlite::SqliteStore::open(&dir.join("s.db"))?;
+    let limits = crate::event::Limits::default();
+    let received = crate::event::format_received(time::OffsetDateTime::now_utc());
+    let mut groups = Vec::new();
+    for (n, chunk) in (0..rows as u64).collect::<Vec<_>>().chunks(100).enumerate() {
+        let events = chunk
+            .iter()
+            .map(|&i| {
+                let v: serde_json::Value = serde_json::from_str(&event_json(i)).unwrap_or_default();
+                crate::event::validate(0, v, &received, &limits)
+                    .map_err(|r| anyhow::anyhow!(r.message))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        groups.push(crate::store::AppendGroup {
+            stream: format!("s{}", n % streams.max(1)),
+            events,
+        });
+    }
+    let started = Instant::now();
+    let mut it = groups.into_iter().peekable();
+    while it.peek().is_some() {
+        let commit: Vec<_> = it.by_ref().take(64).collect();
+        store.append(commit).await?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn raw_limit(
