@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[checkpoint]` table.
     #[serde(default)]
     pub checkpoint: RawCheckpoint,
+    /// `[[sources]]` tables.
+    #[serde(default)]
+    pub sources: Vec<crate::sources::RawSource>,
 }
 
 /// `[ingest]`: request limits and group commit.
@@ -115,6 +118,8 @@ pub struct Config {
     pub batch: BatchLimits,
     /// Checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// Event sources.
+    pub sources: Vec<crate::sources::SourceConfig>,
 }
 
 /// A configuration error naming the key.
@@ -220,7 +225,24 @@ impl RawConfig {
                 "must be between 10 and 3600000",
             ));
         }
+        let mut sources = Vec::new();
+        for (i, raw) in self.sources.into_iter().enumerate() {
+            let s = raw
+                .validate(i)
+                .map_err(|e| err(&format!("sources[{i}].{}", e.key), e.message))?;
+            if sources
+                .iter()
+                .any(|o: &crate::sources::SourceConfig| o.name == s.name)
+            {
+                return Err(err(
+                    &format!("sources[{i}].name"),
+                    format!("{:?} is used by another source", s.name),
+                ));
+            }
+            sources.push(s);
+        }
         Ok(Config {
+            sources,
             log_name,
             data_dir,
             listen,

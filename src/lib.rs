@@ -29,6 +29,7 @@ pub mod event;
 pub mod ingest;
 pub mod keyfile;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

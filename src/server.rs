@@ -44,6 +44,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
+    /// A source could not start (its API key, or the HTTP client).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// Opens the SQLite store in `data_dir`, creating the directory if needed.
@@ -65,6 +68,8 @@ pub struct Running {
     batcher: tokio::task::JoinHandle<()>,
     checkpointer: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
+    sources: Vec<tokio::task::JoinHandle<()>>,
+    stop_sources: tokio::sync::watch::Sender<bool>,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -88,17 +93,36 @@ pub fn start(config: &Config) -> Result<Running, ServeError> {
     let state = Arc::new(crate::api::Shared {
         store: store.clone(),
         appender,
-        auth: Authenticator::new(store),
+        auth: Authenticator::new(store.clone()),
         limits: config.limits,
         verifier: signer.verifier(),
         log_name: config.log_name.clone(),
         metrics: crate::telemetry::prometheus(),
     });
+    let (stop_sources, sources_rx) = tokio::sync::watch::channel(false);
+    let mut sources = Vec::new();
+    if !config.sources.is_empty() {
+        let client = crate::sources::http_client()
+            .map_err(|e| ServeError::Source(format!("http client: {e}")))?;
+        for cfg in &config.sources {
+            let key = cfg.load_key().map_err(ServeError::Source)?;
+            sources.push(tokio::spawn(crate::sources::sse::run(
+                cfg.clone(),
+                key,
+                client.clone(),
+                state.appender.clone(),
+                store.clone(),
+                sources_rx.clone(),
+            )));
+        }
+    }
     Ok(Running {
         state,
         batcher,
         checkpointer,
         stop,
+        sources,
+        stop_sources,
     })
 }
 
@@ -108,7 +132,7 @@ impl Running {
         router(self.state.clone())
     }
 
-    /// Stops the batcher (after draining its queue) and runs a last
+    /// Stops the sources, then the batcher (after draining its queue), and runs a last
     /// checkpoint round. Every router clone must be dropped first, or the
     /// batcher keeps waiting for requests.
     pub async fn stop(self) {
@@ -117,7 +141,15 @@ impl Running {
             batcher,
             checkpointer,
             stop,
+            sources,
+            stop_sources,
         } = self;
+        // Sources first: each finishes its in-flight batch and stores its
+        // position; then the batcher drains; then the last checkpoint.
+        let _ = stop_sources.send(true);
+        for s in sources {
+            let _ = s.await;
+        }
         drop(state);
         let _ = batcher.await;
         let _ = stop.send(true);

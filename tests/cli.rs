@@ -3,91 +3,16 @@
 //! shutdown and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_trailkeep");
-
-fn trailkeep(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn create_key(data_dir: &Path, scope: &str) -> String {
-    let out = trailkeep(data_dir, &["keys", "create", "--scope", scope]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, url }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        self.child.wait().unwrap()
-    }
-}
 
 /// A tiny deterministic PRNG (xorshift), seeded per test run and printed.
 struct Rng(u64);
@@ -107,32 +32,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn events_in_db(data_dir: &Path) -> HashMap<(String, String), (u64, String)> {
-    let conn = rusqlite::Connection::open(data_dir.join("trailkeep.db")).unwrap();
-    let mut q = conn
-        .prepare(
-            "SELECT s.name, e.id, e.seq, e.hash FROM events e JOIN streams s ON s.id = e.stream_id",
-        )
-        .unwrap();
-    q.query_map([], |r| {
-        Ok((
-            (r.get(0)?, r.get(1)?),
-            (r.get::<_, i64>(2)? as u64, r.get(3)?),
-        ))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-fn verify_json(data_dir: &Path) -> (i32, Value) {
-    let out = trailkeep(data_dir, &["verify", "--json"]);
-    let code = out.status.code().unwrap_or(-1);
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stderr).into()));
-    (code, v)
 }
 
 type Acked = Arc<Mutex<HashMap<(String, String), (u64, String)>>>;

@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/public-key", get(read::public_key))
         .route("/v1/verify", post(read::verify))
+        .route("/v1/sources", get(read::sources))
+        .route("/v1/sources/rejected", get(read::rejected))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -263,3 +263,41 @@ pub(super) async fn verify(
         serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
     ))
 }
+
+pub(super) async fn sources(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let key = authorize(&st, &headers, Scope::Read, None).await?;
+    let mut all = st
+        .store
+        .source_states()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if key.stream != "*" {
+        all.retain(|s| s.stream == key.stream);
+    }
+    Ok(Json(json!({ "sources": all })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RejectedQuery {
+    source: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn rejected(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RejectedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    // Rejected events may hold anything an upstream sent: admin only.
+    authorize(&st, &headers, Scope::Admin, None).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = st
+        .store
+        .rejected(q.source.as_deref(), limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "rejected": rows })))
+}

@@ -5,6 +5,7 @@
 
 mod bench;
 mod keys;
+mod sources;
 mod verify;
 
 use std::path::PathBuf;
@@ -44,6 +45,12 @@ pub enum Command {
         /// Key operation.
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Show and operate event sources (SSE upstreams).
+    Sources {
+        /// Source operation.
+        #[command(subcommand)]
+        command: sources::SourcesCommand,
     },
     /// Verify every hash, link, seq and the signed checkpoints.
     Verify(verify::VerifyArgs),
@@ -111,6 +118,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(keys::run(&config, command))
+        }
+        Command::Sources { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(sources::run(&config, command))
         }
         Command::Verify(args) => {
             let config = load_config(&cli, None)?;

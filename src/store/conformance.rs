@@ -46,6 +46,50 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     tiles_give_the_root_of_the_events(&make()).await;
     checkpoints_are_kept_per_size(&make()).await;
     keys_round_trip_and_revoke(&make()).await;
+    source_state_and_rejected_round_trip(&make()).await;
+}
+
+pub async fn source_state_and_rejected_round_trip<S: Store>(store: &S) {
+    use super::{RejectedEvent, SourceState};
+    assert!(store.source_states().await.unwrap().is_empty());
+    let mut st = SourceState {
+        name: "up".into(),
+        stream: "s".into(),
+        connected: true,
+        taken: 5,
+        updated: "t1".into(),
+        ..Default::default()
+    };
+    store.put_source_state(st.clone()).await.unwrap();
+    st.last_event_id = Some("41".into());
+    st.taken = 7;
+    st.connected = false;
+    store.put_source_state(st.clone()).await.unwrap();
+    assert_eq!(
+        store.source_states().await.unwrap(),
+        vec![st],
+        "the second write replaces the first"
+    );
+    let rej = |source: &str, n: u32| RejectedEvent {
+        source: source.into(),
+        at: "t".into(),
+        position: format!("event {n}"),
+        reason: "not JSON".into(),
+        raw: "{".into(),
+    };
+    store.add_rejected(rej("up", 1)).await.unwrap();
+    store.add_rejected(rej("other", 2)).await.unwrap();
+    store.add_rejected(rej("up", 3)).await.unwrap();
+    let up = store.rejected(Some("up"), 10).await.unwrap();
+    assert_eq!(
+        up.iter().map(|r| r.position.as_str()).collect::<Vec<_>>(),
+        vec!["event 1", "event 3"]
+    );
+    assert_eq!(
+        store.rejected(None, 2).await.unwrap().len(),
+        2,
+        "limit applies"
+    );
 }
 
 /// Checks the chain of `stream` from seq 1: gapless, linked, hashes match bodies.

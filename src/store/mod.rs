@@ -155,6 +155,52 @@ pub struct KeyRecord {
     pub revoked: Option<String>,
 }
 
+/// A source's persisted state: resume position and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceState {
+    /// Source name (from the config).
+    pub name: String,
+    /// Target stream.
+    pub stream: String,
+    /// Whether the source is connected upstream.
+    pub connected: bool,
+    /// The SSE `id` of the last committed event (sent as `Last-Event-ID`).
+    pub last_event_id: Option<String>,
+    /// The latest event time committed (backfill resumes from here).
+    pub last_event_time: Option<String>,
+    /// Events stored.
+    pub taken: u64,
+    /// Events answered as duplicates (already stored).
+    pub duplicates: u64,
+    /// Events refused and kept in the rejected record.
+    pub rejected: u64,
+    /// Events skipped by the type filter.
+    pub filtered: u64,
+    /// Reconnections after a drop or error.
+    pub reconnects: u64,
+    /// Last error, if any (never contains secrets).
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<String>,
+    /// When this state was written.
+    pub updated: String,
+}
+
+/// An event a source received but could not store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedEvent {
+    /// Source name.
+    pub source: String,
+    /// When it was received.
+    pub at: String,
+    /// Where in the upstream it was (connection, event number, last id).
+    pub position: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// The raw data (truncated to 64 KiB).
+    pub raw: String,
+}
+
 /// The hot store. See the module docs for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -222,6 +268,31 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+
+    /// Stores a source's state (replacing the previous one).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn put_source_state(&self, state: SourceState) -> Result<()>;
+
+    /// Returns every source's stored state.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn source_states(&self) -> Result<Vec<SourceState>>;
+
+    /// Records a rejected source event.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn add_rejected(&self, event: RejectedEvent) -> Result<()>;
+
+    /// Returns up to `limit` rejected events of `source` (all sources when
+    /// `None`), oldest first.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>>;
 }
 
 /// Convenience methods over [`Store`].

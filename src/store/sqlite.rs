@@ -20,15 +20,18 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Result, Store, StoreError,
-    StoredCheckpoint, StoredEvent, StreamInfo,
+    Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
+    StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
 use crate::chain::tiles::{TileId, TileWriter};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const SCHEMA_VERSION: i64 = 1;
-const MIGRATIONS: [&str; 1] = [include_str!("sql/sqlite/001_init.sql")];
+const SCHEMA_VERSION: i64 = 2;
+const MIGRATIONS: [&str; 2] = [
+    include_str!("sql/sqlite/001_init.sql"),
+    include_str!("sql/sqlite/002_sources.sql"),
+];
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend {
@@ -560,6 +563,78 @@ impl Store for SqliteStore {
                 "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
                 params![id, at],
             )? > 0)
+        })
+        .await
+    }
+
+    async fn put_source_state(&self, st: SourceState) -> Result<()> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
+                 last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
+                 filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+                 updated = excluded.updated",
+                params![
+                    st.name, st.stream, st.connected, st.last_event_id, st.last_event_time, st.taken as i64, st.duplicates as i64,
+                    st.rejected as i64, st.filtered as i64, st.reconnects as i64, st.last_error, st.last_error_at, st.updated
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn source_states(&self) -> Result<Vec<SourceState>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated \
+                 FROM sources ORDER BY name",
+            )?;
+            let rows = q.query_map([], |r| {
+                Ok(SourceState {
+                    name: r.get(0)?,
+                    stream: r.get(1)?,
+                    connected: r.get(2)?,
+                    last_event_id: r.get(3)?,
+                    last_event_time: r.get(4)?,
+                    taken: r.get::<_, i64>(5)? as u64,
+                    duplicates: r.get::<_, i64>(6)? as u64,
+                    rejected: r.get::<_, i64>(7)? as u64,
+                    filtered: r.get::<_, i64>(8)? as u64,
+                    reconnects: r.get::<_, i64>(9)? as u64,
+                    last_error: r.get(10)?,
+                    last_error_at: r.get(11)?,
+                    updated: r.get(12)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_rejected(&self, e: RejectedEvent) -> Result<()> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO source_rejected (source, at, position, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.source, e.at, e.position, e.reason, e.raw],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>> {
+        let source = source.map(str::to_owned);
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT source, at, position, reason, raw FROM source_rejected WHERE ?1 IS NULL OR source = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![source, limit as i64], |r| {
+                Ok(RejectedEvent { source: r.get(0)?, at: r.get(1)?, position: r.get(2)?, reason: r.get(3)?, raw: r.get(4)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -1,0 +1,386 @@
+//! Event sources: pull events from an upstream and append them to a stream
+//! through the same validation and group commit as HTTP ingest.
+//!
+//! - [`sse`]: a Server-Sent Events source (Grantex-compatible): type filter,
+//!   reconnect with capped exponential backoff and full jitter (honouring
+//!   `retry:`), resume with `Last-Event-ID`, backfill after every reconnect;
+//! - [`backfill`]: reads a paged HTTP endpoint to cover gaps;
+//! - [`mapping`]: turns an upstream JSON object into a trailkeep event.
+//!
+//! Durable hand-off: a source stores its resume position (last SSE id, last
+//! event time) only after the events are committed, so a crash re-reads at
+//! most what was in flight, and ids make the re-read harmless.
+//!
+//! Not here: HTTP ingest (`api`), scheduling of other workers.
+
+pub mod backfill;
+pub mod mapping;
+pub mod sse;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A secret read from the environment or a file. `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Returns the secret value (for building a request header only).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(redacted)"
+        })
+    }
+}
+
+/// `[[sources]]` as written in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Unique name (status and resume position are kept under it).
+    pub name: String,
+    /// Kind of source; only `sse` today.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event stream URL.
+    pub url: String,
+    /// Target stream.
+    pub stream: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// File holding the API key.
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Header carrying the key: `authorization` (as `Bearer <key>`, default)
+    /// or any other header name (the bare key).
+    #[serde(default = "default_api_key_header")]
+    pub api_key_header: String,
+    /// Event types to take (sent upstream and enforced here); empty: all.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Query parameter carrying the types, comma-separated (Grantex: `types`).
+    #[serde(default = "default_types_param")]
+    pub types_param: String,
+    /// First reconnect delay, ms.
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    /// Longest reconnect delay, ms.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Field mapping of stream events.
+    #[serde(default)]
+    pub fields: mapping::RawFields,
+    /// Optional backfill endpoint.
+    pub backfill: Option<backfill::RawBackfill>,
+}
+
+fn default_api_key_header() -> String {
+    "authorization".into()
+}
+fn default_types_param() -> String {
+    "types".into()
+}
+fn default_reconnect_initial_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+/// A validated source configuration.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Name.
+    pub name: String,
+    /// Upstream URL.
+    pub url: reqwest::Url,
+    /// Target stream.
+    pub stream: String,
+    /// Where the API key comes from (loaded by [`SourceConfig::load_key`]).
+    pub key_from: Option<KeySource>,
+    /// Header name, lowercase.
+    pub api_key_header: String,
+    /// Types to take; empty: all.
+    pub types: Vec<String>,
+    /// Query parameter for the types.
+    pub types_param: String,
+    /// First reconnect delay.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Field mapping.
+    pub fields: mapping::Fields,
+    /// Backfill endpoint.
+    pub backfill: Option<backfill::BackfillConfig>,
+}
+
+/// Where a source's API key is read from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// An environment variable.
+    Env(String),
+    /// A file (trailing whitespace trimmed).
+    File(std::path::PathBuf),
+}
+
+/// A source configuration error naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("sources[{index}].{key}: {message}")]
+pub struct SourceConfigError {
+    /// Position in `[[sources]]`.
+    pub index: usize,
+    /// The offending key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn cfg_err(index: usize, key: &str, message: impl Into<String>) -> SourceConfigError {
+    SourceConfigError {
+        index,
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl RawSource {
+    /// Validates one `[[sources]]` table (pure: reads no key).
+    ///
+    /// # Errors
+    /// The first invalid value, by key.
+    pub fn validate(self, index: usize) -> Result<SourceConfig, SourceConfigError> {
+        if self.kind != "sse" {
+            return Err(cfg_err(
+                index,
+                "type",
+                format!("unknown source type {:?}; supported: \"sse\"", self.kind),
+            ));
+        }
+        if !crate::event::valid_stream_name(&self.name) {
+            return Err(cfg_err(index, "name", "must be 1-128 of A-Z a-z 0-9 . _ -"));
+        }
+        if !crate::event::valid_stream_name(&self.stream) {
+            return Err(cfg_err(
+                index,
+                "stream",
+                "must be 1-128 of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let url = parse_http_url(&self.url).map_err(|m| cfg_err(index, "url", m))?;
+        let key_from = match (self.api_key_env, self.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(cfg_err(
+                    index,
+                    "api_key_env",
+                    "set api_key_env or api_key_file, not both",
+                ));
+            }
+            (Some(e), None) => Some(KeySource::Env(e)),
+            (None, Some(f)) => Some(KeySource::File(f)),
+            (None, None) => None,
+        };
+        let header = self.api_key_header.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(cfg_err(
+                index,
+                "api_key_header",
+                "is not a valid HTTP header name",
+            ));
+        }
+        for t in &self.types {
+            if crate::event::validate(
+                0,
+                serde_json::json!({"type": t}),
+                "2000-01-01T00:00:00Z",
+                &crate::event::Limits::default(),
+            )
+            .is_err()
+            {
+                return Err(cfg_err(
+                    index,
+                    "types",
+                    format!("{t:?} is not an event type"),
+                ));
+            }
+        }
+        if self.reconnect_initial_ms == 0 || self.reconnect_initial_ms > self.reconnect_max_ms {
+            return Err(cfg_err(
+                index,
+                "reconnect_initial_ms",
+                "must be at least 1 and at most reconnect_max_ms",
+            ));
+        }
+        if self.reconnect_max_ms > 3_600_000 {
+            return Err(cfg_err(
+                index,
+                "reconnect_max_ms",
+                "must be at most 3600000",
+            ));
+        }
+        let backfill = match self.backfill {
+            Some(b) => Some(
+                b.validate()
+                    .map_err(|(k, m)| cfg_err(index, &format!("backfill.{k}"), m))?,
+            ),
+            None => None,
+        };
+        Ok(SourceConfig {
+            name: self.name,
+            url,
+            stream: self.stream,
+            key_from,
+            api_key_header: header,
+            types: self.types,
+            types_param: self.types_param,
+            reconnect_initial: Duration::from_millis(self.reconnect_initial_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            fields: self.fields.into(),
+            backfill,
+        })
+    }
+}
+
+/// Parses an `http`/`https` URL.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_http_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?} must be http or https"));
+    }
+    Ok(url)
+}
+
+impl SourceConfig {
+    /// Reads the API key (environment or file).
+    ///
+    /// # Errors
+    /// A message naming the variable or file, never the key.
+    pub fn load_key(&self) -> Result<Secret, String> {
+        match &self.key_from {
+            None => Ok(Secret::default()),
+            Some(KeySource::Env(var)) => std::env::var(var).map(Secret).map_err(|_| {
+                format!(
+                    "source {}: environment variable {var} is not set",
+                    self.name
+                )
+            }),
+            Some(KeySource::File(path)) => std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim_end().to_owned()))
+                .map_err(|e| {
+                    format!(
+                        "source {}: cannot read api_key_file {}: {e}",
+                        self.name,
+                        path.display()
+                    )
+                }),
+        }
+    }
+
+    /// Adds the API key header to a request.
+    pub fn authorize(&self, req: reqwest::RequestBuilder, key: &Secret) -> reqwest::RequestBuilder {
+        if key.expose().is_empty() {
+            return req;
+        }
+        let value = if self.api_key_header == "authorization" {
+            format!("Bearer {}", key.expose())
+        } else {
+            key.expose().to_owned()
+        };
+        match reqwest::header::HeaderValue::from_str(&value) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                req.header(self.api_key_header.as_str(), v)
+            }
+            Err(_) => req,
+        }
+    }
+
+    /// Returns whether the type filter lets `event_type` through.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.types.is_empty() || self.types.iter().any(|t| t == event_type)
+    }
+}
+
+/// Returns a reqwest client for sources: no redirects across hosts, timeouts
+/// on connect (the stream itself may idle as long as the upstream likes).
+///
+/// # Errors
+/// When the TLS backend cannot initialise.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("trailkeep/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Returns the current time as stored in state records.
+pub(crate) fn now() -> String {
+    crate::event::format_received(time::OffsetDateTime::now_utc())
+}
+
+/// Truncates `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(extra: &str) -> RawSource {
+        toml::from_str(&format!(
+            "name = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/s\"\nstream = \"s\"\n{extra}"
+        ))
+        .expect("parses")
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(raw("").validate(0).is_ok());
+        let e = raw("types = [\"bad type\"]")
+            .validate(2)
+            .expect_err("bad type");
+        assert_eq!((e.index, e.key.as_str()), (2, "types"));
+        let e = raw("reconnect_initial_ms = 0")
+            .validate(0)
+            .expect_err("zero");
+        assert_eq!(e.key, "reconnect_initial_ms");
+        let e = raw("api_key_env = \"A\"\napi_key_file = \"/x\"")
+            .validate(0)
+            .expect_err("both");
+        assert_eq!(e.key, "api_key_env");
+        let e: Result<RawSource, _> = toml::from_str(
+            "name = \"up\"\ntype = \"sse\"\nurl = \"ftp://x\"\nstream = \"s\"\nbogus = 1",
+        );
+        assert!(e.expect_err("unknown key").to_string().contains("bogus"));
+        let bad_url: RawSource =
+            toml::from_str("name = \"up\"\ntype = \"sse\"\nurl = \"ftp://x\"\nstream = \"s\"")
+                .expect("parses");
+        assert_eq!(bad_url.validate(0).expect_err("ftp").key, "url");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let s = Secret("tk_super_secret".into());
+        assert!(!format!("{s:?}").contains("super"));
+    }
+}

@@ -1,0 +1,367 @@
+//! The SSE source: connect, read `text/event-stream`, append in batches,
+//! store the resume position after each commit, reconnect on any drop.
+//!
+//! Parsing of the event-stream format (multi-line `data:`, `event:`, `id:`,
+//! `retry:`, comments, CRLF) is `eventsource-stream`'s. Every event that
+//! cannot be stored (not JSON, not an object, invalid) is counted, logged
+//! with its position and kept in the rejected record; nothing is skipped
+//! silently. Events whose type the filter excludes are counted as filtered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+
+use super::backfill::{self, later};
+use super::mapping::{Mapped, map_item};
+use super::{Secret, SourceConfig};
+use crate::ingest::Appender;
+use crate::store::{RejectedEvent, SourceState, Store};
+
+/// Most events appended in one group.
+const MAX_BATCH: usize = 500;
+/// How long to wait for more ready events before appending a batch.
+const LINGER: Duration = Duration::from_millis(2);
+
+enum End {
+    /// The upstream closed the stream.
+    Eof,
+    /// Shutdown was requested.
+    Shutdown,
+}
+
+struct Runner {
+    cfg: SourceConfig,
+    key: Secret,
+    client: reqwest::Client,
+    appender: Appender,
+    store: Arc<dyn Store>,
+    state: SourceState,
+    server_retry: Option<Duration>,
+    connections: u64,
+}
+
+/// Runs the source until `shutdown` turns true.
+pub async fn run(
+    cfg: SourceConfig,
+    key: Secret,
+    client: reqwest::Client,
+    appender: Appender,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stored = store
+        .source_states()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.name == cfg.name));
+    let state = match stored {
+        Some(s) if s.stream == cfg.stream => SourceState {
+            connected: false,
+            ..s
+        },
+        // A new source, or one pointed at another stream: start afresh.
+        _ => SourceState {
+            name: cfg.name.clone(),
+            stream: cfg.stream.clone(),
+            ..SourceState::default()
+        },
+    };
+    let mut r = Runner {
+        cfg,
+        key,
+        client,
+        appender,
+        store,
+        state,
+        server_retry: None,
+        connections: 0,
+    };
+    r.persist().await;
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let before = r.connections;
+        let outcome = r.connect_once(&mut shutdown).await;
+        r.state.connected = false;
+        match outcome {
+            Ok(End::Shutdown) => {
+                r.persist().await;
+                break;
+            }
+            Ok(End::Eof) => {
+                tracing::info!(source = %r.cfg.name, "upstream closed the event stream; reconnecting")
+            }
+            Err(e) => {
+                tracing::warn!(source = %r.cfg.name, error = %e, "event source failed; reconnecting");
+                r.state.last_error = Some(e);
+                r.state.last_error_at = Some(super::now());
+            }
+        }
+        r.state.reconnects += 1;
+        metrics::counter!("trailkeep_source_reconnects_total", "source" => r.cfg.name.clone())
+            .increment(1);
+        r.persist().await;
+        failures = if r.connections > before {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        let delay = r.reconnect_delay(failures);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Returns a uniformly random duration in `[0, max]` (full jitter).
+fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return max;
+    }
+    let frac = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+    max.mul_f64(frac)
+}
+
+impl Runner {
+    /// Capped exponential backoff with full jitter; never below the
+    /// server's `retry:`.
+    fn reconnect_delay(&self, failures: u32) -> Duration {
+        let exp = self
+            .cfg
+            .reconnect_initial
+            .saturating_mul(1u32 << failures.min(16))
+            .min(self.cfg.reconnect_max);
+        let d = jitter(exp);
+        match self.server_retry {
+            Some(r) => d.max(r.min(self.cfg.reconnect_max)),
+            None => d,
+        }
+    }
+
+    async fn persist(&mut self) {
+        self.state.updated = super::now();
+        if let Err(e) = self.store.put_source_state(self.state.clone()).await {
+            tracing::warn!(source = %self.cfg.name, error = %e, "cannot store source state");
+        }
+    }
+
+    async fn connect_once(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<End, String> {
+        let mut url = self.cfg.url.clone();
+        if !self.cfg.types.is_empty() {
+            url.query_pairs_mut()
+                .append_pair(&self.cfg.types_param, &self.cfg.types.join(","));
+        }
+        let mut req = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::CACHE_CONTROL, "no-cache");
+        req = self.cfg.authorize(req, &self.key);
+        if let Some(id) = &self.state.last_event_id {
+            req = req.header("last-event-id", id.as_str());
+        }
+        let resp = tokio::select! {
+            r = req.send() => r.map_err(|e| format!("cannot connect: {}", e.without_url()))?,
+            _ = shutdown.changed() => return Ok(End::Shutdown),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("upstream answered HTTP {status}"));
+        }
+        self.connections += 1;
+        self.state.connected = true;
+        self.persist().await;
+        tracing::info!(source = %self.cfg.name, resume_from = ?self.state.last_event_id, "event source connected");
+        if self.cfg.backfill.is_some() {
+            self.backfill().await;
+        }
+        let mut events = resp.bytes_stream().eventsource();
+        let mut n = 0u64;
+        let mut last_id = self.state.last_event_id.clone();
+        // Per the SSE spec a frame without `id:` inherits the previous id;
+        // only an id that changed was set by this frame and may name it.
+        let mut prev_frame_id = String::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(End::Shutdown),
+                item = events.next() => item,
+            };
+            let Some(first) = first else {
+                return Ok(End::Eof);
+            };
+            let mut items = vec![first];
+            let mut ended = false;
+            while items.len() < MAX_BATCH {
+                match tokio::time::timeout(LINGER, events.next()).await {
+                    Ok(Some(it)) => items.push(it),
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let received = super::now();
+            let mut batch = Vec::new();
+            let mut failure = None;
+            for item in items {
+                let ev = match item {
+                    Ok(ev) => ev,
+                    Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                        failure = Some(format!("stream dropped: {}", e.without_url()));
+                        break;
+                    }
+                    Err(e) => {
+                        // Invalid UTF-8 or unparsable framing: record, then reconnect.
+                        n += 1;
+                        self.reject(
+                            &received,
+                            &position(self.connections, n, last_id.as_deref()),
+                            format!("malformed event stream: {e}"),
+                            "",
+                        )
+                        .await?;
+                        failure = Some(format!("malformed event stream: {e}"));
+                        break;
+                    }
+                };
+                n += 1;
+                if let Some(r) = ev.retry {
+                    self.server_retry = Some(r);
+                }
+                if !ev.id.is_empty() {
+                    last_id = Some(ev.id.clone());
+                }
+                if ev.data.is_empty() {
+                    continue;
+                }
+                let pos = position(self.connections, n, last_id.as_deref());
+                let value: serde_json::Value = match serde_json::from_str(&ev.data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.reject(&received, &pos, format!("data is not JSON: {e}"), &ev.data)
+                            .await?;
+                        continue;
+                    }
+                };
+                let fresh_id = !ev.id.is_empty() && ev.id != prev_frame_id;
+                prev_frame_id.clone_from(&ev.id);
+                let sse_id = fresh_id.then_some(ev.id.as_str());
+                match map_item(
+                    value,
+                    &self.cfg.fields,
+                    &self.cfg.name,
+                    sse_id,
+                    |t| self.cfg.wants(t),
+                    &received,
+                ) {
+                    Mapped::Event(e) => batch.push(e),
+                    Mapped::Filtered => {
+                        self.state.filtered += 1;
+                        metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "filtered").increment(1);
+                    }
+                    Mapped::Rejected(reason) => {
+                        self.reject(&received, &pos, reason, &ev.data).await?
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let times: Vec<String> = batch.iter().map(|e| e.time.clone()).collect();
+                let res = self
+                    .appender
+                    .append(self.cfg.stream.clone(), batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for (a, t) in res.accepted.iter().zip(&times) {
+                    if a.duplicate {
+                        self.state.duplicates += 1;
+                    } else {
+                        self.state.taken += 1;
+                        self.state.last_event_time = later(self.state.last_event_time.take(), t);
+                    }
+                }
+                let new = res.accepted.iter().filter(|a| !a.duplicate).count() as u64;
+                metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "taken").increment(new);
+            }
+            // Only now, after the commit, does the resume position advance.
+            self.state.last_event_id = last_id.clone();
+            self.persist().await;
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            if ended {
+                return Ok(End::Eof);
+            }
+        }
+    }
+
+    async fn reject(
+        &mut self,
+        at: &str,
+        position: &str,
+        reason: String,
+        raw: &str,
+    ) -> Result<(), String> {
+        tracing::warn!(source = %self.cfg.name, %position, %reason, "rejected an upstream event");
+        self.state.rejected += 1;
+        metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "rejected").increment(1);
+        let rec = RejectedEvent {
+            source: self.cfg.name.clone(),
+            at: at.to_owned(),
+            position: position.to_owned(),
+            reason,
+            raw: super::truncate(raw, 64 * 1024),
+        };
+        self.store
+            .add_rejected(rec)
+            .await
+            .map_err(|e| format!("cannot record a rejected event: {e}"))
+    }
+
+    async fn backfill(&mut self) {
+        let since = self.state.last_event_time.clone();
+        let res = backfill::run(
+            &self.cfg,
+            &self.client,
+            &self.key,
+            &self.appender,
+            self.store.as_ref(),
+            since.as_deref(),
+            &|_| {},
+        )
+        .await;
+        match res {
+            Ok(s) => {
+                self.state.taken += s.taken;
+                self.state.duplicates += s.duplicates;
+                self.state.filtered += s.filtered;
+                self.state.rejected += s.rejected;
+                if let Some(t) = s.last_event_time {
+                    self.state.last_event_time = later(self.state.last_event_time.take(), &t);
+                }
+                tracing::info!(source = %self.cfg.name, taken = s.taken, duplicates = s.duplicates, pages = s.pages, "backfill done");
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.cfg.name, error = %e, "backfill failed; streaming continues");
+                self.state.last_error = Some(format!("backfill: {e}"));
+                self.state.last_error_at = Some(super::now());
+            }
+        }
+        self.persist().await;
+    }
+}
+
+fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
+    format!(
+        "connection {connection}, event {n}, after id {}",
+        last_id.unwrap_or("-")
+    )
+}

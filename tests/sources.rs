@@ -1,0 +1,585 @@
+//! SSE source tests against a local upstream server (axum) that scripts each
+//! connection: ids or none, multi-line data, CRLF, comments, drops mid-event,
+//! resume by `Last-Event-ID` or not at all, a backfill endpoint, malformed
+//! events, and `kill -9` of `serve` while the source runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use common::*;
+use serde_json::{Value, json};
+
+/// What one upstream connection sends.
+struct Script {
+    frames: Vec<String>,
+    /// Close after the frames (else hold the connection open).
+    close: bool,
+    /// Pause before each frame.
+    delay: Duration,
+}
+
+type StreamFn = dyn Fn(usize, Option<String>) -> Script + Send + Sync;
+type BackfillFn = dyn Fn(Option<String>) -> Value + Send + Sync;
+
+#[derive(Default)]
+struct Seen {
+    last_event_ids: Vec<Option<String>>,
+    queries: Vec<Option<String>>,
+    auth: Vec<Option<String>>,
+    backfill_since: Vec<Option<String>>,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    stream: Arc<StreamFn>,
+    backfill: Arc<BackfillFn>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+async fn stream_handler(
+    State(up): State<Upstream>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let n = {
+        let mut s = up.seen.lock().unwrap();
+        s.last_event_ids.push(last.clone());
+        s.queries.push(q);
+        s.auth.push(
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
+        s.last_event_ids.len()
+    };
+    let script = (up.stream)(n, last);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        for f in script.frames {
+            tokio::time::sleep(script.delay).await;
+            if tx.send(Ok(Bytes::from(f))).await.is_err() {
+                return;
+            }
+        }
+        if !script.close {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+async fn backfill_handler(State(up): State<Upstream>, RawQuery(q): RawQuery) -> axum::Json<Value> {
+    let since = q.and_then(|q| {
+        q.split('&').find_map(|kv| {
+            kv.strip_prefix("since=")
+                .map(|v| v.replace("%3A", ":").replace("%2B", "+"))
+        })
+    });
+    up.seen.lock().unwrap().backfill_since.push(since.clone());
+    axum::Json((up.backfill)(since))
+}
+
+async fn start_upstream(
+    stream: Arc<StreamFn>,
+    backfill: Arc<BackfillFn>,
+) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let up = Upstream {
+        stream,
+        backfill,
+        seen: seen.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/stream", get(stream_handler))
+        .route("/backfill", get(backfill_handler))
+        .with_state(up);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn no_backfill() -> Arc<BackfillFn> {
+    Arc::new(|_| json!({"entries": []}))
+}
+
+/// A Grantex-shaped event: `{id, type, createdAt, data}`.
+fn event(i: usize, ty: &str) -> Value {
+    json!({"id": format!("e{i}"), "type": ty, "createdAt": format!("2026-11-23T10:{:02}:{:02}Z", i / 60, i % 60), "data": {"n": i}})
+}
+
+fn frame(id: Option<&str>, data: &Value) -> String {
+    match id {
+        Some(id) => format!("id: {id}\ndata: {data}\n\n"),
+        None => format!("data: {data}\n\n"),
+    }
+}
+
+fn write_config(dir: &Path, base: &str, extra: &str, backfill: bool) -> PathBuf {
+    let mut text = format!(
+        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\n{extra}\n"
+    );
+    if backfill {
+        text.push_str(&format!("[sources.backfill]\nurl = \"{base}/backfill\"\nsince_param = \"since\"\nitems_field = \"entries\"\n"));
+    }
+    let path = dir.join("trailkeep.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start_serve(data: &Path, config: &Path) -> Server {
+    // SAFETY of the environment: set before any thread of this test reads it.
+    unsafe { std::env::set_var("TEST_SSE_KEY", "secret123") };
+    Server::start(data, &["--config", config.to_str().unwrap()]).await
+}
+
+fn stored(data: &Path) -> Vec<(u64, String, Value)> {
+    let conn = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+    let mut q = conn.prepare("SELECT e.seq, e.id, e.body FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = 'up' ORDER BY e.seq").unwrap();
+    q.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get(1)?,
+            serde_json::from_str::<Value>(&r.get::<_, String>(2)?).unwrap(),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn status(data: &Path) -> Value {
+    let out = trailkeep(data, &["sources", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+}
+
+fn assert_exactly_once(data: &Path, expected_ids: &[String]) {
+    let rows = stored(data);
+    let ids: Vec<&String> = rows.iter().map(|r| &r.1).collect();
+    let unique: HashSet<&String> = ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an event was stored twice: {ids:?}"
+    );
+    let want: HashSet<&String> = expected_ids.iter().collect();
+    assert_eq!(unique, want, "stored ids differ from the upstream's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_stream_shape_is_stored() {
+    let multi = "{\"id\":\"multi\",\"type\":\"grant.created\",\n\"data\":{\"lines\":2}}";
+    let frames = vec![
+        ": a comment line\n\n".to_owned(),
+        "retry: 100\n\n".to_owned(),
+        frame(Some("1"), &event(1, "grant.created")),
+        // No id in the frame, an id in the object.
+        frame(None, &event(2, "token.issued")),
+        // Multi-line data: the lines join with \n and parse as one JSON value.
+        format!(
+            "id: 3\nevent: grant.created\ndata: {}\ndata: {}\n\n",
+            multi.split('\n').next().unwrap(),
+            multi.split('\n').nth(1).unwrap()
+        ),
+        // CRLF line endings.
+        format!("id: 4\r\ndata: {}\r\n\r\n", event(4, "grant.revoked")),
+        // Neither an object id nor a frame id: the id is derived from content.
+        format!(
+            "data: {}\n\n",
+            json!({"type": "budget.alert", "data": {"pct": 90}})
+        ),
+    ];
+    let frames = Arc::new(frames);
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| Script {
+        frames: if n == 1 { (*frames).clone() } else { vec![] },
+        close: false,
+        delay: Duration::from_millis(5),
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", false);
+    let server = start_serve(&data, &config).await;
+    wait_until(Duration::from_secs(10), "five events", || {
+        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() == 5
+    })
+    .await;
+    let rows = stored(&data);
+    let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(&ids[..4], ["e1", "e2", "multi", "e4"]);
+    assert!(ids[4].starts_with("src_"), "derived id: {}", ids[4]);
+    assert_eq!(rows[2].2["data"]["lines"], 2, "multi-line data joined");
+    assert_eq!(
+        rows[0].2["time"], "2026-11-23T10:00:01Z",
+        "createdAt became time"
+    );
+    assert_eq!(
+        seen.lock().unwrap().auth[0].as_deref(),
+        Some("Bearer secret123"),
+        "API key sent as a bearer token"
+    );
+    let st = status(&data);
+    assert_eq!(
+        (
+            st["taken"].as_u64(),
+            st["rejected"].as_u64(),
+            st["connected"].as_bool()
+        ),
+        (Some(5), Some(0), Some(true)),
+        "{st}"
+    );
+    assert_eq!(
+        st["last_event_id"], "4",
+        "the last frame id seen is the resume position"
+    );
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_mid_event_resumes_from_last_event_id() {
+    let all: Vec<String> = (1..=10)
+        .map(|i| frame(Some(&i.to_string()), &event(i, "grant.created")))
+        .collect();
+    let all = Arc::new(all);
+    let stream: Arc<StreamFn> = Arc::new(move |n, last: Option<String>| {
+        let from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+        if n == 1 {
+            // Three events, then half of the fourth, then the connection drops.
+            let mut frames: Vec<String> = all[..3].to_vec();
+            frames.push(all[3][..all[3].len() / 2].to_owned());
+            Script {
+                frames,
+                close: true,
+                delay: Duration::from_millis(5),
+            }
+        } else {
+            Script {
+                frames: all[from..].to_vec(),
+                close: false,
+                delay: Duration::from_millis(5),
+            }
+        }
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", false)).await;
+    wait_until(Duration::from_secs(10), "ten events", || {
+        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 10
+    })
+    .await;
+    assert_exactly_once(
+        &data,
+        &(1..=10).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.last_event_ids[0], None);
+    assert_eq!(
+        seen.last_event_ids[1].as_deref(),
+        Some("3"),
+        "reconnected with Last-Event-ID of the last complete event"
+    );
+    drop(seen);
+    assert!(status(&data)["reconnects"].as_u64().unwrap() >= 1);
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
+    // The upstream sends no ids and cannot resume: events 4-6 happen while
+    // the source is disconnected and exist only in the backfill endpoint.
+    let log: Arc<Vec<Value>> = Arc::new((1..=9).map(|i| event(i, "grant.created")).collect());
+    let l = log.clone();
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| match n {
+        1 => Script {
+            frames: l[..3].iter().map(|e| frame(None, e)).collect(),
+            close: true,
+            delay: Duration::from_millis(5),
+        },
+        _ => Script {
+            frames: l[6..].iter().map(|e| frame(None, e)).collect(),
+            close: false,
+            delay: Duration::from_millis(50),
+        },
+    });
+    let l = log.clone();
+    let calls = Arc::new(Mutex::new(0usize));
+    let backfill: Arc<BackfillFn> = Arc::new(move |since| {
+        // What has happened by then: e1-e3 before the first connection,
+        // e4-e6 while the source was disconnected.
+        let mut c = calls.lock().unwrap();
+        *c += 1;
+        let happened = if *c == 1 { 3 } else { 6 };
+        let entries: Vec<&Value> = l[..happened]
+            .iter()
+            .filter(|e| {
+                since
+                    .as_ref()
+                    .is_none_or(|s| e["createdAt"].as_str().unwrap() >= s.as_str())
+            })
+            .collect();
+        json!({"entries": entries})
+    });
+    let (base, seen) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", true)).await;
+    wait_until(Duration::from_secs(10), "nine events", || {
+        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 9
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_exactly_once(&data, &(1..=9).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.backfill_since.len() >= 2,
+        "a backfill after every (re)connect"
+    );
+    assert_eq!(
+        seen.backfill_since[1].as_deref(),
+        Some("2026-11-23T10:00:03Z"),
+        "the second backfill starts at the last committed time"
+    );
+    drop(seen);
+    let st = status(&data);
+    assert!(
+        st["duplicates"].as_u64().unwrap() >= 1,
+        "the overlap was answered as duplicates: {st}"
+    );
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_counted_logged_and_kept() {
+    let frames = vec![
+        "id: 1\ndata: {not json\n\n".to_owned(),
+        "id: 2\ndata: [1,2,3]\n\n".to_owned(),
+        format!("id: 3\ndata: {}\n\n", json!({"id": "x", "data": {}})),
+        format!(
+            "id: 4\ndata: {}\n\n",
+            json!({"id": "bad-time", "type": "t", "time": "yesterday"})
+        ),
+        frame(Some("5"), &event(5, "grant.created")),
+    ];
+    let frames = Arc::new(frames);
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| Script {
+        frames: if n == 1 { (*frames).clone() } else { vec![] },
+        close: false,
+        delay: Duration::from_millis(5),
+    });
+    let (base, _) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", false)).await;
+    wait_until(Duration::from_secs(10), "the valid event", || {
+        data.join("trailkeep.db").metadata().is_ok() && !stored(&data).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_exactly_once(&data, &["e5".to_owned()]);
+    let st = status(&data);
+    assert_eq!(st["rejected"], 4, "{st}");
+    let out = trailkeep(&data, &["sources", "rejected", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows[0]["reason"].as_str().unwrap().contains("not JSON"),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows[0]["raw"], "{not json");
+    assert!(
+        rows[0]["position"].as_str().unwrap().contains("event 1"),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON object")
+    );
+    assert!(rows[2]["reason"].as_str().unwrap().contains("type"));
+    assert!(
+        rows[3]["reason"].as_str().unwrap().starts_with("time"),
+        "{}",
+        rows[3]
+    );
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_type_filter_is_sent_upstream_and_enforced_here() {
+    let frames = vec![
+        frame(Some("1"), &event(1, "grant.created")),
+        frame(Some("2"), &event(2, "token.issued")),
+        frame(Some("3"), &event(3, "grant.revoked")),
+    ];
+    let frames = Arc::new(frames);
+    // The upstream ignores the filter and sends everything.
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| Script {
+        frames: if n == 1 { (*frames).clone() } else { vec![] },
+        close: false,
+        delay: Duration::from_millis(5),
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_serve(
+        &data,
+        &write_config(
+            dir.path(),
+            &base,
+            "types = [\"grant.created\", \"grant.revoked\"]",
+            false,
+        ),
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "two events", || {
+        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_exactly_once(&data, &["e1".to_owned(), "e3".to_owned()]);
+    assert_eq!(
+        seen.lock().unwrap().queries[0].as_deref(),
+        Some("types=grant.created%2Cgrant.revoked")
+    );
+    assert_eq!(status(&data)["filtered"], 1);
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
+    const TOTAL: usize = 600;
+    let all: Arc<Vec<String>> = Arc::new(
+        (1..=TOTAL)
+            .map(|i| frame(Some(&i.to_string()), &event(i, "grant.created")))
+            .collect(),
+    );
+    let stream: Arc<StreamFn> = Arc::new(move |_, last: Option<String>| {
+        let from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+        Script {
+            frames: all[from..].to_vec(),
+            close: false,
+            delay: Duration::from_millis(2),
+        }
+    });
+    let (base, _) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", false);
+    for round in 0..4 {
+        let server = start_serve(&data, &config).await;
+        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        server.kill9();
+    }
+    let server = start_serve(&data, &config).await;
+    wait_until(Duration::from_secs(30), "every event", || {
+        stored(&data).len() >= TOTAL
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_exactly_once(
+        &data,
+        &(1..=TOTAL).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    let (code, report) = verify_json(&data);
+    assert_eq!(code, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_on_demand_from_the_cli() {
+    let log: Arc<Vec<Value>> = Arc::new((1..=5).map(|i| event(i, "grant.created")).collect());
+    let l = log.clone();
+    let backfill: Arc<BackfillFn> = Arc::new(move |since| {
+        let entries: Vec<&Value> = l
+            .iter()
+            .filter(|e| {
+                since
+                    .as_ref()
+                    .is_none_or(|s| e["createdAt"].as_str().unwrap() >= s.as_str())
+            })
+            .collect();
+        json!({"entries": entries})
+    });
+    let stream: Arc<StreamFn> = Arc::new(|_, _| Script {
+        frames: vec![],
+        close: false,
+        delay: Duration::ZERO,
+    });
+    let (base, seen) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", true);
+    create_key(&data, "read"); // creates the store
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args([
+            "sources",
+            "backfill",
+            "--since",
+            "2026-11-23T10:00:03Z",
+            "--json",
+        ])
+        .env("TEST_SSE_KEY", "secret123")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["stats"]["taken"], 3, "{report}");
+    assert_exactly_once(&data, &["e3".to_owned(), "e4".to_owned(), "e5".to_owned()]);
+    assert_eq!(
+        seen.lock().unwrap().backfill_since[0].as_deref(),
+        Some("2026-11-23T10:00:03Z")
+    );
+    let bad = std::process::Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["sources", "backfill", "--since", "last tuesday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+}
