@@ -258,6 +258,35 @@ async fn every_event_stream_shape_is_stored() {
         st["last_event_id"], "4",
         "the last frame id seen is the resume position"
     );
+    // The same status over HTTP, for a read key; rejected events need admin.
+    let read = create_key(&data, "read");
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/v1/sources", server.url))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["sources"][0]["name"], "up");
+    assert_eq!(v["sources"][0]["taken"], 5);
+    let r = client
+        .get(format!("{}/v1/sources/rejected", server.url))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "rejected events are admin-only");
+    assert_eq!(
+        client
+            .get(format!("{}/v1/sources", server.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     server.kill9();
 }
 
@@ -514,6 +543,70 @@ async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
     assert_eq!(server.terminate().code(), Some(0));
     let (code, report) = verify_json(&data);
     assert_eq!(code, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_follows_cursors_page_by_page() {
+    let log: Arc<Vec<Value>> = Arc::new((1..=7).map(|i| event(i, "grant.created")).collect());
+    let l = log.clone();
+    // Pages of three, the cursor being the index of the next item.
+    let backfill: Arc<BackfillFn> = Arc::new(move |q| {
+        let at: usize = q.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let page: Vec<&Value> = l.iter().skip(at).take(3).collect();
+        let next = (at + 3 < l.len()).then(|| (at + 3).to_string());
+        json!({"entries": page, "next": next})
+    });
+    let stream: Arc<StreamFn> = Arc::new(|_, _| Script {
+        frames: vec![],
+        close: false,
+        delay: Duration::ZERO,
+    });
+    let (base, seen) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The cursor travels in the parameter the test handler records as `since`.
+    let text = format!(
+        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\n[sources.backfill]\nurl = \"{base}/backfill\"\ncursor_param = \"since\"\nnext_cursor_field = \"next\"\nitems_field = \"entries\"\n"
+    );
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, text).unwrap();
+    create_key(&data, "read");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args([
+            "sources",
+            "backfill",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report[0]["stats"]["pages"].as_u64(),
+            report[0]["stats"]["taken"].as_u64()
+        ),
+        (Some(3), Some(7)),
+        "{report}"
+    );
+    assert_exactly_once(&data, &(1..=7).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    let cursors = seen.lock().unwrap().backfill_since.clone();
+    assert_eq!(
+        cursors,
+        vec![None, Some("3".to_owned()), Some("6".to_owned())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,16 +133,12 @@ impl Runner {
     /// Capped exponential backoff with full jitter; never below the
     /// server's `retry:`.
     fn reconnect_delay(&self, failures: u32) -> Duration {
-        let exp = self
-            .cfg
-            .reconnect_initial
-            .saturating_mul(1u32 << failures.min(16))
-            .min(self.cfg.reconnect_max);
-        let d = jitter(exp);
-        match self.server_retry {
-            Some(r) => d.max(r.min(self.cfg.reconnect_max)),
-            None => d,
-        }
+        reconnect_delay(
+            self.cfg.reconnect_initial,
+            self.cfg.reconnect_max,
+            self.server_retry,
+            failures,
+        )
     }
 
     async fn persist(&mut self) {
@@ -359,9 +355,59 @@ impl Runner {
     }
 }
 
+/// Capped exponential backoff with full jitter: uniform in
+/// `[0, min(max, initial * 2^failures)]`, but never below the server's
+/// `retry:` (itself capped by `max`).
+fn reconnect_delay(
+    initial: Duration,
+    max: Duration,
+    server_retry: Option<Duration>,
+    failures: u32,
+) -> Duration {
+    let exp = initial.saturating_mul(1u32 << failures.min(16)).min(max);
+    let d = jitter(exp);
+    match server_retry {
+        Some(r) => d.max(r.min(max)),
+        None => d,
+    }
+}
+
 fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
     format!(
         "connection {connection}, event {n}, after id {}",
         last_id.unwrap_or("-")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_is_capped_jittered_and_honours_retry() {
+        for failures in 0..40 {
+            let d = reconnect_delay(100 * MS, 5_000 * MS, None, failures);
+            assert!(
+                d <= (100 * MS)
+                    .saturating_mul(1 << failures.min(16))
+                    .min(5_000 * MS),
+                "{failures}: {d:?}"
+            );
+        }
+        // The server's retry: is a floor, capped by the maximum.
+        for failures in 0..10 {
+            assert!(reconnect_delay(10 * MS, 5_000 * MS, Some(700 * MS), failures) >= 700 * MS);
+            assert!(
+                reconnect_delay(10 * MS, 500 * MS, Some(Duration::from_secs(60)), failures)
+                    <= 500 * MS
+            );
+        }
+        // Full jitter spreads the draws.
+        let draws: std::collections::HashSet<u128> = (0..20)
+            .map(|_| reconnect_delay(MS, Duration::from_secs(10), None, 20).as_nanos())
+            .collect();
+        assert!(draws.len() > 10, "{draws:?}");
+    }
 }
