@@ -379,6 +379,36 @@ mod tests {
     }
 
     #[test]
+    fn the_key_goes_in_the_configured_header() {
+        let key = Secret("k123".into());
+        let client = reqwest::Client::new();
+        let bearer = raw("").validate(0).expect("valid");
+        let req = bearer
+            .authorize(client.get("http://127.0.0.1:1/"), &key)
+            .build()
+            .expect("request");
+        assert_eq!(req.headers()["authorization"], "Bearer k123");
+        assert!(
+            req.headers()["authorization"].is_sensitive(),
+            "kept out of debug output"
+        );
+        let custom = raw("api_key_header = \"X-Api-Key\"")
+            .validate(0)
+            .expect("valid");
+        let req = custom
+            .authorize(client.get("http://127.0.0.1:1/"), &key)
+            .build()
+            .expect("request");
+        assert_eq!(req.headers()["x-api-key"], "k123");
+        assert!(!req.headers().contains_key("authorization"));
+        let none = custom
+            .authorize(client.get("http://127.0.0.1:1/"), &Secret::default())
+            .build()
+            .expect("request");
+        assert!(none.headers().is_empty(), "no key, no header");
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug() {
         let s = Secret("tk_super_secret".into());
         assert!(!format!("{s:?}").contains("super"));
