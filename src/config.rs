@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Listen address.
     pub listen: Option<String>,
+    /// Hot store: `sqlite` (default, in the data directory) or a
+    /// `postgres://` URL.
+    pub store: Option<String>,
     /// `[ingest]` table.
     #[serde(default)]
     pub ingest: RawIngest,
@@ -103,9 +106,29 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
 /// Default log name.
 pub const DEFAULT_LOG_NAME: &str = "trailkeep.local";
 
+/// Where the hot store is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in the data directory.
+    Sqlite,
+    /// A PostgreSQL URL (may hold a password: never printed).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite => f.write_str("Sqlite"),
+            Self::Postgres(_) => f.write_str("Postgres(url redacted)"),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Hot store.
+    pub store: StoreLocation,
     /// Log name.
     pub log_name: String,
     /// Data directory.
@@ -146,6 +169,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--listen`.
     pub listen: Option<String>,
+    /// `--store`.
+    pub store: Option<String>,
 }
 
 impl RawConfig {
@@ -225,6 +250,13 @@ impl RawConfig {
                 "must be between 10 and 3600000",
             ));
         }
+        let store = match over.store.clone().or(self.store).as_deref() {
+            None | Some("sqlite") => StoreLocation::Sqlite,
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                StoreLocation::Postgres(u.to_owned())
+            }
+            Some(_) => return Err(err("store", "must be \"sqlite\" or a postgres:// URL")),
+        };
         let mut sources = Vec::new();
         for (i, raw) in self.sources.into_iter().enumerate() {
             let s = raw
@@ -242,6 +274,7 @@ impl RawConfig {
             sources.push(s);
         }
         Ok(Config {
+            store,
             sources,
             log_name,
             data_dir,
@@ -275,6 +308,7 @@ mod tests {
         let over = Overrides {
             data_dir: Some("/x".into()),
             listen: Some("127.0.0.1:1".into()),
+            store: None,
         };
         let c = RawConfig::parse("listen = \"127.0.0.1:2\"\n[ingest]\nmax_event_bytes = 2048")
             .expect("ok")
@@ -310,6 +344,19 @@ mod tests {
             .validate(&Overrides::default())
             .expect_err("bad name");
         assert_eq!(e.key, "log_name");
+        let e = RawConfig::parse("store = \"mysql://x\"")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("bad store");
+        assert_eq!(e.key, "store");
+        let c = RawConfig::parse("store = \"postgres://u:secret@h/db\"")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect("valid");
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the store URL never shows in Debug"
+        );
         let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0")
             .expect("parses")
             .validate(&Overrides::default())

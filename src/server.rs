@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{AppState, router};
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, StoreLocation};
 use crate::ingest::{Appender, checkpointer};
 use crate::keyfile;
 use crate::store::Store;
@@ -53,12 +53,26 @@ pub enum ServeError {
 ///
 /// # Errors
 /// When the directory cannot be created or the store cannot be opened.
-pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServeError> {
+pub fn open_sqlite(data_dir: &Path) -> Result<SqliteStore, ServeError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.to_owned(),
         source,
     })?;
     Ok(SqliteStore::open(&data_dir.join(DB_FILE))?)
+}
+
+/// Opens the configured hot store: SQLite in the data directory (created if
+/// needed) or PostgreSQL (migrated if needed).
+///
+/// # Errors
+/// When the store cannot be opened or reached.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(match &config.store {
+        StoreLocation::Sqlite => Arc::new(open_sqlite(&config.data_dir)?),
+        StoreLocation::Postgres(url) => {
+            Arc::new(crate::store::postgres::PostgresStore::connect(url, None).await?)
+        }
+    })
 }
 
 /// A started log: store, batcher and checkpointer, ready to be served.
@@ -76,8 +90,13 @@ pub struct Running {
 ///
 /// # Errors
 /// Data directory, store or signing key failures.
-pub fn start(config: &Config) -> Result<Running, ServeError> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+pub async fn start(config: &Config) -> Result<Running, ServeError> {
+    // The data directory holds the signing key, whichever store is used.
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = open_store(config).await?;
     let signer = keyfile::load_or_create(&config.data_dir, &config.log_name)?;
     let dirty = crate::ingest::DirtyStreams::default();
     let (appender, batcher) = Appender::start(store.clone(), config.batch, dirty.clone());
@@ -166,7 +185,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let running = start(&config)?;
+    let running = start(&config).await?;
     let app = running.router();
     tracing::info!(listen = %listener.local_addr().map_err(ServeError::Http)?, data_dir = %config.data_dir.display(), "trailkeep serving");
     let served = axum::serve(listener, app)

@@ -30,9 +30,10 @@ impl Harness {
             .validate(&Overrides {
                 data_dir: Some(dir.path().join("data")),
                 listen: None,
+                store: None,
             })
             .unwrap();
-        let running = start(&config).unwrap();
+        let running = start(&config).await.unwrap();
         Self { _dir: dir, running }
     }
 

@@ -506,3 +506,109 @@ async fn verify_while_serving_under_load_reports_no_false_problem() {
     }
     server.kill9();
 }
+
+/// `serve --store postgres://…`: the same log on PostgreSQL, read back by
+/// `verify --store`. Needs the server `scripts/test.sh` starts; CI fails
+/// rather than skips without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_verify_on_postgres() {
+    let Some(base) = std::env::var("TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    // A fresh database for this test.
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db = format!("tk_e2e_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &url,
+            "keys",
+            "create",
+            "--scope",
+            "admin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        keys.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
+    let token = String::from_utf8(keys.stdout).unwrap().trim().to_owned();
+    let server = Server::start(&data, &["--store", &url]).await;
+    let client_http = reqwest::Client::new();
+    for batch in 0..5 {
+        let events: Vec<Value> = (0..40)
+            .map(|i| json!({"type":"pg.e","id":format!("b{batch}-{i}")}))
+            .collect();
+        let r = client_http
+            .post(format!("{}/v1/streams/pg/events", server.url))
+            .bearer_auth(&token)
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+    // A second node start picks the chain up where it was.
+    let server = Server::start(&data, &["--store", &url]).await;
+    let r = client_http
+        .post(format!("{}/v1/streams/pg/events", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"type":"pg.e","id":"after-restart"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"][0]["seq"], 201);
+    assert_eq!(server.terminate().code(), Some(0));
+    let out = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &url,
+            "verify",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], 201);
+    assert_eq!(report["streams"][0]["checkpoint_size"], 201);
+    assert!(
+        std::fs::metadata(data.join("trailkeep.db")).is_err(),
+        "no SQLite file when the store is PostgreSQL"
+    );
+    drop(client);
+}

@@ -217,6 +217,35 @@ impl TileWriter {
     }
 }
 
+/// Hashes per stored strip of a tile: stores keep a tile as strips of up to
+/// 16 hashes (512 bytes) and a commit rewrites only the strips it extends.
+pub const STRIP_HASHES: usize = 16;
+
+/// Returns the strips of `t` that its append changed: (strip number, bytes).
+pub fn changed_strips(t: &TileUpdate) -> impl Iterator<Item = (i64, &[u8])> {
+    let first = t.first_new / STRIP_HASHES;
+    t.data
+        .chunks(STRIP_HASHES * 32)
+        .enumerate()
+        .skip(first)
+        .map(|(i, c)| (i as i64, c))
+}
+
+/// Joins stored strips (in strip order) into a tile; stops at the first
+/// strip out of place, so a damaged tile reads as too short (which callers
+/// report as corruption). `None` when there are no strips.
+pub fn join_strips(strips: impl IntoIterator<Item = (i64, Vec<u8>)>) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (expected, (strip, data)) in strips.into_iter().enumerate() {
+        let buf = out.get_or_insert_with(Vec::new);
+        if strip != expected as i64 || buf.len() != expected * STRIP_HASHES * 32 {
+            break;
+        }
+        buf.extend_from_slice(&data);
+    }
+    out
+}
+
 /// A [`NodeSource`] over tiles already fetched from a store.
 #[derive(Debug, Default)]
 pub struct TileSource {

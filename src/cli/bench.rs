@@ -265,9 +265,10 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
             let mut cfg = RawConfig::default().validate(&Overrides {
                 data_dir: Some(data_dir.clone()),
                 listen: Some("127.0.0.1:0".into()),
+                store: None,
             })?;
             cfg.log_name = config.log_name.clone();
-            let store = crate::server::open_store(&data_dir)?;
+            let store = crate::server::open_sqlite(&data_dir)?;
             let (rec, token) = generate(Scope::Ingest, "*", "bench");
             store.create_key(rec).await?;
             drop(store);

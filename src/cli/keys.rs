@@ -7,7 +7,6 @@ use clap::Subcommand;
 
 use crate::auth::{Scope, generate};
 use crate::config::Config;
-use crate::store::Store;
 
 /// Key operations.
 #[derive(Debug, Subcommand)]
@@ -40,7 +39,7 @@ pub enum KeysCommand {
 }
 
 pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::server::open_store(&config.data_dir)?;
+    let store = crate::server::open_store(config).await?;
     let now = crate::event::format_received(time::OffsetDateTime::now_utc());
     match cmd {
         KeysCommand::Create {

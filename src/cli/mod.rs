@@ -26,6 +26,15 @@ pub struct Cli {
     /// TOML config file; flags win over it.
     #[arg(long, global = true, env = "TRAILKEEP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Hot store: `sqlite` (default, in the data directory) or a postgres:// URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TRAILKEEP_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -75,6 +84,7 @@ fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
     Ok(raw.validate(&Overrides {
         data_dir: cli.data_dir.clone(),
         listen,
+        store: cli.store.clone(),
     })?)
 }
 
@@ -154,14 +164,17 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight commits");
 }
 
-/// Opens the store of an existing data directory (never creates one).
-fn open_existing(config: &Config) -> anyhow::Result<crate::store::sqlite::SqliteStore> {
-    let db = config.data_dir.join(crate::server::DB_FILE);
-    std::fs::metadata(&db).with_context(|| {
-        format!(
-            "no trailkeep store at {} (is --data-dir right?)",
-            db.display()
-        )
-    })?;
-    Ok(crate::store::sqlite::SqliteStore::open(&db)?)
+/// Opens the configured store; a SQLite store must exist already (never
+/// creates one), a PostgreSQL store is reached and migrated.
+async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
+    if config.store == crate::config::StoreLocation::Sqlite {
+        let db = config.data_dir.join(crate::server::DB_FILE);
+        std::fs::metadata(&db).with_context(|| {
+            format!(
+                "no trailkeep store at {} (is --data-dir right?)",
+                db.display()
+            )
+        })?;
+    }
+    Ok(crate::server::open_store(config).await?)
 }

@@ -1,14 +1,12 @@
 //! `trailkeep sources`: status, rejected events, backfill on demand.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::store::Store;
 
 /// Source operations.
 #[derive(Debug, Subcommand)]
@@ -46,7 +44,7 @@ pub enum SourcesCommand {
 }
 
 pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result<ExitCode> {
-    let store = super::open_existing(config)?;
+    let store = super::open_existing(config).await?;
     match cmd {
         SourcesCommand::Status { json } => {
             let states = store.source_states().await?;
@@ -124,7 +122,7 @@ pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result
                         .unwrap_or_default()
                 );
             }
-            let store: Arc<dyn Store> = Arc::new(store);
+
             let (appender, batcher) =
                 crate::ingest::Appender::start(store.clone(), config.batch, Default::default());
             let client = crate::sources::http_client()?;

@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::chain::note::NoteVerifier;
 use crate::config::Config;
-use crate::store::Store;
 
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
@@ -27,7 +26,7 @@ pub struct VerifyArgs {
 }
 
 pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = super::open_existing(config)?;
+    let store = super::open_existing(config).await?;
     let verifier = match &args.public_key {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -58,7 +57,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
     );
     let b = bar.clone();
     let report = crate::verify::verify_store(
-        &store,
+        store.as_ref(),
         &verifier,
         &config.log_name,
         args.stream.as_deref(),

@@ -22,6 +22,7 @@
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -282,7 +282,7 @@ impl Writer {
                      ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
                 )?;
                 for t in st.tiles.append(&leaves) {
-                    for (strip, bytes) in changed_strips(&t) {
+                    for (strip, bytes) in crate::chain::tiles::changed_strips(&t) {
                         up.execute(params![st.id, t.id.level, t.id.index as i64, strip, bytes])?;
                     }
                 }
@@ -373,20 +373,6 @@ fn load_stream<'a>(
         .ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
 }
 
-/// Hashes per stored strip of a tile.
-const STRIP_HASHES: usize = 16;
-
-/// Returns the strips of `t` that its append changed: (strip number, bytes).
-fn changed_strips(t: &crate::chain::tiles::TileUpdate) -> impl Iterator<Item = (i64, &[u8])> {
-    let strip_bytes = STRIP_HASHES * 32;
-    let first = t.first_new / STRIP_HASHES;
-    t.data
-        .chunks(strip_bytes)
-        .enumerate()
-        .skip(first)
-        .map(|(i, c)| (i as i64, c))
-}
-
 /// Reads one tile as its strips concatenated; `None` when it has none.
 ///
 /// # Errors
@@ -394,19 +380,12 @@ fn changed_strips(t: &crate::chain::tiles::TileUpdate) -> impl Iterator<Item = (
 /// report as corruption.
 fn read_tile(c: &Connection, stream_id: i64, t: TileId) -> rusqlite::Result<Option<Vec<u8>>> {
     let mut q = c.prepare_cached("SELECT strip, data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3 ORDER BY strip")?;
-    let mut rows = q.query(params![stream_id, t.level, t.index as i64])?;
-    let mut out: Option<Vec<u8>> = None;
-    let mut expected = 0i64;
-    while let Some(r) = rows.next()? {
-        let (strip, data): (i64, Vec<u8>) = (r.get(0)?, r.get(1)?);
-        let buf = out.get_or_insert_with(Vec::new);
-        if strip != expected || buf.len() != (strip as usize) * STRIP_HASHES * 32 {
-            break; // a gap: return what is contiguous
-        }
-        buf.extend_from_slice(&data);
-        expected += 1;
-    }
-    Ok(out)
+    let strips = q
+        .query_map(params![stream_id, t.level, t.index as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(crate::chain::tiles::join_strips(strips))
 }
 
 fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {

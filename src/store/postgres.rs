@@ -1,0 +1,693 @@
+//! The PostgreSQL hot store, for several `serve` nodes sharing one database.
+//!
+//! Appends to one stream are serialized in the database: each group takes
+//! the stream's head row with `SELECT … FOR UPDATE`, so whichever node
+//! receives a request, seqs stay gapless and the chain unbroken. Duplicate
+//! ids are found with one `id = ANY(…)` query per group while the row lock
+//! is held; the unique index `events(stream_id, id)` is the backstop. Each
+//! call is one transaction; PostgreSQL's `synchronous_commit = on` makes the
+//! commit durable (WAL fsync) before it returns.
+//!
+//! Per node, the head and the partial tiles of each stream are cached and
+//! checked against the locked head row in every transaction: another node's
+//! append shows up as a different head and the tiles are re-read.
+//!
+//! Not here yet (issue #7): leases, TLS to PostgreSQL, pool settings in the
+//! config file, `trailkeep migrate` and `copy`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{
+    Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
+    StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
+};
+use crate::chain::tiles::{TileId, TileWriter, changed_strips, join_strips, partial_tiles};
+use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
+use crate::event::{canonical_bytes, format_received};
+
+const MIGRATIONS: [&str; 1] = [include_str!("sql/postgres/001_init.sql")];
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        backend: "postgres",
+        message: e.to_string(),
+    }
+}
+
+struct StreamCache {
+    id: i64,
+    head_seq: u64,
+    head_hash: String,
+    tiles: TileWriter,
+}
+
+/// The PostgreSQL [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    cache: Arc<Mutex<HashMap<String, StreamCache>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`), using `schema` when given
+    /// (created if missing), and applies pending migrations.
+    ///
+    /// # Errors
+    /// Connection, schema or migration failures.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| backend(format!("connection string: {e}")))?;
+        if let Some(s) = schema {
+            if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(backend(format!(
+                    "schema name {s:?} must be letters, digits and _"
+                )));
+            }
+            let (client, conn) = cfg.connect(NoTls).await.map_err(backend)?;
+            let task = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .await
+                .map_err(backend)?;
+            drop(client);
+            let _ = task.await;
+            cfg.options(format!("-c search_path={s}"));
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr).max_size(16).build().map_err(backend)?;
+        let store = Self {
+            pool,
+            cache: Arc::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // One migrator at a time across nodes.
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7470001); CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await
+            .map_err(backend)?;
+        let version: i64 = tx
+            .query_opt("SELECT version FROM schema_version", &[])
+            .await
+            .map_err(backend)?
+            .map_or(0, |r| r.get(0));
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        for sql in MIGRATIONS.iter().skip(version as usize) {
+            tx.batch_execute(sql).await.map_err(backend)?;
+        }
+        tx.batch_execute("DELETE FROM schema_version")
+            .await
+            .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&supported],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn append_tx(
+        &self,
+        groups: Vec<AppendGroup>,
+        taken: &mut HashMap<String, StreamCache>,
+    ) -> Result<Vec<GroupResult>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut results = Vec::with_capacity(groups.len());
+        for group in groups {
+            let now = format_received(time::OffsetDateTime::now_utc());
+            tx.execute(
+                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
+                &[&group.stream, &ZERO_HASH_HEX, &now],
+            )
+            .await
+            .map_err(backend)?;
+            let row = tx
+                .query_one(
+                    "SELECT id, head_seq, head_hash FROM streams WHERE name = $1 FOR UPDATE",
+                    &[&group.stream],
+                )
+                .await
+                .map_err(backend)?;
+            let (id, head_seq, head_hash): (i64, i64, String) =
+                (row.get(0), row.get(1), row.get(2));
+            let head_seq = head_seq as u64;
+            let cached = taken.remove(&group.stream).or_else(|| {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&group.stream)
+            });
+            let mut st = match cached {
+                Some(c) if c.id == id && c.head_seq == head_seq && c.head_hash == head_hash => c,
+                _ => {
+                    let mut fetched = HashMap::new();
+                    for (tid, _) in partial_tiles(head_seq) {
+                        if let Some(d) = read_tile(&tx, id, tid).await? {
+                            fetched.insert(tid, d);
+                        }
+                    }
+                    let tiles =
+                        TileWriter::resume(head_seq, |t| fetched.remove(&t)).map_err(|e| {
+                            StoreError::Corrupt(format!("stream {}: {e}", group.stream))
+                        })?;
+                    StreamCache {
+                        id,
+                        head_seq,
+                        head_hash,
+                        tiles,
+                    }
+                }
+            };
+            // Ids already stored, found in one query under the row lock.
+            let ids: Vec<&str> = group.events.iter().map(|e| e.id.as_str()).collect();
+            let mut known: HashMap<String, (u64, String)> = HashMap::new();
+            for r in tx
+                .query(
+                    "SELECT id, seq, hash FROM events WHERE stream_id = $1 AND id = ANY($2)",
+                    &[&id, &ids],
+                )
+                .await
+                .map_err(backend)?
+            {
+                known.insert(r.get(0), (r.get::<_, i64>(1) as u64, r.get(2)));
+            }
+            let mut accepted = Vec::with_capacity(group.events.len());
+            let mut leaves = Vec::new();
+            let (mut seqs, mut eids, mut types, mut times, mut receiveds, mut hashes, mut bodies) = (
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
+            for ev in &group.events {
+                if let Some((seq, hash)) = known.get(&ev.id) {
+                    accepted.push(Accepted {
+                        id: ev.id.clone(),
+                        seq: *seq,
+                        hash: hash.clone(),
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                let seq = st.head_seq + 1;
+                let body = canonical_bytes(ev, &group.stream, seq, &st.head_hash);
+                let h = event_hash(&body);
+                let hash = hex::encode(h);
+                let body = String::from_utf8(body)
+                    .map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
+                leaves.push(leaf_hash(&h));
+                known.insert(ev.id.clone(), (seq, hash.clone()));
+                st.head_seq = seq;
+                st.head_hash.clone_from(&hash);
+                accepted.push(Accepted {
+                    id: ev.id.clone(),
+                    seq,
+                    hash: hash.clone(),
+                    duplicate: false,
+                });
+                seqs.push(seq as i64);
+                eids.push(ev.id.as_str());
+                types.push(ev.event_type.as_str());
+                times.push(ev.time.as_str());
+                receiveds.push(ev.received.as_str());
+                hashes.push(hash);
+                bodies.push(body);
+            }
+            if !leaves.is_empty() {
+                tx.execute(
+                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) \
+                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+                    &[&id, &seqs, &eids, &types, &times, &receiveds, &hashes, &bodies],
+                )
+                .await
+                .map_err(backend)?;
+                for t in st.tiles.append(&leaves) {
+                    for (strip, bytes) in changed_strips(&t) {
+                        tx.execute(
+                            "INSERT INTO tiles (stream_id, level, idx, strip, data) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
+                            &[&id, &(t.id.level as i32), &(t.id.index as i64), &strip, &bytes],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    }
+                }
+                tx.execute(
+                    "UPDATE streams SET head_seq = $2, head_hash = $3 WHERE id = $1",
+                    &[&id, &(st.head_seq as i64), &st.head_hash],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            results.push((
+                group.stream.clone(),
+                GroupResult {
+                    accepted,
+                    head: Head {
+                        seq: st.head_seq,
+                        hash: st.head_hash.clone(),
+                    },
+                },
+            ));
+            taken.insert(group.stream, st);
+        }
+        tx.commit().await.map_err(backend)?;
+        // Later groups of a stream in the same call report the final head.
+        Ok(results
+            .into_iter()
+            .map(|(name, mut r)| {
+                if let Some(st) = taken.get(&name) {
+                    r.head = Head {
+                        seq: st.head_seq,
+                        hash: st.head_hash.clone(),
+                    };
+                }
+                r
+            })
+            .collect())
+    }
+}
+
+async fn read_tile(
+    c: &impl deadpool_postgres::GenericClient,
+    stream_id: i64,
+    t: TileId,
+) -> Result<Option<Vec<u8>>> {
+    let rows = c
+        .query(
+            "SELECT strip, data FROM tiles WHERE stream_id = $1 AND level = $2 AND idx = $3 ORDER BY strip",
+            &[&stream_id, &(t.level as i32), &(t.index as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(join_strips(
+        rows.into_iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1))),
+    ))
+}
+
+fn key_from_row(r: &tokio_postgres::Row) -> KeyRecord {
+    let hash: Vec<u8> = r.get(3);
+    let mut secret_hash = [0u8; 32];
+    if hash.len() == 32 {
+        secret_hash.copy_from_slice(&hash);
+    }
+    KeyRecord {
+        id: r.get(0),
+        scope: r.get(1),
+        stream: r.get(2),
+        secret_hash,
+        created: r.get(4),
+        revoked: r.get(5),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
+        let mut taken = HashMap::new();
+        let out = self.append_tx(groups, &mut taken).await;
+        if out.is_ok() {
+            // Only a committed state goes back into the cache.
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(taken);
+        }
+        out
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamInfo>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id) FROM streams s ORDER BY s.name",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StreamInfo {
+                name: r.get(0),
+                head_seq: r.get::<_, i64>(1) as u64,
+                head_hash: r.get(2),
+                oldest_hot_seq: r.get::<_, Option<i64>>(3).map(|s| s as u64),
+            })
+            .collect())
+    }
+
+    async fn read_events(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let c = self.client().await?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = c
+            .query(
+                "SELECT e.seq, e.hash, e.body FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = $1 AND e.seq >= $2 ORDER BY e.seq LIMIT $3",
+                &[&stream, &(from_seq as i64), &limit],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent {
+                seq: r.get::<_, i64>(0) as u64,
+                hash: r.get(1),
+                body: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn tiles(&self, stream: &str, ids: &[TileId]) -> Result<Vec<(TileId, Vec<u8>)>> {
+        let c = self.client().await?;
+        let Some(row) = c
+            .query_opt("SELECT id FROM streams WHERE name = $1", &[&stream])
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(Vec::new());
+        };
+        let sid: i64 = row.get(0);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = read_tile(&c, sid, *id).await? {
+                out.push((*id, d));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_checkpoint(&self, stream: &str, cp: StoredCheckpoint) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO checkpoints (stream_id, size, root, note, created) SELECT id, $2, $3, $4, $5 FROM streams WHERE name = $1 \
+                 ON CONFLICT (stream_id, size) DO NOTHING",
+                &[&stream, &(cp.size as i64), &cp.root, &cp.note, &cp.created],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 0
+            && c.query_opt("SELECT 1 FROM streams WHERE name = $1", &[&stream])
+                .await
+                .map_err(backend)?
+                .is_none()
+        {
+            return Err(StoreError::NotFound(format!("stream {stream}")));
+        }
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT c.size, c.root, c.note, c.created FROM checkpoints c JOIN streams s ON s.id = c.stream_id \
+                 WHERE s.name = $1 ORDER BY c.size DESC LIMIT 1",
+                &[&stream],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| StoredCheckpoint {
+            size: r.get::<_, i64>(0) as u64,
+            root: r.get(1),
+            note: r.get(2),
+            created: r.get(3),
+        }))
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO api_keys (id, scope, stream, secret_hash, created, revoked) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&key.id, &key.scope, &key.stream, &key.secret_hash.to_vec(), &key.created, &key.revoked],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys ORDER BY created, id", &[])
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(key_from_row).collect())
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys WHERE id = $1", &[&id])
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(key_from_row))
+    }
+
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE api_keys SET revoked = $2 WHERE id = $1 AND revoked IS NULL",
+                &[&id, &at],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn put_source_state(&self, st: SourceState) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
+             last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
+             filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+             updated = excluded.updated",
+            &[
+                &st.name,
+                &st.stream,
+                &st.connected,
+                &st.last_event_id,
+                &st.last_event_time,
+                &(st.taken as i64),
+                &(st.duplicates as i64),
+                &(st.rejected as i64),
+                &(st.filtered as i64),
+                &(st.reconnects as i64),
+                &st.last_error,
+                &st.last_error_at,
+                &st.updated,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn source_states(&self) -> Result<Vec<SourceState>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated \
+                 FROM sources ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SourceState {
+                name: r.get(0),
+                stream: r.get(1),
+                connected: r.get(2),
+                last_event_id: r.get(3),
+                last_event_time: r.get(4),
+                taken: r.get::<_, i64>(5) as u64,
+                duplicates: r.get::<_, i64>(6) as u64,
+                rejected: r.get::<_, i64>(7) as u64,
+                filtered: r.get::<_, i64>(8) as u64,
+                reconnects: r.get::<_, i64>(9) as u64,
+                last_error: r.get(10),
+                last_error_at: r.get(11),
+                updated: r.get(12),
+            })
+            .collect())
+    }
+
+    async fn add_rejected(&self, e: RejectedEvent) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO source_rejected (source, at, position, reason, raw) VALUES ($1, $2, $3, $4, $5)",
+            &[&e.source, &e.at, &e.position, &e.reason, &e.raw],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT source, at, position, reason, raw FROM source_rejected WHERE $1::text IS NULL OR source = $1 ORDER BY id LIMIT $2",
+                &[&source, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RejectedEvent {
+                source: r.get(0),
+                at: r.get(1),
+                position: r.get(2),
+                reason: r.get(3),
+                raw: r.get(4),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PostgreSQL URL of the test server, which `scripts/test.sh` starts.
+    /// In CI a missing server is a failure, not a skip.
+    fn test_url() -> Option<String> {
+        match std::env::var("TEST_POSTGRES_URL") {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
+                );
+                eprintln!("TEST_POSTGRES_URL not set: skipping (scripts/test.sh sets it)");
+                None
+            }
+        }
+    }
+
+    fn schema() -> String {
+        let mut b = [0u8; 6];
+        getrandom::fill(&mut b).expect("random");
+        format!("t_{}", hex::encode(b))
+    }
+
+    #[tokio::test]
+    async fn postgres_passes_the_store_conformance_suite() {
+        let Some(url) = test_url() else { return };
+        let mut stores = Vec::new();
+        for _ in 0..8 {
+            stores.push(
+                PostgresStore::connect(&url, Some(&schema()))
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let mut it = stores.into_iter();
+        super::super::conformance::run_all(|| it.next().expect("enough stores")).await;
+    }
+
+    #[tokio::test]
+    async fn reconnecting_resumes_heads_and_tiles() {
+        let Some(url) = test_url() else { return };
+        let s = schema();
+        let first = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let second = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let mut stores = vec![second, first];
+        super::super::conformance::reopen_keeps_chain(|| stores.pop().expect("two stores")).await;
+    }
+
+    #[tokio::test]
+    async fn two_nodes_appending_to_one_stream_keep_it_gapless() {
+        let Some(url) = test_url() else { return };
+        let s = schema();
+        let a = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let b = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let mut tasks = Vec::new();
+        for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            tasks.push(tokio::spawn(async move {
+                for round in 0..25 {
+                    let events = (0..10)
+                        .map(|i| {
+                            crate::event::validate(
+                                0,
+                                serde_json::json!({"type":"t","id":format!("n{n}-r{round}-{i}")}),
+                                "2026-01-01T00:00:00.000000Z",
+                                &crate::event::Limits::default(),
+                            )
+                            .expect("valid")
+                        })
+                        .collect();
+                    store
+                        .append(vec![AppendGroup {
+                            stream: "shared".into(),
+                            events,
+                        }])
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        super::super::conformance::assert_chain(&a, "shared", 1000).await;
+    }
+}
