@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod copy;
 mod keys;
 mod sources;
 mod verify;
@@ -61,6 +62,10 @@ pub enum Command {
         #[command(subcommand)]
         command: sources::SourcesCommand,
     },
+    /// Create or upgrade the store's schema (also done by every command).
+    Migrate,
+    /// Copy a SQLite data directory to PostgreSQL, verifying both sides.
+    Copy(copy::CopyArgs),
     /// Verify every hash, link, seq and the signed checkpoints.
     Verify(verify::VerifyArgs),
     /// Measure performance (prints figures; see BENCHMARKS.md).
@@ -132,6 +137,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sources { command } => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(sources::run(&config, command))
+        }
+        Command::Migrate => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(async {
+                crate::server::open_store(&config).await?;
+                println!(
+                    "schema is current ({})",
+                    if config.store == crate::config::StoreLocation::Sqlite {
+                        "sqlite"
+                    } else {
+                        "postgres"
+                    }
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Copy(args) => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(copy::run(&config, args))
         }
         Command::Verify(args) => {
             let config = load_config(&cli, None)?;
