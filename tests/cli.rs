@@ -34,6 +34,9 @@ impl Rng {
     }
 }
 
+/// (stream, id, seq, hash) of every acknowledged event.
+type AckedRows = Arc<Mutex<Vec<(String, String, u64, String)>>>;
+
 type Acked = Arc<Mutex<HashMap<(String, String), (u64, String)>>>;
 
 /// kill -9 at random moments under concurrent load, 20 rounds: every
@@ -679,7 +682,7 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
     for d in &dirs {
         nodes.push(Server::start(d, &["--store", &url]).await);
     }
-    let acked: Arc<Mutex<Vec<(String, String, u64, String)>>> = Arc::default();
+    let acked: AckedRows = Arc::default();
     let mut tasks = Vec::new();
     for c in 0..12 {
         let (url, token, acked) = (nodes[c % 3].url.clone(), token.clone(), acked.clone());
