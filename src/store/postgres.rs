@@ -714,4 +714,52 @@ mod tests {
         }
         super::super::conformance::assert_chain(&a, "shared", 1000).await;
     }
+
+    /// Regression: two nodes whose calls name the same streams in opposite
+    /// orders used to lock the head rows in opposite orders and deadlock;
+    /// PostgreSQL then aborted one transaction and the writer poisoned.
+    #[tokio::test]
+    async fn opposite_stream_orders_on_two_nodes_do_not_deadlock() {
+        let Some(url) = test_url() else { return };
+        let s = schema();
+        let a = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let b = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let ev = |id: String| {
+            crate::event::validate(
+                0,
+                serde_json::json!({"type":"t","id":id}),
+                "2026-01-01T00:00:00.000000Z",
+                &crate::event::Limits::default(),
+            )
+            .expect("valid")
+        };
+        let mut tasks = Vec::new();
+        for (n, (store, order)) in [(a.clone(), ["x", "y"]), (b.clone(), ["y", "x"])]
+            .into_iter()
+            .enumerate()
+        {
+            let ev = ev.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..60 {
+                    let groups = order
+                        .iter()
+                        .map(|st| AppendGroup {
+                            stream: (*st).into(),
+                            events: vec![ev(format!("n{n}-{round}-{st}"))],
+                        })
+                        .collect();
+                    store.append(groups).await.expect("no deadlock");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        super::super::conformance::assert_chain(&a, "x", 120).await;
+        super::super::conformance::assert_chain(&a, "y", 120).await;
+    }
 }
