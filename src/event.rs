@@ -488,13 +488,20 @@ pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) ->
 }
 
 /// Returns the stored event as JSON text: the canonical body with `hash`
-/// added, itself in JCS order.
+/// added at the top level, itself in JCS order.
+///
+/// The body is parsed rather than spliced as text: `actor` and `data` sort
+/// before `id` and may hold an `id` of their own (regression: the hash once
+/// landed inside `actor`).
 pub fn stored_json(body: &str, hash_hex: &str) -> String {
-    // `hash` sorts after `data` and before `id`: every stored event has an
-    // `id`, so insert right before it.
-    match body.find("\"id\":") {
-        Some(at) => format!("{}\"hash\":\"{hash_hex}\",{}", &body[..at], &body[at..]),
-        None => body.to_owned(),
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(mut m)) => {
+            m.insert("hash".into(), Value::String(hash_hex.to_owned()));
+            serde_json_canonicalizer::to_string(&Value::Object(m))
+                .unwrap_or_else(|_| body.to_owned())
+        }
+        // A body that is not an object is served as stored; verify reports it.
+        _ => body.to_owned(),
     }
 }
 
@@ -687,6 +694,19 @@ mod tests {
                 .index,
             Some(1)
         );
+    }
+
+    #[test]
+    fn stored_json_puts_hash_at_the_top_level_even_when_actor_has_an_id() {
+        let ev =
+            check(json!({"id":"e1","type":"t","actor":{"id":"user_1"},"data":{"id":"d","k":"v"}}))
+                .expect("valid");
+        let body = String::from_utf8(canonical_bytes(&ev, "s", 1, crate::chain::ZERO_HASH_HEX))
+            .expect("utf8");
+        let v: Value = serde_json::from_str(&stored_json(&body, "ab")).expect("json");
+        assert_eq!(v["hash"], "ab");
+        assert_eq!(v["actor"], json!({"id":"user_1"}), "actor untouched");
+        assert_eq!(v["data"], json!({"id":"d","k":"v"}), "data untouched");
     }
 
     #[test]

@@ -160,6 +160,43 @@ async fn posts_one_array_and_ndjson_then_reads_back() {
     assert_eq!(streams["streams"][0]["oldest_hot_seq"], 1);
 }
 
+/// Regression: reading back an event whose actor has an `id` put the hash
+/// inside the actor instead of at the top level.
+#[tokio::test]
+async fn read_back_events_carry_their_hash_at_the_top_level() {
+    let h = Harness::new("").await;
+    let ingest = h.key(Scope::Ingest, "*").await;
+    let read = h.key(Scope::Read, "*").await;
+    let (_, posted) = h
+        .post(
+            "r",
+            &ingest,
+            json!({"type":"grant.created","actor":{"id":"user_1"},"data":{"id":"x"}}),
+        )
+        .await;
+    let (_, text) = h
+        .call(
+            "GET",
+            "/v1/streams/r/events",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
+        .await;
+    let ev: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(ev["hash"], posted["accepted"][0]["hash"]);
+    assert_eq!(ev["actor"], json!({"id":"user_1"}));
+    assert_eq!(ev["data"], json!({"id":"x"}));
+    // What a reader gets hashes back to the hash it carries.
+    let mut without = ev.as_object().unwrap().clone();
+    without.remove("hash");
+    let canonical = serde_json_canonicalizer::to_string(&Value::Object(without)).unwrap();
+    assert_eq!(
+        hex::encode(trailkeep::chain::event_hash(canonical.as_bytes())),
+        ev["hash"].as_str().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_event_refuses_the_whole_request_and_stores_nothing() {
     let h = Harness::new("").await;
