@@ -742,7 +742,6 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let ev = ev.clone();
             tasks.push(tokio::spawn(async move {
                 for round in 0..60 {
                     let groups = order
