@@ -49,12 +49,23 @@ pub enum ServeError {
     Source(String),
 }
 
+/// Creates the data directory (and parents) readable only by its owner
+/// (0700): it holds the audit events and the signing key. An existing
+/// directory keeps its mode.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
 /// Opens the SQLite store in `data_dir`, creating the directory if needed.
 ///
 /// # Errors
 /// When the directory cannot be created or the store cannot be opened.
 pub fn open_sqlite(data_dir: &Path) -> Result<SqliteStore, ServeError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
+    create_private_dir(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.to_owned(),
         source,
     })?;
@@ -92,7 +103,7 @@ pub struct Running {
 /// Data directory, store or signing key failures.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
     // The data directory holds the signing key, whichever store is used.
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+    create_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;

@@ -365,6 +365,12 @@ async fn keys_work_on_the_data_dir_while_serve_runs() {
     assert!(trailkeep(&data, &["keys", "revoke", &id]).status.success());
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(post(token).await, 401, "revoked within a second");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data directory is private to its owner");
+    }
     let pk = trailkeep(&data, &["keys", "public"]);
     let pk = String::from_utf8(pk.stdout).unwrap();
     assert!(
