@@ -521,31 +521,10 @@ async fn verify_while_serving_under_load_reports_no_false_problem() {
 /// rather than skips without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_verify_on_postgres() {
-    let Some(base) = std::env::var("TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
-        );
+    let Some(pg) = fresh_postgres("tk_e2e").await else {
         return;
     };
-    // A fresh database for this test.
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tk_e2e_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let url = pg.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = Command::new(BIN)
@@ -619,7 +598,7 @@ async fn serve_and_verify_on_postgres() {
         std::fs::metadata(data.join("trailkeep.db")).is_err(),
         "no SQLite file when the store is PostgreSQL"
     );
-    drop(client);
+    drop(pg);
 }
 
 /// Three `serve` processes on one PostgreSQL database, all receiving
@@ -627,30 +606,10 @@ async fn serve_and_verify_on_postgres() {
 /// chained, and every acknowledged event is present with its seq and hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
-    let Some(base) = std::env::var("TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
-        );
+    let Some(pg) = fresh_postgres("tk_three").await else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tk_three_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let url = pg.url.clone();
     let dir = tempfile::tempdir().unwrap();
     // Three nodes, three data directories, one shared signing key.
     let dirs: Vec<PathBuf> = (0..3)
@@ -773,30 +732,10 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
 /// same target and a tampered source are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_moves_a_sqlite_deployment_to_postgres() {
-    let Some(base) = std::env::var("TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
-        );
+    let Some(pg) = fresh_postgres("tk_copy").await else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("tk_copy_{}", std::process::id());
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let url = pg.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let token = create_key(&data, "admin");
@@ -843,11 +782,11 @@ async fn copy_moves_a_sqlite_deployment_to_postgres() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    let (pg, pconn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let (target, pconn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(pconn);
-    let pg_heads: Vec<(String, String)> = pg
+    let pg_heads: Vec<(String, String)> = target
         .query("SELECT name, head_hash FROM streams ORDER BY name", &[])
         .await
         .unwrap()
@@ -887,16 +826,16 @@ async fn copy_moves_a_sqlite_deployment_to_postgres() {
         )
         .unwrap();
     }
-    let db2 = format!("{db}_b");
-    client
+    let db2 = format!("{}_b", pg.db);
+    pg.client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db2}"))
         .await
         .unwrap();
-    client
+    pg.client
         .batch_execute(&format!("CREATE DATABASE {db2}"))
         .await
         .unwrap();
-    let url2 = format!("{}/{db2}", base.rsplit_once('/').unwrap().0);
+    let url2 = format!("{}/{db2}", pg.base.rsplit_once('/').unwrap().0);
     let bad = Command::new(BIN)
         .args(["copy", "--from", &from, "--to", &url2])
         .output()

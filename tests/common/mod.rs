@@ -121,3 +121,50 @@ pub async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bo
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A fresh PostgreSQL database on the server `scripts/test.sh` started.
+pub struct FreshPostgres {
+    /// URL of the new database.
+    pub url: String,
+    /// URL of the server's default database.
+    pub base: String,
+    /// Name of the new database.
+    pub db: String,
+    /// A connection to the default database (to create more).
+    pub client: tokio_postgres::Client,
+}
+
+/// Creates a fresh database named `{prefix}_{pid}`; `None` outside CI when
+/// no server is configured (in CI that is a failure, not a skip).
+pub async fn fresh_postgres(prefix: &str) -> Option<FreshPostgres> {
+    let Some(base) = std::env::var("TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: TEST_POSTGRES_URL is not set"
+        );
+        return None;
+    };
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db = format!("{prefix}_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    Some(FreshPostgres {
+        url,
+        base,
+        db,
+        client,
+    })
+}
