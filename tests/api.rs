@@ -483,7 +483,15 @@ async fn a_failed_commit_poisons_the_writer_and_readiness() {
     // Inject a real SQLite failure inside the write transaction.
     let db = h._dir.path().join("data").join(trailkeep::server::DB_FILE);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.type = 'boom' BEGIN SELECT RAISE(FAIL, 'injected'); END;").unwrap();
+    // Inject a real SQLite failure at COMMIT (the ambiguous case): a deferred
+    // foreign key is only checked when the transaction commits.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; \
+         CREATE TABLE fk_parent (id INTEGER PRIMARY KEY); \
+         CREATE TABLE fk_child (pid INTEGER REFERENCES fk_parent(id) DEFERRABLE INITIALLY DEFERRED); \
+         CREATE TRIGGER boom AFTER INSERT ON events WHEN NEW.type = 'boom' BEGIN INSERT INTO fk_child VALUES (42); END;",
+    )
+    .unwrap();
     let (s, e) = h
         .post("x", &ingest, json!([{"type":"fine"},{"type":"boom"}]))
         .await;
@@ -510,6 +518,57 @@ async fn a_failed_commit_poisons_the_writer_and_readiness() {
         text.lines().count(),
         1,
         "the failed request stored nothing: {text}"
+    );
+}
+
+/// A statement that fails before COMMIT is rolled back for certain: the
+/// request is refused (503), nothing of it is stored, and the writer keeps
+/// serving: only an ambiguous (commit-time) failure poisons.
+#[tokio::test]
+async fn a_rolled_back_write_is_refused_without_poisoning() {
+    let h = Harness::new("").await;
+    let ingest = h.key(Scope::Ingest, "*").await;
+    let read = h.key(Scope::Read, "*").await;
+    assert_eq!(
+        h.post("y", &ingest, json!({"type":"ok"})).await.0,
+        StatusCode::OK
+    );
+    let db = h._dir.path().join("data").join(trailkeep::server::DB_FILE);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.type = 'boom' BEGIN SELECT RAISE(FAIL, 'injected'); END;").unwrap();
+    let (s, e) = h
+        .post("y", &ingest, json!([{"type":"fine"},{"type":"boom"}]))
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not stored"),
+        "{e}"
+    );
+    let (s, _) = h.call("GET", "/readyz", None, None, Body::empty()).await;
+    assert_eq!(s, StatusCode::OK, "a certain rollback does not poison");
+    conn.execute_batch("DROP TRIGGER boom;").unwrap();
+    let (s, ok) = h.post("y", &ingest, json!({"type":"ok"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        ok["accepted"][0]["seq"], 2,
+        "the refused events took no seq"
+    );
+    let (_, text) = h
+        .call(
+            "GET",
+            "/v1/streams/y/events",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "nothing of the refused request was stored: {text}"
     );
 }
 

@@ -8,7 +8,8 @@
 //!   so concurrent requests for a stream are serialized without locks.
 //! - A failed commit may or may not have reached disk. Retrying and then
 //!   acknowledging could ack something stored twice or never, so the batcher
-//!   **poisons** itself instead: every pending and later request fails with
+//!   **poisons** itself instead (a call that was certainly rolled back,
+//!   [`crate::store::StoreError::RolledBack`], is only refused with 503): every pending and later request fails with
 //!   [`AppendError::Unavailable`], `/readyz` reports not ready, and the
 //!   operator restarts the process (SQLite's WAL recovery brings the store
 //!   back to its last durable commit).
@@ -161,6 +162,16 @@ async fn run(
                     metrics::counter!("trailkeep_events_duplicate_total")
                         .increment((res.accepted.len() - new) as u64);
                     let _ = reply.send(Ok(res));
+                }
+            }
+            Err(crate::store::StoreError::RolledBack(msg)) => {
+                // Certainly not stored: refuse these requests, keep serving.
+                metrics::counter!("trailkeep_commits_rolled_back_total").increment(1);
+                tracing::warn!(error = %msg, "a group commit was rolled back; its requests were refused and nothing of them is stored");
+                for reply in replies {
+                    let _ = reply.send(Err(AppendError::Unavailable(format!(
+                        "not stored, retry: {msg}"
+                    ))));
                 }
             }
             Err(e) => {

@@ -17,7 +17,9 @@
 //!   a tree of `head_seq` leaves can always be read back.
 //! - An `Err` from `append` may be ambiguous (the commit may or may not have
 //!   reached disk); callers must not retry it and acknowledge. The ingest
-//!   path poisons itself instead (see `ingest`).
+//!   path poisons itself instead (see `ingest`). The one unambiguous case is
+//!   [`StoreError::RolledBack`]: a statement failed before COMMIT and the
+//!   rollback was confirmed, so nothing of the call is stored.
 //!
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
@@ -48,6 +50,10 @@ pub enum StoreError {
     /// A named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The transaction was rolled back before COMMIT: nothing of the call
+    /// is stored, unambiguously. The caller may refuse the call and go on.
+    #[error("not stored (rolled back): {0}")]
+    RolledBack(String),
     /// The store's schema is newer than this binary understands.
     #[error("store schema version {found} is newer than supported version {supported}")]
     SchemaTooNew {

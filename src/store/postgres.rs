@@ -157,8 +157,21 @@ impl PostgresStore {
         let mut slots: Vec<Vec<Option<Accepted>>> =
             groups.iter().map(|g| vec![None; g.events.len()]).collect();
         let mut heads: HashMap<&str, Head> = HashMap::new();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        // Until COMMIT is sent the server cannot commit this transaction, so
+        // any error before it stores nothing (even on a dropped connection).
+        let rolled = |e: StoreError| match e {
+            StoreError::Backend { message, .. } => {
+                StoreError::RolledBack(format!("postgres: {message}"))
+            }
+            other => other,
+        };
+        let mut client = self.client().await.map_err(rolled)?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(backend)
+            .map_err(rolled)?;
+        let written: Result<()> = async {
         for (stream, refs) in &per_stream {
             let stream: &str = stream;
             let now = format_received(time::OffsetDateTime::now_utc());
@@ -308,6 +321,11 @@ impl PostgresStore {
             );
             taken.insert(stream.to_owned(), st);
         }
+        Ok(())
+        }
+        .await;
+        written.map_err(rolled)?;
+        // A failed COMMIT is ambiguous: it may or may not have been applied.
         tx.commit().await.map_err(backend)?;
         groups
             .iter()
@@ -760,5 +778,61 @@ mod tests {
         }
         super::super::conformance::assert_chain(&a, "x", 120).await;
         super::super::conformance::assert_chain(&a, "y", 120).await;
+    }
+
+    /// A statement failing before COMMIT comes back as `RolledBack` (nothing
+    /// stored, not ambiguous) and the store goes on appending gaplessly.
+    #[tokio::test]
+    async fn a_failed_statement_is_rolled_back_not_ambiguous() {
+        let Some(url) = test_url() else { return };
+        let s = schema();
+        let store = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE FUNCTION {s}.boom() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER boom BEFORE INSERT ON {s}.events FOR EACH ROW WHEN (NEW.type = 'boom') EXECUTE FUNCTION {s}.boom();"
+            ))
+            .await
+            .expect("trigger");
+        let ev = |id: &str, ty: &str| {
+            crate::event::validate(
+                0,
+                serde_json::json!({"type": ty, "id": id}),
+                "2026-01-01T00:00:00.000000Z",
+                &crate::event::Limits::default(),
+            )
+            .expect("valid")
+        };
+        store
+            .append(vec![AppendGroup {
+                stream: "r".into(),
+                events: vec![ev("a", "ok")],
+            }])
+            .await
+            .expect("append");
+        let err = store
+            .append(vec![AppendGroup {
+                stream: "r".into(),
+                events: vec![ev("b", "ok"), ev("c", "boom")],
+            }])
+            .await
+            .expect_err("trigger fires");
+        assert!(matches!(err, StoreError::RolledBack(_)), "{err}");
+        let r = store
+            .append(vec![AppendGroup {
+                stream: "r".into(),
+                events: vec![ev("d", "ok")],
+            }])
+            .await
+            .expect("append");
+        assert_eq!(
+            r[0].accepted[0].seq, 2,
+            "the rolled-back events took no seq"
+        );
+        super::super::conformance::assert_chain(&store, "r", 2).await;
     }
 }

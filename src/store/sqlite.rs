@@ -212,94 +212,23 @@ impl Writer {
 
     fn append_tx(&mut self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
         let Writer { conn, streams } = self;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut results = Vec::with_capacity(groups.len());
-        let mut touched: Vec<String> = Vec::new();
-        for group in groups {
-            let st = load_stream(&tx, streams, &group.stream)?;
-            let mut accepted = Vec::with_capacity(group.events.len());
-            let mut leaves = Vec::with_capacity(group.events.len());
-            {
-                // Insert first and let the unique index (stream_id, id) detect a
-                // repeated id: one index probe instead of a lookup plus an insert.
-                // Only the rare duplicate pays for the lookup of the original.
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (stream_id, id) DO NOTHING",
-                )?;
-                let mut find = tx.prepare_cached(
-                    "SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2",
-                )?;
-                for ev in group.events {
-                    let seq = st.head_seq + 1;
-                    let body = canonical_bytes(&ev, &group.stream, seq, &st.head_hash);
-                    let h = event_hash(&body);
-                    let mut hash_buf = [0u8; 64];
-                    hex::encode_to_slice(h, &mut hash_buf)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let hash = std::str::from_utf8(&hash_buf)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let body = std::str::from_utf8(&body).map_err(|e| {
-                        StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}"))
-                    })?;
-                    let inserted = insert.execute(params![
-                        st.id,
-                        seq as i64,
-                        ev.id,
-                        ev.event_type,
-                        ev.time,
-                        ev.received,
-                        hash,
-                        body
-                    ])?;
-                    if inserted == 0 {
-                        let (seq, hash) = find.query_row(params![st.id, ev.id], |r| {
-                            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-                        })?;
-                        accepted.push(Accepted {
-                            id: ev.id,
-                            seq,
-                            hash,
-                            duplicate: true,
-                        });
-                        continue;
-                    }
-                    leaves.push(leaf_hash(&h));
-                    st.head_seq = seq;
-                    st.head_hash.clear();
-                    st.head_hash.push_str(hash);
-                    accepted.push(Accepted {
-                        id: ev.id,
-                        seq,
-                        hash: hash.to_owned(),
-                        duplicate: false,
-                    });
-                }
+        // Failing to begin stores nothing: not ambiguous.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::RolledBack(format!("sqlite: {e}")))?;
+        let (mut results, touched) = match write_groups(&tx, streams, groups) {
+            Ok(r) => r,
+            Err(StoreError::Backend { message, .. }) => {
+                // A statement failed before COMMIT. Once the rollback is
+                // confirmed nothing of this call is stored; a failed rollback
+                // is ambiguous and poisons like a failed commit.
+                tx.rollback()?;
+                return Err(StoreError::RolledBack(format!("sqlite: {message}")));
             }
-            if !leaves.is_empty() {
-                let mut up = tx.prepare_cached(
-                    "INSERT INTO tiles (stream_id, level, idx, strip, data) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
-                )?;
-                for t in st.tiles.append(&leaves) {
-                    for (strip, bytes) in crate::chain::tiles::changed_strips(&t) {
-                        up.execute(params![st.id, t.id.level, t.id.index as i64, strip, bytes])?;
-                    }
-                }
-                tx.prepare_cached(
-                    "UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
-                )?
-                .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
-            }
-            touched.push(group.stream.clone());
-            results.push(GroupResult {
-                accepted,
-                head: Head {
-                    seq: st.head_seq,
-                    hash: st.head_hash.clone(),
-                },
-            });
-        }
+            // Corruption and the like: dropped (rolled back), and the caller poisons.
+            Err(e) => return Err(e),
+        };
+        // A failed COMMIT is ambiguous: it may or may not be on disk.
         tx.commit()?;
         // Later groups of a stream in the same call report the final head.
         for (i, name) in touched.iter().enumerate() {
@@ -312,6 +241,98 @@ impl Writer {
         }
         Ok(results)
     }
+}
+
+/// Runs every statement of one `append` call inside `tx` (no commit).
+fn write_groups(
+    tx: &rusqlite::Transaction<'_>,
+    streams: &mut HashMap<String, StreamState>,
+    groups: Vec<AppendGroup>,
+) -> Result<(Vec<GroupResult>, Vec<String>)> {
+    let mut results = Vec::with_capacity(groups.len());
+    let mut touched: Vec<String> = Vec::new();
+    for group in groups {
+        let st = load_stream(tx, streams, &group.stream)?;
+        let mut accepted = Vec::with_capacity(group.events.len());
+        let mut leaves = Vec::with_capacity(group.events.len());
+        {
+            // Insert first and let the unique index (stream_id, id) detect a
+            // repeated id: one index probe instead of a lookup plus an insert.
+            // Only the rare duplicate pays for the lookup of the original.
+            let mut insert = tx.prepare_cached(
+                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (stream_id, id) DO NOTHING",
+                )?;
+            let mut find =
+                tx.prepare_cached("SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2")?;
+            for ev in group.events {
+                let seq = st.head_seq + 1;
+                let body = canonical_bytes(&ev, &group.stream, seq, &st.head_hash);
+                let h = event_hash(&body);
+                let mut hash_buf = [0u8; 64];
+                hex::encode_to_slice(h, &mut hash_buf)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let hash = std::str::from_utf8(&hash_buf)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let body = std::str::from_utf8(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
+                let inserted = insert.execute(params![
+                    st.id,
+                    seq as i64,
+                    ev.id,
+                    ev.event_type,
+                    ev.time,
+                    ev.received,
+                    hash,
+                    body
+                ])?;
+                if inserted == 0 {
+                    let (seq, hash) = find.query_row(params![st.id, ev.id], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                    })?;
+                    accepted.push(Accepted {
+                        id: ev.id,
+                        seq,
+                        hash,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                leaves.push(leaf_hash(&h));
+                st.head_seq = seq;
+                st.head_hash.clear();
+                st.head_hash.push_str(hash);
+                accepted.push(Accepted {
+                    id: ev.id,
+                    seq,
+                    hash: hash.to_owned(),
+                    duplicate: false,
+                });
+            }
+        }
+        if !leaves.is_empty() {
+            let mut up = tx.prepare_cached(
+                    "INSERT INTO tiles (stream_id, level, idx, strip, data) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
+                )?;
+            for t in st.tiles.append(&leaves) {
+                for (strip, bytes) in crate::chain::tiles::changed_strips(&t) {
+                    up.execute(params![st.id, t.id.level, t.id.index as i64, strip, bytes])?;
+                }
+            }
+            tx.prepare_cached("UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1")?
+                .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
+        }
+        touched.push(group.stream.clone());
+        results.push(GroupResult {
+            accepted,
+            head: Head {
+                seq: st.head_seq,
+                hash: st.head_hash.clone(),
+            },
+        });
+    }
+    Ok((results, touched))
 }
 
 /// Returns the cached state of `name`, (re)loading it when the stored head
