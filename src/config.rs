@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Hot store: `sqlite` (default, in the data directory) or a
     /// `postgres://` URL.
     pub store: Option<String>,
+    /// The Ed25519 signing key (default `DATA_DIR/signing.key`); nodes that
+    /// share a PostgreSQL store must all point at the same key.
+    pub signing_key_file: Option<PathBuf>,
     /// `[ingest]` table.
     #[serde(default)]
     pub ingest: RawIngest,
@@ -143,6 +146,18 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// Event sources.
     pub sources: Vec<crate::sources::SourceConfig>,
+    /// Configured signing key file, if not the default.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Returns where the signing key is: `signing_key_file`, else
+    /// `DATA_DIR/signing.key`.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::keyfile::FILE_NAME))
+    }
 }
 
 /// A configuration error naming the key.
@@ -274,6 +289,7 @@ impl RawConfig {
             sources.push(s);
         }
         Ok(Config {
+            signing_key_file: self.signing_key_file,
             store,
             sources,
             log_name,

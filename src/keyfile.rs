@@ -30,18 +30,18 @@ pub enum KeyFileError {
     },
 }
 
-/// Loads the signing key from `data_dir`, or creates it named `log_name`.
+/// Loads the signing key at `path` (by default `DATA_DIR/signing.key`), or
+/// creates it there named `log_name`.
 ///
 /// # Errors
 /// I/O failures, or a file that does not hold a valid key.
-pub fn load_or_create(data_dir: &Path, log_name: &str) -> Result<NoteSigner, KeyFileError> {
-    let path = data_dir.join(FILE_NAME);
+pub fn load_or_create(path: &Path, log_name: &str) -> Result<NoteSigner, KeyFileError> {
     let shown = path.display().to_string();
     let io = |source| KeyFileError::Io {
         path: shown.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(s) => NoteSigner::parse(s.trim()).map_err(|_| KeyFileError::Invalid {
             path: shown.clone(),
         }),
@@ -56,11 +56,11 @@ pub fn load_or_create(data_dir: &Path, log_name: &str) -> Result<NoteSigner, Key
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = match opts.open(&path) {
+            let mut f = match opts.open(path) {
                 Ok(f) => f,
                 // Another process created it first: use theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return load_or_create(data_dir, log_name);
+                    return load_or_create(path, log_name);
                 }
                 Err(e) => return Err(io(e)),
             };
@@ -80,8 +80,8 @@ mod tests {
     #[test]
     fn creates_once_with_mode_0600_then_loads_the_same_key() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = load_or_create(dir.path(), "log.test").expect("create");
-        let b = load_or_create(dir.path(), "other.name").expect("load");
+        let a = load_or_create(&dir.path().join(FILE_NAME), "log.test").expect("create");
+        let b = load_or_create(&dir.path().join(FILE_NAME), "other.name").expect("load");
         assert_eq!(a.verifier(), b.verifier(), "the stored key is reused");
         #[cfg(unix)]
         {
@@ -93,7 +93,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(dir.path().join(FILE_NAME), "garbage").expect("write");
-        let err = load_or_create(dir.path(), "x").expect_err("invalid");
+        let err = load_or_create(&dir.path().join(FILE_NAME), "x").expect_err("invalid");
         assert!(matches!(err, KeyFileError::Invalid { .. }), "{err}");
     }
 }

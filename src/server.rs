@@ -108,7 +108,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         source,
     })?;
     let store = open_store(config).await?;
-    let signer = keyfile::load_or_create(&config.data_dir, &config.log_name)?;
+    let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
     let dirty = crate::ingest::DirtyStreams::default();
     let (appender, batcher) = Appender::start(store.clone(), config.batch, dirty.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

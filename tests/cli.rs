@@ -634,18 +634,43 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
         String::from_utf8_lossy(&keys.stderr)
     );
     let token = String::from_utf8(keys.stdout).unwrap().trim().to_owned();
+    // One signing key for every node, named in the config file; created by
+    // `keys public` on first use.
+    let config = dir.path().join("shared.toml");
+    let key_file = dir.path().join("shared-signing.key");
+    std::fs::write(
+        &config,
+        format!("signing_key_file = \"{}\"\n", key_file.display()),
+    )
+    .unwrap();
     let public = Command::new(BIN)
-        .args(["--data-dir", dirs[0].to_str().unwrap(), "keys", "public"])
+        .args([
+            "--data-dir",
+            dirs[0].to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "keys",
+            "public",
+        ])
         .output()
         .unwrap();
     assert!(public.status.success());
-    for d in &dirs[1..] {
-        std::fs::create_dir_all(d).unwrap();
-        std::fs::copy(dirs[0].join("signing.key"), d.join("signing.key")).unwrap();
-    }
+    assert!(
+        std::fs::metadata(&key_file).is_ok(),
+        "the configured key file was created"
+    );
+    let public_key = dir.path().join("verifier.pub");
+    std::fs::write(&public_key, &public.stdout).unwrap();
     let mut nodes = Vec::new();
     for d in &dirs {
-        nodes.push(Server::start(d, &["--store", &url]).await);
+        nodes
+            .push(Server::start(d, &["--store", &url, "--config", config.to_str().unwrap()]).await);
+    }
+    for d in &dirs {
+        assert!(
+            std::fs::metadata(d.join("signing.key")).is_err(),
+            "no per-node key when one is configured"
+        );
     }
     let acked: AckedRows = Arc::default();
     let mut tasks = Vec::new();
@@ -696,6 +721,8 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
             &url,
             "verify",
             "--json",
+            "--public-key",
+            public_key.to_str().unwrap(),
         ])
         .output()
         .unwrap();

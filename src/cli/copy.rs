@@ -78,7 +78,10 @@ pub(super) async fn run(config: &Config, args: &CopyArgs) -> anyhow::Result<Exit
     let db = dir.join(crate::server::DB_FILE);
     std::fs::metadata(&db).with_context(|| format!("no trailkeep store at {}", db.display()))?;
     let from = SqliteStore::open(&db)?;
-    let key_path = dir.join(crate::keyfile::FILE_NAME);
+    let key_path = config
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| dir.join(crate::keyfile::FILE_NAME));
     let key_text = std::fs::read_to_string(&key_path)
         .with_context(|| format!("cannot read {}", key_path.display()))?;
     let verifier = NoteSigner::parse(key_text.trim())

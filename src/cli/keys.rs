@@ -95,8 +95,9 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             eprintln!("revoked key {id}");
         }
         KeysCommand::Public => {
-            let signer = crate::keyfile::load_or_create(&config.data_dir, &config.log_name)
-                .context("loading the signing key")?;
+            let signer =
+                crate::keyfile::load_or_create(&config.signing_key_path(), &config.log_name)
+                    .context("loading the signing key")?;
             println!("{}", signer.verifier());
         }
     }

@@ -35,7 +35,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
                 .with_context(|| format!("public key {}", path.display()))?
         }
         None => {
-            let path = config.data_dir.join(crate::keyfile::FILE_NAME);
+            let path = config.signing_key_path();
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read signing key {}", path.display()))?;
             crate::chain::note::NoteSigner::parse(text.trim())
