@@ -20,6 +20,17 @@ use crate::keyfile;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
+/// Returns this process's node id (random per start): the holder name in
+/// leases.
+pub fn node_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b = [0u8; 6];
+        let _ = getrandom::fill(&mut b);
+        format!("node-{}-{}", std::process::id(), hex::encode(b))
+    })
+}
+
 /// File name of the SQLite database inside the data directory.
 pub const DB_FILE: &str = "trailkeep.db";
 

@@ -138,7 +138,7 @@ fn frame(id: Option<&str>, data: &Value) -> String {
 
 fn write_config(dir: &Path, base: &str, extra: &str, backfill: bool) -> PathBuf {
     let mut text = format!(
-        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\n{extra}\n"
+        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\nlease_ttl_ms = 1000\n{extra}\n"
     );
     if backfill {
         text.push_str(&format!("[sources.backfill]\nurl = \"{base}/backfill\"\nsince_param = \"since\"\nitems_field = \"entries\"\n"));
@@ -148,10 +148,14 @@ fn write_config(dir: &Path, base: &str, extra: &str, backfill: bool) -> PathBuf 
     path
 }
 
-async fn start_serve(data: &Path, config: &Path) -> Server {
+async fn start_serve(data: &Path, config: &Path, store: &str) -> Server {
     // SAFETY of the environment: set before any thread of this test reads it.
     unsafe { std::env::set_var("TEST_SSE_KEY", "secret123") };
-    Server::start(data, &["--config", config.to_str().unwrap()]).await
+    Server::start(
+        data,
+        &["--config", config.to_str().unwrap(), "--store", store],
+    )
+    .await
 }
 
 fn stored(data: &Path) -> Vec<(u64, String, Value)> {
@@ -225,7 +229,7 @@ async fn every_event_stream_shape_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &base, "", false);
-    let server = start_serve(&data, &config).await;
+    let server = start_serve(&data, &config, "sqlite").await;
     wait_until(Duration::from_secs(10), "five events", || {
         data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() == 5
     })
@@ -318,7 +322,7 @@ async fn a_drop_mid_event_resumes_from_last_event_id() {
     let (base, seen) = start_upstream(stream, no_backfill()).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start_serve(&data, &write_config(dir.path(), &base, "", false)).await;
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", false), "sqlite").await;
     wait_until(Duration::from_secs(10), "ten events", || {
         data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 10
     })
@@ -378,7 +382,7 @@ async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
     let (base, seen) = start_upstream(stream, backfill).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start_serve(&data, &write_config(dir.path(), &base, "", true)).await;
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", true), "sqlite").await;
     wait_until(Duration::from_secs(10), "nine events", || {
         data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 9
     })
@@ -425,7 +429,7 @@ async fn malformed_events_are_counted_logged_and_kept() {
     let (base, _) = start_upstream(stream, no_backfill()).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start_serve(&data, &write_config(dir.path(), &base, "", false)).await;
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", false), "sqlite").await;
     wait_until(Duration::from_secs(10), "the valid event", || {
         data.join("trailkeep.db").metadata().is_ok() && !stored(&data).is_empty()
     })
@@ -489,6 +493,7 @@ async fn the_type_filter_is_sent_upstream_and_enforced_here() {
             "types = [\"grant.created\", \"grant.revoked\"]",
             false,
         ),
+        "sqlite",
     )
     .await;
     wait_until(Duration::from_secs(10), "two events", || {
@@ -526,11 +531,11 @@ async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &base, "", false);
     for round in 0..4 {
-        let server = start_serve(&data, &config).await;
+        let server = start_serve(&data, &config, "sqlite").await;
         tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
         server.kill9();
     }
-    let server = start_serve(&data, &config).await;
+    let server = start_serve(&data, &config, "sqlite").await;
     wait_until(Duration::from_secs(30), "every event", || {
         stored(&data).len() >= TOTAL
     })
@@ -675,4 +680,77 @@ async fn backfill_on_demand_from_the_cli() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+}
+
+/// Two `serve` nodes on one PostgreSQL run one source: only the lease holder
+/// connects upstream; after `kill -9` of the holder the other node takes
+/// over (resuming by `Last-Event-ID`) and every event is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_lease_fails_over_between_nodes() {
+    let Some(pg) = fresh_postgres("tk_lease").await else {
+        return;
+    };
+    const TOTAL: usize = 300;
+    let all: Arc<Vec<String>> = Arc::new(
+        (1..=TOTAL)
+            .map(|i| frame(Some(&i.to_string()), &event(i, "grant.created")))
+            .collect(),
+    );
+    let stream: Arc<StreamFn> = Arc::new(move |_, last: Option<String>| {
+        let from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+        Script {
+            frames: all[from..].to_vec(),
+            close: false,
+            delay: Duration::from_millis(5),
+        }
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &base, "", false);
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a = start_serve(&a_dir, &config, &pg.url).await;
+    wait_until(Duration::from_secs(10), "node a connected upstream", || {
+        seen.lock().unwrap().last_event_ids.len() == 1
+    })
+    .await;
+    let b = start_serve(&b_dir, &config, &pg.url).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        seen.lock().unwrap().last_event_ids.len(),
+        1,
+        "the second node stands by while the first holds the lease"
+    );
+    a.kill9();
+    wait_until(Duration::from_secs(10), "node b took over", || {
+        seen.lock().unwrap().last_event_ids.len() >= 2
+    })
+    .await;
+    let resumed_from = seen.lock().unwrap().last_event_ids[1].clone();
+    assert!(
+        resumed_from.is_some(),
+        "the new holder resumed from the stored position"
+    );
+    let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let count = || async {
+        db.query_one("SELECT count(*), count(DISTINCT id) FROM events", &[])
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap()
+    };
+    for _ in 0..400 {
+        if count().await.0 >= TOTAL as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (n, distinct) = count().await;
+    assert_eq!(
+        (n, distinct),
+        (TOTAL as i64, TOTAL as i64),
+        "every event once, none twice"
+    );
+    assert_eq!(b.terminate().code(), Some(0));
 }

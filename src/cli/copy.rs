@@ -170,7 +170,7 @@ pub(super) async fn run(config: &Config, args: &CopyArgs) -> anyhow::Result<Exit
         }
     }
     for st in from.source_states().await? {
-        to.put_source_state(st).await?;
+        to.put_source_state(st, None).await?;
     }
     let rejected = from.rejected(None, usize::MAX >> 1).await?;
     for r in &rejected {

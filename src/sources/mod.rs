@@ -76,6 +76,10 @@ pub struct RawSource {
     /// Longest reconnect delay, ms.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Lease time, ms: with several nodes on one store, one node runs the
+    /// source and another takes over this long after it stops renewing.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
     /// Field mapping of stream events.
     #[serde(default)]
     pub fields: mapping::RawFields,
@@ -94,6 +98,9 @@ fn default_reconnect_initial_ms() -> u64 {
 }
 fn default_reconnect_max_ms() -> u64 {
     30_000
+}
+fn default_lease_ttl_ms() -> u64 {
+    15_000
 }
 
 /// A validated source configuration.
@@ -117,6 +124,8 @@ pub struct SourceConfig {
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// Lease time.
+    pub lease_ttl: Duration,
     /// Field mapping.
     pub fields: mapping::Fields,
     /// Backfill endpoint.
@@ -219,6 +228,13 @@ impl RawSource {
                 "must be at least 1 and at most reconnect_max_ms",
             ));
         }
+        if !(300..=3_600_000).contains(&self.lease_ttl_ms) {
+            return Err(cfg_err(
+                index,
+                "lease_ttl_ms",
+                "must be between 300 and 3600000",
+            ));
+        }
         if self.reconnect_max_ms > 3_600_000 {
             return Err(cfg_err(
                 index,
@@ -243,6 +259,7 @@ impl RawSource {
             types_param: self.types_param,
             reconnect_initial: Duration::from_millis(self.reconnect_initial_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             fields: self.fields.into(),
             backfill,
         })

@@ -41,9 +41,16 @@ struct Runner {
     state: SourceState,
     server_retry: Option<Duration>,
     connections: u64,
+    lease: Option<crate::store::Lease>,
+    lease_lost: bool,
 }
 
 /// Runs the source until `shutdown` turns true.
+///
+/// Exactly one node runs a source: the loop first takes (or renews) the
+/// lease `source:NAME`; a node that cannot stands by and retries. The
+/// source's state is read only after taking the lease (it is where the last
+/// holder left it), and every state write is fenced by the lease.
 pub async fn run(
     cfg: SourceConfig,
     key: Secret,
@@ -52,38 +59,48 @@ pub async fn run(
     store: Arc<dyn Store>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stored = store
-        .source_states()
-        .await
-        .ok()
-        .and_then(|all| all.into_iter().find(|s| s.name == cfg.name));
-    let state = match stored {
-        Some(s) if s.stream == cfg.stream => SourceState {
-            connected: false,
-            ..s
-        },
-        // A new source, or one pointed at another stream: start afresh.
-        _ => SourceState {
-            name: cfg.name.clone(),
-            stream: cfg.stream.clone(),
-            ..SourceState::default()
-        },
-    };
     let mut r = Runner {
         cfg,
         key,
         client,
         appender,
         store,
-        state,
+        state: SourceState::default(),
         server_retry: None,
         connections: 0,
+        lease: None,
+        lease_lost: false,
     };
-    r.persist().await;
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        match r
+            .store
+            .acquire_lease(&r.lease_name(), crate::server::node_id(), r.cfg.lease_ttl)
+            .await
+        {
+            Ok(Some(l)) => {
+                let fresh = r.lease.as_ref().is_none_or(|o| o.token != l.token);
+                r.lease = Some(l);
+                r.lease_lost = false;
+                if fresh {
+                    r.load_state().await;
+                    tracing::info!(source = %r.cfg.name, node = crate::server::node_id(), "took the source's lease");
+                }
+            }
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::warn!(source = %r.cfg.name, error = %e, "cannot take the source's lease");
+                }
+                r.lease = None;
+                // Another node runs this source: stand by.
+                tokio::select! {
+                    _ = tokio::time::sleep(r.cfg.lease_ttl / 3) => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
         }
         let before = r.connections;
         let outcome = r.connect_once(&mut shutdown).await;
@@ -102,6 +119,11 @@ pub async fn run(
                 r.state.last_error_at = Some(super::now());
             }
         }
+        if r.lease_lost {
+            tracing::warn!(source = %r.cfg.name, "lost the source's lease to another node; standing by");
+            r.lease = None;
+            continue;
+        }
         r.state.reconnects += 1;
         metrics::counter!("trailkeep_source_reconnects_total", "source" => r.cfg.name.clone())
             .increment(1);
@@ -116,6 +138,10 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => break,
         }
+    }
+    // Hand the source over at once rather than after the lease expires.
+    if let Some(l) = r.lease.take() {
+        let _ = r.store.release_lease(&l).await;
     }
 }
 
@@ -141,10 +167,70 @@ impl Runner {
         )
     }
 
+    fn lease_name(&self) -> String {
+        format!("source:{}", self.cfg.name)
+    }
+
+    /// Reads the state as the last holder left it.
+    async fn load_state(&mut self) {
+        let stored = self
+            .store
+            .source_states()
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|s| s.name == self.cfg.name));
+        self.state = match stored {
+            Some(s) if s.stream == self.cfg.stream => SourceState {
+                connected: false,
+                ..s
+            },
+            // A new source, or one pointed at another stream: start afresh.
+            _ => SourceState {
+                name: self.cfg.name.clone(),
+                stream: self.cfg.stream.clone(),
+                ..SourceState::default()
+            },
+        };
+        self.persist().await;
+    }
+
+    /// Writes the state, fenced by the lease; a fenced write means another
+    /// node took the source over.
     async fn persist(&mut self) {
         self.state.updated = super::now();
-        if let Err(e) = self.store.put_source_state(self.state.clone()).await {
-            tracing::warn!(source = %self.cfg.name, error = %e, "cannot store source state");
+        match self
+            .store
+            .put_source_state(self.state.clone(), self.lease.as_ref())
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Fenced(_)) => self.lease_lost = true,
+            Err(e) => {
+                tracing::warn!(source = %self.cfg.name, error = %e, "cannot store source state")
+            }
+        }
+    }
+
+    /// Renews the lease; losing it (another token) ends the connection.
+    async fn renew(&mut self) -> Result<(), String> {
+        match self
+            .store
+            .acquire_lease(
+                &self.lease_name(),
+                crate::server::node_id(),
+                self.cfg.lease_ttl,
+            )
+            .await
+        {
+            Ok(Some(l)) if self.lease.as_ref().is_some_and(|o| o.token == l.token) => {
+                self.lease = Some(l);
+                Ok(())
+            }
+            Ok(_) => {
+                self.lease_lost = true;
+                Err("lease lost to another node".into())
+            }
+            Err(e) => Err(format!("cannot renew the source's lease: {e}")),
         }
     }
 
@@ -174,21 +260,31 @@ impl Runner {
         self.connections += 1;
         self.state.connected = true;
         self.persist().await;
+        if self.lease_lost {
+            return Err("lease lost to another node".into());
+        }
         tracing::info!(source = %self.cfg.name, resume_from = ?self.state.last_event_id, "event source connected");
         if self.cfg.backfill.is_some() {
             self.backfill().await;
         }
         let mut events = resp.bytes_stream().eventsource();
         let mut n = 0u64;
+        let mut next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
         let mut last_id = self.state.last_event_id.clone();
         // Per the SSE spec a frame without `id:` inherits the previous id;
         // only an id that changed was set by this frame and may name it.
         let mut prev_frame_id = String::new();
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.changed() => return Ok(End::Shutdown),
-                item = events.next() => item,
+            let first = loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Ok(End::Shutdown),
+                    _ = tokio::time::sleep_until(next_renew) => {
+                        self.renew().await?;
+                        next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
+                    }
+                    item = events.next() => break item,
+                }
             };
             let Some(first) = first else {
                 return Ok(End::Eof);
@@ -290,6 +386,13 @@ impl Runner {
             // Only now, after the commit, does the resume position advance.
             self.state.last_event_id = last_id.clone();
             self.persist().await;
+            if self.lease_lost {
+                return Err("lease lost to another node".into());
+            }
+            if tokio::time::Instant::now() >= next_renew {
+                self.renew().await?;
+                next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
+            }
             if let Some(f) = failure {
                 return Err(f);
             }

@@ -47,6 +47,67 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     checkpoints_are_kept_per_size(&make()).await;
     keys_round_trip_and_revoke(&make()).await;
     source_state_and_rejected_round_trip(&make()).await;
+    leases_are_exclusive_expire_and_fence(&make()).await;
+}
+
+pub async fn leases_are_exclusive_expire_and_fence<S: Store>(store: &S) {
+    use super::SourceState;
+    use std::time::Duration;
+    let ttl = Duration::from_millis(300);
+    let a = store
+        .acquire_lease("job", "node-a", ttl)
+        .await
+        .unwrap()
+        .expect("free lease is granted");
+    assert!(
+        store
+            .acquire_lease("job", "node-b", ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "held by a: b waits"
+    );
+    let renewed = store
+        .acquire_lease("job", "node-a", ttl)
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_eq!(renewed.token, a.token, "a renewal keeps the token");
+    assert!(renewed.expires_ms >= a.expires_ms);
+    let st = SourceState {
+        name: "s".into(),
+        stream: "x".into(),
+        updated: "t".into(),
+        ..Default::default()
+    };
+    store
+        .put_source_state(st.clone(), Some(&renewed))
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let b = store
+        .acquire_lease("job", "node-b", ttl)
+        .await
+        .unwrap()
+        .expect("an expired lease can be taken");
+    assert!(b.token > a.token, "a new holder gets a larger token");
+    let fenced = store.put_source_state(st.clone(), Some(&renewed)).await;
+    assert!(
+        matches!(fenced, Err(super::StoreError::Fenced(_))),
+        "the old holder is fenced: {fenced:?}"
+    );
+    store.put_source_state(st.clone(), Some(&b)).await.unwrap();
+    store.release_lease(&b).await.unwrap();
+    let a2 = store
+        .acquire_lease("job", "node-a", ttl)
+        .await
+        .unwrap()
+        .expect("a released lease is free at once");
+    assert!(a2.token > b.token, "tokens keep growing after a release");
+    assert!(matches!(
+        store.put_source_state(st, Some(&b)).await,
+        Err(super::StoreError::Fenced(_))
+    ));
 }
 
 pub async fn source_state_and_rejected_round_trip<S: Store>(store: &S) {
@@ -60,11 +121,11 @@ pub async fn source_state_and_rejected_round_trip<S: Store>(store: &S) {
         updated: "t1".into(),
         ..Default::default()
     };
-    store.put_source_state(st.clone()).await.unwrap();
+    store.put_source_state(st.clone(), None).await.unwrap();
     st.last_event_id = Some("41".into());
     st.taken = 7;
     st.connected = false;
-    store.put_source_state(st.clone()).await.unwrap();
+    store.put_source_state(st.clone(), None).await.unwrap();
     assert_eq!(
         store.source_states().await.unwrap(),
         vec![st],

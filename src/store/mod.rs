@@ -50,6 +50,10 @@ pub enum StoreError {
     /// A named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// A write under a lease found the lease held by another node (or
+    /// expired): nothing was written.
+    #[error("lease {0} is no longer held by this node")]
+    Fenced(String),
     /// The transaction was rolled back before COMMIT: nothing of the call
     /// is stored, unambiguously. The caller may refuse the call and go on.
     #[error("not stored (rolled back): {0}")]
@@ -193,6 +197,21 @@ pub struct SourceState {
     pub updated: String,
 }
 
+/// A lease on a named job (`source:NAME`, `checkpointer`, …): one holder at
+/// a time until `expires_ms`. `token` grows whenever the holder changes, so a
+/// node that lost its lease is fenced off by its stale token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Job name.
+    pub name: String,
+    /// Holding node.
+    pub holder: String,
+    /// Fencing token.
+    pub token: i64,
+    /// Expiry, ms since the epoch (the store's clock).
+    pub expires_ms: i64,
+}
+
 /// An event a source received but could not store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RejectedEvent {
@@ -276,11 +295,31 @@ pub trait Store: Send + Sync + 'static {
     /// Backend errors.
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
 
-    /// Stores a source's state (replacing the previous one).
+    /// Stores a source's state (replacing the previous one). With `fence`,
+    /// the lease is checked in the same transaction.
+    ///
+    /// # Errors
+    /// Backend errors; [`StoreError::Fenced`] when `fence` is no longer held.
+    async fn put_source_state(&self, state: SourceState, fence: Option<&Lease>) -> Result<()>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`: granted when
+    /// free, expired, or already held by `holder` (a renewal keeps the token;
+    /// a new holder gets a larger one). `None` when another node holds it.
     ///
     /// # Errors
     /// Backend errors.
-    async fn put_source_state(&self, state: SourceState) -> Result<()>;
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Gives a lease up (if still held), so another node can take it at once.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
 
     /// Returns every source's stored state.
     ///

@@ -24,14 +24,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{
-    Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
-    StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
+    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Lease, RejectedEvent, Result, SourceState,
+    Store, StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
 use crate::chain::tiles::{TileId, TileWriter, changed_strips, join_strips, partial_tiles};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const MIGRATIONS: [&str; 1] = [include_str!("sql/postgres/001_init.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("sql/postgres/001_init.sql"),
+    include_str!("sql/postgres/002_leases.sql"),
+];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
@@ -541,8 +544,24 @@ impl Store for PostgresStore {
         Ok(n > 0)
     }
 
-    async fn put_source_state(&self, st: SourceState) -> Result<()> {
-        let c = self.client().await?;
+    async fn put_source_state(&self, st: SourceState, fence: Option<&Lease>) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        if let Some(l) = fence {
+            // FOR SHARE holds off a takeover until this transaction ends.
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3 \
+                     AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint FOR SHARE",
+                    &[&l.name, &l.holder, &l.token],
+                )
+                .await
+                .map_err(backend)?;
+            if held.is_none() {
+                return Err(StoreError::Fenced(l.name.clone()));
+            }
+        }
+        let c = &tx;
         c.execute(
             "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -565,6 +584,47 @@ impl Store for PostgresStore {
                 &st.last_error_at,
                 &st.updated,
             ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let c = self.client().await?;
+        let ttl = ttl.as_millis() as i64;
+        // The database's clock, so that nodes' clocks do not matter.
+        let row = c
+            .query_opt(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+                 INSERT INTO leases (name, holder, token, expires_ms) SELECT $1, $2, 1, ms + $3 FROM now \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > (SELECT ms FROM now) THEN leases.token ELSE leases.token + 1 END, \
+                   holder = excluded.holder, expires_ms = excluded.expires_ms \
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= (SELECT ms FROM now) \
+                 RETURNING token, expires_ms",
+                &[&name, &holder, &ttl],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| Lease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            token: r.get(0),
+            expires_ms: r.get(1),
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND token = $3",
+            &[&lease.name, &lease.holder, &lease.token],
         )
         .await
         .map_err(backend)?;

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::Lease;
 use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
     StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
@@ -27,10 +28,11 @@ use crate::chain::tiles::{TileId, TileWriter};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const SCHEMA_VERSION: i64 = 2;
-const MIGRATIONS: [&str; 2] = [
+const SCHEMA_VERSION: i64 = 3;
+const MIGRATIONS: [&str; 3] = [
     include_str!("sql/sqlite/001_init.sql"),
     include_str!("sql/sqlite/002_sources.sql"),
+    include_str!("sql/sqlite/003_leases.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -194,6 +196,13 @@ impl SqliteStore {
             message: format!("reader task failed: {e}"),
         })?
     }
+}
+
+/// Milliseconds since the epoch (lease clock; one machine for SQLite).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn now() -> String {
@@ -567,8 +576,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_source_state(&self, st: SourceState) -> Result<()> {
+    async fn put_source_state(&self, st: SourceState, fence: Option<&Lease>) -> Result<()> {
+        let fence = fence.cloned();
         self.write(move |w| {
+            // The writer thread serializes every write, so the check and the
+            // write below cannot interleave with a takeover.
+            if let Some(l) = &fence {
+                let held = w
+                    .conn
+                    .query_row(
+                        "SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_ms > ?4",
+                        params![l.name, l.holder, l.token, now_ms()],
+                        |_| Ok(()),
+                    )
+                    .optional()?;
+                if held.is_none() {
+                    return Err(StoreError::Fenced(l.name.clone()));
+                }
+            }
             w.conn.execute(
                 "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
@@ -580,6 +605,45 @@ impl Store for SqliteStore {
                     st.name, st.stream, st.connected, st.last_event_id, st.last_event_time, st.taken as i64, st.duplicates as i64,
                     st.rejected as i64, st.filtered as i64, st.reconnects as i64, st.last_error, st.last_error_at, st.updated
                 ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let ttl = ttl.as_millis() as i64;
+        self.write(move |w| {
+            let now = now_ms();
+            Ok(w.conn
+                .query_row(
+                    "INSERT INTO leases (name, holder, token, expires_ms) VALUES (?1, ?2, 1, ?3 + ?4) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > ?3 THEN leases.token ELSE leases.token + 1 END, \
+                       holder = excluded.holder, expires_ms = excluded.expires_ms \
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?3 \
+                     RETURNING token, expires_ms",
+                    params![name, holder, now, ttl],
+                    |r| Ok(Lease { name: name.clone(), holder: holder.clone(), token: r.get(0)?, expires_ms: r.get(1)? }),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let l = lease.clone();
+        self.write(move |w| {
+            // Expire rather than delete: the token must keep growing.
+            w.conn.execute(
+                "UPDATE leases SET expires_ms = 0 WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                params![l.name, l.holder, l.token],
             )?;
             Ok(())
         })
