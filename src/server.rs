@@ -120,15 +120,13 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     })?;
     let store = open_store(config).await?;
     let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
-    let dirty = crate::ingest::DirtyStreams::default();
-    let (appender, batcher) = Appender::start(store.clone(), config.batch, dirty.clone());
+    let (appender, batcher) = Appender::start(store.clone(), config.batch);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let checkpointer = tokio::spawn(checkpointer::run(
         store.clone(),
         signer.clone(),
         config.log_name.clone(),
         config.checkpoint_interval,
-        dirty,
         stop_rx,
     ));
     let state = Arc::new(crate::api::Shared {

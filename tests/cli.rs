@@ -707,6 +707,31 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
     for t in tasks {
         t.await.unwrap();
     }
+    // One node signs for all (the checkpointer lease): within two intervals
+    // exactly one node has signed checkpoints.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut signers = 0;
+    for n in &nodes {
+        let metrics = reqwest::get(format!("{}/metrics", n.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let signed = metrics
+            .lines()
+            .find(|l| l.starts_with("trailkeep_checkpoints_signed_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if signed > 0.0 {
+            signers += 1;
+        }
+    }
+    assert_eq!(
+        signers, 1,
+        "exactly one node holds the checkpointer lease and signs"
+    );
     for n in nodes {
         assert_eq!(n.terminate().code(), Some(0));
     }
@@ -729,6 +754,12 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     assert_eq!(report["events"], 1800);
+    for s in report["streams"].as_array().unwrap() {
+        assert_eq!(
+            s["checkpoint_size"], s["head_seq"],
+            "the lease holder signed every stream, whichever node wrote it: {s}"
+        );
+    }
     // And every acknowledged (stream, id) has the seq and hash it was acknowledged with.
     let (dbc, dconn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await

@@ -123,8 +123,7 @@ pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result
                 );
             }
 
-            let (appender, batcher) =
-                crate::ingest::Appender::start(store.clone(), config.batch, Default::default());
+            let (appender, batcher) = crate::ingest::Appender::start(store.clone(), config.batch);
             let client = crate::sources::http_client()?;
             let mut results = Vec::new();
             for cfg in chosen {

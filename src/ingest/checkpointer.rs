@@ -1,16 +1,15 @@
 //! Signs each stream's tree head after commits, at most once per interval.
 //!
-//! The batcher marks streams dirty; every `interval` the checkpointer takes
-//! the dirty set, computes each root from the stored tiles (never from the
-//! events), signs a C2SP checkpoint with the log's Ed25519 key and stores it.
-//! On start every stream is treated as dirty; on shutdown one last round runs.
+//! Every `interval` the node holding the `checkpointer` lease asks the store
+//! which streams are past their latest checkpoint, computes each root from
+//! the stored tiles (never from the events), signs a C2SP checkpoint with the
+//! log's Ed25519 key and stores it. On shutdown one last round runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::DirtyStreams;
 use crate::chain::checkpoint::Checkpoint;
 use crate::chain::merkle;
 use crate::chain::note::NoteSigner;
@@ -69,52 +68,65 @@ pub async fn checkpoint_stream(
     Ok(Some(cp))
 }
 
-/// Runs the checkpointer until `shutdown` turns true, then runs a final round.
+/// The lease that lets one node sign for everybody.
+pub const LEASE: &str = "checkpointer";
+
+/// Runs the checkpointer until `shutdown` turns true, then runs a final
+/// round and hands the lease over.
+///
+/// One node signs at a time: each round takes (or renews) the lease
+/// `checkpointer`, asks the store which streams are past their latest
+/// checkpoint (whichever node committed them) and signs those. Nodes without
+/// the lease skip the round.
 pub async fn run(
     store: Arc<dyn Store>,
     signer: NoteSigner,
     log_name: String,
     interval: Duration,
-    dirty: DirtyStreams,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    match store.streams().await {
-        Ok(all) => {
-            let mut d = dirty
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            d.extend(all.into_iter().map(|s| s.name));
-        }
-        Err(e) => tracing::warn!(error = %e, "checkpointer cannot list streams"),
-    }
+    let ttl = (interval * 3).max(Duration::from_secs(3));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Option<crate::store::Lease>;
     loop {
         let stop = tokio::select! {
             _ = tick.tick() => false,
             _ = shutdown.changed() => true,
         };
-        round(store.as_ref(), &signer, &log_name, &dirty).await;
+        held = match store
+            .acquire_lease(LEASE, crate::server::node_id(), ttl)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointer cannot take its lease");
+                None
+            }
+        };
+        if held.is_some() {
+            round(store.as_ref(), &signer, &log_name).await;
+        }
         if stop || *shutdown.borrow() {
             break;
         }
     }
+    if let Some(l) = held {
+        let _ = store.release_lease(&l).await;
+    }
 }
 
-async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str, dirty: &DirtyStreams) {
-    let streams: Vec<String> = {
-        let mut d = dirty
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        d.drain().collect()
+async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
+    let behind = match store.streams_behind_checkpoint().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "checkpointer cannot list streams; will retry");
+            return;
+        }
     };
-    for s in streams {
+    for s in behind {
         if let Err(e) = checkpoint_stream(store, signer, log_name, &s).await {
             tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry");
-            dirty
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(s);
         }
     }
 }

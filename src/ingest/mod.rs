@@ -18,7 +18,6 @@
 
 pub mod checkpointer;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,20 +62,16 @@ pub struct Appender {
     poisoned: Arc<AtomicBool>,
 }
 
-/// Streams changed by commits, for the checkpointer.
-pub type DirtyStreams = Arc<std::sync::Mutex<HashSet<String>>>;
-
 impl Appender {
     /// Starts the batcher task over `store`. Returns the handle and the task;
     /// the task ends when every handle is dropped and the queue is drained.
     pub fn start(
         store: Arc<dyn Store>,
         limits: BatchLimits,
-        dirty: DirtyStreams,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let poisoned = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(store, rx, limits, poisoned.clone(), dirty));
+        let task = tokio::spawn(run(store, rx, limits, poisoned.clone()));
         (Self { tx, poisoned }, task)
     }
 
@@ -119,7 +114,6 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     limits: BatchLimits,
     poisoned: Arc<AtomicBool>,
-    dirty: DirtyStreams,
 ) {
     let mut pending: Vec<Request> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -143,7 +137,6 @@ async fn run(
             continue;
         }
         // Move the events out of the requests: no copy on the hot path.
-        let streams: Vec<String> = pending.iter().map(|r| r.group.stream.clone()).collect();
         let (groups, replies): (Vec<AppendGroup>, Vec<_>) =
             pending.drain(..).map(|r| (r.group, r.reply)).unzip();
         let started = std::time::Instant::now();
@@ -152,10 +145,6 @@ async fn run(
                 metrics::histogram!("trailkeep_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("trailkeep_commit_events").record(events as f64);
-                dirty
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(streams);
                 for (reply, res) in replies.into_iter().zip(results) {
                     let new = res.accepted.iter().filter(|a| !a.duplicate).count();
                     metrics::counter!("trailkeep_events_appended_total").increment(new as u64);

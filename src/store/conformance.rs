@@ -285,6 +285,11 @@ pub async fn tiles_give_the_root_of_the_events<S: Store>(store: &S) {
 pub async fn checkpoints_are_kept_per_size<S: Store>(store: &S) {
     store.append(vec![group("c", &["1"])]).await.unwrap();
     assert!(store.latest_checkpoint("c").await.unwrap().is_none());
+    assert_eq!(
+        store.streams_behind_checkpoint().await.unwrap(),
+        vec!["c"],
+        "events and no checkpoint: behind"
+    );
     let cp = |size: u64, note: &str| StoredCheckpoint {
         size,
         root: "r".into(),
@@ -297,6 +302,19 @@ pub async fn checkpoints_are_kept_per_size<S: Store>(store: &S) {
     store.put_checkpoint("c", cp(3, "three")).await.unwrap();
     let latest = store.latest_checkpoint("c").await.unwrap().unwrap();
     assert_eq!((latest.size, latest.note.as_str()), (5, "five"));
+    assert!(
+        store.streams_behind_checkpoint().await.unwrap().is_empty(),
+        "a checkpoint at or past the head: not behind"
+    );
+    store
+        .append(vec![group("c", &["2", "3", "4", "5", "6"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.streams_behind_checkpoint().await.unwrap(),
+        vec!["c"],
+        "head 6 past checkpoint 5"
+    );
     assert!(
         store.put_checkpoint("nope", cp(1, "x")).await.is_err(),
         "unknown stream refused"

@@ -265,6 +265,13 @@ pub trait Store: Send + Sync + 'static {
     /// Backend errors, or [`StoreError::NotFound`] for an unknown stream.
     async fn put_checkpoint(&self, stream: &str, checkpoint: StoredCheckpoint) -> Result<()>;
 
+    /// Returns the streams whose head is past their latest checkpoint (or
+    /// that have events and no checkpoint), by name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn streams_behind_checkpoint(&self) -> Result<Vec<String>>;
+
     /// Returns the checkpoint of the largest size.
     ///
     /// # Errors

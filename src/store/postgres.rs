@@ -485,6 +485,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn streams_behind_checkpoint(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c.query("SELECT s.name FROM streams s WHERE s.head_seq > COALESCE((SELECT MAX(c.size) FROM checkpoints c WHERE c.stream_id = s.id), 0) ORDER BY s.name", &[]).await.map_err(backend)?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>> {
         let c = self.client().await?;
         let row = c

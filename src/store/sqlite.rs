@@ -520,6 +520,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn streams_behind_checkpoint(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT s.name FROM streams s WHERE s.head_seq > COALESCE((SELECT MAX(c.size) FROM checkpoints c WHERE c.stream_id = s.id), 0) ORDER BY s.name")?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>> {
         let stream = stream.to_owned();
         self.read(move |c| {
