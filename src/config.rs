@@ -38,6 +38,37 @@ pub struct RawConfig {
     /// `[[sources]]` tables.
     #[serde(default)]
     pub sources: Vec<crate::sources::RawSource>,
+    /// `[postgres]` table: pool settings when `store` is a PostgreSQL URL.
+    #[serde(default)]
+    pub postgres: RawPostgres,
+}
+
+/// `[postgres]`: connection pool settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// Most connections per node (default 16).
+    #[serde(default = "default_pg_max_connections")]
+    pub max_connections: usize,
+    /// Connection timeout, ms (default 10000).
+    #[serde(default = "default_pg_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RawPostgres {
+    fn default() -> Self {
+        Self {
+            max_connections: default_pg_max_connections(),
+            connect_timeout_ms: default_pg_connect_timeout_ms(),
+        }
+    }
+}
+
+fn default_pg_max_connections() -> usize {
+    16
+}
+fn default_pg_connect_timeout_ms() -> u64 {
+    10_000
 }
 
 /// `[ingest]`: request limits and group commit.
@@ -148,6 +179,8 @@ pub struct Config {
     pub sources: Vec<crate::sources::SourceConfig>,
     /// Configured signing key file, if not the default.
     pub signing_key_file: Option<PathBuf>,
+    /// PostgreSQL pool settings.
+    pub postgres: crate::store::postgres::PoolSettings,
 }
 
 impl Config {
@@ -288,7 +321,23 @@ impl RawConfig {
             }
             sources.push(s);
         }
+        if !(1..=1000).contains(&self.postgres.max_connections) {
+            return Err(err(
+                "postgres.max_connections",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(100..=600_000).contains(&self.postgres.connect_timeout_ms) {
+            return Err(err(
+                "postgres.connect_timeout_ms",
+                "must be between 100 and 600000",
+            ));
+        }
         Ok(Config {
+            postgres: crate::store::postgres::PoolSettings {
+                max_connections: self.postgres.max_connections,
+                connect_timeout: Duration::from_millis(self.postgres.connect_timeout_ms),
+            },
             signing_key_file: self.signing_key_file,
             store,
             sources,
@@ -372,6 +421,24 @@ mod tests {
         assert!(
             !format!("{c:?}").contains("secret"),
             "the store URL never shows in Debug"
+        );
+        let e = RawConfig::parse("[postgres]\nmax_connections = 0")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect_err("zero pool");
+        assert_eq!(e.key, "postgres.max_connections");
+        let e = RawConfig::parse("[postgres]\npool = 3").expect_err("unknown key");
+        assert_eq!(e.key, "pool");
+        let c = RawConfig::parse("[postgres]\nmax_connections = 4\nconnect_timeout_ms = 2500")
+            .expect("parses")
+            .validate(&Overrides::default())
+            .expect("valid");
+        assert_eq!(
+            (
+                c.postgres.max_connections,
+                c.postgres.connect_timeout.as_millis()
+            ),
+            (4, 2500)
         );
         let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0")
             .expect("parses")

@@ -91,9 +91,10 @@ pub fn open_sqlite(data_dir: &Path) -> Result<SqliteStore, ServeError> {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(match &config.store {
         StoreLocation::Sqlite => Arc::new(open_sqlite(&config.data_dir)?),
-        StoreLocation::Postgres(url) => {
-            Arc::new(crate::store::postgres::PostgresStore::connect(url, None).await?)
-        }
+        StoreLocation::Postgres(url) => Arc::new(
+            crate::store::postgres::PostgresStore::connect_with(url, None, &config.postgres)
+                .await?,
+        ),
     })
 }
 

@@ -640,7 +640,10 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
     let key_file = dir.path().join("shared-signing.key");
     std::fs::write(
         &config,
-        format!("signing_key_file = \"{}\"\n", key_file.display()),
+        format!(
+            "signing_key_file = \"{}\"\n[postgres]\nmax_connections = 4\n",
+            key_file.display()
+        ),
     )
     .unwrap();
     let public = Command::new(BIN)

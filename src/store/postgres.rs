@@ -50,6 +50,24 @@ struct StreamCache {
     tiles: TileWriter,
 }
 
+/// Connection pool settings (`[postgres]` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections this node opens.
+    pub max_connections: usize,
+    /// How long to wait for a connection to be established.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// The PostgreSQL [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -64,14 +82,27 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Connects to `url` with the default pool settings; see [`Self::connect_with`].
+    ///
+    /// # Errors
+    /// Connection, schema or migration failures.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        Self::connect_with(url, schema, &PoolSettings::default()).await
+    }
+
     /// Connects to `url` (`postgres://…`), using `schema` when given
     /// (created if missing), and applies pending migrations.
     ///
     /// # Errors
     /// Connection, schema or migration failures.
-    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        pool: &PoolSettings,
+    ) -> Result<Self> {
         let mut cfg = tokio_postgres::Config::from_str(url)
             .map_err(|e| backend(format!("connection string: {e}")))?;
+        cfg.connect_timeout(pool.connect_timeout);
         if let Some(s) = schema {
             if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(backend(format!(
@@ -95,7 +126,10 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(mgr).max_size(16).build().map_err(backend)?;
+        let pool = Pool::builder(mgr)
+            .max_size(pool.max_connections)
+            .build()
+            .map_err(backend)?;
         let store = Self {
             pool,
             cache: Arc::default(),
