@@ -39,9 +39,7 @@ impl Harness {
 
     async fn key(&self, scope: Scope, stream: &str) -> String {
         let (rec, token) = generate(scope, stream, "2026-01-01T00:00:00Z");
-        let id = rec.id.clone();
         self.running.state.store.create_key(rec).await.unwrap();
-        let _ = id;
         token
     }
 

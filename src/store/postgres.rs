@@ -760,6 +760,28 @@ mod tests {
         format!("t_{}", hex::encode(b))
     }
 
+    /// Two stores ("nodes") on one fresh schema.
+    async fn two_nodes(url: &str) -> (PostgresStore, PostgresStore) {
+        let s = schema();
+        let a = PostgresStore::connect(url, Some(&s))
+            .await
+            .expect("connect");
+        let b = PostgresStore::connect(url, Some(&s))
+            .await
+            .expect("connect");
+        (a, b)
+    }
+
+    fn ev(id: &str, ty: &str) -> crate::event::NewEvent {
+        crate::event::validate(
+            0,
+            serde_json::json!({"type": ty, "id": id}),
+            "2026-01-01T00:00:00.000000Z",
+            &crate::event::Limits::default(),
+        )
+        .expect("valid")
+    }
+
     #[tokio::test]
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
@@ -778,13 +800,7 @@ mod tests {
     #[tokio::test]
     async fn reconnecting_resumes_heads_and_tiles() {
         let Some(url) = test_url() else { return };
-        let s = schema();
-        let first = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
-        let second = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
+        let (first, second) = two_nodes(&url).await;
         let mut stores = vec![second, first];
         super::super::conformance::reopen_keeps_chain(|| stores.pop().expect("two stores")).await;
     }
@@ -792,13 +808,7 @@ mod tests {
     #[tokio::test]
     async fn two_nodes_appending_to_one_stream_keep_it_gapless() {
         let Some(url) = test_url() else { return };
-        let s = schema();
-        let a = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
-        let b = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
+        let (a, b) = two_nodes(&url).await;
         let mut tasks = Vec::new();
         for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
             .into_iter()
@@ -807,15 +817,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for round in 0..25 {
                     let events = (0..10)
-                        .map(|i| {
-                            crate::event::validate(
-                                0,
-                                serde_json::json!({"type":"t","id":format!("n{n}-r{round}-{i}")}),
-                                "2026-01-01T00:00:00.000000Z",
-                                &crate::event::Limits::default(),
-                            )
-                            .expect("valid")
-                        })
+                        .map(|i| ev(&format!("n{n}-r{round}-{i}"), "t"))
                         .collect();
                     store
                         .append(vec![AppendGroup {
@@ -839,22 +841,7 @@ mod tests {
     #[tokio::test]
     async fn opposite_stream_orders_on_two_nodes_do_not_deadlock() {
         let Some(url) = test_url() else { return };
-        let s = schema();
-        let a = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
-        let b = PostgresStore::connect(&url, Some(&s))
-            .await
-            .expect("connect");
-        let ev = |id: String| {
-            crate::event::validate(
-                0,
-                serde_json::json!({"type":"t","id":id}),
-                "2026-01-01T00:00:00.000000Z",
-                &crate::event::Limits::default(),
-            )
-            .expect("valid")
-        };
+        let (a, b) = two_nodes(&url).await;
         let mut tasks = Vec::new();
         for (n, (store, order)) in [(a.clone(), ["x", "y"]), (b.clone(), ["y", "x"])]
             .into_iter()
@@ -866,7 +853,7 @@ mod tests {
                         .iter()
                         .map(|st| AppendGroup {
                             stream: (*st).into(),
-                            events: vec![ev(format!("n{n}-{round}-{st}"))],
+                            events: vec![ev(&format!("n{n}-{round}-{st}"), "t")],
                         })
                         .collect();
                     store.append(groups).await.expect("no deadlock");
@@ -898,15 +885,6 @@ mod tests {
             ))
             .await
             .expect("trigger");
-        let ev = |id: &str, ty: &str| {
-            crate::event::validate(
-                0,
-                serde_json::json!({"type": ty, "id": id}),
-                "2026-01-01T00:00:00.000000Z",
-                &crate::event::Limits::default(),
-            )
-            .expect("valid")
-        };
         store
             .append(vec![AppendGroup {
                 stream: "r".into(),
