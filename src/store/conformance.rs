@@ -48,6 +48,249 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     keys_round_trip_and_revoke(&make()).await;
     source_state_and_rejected_round_trip(&make()).await;
     leases_are_exclusive_expire_and_fence(&make()).await;
+    archive_batches_guard_deletion_and_restore(&make()).await;
+    delivery_cursors_round_trip(&make()).await;
+}
+
+fn batch_of(
+    stream: &str,
+    events: &[super::StoredEvent],
+    start: u64,
+    end: u64,
+) -> super::ArchiveBatch {
+    let last = events.iter().find(|e| e.seq == end).unwrap();
+    super::ArchiveBatch {
+        stream: stream.into(),
+        start_seq: start,
+        end_seq: end,
+        count: end - start + 1,
+        first_time: "2026-01-01T00:00:00.000000Z".into(),
+        last_time: "2026-01-01T00:00:00.000000Z".into(),
+        last_hash: last.hash.clone(),
+        object_key: format!("{stream}/events/{start}-{end}"),
+        object_sha256: "ab".repeat(32),
+        object_size: 10,
+        raw_size: 20,
+        manifest_key: format!("{stream}/manifests/{start}-{end}"),
+        manifest_sha256: "cd".repeat(32),
+        created: "2026-01-02T00:00:00.000000Z".into(),
+    }
+}
+
+pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
+    use super::{RestoredEvent, StoreError};
+    let ids: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.append(vec![group("s", &refs)]).await.unwrap();
+    let all = store.read_events("s", 1, 100).await.unwrap();
+    assert!(all.iter().all(|e| !e.restored));
+
+    // Batches must start at 1, continue the last one, and stay below the head.
+    let b1 = batch_of("s", &all, 1, 4);
+    let mut wrong = b1.clone();
+    wrong.start_seq = 2;
+    wrong.count = 3;
+    assert!(matches!(
+        store.record_archive_batch(wrong, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    store.record_archive_batch(b1.clone(), None).await.unwrap();
+    // Recording the same batch again (later) is a no-op; another at its start is refused.
+    let mut again = b1.clone();
+    again.created = "2026-02-01T00:00:00.000000Z".into();
+    store.record_archive_batch(again, None).await.unwrap();
+    let mut other = b1.clone();
+    other.object_sha256 = "ef".repeat(32);
+    let e = store.record_archive_batch(other, None).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    let mut gap = batch_of("s", &all, 6, 7);
+    gap.count = 2;
+    assert!(matches!(
+        store.record_archive_batch(gap, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    let mut past_head = batch_of("s", &all, 5, 10);
+    past_head.end_seq = 11;
+    past_head.count = 7;
+    assert!(matches!(
+        store.record_archive_batch(past_head, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    store
+        .record_archive_batch(batch_of("s", &all, 5, 6), None)
+        .await
+        .unwrap();
+
+    let listed = store.archive_batches(Some("s"), 0, 10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|b| (b.start_seq, b.end_seq))
+            .collect::<Vec<_>>(),
+        vec![(1, 4), (5, 6)]
+    );
+    assert_eq!(listed[0].created, b1.created, "the first recording stands");
+    assert_eq!(store.archive_batches(None, 5, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .last_archive_batch("s")
+            .await
+            .unwrap()
+            .unwrap()
+            .end_seq,
+        6
+    );
+    assert!(store.last_archive_batch("nope").await.unwrap().is_none());
+    let info = store.stream("s").await.unwrap().unwrap();
+    assert_eq!((info.oldest_hot_seq, info.archived_seq), (Some(1), Some(6)));
+
+    // Deletion never passes the archived seq, whatever the caller asks; it
+    // goes in chunks, lowest first.
+    let now = "2026-03-01T00:00:00.000000Z";
+    assert_eq!(
+        store.delete_archived("s", 100, now, 4, None).await.unwrap(),
+        4
+    );
+    assert_eq!(store.read_events("s", 1, 1).await.unwrap()[0].seq, 5);
+    assert_eq!(
+        store
+            .delete_archived("s", 100, now, 100, None)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_archived("s", 100, now, 100, None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.read_events("s", 1, 100).await.unwrap().len(), 4);
+    let info = store.stream("s").await.unwrap().unwrap();
+    assert_eq!(
+        (info.oldest_hot_seq, info.archived_seq, info.head_seq),
+        (Some(7), Some(6), 10)
+    );
+
+    // Restore brings rows back, marked, skipping those present; never past the archive.
+    let restored: Vec<RestoredEvent> = all[1..3]
+        .iter()
+        .map(|e| RestoredEvent {
+            seq: e.seq,
+            id: format!("a{}", e.seq - 1),
+            event_type: "test.event".into(),
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            received: "2026-01-01T00:00:00.000000Z".into(),
+            hash: e.hash.clone(),
+            body: e.body.clone(),
+        })
+        .collect();
+    assert_eq!(
+        store
+            .restore_events("s", restored.clone(), now)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .restore_events("s", restored.clone(), now)
+            .await
+            .unwrap(),
+        0
+    );
+    let back = store.read_events("s", 1, 100).await.unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|e| (e.seq, e.restored))
+            .take(3)
+            .collect::<Vec<_>>(),
+        vec![(2, true), (3, true), (7, false)]
+    );
+    assert_eq!(
+        back[0],
+        super::StoredEvent {
+            restored: true,
+            ..all[1].clone()
+        }
+    );
+    let mut beyond = restored[0].clone();
+    beyond.seq = 8;
+    assert!(matches!(
+        store.restore_events("s", vec![beyond], now).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A restored row stays until it was restored before the cutoff.
+    assert_eq!(
+        store
+            .delete_archived("s", 100, "2026-02-01T00:00:00.000000Z", 100, None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_archived("s", 100, "2026-04-01T00:00:00.000000Z", 100, None)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.read_events("s", 1, 1).await.unwrap()[0].seq, 7);
+
+    // Fenced writes.
+    let lease = store
+        .acquire_lease("archiver", "n1", std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_lease(&lease).await.unwrap();
+    let e = store
+        .delete_archived("s", 100, now, 100, Some(&lease))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+    let e = store
+        .record_archive_batch(batch_of("s", &all, 7, 8), Some(&lease))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+    assert_eq!(
+        store
+            .last_archive_batch("s")
+            .await
+            .unwrap()
+            .unwrap()
+            .end_seq,
+        6
+    );
+}
+
+pub async fn delivery_cursors_round_trip<S: Store>(store: &S) {
+    use super::DeliveryCursor;
+    assert!(store.delivery_cursors().await.unwrap().is_empty());
+    let c = |d: &str, s: &str, seq, past| DeliveryCursor {
+        destination: d.into(),
+        stream: s.into(),
+        seq,
+        archive_past: past,
+    };
+    store
+        .put_delivery_cursor(c("b", "s", 3, false), None)
+        .await
+        .unwrap();
+    store
+        .put_delivery_cursor(c("a", "s", 1, true), None)
+        .await
+        .unwrap();
+    store
+        .put_delivery_cursor(c("b", "s", 5, false), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_cursors().await.unwrap(),
+        vec![c("a", "s", 1, true), c("b", "s", 5, false)]
+    );
 }
 
 pub async fn leases_are_exclusive_expire_and_fence<S: Store>(store: &S) {

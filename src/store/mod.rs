@@ -122,6 +122,8 @@ pub struct StreamInfo {
     pub head_hash: String,
     /// Oldest seq still in the hot store (None when it holds none).
     pub oldest_hot_seq: Option<u64>,
+    /// Highest seq recorded as archived (None before the first batch).
+    pub archived_seq: Option<u64>,
 }
 
 /// One stored event row.
@@ -130,6 +132,75 @@ pub struct StoredEvent {
     /// Seq column.
     pub seq: u64,
     /// Hash column (lowercase hex).
+    pub hash: String,
+    /// Canonical body without `hash`.
+    pub body: String,
+    /// Whether the row was brought back from the archive (`restore`).
+    pub restored: bool,
+}
+
+/// An archived batch, recorded in the hot store only after its object and
+/// manifest were written create-only and read back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveBatch {
+    /// Stream name.
+    pub stream: String,
+    /// First seq in the object.
+    pub start_seq: u64,
+    /// Last seq in the object.
+    pub end_seq: u64,
+    /// Events in the object (`end_seq - start_seq + 1`).
+    pub count: u64,
+    /// `time` of the first event.
+    pub first_time: String,
+    /// `time` of the last event.
+    pub last_time: String,
+    /// Hash of the last event.
+    pub last_hash: String,
+    /// Object key, relative to the archive's prefix.
+    pub object_key: String,
+    /// SHA-256 of the object as stored (compressed), hex.
+    pub object_sha256: String,
+    /// Size of the object as stored, bytes.
+    pub object_size: u64,
+    /// Size of the NDJSON before compression, bytes.
+    pub raw_size: u64,
+    /// Manifest key, relative to the archive's prefix.
+    pub manifest_key: String,
+    /// SHA-256 of the manifest file, hex.
+    pub manifest_sha256: String,
+    /// When the batch was recorded (RFC 3339).
+    pub created: String,
+}
+
+/// How far one destination has delivered one stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryCursor {
+    /// Destination name.
+    pub destination: String,
+    /// Stream name.
+    pub stream: String,
+    /// Highest seq delivered (0: none yet).
+    pub seq: u64,
+    /// Whether the operator lets hot deletion pass this cursor (the
+    /// destination is then fed from the archive).
+    pub archive_past: bool,
+}
+
+/// An archived event brought back into the hot store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredEvent {
+    /// Seq (unchanged).
+    pub seq: u64,
+    /// Event id.
+    pub id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Event time.
+    pub time: String,
+    /// Receipt time.
+    pub received: String,
+    /// Hash (unchanged, checked by the caller).
     pub hash: String,
     /// Canonical body without `hash`.
     pub body: String,
@@ -346,6 +417,121 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>>;
+
+    /// Records an archived batch. It must start right after the stream's
+    /// last recorded batch (at 1 for the first) and end at or below the
+    /// head; recording the same batch again is a no-op. With `fence`, the
+    /// lease is checked in the same transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a batch that does not fit (not
+    /// contiguous, past the head, or differing from the one recorded at its
+    /// start), [`StoreError::Fenced`], backend errors.
+    async fn record_archive_batch(&self, batch: ArchiveBatch, fence: Option<&Lease>) -> Result<()>;
+
+    /// Returns up to `limit` recorded batches of `stream` (all streams when
+    /// `None`) with `start_seq >= from_start`, by stream then seq.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn archive_batches(
+        &self,
+        stream: Option<&str>,
+        from_start: u64,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>>;
+
+    /// Returns the stream's last recorded batch.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn last_archive_batch(&self, stream: &str) -> Result<Option<ArchiveBatch>>;
+
+    /// Deletes up to `max_rows` events of `stream`, lowest seq first, with
+    /// seq ≤ `through_seq` **and** ≤ the stream's highest archived seq (the
+    /// store checks this itself). Restored rows go only when restored
+    /// before `restored_before`. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`], backend errors.
+    async fn delete_archived(
+        &self,
+        stream: &str,
+        through_seq: u64,
+        restored_before: &str,
+        max_rows: usize,
+        fence: Option<&Lease>,
+    ) -> Result<u64>;
+
+    /// Inserts archived events back into `stream`, marked restored at `at`;
+    /// seqs already in the hot store are skipped. Returns how many were
+    /// inserted.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when a seq is not covered by a recorded batch,
+    /// [`StoreError::NotFound`] for an unknown stream, backend errors.
+    async fn restore_events(
+        &self,
+        stream: &str,
+        events: Vec<RestoredEvent>,
+        at: &str,
+    ) -> Result<u64>;
+
+    /// Creates or moves a destination's cursor on a stream.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`], backend errors.
+    async fn put_delivery_cursor(
+        &self,
+        cursor: DeliveryCursor,
+        fence: Option<&Lease>,
+    ) -> Result<()>;
+
+    /// Returns every delivery cursor, by destination then stream.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delivery_cursors(&self) -> Result<Vec<DeliveryCursor>>;
+}
+
+/// Checks that an identical batch is being recorded again (the creation
+/// time may differ: a retried run records later).
+pub(crate) fn same_batch(existing: &ArchiveBatch, new: &ArchiveBatch) -> Result<()> {
+    let mut a = existing.clone();
+    a.created.clone_from(&new.created);
+    if a == *new {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "stream {}: an archive batch at seq {} is already recorded with other contents (object {}, manifest {})",
+            new.stream, new.start_seq, existing.object_key, existing.manifest_key
+        )))
+    }
+}
+
+/// Checks that `batch` continues the stream's recorded batches.
+pub(crate) fn check_batch_fits(
+    batch: &ArchiveBatch,
+    last_end: Option<u64>,
+    head: u64,
+) -> Result<()> {
+    let want = last_end.map_or(1, |l| l + 1);
+    let bad = |why: String| {
+        Err(StoreError::Corrupt(format!(
+            "stream {}: archive batch {}-{}: {why}",
+            batch.stream, batch.start_seq, batch.end_seq
+        )))
+    };
+    if batch.start_seq != want {
+        return bad(format!("must start at seq {want}"));
+    }
+    if batch.end_seq < batch.start_seq || batch.count != batch.end_seq - batch.start_seq + 1 {
+        return bad(format!("count {} does not match the range", batch.count));
+    }
+    if batch.end_seq > head {
+        return bad(format!("ends past the head (seq {head})"));
+    }
+    Ok(())
 }
 
 /// Convenience methods over [`Store`].

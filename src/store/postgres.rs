@@ -27,14 +27,56 @@ use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, Lease, RejectedEvent, Result, SourceState,
     Store, StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
+use super::{ArchiveBatch, DeliveryCursor, RestoredEvent};
 use crate::chain::tiles::{TileId, TileWriter, changed_strips, join_strips, partial_tiles};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("sql/postgres/001_init.sql"),
     include_str!("sql/postgres/002_leases.sql"),
+    include_str!("sql/postgres/003_archive.sql"),
 ];
+
+const BATCH_COLUMNS: &str = "s.name, b.start_seq, b.end_seq, b.count, b.first_time, b.last_time, b.last_hash, b.object_key, \
+    b.object_sha256, b.object_size, b.raw_size, b.manifest_key, b.manifest_sha256, b.created";
+
+fn batch_from_row(r: &tokio_postgres::Row) -> ArchiveBatch {
+    ArchiveBatch {
+        stream: r.get(0),
+        start_seq: r.get::<_, i64>(1) as u64,
+        end_seq: r.get::<_, i64>(2) as u64,
+        count: r.get::<_, i64>(3) as u64,
+        first_time: r.get(4),
+        last_time: r.get(5),
+        last_hash: r.get(6),
+        object_key: r.get(7),
+        object_sha256: r.get(8),
+        object_size: r.get::<_, i64>(9) as u64,
+        raw_size: r.get::<_, i64>(10) as u64,
+        manifest_key: r.get(11),
+        manifest_sha256: r.get(12),
+        created: r.get(13),
+    }
+}
+
+/// Fails with [`StoreError::Fenced`] unless `fence` (if any) is still held;
+/// `FOR SHARE` holds off a takeover until the transaction ends.
+async fn check_fence(tx: &deadpool_postgres::Transaction<'_>, fence: Option<&Lease>) -> Result<()> {
+    let Some(l) = fence else { return Ok(()) };
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3 \
+             AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint FOR SHARE",
+            &[&l.name, &l.holder, &l.token],
+        )
+        .await
+        .map_err(backend)?;
+    if held.is_none() {
+        return Err(StoreError::Fenced(l.name.clone()));
+    }
+    Ok(())
+}
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend {
@@ -437,7 +479,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id) FROM streams s ORDER BY s.name",
+                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
+                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id) FROM streams s ORDER BY s.name",
                 &[],
             )
             .await
@@ -449,6 +492,7 @@ impl Store for PostgresStore {
                 head_seq: r.get::<_, i64>(1) as u64,
                 head_hash: r.get(2),
                 oldest_hot_seq: r.get::<_, Option<i64>>(3).map(|s| s as u64),
+                archived_seq: r.get::<_, Option<i64>>(4).map(|s| s as u64),
             })
             .collect())
     }
@@ -463,7 +507,7 @@ impl Store for PostgresStore {
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = c
             .query(
-                "SELECT e.seq, e.hash, e.body FROM events e JOIN streams s ON s.id = e.stream_id \
+                "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
                  WHERE s.name = $1 AND e.seq >= $2 ORDER BY e.seq LIMIT $3",
                 &[&stream, &(from_seq as i64), &limit],
             )
@@ -475,6 +519,7 @@ impl Store for PostgresStore {
                 seq: r.get::<_, i64>(0) as u64,
                 hash: r.get(1),
                 body: r.get(2),
+                restored: r.get(3),
             })
             .collect())
     }
@@ -587,20 +632,7 @@ impl Store for PostgresStore {
     async fn put_source_state(&self, st: SourceState, fence: Option<&Lease>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        if let Some(l) = fence {
-            // FOR SHARE holds off a takeover until this transaction ends.
-            let held = tx
-                .query_opt(
-                    "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3 \
-                     AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint FOR SHARE",
-                    &[&l.name, &l.holder, &l.token],
-                )
-                .await
-                .map_err(backend)?;
-            if held.is_none() {
-                return Err(StoreError::Fenced(l.name.clone()));
-            }
-        }
+        check_fence(&tx, fence).await?;
         let c = &tx;
         c.execute(
             "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
@@ -732,6 +764,208 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+
+    async fn record_archive_batch(&self, batch: ArchiveBatch, fence: Option<&Lease>) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        check_fence(&tx, fence).await?;
+        let row = tx
+            .query_opt(
+                "SELECT id, head_seq FROM streams WHERE name = $1",
+                &[&batch.stream],
+            )
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("stream {}", batch.stream)))?;
+        let (sid, head): (i64, i64) = (row.get(0), row.get(1));
+        let existing = tx
+            .query_opt(
+                &format!("SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id WHERE b.stream_id = $1 AND b.start_seq = $2"),
+                &[&sid, &(batch.start_seq as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        if let Some(e) = existing {
+            return super::same_batch(&batch_from_row(&e), &batch);
+        }
+        let last: Option<i64> = tx
+            .query_one(
+                "SELECT MAX(end_seq) FROM archive_batches WHERE stream_id = $1",
+                &[&sid],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        super::check_batch_fits(&batch, last.map(|l| l as u64), head as u64)?;
+        tx.execute(
+            "INSERT INTO archive_batches (stream_id, start_seq, end_seq, count, first_time, last_time, last_hash, object_key, \
+             object_sha256, object_size, raw_size, manifest_key, manifest_sha256, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &sid, &(batch.start_seq as i64), &(batch.end_seq as i64), &(batch.count as i64), &batch.first_time,
+                &batch.last_time, &batch.last_hash, &batch.object_key, &batch.object_sha256, &(batch.object_size as i64),
+                &(batch.raw_size as i64), &batch.manifest_key, &batch.manifest_sha256, &batch.created,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn archive_batches(
+        &self,
+        stream: Option<&str>,
+        from_start: u64,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>> {
+        let c = self.client().await?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                     WHERE ($1::TEXT IS NULL OR s.name = $1) AND b.start_seq >= $2 ORDER BY s.name, b.start_seq LIMIT $3"
+                ),
+                &[&stream, &(from_start as i64), &limit],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(batch_from_row).collect())
+    }
+
+    async fn last_archive_batch(&self, stream: &str) -> Result<Option<ArchiveBatch>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                     WHERE s.name = $1 ORDER BY b.start_seq DESC LIMIT 1"
+                ),
+                &[&stream],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(batch_from_row))
+    }
+
+    async fn delete_archived(
+        &self,
+        stream: &str,
+        through_seq: u64,
+        restored_before: &str,
+        max_rows: usize,
+        fence: Option<&Lease>,
+    ) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        check_fence(&tx, fence).await?;
+        // The store's own guard for invariant 5: never past what is recorded as archived.
+        let n = tx
+            .execute(
+                "WITH s AS (SELECT id, COALESCE((SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = streams.id), 0) AS archived \
+                            FROM streams WHERE name = $1) \
+                 DELETE FROM events WHERE stream_id = (SELECT id FROM s) AND seq IN ( \
+                   SELECT e.seq FROM events e, s WHERE e.stream_id = s.id AND e.seq <= LEAST($2, s.archived) \
+                   AND (e.restored IS NULL OR e.restored < $3) ORDER BY e.seq LIMIT $4)",
+                &[&stream, &(through_seq.min(i64::MAX as u64) as i64), &restored_before, &(max_rows.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn restore_events(
+        &self,
+        stream: &str,
+        events: Vec<RestoredEvent>,
+        at: &str,
+    ) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let row = tx
+            .query_opt(
+                "SELECT s.id, COALESCE((SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), 0) FROM streams s WHERE s.name = $1",
+                &[&stream],
+            )
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("stream {stream}")))?;
+        let (sid, archived): (i64, i64) = (row.get(0), row.get(1));
+        let ins = tx
+            .prepare(
+                "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body, restored) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(backend)?;
+        let mut n = 0;
+        for e in &events {
+            if e.seq == 0 || e.seq > archived as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {stream}: seq {} is not covered by a recorded archive batch (archived through {archived})",
+                    e.seq
+                )));
+            }
+            n += tx
+                .execute(
+                    &ins,
+                    &[
+                        &sid,
+                        &(e.seq as i64),
+                        &e.id,
+                        &e.event_type,
+                        &e.time,
+                        &e.received,
+                        &e.hash,
+                        &e.body,
+                        &at,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn put_delivery_cursor(
+        &self,
+        cursor: DeliveryCursor,
+        fence: Option<&Lease>,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        check_fence(&tx, fence).await?;
+        tx.execute(
+            "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated",
+            &[&cursor.destination, &cursor.stream, &(cursor.seq as i64), &cursor.archive_past, &format_received(time::OffsetDateTime::now_utc())],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delivery_cursors(&self) -> Result<Vec<DeliveryCursor>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT destination, stream, seq, archive_past FROM delivery_cursors ORDER BY destination, stream",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryCursor {
+                destination: r.get(0),
+                stream: r.get(1),
+                seq: r.get::<_, i64>(2) as u64,
+                archive_past: r.get(3),
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -786,7 +1020,7 @@ mod tests {
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..10 {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
                     .await

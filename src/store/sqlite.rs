@@ -19,20 +19,21 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::Lease;
 use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
     StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
+use super::{ArchiveBatch, DeliveryCursor, Lease, RestoredEvent};
 use crate::chain::tiles::{TileId, TileWriter};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const SCHEMA_VERSION: i64 = 3;
-const MIGRATIONS: [&str; 3] = [
+const SCHEMA_VERSION: i64 = 4;
+const MIGRATIONS: [&str; 4] = [
     include_str!("sql/sqlite/001_init.sql"),
     include_str!("sql/sqlite/002_sources.sql"),
     include_str!("sql/sqlite/003_leases.sql"),
+    include_str!("sql/sqlite/004_archive.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -418,6 +419,45 @@ fn read_tile(c: &Connection, stream_id: i64, t: TileId) -> rusqlite::Result<Opti
     Ok(crate::chain::tiles::join_strips(strips))
 }
 
+/// Fails with [`StoreError::Fenced`] unless `fence` (if any) is still held.
+/// Call inside the writer (or its transaction) so nothing interleaves.
+fn check_fence(c: &Connection, fence: Option<&Lease>) -> Result<()> {
+    let Some(l) = fence else { return Ok(()) };
+    let held = c
+        .query_row(
+            "SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_ms > ?4",
+            params![l.name, l.holder, l.token, now_ms()],
+            |_| Ok(()),
+        )
+        .optional()?;
+    if held.is_none() {
+        return Err(StoreError::Fenced(l.name.clone()));
+    }
+    Ok(())
+}
+
+const BATCH_COLUMNS: &str = "s.name, b.start_seq, b.end_seq, b.count, b.first_time, b.last_time, b.last_hash, b.object_key, \
+    b.object_sha256, b.object_size, b.raw_size, b.manifest_key, b.manifest_sha256, b.created";
+
+fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveBatch> {
+    Ok(ArchiveBatch {
+        stream: r.get(0)?,
+        start_seq: r.get::<_, i64>(1)? as u64,
+        end_seq: r.get::<_, i64>(2)? as u64,
+        count: r.get::<_, i64>(3)? as u64,
+        first_time: r.get(4)?,
+        last_time: r.get(5)?,
+        last_hash: r.get(6)?,
+        object_key: r.get(7)?,
+        object_sha256: r.get(8)?,
+        object_size: r.get::<_, i64>(9)? as u64,
+        raw_size: r.get::<_, i64>(10)? as u64,
+        manifest_key: r.get(11)?,
+        manifest_sha256: r.get(12)?,
+        created: r.get(13)?,
+    })
+}
+
 fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
     let hash: Vec<u8> = r.get(3)?;
     let mut secret_hash = [0u8; 32];
@@ -443,7 +483,8 @@ impl Store for SqliteStore {
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
         self.read(|c| {
             let mut q = c.prepare_cached(
-                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id) \
+                "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
+                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id) \
                  FROM streams s ORDER BY s.name",
             )?;
             let rows = q.query_map([], |r| {
@@ -452,6 +493,7 @@ impl Store for SqliteStore {
                     head_seq: r.get::<_, i64>(1)? as u64,
                     head_hash: r.get(2)?,
                     oldest_hot_seq: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                    archived_seq: r.get::<_, Option<i64>>(4)?.map(|s| s as u64),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -468,7 +510,7 @@ impl Store for SqliteStore {
         let stream = stream.to_owned();
         self.read(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT e.seq, e.hash, e.body FROM events e JOIN streams s ON s.id = e.stream_id \
+                "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
                  WHERE s.name = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
             )?;
             let rows = q.query_map(params![stream, from_seq as i64, limit as i64], |r| {
@@ -476,6 +518,7 @@ impl Store for SqliteStore {
                     seq: r.get::<_, i64>(0)? as u64,
                     hash: r.get(1)?,
                     body: r.get(2)?,
+                    restored: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -590,19 +633,7 @@ impl Store for SqliteStore {
         self.write(move |w| {
             // The writer thread serializes every write, so the check and the
             // write below cannot interleave with a takeover.
-            if let Some(l) = &fence {
-                let held = w
-                    .conn
-                    .query_row(
-                        "SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_ms > ?4",
-                        params![l.name, l.holder, l.token, now_ms()],
-                        |_| Ok(()),
-                    )
-                    .optional()?;
-                if held.is_none() {
-                    return Err(StoreError::Fenced(l.name.clone()));
-                }
-            }
+            check_fence(&w.conn, fence.as_ref())?;
             w.conn.execute(
                 "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
@@ -706,6 +737,184 @@ impl Store for SqliteStore {
             )?;
             let rows = q.query_map(params![source, limit as i64], |r| {
                 Ok(RejectedEvent { source: r.get(0)?, at: r.get(1)?, position: r.get(2)?, reason: r.get(3)?, raw: r.get(4)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_archive_batch(&self, batch: ArchiveBatch, fence: Option<&Lease>) -> Result<()> {
+        let fence = fence.cloned();
+        self.write(move |w| {
+            let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, fence.as_ref())?;
+            let (stream_id, head_seq) = tx
+                .query_row("SELECT id, head_seq FROM streams WHERE name = ?1", [&batch.stream], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("stream {}", batch.stream)))?;
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id WHERE b.stream_id = ?1 AND b.start_seq = ?2"),
+                    params![stream_id, batch.start_seq as i64],
+                    batch_from_row,
+                )
+                .optional()?;
+            if let Some(e) = existing {
+                return super::same_batch(&e, &batch);
+            }
+            let last: Option<i64> = tx.query_row(
+                "SELECT MAX(end_seq) FROM archive_batches WHERE stream_id = ?1",
+                [stream_id],
+                |r| r.get(0),
+            )?;
+            super::check_batch_fits(&batch, last.map(|l| l as u64), head_seq)?;
+            tx.execute(
+                "INSERT INTO archive_batches (stream_id, start_seq, end_seq, count, first_time, last_time, last_hash, object_key, \
+                 object_sha256, object_size, raw_size, manifest_key, manifest_sha256, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    stream_id, batch.start_seq as i64, batch.end_seq as i64, batch.count as i64, batch.first_time, batch.last_time,
+                    batch.last_hash, batch.object_key, batch.object_sha256, batch.object_size as i64, batch.raw_size as i64,
+                    batch.manifest_key, batch.manifest_sha256, batch.created
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn archive_batches(
+        &self,
+        stream: Option<&str>,
+        from_start: u64,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>> {
+        let stream = stream.map(str::to_owned);
+        self.read(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                 WHERE (?1 IS NULL OR s.name = ?1) AND b.start_seq >= ?2 ORDER BY s.name, b.start_seq LIMIT ?3"
+            ))?;
+            let rows = q.query_map(params![stream, from_start as i64, limit as i64], batch_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn last_archive_batch(&self, stream: &str) -> Result<Option<ArchiveBatch>> {
+        let stream = stream.to_owned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                 WHERE s.name = ?1 ORDER BY b.start_seq DESC LIMIT 1"
+            ))?;
+            Ok(q.query_row([stream], batch_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn delete_archived(
+        &self,
+        stream: &str,
+        through_seq: u64,
+        restored_before: &str,
+        max_rows: usize,
+        fence: Option<&Lease>,
+    ) -> Result<u64> {
+        let (stream, restored_before, fence) = (
+            stream.to_owned(),
+            restored_before.to_owned(),
+            fence.cloned(),
+        );
+        self.write(move |w| {
+            let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, fence.as_ref())?;
+            // The store's own guard for invariant 5: never past what is recorded as archived.
+            let n = tx.execute(
+                "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = ?1) AND seq IN ( \
+                   SELECT e.seq FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ?1 \
+                   AND e.seq <= MIN(?2, COALESCE((SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), 0)) \
+                   AND (e.restored IS NULL OR e.restored < ?3) ORDER BY e.seq LIMIT ?4)",
+                params![stream, through_seq as i64, restored_before, max_rows as i64],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn restore_events(
+        &self,
+        stream: &str,
+        events: Vec<RestoredEvent>,
+        at: &str,
+    ) -> Result<u64> {
+        let (stream, at) = (stream.to_owned(), at.to_owned());
+        self.write(move |w| {
+            let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (stream_id, archived) = tx
+                .query_row(
+                    "SELECT s.id, (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id) FROM streams s WHERE s.name = ?1",
+                    [&stream],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("stream {stream}")))?;
+            let mut n = 0u64;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body, restored) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                )?;
+                for e in &events {
+                    if e.seq == 0 || e.seq > archived {
+                        return Err(StoreError::Corrupt(format!(
+                            "stream {stream}: seq {} is not covered by a recorded archive batch (archived through {archived})",
+                            e.seq
+                        )));
+                    }
+                    n += ins.execute(params![stream_id, e.seq as i64, e.id, e.event_type, e.time, e.received, e.hash, e.body, at])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn put_delivery_cursor(
+        &self,
+        cursor: DeliveryCursor,
+        fence: Option<&Lease>,
+    ) -> Result<()> {
+        let fence = fence.cloned();
+        self.write(move |w| {
+            check_fence(&w.conn, fence.as_ref())?;
+            w.conn.execute(
+                "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated",
+                params![cursor.destination, cursor.stream, cursor.seq as i64, cursor.archive_past, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delivery_cursors(&self) -> Result<Vec<DeliveryCursor>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT destination, stream, seq, archive_past FROM delivery_cursors ORDER BY destination, stream",
+            )?;
+            let rows = q.query_map([], |r| {
+                Ok(DeliveryCursor {
+                    destination: r.get(0)?,
+                    stream: r.get(1)?,
+                    seq: r.get::<_, i64>(2)? as u64,
+                    archive_past: r.get(3)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
