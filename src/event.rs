@@ -494,6 +494,20 @@ pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) ->
 /// before `id` and may hold an `id` of their own (regression: the hash once
 /// landed inside `actor`).
 pub fn stored_json(body: &str, hash_hex: &str) -> String {
+    if let Some(at) = hash_position(body.as_bytes()) {
+        let mut s = String::with_capacity(body.len() + 76);
+        s.push_str(&body[..at]);
+        s.push_str("\"hash\":\"");
+        s.push_str(hash_hex);
+        s.push_str("\",");
+        s.push_str(&body[at..]);
+        return s;
+    }
+    stored_json_parsed(body, hash_hex)
+}
+
+/// [`stored_json`] by parsing and re-canonicalizing (the reference).
+fn stored_json_parsed(body: &str, hash_hex: &str) -> String {
     match serde_json::from_str::<Value>(body) {
         Ok(Value::Object(mut m)) => {
             m.insert("hash".into(), Value::String(hash_hex.to_owned()));
@@ -502,6 +516,85 @@ pub fn stored_json(body: &str, hash_hex: &str) -> String {
         }
         // A body that is not an object is served as stored; verify reports it.
         _ => body.to_owned(),
+    }
+}
+
+/// Where `"hash"` goes in a canonical body: before the first top-level key
+/// that sorts after it (`id`, always present in a stored event). Skips the
+/// values of earlier keys (`actor`, `data`) without parsing them; `None`
+/// when the body does not look canonical (the caller parses instead).
+fn hash_position(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    let mut i = 1;
+    loop {
+        let key_start = i;
+        let key_end = skip_string(b, i)?; // index after the closing quote
+        let key = &b[key_start + 1..key_end - 1];
+        // Top-level keys of a stored event are plain ASCII.
+        if key.iter().any(|&c| c == b'\\' || c >= 0x80) {
+            return None;
+        }
+        if key > b"hash".as_slice() {
+            return (key_start > 1 || b.len() > 2).then_some(key_start);
+        }
+        if b.get(key_end) != Some(&b':') {
+            return None;
+        }
+        i = skip_value(b, key_end + 1)?;
+        match b.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// Skips a JSON string starting at `b[i] == '"'`; returns the index after it.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// Skips one JSON value starting at `i`; returns the index after it.
+fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            while !matches!(*b.get(i)?, b',' | b'}' | b']') {
+                i += 1;
+            }
+            Some(i)
+        }
     }
 }
 
@@ -755,6 +848,44 @@ mod tests {
             let bytes = canonical_bytes(&ev, &stream, seq, crate::chain::ZERO_HASH_HEX);
             let parsed: Value = serde_json::from_slice(&bytes).expect("assembled bytes are JSON");
             prop_assert_eq!(serde_json_canonicalizer::to_vec(&parsed).expect("jcs"), bytes);
+        }
+
+        /// Splicing `hash` into the canonical body gives what parsing gives.
+        #[test]
+        fn spliced_hash_equals_parsed(
+            data in proptest::option::of(proptest::collection::btree_map("\\PC{0,6}", arb_json(), 0..4)),
+            actor in proptest::option::of(arb_json()),
+            subject in proptest::option::of(arb_json()),
+            id in "[!#-\\[\\]-~]{1,20}",
+            seq in 1u64..(1 << 53),
+        ) {
+            let mut obj = json!({"id": id, "type": "t.x"});
+            if let Some(d) = data { obj["data"] = Value::Object(d.into_iter().collect()); }
+            if let Some(a) = actor.filter(|a| a.is_object() || a.is_string()) { obj["actor"] = a; }
+            if let Some(s) = subject.filter(|s| s.is_object() || s.is_string()) { obj["subject"] = s; }
+            let Ok(ev) = validate(0, obj, RECEIVED, &Limits { max_event_bytes: 1 << 30, ..Limits::default() }) else {
+                return Ok(());
+            };
+            let body = String::from_utf8(canonical_bytes(&ev, "s", seq, crate::chain::ZERO_HASH_HEX)).expect("utf8");
+            prop_assert!(hash_position(body.as_bytes()).is_some());
+            prop_assert_eq!(stored_json(&body, &"ab".repeat(32)), stored_json_parsed(&body, &"ab".repeat(32)));
+        }
+    }
+
+    #[test]
+    fn splicing_falls_back_on_odd_bodies() {
+        for odd in [
+            "",
+            "{}",
+            "[1]",
+            "{\"a\":1",
+            "{\"actor\":{\"x\":\"}\"},\"id\":\"e\"}",
+        ] {
+            assert_eq!(
+                stored_json(odd, "ab"),
+                stored_json_parsed(odd, "ab"),
+                "{odd}"
+            );
         }
     }
 }

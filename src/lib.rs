@@ -21,6 +21,7 @@
 //! `chain`/`event`.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod chain;
 pub mod cli;

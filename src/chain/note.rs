@@ -213,6 +213,22 @@ impl NoteSigner {
         }
     }
 
+    /// Returns the key's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns the key id.
+    pub fn key_id(&self) -> u32 {
+        self.key_id
+    }
+
+    /// Signs raw bytes (Ed25519). Callers prefix a context string of their
+    /// own so a signature can never be taken for a note's.
+    pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
     /// Returns `text` signed: the text, a blank line, and one signature line.
     ///
     /// # Errors

@@ -1,0 +1,527 @@
+//! One archive run.
+//!
+//! Per stream, from the seq after the last recorded batch: take the oldest
+//! events received before the cutoff, in segments bounded by count, bytes
+//! and UTC day of receipt (so each object sits in its `dt=` partition), and
+//! for each segment:
+//!
+//! 1. check every hash and link (corrupt hot data is never archived);
+//! 2. put the object create-only, read it back (size, SHA-256);
+//! 3. sign the manifest (chained to the previous one), put it create-only,
+//!    read it back; a manifest already there from a crashed run is adopted
+//!    if it is signed by this log's key and describes the same batch;
+//! 4. sign a checkpoint at the segment's last seq, store it hot and put it
+//!    at `{stream}/checkpoints/{size:020}`;
+//! 5. record the batch in the hot store;
+//!
+//! and then delete hot events up to the archived seq, never past a
+//! destination's cursor unless that destination allows it. A crash after
+//! any step leaves either nothing or something the next run finishes: keys
+//! are fixed by the seq range and encoding is deterministic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::bucket::{Bucket, ProbeResult, PutOutcome, layout};
+use super::manifest::{self, Manifest, ObjectInfo};
+use super::segment::{Compression, Segment, SegmentBuilder};
+use super::{ArchiveError, failpoint};
+use crate::chain::checkpoint::Checkpoint;
+use crate::chain::note::NoteSigner;
+use crate::chain::{ZERO_HASH_HEX, event_hash, merkle};
+use crate::event::{format_received, stored_json};
+use crate::ingest::checkpointer::origin;
+use crate::store::{ArchiveBatch, Lease, ReaderSource, Store, StoreExt, StoredCheckpoint};
+
+/// Archive settings (`[archive]` in the config file).
+#[derive(Clone)]
+pub struct ArchiveSettings {
+    /// Events received longer ago than this are archived (default 90 days).
+    pub older_than: Duration,
+    /// Most events per object (default 100,000).
+    pub segment_events: u64,
+    /// Most uncompressed bytes per object (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Object compression (default gzip).
+    pub compression: Compression,
+    /// Shared secret for manifest HMACs, if configured.
+    pub hmac_key: Option<Vec<u8>>,
+    /// Archive to a store that fails the create-only probe (one archiver only).
+    pub single_writer: bool,
+}
+
+impl std::fmt::Debug for ArchiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveSettings")
+            .field("older_than", &self.older_than)
+            .field("segment_events", &self.segment_events)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("compression", &self.compression)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "redacted"))
+            .field("single_writer", &self.single_writer)
+            .finish()
+    }
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        Self {
+            older_than: Duration::from_secs(90 * 86_400),
+            segment_events: 100_000,
+            segment_bytes: 64 << 20,
+            compression: Compression::Gzip,
+            hmac_key: None,
+            single_writer: false,
+        }
+    }
+}
+
+/// Hot deletion stopped at a destination's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    /// Stream.
+    pub stream: String,
+    /// The destination whose cursor holds deletion back.
+    pub destination: String,
+    /// Its cursor: events after it stay hot.
+    pub cursor_seq: u64,
+    /// Archived up to here.
+    pub archived_seq: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The archive (URL without query).
+    pub archive: String,
+    /// Events received before this were eligible.
+    pub cutoff: String,
+    /// Batches recorded by this run.
+    pub batches: Vec<ArchiveBatch>,
+    /// Events archived by this run.
+    pub events_archived: u64,
+    /// Uncompressed NDJSON bytes archived.
+    pub raw_bytes: u64,
+    /// Bytes stored (compressed).
+    pub stored_bytes: u64,
+    /// Objects found already written by an earlier (crashed) run.
+    pub resumed_objects: u64,
+    /// Hot events deleted.
+    pub deleted: u64,
+    /// Where deletion stopped at a cursor.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// Runs archive passes over a hot store into a bucket.
+pub struct Archiver {
+    store: Arc<dyn Store>,
+    bucket: Bucket,
+    signer: NoteSigner,
+    log_name: String,
+    settings: ArchiveSettings,
+    probed: tokio::sync::OnceCell<ProbeResult>,
+}
+
+const PAGE: usize = 2000;
+const DELETE_CHUNK: usize = 5000;
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    prev: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    received: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+}
+
+impl Archiver {
+    /// A new archiver.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bucket: Bucket,
+        signer: NoteSigner,
+        log_name: String,
+        settings: ArchiveSettings,
+    ) -> Self {
+        Self {
+            store,
+            bucket,
+            signer,
+            log_name,
+            settings,
+            probed: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// Probes the bucket once per archiver and refuses a store that
+    /// overwrites, unless single-writer mode is on.
+    ///
+    /// # Errors
+    /// [`ArchiveError::NotCreateOnly`], or the probe's store error.
+    pub async fn check_store(&self) -> Result<ProbeResult, ArchiveError> {
+        let r = *self.probed.get_or_try_init(|| self.bucket.probe()).await?;
+        if r == ProbeResult::Overwrites {
+            if !self.settings.single_writer {
+                return Err(ArchiveError::NotCreateOnly(
+                    self.bucket.display().to_owned(),
+                ));
+            }
+            tracing::warn!(archive = %self.bucket.display(), "store overwrites on create-only writes; archiving in single-writer mode");
+        }
+        Ok(r)
+    }
+
+    /// Runs one pass at `now`. `fence` is the archiver lease (PostgreSQL
+    /// nodes); `progress` gets the events archived so far.
+    ///
+    /// # Errors
+    /// The first failure; batches recorded before it stay recorded, and the
+    /// next run goes on from there.
+    pub async fn run(
+        &self,
+        now: OffsetDateTime,
+        fence: Option<&Lease>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<RunReport, ArchiveError> {
+        self.check_store().await?;
+        let cutoff = format_received(now - self.settings.older_than);
+        let mut report = RunReport {
+            archive: self.bucket.display().to_owned(),
+            cutoff: cutoff.clone(),
+            ..RunReport::default()
+        };
+        let verifier = self.signer.verifier();
+        self.put_with_retry(
+            &layout::verifier_key(verifier.key_id()),
+            Bytes::from(format!("{verifier}\n")),
+        )
+        .await?;
+        let cursors = self.store.delivery_cursors().await?;
+        for info in self.store.streams().await? {
+            self.archive_stream(&info.name, &cutoff, fence, &mut report, progress)
+                .await?;
+            let Some(archived) = self
+                .store
+                .last_archive_batch(&info.name)
+                .await?
+                .map(|b| b.end_seq)
+            else {
+                continue;
+            };
+            let mut through = archived;
+            for c in cursors.iter().filter(|c| c.stream == info.name) {
+                if c.seq < archived && !c.archive_past {
+                    report.held_back.push(HeldBack {
+                        stream: info.name.clone(),
+                        destination: c.destination.clone(),
+                        cursor_seq: c.seq,
+                        archived_seq: archived,
+                        reason: format!(
+                            "destination {} has delivered up to seq {} only; events after it stay hot until it catches up (or set archive_past for it)",
+                            c.destination, c.seq
+                        ),
+                    });
+                    through = through.min(c.seq);
+                }
+            }
+            loop {
+                let n = self
+                    .store
+                    .delete_archived(&info.name, through, &cutoff, DELETE_CHUNK, fence)
+                    .await?;
+                report.deleted += n;
+                if n == 0 {
+                    break;
+                }
+                failpoint("archive.after_delete_chunk");
+            }
+        }
+        metrics::counter!("trailkeep_archive_events_total").increment(report.events_archived);
+        metrics::counter!("trailkeep_archive_bytes_total").increment(report.stored_bytes);
+        metrics::counter!("trailkeep_archive_hot_deleted_total").increment(report.deleted);
+        Ok(report)
+    }
+
+    async fn archive_stream(
+        &self,
+        stream: &str,
+        cutoff: &str,
+        fence: Option<&Lease>,
+        report: &mut RunReport,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), ArchiveError> {
+        let last = self.store.last_archive_batch(stream).await?;
+        let (mut next, mut prev_hash, mut prev_manifest) = match last {
+            Some(b) => (b.end_seq + 1, b.last_hash, Some(b.manifest_sha256)),
+            None => (1, ZERO_HASH_HEX.to_owned(), None),
+        };
+        loop {
+            let Some((segment, day)) = self.next_segment(stream, next, &prev_hash, cutoff).await?
+            else {
+                return Ok(());
+            };
+            let batch = self
+                .write_segment(stream, &segment, &day, prev_manifest.clone(), fence, report)
+                .await?;
+            next = batch.end_seq + 1;
+            prev_hash.clone_from(&batch.last_hash);
+            prev_manifest = Some(batch.manifest_sha256.clone());
+            report.events_archived += batch.count;
+            report.raw_bytes += batch.raw_size;
+            report.stored_bytes += batch.object_size;
+            report.batches.push(batch);
+            progress(report.events_archived);
+        }
+    }
+
+    /// Builds the next segment from `from`, or `None` when nothing there is
+    /// older than the cutoff.
+    async fn next_segment(
+        &self,
+        stream: &str,
+        from: u64,
+        prev_hash: &str,
+        cutoff: &str,
+    ) -> Result<Option<(Segment, String)>, ArchiveError> {
+        let mut b = SegmentBuilder::new(self.settings.compression, prev_hash)?;
+        let mut day: Option<String> = None;
+        let mut expected = from;
+        let mut prev = prev_hash.to_owned();
+        'pages: loop {
+            let rows = self.store.read_events(stream, expected, PAGE).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let chain = |message: String| ArchiveError::Chain {
+                    stream: stream.to_owned(),
+                    seq: row.seq,
+                    message,
+                };
+                if row.seq != expected {
+                    return Err(ArchiveError::Chain {
+                        stream: stream.to_owned(),
+                        seq: expected,
+                        message: format!(
+                            "missing from the hot store (next stored is seq {})",
+                            row.seq
+                        ),
+                    });
+                }
+                let meta: Meta<'_> = serde_json::from_str(&row.body)
+                    .map_err(|e| chain(format!("stored body is not an event: {e}")))?;
+                if *meta.received >= *cutoff {
+                    break 'pages;
+                }
+                let d = meta.received.get(..10).unwrap_or_default().to_owned();
+                if day.as_ref().is_some_and(|x| *x != d) {
+                    break 'pages;
+                }
+                let line = stored_json(&row.body, &row.hash);
+                if b.count() > 0
+                    && (b.count() >= self.settings.segment_events
+                        || b.raw_size() + line.len() as u64 + 1 > self.settings.segment_bytes)
+                {
+                    break 'pages;
+                }
+                let h = event_hash(row.body.as_bytes());
+                if hex::encode(h) != row.hash {
+                    return Err(chain("stored hash is not the SHA-256 of the body".into()));
+                }
+                if meta.prev != prev {
+                    return Err(chain(format!("prev {} does not link to {prev}", meta.prev)));
+                }
+                b.push(row.seq, &h, &line, &meta.time)?;
+                day.get_or_insert(d);
+                prev = row.hash;
+                expected += 1;
+            }
+        }
+        if b.count() == 0 {
+            return Ok(None);
+        }
+        let day = day.unwrap_or_default();
+        Ok(Some((b.finish()?, day)))
+    }
+
+    async fn put_with_retry(&self, key: &str, bytes: Bytes) -> Result<PutOutcome, ArchiveError> {
+        let size = bytes.len() as u64;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let attempt = || async {
+            let out = self.bucket.put_create(key, bytes.clone()).await?;
+            self.bucket.confirm(key, size, &sha).await?;
+            Ok(out)
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(3)
+                    .with_jitter(),
+            )
+            .when(ArchiveError::is_transient)
+            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "archive write failed; retrying"))
+            .await
+    }
+
+    async fn write_segment(
+        &self,
+        stream: &str,
+        seg: &Segment,
+        day: &str,
+        prev_manifest: Option<String>,
+        fence: Option<&Lease>,
+        report: &mut RunReport,
+    ) -> Result<ArchiveBatch, ArchiveError> {
+        let (start, end) = (seg.start_seq, seg.end_seq);
+        let object_key = layout::object_key(stream, day, start, end, self.settings.compression);
+        let size = seg.bytes.len() as u64;
+        if self
+            .put_with_retry(&object_key, Bytes::from(seg.bytes.clone()))
+            .await?
+            == PutOutcome::AlreadyThere
+        {
+            report.resumed_objects += 1;
+        }
+        failpoint("archive.after_object");
+
+        let manifest_key = layout::manifest_key(stream, day, start, end);
+        let created = format_received(OffsetDateTime::now_utc());
+        let manifest = Manifest {
+            version: manifest::VERSION,
+            log: self.log_name.clone(),
+            stream: stream.to_owned(),
+            start_seq: start,
+            end_seq: end,
+            count: end - start + 1,
+            first_time: seg.first_time.clone(),
+            last_time: seg.last_time.clone(),
+            prev_hash: seg.prev_hash.clone(),
+            last_hash: seg.last_hash.clone(),
+            merkle_root: seg.merkle_root.clone(),
+            object: ObjectInfo {
+                key: object_key.clone(),
+                sha256: seg.sha256.clone(),
+                size,
+                uncompressed_size: seg.raw_size,
+                format: "ndjson".into(),
+                compression: self.settings.compression.name().into(),
+            },
+            prev_manifest_sha256: prev_manifest,
+            created: created.clone(),
+            signature: None,
+            hmac_sha256: None,
+        }
+        .sign(&self.signer, self.settings.hmac_key.as_deref());
+        let manifest_bytes = match self
+            .put_with_retry(&manifest_key, Bytes::from(manifest.to_bytes()))
+            .await
+        {
+            Ok(_) => manifest.to_bytes(),
+            Err(ArchiveError::Conflict { .. }) => {
+                self.adopt_manifest(&manifest_key, &manifest).await?
+            }
+            Err(e) => return Err(e),
+        };
+        failpoint("archive.after_manifest");
+
+        self.checkpoint_at(stream, end).await?;
+        failpoint("archive.after_checkpoint");
+
+        let batch = ArchiveBatch {
+            stream: stream.to_owned(),
+            start_seq: start,
+            end_seq: end,
+            count: end - start + 1,
+            first_time: seg.first_time.clone(),
+            last_time: seg.last_time.clone(),
+            last_hash: seg.last_hash.clone(),
+            object_key,
+            object_sha256: seg.sha256.clone(),
+            object_size: size,
+            raw_size: seg.raw_size,
+            manifest_key,
+            manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest_bytes)),
+            created,
+        };
+        self.store
+            .record_archive_batch(batch.clone(), fence)
+            .await?;
+        failpoint("archive.after_record");
+        tracing::info!(stream, start, end, object = %batch.object_key, "archived");
+        Ok(batch)
+    }
+
+    /// A manifest for this range is already there (a crashed run wrote it
+    /// at another time): adopt it when it is ours and describes the same
+    /// batch, else stop.
+    async fn adopt_manifest(&self, key: &str, ours: &Manifest) -> Result<Vec<u8>, ArchiveError> {
+        let existing = self.bucket.get(key).await?.unwrap_or_default();
+        let conflict = |why: &str| ArchiveError::Conflict {
+            key: key.to_owned(),
+            expected: format!("a manifest for the same batch ({why})"),
+            found: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&existing)),
+        };
+        let theirs = Manifest::parse(&existing).map_err(|e| conflict(&e.to_string()))?;
+        theirs
+            .verify_signature(&self.signer.verifier())
+            .map_err(|e| conflict(&e.to_string()))?;
+        if !theirs.same_batch(ours) {
+            return Err(conflict("it describes other contents"));
+        }
+        self.bucket
+            .confirm(
+                key,
+                existing.len() as u64,
+                &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&existing)),
+            )
+            .await?;
+        Ok(existing.to_vec())
+    }
+
+    /// Signs (or reuses) the checkpoint at `size` and puts it in the bucket.
+    async fn checkpoint_at(&self, stream: &str, size: u64) -> Result<(), ArchiveError> {
+        let root = self
+            .store
+            .with_tiles(stream, |r| merkle::root(&ReaderSource(r), size))
+            .await?;
+        let text = Checkpoint {
+            origin: origin(&self.log_name, stream),
+            size,
+            root,
+        }
+        .to_text();
+        let note = self
+            .signer
+            .sign(&text)
+            .map_err(|e| ArchiveError::Encode(std::io::Error::other(e.to_string())))?;
+        self.store
+            .put_checkpoint(
+                stream,
+                StoredCheckpoint {
+                    size,
+                    root: hex::encode(root),
+                    note: note.clone(),
+                    created: format_received(OffsetDateTime::now_utc()),
+                },
+            )
+            .await?;
+        self.put_with_retry(&layout::checkpoint_key(stream, size), Bytes::from(note))
+            .await?;
+        Ok(())
+    }
+}

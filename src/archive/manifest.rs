@@ -1,0 +1,315 @@
+//! Manifests: the signed record of one archive object.
+//!
+//! A manifest is JSON (RFC 8785 canonical form plus a newline, so its bytes
+//! and SHA-256 are fixed by its contents). The Ed25519 signature covers
+//! `trailkeep-manifest-v1\n` followed by the canonical JSON of the manifest
+//! without `signature` and `hmacSha256`; the optional HMAC-SHA256 (operator's
+//! shared secret) covers the same bytes. `prevManifestSha256` chains the
+//! manifests of a stream, so a removed batch breaks the chain.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::note::{NoteSigner, NoteVerifier};
+
+/// Manifest format version written by this build.
+pub const VERSION: u32 = 1;
+/// Signing context prefix.
+const CONTEXT: &[u8] = b"trailkeep-manifest-v1\n";
+
+/// The archive object a manifest describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectInfo {
+    /// Key relative to the archive prefix.
+    pub key: String,
+    /// SHA-256 of the object as stored, hex.
+    pub sha256: String,
+    /// Size as stored, bytes.
+    pub size: u64,
+    /// Size before compression, bytes.
+    pub uncompressed_size: u64,
+    /// Always `ndjson`.
+    pub format: String,
+    /// `gzip` or `zstd`.
+    pub compression: String,
+}
+
+/// The Ed25519 signature over a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Signature {
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// The key's name (the log name).
+    pub key_name: String,
+    /// The key id, 8 hex digits (as in the verifier key `name+id+key`).
+    pub key_id: String,
+    /// Base64 signature.
+    pub value: String,
+}
+
+/// One archive object's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    /// Format version.
+    pub version: u32,
+    /// Log name.
+    pub log: String,
+    /// Stream name.
+    pub stream: String,
+    /// First seq.
+    pub start_seq: u64,
+    /// Last seq.
+    pub end_seq: u64,
+    /// Number of events.
+    pub count: u64,
+    /// `time` of the first event.
+    pub first_time: String,
+    /// `time` of the last event.
+    pub last_time: String,
+    /// Hash of the event before `startSeq` (64 zeros at seq 1).
+    pub prev_hash: String,
+    /// Hash of the last event.
+    pub last_hash: String,
+    /// RFC 9162 Merkle tree hash over the range's event hashes, hex.
+    pub merkle_root: String,
+    /// The object.
+    pub object: ObjectInfo,
+    /// SHA-256 of the stream's previous manifest file (None for the first).
+    pub prev_manifest_sha256: Option<String>,
+    /// When the manifest was made (RFC 3339).
+    pub created: String,
+    /// Ed25519 signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+    /// HMAC-SHA256 with the operator's shared secret, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_sha256: Option<String>,
+}
+
+/// Why a manifest does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON in the manifest format.
+    #[error("not a manifest: {0}")]
+    Malformed(String),
+    /// A version this build does not read.
+    #[error("manifest version {0} is not supported")]
+    Version(u32),
+    /// No signature, a signature by another key, or one that does not verify.
+    #[error("signature: {0}")]
+    Signature(String),
+    /// The HMAC is missing or wrong.
+    #[error("hmac: {0}")]
+    Hmac(String),
+}
+
+impl Manifest {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature = None;
+        unsigned.hmac_sha256 = None;
+        let mut out = CONTEXT.to_vec();
+        out.extend_from_slice(&canonical(&unsigned));
+        out
+    }
+
+    /// Signs with the log's key and, when given, the shared HMAC secret.
+    #[must_use]
+    pub fn sign(mut self, signer: &NoteSigner, hmac_key: Option<&[u8]>) -> Self {
+        self.signature = None;
+        self.hmac_sha256 = None;
+        let msg = self.signed_bytes();
+        self.signature = Some(Signature {
+            algorithm: "ed25519".into(),
+            key_name: signer.name().to_owned(),
+            key_id: format!("{:08x}", signer.key_id()),
+            value: STANDARD.encode(signer.sign_bytes(&msg)),
+        });
+        if let Some(k) = hmac_key {
+            self.hmac_sha256 = Some(hex::encode(hmac(k, &msg)));
+        }
+        self
+    }
+
+    /// The manifest file's bytes: canonical JSON and a newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = canonical(self);
+        b.push(b'\n');
+        b
+    }
+
+    /// Parses a manifest file.
+    ///
+    /// # Errors
+    /// [`ManifestError::Malformed`] or [`ManifestError::Version`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let m: Self =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        if m.version != VERSION {
+            return Err(ManifestError::Version(m.version));
+        }
+        Ok(m)
+    }
+
+    /// Checks the Ed25519 signature against `verifier`.
+    ///
+    /// # Errors
+    /// [`ManifestError::Signature`] naming what is wrong.
+    pub fn verify_signature(&self, verifier: &NoteVerifier) -> Result<(), ManifestError> {
+        let bad = |m: &str| Err(ManifestError::Signature(m.to_owned()));
+        let Some(sig) = &self.signature else {
+            return bad("missing");
+        };
+        if sig.algorithm != "ed25519" {
+            return bad(&format!("algorithm {:?}", sig.algorithm));
+        }
+        let want = format!("{:08x}", verifier.key_id());
+        if sig.key_name != verifier.name() || sig.key_id != want {
+            return Err(ManifestError::Signature(format!(
+                "made by key {}+{}, not {}+{want}",
+                sig.key_name,
+                sig.key_id,
+                verifier.name()
+            )));
+        }
+        let raw = STANDARD
+            .decode(&sig.value)
+            .ok()
+            .and_then(|v| <[u8; 64]>::try_from(v).ok());
+        let Some(raw) = raw else {
+            return bad("not a base64 Ed25519 signature");
+        };
+        if verifier.verify(&self.signed_bytes(), &raw) {
+            Ok(())
+        } else {
+            bad("does not verify: the manifest was changed after signing")
+        }
+    }
+
+    /// Checks the HMAC with the shared secret.
+    ///
+    /// # Errors
+    /// [`ManifestError::Hmac`] when missing or wrong.
+    pub fn verify_hmac(&self, key: &[u8]) -> Result<(), ManifestError> {
+        let Some(h) = &self.hmac_sha256 else {
+            return Err(ManifestError::Hmac("missing".into()));
+        };
+        let Ok(given) = hex::decode(h) else {
+            return Err(ManifestError::Hmac("not hex".into()));
+        };
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .map_err(|_| ManifestError::Hmac("bad key".into()))?;
+        mac.update(&self.signed_bytes());
+        mac.verify_slice(&given)
+            .map_err(|_| ManifestError::Hmac("does not verify".into()))
+    }
+
+    /// Whether `other` describes the same batch: equal in everything but
+    /// creation time and signatures (a retried run re-signs at a new time).
+    pub fn same_batch(&self, other: &Self) -> bool {
+        let strip = |m: &Self| {
+            let mut m = m.clone();
+            m.created = String::new();
+            m.signature = None;
+            m.hmac_sha256 = None;
+            m
+        };
+        strip(self) == strip(other)
+    }
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and integers cannot fail.
+    serde_json_canonicalizer::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: VERSION,
+            log: "log.test".into(),
+            stream: "s".into(),
+            start_seq: 1,
+            end_seq: 2,
+            count: 2,
+            first_time: "2026-01-01T00:00:00Z".into(),
+            last_time: "2026-01-01T00:00:01Z".into(),
+            prev_hash: "0".repeat(64),
+            last_hash: "a".repeat(64),
+            merkle_root: "b".repeat(64),
+            object: ObjectInfo {
+                key: "s/events/dt=2026-01-01/x.ndjson.gz".into(),
+                sha256: "c".repeat(64),
+                size: 10,
+                uncompressed_size: 20,
+                format: "ndjson".into(),
+                compression: "gzip".into(),
+            },
+            prev_manifest_sha256: None,
+            created: "2026-03-01T00:00:00Z".into(),
+            signature: None,
+            hmac_sha256: None,
+        }
+    }
+
+    #[test]
+    fn signature_and_hmac_cover_every_field() {
+        let signer = NoteSigner::from_seed("log.test", &[7; 32]).unwrap();
+        let other = NoteSigner::from_seed("log.test", &[8; 32]).unwrap();
+        let m = sample().sign(&signer, Some(b"secret"));
+        let bytes = m.to_bytes();
+        assert!(bytes.ends_with(b"}\n"));
+        let back = Manifest::parse(&bytes).unwrap();
+        assert_eq!(back, m);
+        back.verify_signature(&signer.verifier()).unwrap();
+        back.verify_hmac(b"secret").unwrap();
+        assert!(back.verify_hmac(b"other").is_err());
+        let e = back.verify_signature(&other.verifier()).unwrap_err();
+        assert!(e.to_string().contains("made by key"), "{e}");
+        // Any edit breaks both.
+        let text = String::from_utf8(bytes).unwrap();
+        for (from, to) in [
+            ("\"endSeq\":2", "\"endSeq\":3"),
+            ("\"size\":10", "\"size\":11"),
+            ("cccc", "cccd"),
+        ] {
+            let edited = Manifest::parse(text.replacen(from, to, 1).as_bytes()).unwrap();
+            let e = edited.verify_signature(&signer.verifier()).unwrap_err();
+            assert!(e.to_string().contains("does not verify"), "{from}: {e}");
+            assert!(edited.verify_hmac(b"secret").is_err());
+        }
+        assert!(matches!(
+            Manifest::parse(b"{}"),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(sample().verify_signature(&signer.verifier()).is_err());
+    }
+
+    #[test]
+    fn same_batch_ignores_only_time_and_signatures() {
+        let signer = NoteSigner::from_seed("log.test", &[7; 32]).unwrap();
+        let a = sample().sign(&signer, None);
+        let mut b = sample();
+        b.created = "2027-01-01T00:00:00Z".into();
+        assert!(a.same_batch(&b.clone().sign(&signer, Some(b"k"))));
+        b.merkle_root = "d".repeat(64);
+        assert!(!a.same_batch(&b));
+    }
+}

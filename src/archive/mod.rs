@@ -1,0 +1,147 @@
+//! The cold archive: hot events older than the retention window move to
+//! object storage as compressed NDJSON with signed manifests, and leave the
+//! hot store only after both are confirmed and the batch is recorded.
+//!
+//! - [`bucket`]: the object store behind a URL, create-only writes with
+//!   read-back, the create-only probe, the cold layout's keys;
+//! - [`segment`]: encoding objects;
+//! - [`manifest`]: the signed manifest format;
+//! - [`archiver`]: one archive run (select → encode → put → confirm →
+//!   record → delete), crash-safe at every step;
+//! - [`restore`]: archived ranges back into the hot store;
+//! - [`verify`]: offline verification from the bucket and a public key.
+//!
+//! Depends on `store` and `chain`; nothing but `server`/`cli` depends on it.
+
+pub mod archiver;
+pub mod bucket;
+pub mod conformance;
+pub mod manifest;
+pub mod restore;
+pub mod segment;
+pub mod verify;
+
+use std::time::Duration;
+
+pub use archiver::{ArchiveSettings, Archiver, RunReport};
+pub use bucket::{Bucket, BucketOptions, ProbeResult, PutOutcome};
+pub use segment::Compression;
+
+use crate::store::StoreError;
+
+/// Errors of the archive.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The archive URL or its options are wrong.
+    #[error("archive location: {0}")]
+    Location(String),
+    /// The object store failed.
+    #[error("object store: {location}: {message}")]
+    Store {
+        /// URL and key (no query, no credentials).
+        location: String,
+        /// The store's message.
+        message: String,
+    },
+    /// A create-only write found a different object at its key; nothing was
+    /// overwritten and the run stopped.
+    #[error(
+        "{key} already exists with other contents (sha256 {found}, this run's {expected}); not overwritten, run stopped"
+    )]
+    Conflict {
+        /// Relative key.
+        key: String,
+        /// SHA-256 of what this run would write.
+        expected: String,
+        /// SHA-256 of what is there.
+        found: String,
+    },
+    /// An object read back after its write differs.
+    #[error("{key}: read-back check failed: {message}")]
+    ReadBack {
+        /// Relative key.
+        key: String,
+        /// What differs.
+        message: String,
+    },
+    /// The store overwrites on create-only writes and single-writer mode is off.
+    #[error(
+        "{0} accepted a second create-only write of the same key (it silently overwrites), so it cannot guarantee that archive objects are never replaced; refusing to archive there. Use a store that honours If-None-Match, or set archive.single_writer = true if exactly one archiver ever writes to it"
+    )]
+    NotCreateOnly(String),
+    /// The hot store's events do not chain (verify says where).
+    #[error("stream {stream}: seq {seq}: {message}; not archived (run `trailkeep verify`)")]
+    Chain {
+        /// Stream.
+        stream: String,
+        /// Seq.
+        seq: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The hot store failed.
+    #[error(transparent)]
+    Hot(#[from] StoreError),
+    /// Encoding failed.
+    #[error("encoding: {0}")]
+    Encode(#[from] std::io::Error),
+}
+
+impl ArchiveError {
+    /// Whether a retry may succeed (store and network errors).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store { .. } | Self::ReadBack { .. })
+    }
+}
+
+/// Parses a duration such as `90d`, `12h`, `30m`, `45s` or `500ms`.
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
+    let secs = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// Test hook: when `TRAILKEEP_TEST_FAILPOINT` names this point, the process
+/// aborts here, as `kill -9` would (crash tests).
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var("TRAILKEEP_TEST_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("trailkeep: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "d", "5y", "-1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Restore: archived ranges back into the hot store.
