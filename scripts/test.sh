@@ -5,8 +5,14 @@
 # - PostgreSQL (Debian's `postgresql` package): a throwaway cluster in a
 #   temporary directory on a free port; its URL goes to the tests as
 #   TEST_POSTGRES_URL. Set TEST_POSTGRES_URL yourself to use another server.
+# - moto server (PyPI `moto[server]`): the S3 API, which answers a second
+#   create-only PUT with 412; bucket `trailkeep-test`; TEST_S3_ENDPOINT.
+# - Azurite (npm `azurite`, installed under ~/.cache/trailkeep-tools):
+#   Azure Blob; container `trailkeep-test`; AZURITE_BLOB_STORAGE_URL.
+# - GCS has no local emulator that honours create-only preconditions: the
+#   tests start their own fake of the XML API subset object_store uses.
 # - SQLite is compiled in; every other server the tests need (trailkeep
-#   itself, SSE upstreams) is started by the tests.
+#   itself, SSE upstreams, fault-injecting proxies) is started by the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +59,74 @@ start_postgres() {
     echo "scripts/test.sh: PostgreSQL on 127.0.0.1:$port" >&2
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "scripts/test.sh: $2 did not start on port $1" >&2
+    cat "$3" >&2
+    exit 2
+}
+
+TOOLS="${TRAILKEEP_TOOLS:-$HOME/.cache/trailkeep-tools}"
+PIDS=()
+
+start_moto() {
+    if [ -n "${TEST_S3_ENDPOINT:-}" ]; then
+        return
+    fi
+    if ! command -v moto_server >/dev/null 2>&1 && [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+        echo "scripts/test.sh: installing moto[server] from PyPI into $TOOLS/venv" >&2
+        python3 -m venv "$TOOLS/venv" >/dev/null
+        "$TOOLS/venv/bin/pip" install -q 'moto[server]>=5,<6' boto3
+    fi
+    local moto py=python3 port log
+    moto=$(command -v moto_server || echo "$TOOLS/venv/bin/moto_server")
+    [ -x "$TOOLS/venv/bin/python3" ] && [ "$moto" = "$TOOLS/venv/bin/moto_server" ] && py="$TOOLS/venv/bin/python3"
+    port=$(free_port)
+    log=$(mktemp /tmp/trailkeep-moto.XXXXXX)
+    "$moto" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port" "moto server" "$log"
+    "$py" scripts/test_servers.py s3 "http://127.0.0.1:$port" trailkeep-test
+    export TEST_S3_ENDPOINT="http://127.0.0.1:$port" TEST_S3_BUCKET=trailkeep-test
+    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+    echo "scripts/test.sh: moto S3 on 127.0.0.1:$port" >&2
+}
+
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+
+start_azurite() {
+    if [ -n "${AZURITE_BLOB_STORAGE_URL:-}" ]; then
+        return
+    fi
+    local bin="$TOOLS/azurite/node_modules/.bin/azurite-blob" port log
+    if [ ! -x "$bin" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            echo "scripts/test.sh: installing Node.js and npm from Debian's packages" >&2
+            as_root apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+        fi
+        echo "scripts/test.sh: installing azurite from npm into $TOOLS/azurite" >&2
+        mkdir -p "$TOOLS/azurite"
+        (cd "$TOOLS/azurite" && npm install --no-audit --no-fund -s azurite@3 >/dev/null)
+    fi
+    port=$(free_port)
+    log=$(mktemp /tmp/trailkeep-azurite.XXXXXX)
+    "$bin" --blobHost 127.0.0.1 --blobPort "$port" --inMemoryPersistence --disableTelemetry \
+        --skipApiVersionCheck --loose >"$log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port" "azurite" "$log"
+    python3 scripts/test_servers.py azure "http://127.0.0.1:$port" devstoreaccount1 "$AZURITE_KEY" trailkeep-test
+    export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$port" TEST_AZURE_CONTAINER=trailkeep-test
+    echo "scripts/test.sh: Azurite blob on 127.0.0.1:$port" >&2
+}
+
 stop_all() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -n "${PG_STOP+x}" ]; then
         "${PG_STOP[@]}" >/dev/null 2>&1 || true
         rm -rf "$PG_DIR"
@@ -62,6 +135,8 @@ stop_all() {
 trap stop_all EXIT
 
 start_postgres
+start_moto
+start_azurite
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --no-fail-fast "$@"

@@ -506,6 +506,36 @@ pub fn stored_json(body: &str, hash_hex: &str) -> String {
     stored_json_parsed(body, hash_hex)
 }
 
+/// The inverse of [`stored_json`] for a line read back from the archive:
+/// the body the hash was computed over, and the `hash` value. Removes the
+/// top-level `"hash":"…",` without parsing; falls back to parsing and
+/// re-canonicalizing when the line does not look canonical. `None` when the
+/// line is not an object with a string `hash`.
+pub fn split_stored_line(line: &str) -> Option<(String, String)> {
+    let b = line.as_bytes();
+    if let Some(at) = hash_position(b)
+        && b[at..].starts_with(b"\"hash\":\"")
+    {
+        let v = at + 8;
+        let end = skip_string(b, v - 1)?;
+        if b.get(end) == Some(&b',') {
+            let hash = line[v..end - 1].to_owned();
+            let mut body = String::with_capacity(line.len());
+            body.push_str(&line[..at]);
+            body.push_str(&line[end + 1..]);
+            return Some((body, hash));
+        }
+    }
+    let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(line) else {
+        return None;
+    };
+    let Some(Value::String(hash)) = m.remove("hash") else {
+        return None;
+    };
+    let body = serde_json_canonicalizer::to_string(&Value::Object(m)).ok()?;
+    Some((body, hash))
+}
+
 /// [`stored_json`] by parsing and re-canonicalizing (the reference).
 fn stored_json_parsed(body: &str, hash_hex: &str) -> String {
     match serde_json::from_str::<Value>(body) {
@@ -536,7 +566,7 @@ fn hash_position(b: &[u8]) -> Option<usize> {
         if key.iter().any(|&c| c == b'\\' || c >= 0x80) {
             return None;
         }
-        if key > b"hash".as_slice() {
+        if key >= b"hash".as_slice() {
             return (key_start > 1 || b.len() > 2).then_some(key_start);
         }
         if b.get(key_end) != Some(&b':') {
@@ -868,7 +898,9 @@ mod tests {
             };
             let body = String::from_utf8(canonical_bytes(&ev, "s", seq, crate::chain::ZERO_HASH_HEX)).expect("utf8");
             prop_assert!(hash_position(body.as_bytes()).is_some());
-            prop_assert_eq!(stored_json(&body, &"ab".repeat(32)), stored_json_parsed(&body, &"ab".repeat(32)));
+            let line = stored_json(&body, &"ab".repeat(32));
+            prop_assert_eq!(&line, &stored_json_parsed(&body, &"ab".repeat(32)));
+            prop_assert_eq!(split_stored_line(&line), Some((body.clone(), "ab".repeat(32))));
         }
     }
 

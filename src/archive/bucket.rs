@@ -8,8 +8,9 @@
 //!   credentials from the AWS environment (`AWS_ACCESS_KEY_ID`, …), else
 //!   the shared credentials file's profile (`AWS_PROFILE`, default
 //!   `default`), else instance metadata;
-//! - `gs://bucket/prefix` (credentials from `GOOGLE_SERVICE_ACCOUNT`,
-//!   `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server);
+//! - `gs://bucket/prefix?service_account=FILE` (credentials from that
+//!   file, else `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`
+//!   or the metadata server);
 //! - `az://container/prefix?account=…&endpoint=…` (key or SAS from the
 //!   `AZURE_STORAGE_*` environment), `&emulator=true` for Azurite.
 //!
@@ -99,7 +100,7 @@ impl Bucket {
         let allowed: &[&str] = match parsed.scheme() {
             "file" => &[],
             "s3" => &["endpoint", "region", "path_style"],
-            "gs" => &[],
+            "gs" => &["service_account"],
             "az" => &["account", "endpoint", "emulator"],
             other => {
                 return Err(location(format!(
@@ -190,10 +191,16 @@ impl Bucket {
                     .host_str()
                     .filter(|h| !h.is_empty())
                     .ok_or_else(|| location("gs:// URL needs a bucket: gs://bucket/prefix"))?;
-                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let account = get("service_account");
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry)
-                    .with_client_options(client(None).with_allow_http(gcs_allows_http()));
+                    .with_client_options(
+                        client(None).with_allow_http(gcs_allows_http(account.as_deref())),
+                    );
+                if let Some(a) = account {
+                    b = b.with_service_account_path(a);
+                }
                 (Arc::new(b.build().map_err(builder_err)?), path_prefix)
             }
             _ => {
@@ -385,6 +392,22 @@ impl Bucket {
         Ok(out)
     }
 
+    /// Overwrites `rel` unconditionally (tamper tests only).
+    #[cfg(test)]
+    pub(crate) async fn overwrite(&self, rel: &str, bytes: Bytes) {
+        let path = self.path(rel).expect("key");
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .expect("overwrite");
+    }
+
+    /// Deletes `rel` (tamper tests only).
+    #[cfg(test)]
+    pub(crate) async fn remove(&self, rel: &str) {
+        self.delete(rel).await.expect("delete");
+    }
+
     /// Deletes `rel` (probe keys only: the archiver never deletes).
     async fn delete(&self, rel: &str) -> Result<(), ArchiveError> {
         let path = self.path(rel)?;
@@ -445,10 +468,12 @@ fn redact(u: &url::Url) -> String {
 
 /// Plain HTTP to GCS only when the service account file points at a local
 /// endpoint (`gcs_base_url`, as emulators and tests do).
-fn gcs_allows_http() -> bool {
-    let path = std::env::var("GOOGLE_SERVICE_ACCOUNT")
-        .or_else(|_| std::env::var("GOOGLE_APPLICATION_CREDENTIALS"))
-        .ok();
+fn gcs_allows_http(account: Option<&str>) -> bool {
+    let path = account.map(str::to_owned).or_else(|| {
+        std::env::var("GOOGLE_SERVICE_ACCOUNT")
+            .or_else(|_| std::env::var("GOOGLE_APPLICATION_CREDENTIALS"))
+            .ok()
+    });
     let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
         return false;
     };

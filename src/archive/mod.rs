@@ -15,7 +15,10 @@
 
 pub mod archiver;
 pub mod bucket;
+#[cfg(test)]
 pub mod conformance;
+#[cfg(test)]
+mod gcs_fake;
 pub mod manifest;
 pub mod restore;
 pub mod segment;
