@@ -41,6 +41,179 @@ pub struct RawConfig {
     /// `[postgres]` table: pool settings when `store` is a PostgreSQL URL.
     #[serde(default)]
     pub postgres: RawPostgres,
+    /// `[archive]` table: the cold archive.
+    #[serde(default)]
+    pub archive: RawArchive,
+}
+
+/// `[archive]`: where and when hot events move to object storage.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    /// `file:///dir`, `s3://bucket/prefix?…`, `gs://…`, `az://…`
+    /// (default `file://DATA_DIR/archive`).
+    pub url: Option<String>,
+    /// Archive events received longer ago than this (default `90d`).
+    pub older_than: Option<String>,
+    /// Most events per object (default 100000).
+    pub segment_events: Option<u64>,
+    /// Most uncompressed bytes per object (default 67108864).
+    pub segment_bytes: Option<u64>,
+    /// `gzip` (default) or `zstd`.
+    pub compression: Option<String>,
+    /// Run every this long (default `1h`); exclusive with `daily_hour_utc`.
+    pub interval: Option<String>,
+    /// Run once a day at this UTC hour (0-23) instead of on an interval.
+    pub daily_hour_utc: Option<u8>,
+    /// Whether `serve` runs the archiver (default true).
+    pub enabled: Option<bool>,
+    /// A file holding a shared secret: manifests then carry an HMAC too.
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Archive to a store that overwrites on create-only writes (only when
+    /// exactly one archiver ever writes there).
+    pub single_writer: Option<bool>,
+    /// Timeout of one object store request, ms (default 60000).
+    pub request_timeout_ms: Option<u64>,
+    /// Retries of a failed object store request (default 4).
+    pub max_retries: Option<usize>,
+    /// Archiver lease TTL, ms (default 60000): how long a crashed archiver
+    /// keeps others waiting.
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// When the archiver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveSchedule {
+    /// Every so long.
+    Every(Duration),
+    /// Daily at this UTC hour.
+    DailyAt(u8),
+}
+
+/// The validated `[archive]` table.
+#[derive(Clone)]
+pub struct ArchiveConfig {
+    /// The URL, when configured (else the data directory's `archive`).
+    pub url: Option<String>,
+    /// Archive settings (the HMAC key is loaded at start from `hmac_secret_file`).
+    pub settings: crate::archive::ArchiveSettings,
+    /// When `serve` runs it.
+    pub schedule: ArchiveSchedule,
+    /// Whether `serve` runs it.
+    pub enabled: bool,
+    /// The secret's file.
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Object store client settings.
+    pub bucket: crate::archive::BucketOptions,
+}
+
+impl std::fmt::Debug for ArchiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveConfig")
+            .field("url", &self.url)
+            .field("settings", &self.settings)
+            .field("schedule", &self.schedule)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawArchive {
+    fn validate(self, over: Option<String>) -> Result<ArchiveConfig, ConfigError> {
+        let d = crate::archive::ArchiveSettings::default();
+        let dur =
+            |key: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) => crate::archive::parse_duration(&s).map_err(|m| err(key, m)),
+                }
+            };
+        let older_than = dur("archive.older_than", self.older_than, d.older_than)?;
+        let url = over.or(self.url);
+        if let Some(u) = &url
+            && !["file://", "s3://", "gs://", "az://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        {
+            return Err(err(
+                "archive.url",
+                "must be a file://, s3://, gs:// or az:// URL",
+            ));
+        }
+        let segment_events = self.segment_events.unwrap_or(d.segment_events);
+        if !(1..=10_000_000).contains(&segment_events) {
+            return Err(err(
+                "archive.segment_events",
+                "must be between 1 and 10000000",
+            ));
+        }
+        let segment_bytes = self.segment_bytes.unwrap_or(d.segment_bytes);
+        if !((64 << 10)..=(4 << 30)).contains(&segment_bytes) {
+            return Err(err(
+                "archive.segment_bytes",
+                "must be between 65536 and 4294967296 (single PUTs)",
+            ));
+        }
+        let compression = match self.compression.as_deref() {
+            None => d.compression,
+            Some(c) => crate::archive::Compression::parse(c)
+                .ok_or_else(|| err("archive.compression", "must be \"gzip\" or \"zstd\""))?,
+        };
+        let schedule = match (self.interval, self.daily_hour_utc) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "archive.daily_hour_utc",
+                    "set either archive.interval or archive.daily_hour_utc, not both",
+                ));
+            }
+            (_, Some(h)) if h > 23 => return Err(err("archive.daily_hour_utc", "must be 0-23")),
+            (_, Some(h)) => ArchiveSchedule::DailyAt(h),
+            (i, None) => {
+                let every = dur("archive.interval", i, Duration::from_secs(3600))?;
+                if every < Duration::from_secs(1) {
+                    return Err(err("archive.interval", "must be at least 1s"));
+                }
+                ArchiveSchedule::Every(every)
+            }
+        };
+        let request_timeout_ms = self.request_timeout_ms.unwrap_or(60_000);
+        if !(100..=3_600_000).contains(&request_timeout_ms) {
+            return Err(err(
+                "archive.request_timeout_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
+        let lease_ttl_ms = self.lease_ttl_ms.unwrap_or(60_000);
+        if !(300..=3_600_000).contains(&lease_ttl_ms) {
+            return Err(err(
+                "archive.lease_ttl_ms",
+                "must be between 300 and 3600000",
+            ));
+        }
+        let max_retries = self.max_retries.unwrap_or(4);
+        if max_retries > 20 {
+            return Err(err("archive.max_retries", "must be at most 20"));
+        }
+        Ok(ArchiveConfig {
+            url,
+            settings: crate::archive::ArchiveSettings {
+                older_than,
+                segment_events,
+                segment_bytes,
+                compression,
+                hmac_key: None,
+                single_writer: self.single_writer.unwrap_or(false),
+                lease_ttl: Duration::from_millis(lease_ttl_ms),
+            },
+            schedule,
+            enabled: self.enabled.unwrap_or(true),
+            hmac_secret_file: self.hmac_secret_file,
+            bucket: crate::archive::BucketOptions {
+                request_timeout: Duration::from_millis(request_timeout_ms),
+                max_retries,
+            },
+        })
+    }
 }
 
 /// `[postgres]`: connection pool settings.
@@ -181,9 +354,26 @@ pub struct Config {
     pub signing_key_file: Option<PathBuf>,
     /// PostgreSQL pool settings.
     pub postgres: crate::store::postgres::PoolSettings,
+    /// The cold archive.
+    pub archive: ArchiveConfig,
 }
 
 impl Config {
+    /// The archive URL: `archive.url` (or `--archive`), else
+    /// `file://DATA_DIR/archive` with the data directory made absolute.
+    ///
+    /// # Errors
+    /// When the working directory cannot be read.
+    pub fn archive_url(&self) -> std::io::Result<String> {
+        if let Some(u) = &self.archive.url {
+            return Ok(u.clone());
+        }
+        let dir = std::path::absolute(self.data_dir.join("archive"))?;
+        url::Url::from_directory_path(&dir)
+            .map(|u| u.to_string())
+            .map_err(|()| std::io::Error::other(format!("{} is not a usable path", dir.display())))
+    }
+
     /// Returns where the signing key is: `signing_key_file`, else
     /// `DATA_DIR/signing.key`.
     pub fn signing_key_path(&self) -> PathBuf {
@@ -219,6 +409,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--store`.
     pub store: Option<String>,
+    /// `--archive`.
+    pub archive: Option<String>,
 }
 
 impl RawConfig {
@@ -333,7 +525,9 @@ impl RawConfig {
                 "must be between 100 and 600000",
             ));
         }
+        let archive = self.archive.validate(over.archive.clone())?;
         Ok(Config {
+            archive,
             postgres: crate::store::postgres::PoolSettings {
                 max_connections: self.postgres.max_connections,
                 connect_timeout: Duration::from_millis(self.postgres.connect_timeout_ms),
@@ -374,6 +568,7 @@ mod tests {
             data_dir: Some("/x".into()),
             listen: Some("127.0.0.1:1".into()),
             store: None,
+            archive: None,
         };
         let c = RawConfig::parse("listen = \"127.0.0.1:2\"\n[ingest]\nmax_event_bytes = 2048")
             .expect("ok")
@@ -386,6 +581,58 @@ mod tests {
         );
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.limits.max_event_bytes, 2048);
+    }
+
+    #[test]
+    fn archive_table_is_validated_by_key() {
+        let ok = |t: &str| {
+            RawConfig::parse(t)
+                .expect("parses")
+                .validate(&Overrides::default())
+        };
+        let c = ok("").expect("defaults");
+        assert_eq!(
+            c.archive.settings.older_than,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(
+            c.archive.schedule,
+            ArchiveSchedule::Every(Duration::from_secs(3600))
+        );
+        assert!(c.archive_url().expect("url").starts_with("file:///"));
+        assert!(
+            c.archive_url()
+                .expect("url")
+                .ends_with("/trailkeep-data/archive/")
+        );
+        let c = ok("[archive]\nurl = \"s3://b/p\"\ndaily_hour_utc = 3\ncompression = \"zstd\"\nolder_than = \"7d\"").expect("valid");
+        assert_eq!(c.archive.schedule, ArchiveSchedule::DailyAt(3));
+        assert_eq!(c.archive_url().expect("url"), "s3://b/p");
+        for (text, key) in [
+            ("[archive]\nolder_than = \"soon\"", "archive.older_than"),
+            ("[archive]\nurl = \"ftp://x\"", "archive.url"),
+            ("[archive]\ncompression = \"lz4\"", "archive.compression"),
+            (
+                "[archive]\ninterval = \"1h\"\ndaily_hour_utc = 2",
+                "archive.daily_hour_utc",
+            ),
+            ("[archive]\ndaily_hour_utc = 24", "archive.daily_hour_utc"),
+            ("[archive]\nsegment_events = 0", "archive.segment_events"),
+            ("[archive]\nsegment_bytes = 10", "archive.segment_bytes"),
+        ] {
+            assert_eq!(ok(text).expect_err(text).key, key, "{text}");
+        }
+        let e = RawConfig::parse("[archive]\nbucket = \"x\"").expect_err("unknown");
+        assert_eq!(e.key, "bucket");
+        let over = Overrides {
+            archive: Some("gs://b".into()),
+            ..Overrides::default()
+        };
+        let c = RawConfig::parse("[archive]\nurl = \"s3://b/p\"")
+            .expect("parses")
+            .validate(&over)
+            .expect("valid");
+        assert_eq!(c.archive_url().expect("url"), "gs://b", "--archive wins");
     }
 
     #[test]

@@ -58,6 +58,104 @@ pub enum ServeError {
     /// A source could not start (its API key, or the HTTP client).
     #[error("{0}")]
     Source(String),
+    /// The archive could not be set up (URL, secret file).
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+}
+
+/// Builds the archiver from the config: the bucket behind the archive URL,
+/// the log's signing key, the HMAC secret if configured.
+///
+/// # Errors
+/// A bad URL or an unreadable secret file.
+pub fn archiver(
+    config: &Config,
+    store: Arc<dyn Store>,
+    signer: crate::chain::note::NoteSigner,
+) -> Result<crate::archive::Archiver, ServeError> {
+    use crate::archive::{ArchiveError, Archiver, Bucket};
+    let url = config
+        .archive_url()
+        .map_err(|e| ArchiveError::Location(e.to_string()))?;
+    let bucket = Bucket::open(&url, &config.archive.bucket)?;
+    let mut settings = config.archive.settings.clone();
+    if let Some(f) = &config.archive.hmac_secret_file {
+        let secret = std::fs::read(f).map_err(|e| {
+            ArchiveError::Location(format!("archive.hmac_secret_file {}: {e}", f.display()))
+        })?;
+        let secret = secret.trim_ascii().to_vec();
+        if secret.len() < 16 {
+            return Err(ArchiveError::Location(format!(
+                "archive.hmac_secret_file {}: the secret must be at least 16 bytes",
+                f.display()
+            ))
+            .into());
+        }
+        settings.hmac_key = Some(secret);
+    }
+    Ok(Archiver::new(
+        store,
+        bucket,
+        signer,
+        config.log_name.clone(),
+        settings,
+    ))
+}
+
+/// Runs the archiver on its schedule until `stop` turns true. Probes the
+/// store first and says why when it refuses; every run takes the
+/// `archiver` lease, so with several nodes one archives at a time.
+async fn archive_worker(
+    archiver: Arc<crate::archive::Archiver>,
+    schedule: crate::config::ArchiveSchedule,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    match archiver.check_store().await {
+        Ok(r) => {
+            tracing::info!(archive = %archiver.bucket().display(), probe = ?r, "archive store probed")
+        }
+        Err(e) => {
+            tracing::error!(archive = %archiver.bucket().display(), error = %e, "archive store refused; archive runs will fail until this is fixed")
+        }
+    }
+    loop {
+        let wait = match schedule {
+            crate::config::ArchiveSchedule::Every(d) => d,
+            crate::config::ArchiveSchedule::DailyAt(h) => {
+                let now = time::OffsetDateTime::now_utc();
+                let today =
+                    now.replace_time(time::Time::MIDNIGHT) + time::Duration::hours(i64::from(h));
+                let next = if today > now {
+                    today
+                } else {
+                    today + time::Duration::days(1)
+                };
+                (next - now)
+                    .try_into()
+                    .unwrap_or(std::time::Duration::from_secs(3600))
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        match archiver.run_leased(None, &|_| {}).await {
+            Ok(r) => tracing::info!(
+                events = r.events_archived,
+                batches = r.batches.len(),
+                deleted = r.deleted,
+                held_back = r.held_back.len(),
+                "archive run finished"
+            ),
+            Err(crate::archive::ArchiveError::Busy) => {
+                tracing::debug!("archive run skipped: another node holds the archiver lease")
+            }
+            Err(e) => {
+                metrics::counter!("trailkeep_archive_failures_total").increment(1);
+                tracing::error!(error = %e, "archive run failed; the next run goes on from the last recorded batch");
+            }
+        }
+    }
 }
 
 /// Creates the data directory (and parents) readable only by its owner
@@ -107,6 +205,7 @@ pub struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     sources: Vec<tokio::task::JoinHandle<()>>,
     stop_sources: tokio::sync::watch::Sender<bool>,
+    archive_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -130,7 +229,16 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         config.checkpoint_interval,
         stop_rx,
     ));
+    let archiver = Arc::new(archiver(config, store.clone(), signer.clone())?);
+    let archive_task = config.archive.enabled.then(|| {
+        tokio::spawn(archive_worker(
+            archiver.clone(),
+            config.archive.schedule,
+            stop.subscribe(),
+        ))
+    });
     let state = Arc::new(crate::api::Shared {
+        archiver: archiver.clone(),
         store: store.clone(),
         appender,
         auth: Authenticator::new(store.clone()),
@@ -163,6 +271,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         stop,
         sources,
         stop_sources,
+        archive_task,
     })
 }
 
@@ -183,6 +292,7 @@ impl Running {
             stop,
             sources,
             stop_sources,
+            archive_task,
         } = self;
         // Sources first: each finishes its in-flight batch and stores its
         // position; then the batcher drains; then the last checkpoint.
@@ -194,6 +304,9 @@ impl Running {
         let _ = batcher.await;
         let _ = stop.send(true);
         let _ = checkpointer.await;
+        if let Some(t) = archive_task {
+            let _ = t.await;
+        }
     }
 }
 

@@ -31,6 +31,7 @@ impl Harness {
                 data_dir: Some(dir.path().join("data")),
                 listen: None,
                 store: None,
+                archive: None,
             })
             .unwrap();
         let running = start(&config).await.unwrap();

@@ -5,6 +5,7 @@
 //! Every `/v1` route needs `Authorization: Bearer <token>`: 401 without a
 //! valid key, 403 when the key's scope or stream does not allow the call.
 
+mod archive;
 mod error;
 mod ingest;
 mod read;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub log_name: String,
     /// Prometheus exposition.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The archiver (runs on demand through the API as well).
+    pub archiver: Arc<crate::archive::Archiver>,
 }
 
 /// Returns the router with every route.
@@ -63,6 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/public-key", get(read::public_key))
         .route("/v1/verify", post(read::verify))
         .route("/v1/sources", get(read::sources))
+        .route("/v1/archives", get(archive::list))
+        .route("/v1/archive/run", post(archive::run))
+        .route("/v1/streams/{stream}/restore", post(archive::restore))
         .route("/v1/sources/rejected", get(read::rejected))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

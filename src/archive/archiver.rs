@@ -53,6 +53,9 @@ pub struct ArchiveSettings {
     pub hmac_key: Option<Vec<u8>>,
     /// Archive to a store that fails the create-only probe (one archiver only).
     pub single_writer: bool,
+    /// How long the archiver lease lasts unless renewed (every third of it
+    /// during a run); a crashed archiver blocks others this long.
+    pub lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for ArchiveSettings {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for ArchiveSettings {
             .field("compression", &self.compression)
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "redacted"))
             .field("single_writer", &self.single_writer)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
@@ -77,6 +81,7 @@ impl Default for ArchiveSettings {
             compression: Compression::Gzip,
             hmac_key: None,
             single_writer: false,
+            lease_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -130,6 +135,9 @@ pub struct Archiver {
 }
 
 const PAGE: usize = 2000;
+/// The lease that lets one process archive at a time.
+pub const LEASE: &str = "archiver";
+
 const DELETE_CHUNK: usize = 5000;
 
 #[derive(Deserialize)]
@@ -184,20 +192,65 @@ impl Archiver {
         Ok(r)
     }
 
-    /// Runs one pass at `now`. `fence` is the archiver lease (PostgreSQL
-    /// nodes); `progress` gets the events archived so far.
+    /// The settings.
+    pub fn settings(&self) -> &ArchiveSettings {
+        &self.settings
+    }
+
+    /// Runs one pass with the configured retention, taking the `archiver`
+    /// lease for its duration (so one node, or one CLI run, archives at a
+    /// time) and renewing it in the background every third of its TTL.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Busy`] when another process holds the lease; else as
+    /// [`Archiver::run`].
+    pub async fn run_leased(
+        &self,
+        older_than: Option<Duration>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<RunReport, ArchiveError> {
+        let holder = crate::server::node_id();
+        let ttl = self.settings.lease_ttl;
+        let lease = self
+            .store
+            .acquire_lease(LEASE, holder, ttl)
+            .await?
+            .ok_or(ArchiveError::Busy)?;
+        let renew = {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store.acquire_lease(LEASE, holder, ttl).await {
+                        Ok(Some(_)) => {}
+                        // Lost: the run's fenced writes now fail and it stops.
+                        Ok(None) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the archiver lease"),
+                    }
+                }
+            })
+        };
+        let cutoff = OffsetDateTime::now_utc() - older_than.unwrap_or(self.settings.older_than);
+        let out = self.run(cutoff, Some(&lease), progress).await;
+        renew.abort();
+        let _ = self.store.release_lease(&lease).await;
+        out
+    }
+
+    /// Runs one pass over events received before `cutoff`. `fence` is the
+    /// archiver lease; `progress` gets the events archived so far.
     ///
     /// # Errors
     /// The first failure; batches recorded before it stay recorded, and the
     /// next run goes on from there.
     pub async fn run(
         &self,
-        now: OffsetDateTime,
+        cutoff: OffsetDateTime,
         fence: Option<&Lease>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<RunReport, ArchiveError> {
         self.check_store().await?;
-        let cutoff = format_received(now - self.settings.older_than);
+        let cutoff = format_received(cutoff);
         let mut report = RunReport {
             archive: self.bucket.display().to_owned(),
             cutoff: cutoff.clone(),

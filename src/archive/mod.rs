@@ -86,6 +86,11 @@ pub enum ArchiveError {
     /// The hot store failed.
     #[error(transparent)]
     Hot(#[from] StoreError),
+    /// Another process holds the archiver lease.
+    #[error(
+        "another archiver is running (the archiver lease is held by another node or process); try again later"
+    )]
+    Busy,
     /// Encoding failed.
     #[error("encoding: {0}")]
     Encode(#[from] std::io::Error),

@@ -295,6 +295,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
                 data_dir: Some(data_dir.clone()),
                 listen: Some("127.0.0.1:0".into()),
                 store: None,
+                archive: None,
             })?;
             cfg.log_name = config.log_name.clone();
             let store = crate::server::open_sqlite(&data_dir)?;
@@ -519,6 +520,7 @@ async fn postgres_bench(config: &Config, args: &PostgresArgs) -> anyhow::Result<
                     data_dir: Some(tmp.join(format!("node{n}"))),
                     listen: Some("127.0.0.1:0".into()),
                     store: Some(url.clone()),
+                    archive: None,
                 })?;
                 cfg.log_name = config.log_name.clone();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -3,6 +3,7 @@
 //! 1 verification found a problem, 2 usage, configuration or I/O error.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod archive;
 mod bench;
 mod copy;
 mod keys;
@@ -36,6 +37,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub store: Option<String>,
+    /// Cold archive URL (file://, s3://, gs://, az://); default
+    /// `file://DATA_DIR/archive` or `archive.url` from the config.
+    #[arg(long, global = true, env = "TRAILKEEP_ARCHIVE", value_name = "URL")]
+    pub archive: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -66,8 +71,18 @@ pub enum Command {
     Migrate,
     /// Copy a SQLite data directory to PostgreSQL, verifying both sides.
     Copy(copy::CopyArgs),
-    /// Verify every hash, link, seq and the signed checkpoints.
+    /// Verify every hash, link, seq and the signed checkpoints, hot and
+    /// archived; with --archive URL --public-key FILE, the bucket alone.
     Verify(verify::VerifyArgs),
+    /// Move events older than the retention window to the cold archive.
+    Archive {
+        /// Archive operation.
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
+    /// Bring an archived seq range back into the hot store, checking every
+    /// hash, link and manifest signature on the way in.
+    Restore(archive::RestoreArgs),
     /// Measure performance (prints figures; see BENCHMARKS.md).
     Bench {
         /// Benchmark to run.
@@ -90,6 +105,7 @@ fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
         data_dir: cli.data_dir.clone(),
         listen,
         store: cli.store.clone(),
+        archive: cli.archive.clone(),
     })?)
 }
 
@@ -160,6 +176,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(verify::run(&config, args))
+        }
+        Command::Archive { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(archive::run(&config, command))
+        }
+        Command::Restore(args) => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(archive::restore(&config, args))
         }
         Command::Bench { command } => {
             let config = load_config(&cli, None)?;

@@ -1,0 +1,502 @@
+//! The cold archive end to end, through the real binary: archive, verify
+//! (hot + cold and offline from the bucket), restore, the API, and crash
+//! safety with the archiver killed after each step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{BIN, Server, create_key, trailkeep};
+use serde_json::{Value, json};
+
+/// Starts `serve` on `dir`, posts `n` events to each stream, stops it.
+async fn seed(dir: &Path, streams: &[(&str, usize)], extra: &[&str]) {
+    let server = Server::start(dir, extra).await;
+    let key = create_key(dir, "ingest");
+    let c = reqwest::Client::new();
+    for (stream, n) in streams {
+        let mut i = 0;
+        while i < *n {
+            let batch: Vec<Value> = (i..(i + 1000).min(*n))
+                .map(|j| json!({"id": format!("{stream}-{j}"), "type": "grant.created", "actor": {"id": "u1"}, "data": {"j": j}}))
+                .collect();
+            let r = c
+                .post(format!("{}/v1/streams/{stream}/events", server.url))
+                .bearer_auth(&key)
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            i += 1000;
+        }
+    }
+    assert!(server.terminate().success());
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn count(dir: &Path, suffix: &str) -> usize {
+    files_under(dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .count()
+}
+
+fn public_key(dir: &Path) -> PathBuf {
+    let out = trailkeep(dir, &["keys", "public"]);
+    assert!(out.status.success());
+    let p = dir.join("verifier.pub");
+    std::fs::write(&p, &out.stdout).unwrap();
+    p
+}
+
+fn offline_verify(dir: &Path, archive: &Path, pubkey: &Path) -> (i32, Value) {
+    let url = format!("file://{}", archive.display());
+    let out = trailkeep(
+        dir,
+        &[
+            "verify",
+            "--archive",
+            &url,
+            "--public-key",
+            pubkey.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    (out.status.code().unwrap_or(-1), json_of(&out))
+}
+
+fn hot_info(dir: &Path, stream: &str) -> (Option<u64>, Option<u64>, u64) {
+    let conn = rusqlite::Connection::open(dir.join("trailkeep.db")).unwrap();
+    conn.query_row(
+        "SELECT (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
+         (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), \
+         (SELECT COUNT(*) FROM events e WHERE e.stream_id = s.id) FROM streams s WHERE s.name = ?1",
+        [stream],
+        |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?.map(|v| v as u64),
+                r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn archive_verify_restore_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(&dir, &[("orders", 2500), ("logins", 40)], &[]).await;
+    std::fs::write(
+        tmp.path().join("cfg.toml"),
+        "[archive]\nsegment_events = 1000\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("cfg.toml");
+    let cfg = cfg.to_str().unwrap();
+
+    // Nothing is old enough under the default 90 days.
+    let out = trailkeep(&dir, &["--config", cfg, "archive", "run", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["events_archived"], 0);
+
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg,
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_of(&out);
+    assert_eq!(r["events_archived"], 2540);
+    assert_eq!(r["deleted"], 2540);
+    assert_eq!(r["batches"].as_array().unwrap().len(), 4, "{r:#}");
+    let archive = dir.join("archive");
+    assert_eq!(count(&archive, ".ndjson.gz"), 4);
+    assert_eq!(count(&archive, ".json"), 4);
+    assert_eq!(hot_info(&dir, "orders"), (None, Some(2500), 0));
+
+    // verify covers hot and cold; offline needs only the bucket and the key.
+    let (code, v) = common::verify_json(&dir);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["archive"]["summary"]["events"], 2540);
+    let pubkey = public_key(&dir);
+    let (code, v) = offline_verify(&dir, &archive, &pubkey);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["summary"]["events"], 2540);
+    assert!(
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["first_seq"] == 1)
+    );
+
+    // More events after the archived ones: the hot part links to the cold part.
+    seed(&dir, &[("orders", 10)], &[]).await; // ids repeat? no: orders-0..9 are archived, so these are new rows
+    let (code, v) = common::verify_json(&dir);
+    assert_eq!(code, 0, "{v:#}");
+
+    // Restore a range across two objects; it is marked, verified, and never archived again.
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config", cfg, "restore", "--stream", "orders", "--from", "990", "--to", "1010",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rr = json_of(&out);
+    assert_eq!(
+        (rr["restored"].as_u64(), rr["objects"].as_u64()),
+        (Some(21), Some(2)),
+        "{rr:#}"
+    );
+    let conn = rusqlite::Connection::open(dir.join("trailkeep.db")).unwrap();
+    let marked: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE restored IS NOT NULL AND seq BETWEEN 990 AND 1010",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(marked, 21);
+    let (code, v) = common::verify_json(&dir);
+    assert_eq!(code, 0, "restored rows verify: {v:#}");
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg,
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ],
+    );
+    assert!(out.status.success());
+    let again = json_of(&out);
+    assert_eq!(
+        again["batches"].as_array().unwrap().len(),
+        1,
+        "only the 10 new events: {again:#}"
+    );
+    assert_eq!(again["batches"][0]["start_seq"], 2501);
+    assert_eq!(count(&archive, ".ndjson.gz"), 5, "no object written twice");
+    let (code, v) = offline_verify(&dir, &archive, &pubkey);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["summary"]["events"], 2550);
+
+    // A range that is not archived is refused, naming it.
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config", cfg, "restore", "--stream", "orders", "--from", "2000", "--to", "9999",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not all archived"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A flipped byte in an object on disk: offline verify exits 1 and names the key.
+    let victim = files_under(&archive)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("orders/events"))
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&victim, bytes).unwrap();
+    let (code, v) = offline_verify(&dir, &archive, &pubkey);
+    assert_eq!(code, 1);
+    let rel = victim
+        .strip_prefix(&archive)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["key"] == rel.as_str() && p["kind"] == "object_sha256_mismatch"),
+        "{v:#}"
+    );
+    let text = trailkeep(
+        &dir,
+        &[
+            "verify",
+            "--archive",
+            &format!("file://{}", archive.display()),
+            "--public-key",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains(&format!("INVALID object {rel}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().last().unwrap().starts_with("FAILED archive"),
+        "{stdout}"
+    );
+    let (code, _) = common::verify_json(&dir);
+    assert_eq!(code, 1, "the combined verify sees the archive too");
+}
+
+#[tokio::test]
+async fn archive_api_lists_runs_and_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(&dir, &[("s", 300)], &[]).await;
+    let server = Server::start(&dir, &[]).await;
+    let admin = create_key(&dir, "admin");
+    let reader = create_key(&dir, "read");
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/v1/archive/run?older_than=0s", server.url))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(format!("{}/v1/archive/run?older_than=soon", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r: Value = c
+        .post(format!("{}/v1/archive/run?older_than=0s", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["events_archived"], 300, "{r:#}");
+    let list: Value = c
+        .get(format!("{}/v1/archives?stream=s", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = &list["batches"][0];
+    assert_eq!(
+        (
+            b["start_seq"].as_u64(),
+            b["end_seq"].as_u64(),
+            b["count"].as_u64()
+        ),
+        (Some(1), Some(300), Some(300))
+    );
+    assert_eq!(b["manifest_sha256"].as_str().unwrap().len(), 64);
+    let streams: Value = c
+        .get(format!("{}/v1/streams", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = streams.as_array().map_or(&streams["streams"][0], |a| &a[0]);
+    assert_eq!(s["archived_seq"], 300, "{streams:#}");
+    assert_eq!(s["oldest_hot_seq"], Value::Null);
+    let r: Value = c
+        .post(format!("{}/v1/streams/s/restore?from=10&to=19", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["restored"], 10, "{r:#}");
+    let ev: String = c
+        .get(format!(
+            "{}/v1/streams/s/events?from_seq=1&limit=100",
+            server.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(ev.lines().count(), 10);
+    assert!(ev.lines().next().unwrap().contains("\"seq\":10"));
+    assert!(server.terminate().success());
+}
+
+/// Runs `archive run --older-than 0s` with the failpoint set: the process
+/// aborts there, as `kill -9` would.
+fn run_until(dir: &Path, cfg: &str, failpoint: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--config",
+            cfg,
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ])
+        .env("TRAILKEEP_TEST_FAILPOINT", failpoint)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_after_any_archive_step_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeded = tmp.path().join("seeded");
+    seed(&seeded, &[("s", 12_000)], &[]).await;
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        "[archive]\nsegment_events = 3000\nlease_ttl_ms = 300\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for point in [
+        "archive.after_object",
+        "archive.after_manifest",
+        "archive.after_checkpoint",
+        "archive.after_record",
+        "archive.after_delete_chunk",
+    ] {
+        let dir = tmp.path().join(point);
+        copy_dir(&seeded, &dir);
+        let crashed = run_until(&dir, cfg, point);
+        assert!(
+            !crashed.status.success(),
+            "{point}: the failpoint must stop the run"
+        );
+        assert!(String::from_utf8_lossy(&crashed.stderr).contains(point));
+        // Invariant 5: nothing left hot before its batch was recorded.
+        let (oldest, archived, hot) = hot_info(&dir, "s");
+        match point {
+            "archive.after_delete_chunk" => {
+                assert!(hot < 12_000 && hot > 0, "{point}: half deleted ({hot})")
+            }
+            "archive.after_record" => assert_eq!(
+                (oldest, archived, hot),
+                (Some(1), Some(3000), 12_000),
+                "{point}"
+            ),
+            _ => assert_eq!((oldest, archived, hot), (Some(1), None, 12_000), "{point}"),
+        }
+        // Run again once the crashed run's lease has expired: complete, no
+        // duplicate, nothing overwritten or missing.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let out = trailkeep(
+            &dir,
+            &[
+                "--config",
+                cfg,
+                "archive",
+                "run",
+                "--older-than",
+                "0s",
+                "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = json_of(&out);
+        if point != "archive.after_delete_chunk" && point != "archive.after_record" {
+            assert!(
+                r["resumed_objects"].as_u64().unwrap() >= 1,
+                "{point}: the crashed run's object was reused: {r:#}"
+            );
+        }
+        let archive = dir.join("archive");
+        assert_eq!(count(&archive, ".ndjson.gz"), 4, "{point}");
+        assert_eq!(count(&archive, ".json"), 4, "{point}");
+        assert_eq!(hot_info(&dir, "s"), (None, Some(12_000), 0), "{point}");
+        let pubkey = public_key(&dir);
+        let (code, v) = offline_verify(&dir, &archive, &pubkey);
+        assert_eq!(code, 0, "{point}: {v:#}");
+        assert_eq!(
+            v["summary"]["events"], 12_000,
+            "{point}: hot ∪ cold holds every event"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
