@@ -395,3 +395,196 @@ mod tests {
         .await;
     }
 }
+
+/// Faults of the object store: errors and timeouts between the archiver
+/// and a real S3 API server, through a fault-injecting proxy.
+#[cfg(test)]
+mod faults {
+    use std::time::Duration;
+
+    use axum::http::Method;
+
+    use super::*;
+    use crate::archive::BucketOptions;
+    use crate::archive::fault_proxy::{Fault, FaultProxy};
+
+    async fn setup(
+        proxy: &FaultProxy,
+        dir: &std::path::Path,
+    ) -> (Arc<dyn Store>, Archiver, Bucket) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("hot.db")).unwrap());
+        append(store.as_ref(), "s", 0, 250).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let bucket = std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into());
+        let url = format!(
+            "s3://{bucket}/{}?endpoint={}&region=us-east-1&path_style=true",
+            ulid::Ulid::new().to_string().to_lowercase(),
+            proxy.url
+        );
+        let opts = BucketOptions {
+            request_timeout: Duration::from_secs(1),
+            max_retries: 0,
+        };
+        let b = Bucket::open(&url, &opts).unwrap();
+        let a = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            settings(Compression::Gzip),
+        );
+        (store, a, b)
+    }
+
+    async fn proxy() -> Option<FaultProxy> {
+        let endpoint = match std::env::var("TEST_S3_ENDPOINT") {
+            Ok(e) if !e.is_empty() => e,
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the S3 fault tests: TEST_S3_ENDPOINT is not set"
+                );
+                return None;
+            }
+        };
+        Some(FaultProxy::start(&endpoint).await)
+    }
+
+    #[tokio::test]
+    async fn transient_500s_are_retried_and_nothing_is_lost() {
+        let Some(p) = proxy().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = setup(&p, dir.path()).await;
+        p.inject(
+            Method::PUT,
+            "/events/",
+            Fault::Status(500, "InternalError"),
+            2,
+        );
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.events_archived, r.deleted), (250, 250));
+        let failed = p
+            .log()
+            .iter()
+            .filter(|l| l.contains("InternalError"))
+            .count();
+        assert_eq!(failed, 2, "{:#?}", p.log());
+        assert!(verify(&b).await.ok);
+        assert_eq!(
+            store.stream("s").await.unwrap().unwrap().archived_seq,
+            Some(250)
+        );
+    }
+
+    #[tokio::test]
+    async fn slowdown_stops_the_run_before_any_hot_delete() {
+        let Some(p) = proxy().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = setup(&p, dir.path()).await;
+        p.inject(
+            Method::PUT,
+            "/manifests/",
+            Fault::Status(503, "SlowDown"),
+            1000,
+        );
+        let e = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("manifests"),
+            "the error names the key: {e}"
+        );
+        let info = store.stream("s").await.unwrap().unwrap();
+        assert_eq!(
+            (info.oldest_hot_seq, info.archived_seq),
+            (Some(1), None),
+            "nothing deleted, nothing recorded"
+        );
+        assert_eq!(store.read_events("s", 1, 1000).await.unwrap().len(), 250);
+        // The store recovers: the next run finishes, reusing the object written before.
+        p.clear();
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.events_archived, r.resumed_objects, r.deleted),
+            (250, 1, 250)
+        );
+        let report = verify(&b).await;
+        assert!(report.ok, "{:#?}", report.problems);
+        assert_eq!(report.keys.iter().filter(|k| k.kind == "object").count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_a_successful_put_is_resolved_by_checksum() {
+        let Some(p) = proxy().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, a, b) = setup(&p, dir.path()).await;
+        // The first object PUT reaches the store, but its answer comes too late.
+        p.inject(
+            Method::PUT,
+            "/events/",
+            Fault::DelayAfterForward(Duration::from_secs(3)),
+            1,
+        );
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.events_archived, r.deleted), (250, 250));
+        assert!(
+            r.resumed_objects >= 1,
+            "the retry found its own object (412) and compared checksums"
+        );
+        let report = verify(&b).await;
+        assert!(report.ok, "{:#?}", report.problems);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_overwrites_is_refused_unless_single_writer() {
+        let fake = crate::archive::gcs_fake::GcsFake::start_overwriting().await;
+        let dir = tempfile::tempdir().unwrap();
+        let account = fake.service_account(dir.path());
+        let b = Bucket::open(
+            &format!("gs://b/p?service_account={}", account.display()),
+            &BucketOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(b.probe().await.unwrap(), ProbeResult::Overwrites);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        append(store.as_ref(), "s", 0, 10).await;
+        let a = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            settings(Compression::Gzip),
+        );
+        let e = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ArchiveError::NotCreateOnly(_)), "{e}");
+        assert!(
+            e.to_string().contains("single_writer"),
+            "says why and what to do: {e}"
+        );
+        assert_eq!(store.read_events("s", 1, 100).await.unwrap().len(), 10);
+        let mut s = settings(Compression::Gzip);
+        s.single_writer = true;
+        let a = Archiver::new(store.clone(), b, signer(), "log.test".into(), s);
+        assert_eq!(
+            a.run(time::OffsetDateTime::now_utc(), None, &|_| {})
+                .await
+                .unwrap()
+                .events_archived,
+            10
+        );
+    }
+}

@@ -22,7 +22,12 @@ struct Obj {
     modified: time::OffsetDateTime,
 }
 
-type Objects = Arc<Mutex<BTreeMap<String, Obj>>>;
+#[derive(Clone, Default)]
+struct Fake {
+    objects: Arc<Mutex<BTreeMap<String, Obj>>>,
+    /// Ignore `x-goog-if-generation-match` (as stores that overwrite do).
+    overwrite: bool,
+}
 
 /// A running fake; `base_url` goes into the service account file.
 pub(crate) struct GcsFake {
@@ -32,7 +37,19 @@ pub(crate) struct GcsFake {
 
 impl GcsFake {
     pub(crate) async fn start() -> Self {
-        let objects: Objects = Arc::default();
+        Self::serve(Fake::default()).await
+    }
+
+    /// A fake that accepts every create-only write (silently overwrites).
+    pub(crate) async fn start_overwriting() -> Self {
+        Self::serve(Fake {
+            overwrite: true,
+            ..Fake::default()
+        })
+        .await
+    }
+
+    async fn serve(objects: Fake) -> Self {
         let app = axum::Router::new()
             .route("/{bucket}", axum::routing::get(list))
             .route("/{bucket}/{*key}", axum::routing::any(object))
@@ -71,14 +88,14 @@ fn http_date(t: time::OffsetDateTime) -> String {
 }
 
 async fn object(
-    State(objects): State<Objects>,
+    State(fake): State<Fake>,
     method: Method,
     Path((_bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // axum has already percent-decoded the key (`%2F` is `/`).
-    let mut map = objects.lock().unwrap();
+    let mut map = fake.objects.lock().unwrap();
     match method {
         Method::PUT => {
             let want = headers
@@ -86,7 +103,7 @@ async fn object(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let current = map.get(&key).map_or(0, |o| o.generation);
-            if let Some(w) = want
+            if let Some(w) = want.filter(|_| !fake.overwrite)
                 && w.parse::<u64>().ok() != Some(current)
             {
                 return (
@@ -148,12 +165,12 @@ async fn object(
 }
 
 async fn list(
-    State(objects): State<Objects>,
+    State(fake): State<Fake>,
     Path(_bucket): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    let map = objects.lock().unwrap();
+    let map = fake.objects.lock().unwrap();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>");
     for (k, o) in map
         .range(prefix.clone()..)

@@ -18,6 +18,8 @@ pub mod bucket;
 #[cfg(test)]
 pub mod conformance;
 #[cfg(test)]
+mod fault_proxy;
+#[cfg(test)]
 mod gcs_fake;
 pub mod manifest;
 pub mod restore;
