@@ -536,6 +536,63 @@ pub fn split_stored_line(line: &str) -> Option<(String, String)> {
     Some((body, hash))
 }
 
+/// The top-level fields of a stored event line (or body) that the chain
+/// checks need, found by scanning rather than parsing. String values are the
+/// raw text between the quotes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scanned<'a> {
+    /// `hash` value, and the byte range of `"hash":"…",` in the line.
+    pub hash: Option<(&'a str, std::ops::Range<usize>)>,
+    /// `prev`.
+    pub prev: Option<&'a str>,
+    /// `seq`.
+    pub seq: Option<u64>,
+    /// `stream`.
+    pub stream: Option<&'a str>,
+    /// `received`.
+    pub received: Option<&'a str>,
+    /// `time`.
+    pub time: Option<&'a str>,
+}
+
+/// Scans a canonical stored line or body's top-level keys; `None` when it
+/// does not look canonical (callers then parse it).
+pub fn scan_stored(s: &str) -> Option<Scanned<'_>> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    let mut out = Scanned::default();
+    let mut i = 1;
+    loop {
+        let key_start = i;
+        let key_end = skip_string(b, i)?;
+        let key = &b[key_start + 1..key_end - 1];
+        if b.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let v = key_end + 1;
+        let v_end = skip_value(b, v)?;
+        let raw_str = || -> Option<&str> {
+            (b.get(v) == Some(&b'"') && v_end >= v + 2).then(|| &s[v + 1..v_end - 1])
+        };
+        match key {
+            b"hash" => out.hash = Some((raw_str()?, key_start..v_end + 1)),
+            b"prev" => out.prev = raw_str(),
+            b"stream" => out.stream = raw_str(),
+            b"received" => out.received = raw_str(),
+            b"time" => out.time = raw_str(),
+            b"seq" => out.seq = s[v..v_end].parse().ok(),
+            _ => {}
+        }
+        match b.get(v_end) {
+            Some(b',') => i = v_end + 1,
+            Some(b'}') if v_end + 1 == b.len() => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
 /// [`stored_json`] by parsing and re-canonicalizing (the reference).
 fn stored_json_parsed(body: &str, hash_hex: &str) -> String {
     match serde_json::from_str::<Value>(body) {
@@ -901,6 +958,15 @@ mod tests {
             let line = stored_json(&body, &"ab".repeat(32));
             prop_assert_eq!(&line, &stored_json_parsed(&body, &"ab".repeat(32)));
             prop_assert_eq!(split_stored_line(&line), Some((body.clone(), "ab".repeat(32))));
+            let sc = scan_stored(&line).expect("canonical lines scan");
+            let (h, range) = sc.hash.clone().expect("hash");
+            prop_assert_eq!(h, "ab".repeat(32));
+            prop_assert_eq!(format!("{}{}", &line[..range.start], &line[range.end..]), body.clone());
+            prop_assert_eq!(sc.seq, Some(seq));
+            prop_assert_eq!(sc.prev, Some(crate::chain::ZERO_HASH_HEX));
+            prop_assert_eq!(sc.stream, Some("s"));
+            prop_assert_eq!(sc.received, Some(RECEIVED));
+            prop_assert!(scan_stored(&body).is_some_and(|b| b.hash.is_none() && b.seq == Some(seq)));
         }
     }
 

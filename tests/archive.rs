@@ -24,7 +24,11 @@ async fn seed(dir: &Path, streams: &[(&str, usize)], extra: &[&str]) {
             .args(["keys", "create", "--scope", "ingest"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     let c = reqwest::Client::new();
@@ -515,12 +519,31 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
     let archive = tmp.path().join("shared-archive");
     let archive_url = format!("file://{}", archive.display());
     let cfg = tmp.path().join("cfg.toml");
-    std::fs::write(&cfg, "[archive]\nsegment_events = 1000\nlease_ttl_ms = 1500\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[archive]\nsegment_events = 1000\nlease_ttl_ms = 1500\n",
+    )
+    .unwrap();
     let run = |failpoint: Option<&str>| {
         let mut c = Command::new(BIN);
-        c.args(["--data-dir", data.to_str().unwrap(), "--store", &pg.url, "--archive", &archive_url])
-            .args(["--config", cfg.to_str().unwrap(), "archive", "run", "--older-than", "0s", "--json"])
-            .env("RUST_LOG", "warn");
+        c.args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "--archive",
+            &archive_url,
+        ])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn");
         if let Some(f) = failpoint {
             c.env("TRAILKEEP_TEST_FAILPOINT", f);
         }
@@ -530,24 +553,60 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
     assert!(!crashed.status.success());
     let blocked = run(None);
     assert_eq!(blocked.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&blocked.stderr).contains("another archiver is running"), "{}", String::from_utf8_lossy(&blocked.stderr));
+    assert!(
+        String::from_utf8_lossy(&blocked.stderr).contains("another archiver is running"),
+        "{}",
+        String::from_utf8_lossy(&blocked.stderr)
+    );
     std::thread::sleep(std::time::Duration::from_millis(1700));
     let done = run(None);
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     let r = json_of(&done);
-    assert_eq!((r["events_archived"].as_u64(), r["deleted"].as_u64()), (Some(4000), Some(5000)), "{r:#}");
+    assert_eq!(
+        (r["events_archived"].as_u64(), r["deleted"].as_u64()),
+        (Some(4000), Some(5000)),
+        "{r:#}"
+    );
     assert_eq!(count(&archive, ".ndjson.gz"), 5);
     let pubkey = tmp.path().join("pub");
-    let out = Command::new(BIN).args(["--data-dir", data.to_str().unwrap(), "--store", &pg.url, "keys", "public"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "keys",
+            "public",
+        ])
+        .output()
+        .unwrap();
     std::fs::write(&pubkey, &out.stdout).unwrap();
     let (code, v) = offline_verify(&data, &archive, &pubkey);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["summary"]["events"], 5000);
     let out = Command::new(BIN)
-        .args(["--data-dir", data.to_str().unwrap(), "--store", &pg.url, "--archive", &archive_url, "verify", "--json"])
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "--archive",
+            &archive_url,
+            "verify",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -122,6 +122,12 @@ pub struct RunReport {
     pub deleted: u64,
     /// Where deletion stopped at a cursor.
     pub held_back: Vec<HeldBack>,
+    /// Seconds spent reading, checking and compressing events.
+    pub encode_secs: f64,
+    /// Seconds spent writing and reading back objects, manifests, checkpoints.
+    pub write_secs: f64,
+    /// Seconds spent deleting archived events from the hot store.
+    pub delete_secs: f64,
 }
 
 /// Runs archive passes over a hot store into a bucket.
@@ -148,6 +154,29 @@ struct Meta<'a> {
     received: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     time: std::borrow::Cow<'a, str>,
+}
+
+/// Deletes archived events of `stream` up to `through` in chunks; returns
+/// how many and the seconds it took.
+async fn delete_through(
+    store: Arc<dyn Store>,
+    stream: String,
+    through: u64,
+    cutoff: String,
+    fence: Option<Lease>,
+) -> Result<(u64, f64), ArchiveError> {
+    let t = std::time::Instant::now();
+    let mut total = 0;
+    loop {
+        let n = store
+            .delete_archived(&stream, through, &cutoff, DELETE_CHUNK, fence.as_ref())
+            .await?;
+        total += n;
+        if n == 0 {
+            return Ok((total, t.elapsed().as_secs_f64()));
+        }
+        failpoint("archive.after_delete_chunk");
+    }
 }
 
 impl Archiver {
@@ -264,7 +293,13 @@ impl Archiver {
         .await?;
         let cursors = self.store.delivery_cursors().await?;
         for info in self.store.streams().await? {
-            self.archive_stream(&info.name, &cutoff, fence, &mut report, progress)
+            let hold = cursors
+                .iter()
+                .filter(|c| c.stream == info.name && !c.archive_past)
+                .map(|c| c.seq)
+                .min()
+                .unwrap_or(u64::MAX);
+            self.archive_stream(&info.name, &cutoff, hold, fence, &mut report, progress)
                 .await?;
             let Some(archived) = self
                 .store
@@ -290,17 +325,18 @@ impl Archiver {
                     through = through.min(c.seq);
                 }
             }
-            loop {
-                let n = self
-                    .store
-                    .delete_archived(&info.name, through, &cutoff, DELETE_CHUNK, fence)
-                    .await?;
-                report.deleted += n;
-                if n == 0 {
-                    break;
-                }
-                failpoint("archive.after_delete_chunk");
-            }
+            // Whatever is recorded but still hot (an earlier run stopped
+            // between recording and deleting, or restored rows expired).
+            let (n, secs) = delete_through(
+                self.store.clone(),
+                info.name.clone(),
+                through,
+                cutoff.clone(),
+                fence.cloned(),
+            )
+            .await?;
+            report.deleted += n;
+            report.delete_secs += secs;
         }
         metrics::counter!("trailkeep_archive_events_total").increment(report.events_archived);
         metrics::counter!("trailkeep_archive_bytes_total").increment(report.stored_bytes);
@@ -308,10 +344,14 @@ impl Archiver {
         Ok(report)
     }
 
+    /// Archives one stream's old events, batch after batch; each recorded
+    /// batch is deleted from hot (up to `hold`) in the background while the
+    /// next one is encoded.
     async fn archive_stream(
         &self,
         stream: &str,
         cutoff: &str,
+        hold: u64,
         fence: Option<&Lease>,
         report: &mut RunReport,
         progress: &(dyn Fn(u64) + Send + Sync),
@@ -321,17 +361,52 @@ impl Archiver {
             Some(b) => (b.end_seq + 1, b.last_hash, Some(b.manifest_sha256)),
             None => (1, ZERO_HASH_HEX.to_owned(), None),
         };
+        let mut deleting: Option<tokio::task::JoinHandle<Result<(u64, f64), ArchiveError>>> = None;
+        let settle =
+            |report: &mut RunReport,
+             r: Result<Result<(u64, f64), ArchiveError>, tokio::task::JoinError>| {
+                let (n, secs) =
+                    r.map_err(|e| ArchiveError::Encode(std::io::Error::other(e.to_string())))??;
+                report.deleted += n;
+                report.delete_secs += secs;
+                Ok::<(), ArchiveError>(())
+            };
         loop {
-            let Some((segment, day)) = self.next_segment(stream, next, &prev_hash, cutoff).await?
-            else {
+            let t = std::time::Instant::now();
+            let next_segment = self.next_segment(stream, next, &prev_hash, cutoff).await;
+            let Some((segment, day)) = (match next_segment {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(d) = deleting.take() {
+                        let _ = d.await;
+                    }
+                    return Err(e);
+                }
+            }) else {
+                if let Some(d) = deleting.take() {
+                    settle(report, d.await)?;
+                }
                 return Ok(());
             };
+            report.encode_secs += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
             let batch = self
                 .write_segment(stream, &segment, &day, prev_manifest.clone(), fence, report)
                 .await?;
+            report.write_secs += t.elapsed().as_secs_f64();
             next = batch.end_seq + 1;
             prev_hash.clone_from(&batch.last_hash);
             prev_manifest = Some(batch.manifest_sha256.clone());
+            if let Some(d) = deleting.take() {
+                settle(report, d.await)?;
+            }
+            deleting = Some(tokio::spawn(delete_through(
+                self.store.clone(),
+                stream.to_owned(),
+                batch.end_seq.min(hold),
+                cutoff.to_owned(),
+                fence.cloned(),
+            )));
             report.events_archived += batch.count;
             report.raw_bytes += batch.raw_size;
             report.stored_bytes += batch.object_size;
@@ -374,8 +449,21 @@ impl Archiver {
                         ),
                     });
                 }
-                let meta: Meta<'_> = serde_json::from_str(&row.body)
-                    .map_err(|e| chain(format!("stored body is not an event: {e}")))?;
+                let meta: Meta<'_> = match crate::event::scan_stored(&row.body) {
+                    Some(crate::event::Scanned {
+                        prev: Some(prev),
+                        received: Some(received),
+                        time: Some(time),
+                        hash: None,
+                        ..
+                    }) => Meta {
+                        prev: prev.into(),
+                        received: received.into(),
+                        time: time.into(),
+                    },
+                    _ => serde_json::from_str(&row.body)
+                        .map_err(|e| chain(format!("stored body is not an event: {e}")))?,
+                };
                 if *meta.received >= *cutoff {
                     break 'pages;
                 }

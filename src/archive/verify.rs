@@ -21,12 +21,72 @@ use serde::{Deserialize, Serialize};
 use super::ArchiveError;
 use super::bucket::{Bucket, layout};
 use super::manifest::Manifest;
-use super::segment::{Compression, decompress};
+use super::segment::Compression;
 use crate::chain::checkpoint::Checkpoint;
 use crate::chain::merkle::{Frontier, MemoryTree};
 use crate::chain::note::{NoteVerifier, open};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
-use crate::event::split_stored_line;
+use crate::event::{scan_stored, split_stored_line};
+use sha2::Digest as _;
+
+/// What the decompressing thread finds out about one line.
+struct LineFacts {
+    line: std::ops::Range<usize>,
+    fast: Option<FastFacts>,
+}
+
+/// A canonical line, scanned and hashed (ranges into the chunk's text).
+struct FastFacts {
+    computed: [u8; 32],
+    hash: std::ops::Range<usize>,
+    prev: std::ops::Range<usize>,
+    stream: std::ops::Range<usize>,
+    seq: u64,
+}
+
+/// Runs on the decompressing thread: splits a chunk into lines and, for
+/// each canonical one, scans its fields and hashes its body (the costly
+/// part), so the checking side only compares.
+fn digest_chunk(chunk: Vec<u8>) -> (String, Vec<LineFacts>) {
+    let text = match String::from_utf8(chunk) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let mut facts = Vec::with_capacity(text.len() / 256 + 1);
+    let base = text.as_ptr() as usize;
+    let offset = |s: &str| s.as_ptr() as usize - base;
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let start = offset(line);
+        let fast = scan_stored(line).and_then(|sc| {
+            let (h, range) = sc.hash.clone()?;
+            let (prev, stream) = (sc.prev?, sc.stream?);
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(&line.as_bytes()[..range.start]);
+            hasher.update(&line.as_bytes()[range.end..]);
+            Some(FastFacts {
+                computed: hasher.finalize().into(),
+                hash: offset(h)..offset(h) + h.len(),
+                prev: offset(prev)..offset(prev) + prev.len(),
+                stream: offset(stream)..offset(stream) + stream.len(),
+                seq: sc.seq?,
+            })
+        });
+        facts.push(LineFacts {
+            line: start..start + line.len(),
+            fast,
+        });
+    }
+    (text, facts)
+}
+
+/// Whether lowercase hex `s` spells `bin`.
+fn hex_is(s: &str, bin: &[u8; 32]) -> bool {
+    let mut b = [0u8; 32];
+    s.len() == 64
+        && hex::decode_to_slice(s, &mut b).is_ok()
+        && b == *bin
+        && !s.bytes().any(|c| c.is_ascii_uppercase())
+}
 
 /// Status of one key in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -742,116 +802,150 @@ async fn check_object(
             None,
         ));
     };
-    let raw = match decompress(
-        &bytes,
+    // Decompression runs on its own thread, a chunk of whole lines ahead
+    // of the checks (two cores: inflate and SHA-256 overlap).
+    let mut chunks = super::segment::decompress_chunks(
+        bytes.clone(),
         c,
         m.object.uncompressed_size.clamp(1, MAX_OBJECT_RAW) + 1,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            reasons.push(e.clone());
-            return Ok(fail(
-                w,
-                Status::Invalid,
-                reasons.join("; "),
-                K::ObjectUndecodable,
-                None,
-            ));
-        }
-    };
-    let text = String::from_utf8_lossy(&raw);
+        digest_chunk,
+    );
     let mut tree = MemoryTree::new();
-    let mut prev = prev_hash.to_owned();
+    let mut prev_bin: [u8; 32] = [0; 32];
+    if hex::decode_to_slice(prev_hash, &mut prev_bin).is_err() {
+        prev_bin = [0xff; 32]; // links nothing: the first event reports it
+    }
     let mut expected = m.start_seq;
     let mut n = 0u64;
-    for line in text.lines() {
-        n += 1;
-        let seq_here = expected;
-        let Some((body, hash)) = split_stored_line(line) else {
-            w.problem(
-                stream,
-                Some(seq_here),
-                Some(key),
-                K::MalformedEvent,
-                format!("line {n} is not a stored event"),
-            );
-            ok = false;
-            expected += 1;
-            continue;
-        };
-        let computed = event_hash(body.as_bytes());
-        let computed_hex = hex::encode(computed);
-        match serde_json::from_str::<Meta<'_>>(&body) {
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = match chunk {
+            Ok(c) => c,
             Err(e) => {
+                reasons.push(e.clone());
+                return Ok(fail(
+                    w,
+                    Status::Invalid,
+                    reasons.join("; "),
+                    K::ObjectUndecodable,
+                    None,
+                ));
+            }
+        };
+        let (text, facts) = chunk;
+        for fact in facts {
+            let line = &text[fact.line.clone()];
+            n += 1;
+            let seq_here = expected;
+            expected += 1;
+            let slow;
+            let (computed, hash, parsed): (
+                [u8; 32],
+                std::borrow::Cow<'_, str>,
+                Result<Meta<'_>, String>,
+            ) = match &fact.fast {
+                Some(f) => (
+                    f.computed,
+                    text[f.hash.clone()].into(),
+                    Ok(Meta {
+                        seq: f.seq,
+                        prev: text[f.prev.clone()].into(),
+                        stream: text[f.stream.clone()].into(),
+                    }),
+                ),
+                None => {
+                    let Some((body, hash)) = split_stored_line(line) else {
+                        w.problem(
+                            stream,
+                            Some(seq_here),
+                            Some(key),
+                            K::MalformedEvent,
+                            format!("line {n} is not a stored event"),
+                        );
+                        ok = false;
+                        continue;
+                    };
+                    slow = body;
+                    let meta = serde_json::from_str::<Meta<'_>>(&slow).map_err(|e| e.to_string());
+                    (event_hash(slow.as_bytes()), hash.into(), meta)
+                }
+            };
+            match parsed {
+                Err(e) => {
+                    w.problem(
+                        stream,
+                        Some(seq_here),
+                        Some(key),
+                        K::MalformedEvent,
+                        format!("line {n}: {e}"),
+                    );
+                    ok = false;
+                }
+                Ok(meta) => {
+                    if meta.seq != seq_here {
+                        w.problem(
+                            stream,
+                            Some(seq_here),
+                            Some(key),
+                            K::Reordered,
+                            format!("line {n} holds seq {}, expected seq {seq_here}", meta.seq),
+                        );
+                        ok = false;
+                    }
+                    if meta.stream != stream {
+                        w.problem(
+                            stream,
+                            Some(meta.seq),
+                            Some(key),
+                            K::WrongStream,
+                            format!("event names stream {}", meta.stream),
+                        );
+                        ok = false;
+                    }
+                    if !hex_is(&meta.prev, &prev_bin) {
+                        w.problem(
+                            stream,
+                            Some(meta.seq),
+                            Some(key),
+                            K::BrokenLink,
+                            format!(
+                                "prev {} does not link to the previous event's hash {}",
+                                meta.prev,
+                                hex::encode(prev_bin)
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if !hex_is(&hash, &computed) {
                 w.problem(
                     stream,
                     Some(seq_here),
                     Some(key),
-                    K::MalformedEvent,
-                    format!("line {n}: {e}"),
+                    K::HashMismatch,
+                    format!(
+                        "line {n}: stored hash {hash}, SHA-256 of the event {}",
+                        hex::encode(computed)
+                    ),
                 );
                 ok = false;
             }
-            Ok(meta) => {
-                if meta.seq != expected {
-                    w.problem(
-                        stream,
-                        Some(expected),
-                        Some(key),
-                        K::Reordered,
-                        format!("line {n} holds seq {}, expected seq {expected}", meta.seq),
-                    );
-                    ok = false;
-                }
-                if meta.stream != stream {
-                    w.problem(
-                        stream,
-                        Some(meta.seq),
-                        Some(key),
-                        K::WrongStream,
-                        format!("event names stream {}", meta.stream),
-                    );
-                    ok = false;
-                }
-                if meta.prev != prev {
-                    w.problem(
-                        stream,
-                        Some(meta.seq),
-                        Some(key),
-                        K::BrokenLink,
-                        format!(
-                            "prev {} does not link to the previous event's hash {prev}",
-                            meta.prev
-                        ),
-                    );
-                    ok = false;
+            let leaf = leaf_hash(&computed);
+            tree.push(leaf);
+            if let Some(f) = frontier.as_deref_mut() {
+                f.push(leaf);
+                if cp_sizes.contains(&f.size()) {
+                    roots_at.insert(f.size(), f.root());
                 }
             }
-        }
-        if computed_hex != hash {
-            w.problem(
-                stream,
-                Some(seq_here),
-                Some(key),
-                K::HashMismatch,
-                format!("line {n}: stored hash {hash}, SHA-256 of the event {computed_hex}"),
-            );
-            ok = false;
-        }
-        tree.push(leaf_hash(&computed));
-        if let Some(f) = frontier.as_deref_mut() {
-            f.push(leaf_hash(&computed));
-            if cp_sizes.contains(&f.size()) {
-                roots_at.insert(f.size(), f.root());
+            prev_bin = computed;
+            w.events += 1;
+            if w.events.is_multiple_of(4096) {
+                (w.progress)(w.events);
             }
-        }
-        prev = computed_hex;
-        expected += 1;
-        w.events += 1;
-        if w.events.is_multiple_of(4096) {
-            (w.progress)(w.events);
         }
     }
+    let prev = hex::encode(prev_bin);
     if n != m.count {
         let r = format!("holds {n} events, the manifest says {}", m.count);
         w.problem(

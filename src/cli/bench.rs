@@ -27,6 +27,10 @@ pub enum BenchCommand {
     /// (batched INSERT of the same rows, same durability). Works in a scratch
     /// schema that it drops afterwards.
     Postgres(PostgresArgs),
+    /// Archive throughput (MB/s) and offline verify throughput (events/s),
+    /// beside the compressor's own speed and decompression + SHA-256 on the
+    /// same bytes.
+    Archive(super::bench_archive::ArchiveBenchArgs),
 }
 
 /// Arguments of `bench postgres`.
@@ -279,6 +283,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     let args = match cmd {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Postgres(a) => return postgres_bench(config, a).await,
+        BenchCommand::Archive(a) => return super::bench_archive::run(a).await,
     };
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {
@@ -597,7 +602,7 @@ async fn raw_limit(
     tokio::task::spawn_blocking(move || raw_sqlite_limit(&dir, rows, streams)).await?
 }
 
-fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random: {e}"))?;
     let p = std::env::temp_dir().join(format!("trailkeep-bench-{}", hex::encode(b)));

@@ -5,6 +5,7 @@
 
 mod archive;
 mod bench;
+mod bench_archive;
 mod copy;
 mod keys;
 mod sources;

@@ -833,13 +833,34 @@ impl Store for SqliteStore {
             let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_fence(&tx, fence.as_ref())?;
             // The store's own guard for invariant 5: never past what is recorded as archived.
-            let n = tx.execute(
-                "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = ?1) AND seq IN ( \
-                   SELECT e.seq FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ?1 \
-                   AND e.seq <= MIN(?2, COALESCE((SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), 0)) \
-                   AND (e.restored IS NULL OR e.restored < ?3) ORDER BY e.seq LIMIT ?4)",
-                params![stream, through_seq as i64, restored_before, max_rows as i64],
+            // A seq range from the lowest hot seq, at most `max_rows` wide
+            // (a range delete walks the primary key; no temporary table).
+            let bounds: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT s.id, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
+                     MIN(?2, COALESCE((SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), 0)) \
+                     FROM streams s WHERE s.name = ?1",
+                    params![stream, through_seq.min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(i64::MAX), r.get(2)?)),
+                )
+                .optional()?;
+            let Some((sid, lo, upper)) = bounds else { return Ok(0) };
+            if lo > upper {
+                return Ok(0);
+            }
+            let hi = upper.min(lo.saturating_add(max_rows as i64 - 1));
+            let mut n = tx.execute(
+                "DELETE FROM events WHERE stream_id = ?1 AND seq BETWEEN ?2 AND ?3 AND (restored IS NULL OR restored < ?4)",
+                params![sid, lo, hi, restored_before],
             )?;
+            if n == 0 && hi < upper {
+                // The range held only restored rows that stay: go on past them.
+                n = tx.execute(
+                    "DELETE FROM events WHERE stream_id = ?1 AND seq IN (SELECT seq FROM events WHERE stream_id = ?1 AND seq > ?2 \
+                     AND seq <= ?3 AND (restored IS NULL OR restored < ?4) ORDER BY seq LIMIT ?5)",
+                    params![sid, hi, upper, restored_before, max_rows as i64],
+                )?;
+            }
             tx.commit()?;
             Ok(n as u64)
         })
