@@ -102,6 +102,47 @@ pub fn archiver(
     ))
 }
 
+/// The next time at `hour`:00 UTC strictly after `now`.
+fn next_daily_run(now: time::OffsetDateTime, hour: u8) -> time::OffsetDateTime {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let today = now.replace_time(time::Time::MIDNIGHT) + time::Duration::hours(i64::from(hour));
+    if today > now {
+        today
+    } else {
+        today + time::Duration::days(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_daily_run;
+    use time::macros::datetime;
+
+    #[test]
+    fn daily_runs_fall_on_the_hour_utc() {
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 01:30 UTC), 3),
+            datetime!(2026-11-23 03:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 03:00 UTC), 3),
+            datetime!(2026-11-24 03:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 23:59 UTC), 0),
+            datetime!(2026-11-24 00:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 05:00 +02:00), 4),
+            datetime!(2026-11-23 04:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 07:00 +02:00), 4),
+            datetime!(2026-11-24 04:00 UTC)
+        );
+    }
+}
+
 /// Runs the archiver on its schedule until `stop` turns true. Probes the
 /// store first and says why when it refuses; every run takes the
 /// `archiver` lease, so with several nodes one archives at a time.
@@ -123,14 +164,7 @@ async fn archive_worker(
             crate::config::ArchiveSchedule::Every(d) => d,
             crate::config::ArchiveSchedule::DailyAt(h) => {
                 let now = time::OffsetDateTime::now_utc();
-                let today =
-                    now.replace_time(time::Time::MIDNIGHT) + time::Duration::hours(i64::from(h));
-                let next = if today > now {
-                    today
-                } else {
-                    today + time::Duration::days(1)
-                };
-                (next - now)
+                (next_daily_run(now, h) - now)
                     .try_into()
                     .unwrap_or(std::time::Duration::from_secs(3600))
             }

@@ -403,6 +403,38 @@ async fn archive_api_lists_runs_and_restores() {
     assert!(server.terminate().success());
 }
 
+/// `serve` runs the archiver on its interval by itself.
+#[tokio::test]
+async fn serve_archives_on_its_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(&dir, &[("s", 500)], &[]).await;
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(&cfg, "[archive]\ninterval = \"1s\"\nolder_than = \"0s\"\n").unwrap();
+    let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]).await;
+    let admin = create_key(&dir, "admin");
+    let c = reqwest::Client::new();
+    let mut batches = Value::Null;
+    for _ in 0..100 {
+        batches = c
+            .get(format!("{}/v1/archives", server.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if batches["batches"].as_array().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(batches["batches"][0]["end_seq"], 500, "{batches:#}");
+    assert!(server.terminate().success());
+    assert_eq!(hot_info(&dir, "s"), (None, Some(500), 0));
+}
+
 /// Runs `archive run --older-than 0s` with the failpoint set: the process
 /// aborts there, as `kill -9` would.
 fn run_until(dir: &Path, cfg: &str, failpoint: &str) -> std::process::Output {

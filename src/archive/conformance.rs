@@ -546,6 +546,91 @@ mod faults {
     }
 
     #[tokio::test]
+    async fn hot_deletion_stops_at_a_destination_cursor_unless_allowed() {
+        use crate::store::DeliveryCursor;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        append(store.as_ref(), "s", 0, 250).await;
+        append(store.as_ref(), "t", 0, 20).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cursor = |seq, past| DeliveryCursor {
+            destination: "siem".into(),
+            stream: "s".into(),
+            seq,
+            archive_past: past,
+        };
+        store
+            .put_delivery_cursor(cursor(120, false), None)
+            .await
+            .unwrap();
+        let url = url::Url::from_directory_path(dir.path().join("archive")).unwrap();
+        let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
+        let a = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            settings(Compression::Gzip),
+        );
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.events_archived, 270, "archiving itself is not held back");
+        assert_eq!(
+            r.deleted,
+            120 + 20,
+            "s only up to the cursor; t has no cursor"
+        );
+        assert_eq!(r.held_back.len(), 1, "{:#?}", r.held_back);
+        let h = &r.held_back[0];
+        assert_eq!(
+            (
+                h.stream.as_str(),
+                h.destination.as_str(),
+                h.cursor_seq,
+                h.archived_seq
+            ),
+            ("s", "siem", 120, 250)
+        );
+        assert!(h.reason.contains("siem"), "{}", h.reason);
+        assert_eq!(store.read_events("s", 1, 1).await.unwrap()[0].seq, 121);
+        // The destination catches up partly: deletion follows it.
+        store
+            .put_delivery_cursor(cursor(200, false), None)
+            .await
+            .unwrap();
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.events_archived, r.deleted), (0, 80));
+        // The operator lets deletion pass it: the rest goes.
+        store
+            .put_delivery_cursor(cursor(200, true), None)
+            .await
+            .unwrap();
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.deleted, r.held_back.len()), (50, 0));
+        assert!(store.read_events("s", 1, 1).await.unwrap().is_empty());
+        assert!(verify(&b).await.ok);
+    }
+
+    #[test]
+    fn settings_never_show_the_hmac_secret() {
+        let s = settings(Compression::Gzip);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("shared") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_store_that_overwrites_is_refused_unless_single_writer() {
         let fake = crate::archive::gcs_fake::GcsFake::start_overwriting().await;
         let dir = tempfile::tempdir().unwrap();
