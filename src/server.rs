@@ -113,36 +113,6 @@ fn next_daily_run(now: time::OffsetDateTime, hour: u8) -> time::OffsetDateTime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::next_daily_run;
-    use time::macros::datetime;
-
-    #[test]
-    fn daily_runs_fall_on_the_hour_utc() {
-        assert_eq!(
-            next_daily_run(datetime!(2026-11-23 01:30 UTC), 3),
-            datetime!(2026-11-23 03:00 UTC)
-        );
-        assert_eq!(
-            next_daily_run(datetime!(2026-11-23 03:00 UTC), 3),
-            datetime!(2026-11-24 03:00 UTC)
-        );
-        assert_eq!(
-            next_daily_run(datetime!(2026-11-23 23:59 UTC), 0),
-            datetime!(2026-11-24 00:00 UTC)
-        );
-        assert_eq!(
-            next_daily_run(datetime!(2026-11-23 05:00 +02:00), 4),
-            datetime!(2026-11-23 04:00 UTC)
-        );
-        assert_eq!(
-            next_daily_run(datetime!(2026-11-23 07:00 +02:00), 4),
-            datetime!(2026-11-24 04:00 UTC)
-        );
-    }
-}
-
 /// Runs the archiver on its schedule until `stop` turns true. Probes the
 /// store first and says why when it refuses; every run takes the
 /// `archiver` lease, so with several nodes one archives at a time.
@@ -364,4 +334,34 @@ pub async fn run(
     running.stop().await;
     tracing::info!("trailkeep stopped");
     served.map_err(ServeError::Http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_daily_run;
+    use time::macros::datetime;
+
+    #[test]
+    fn daily_runs_fall_on_the_hour_utc() {
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 01:30 UTC), 3),
+            datetime!(2026-11-23 03:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 03:00 UTC), 3),
+            datetime!(2026-11-24 03:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 23:59 UTC), 0),
+            datetime!(2026-11-24 00:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 05:00 +02:00), 4),
+            datetime!(2026-11-23 04:00 UTC)
+        );
+        assert_eq!(
+            next_daily_run(datetime!(2026-11-23 07:00 +02:00), 4),
+            datetime!(2026-11-24 04:00 UTC)
+        );
+    }
 }
