@@ -641,6 +641,128 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
     );
 }
 
+/// Two `serve` nodes on one PostgreSQL: the node holding the archiver lease
+/// dies mid-run (after recording its first batch, as `kill -9` would stop
+/// it); the other node's worker takes the lease once it expires and
+/// finishes the archive, with nothing lost or duplicated.
+#[tokio::test]
+async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
+    let Some(pg) = common::fresh_postgres("tk_archive_nodes").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    seed(&data, &[("s", 4000)], &["--store", &pg.url]).await;
+    let archive = tmp.path().join("shared-archive");
+    let archive_url = format!("file://{}", archive.display());
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        "[archive]\ninterval = \"1s\"\nolder_than = \"0s\"\nsegment_events = 1000\nlease_ttl_ms = 2000\n",
+    )
+    .unwrap();
+    let node = |failpoint: Option<&str>, port: u16| {
+        let mut c = Command::new(BIN);
+        c.args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "--archive",
+            &archive_url,
+        ])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if let Some(f) = failpoint {
+            c.env("TRAILKEEP_TEST_FAILPOINT", f);
+        }
+        c.spawn().unwrap()
+    };
+    let mut a = node(Some("archive.after_record"), common::free_port());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = a.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A never reached the failpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success(), "node A died mid-run");
+    assert_eq!(
+        count(&archive, ".ndjson.gz"),
+        1,
+        "A archived one batch before dying"
+    );
+    let b = Server::start(
+        &data,
+        &[
+            "--store",
+            &pg.url,
+            "--archive",
+            &archive_url,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let pubkey = tmp.path().join("pub");
+    let out = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "keys",
+            "public",
+        ])
+        .output()
+        .unwrap();
+    std::fs::write(&pubkey, &out.stdout).unwrap();
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "node B to finish the archive",
+        || count(&archive, ".json") == 4,
+    )
+    .await;
+    assert!(b.terminate().success());
+    assert_eq!(count(&archive, ".ndjson.gz"), 4);
+    let (code, v) = offline_verify(&data, &archive, &pubkey);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["summary"]["events"], 4000);
+    let out = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            &pg.url,
+            "--archive",
+            &archive_url,
+            "verify",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["streams"][0]["events"], 0, "nothing left hot: {v:#}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
