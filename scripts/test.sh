@@ -51,11 +51,27 @@ start_postgres() {
     fi
     "${run[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DIR/initdb.log" 2>&1 \
         || { cat "$PG_DIR/initdb.log" >&2; exit 2; }
+    # TLS: a throwaway CA and a server certificate for IP 127.0.0.1 (the
+    # sslmode tests), plus an unrelated CA that must be refused.
+    command -v openssl >/dev/null 2>&1 || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null; }
+    local tls="$PG_DIR/tls"
+    mkdir -p "$tls"
+    (
+        cd "$tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=trailkeep test CA" 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj "/CN=unrelated CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
+        chmod 600 server.key
+    )
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$tls"
     "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key" start >/dev/null \
         || { cat "$PG_DIR/server.log" >&2; exit 2; }
     PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m fast stop)
     export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    export TEST_POSTGRES_CA="$tls/ca.crt" TEST_POSTGRES_OTHER_CA="$tls/other-ca.crt"
     echo "scripts/test.sh: PostgreSQL on 127.0.0.1:$port" >&2
 }
 

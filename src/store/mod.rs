@@ -24,6 +24,7 @@
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
 pub mod conformance;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

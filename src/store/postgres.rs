@@ -85,6 +85,27 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// An error with its causes (`a: b: c`), so a TLS failure says why (the
+/// certificate, the name) rather than only that the handshake failed.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
 struct StreamCache {
     id: i64,
     head_seq: u64,
@@ -142,7 +163,14 @@ impl PostgresStore {
         schema: Option<&str>,
         pool: &PoolSettings,
     ) -> Result<Self> {
-        let mut cfg = tokio_postgres::Config::from_str(url)
+        let (url, tls) = super::pg_tls::split_tls_params(url)
+            .map_err(|e| backend(format!("connection string: {e}")))?;
+        let tls =
+            match super::pg_tls::client_config(&tls).map_err(|e| backend(format!("tls: {e}")))? {
+                Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+                None => Tls::None,
+            };
+        let mut cfg = tokio_postgres::Config::from_str(&url)
             .map_err(|e| backend(format!("connection string: {e}")))?;
         cfg.connect_timeout(pool.connect_timeout);
         if let Some(s) = schema {
@@ -151,8 +179,32 @@ impl PostgresStore {
                     "schema name {s:?} must be letters, digits and _"
                 )));
             }
-            let (client, conn) = cfg.connect(NoTls).await.map_err(backend)?;
-            let task = tokio::spawn(conn);
+            let (client, task) = match &tls {
+                Tls::None => {
+                    let (client, conn) = cfg
+                        .connect(NoTls)
+                        .await
+                        .map_err(|e| backend(with_sources(&e)))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        }),
+                    )
+                }
+                Tls::Rustls(t) => {
+                    let (client, conn) = cfg
+                        .connect(t.clone())
+                        .await
+                        .map_err(|e| backend(with_sources(&e)))?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        }),
+                    )
+                }
+            };
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
                 .await
@@ -161,13 +213,13 @@ impl PostgresStore {
             let _ = task.await;
             cfg.options(format!("-c search_path={s}"));
         }
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let mcfg = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls {
+            Tls::None => Manager::from_config(cfg, NoTls, mcfg),
+            Tls::Rustls(t) => Manager::from_config(cfg, t, mcfg),
+        };
         let pool = Pool::builder(mgr)
             .max_size(pool.max_connections)
             .build()
@@ -181,7 +233,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(backend)
+        self.pool.get().await.map_err(|e| backend(with_sources(&e)))
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -1029,6 +1081,71 @@ mod tests {
         }
         let mut it = stores.into_iter();
         super::super::conformance::run_all(|| it.next().expect("enough stores")).await;
+    }
+
+    /// `sslmode` as libpq means it, against the test server's TLS (a
+    /// throwaway CA; the server certificate names IP 127.0.0.1 only).
+    #[tokio::test]
+    async fn sslmode_encrypts_and_verifies_as_libpq_does() {
+        let Some(url) = test_url() else { return };
+        let (Ok(ca), Ok(other)) = (
+            std::env::var("TEST_POSTGRES_CA"),
+            std::env::var("TEST_POSTGRES_OTHER_CA"),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL TLS tests: TEST_POSTGRES_CA is not set"
+            );
+            return;
+        };
+        let with = |u: &str, q: &str| format!("{u}{}{q}", if u.contains('?') { '&' } else { '?' });
+        let localhost = url.replace("127.0.0.1", "localhost");
+        async fn ssl_in_use(url: &str) -> std::result::Result<bool, String> {
+            let store = PostgresStore::connect(url, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = store.client().await.map_err(|e| e.to_string())?;
+            let row = c
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(row.get(0))
+        }
+        assert_eq!(ssl_in_use(&with(&url, "sslmode=disable")).await, Ok(false));
+        assert_eq!(ssl_in_use(&with(&url, "sslmode=require")).await, Ok(true));
+        assert_eq!(
+            ssl_in_use(&url).await,
+            Ok(true),
+            "prefer (the default) encrypts when offered"
+        );
+        let full = format!("sslmode=verify-full&sslrootcert={ca}");
+        assert_eq!(ssl_in_use(&with(&url, &full)).await, Ok(true));
+        let e = ssl_in_use(&with(&localhost, &full))
+            .await
+            .expect_err("name mismatch");
+        assert!(
+            e.to_lowercase().contains("certificate") || e.contains("name"),
+            "verify-full checks the host name: {e}"
+        );
+        let ca_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+        assert_eq!(
+            ssl_in_use(&with(&localhost, &ca_only)).await,
+            Ok(true),
+            "verify-ca does not check the name"
+        );
+        let e = ssl_in_use(&with(
+            &url,
+            &format!("sslmode=verify-ca&sslrootcert={other}"),
+        ))
+        .await
+        .expect_err("unrelated CA");
+        assert!(
+            e.to_lowercase().contains("certificate") || e.contains("issuer"),
+            "an unrelated CA is refused: {e}"
+        );
     }
 
     #[tokio::test]
