@@ -50,6 +50,93 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     leases_are_exclusive_expire_and_fence(&make()).await;
     archive_batches_guard_deletion_and_restore(&make()).await;
     delivery_cursors_round_trip(&make()).await;
+    dead_letters_move_the_cursor_and_resolve(&make()).await;
+}
+
+pub async fn dead_letters_move_the_cursor_and_resolve<S: Store>(store: &S) {
+    use super::{DeadLetter, DeliveryCursor, StoreError};
+    let letter = |s, e| DeadLetter {
+        id: 0,
+        destination: "hook".into(),
+        stream: "s".into(),
+        start_seq: s,
+        end_seq: e,
+        status: Some(400),
+        error: "400 Bad Request: field x".into(),
+        at: "2026-01-01T00:00:00.000000Z".into(),
+        resolved: None,
+    };
+    let a = store
+        .add_dead_letter(letter(1, 10), false, None)
+        .await
+        .unwrap();
+    let b = store
+        .add_dead_letter(letter(11, 20), false, None)
+        .await
+        .unwrap();
+    assert!(b > a);
+    let cur = store.delivery_cursors().await.unwrap();
+    assert_eq!(
+        cur,
+        vec![DeliveryCursor {
+            destination: "hook".into(),
+            stream: "s".into(),
+            seq: 20,
+            archive_past: false
+        }]
+    );
+    // A late dead letter for an older range never moves the cursor back.
+    store
+        .add_dead_letter(letter(5, 6), false, None)
+        .await
+        .unwrap();
+    assert_eq!(store.delivery_cursors().await.unwrap()[0].seq, 20);
+    let open = store.dead_letters(Some("hook"), false).await.unwrap();
+    assert_eq!(
+        open.iter()
+            .map(|l| (l.start_seq, l.end_seq))
+            .collect::<Vec<_>>(),
+        vec![(1, 10), (11, 20), (5, 6)]
+    );
+    assert_eq!(open[0].status, Some(400));
+    assert!(
+        store
+            .resolve_dead_letter(a, "2026-01-02T00:00:00.000000Z")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resolve_dead_letter(a, "2026-01-03T00:00:00.000000Z")
+            .await
+            .unwrap(),
+        "only once"
+    );
+    assert_eq!(store.dead_letters(None, false).await.unwrap().len(), 2);
+    let all = store.dead_letters(None, true).await.unwrap();
+    assert_eq!(
+        all[0].resolved.as_deref(),
+        Some("2026-01-02T00:00:00.000000Z")
+    );
+    assert!(
+        store
+            .dead_letters(Some("other"), true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lease = store
+        .acquire_lease("destination:hook", "n1", std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_lease(&lease).await.unwrap();
+    let e = store
+        .add_dead_letter(letter(21, 30), false, Some(&lease))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+    assert_eq!(store.delivery_cursors().await.unwrap()[0].seq, 20);
 }
 
 fn batch_of(

@@ -188,6 +188,29 @@ pub struct DeliveryCursor {
     pub archive_past: bool,
 }
 
+/// A batch a destination refused permanently.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Id (assigned by the store; 0 when adding).
+    pub id: i64,
+    /// Destination name.
+    pub destination: String,
+    /// Stream.
+    pub stream: String,
+    /// First seq of the batch.
+    pub start_seq: u64,
+    /// Last seq of the batch.
+    pub end_seq: u64,
+    /// Response status, when there was a response.
+    pub status: Option<u16>,
+    /// What the destination said (an excerpt; never credentials).
+    pub error: String,
+    /// When it was refused.
+    pub at: String,
+    /// When an operator's retry delivered it.
+    pub resolved: Option<String>,
+}
+
 /// An archived event brought back into the hot store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoredEvent {
@@ -493,6 +516,36 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn delivery_cursors(&self) -> Result<Vec<DeliveryCursor>>;
+
+    /// Records a dead letter and moves the destination's cursor on `stream`
+    /// to its `end_seq`, in one transaction (fenced by `fence`). Returns the
+    /// dead letter's id.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`], backend errors.
+    async fn add_dead_letter(
+        &self,
+        letter: DeadLetter,
+        archive_past: bool,
+        fence: Option<&Lease>,
+    ) -> Result<i64>;
+
+    /// Returns dead letters of `destination` (all when `None`), oldest first;
+    /// resolved ones only when `include_resolved`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn dead_letters(
+        &self,
+        destination: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<DeadLetter>>;
+
+    /// Marks a dead letter resolved at `at`; returns whether it was open.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool>;
 }
 
 /// Checks that an identical batch is being recorded again (the creation

@@ -27,15 +27,16 @@ use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, Lease, RejectedEvent, Result, SourceState,
     Store, StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeliveryCursor, RestoredEvent};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, RestoredEvent};
 use crate::chain::tiles::{TileId, TileWriter, changed_strips, join_strips, partial_tiles};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("sql/postgres/001_init.sql"),
     include_str!("sql/postgres/002_leases.sql"),
     include_str!("sql/postgres/003_archive.sql"),
+    include_str!("sql/postgres/004_dead_letters.sql"),
 ];
 
 const BATCH_COLUMNS: &str = "s.name, b.start_seq, b.end_seq, b.count, b.first_time, b.last_time, b.last_hash, b.object_key, \
@@ -1018,6 +1019,79 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+
+    async fn add_dead_letter(
+        &self,
+        l: DeadLetter,
+        archive_past: bool,
+        fence: Option<&Lease>,
+    ) -> Result<i64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        check_fence(&tx, fence).await?;
+        let status = l.status.map(i32::from);
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO dead_letters (destination, stream, start_seq, end_seq, status, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&l.destination, &l.stream, &(l.start_seq as i64), &(l.end_seq as i64), &status, &l.error, &l.at],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        tx.execute(
+            "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (destination, stream) DO UPDATE SET seq = GREATEST(delivery_cursors.seq, excluded.seq), updated = excluded.updated",
+            &[&l.destination, &l.stream, &(l.end_seq as i64), &archive_past, &l.at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(id)
+    }
+
+    async fn dead_letters(
+        &self,
+        destination: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<DeadLetter>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, destination, stream, start_seq, end_seq, status, error, at, resolved FROM dead_letters \
+                 WHERE ($1::TEXT IS NULL OR destination = $1) AND ($2 OR resolved IS NULL) ORDER BY id",
+                &[&destination, &include_resolved],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                id: r.get(0),
+                destination: r.get(1),
+                stream: r.get(2),
+                start_seq: r.get::<_, i64>(3) as u64,
+                end_seq: r.get::<_, i64>(4) as u64,
+                status: r
+                    .get::<_, Option<i32>>(5)
+                    .and_then(|s| u16::try_from(s).ok()),
+                error: r.get(6),
+                at: r.get(7),
+                resolved: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE dead_letters SET resolved = $2 WHERE id = $1 AND resolved IS NULL",
+                &[&id, &at],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
 }
 
 #[cfg(test)]
@@ -1072,7 +1146,7 @@ mod tests {
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..12 {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
                     .await

@@ -23,17 +23,18 @@ use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
     StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeliveryCursor, Lease, RestoredEvent};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent};
 use crate::chain::tiles::{TileId, TileWriter};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{canonical_bytes, format_received};
 
-const SCHEMA_VERSION: i64 = 4;
-const MIGRATIONS: [&str; 4] = [
+const SCHEMA_VERSION: i64 = 5;
+const MIGRATIONS: [&str; 5] = [
     include_str!("sql/sqlite/001_init.sql"),
     include_str!("sql/sqlite/002_sources.sql"),
     include_str!("sql/sqlite/003_leases.sql"),
     include_str!("sql/sqlite/004_archive.sql"),
+    include_str!("sql/sqlite/005_dead_letters.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -938,6 +939,72 @@ impl Store for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_dead_letter(
+        &self,
+        l: DeadLetter,
+        archive_past: bool,
+        fence: Option<&Lease>,
+    ) -> Result<i64> {
+        let fence = fence.cloned();
+        self.write(move |w| {
+            let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_fence(&tx, fence.as_ref())?;
+            tx.execute(
+                "INSERT INTO dead_letters (destination, stream, start_seq, end_seq, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![l.destination, l.stream, l.start_seq as i64, l.end_seq as i64, l.status, l.error, l.at],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (destination, stream) DO UPDATE SET seq = MAX(seq, excluded.seq), updated = excluded.updated",
+                params![l.destination, l.stream, l.end_seq as i64, archive_past, l.at],
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        destination: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<DeadLetter>> {
+        let destination = destination.map(str::to_owned);
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, destination, stream, start_seq, end_seq, status, error, at, resolved FROM dead_letters \
+                 WHERE (?1 IS NULL OR destination = ?1) AND (?2 OR resolved IS NULL) ORDER BY id",
+            )?;
+            let rows = q.query_map(params![destination, include_resolved], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    stream: r.get(2)?,
+                    start_seq: r.get::<_, i64>(3)? as u64,
+                    end_seq: r.get::<_, i64>(4)? as u64,
+                    status: r.get(5)?,
+                    error: r.get(6)?,
+                    at: r.get(7)?,
+                    resolved: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool> {
+        let at = at.to_owned();
+        self.write(move |w| {
+            Ok(w.conn.execute(
+                "UPDATE dead_letters SET resolved = ?2 WHERE id = ?1 AND resolved IS NULL",
+                params![id, at],
+            )? == 1)
         })
         .await
     }
