@@ -26,6 +26,7 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod destinations;
 pub mod event;
 pub mod ingest;
 pub mod keyfile;

@@ -1,0 +1,452 @@
+//! The driver every destination shares.
+//!
+//! One task per destination, under the lease `destination:NAME` (so one
+//! node drives it). Each round, per stream the filter takes: read the
+//! committed events after the cursor, cut a batch (max events, max bytes;
+//! a batch that is not full waits until its oldest event is `max_age` old),
+//! keep the events whose type passes, and deliver. A retryable failure is
+//! retried with capped exponential backoff and full jitter, never shorter
+//! than the receiver's `Retry-After`, until it is accepted or the driver
+//! stops (the cursor then stays: the batch is sent again after a restart).
+//! A permanent failure becomes a dead letter and the cursor moves past it in
+//! the same transaction. The cursor moves only after the destination
+//! accepted: delivery is at least once and never skips.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::filter::Filter;
+use super::{Batch, DeliveryError, Destination, OutEvent};
+use crate::event::{format_received, stored_json};
+use crate::store::{DeadLetter, DeliveryCursor, Lease, Store, StoreError};
+
+/// Driver settings of one destination.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    /// Destination name.
+    pub name: String,
+    /// Streams and types it takes.
+    pub filter: Filter,
+    /// Most events per batch.
+    pub max_events: usize,
+    /// Most bytes of event JSON per batch.
+    pub max_bytes: usize,
+    /// A batch that is not full waits until its oldest event is this old.
+    pub max_age: Duration,
+    /// How often to look for new events when idle.
+    pub poll: Duration,
+    /// First retry delay.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Let hot deletion pass this destination's cursor.
+    pub archive_past: bool,
+    /// Lease time to live.
+    pub lease_ttl: Duration,
+}
+
+impl DriverSettings {
+    /// Defaults for `name`: 500 events, 4 MiB, 1 s, poll 200 ms, backoff 500 ms to 60 s.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            filter: Filter::default(),
+            max_events: 500,
+            max_bytes: 4 << 20,
+            max_age: Duration::from_secs(1),
+            poll: Duration::from_millis(200),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            archive_past: false,
+            lease_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What the driver has done, for status pages and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DriverStatus {
+    /// Events accepted by the destination.
+    pub delivered: u64,
+    /// Batches accepted.
+    pub batches: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Batches sent to the dead letters.
+    pub dead_letters: u64,
+    /// Last failure (never contains credentials).
+    pub last_error: Option<String>,
+    /// When.
+    pub last_error_at: Option<String>,
+    /// Whether an operator paused it.
+    pub paused: bool,
+}
+
+/// A handle on a running driver: status, pause, resume.
+#[derive(Clone, Default)]
+pub struct DriverHandle {
+    status: Arc<Mutex<DriverStatus>>,
+}
+
+impl DriverHandle {
+    /// The current status.
+    pub fn status(&self) -> DriverStatus {
+        self.lock().clone()
+    }
+
+    /// Pauses (after the batch in flight) or resumes delivery.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DriverStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+const LEASE_PREFIX: &str = "destination:";
+
+/// The fields the driver needs from a stored body.
+#[derive(serde::Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "type", default)]
+    event_type: String,
+    #[serde(default)]
+    received: String,
+}
+
+impl Meta {
+    fn of(body: &str) -> Self {
+        serde_json::from_str(body).unwrap_or_default()
+    }
+}
+
+/// Why a round stopped early.
+enum Stop {
+    Shutdown,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Runs `dest` until `stop` turns true. Returns after the batch in flight.
+pub async fn run(
+    store: Arc<dyn Store>,
+    dest: Arc<dyn Destination>,
+    settings: DriverSettings,
+    handle: DriverHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease_name = format!("{LEASE_PREFIX}{}", settings.name);
+    let holder = crate::server::node_id();
+    let mut held: Option<Lease> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        held = match store
+            .acquire_lease(&lease_name, holder, settings.lease_ttl)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(destination = %settings.name, error = %e, "cannot take the destination's lease");
+                None
+            }
+        };
+        let worked = match (&held, handle.status().paused) {
+            (Some(lease), false) => {
+                match round(&store, dest.as_ref(), &settings, &handle, lease, &mut stop).await {
+                    Ok(w) => w,
+                    Err(Stop::Shutdown) => break,
+                    Err(Stop::Store(e)) => {
+                        record_error(&handle, &format!("store: {e}"));
+                        tracing::error!(destination = %settings.name, error = %e, "destination round failed; will retry");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !worked {
+            tokio::select! {
+                () = tokio::time::sleep(settings.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    if let Some(l) = held {
+        let _ = store.release_lease(&l).await;
+    }
+}
+
+fn record_error(handle: &DriverHandle, message: &str) {
+    let mut s = handle.lock();
+    s.last_error = Some(message.to_owned());
+    s.last_error_at = Some(format_received(time::OffsetDateTime::now_utc()));
+}
+
+/// One pass over the streams; `Ok(true)` when something was delivered.
+async fn round(
+    store: &Arc<dyn Store>,
+    dest: &dyn Destination,
+    settings: &DriverSettings,
+    handle: &DriverHandle,
+    lease: &Lease,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<bool, Stop> {
+    let cursors: HashMap<String, u64> = store
+        .delivery_cursors()
+        .await?
+        .into_iter()
+        .filter(|c| c.destination == settings.name)
+        .map(|c| (c.stream, c.seq))
+        .collect();
+    let mut worked = false;
+    for info in store.streams().await? {
+        if !settings.filter.stream(&info.name) {
+            continue;
+        }
+        let cursor = cursors.get(&info.name).copied().unwrap_or(0);
+        if cursor >= info.head_seq {
+            continue;
+        }
+        let Some(batch) = next_batch(store.as_ref(), settings, &info.name, cursor).await? else {
+            continue;
+        };
+        deliver(store.as_ref(), dest, settings, handle, lease, batch, stop).await?;
+        worked = true;
+    }
+    Ok(worked)
+}
+
+/// Cuts the next batch after `cursor`, or `None` while a partial batch is
+/// younger than `max_age` (or the events left the hot store: not yet fed
+/// from the archive).
+async fn next_batch(
+    store: &dyn Store,
+    settings: &DriverSettings,
+    stream: &str,
+    cursor: u64,
+) -> Result<Option<Batch>, Stop> {
+    let rows = store
+        .read_events(stream, cursor + 1, settings.max_events)
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    if first.seq != cursor + 1 {
+        tracing::warn!(destination = %settings.name, stream, cursor, oldest_hot = first.seq,
+            "destination is behind the hot store; feeding it from the archive is not built yet");
+        return Ok(None);
+    }
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    let mut end = cursor;
+    let mut oldest: Option<String> = None;
+    let mut full = rows.len() >= settings.max_events;
+    for row in rows {
+        if row.seq != end + 1 {
+            break;
+        }
+        let json = stored_json(&row.body, &row.hash);
+        if !events.is_empty() && bytes + json.len() > settings.max_bytes {
+            full = true;
+            break;
+        }
+        let meta = Meta::of(&row.body);
+        oldest.get_or_insert_with(|| meta.received.clone());
+        end = row.seq;
+        if settings.filter.event_type(&meta.event_type) {
+            bytes += json.len();
+            events.push(OutEvent {
+                seq: row.seq,
+                id: meta.id,
+                event_type: meta.event_type,
+                received: meta.received,
+                json,
+            });
+        }
+    }
+    if !full {
+        let age_ok = oldest
+            .as_deref()
+            .and_then(|r| {
+                time::OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_none_or(|t| time::OffsetDateTime::now_utc() - t >= settings.max_age);
+        if !age_ok {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Batch {
+        destination: settings.name.clone(),
+        stream: stream.to_owned(),
+        start_seq: cursor + 1,
+        end_seq: end,
+        events,
+    }))
+}
+
+/// Full jitter: a random delay in `[0, min(max, initial * 2^attempt)]`,
+/// at least `floor`.
+fn backoff(settings: &DriverSettings, attempt: u32, floor: Option<Duration>) -> Duration {
+    let cap = settings
+        .backoff_initial
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(settings.backoff_max);
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    let frac = u64::from_le_bytes(r) as f64 / u64::MAX as f64;
+    cap.mul_f64(frac).max(floor.unwrap_or(Duration::ZERO))
+}
+
+async fn deliver(
+    store: &dyn Store,
+    dest: &dyn Destination,
+    settings: &DriverSettings,
+    handle: &DriverHandle,
+    lease: &Lease,
+    batch: Batch,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    let mut attempt = 0u32;
+    loop {
+        let outcome = if batch.events.is_empty() {
+            Ok(()) // everything filtered out: nothing to send, the cursor still moves
+        } else {
+            dest.deliver(&batch).await
+        };
+        match outcome {
+            Ok(()) => {
+                store
+                    .put_delivery_cursor(
+                        DeliveryCursor {
+                            destination: settings.name.clone(),
+                            stream: batch.stream.clone(),
+                            seq: batch.end_seq,
+                            archive_past: settings.archive_past,
+                        },
+                        Some(lease),
+                    )
+                    .await?;
+                let mut s = handle.lock();
+                s.delivered += batch.events.len() as u64;
+                s.batches += u64::from(!batch.events.is_empty());
+                metrics::counter!("trailkeep_destination_delivered_total", "destination" => settings.name.clone())
+                    .increment(batch.events.len() as u64);
+                return Ok(());
+            }
+            Err(DeliveryError::Permanent { status, message }) => {
+                tracing::warn!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, error = %message, "refused for good; dead letter");
+                record_error(handle, &message);
+                store
+                    .add_dead_letter(
+                        DeadLetter {
+                            id: 0,
+                            destination: settings.name.clone(),
+                            stream: batch.stream.clone(),
+                            start_seq: batch.start_seq,
+                            end_seq: batch.end_seq,
+                            status,
+                            error: message,
+                            at: format_received(time::OffsetDateTime::now_utc()),
+                            resolved: None,
+                        },
+                        settings.archive_past,
+                        Some(lease),
+                    )
+                    .await?;
+                handle.lock().dead_letters += 1;
+                metrics::counter!("trailkeep_destination_dead_letters_total", "destination" => settings.name.clone())
+                    .increment(1);
+                return Ok(());
+            }
+            Err(DeliveryError::Retryable {
+                message,
+                retry_after,
+            }) => {
+                record_error(handle, &message);
+                handle.lock().retries += 1;
+                metrics::counter!("trailkeep_destination_retries_total", "destination" => settings.name.clone())
+                    .increment(1);
+                let wait = backoff(settings, attempt, retry_after);
+                attempt = attempt.saturating_add(1);
+                tracing::debug!(destination = %settings.name, error = %message, ?wait, "delivery failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return Err(Stop::Shutdown),
+                }
+                if *stop.borrow() {
+                    return Err(Stop::Shutdown);
+                }
+            }
+        }
+    }
+}
+
+/// Sends one dead letter again (operator's retry): the same seq range,
+/// filtered as the destination filters now. Resolves it when accepted.
+///
+/// # Errors
+/// The delivery failure, or store errors.
+pub async fn retry_dead_letter(
+    store: &dyn Store,
+    dest: &dyn Destination,
+    settings: &DriverSettings,
+    letter: &DeadLetter,
+) -> Result<(), String> {
+    let mut events = Vec::new();
+    let mut next = letter.start_seq;
+    while next <= letter.end_seq {
+        let rows = store
+            .read_events(&letter.stream, next, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(first) = rows.first() else { break };
+        if first.seq != next {
+            return Err(format!("seq {next} is no longer in the hot store"));
+        }
+        for row in rows.into_iter().take_while(|r| r.seq <= letter.end_seq) {
+            next = row.seq + 1;
+            let meta = Meta::of(&row.body);
+            if settings.filter.event_type(&meta.event_type) {
+                events.push(OutEvent {
+                    seq: row.seq,
+                    id: meta.id,
+                    event_type: meta.event_type,
+                    received: meta.received,
+                    json: stored_json(&row.body, &row.hash),
+                });
+            }
+        }
+    }
+    let batch = Batch {
+        destination: settings.name.clone(),
+        stream: letter.stream.clone(),
+        start_seq: letter.start_seq,
+        end_seq: letter.end_seq,
+        events,
+    };
+    dest.deliver(&batch).await.map_err(|e| e.to_string())?;
+    store
+        .resolve_dead_letter(letter.id, &format_received(time::OffsetDateTime::now_utc()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+//! The driver's conformance suite, with a scripted test destination.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::event::{Limits, validate};
+use crate::store::AppendGroup;
+use crate::store::sqlite::SqliteStore;
+
+/// Records every attempt; answers from a script, then `Ok`. Checks on each
+/// call that the cursor is not already past the batch (never ahead).
+struct Scripted {
+    store: Arc<dyn Store>,
+    script: Mutex<VecDeque<Result<(), DeliveryError>>>,
+    attempts: Mutex<Vec<(Batch, Instant)>>,
+    accepted: Mutex<Vec<Batch>>,
+    /// An operator's dead-letter retry re-sends a range behind the cursor.
+    retrying: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Destination for Scripted {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let cursor = self
+            .store
+            .delivery_cursors()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.destination == batch.destination && c.stream == batch.stream)
+            .map_or(0, |c| c.seq);
+        if !self.retrying.load(std::sync::atomic::Ordering::SeqCst) {
+            assert_eq!(
+                cursor + 1,
+                batch.start_seq,
+                "the cursor is never ahead of an accepted batch"
+            );
+        }
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((batch.clone(), Instant::now()));
+        let r = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+        if r.is_ok() {
+            self.accepted.lock().unwrap().push(batch.clone());
+        }
+        r
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    dest: Arc<Scripted>,
+}
+
+async fn rig(script: Vec<Result<(), DeliveryError>>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+    let dest = Arc::new(Scripted {
+        store: store.clone(),
+        script: Mutex::new(script.into()),
+        attempts: Mutex::default(),
+        accepted: Mutex::default(),
+        retrying: std::sync::atomic::AtomicBool::new(false),
+    });
+    Rig {
+        _dir: dir,
+        store,
+        dest,
+    }
+}
+
+async fn append(store: &dyn Store, stream: &str, types: &[&str], n: usize, pad: usize) {
+    let received = format_received(time::OffsetDateTime::now_utc());
+    let events = (0..n)
+        .map(|i| {
+            let t = types[i % types.len()];
+            validate(
+                i,
+                serde_json::json!({"type": t, "data": {"i": i, "pad": "p".repeat(pad)}}),
+                &received,
+                &Limits::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    store
+        .append(vec![AppendGroup {
+            stream: stream.into(),
+            events,
+        }])
+        .await
+        .unwrap();
+}
+
+fn settings() -> DriverSettings {
+    DriverSettings {
+        max_events: 100,
+        max_age: Duration::ZERO,
+        poll: Duration::from_millis(10),
+        backoff_initial: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        ..DriverSettings::new("test")
+    }
+}
+
+/// Runs the driver until `done` holds (or 10 s), then stops it.
+async fn drive(r: &Rig, s: DriverSettings, done: impl Fn(&Rig) -> bool) -> DriverHandle {
+    let handle = DriverHandle::default();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(run(r.store.clone(), r.dest.clone(), s, handle.clone(), rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(r) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    handle
+}
+
+fn delivered(r: &Rig) -> usize {
+    r.dest
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.events.len())
+        .sum()
+}
+
+async fn cursor(r: &Rig, stream: &str) -> u64 {
+    r.store
+        .delivery_cursors()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.stream == stream)
+        .map_or(0, |c| c.seq)
+}
+
+#[tokio::test]
+async fn batches_by_count_and_bytes_in_seq_order() {
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 250, 0).await;
+    let h = drive(&r, settings(), |r| delivered(r) == 250).await;
+    let sizes: Vec<usize> = r
+        .dest
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.events.len())
+        .collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+    let seqs: Vec<u64> = r
+        .dest
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=250).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(
+        r.dest.accepted.lock().unwrap()[0].events[0]
+            .json
+            .contains("\"hash\":"),
+        "the stored event, chain fields included"
+    );
+    assert_eq!(cursor(&r, "s").await, 250);
+    assert_eq!(h.status().delivered, 250);
+
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 40, 1000).await;
+    let s = DriverSettings {
+        max_bytes: 10_000,
+        ..settings()
+    };
+    drive(&r, s, |r| delivered(r) == 40).await;
+    for b in r.dest.accepted.lock().unwrap().iter() {
+        let bytes: usize = b.events.iter().map(|e| e.json.len()).sum();
+        assert!(bytes <= 10_000 && !b.events.is_empty(), "{bytes}");
+    }
+    assert!(r.dest.accepted.lock().unwrap().len() >= 4);
+}
+
+#[tokio::test]
+async fn a_partial_batch_waits_for_max_age() {
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 130, 0).await;
+    let s = DriverSettings {
+        max_age: Duration::from_secs(3600),
+        ..settings()
+    };
+    drive(&r, s, |r| delivered(r) >= 100).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        delivered(&r),
+        100,
+        "the full batch went, the partial one waits"
+    );
+    assert_eq!(cursor(&r, "s").await, 100);
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_and_the_cursor_waits() {
+    let retry = |after| DeliveryError::Retryable {
+        message: "HTTP 503".into(),
+        retry_after: after,
+    };
+    let r = rig(vec![
+        Err(retry(None)),
+        Err(retry(Some(Duration::from_millis(300)))),
+        Ok(()),
+    ])
+    .await;
+    append(r.store.as_ref(), "s", &["a.b"], 10, 0).await;
+    let h = drive(&r, settings(), |r| delivered(r) == 10).await;
+    let attempts = r.dest.attempts.lock().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|(b, _)| b.start_seq == 1 && b.end_seq == 10),
+        "the same batch again"
+    );
+    let gap = attempts[2].1 - attempts[1].1;
+    assert!(
+        gap >= Duration::from_millis(300),
+        "Retry-After is a floor: {gap:?}"
+    );
+    let st = h.status();
+    assert_eq!((st.retries, st.delivered), (2, 10));
+    assert!(st.last_error.unwrap().contains("503"));
+}
+
+#[tokio::test]
+async fn a_stop_during_retries_leaves_the_cursor() {
+    let retry = || {
+        Err(DeliveryError::Retryable {
+            message: "down".into(),
+            retry_after: None,
+        })
+    };
+    let r = rig((0..1000).map(|_| retry()).collect()).await;
+    append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    drive(&r, settings(), |r| {
+        r.dest.attempts.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert_eq!(
+        cursor(&r, "s").await,
+        0,
+        "nothing accepted, nothing skipped"
+    );
+    // Restarted with the receiver back: delivered from the cursor.
+    r.dest.script.lock().unwrap().clear();
+    drive(&r, settings(), |r| delivered(r) == 5).await;
+    assert_eq!(cursor(&r, "s").await, 5);
+}
+
+#[tokio::test]
+async fn permanent_refusals_become_dead_letters_that_can_be_retried() {
+    let refuse = DeliveryError::Permanent {
+        status: Some(400),
+        message: "HTTP 400: bad field".into(),
+    };
+    let r = rig(vec![Err(refuse)]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 150, 0).await;
+    let h = drive(&r, settings(), |r| delivered(r) == 50).await;
+    assert_eq!(
+        cursor(&r, "s").await,
+        150,
+        "the cursor moved past the dead letter"
+    );
+    assert_eq!(h.status().dead_letters, 1);
+    let letters = r.store.dead_letters(Some("test"), false).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].start_seq, letters[0].end_seq, letters[0].status),
+        (1, 100, Some(400))
+    );
+    assert!(letters[0].error.contains("bad field"));
+    // The operator fixed the receiver and retries.
+    r.dest
+        .retrying
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    retry_dead_letter(r.store.as_ref(), r.dest.as_ref(), &settings(), &letters[0])
+        .await
+        .unwrap();
+    assert!(
+        r.store
+            .dead_letters(Some("test"), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(delivered(&r), 150);
+}
+
+#[tokio::test]
+async fn filters_pick_streams_and_types_and_the_cursor_covers_all() {
+    let r = rig(vec![]).await;
+    append(
+        r.store.as_ref(),
+        "auth",
+        &["grant.created", "token.issued", "grant.revoked"],
+        30,
+        0,
+    )
+    .await;
+    append(r.store.as_ref(), "other", &["grant.created"], 10, 0).await;
+    let types = ["grant.*".to_owned(), "!grant.revoked".to_owned()];
+    let s = DriverSettings {
+        filter: Filter::new(&["auth".to_owned()], &types).unwrap(),
+        ..settings()
+    };
+    drive(&r, s, |r| delivered(r) == 10).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got: Vec<String> = r
+        .dest
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.event_type.clone()))
+        .collect();
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|t| t == "grant.created"));
+    assert_eq!(
+        cursor(&r, "auth").await,
+        30,
+        "filtered events are passed, not retried"
+    );
+    assert_eq!(cursor(&r, "other").await, 0, "another stream is not taken");
+}
+
+#[tokio::test]
+async fn a_paused_destination_sends_nothing_until_resumed() {
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    let handle = DriverHandle::default();
+    handle.set_paused(true);
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        r.dest.clone(),
+        settings(),
+        handle.clone(),
+        rx,
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(delivered(&r), 0);
+    handle.set_paused(false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while delivered(&r) < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(delivered(&r), 5);
+}
+
+#[test]
+fn backoff_is_capped_full_jitter_with_a_floor() {
+    let s = settings();
+    for attempt in 0..30 {
+        let d = backoff(&s, attempt, None);
+        assert!(d <= s.backoff_max, "{d:?}");
+    }
+    assert!(backoff(&s, 3, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+    let spread: std::collections::HashSet<u128> =
+        (0..50).map(|_| backoff(&s, 10, None).as_micros()).collect();
+    assert!(spread.len() > 10, "jittered");
+}

@@ -1,0 +1,99 @@
+//! Which events a destination takes: stream names and type patterns.
+//!
+//! Type patterns: `grant.created` (exact), `grant.*` (a dotted prefix),
+//! `*` (all); a leading `!` excludes. An event passes when it matches an
+//! include pattern (or there are none) and no exclude pattern.
+
+/// Compiled filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    streams: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+fn matches(pattern: &str, t: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => {
+            t.len() > prefix.len() && t.starts_with(prefix) && t.as_bytes()[prefix.len()] == b'.'
+        }
+        None => pattern == t,
+    }
+}
+
+impl Filter {
+    /// Builds filters; `streams` empty or containing `*` means every stream.
+    ///
+    /// # Errors
+    /// A pattern that is empty or has `*` other than as a whole dotted part at the end.
+    pub fn new(streams: &[String], types: &[String]) -> Result<Self, String> {
+        let mut f = Self {
+            streams: if streams.iter().any(|s| s == "*") {
+                Vec::new()
+            } else {
+                streams.to_vec()
+            },
+            ..Self::default()
+        };
+        for p in types {
+            let (list, pat) = match p.strip_prefix('!') {
+                Some(rest) => (&mut f.exclude, rest),
+                None => (&mut f.include, p.as_str()),
+            };
+            let body = pat.strip_suffix(".*").unwrap_or(pat);
+            if pat.is_empty() || (pat != "*" && (body.is_empty() || body.contains('*'))) {
+                return Err(format!(
+                    "type pattern {p:?}: use a type, a prefix such as grant.*, or *, optionally after !"
+                ));
+            }
+            list.push(pat.to_owned());
+        }
+        Ok(f)
+    }
+
+    /// Whether the destination takes `stream`.
+    pub fn stream(&self, stream: &str) -> bool {
+        self.streams.is_empty() || self.streams.iter().any(|s| s == stream)
+    }
+
+    /// Whether the destination takes an event of type `t`.
+    pub fn event_type(&self, t: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| matches(p, t)))
+            && !self.exclude.iter().any(|p| matches(p, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn v(x: &[&str]) -> Vec<String> {
+        x.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn patterns_include_and_exclude() {
+        let f = Filter::new(
+            &v(&["auth", "grants"]),
+            &v(&["grant.*", "token.issued", "!grant.revoked"]),
+        )
+        .unwrap();
+        assert!(f.stream("auth") && !f.stream("billing"));
+        assert!(f.event_type("grant.created"));
+        assert!(f.event_type("grant.scope.added"));
+        assert!(!f.event_type("grant.revoked"));
+        assert!(!f.event_type("grantee.created"), "a prefix ends at a dot");
+        assert!(!f.event_type("grant"));
+        assert!(f.event_type("token.issued") && !f.event_type("token.revoked"));
+        let all = Filter::new(&v(&["*"]), &v(&["!debug.*"])).unwrap();
+        assert!(all.stream("anything") && all.event_type("x.y") && !all.event_type("debug.trace"));
+        assert!(Filter::new(&[], &[]).unwrap().event_type("a"));
+        for bad in ["", "!", "gr*nt", "*.created", ".*"] {
+            assert!(Filter::new(&[], &v(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Destinations: at-least-once delivery of the committed log, each from its
+//! own durable cursor per stream.
+//!
+//! A destination implements one trait, [`Destination`]: deliver one batch
+//! and classify the outcome. Everything else is the [`driver`]'s, shared by
+//! all: reading from the cursor, filters, batching (count, bytes, age),
+//! retries with capped exponential backoff and full jitter (honouring
+//! `Retry-After`), dead letters for permanent refusals, the cursor moved
+//! only after the destination accepted, the lease that lets one node drive
+//! each destination, and status.
+//!
+//! Built so far: the trait, the driver, the filters, the `file` destination.
+//! Not yet (issue #5): the object-store, BigQuery, Datadog, Splunk HEC and
+//! webhook destinations, the `[[destinations]]` config, `serve` wiring,
+//! `GET /v1/destinations` and the CLI, feeding a destination from the
+//! archive when it fell behind the hot store.
+
+pub mod driver;
+pub mod file;
+pub mod filter;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// One event as destinations receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutEvent {
+    /// Seq.
+    pub seq: u64,
+    /// Event id (receivers deduplicate on it: delivery is at least once).
+    pub id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Receipt time (RFC 3339).
+    pub received: String,
+    /// The stored event as JSON, chain fields included.
+    pub json: String,
+}
+
+/// One batch: the events of `stream` with seqs `start_seq..=end_seq` that
+/// pass the destination's filters (possibly fewer than the range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Destination name.
+    pub destination: String,
+    /// Stream.
+    pub stream: String,
+    /// First seq covered.
+    pub start_seq: u64,
+    /// Last seq covered (the cursor moves here once accepted).
+    pub end_seq: u64,
+    /// The events to send.
+    pub events: Vec<OutEvent>,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// Worth retrying: network, timeout, 408, 429, 5xx.
+    Retryable {
+        /// What happened.
+        message: String,
+        /// The receiver's `Retry-After`, a floor for the next wait.
+        retry_after: Option<Duration>,
+    },
+    /// Refused for good (other 4xx): the batch goes to the dead letters.
+    Permanent {
+        /// Response status, when there was one.
+        status: Option<u16>,
+        /// What the receiver said (an excerpt).
+        message: String,
+    },
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retryable { message, .. } => write!(f, "retryable: {message}"),
+            Self::Permanent { message, .. } => write!(f, "permanent: {message}"),
+        }
+    }
+}
+
+/// A destination: delivers a batch, says whether it was accepted.
+#[async_trait]
+pub trait Destination: Send + Sync + 'static {
+    /// Delivers `batch`. `Ok` means the receiver accepted it (durably, as
+    /// far as the receiver's API says); the driver then moves the cursor.
+    ///
+    /// # Errors
+    /// [`DeliveryError`], classified.
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError>;
+}
+
+/// The first 512 characters of a response body, for errors and dead letters.
+pub fn excerpt(body: &str) -> String {
+    let mut s: String = body.chars().take(512).collect();
+    if s.len() < body.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Classifies an HTTP response the way every HTTP destination does: 2xx
+/// accepted; 408, 429 and 5xx retryable (with `Retry-After` in seconds or as
+/// an HTTP date); any other status permanent.
+///
+/// # Errors
+/// The classified failure.
+pub fn classify_http(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &str,
+) -> Result<(), DeliveryError> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(DeliveryError::Retryable {
+            message: format!("HTTP {status}: {}", excerpt(body)),
+            retry_after: retry_after.and_then(parse_retry_after),
+        }),
+        _ => Err(DeliveryError::Permanent {
+            status: Some(status),
+            message: format!("HTTP {status}: {}", excerpt(body)),
+        }),
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, &f).ok()?.assume_utc();
+    let d = at - time::OffsetDateTime::now_utc();
+    Some(d.try_into().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn http_statuses_are_classified() {
+        assert!(classify_http(200, None, "").is_ok());
+        assert!(classify_http(204, None, "").is_ok());
+        for s in [408, 429, 500, 502, 503] {
+            assert!(
+                matches!(
+                    classify_http(s, None, "x"),
+                    Err(DeliveryError::Retryable { .. })
+                ),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 403, 404, 413, 422] {
+            assert!(
+                matches!(classify_http(s, None, "x"), Err(DeliveryError::Permanent { status: Some(x), .. }) if x == s),
+                "{s}"
+            );
+        }
+        let Err(DeliveryError::Retryable { retry_after, .. }) = classify_http(429, Some("7"), "")
+        else {
+            panic!("retryable")
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(7)));
+        let long = "y".repeat(2000);
+        let Err(DeliveryError::Permanent { message, .. }) = classify_http(400, None, &long) else {
+            panic!("permanent")
+        };
+        assert!(message.len() < 600);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a past date: now"
+        );
+        let future = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let f = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let d = parse_retry_after(&future.format(&f).unwrap()).unwrap();
+        assert!(
+            d > Duration::from_secs(85) && d <= Duration::from_secs(90),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
