@@ -15,9 +15,11 @@
 //! `GET /v1/destinations` and the CLI, feeding a destination from the
 //! archive when it fell behind the hot store.
 
+pub mod config;
 pub mod driver;
 pub mod file;
 pub mod filter;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -27,6 +27,11 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     /// Returns the secret value (for building a request header only).
     pub fn expose(&self) -> &str {
         &self.0

@@ -1,0 +1,400 @@
+//! `[[destinations]]` in the config file: one table per destination, its
+//! `type` deciding which keys apply; a key that does not apply to the type
+//! is refused by name, like an unknown one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::driver::DriverSettings;
+use super::filter::Filter;
+use crate::sources::Secret;
+
+/// A destination table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Unique name (cursors, dead letters and status are kept under it).
+    pub name: String,
+    /// `file` or `webhook` (more to come, see issue #5).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Streams it takes (default all: `["*"]`).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Type patterns (`grant.*`, `!token.issued`; default all).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Most events per batch (default 500).
+    pub max_events: Option<usize>,
+    /// Most bytes per batch (default 4 MiB).
+    pub max_bytes: Option<usize>,
+    /// Longest wait before a partial batch goes (default 1000 ms).
+    pub max_age_ms: Option<u64>,
+    /// `trailkeep` (stored events, default) or `grantex` (`{id, type, createdAt, data}`).
+    pub encoding: Option<String>,
+    /// Let hot deletion pass this destination's cursor (default false).
+    pub archive_past: Option<bool>,
+    /// Longest retry delay, ms (default 60000).
+    pub backoff_max_ms: Option<u64>,
+    /// Request timeout, ms (HTTP destinations; default 10000).
+    pub timeout_ms: Option<u64>,
+    /// `file`: the NDJSON file.
+    pub path: Option<PathBuf>,
+    /// `file`: rotate past this size (default 64 MiB).
+    pub rotate_bytes: Option<u64>,
+    /// `file`: rotated files kept (default 5).
+    pub keep: Option<usize>,
+    /// `webhook`: the receiver's URL (HTTPS; HTTP only to loopback).
+    pub url: Option<String>,
+    /// `webhook`: environment variable holding the `whsec_…` secret.
+    pub secret_env: Option<String>,
+    /// `webhook`: file holding the `whsec_…` secret.
+    pub secret_file: Option<PathBuf>,
+    /// `webhook`: allow private, loopback and link-local addresses.
+    pub allow_private: Option<bool>,
+}
+
+/// Payload encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// The stored event, chain fields included.
+    #[default]
+    Trailkeep,
+    /// `{id, type, createdAt, data}`, as the Grantex tools write.
+    Grantex,
+}
+
+/// What kind of destination, with its own settings.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// NDJSON file.
+    File {
+        /// Path.
+        path: PathBuf,
+        /// Rotation size.
+        rotate_bytes: u64,
+        /// Rotated files kept.
+        keep: usize,
+    },
+    /// Standard Webhooks.
+    Webhook {
+        /// URL.
+        url: String,
+        /// Where the secret is (loaded at start).
+        secret: SecretFrom,
+        /// Allow private addresses.
+        allow_private: bool,
+        /// Request timeout.
+        timeout: Duration,
+    },
+}
+
+/// Where a destination's secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFrom {
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+}
+
+impl SecretFrom {
+    /// Loads the secret.
+    ///
+    /// # Errors
+    /// A message naming the variable or file (never the value).
+    pub fn load(&self, dest: &str) -> Result<Secret, String> {
+        match self {
+            Self::Env(v) => std::env::var(v)
+                .map(|s| Secret::new(s.trim().to_owned()))
+                .map_err(|_| format!("destination {dest}: environment variable {v} is not set")),
+            Self::File(p) => std::fs::read_to_string(p)
+                .map(|s| Secret::new(s.trim().to_owned()))
+                .map_err(|e| {
+                    format!(
+                        "destination {dest}: cannot read secret_file {}: {e}",
+                        p.display()
+                    )
+                }),
+        }
+    }
+}
+
+/// A validated destination.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Driver settings (name, filters, batching, backoff).
+    pub driver: DriverSettings,
+    /// Encoding.
+    pub encoding: Encoding,
+    /// Kind and its settings.
+    pub kind: Kind,
+}
+
+impl DestinationConfig {
+    /// The type name as configured.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::File { .. } => "file",
+            Kind::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// A config error: the key (relative to the table) and what is wrong.
+#[derive(Debug)]
+pub struct KeyError {
+    /// Key.
+    pub key: String,
+    /// Message.
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> KeyError {
+    KeyError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl RawDestination {
+    /// Validates one table.
+    ///
+    /// # Errors
+    /// The first bad key.
+    pub fn validate(self) -> Result<DestinationConfig, KeyError> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(bad("name", "use 1 or more of A-Z a-z 0-9 - _"));
+        }
+        let filter = Filter::new(&self.streams, &self.types).map_err(|m| bad("types", m))?;
+        let mut driver = DriverSettings::new(&self.name);
+        driver.filter = filter;
+        if let Some(n) = self.max_events {
+            if !(1..=100_000).contains(&n) {
+                return Err(bad("max_events", "must be between 1 and 100000"));
+            }
+            driver.max_events = n;
+        }
+        if let Some(n) = self.max_bytes {
+            if !(1024..=(256 << 20)).contains(&n) {
+                return Err(bad("max_bytes", "must be between 1024 and 268435456"));
+            }
+            driver.max_bytes = n;
+        }
+        if let Some(ms) = self.max_age_ms {
+            if ms > 3_600_000 {
+                return Err(bad("max_age_ms", "must be at most 3600000"));
+            }
+            driver.max_age = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.backoff_max_ms {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(bad("backoff_max_ms", "must be between 100 and 3600000"));
+            }
+            driver.backoff_max = Duration::from_millis(ms);
+        }
+        driver.archive_past = self.archive_past.unwrap_or(false);
+        let encoding = match self.encoding.as_deref() {
+            None | Some("trailkeep") => Encoding::Trailkeep,
+            Some("grantex") => Encoding::Grantex,
+            Some(_) => return Err(bad("encoding", "must be \"trailkeep\" or \"grantex\"")),
+        };
+        let set = |present: bool, key: &'static str| present.then_some(key);
+        let file_keys = [
+            set(self.path.is_some(), "path"),
+            set(self.rotate_bytes.is_some(), "rotate_bytes"),
+            set(self.keep.is_some(), "keep"),
+        ];
+        let webhook_keys = [
+            set(self.url.is_some(), "url"),
+            set(self.secret_env.is_some(), "secret_env"),
+            set(self.secret_file.is_some(), "secret_file"),
+            set(self.allow_private.is_some(), "allow_private"),
+            set(self.timeout_ms.is_some(), "timeout_ms"),
+        ];
+        let refuse = |keys: &[Option<&'static str>], kind: &str| -> Result<(), KeyError> {
+            match keys.iter().flatten().next() {
+                Some(k) => Err(bad(k, format!("is not a setting of type {kind}"))),
+                None => Ok(()),
+            }
+        };
+        let kind = match self.kind.as_str() {
+            "file" => {
+                refuse(&webhook_keys, "file")?;
+                let path = self
+                    .path
+                    .ok_or_else(|| bad("path", "is required for type file"))?;
+                let rotate_bytes = self.rotate_bytes.unwrap_or(64 << 20);
+                if rotate_bytes < 1024 {
+                    return Err(bad("rotate_bytes", "must be at least 1024"));
+                }
+                Kind::File {
+                    path,
+                    rotate_bytes,
+                    keep: self.keep.unwrap_or(5).clamp(1, 1000),
+                }
+            }
+            "webhook" => {
+                refuse(&file_keys, "webhook")?;
+                let url = self
+                    .url
+                    .ok_or_else(|| bad("url", "is required for type webhook"))?;
+                let parsed = url::Url::parse(&url).map_err(|e| bad("url", e.to_string()))?;
+                let loopback =
+                    matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+                    return Err(bad(
+                        "url",
+                        "must be https:// (http:// only to a loopback address)",
+                    ));
+                }
+                let secret = match (self.secret_env, self.secret_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(bad("secret_env", "set secret_env or secret_file, not both"));
+                    }
+                    (Some(v), None) => SecretFrom::Env(v),
+                    (None, Some(f)) => SecretFrom::File(f),
+                    (None, None) => {
+                        return Err(bad(
+                            "secret_env",
+                            "a whsec_ secret is required (secret_env or secret_file)",
+                        ));
+                    }
+                };
+                let timeout_ms = self.timeout_ms.unwrap_or(10_000);
+                if !(100..=600_000).contains(&timeout_ms) {
+                    return Err(bad("timeout_ms", "must be between 100 and 600000"));
+                }
+                Kind::Webhook {
+                    url,
+                    secret,
+                    allow_private: self.allow_private.unwrap_or(false),
+                    timeout: Duration::from_millis(timeout_ms),
+                }
+            }
+            "s3" | "gcs" | "azure_blob" | "bigquery" | "datadog_logs" | "splunk_hec" => {
+                return Err(bad(
+                    "type",
+                    format!(
+                        "{:?} is not built yet (issue #5); built: file, webhook",
+                        self.kind
+                    ),
+                ));
+            }
+            other => {
+                return Err(bad(
+                    "type",
+                    format!("{other:?} is not a destination type (file, webhook)"),
+                ));
+            }
+        };
+        Ok(DestinationConfig {
+            driver,
+            encoding,
+            kind,
+        })
+    }
+}
+
+/// The payload of one event in `encoding`.
+pub fn encode(json: &str, encoding: Encoding) -> String {
+    match encoding {
+        Encoding::Trailkeep => json.to_owned(),
+        Encoding::Grantex => {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let mut out = serde_json::json!({
+                "id": v["id"],
+                "type": v["type"],
+                "createdAt": v["time"],
+            });
+            if !v["data"].is_null() {
+                out["data"] = v["data"].clone();
+            }
+            out.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(t: &str) -> Result<DestinationConfig, KeyError> {
+        #[derive(Deserialize)]
+        struct W {
+            destinations: Vec<RawDestination>,
+        }
+        let w: W = toml::from_str(t).unwrap();
+        w.destinations.into_iter().next().unwrap().validate()
+    }
+
+    #[test]
+    fn keys_are_checked_by_type_and_named() {
+        let ok = parse("[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/x\"\ntypes = [\"grant.*\"]").unwrap();
+        assert_eq!(ok.type_name(), "file");
+        for (t, key) in [
+            (
+                "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nurl = \"https://a\"",
+                "url",
+            ),
+            ("[[destinations]]\nname = \"f\"\ntype = \"file\"", "path"),
+            (
+                "[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://example.com/h\"\nsecret_env = \"S\"",
+                "url",
+            ),
+            (
+                "[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://example.com/h\"",
+                "secret_env",
+            ),
+            (
+                "[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://e/h\"\nsecret_env = \"S\"\npath = \"/x\"",
+                "path",
+            ),
+            (
+                "[[destinations]]\nname = \"b\"\ntype = \"bigquery\"",
+                "type",
+            ),
+            ("[[destinations]]\nname = \"b\"\ntype = \"ftp\"", "type"),
+            (
+                "[[destinations]]\nname = \"b c\"\ntype = \"file\"\npath = \"/x\"",
+                "name",
+            ),
+            (
+                "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\ntypes = [\"a*b\"]",
+                "types",
+            ),
+            (
+                "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nencoding = \"xml\"",
+                "encoding",
+            ),
+            (
+                "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nmax_events = 0",
+                "max_events",
+            ),
+        ] {
+            assert_eq!(parse(t).unwrap_err().key, key, "{t}");
+        }
+        let w = parse("[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret_env = \"S\"\nallow_private = true").unwrap();
+        assert_eq!(w.type_name(), "webhook");
+    }
+
+    #[test]
+    fn grantex_encoding_has_the_grantex_shape() {
+        let stored = r#"{"actor":{"id":"u"},"data":{"k":1},"hash":"ab","id":"e1","prev":"00","received":"r","seq":3,"stream":"s","time":"2026-01-01T00:00:00Z","type":"grant.created"}"#;
+        let g: serde_json::Value =
+            serde_json::from_str(&encode(stored, Encoding::Grantex)).unwrap();
+        assert_eq!(
+            g,
+            serde_json::json!({"id":"e1","type":"grant.created","createdAt":"2026-01-01T00:00:00Z","data":{"k":1}})
+        );
+        assert_eq!(encode(stored, Encoding::Trailkeep), stored);
+    }
+}
