@@ -44,6 +44,9 @@ pub struct RawConfig {
     /// `[archive]` table: the cold archive.
     #[serde(default)]
     pub archive: RawArchive,
+    /// `[[destinations]]` tables.
+    #[serde(default)]
+    pub destinations: Vec<crate::destinations::config::RawDestination>,
 }
 
 /// `[archive]`: where and when hot events move to object storage.
@@ -356,6 +359,8 @@ pub struct Config {
     pub postgres: crate::store::postgres::PoolSettings,
     /// The cold archive.
     pub archive: ArchiveConfig,
+    /// Destinations.
+    pub destinations: Vec<crate::destinations::config::DestinationConfig>,
 }
 
 impl Config {
@@ -526,7 +531,21 @@ impl RawConfig {
             ));
         }
         let archive = self.archive.validate(over.archive.clone())?;
+        let mut destinations: Vec<crate::destinations::config::DestinationConfig> = Vec::new();
+        for (i, raw) in self.destinations.into_iter().enumerate() {
+            let d = raw
+                .validate()
+                .map_err(|e| err(&format!("destinations[{i}].{}", e.key), e.message))?;
+            if destinations.iter().any(|o| o.driver.name == d.driver.name) {
+                return Err(err(
+                    &format!("destinations[{i}].name"),
+                    format!("{:?} is used by another destination", d.driver.name),
+                ));
+            }
+            destinations.push(d);
+        }
         Ok(Config {
+            destinations,
             archive,
             postgres: crate::store::postgres::PoolSettings {
                 max_connections: self.postgres.max_connections,

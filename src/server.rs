@@ -58,6 +58,9 @@ pub enum ServeError {
     /// A source could not start (its API key, or the HTTP client).
     #[error("{0}")]
     Source(String),
+    /// A destination could not start (its secret).
+    #[error("{0}")]
+    Destination(String),
     /// The archive could not be set up (URL, secret file).
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
@@ -210,6 +213,8 @@ pub struct Running {
     sources: Vec<tokio::task::JoinHandle<()>>,
     stop_sources: tokio::sync::watch::Sender<bool>,
     archive_task: Option<tokio::task::JoinHandle<()>>,
+    destination_tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_destinations: tokio::sync::watch::Sender<bool>,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -241,7 +246,27 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             stop.subscribe(),
         ))
     });
+    let (stop_destinations, destinations_rx) = tokio::sync::watch::channel(false);
+    let mut destinations = Vec::new();
+    let mut destination_tasks = Vec::new();
+    for cfg in &config.destinations {
+        let dest = crate::destinations::build(cfg).map_err(ServeError::Destination)?;
+        let handle = crate::destinations::driver::DriverHandle::default();
+        destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
+            store.clone(),
+            dest.clone(),
+            cfg.driver.clone(),
+            handle.clone(),
+            destinations_rx.clone(),
+        )));
+        destinations.push(crate::api::DestinationEntry {
+            config: cfg.clone(),
+            handle,
+            dest,
+        });
+    }
     let state = Arc::new(crate::api::Shared {
+        destinations,
         archiver: archiver.clone(),
         store: store.clone(),
         appender,
@@ -276,6 +301,8 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         sources,
         stop_sources,
         archive_task,
+        destination_tasks,
+        stop_destinations,
     })
 }
 
@@ -297,12 +324,19 @@ impl Running {
             sources,
             stop_sources,
             archive_task,
+            destination_tasks,
+            stop_destinations,
         } = self;
         // Sources first: each finishes its in-flight batch and stores its
         // position; then the batcher drains; then the last checkpoint.
         let _ = stop_sources.send(true);
         for s in sources {
             let _ = s.await;
+        }
+        // Dispatchers stop after their batch in flight; their cursors stay.
+        let _ = stop_destinations.send(true);
+        for d in destination_tasks {
+            let _ = d.await;
         }
         drop(state);
         let _ = batcher.await;

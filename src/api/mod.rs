@@ -6,6 +6,7 @@
 //! valid key, 403 when the key's scope or stream does not allow the call.
 
 mod archive;
+mod destinations;
 mod error;
 mod ingest;
 mod read;
@@ -47,6 +48,18 @@ pub struct Shared {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The archiver (runs on demand through the API as well).
     pub archiver: Arc<crate::archive::Archiver>,
+    /// Configured destinations and their running drivers.
+    pub destinations: Vec<DestinationEntry>,
+}
+
+/// One configured destination, as the API sees it.
+pub struct DestinationEntry {
+    /// Its configuration.
+    pub config: crate::destinations::config::DestinationConfig,
+    /// Its driver's status and pause switch.
+    pub handle: crate::destinations::driver::DriverHandle,
+    /// The destination (for an operator's dead-letter retry).
+    pub dest: Arc<dyn crate::destinations::Destination>,
 }
 
 /// Returns the router with every route.
@@ -66,6 +79,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/public-key", get(read::public_key))
         .route("/v1/verify", post(read::verify))
         .route("/v1/sources", get(read::sources))
+        .route("/v1/destinations", get(destinations::status))
+        .route("/v1/destinations/{name}/pause", post(destinations::pause))
+        .route("/v1/destinations/{name}/resume", post(destinations::resume))
+        .route(
+            "/v1/destinations/{name}/dead-letters",
+            get(destinations::dead_letters),
+        )
+        .route(
+            "/v1/destinations/{name}/dead-letters/{id}/retry",
+            post(destinations::retry),
+        )
         .route("/v1/archives", get(archive::list))
         .route("/v1/archive/run", post(archive::run))
         .route("/v1/streams/{stream}/restore", post(archive::restore))

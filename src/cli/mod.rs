@@ -7,6 +7,7 @@ mod archive;
 mod bench;
 mod bench_archive;
 mod copy;
+mod destinations;
 mod keys;
 mod sources;
 mod verify;
@@ -80,6 +81,12 @@ pub enum Command {
         /// Archive operation.
         #[command(subcommand)]
         command: archive::ArchiveCommand,
+    },
+    /// Destination status, dead letters and their retry.
+    Destinations {
+        /// Destination operation.
+        #[command(subcommand)]
+        command: destinations::DestinationsCommand,
     },
     /// Bring an archived seq range back into the hot store, checking every
     /// hash, link and manifest signature on the way in.
@@ -181,6 +188,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Archive { command } => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(archive::run(&config, command))
+        }
+        Command::Destinations { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(destinations::run(&config, command))
         }
         Command::Restore(args) => {
             let config = load_config(&cli, None)?;

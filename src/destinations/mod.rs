@@ -95,6 +95,100 @@ pub trait Destination: Send + Sync + 'static {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError>;
 }
 
+/// Builds the destination a config describes (loading its secret).
+///
+/// # Errors
+/// A secret that cannot be loaded or is malformed (the message names where
+/// it comes from, never the value).
+pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Destination>, String> {
+    Ok(match &cfg.kind {
+        config::Kind::File {
+            path,
+            rotate_bytes,
+            keep,
+        } => std::sync::Arc::new(
+            file::FileDestination::new(path.clone(), *rotate_bytes, *keep)
+                .with_encoding(cfg.encoding),
+        ),
+        config::Kind::Webhook {
+            url,
+            secret,
+            allow_private,
+            timeout,
+        } => {
+            let s = secret.load(&cfg.driver.name)?;
+            std::sync::Arc::new(
+                webhook::WebhookDestination::new(url, &s, *allow_private, *timeout, cfg.encoding)
+                    .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+            )
+        }
+    })
+}
+
+/// How far one destination is behind on one stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamLag {
+    /// Stream.
+    pub stream: String,
+    /// Highest seq delivered (or passed by a dead letter or a filter).
+    pub cursor: u64,
+    /// The stream's head.
+    pub head: u64,
+    /// Events not yet delivered.
+    pub lag_events: u64,
+    /// Age of the oldest undelivered event, seconds (None when caught up).
+    pub lag_seconds: Option<f64>,
+}
+
+/// Per stream the destination takes: cursor, head and lag.
+///
+/// # Errors
+/// Store errors.
+pub async fn lags(
+    store: &dyn crate::store::Store,
+    name: &str,
+    filter: &filter::Filter,
+) -> Result<Vec<StreamLag>, crate::store::StoreError> {
+    let cursors = store.delivery_cursors().await?;
+    let mut out = Vec::new();
+    for info in store.streams().await? {
+        if !filter.stream(&info.name) {
+            continue;
+        }
+        let cursor = cursors
+            .iter()
+            .find(|c| c.destination == name && c.stream == info.name)
+            .map_or(0, |c| c.seq);
+        let lag_events = info.head_seq.saturating_sub(cursor);
+        let mut lag_seconds = None;
+        if lag_events > 0
+            && let Some(next) = store.read_events(&info.name, cursor + 1, 1).await?.first()
+        {
+            let received = serde_json::from_str::<serde_json::Value>(&next.body)
+                .ok()
+                .and_then(|v| v["received"].as_str().map(str::to_owned));
+            lag_seconds = received
+                .and_then(|r| {
+                    time::OffsetDateTime::parse(&r, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| {
+                    (time::OffsetDateTime::now_utc() - t)
+                        .as_seconds_f64()
+                        .max(0.0)
+                });
+        }
+        out.push(StreamLag {
+            stream: info.name,
+            cursor,
+            head: info.head_seq,
+            lag_events,
+            lag_seconds,
+        });
+    }
+    Ok(out)
+}
+
 /// The first 512 characters of a response body, for errors and dead letters.
 pub fn excerpt(body: &str) -> String {
     let mut s: String = body.chars().take(512).collect();
