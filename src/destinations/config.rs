@@ -54,6 +54,8 @@ pub struct RawDestination {
     pub secret_file: Option<PathBuf>,
     /// `webhook`: allow private, loopback and link-local addresses.
     pub allow_private: Option<bool>,
+    /// `s3`/`gcs`/`azure_blob`: `none`, `gzip` (default) or `zstd`.
+    pub compression: Option<String>,
 }
 
 /// Payload encoding.
@@ -77,6 +79,15 @@ pub enum Kind {
         rotate_bytes: u64,
         /// Rotated files kept.
         keep: usize,
+    },
+    /// An object store (the `url` scheme matches the type).
+    Object {
+        /// `s3://…`, `gs://…` or `az://…`, as for the archive.
+        url: String,
+        /// Object compression.
+        compression: super::object::ObjectCompression,
+        /// Client settings.
+        bucket: crate::archive::BucketOptions,
     },
     /// Standard Webhooks.
     Webhook {
@@ -136,9 +147,12 @@ pub struct DestinationConfig {
 impl DestinationConfig {
     /// The type name as configured.
     pub fn type_name(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             Kind::File { .. } => "file",
             Kind::Webhook { .. } => "webhook",
+            Kind::Object { url, .. } if url.starts_with("gs://") => "gcs",
+            Kind::Object { url, .. } if url.starts_with("az://") => "azure_blob",
+            Kind::Object { .. } => "s3",
         }
     }
 }
@@ -212,6 +226,7 @@ impl RawDestination {
             set(self.rotate_bytes.is_some(), "rotate_bytes"),
             set(self.keep.is_some(), "keep"),
         ];
+        let object_keys = [set(self.compression.is_some(), "compression")];
         let webhook_keys = [
             set(self.url.is_some(), "url"),
             set(self.secret_env.is_some(), "secret_env"),
@@ -228,6 +243,7 @@ impl RawDestination {
         let kind = match self.kind.as_str() {
             "file" => {
                 refuse(&webhook_keys, "file")?;
+                refuse(&object_keys, "file")?;
                 let path = self
                     .path
                     .ok_or_else(|| bad("path", "is required for type file"))?;
@@ -243,6 +259,7 @@ impl RawDestination {
             }
             "webhook" => {
                 refuse(&file_keys, "webhook")?;
+                refuse(&object_keys, "webhook")?;
                 let url = self
                     .url
                     .ok_or_else(|| bad("url", "is required for type webhook"))?;
@@ -279,11 +296,53 @@ impl RawDestination {
                     timeout: Duration::from_millis(timeout_ms),
                 }
             }
-            "s3" | "gcs" | "azure_blob" | "bigquery" | "datadog_logs" | "splunk_hec" => {
+            kind @ ("s3" | "gcs" | "azure_blob") => {
+                refuse(&file_keys, kind)?;
+                refuse(
+                    &[
+                        set(self.secret_env.is_some(), "secret_env"),
+                        set(self.secret_file.is_some(), "secret_file"),
+                        set(self.allow_private.is_some(), "allow_private"),
+                    ],
+                    kind,
+                )?;
+                let url = self
+                    .url
+                    .ok_or_else(|| bad("url", format!("is required for type {kind}")))?;
+                let scheme = match kind {
+                    "s3" => "s3://",
+                    "gcs" => "gs://",
+                    _ => "az://",
+                };
+                if !url.starts_with(scheme) {
+                    return Err(bad("url", format!("type {kind} takes a {scheme} URL")));
+                }
+                let compression = match self.compression.as_deref() {
+                    None | Some("gzip") => super::object::ObjectCompression::Gzip,
+                    Some("zstd") => super::object::ObjectCompression::Zstd,
+                    Some("none") => super::object::ObjectCompression::None,
+                    Some(_) => {
+                        return Err(bad("compression", "must be \"none\", \"gzip\" or \"zstd\""));
+                    }
+                };
+                let timeout_ms = self.timeout_ms.unwrap_or(60_000);
+                if !(100..=600_000).contains(&timeout_ms) {
+                    return Err(bad("timeout_ms", "must be between 100 and 600000"));
+                }
+                Kind::Object {
+                    url,
+                    compression,
+                    bucket: crate::archive::BucketOptions {
+                        request_timeout: Duration::from_millis(timeout_ms),
+                        max_retries: 2,
+                    },
+                }
+            }
+            "bigquery" | "datadog_logs" | "splunk_hec" => {
                 return Err(bad(
                     "type",
                     format!(
-                        "{:?} is not built yet (issue #5); built: file, webhook",
+                        "{:?} is not built yet (issue #5); built: file, webhook, s3, gcs, azure_blob",
                         self.kind
                     ),
                 ));
@@ -291,7 +350,9 @@ impl RawDestination {
             other => {
                 return Err(bad(
                     "type",
-                    format!("{other:?} is not a destination type (file, webhook)"),
+                    format!(
+                        "{other:?} is not a destination type (file, webhook, s3, gcs, azure_blob)"
+                    ),
                 ));
             }
         };
@@ -384,6 +445,32 @@ mod tests {
         }
         let w = parse("[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret_env = \"S\"\nallow_private = true").unwrap();
         assert_eq!(w.type_name(), "webhook");
+        let g = parse("[[destinations]]\nname = \"g\"\ntype = \"gcs\"\nurl = \"gs://b/p\"\ncompression = \"zstd\"").unwrap();
+        assert_eq!(g.type_name(), "gcs");
+        for (t, key) in [
+            (
+                "[[destinations]]\nname = \"s\"\ntype = \"s3\"\nurl = \"gs://b\"",
+                "url",
+            ),
+            (
+                "[[destinations]]\nname = \"s\"\ntype = \"azure_blob\"",
+                "url",
+            ),
+            (
+                "[[destinations]]\nname = \"s\"\ntype = \"s3\"\nurl = \"s3://b\"\npath = \"/x\"",
+                "path",
+            ),
+            (
+                "[[destinations]]\nname = \"s\"\ntype = \"s3\"\nurl = \"s3://b\"\ncompression = \"lz4\"",
+                "compression",
+            ),
+            (
+                "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\ncompression = \"gzip\"",
+                "compression",
+            ),
+        ] {
+            assert_eq!(parse(t).unwrap_err().key, key, "{t}");
+        }
     }
 
     #[test]

@@ -9,16 +9,18 @@
 //! only after the destination accepted, the lease that lets one node drive
 //! each destination, and status.
 //!
-//! Built so far: the trait, the driver, the filters, the `file` destination.
-//! Not yet (issue #5): the object-store, BigQuery, Datadog, Splunk HEC and
-//! webhook destinations, the `[[destinations]]` config, `serve` wiring,
-//! `GET /v1/destinations` and the CLI, feeding a destination from the
-//! archive when it fell behind the hot store.
+//! Built so far: the trait, the driver, the filters, the `file`, `webhook`
+//! and object-store (`s3`, `gcs`, `azure_blob`) destinations, the
+//! `[[destinations]]` config, `serve` wiring, `GET /v1/destinations` and
+//! the CLI. Not yet (issue #5): BigQuery, Datadog Logs, Splunk HEC, feeding a
+//! destination from the archive when it fell behind the hot store, the
+//! delivery benchmark.
 
 pub mod config;
 pub mod driver;
 pub mod file;
 pub mod filter;
+pub mod object;
 pub mod webhook;
 
 use std::time::Duration;
@@ -110,6 +112,19 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             file::FileDestination::new(path.clone(), *rotate_bytes, *keep)
                 .with_encoding(cfg.encoding),
         ),
+        config::Kind::Object {
+            url,
+            compression,
+            bucket,
+        } => {
+            let b = crate::archive::Bucket::open(url, bucket)
+                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?;
+            std::sync::Arc::new(object::ObjectDestination::new(
+                b,
+                *compression,
+                cfg.encoding,
+            ))
+        }
         config::Kind::Webhook {
             url,
             secret,

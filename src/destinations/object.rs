@@ -1,0 +1,192 @@
+//! The object-store destinations (`s3`, `gcs`, `azure_blob`): each batch is
+//! one NDJSON object, optionally gzip or zstd, written create-only at
+//! `{prefix}/{stream}/dt=YYYY-MM-DD/HH-MM-SS.mmm-{startSeq:020}-{endSeq:020}.ndjson[.gz|.zst]`.
+//!
+//! The time in the key is the receipt time of the batch's first event and
+//! the encoding is deterministic, so a retried batch has the same key and
+//! bytes: the create-only write finds its own object (same SHA-256) and
+//! counts as done, never making a second object. Keys sort by time and carry
+//! the seq range, so they never collide.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::config::{Encoding, encode};
+use super::{Batch, DeliveryError, Destination};
+use crate::archive::{ArchiveError, Bucket};
+
+/// Object compression for destinations (`none` allowed, unlike the archive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectCompression {
+    /// Plain NDJSON.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// Writes batches as objects.
+#[derive(Debug, Clone)]
+pub struct ObjectDestination {
+    bucket: Bucket,
+    compression: ObjectCompression,
+    encoding: Encoding,
+}
+
+impl ObjectDestination {
+    /// A destination writing into `bucket`.
+    pub fn new(bucket: Bucket, compression: ObjectCompression, encoding: Encoding) -> Self {
+        Self {
+            bucket,
+            compression,
+            encoding,
+        }
+    }
+
+    /// The object key of `batch`.
+    pub fn key(&self, batch: &Batch) -> String {
+        let first = batch.events.first().map_or("", |e| e.received.as_str());
+        // received is `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+        let day = first.get(..10).unwrap_or("0000-00-00");
+        let clock = first
+            .get(11..23)
+            .unwrap_or("00:00:00.000")
+            .replace(':', "-");
+        let ext = match self.compression {
+            ObjectCompression::None => "",
+            ObjectCompression::Gzip => ".gz",
+            ObjectCompression::Zstd => ".zst",
+        };
+        format!(
+            "{}/dt={day}/{clock}-{:020}-{:020}.ndjson{ext}",
+            batch.stream, batch.start_seq, batch.end_seq
+        )
+    }
+
+    fn body(&self, batch: &Batch) -> std::io::Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        for e in &batch.events {
+            raw.extend_from_slice(encode(&e.json, self.encoding).as_bytes());
+            raw.push(b'\n');
+        }
+        Ok(match self.compression {
+            ObjectCompression::None => raw,
+            ObjectCompression::Gzip => {
+                use std::io::Write as _;
+                let mut enc =
+                    flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::new(6));
+                enc.write_all(&raw)?;
+                enc.finish()?
+            }
+            ObjectCompression::Zstd => zstd::stream::encode_all(&raw[..], 3)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Destination for ObjectDestination {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let body = self.body(batch).map_err(|e| DeliveryError::Permanent {
+            status: None,
+            message: format!("encoding: {e}"),
+        })?;
+        match self
+            .bucket
+            .put_create(&self.key(batch), Bytes::from(body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e @ ArchiveError::Conflict { .. }) => Err(DeliveryError::Permanent {
+                status: None,
+                message: e.to_string(),
+            }),
+            Err(e) => Err(DeliveryError::Retryable {
+                message: e.to_string(),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::OutEvent;
+    use super::*;
+    use crate::archive::BucketOptions;
+
+    fn batch(from: u64, n: u64, tag: &str) -> Batch {
+        Batch {
+            destination: "obj".into(),
+            stream: "auth".into(),
+            start_seq: from,
+            end_seq: from + n - 1,
+            events: (from..from + n)
+                .map(|seq| OutEvent {
+                    seq,
+                    id: format!("e{seq}"),
+                    event_type: "a.b".into(),
+                    received: "2026-11-23T10:11:12.345678Z".into(),
+                    json: format!("{{\"id\":\"e{seq}\",\"tag\":\"{tag}\"}}"),
+                })
+                .collect(),
+        }
+    }
+
+    async fn check(bucket: Bucket) {
+        let d =
+            ObjectDestination::new(bucket.clone(), ObjectCompression::Gzip, Encoding::Trailkeep);
+        let b = batch(1, 3, "x");
+        assert_eq!(
+            d.key(&b),
+            "auth/dt=2026-11-23/10-11-12.345-00000000000000000001-00000000000000000003.ndjson.gz"
+        );
+        d.deliver(&b).await.unwrap();
+        d.deliver(&b).await.unwrap(); // a retried batch: same key, same bytes
+        let listed = bucket.list("auth").await.unwrap();
+        assert_eq!(listed.len(), 1, "never a second object: {listed:?}");
+        let got = bucket.get(&d.key(&b)).await.unwrap().unwrap();
+        let raw =
+            crate::archive::segment::decompress(&got, crate::archive::Compression::Gzip, 1 << 20)
+                .unwrap();
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            "{\"id\":\"e1\",\"tag\":\"x\"}\n{\"id\":\"e2\",\"tag\":\"x\"}\n{\"id\":\"e3\",\"tag\":\"x\"}\n"
+        );
+        // Other contents at the same key: refused for good, nothing overwritten.
+        let e = d.deliver(&batch(1, 3, "y")).await.unwrap_err();
+        assert!(matches!(e, DeliveryError::Permanent { .. }), "{e}");
+        let plain =
+            ObjectDestination::new(bucket.clone(), ObjectCompression::None, Encoding::Grantex);
+        plain.deliver(&batch(4, 2, "x")).await.unwrap();
+        assert_eq!(bucket.list("auth").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn batches_are_create_only_objects_on_a_local_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        check(Bucket::open(url.as_str(), &BucketOptions::default()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn batches_are_create_only_objects_on_s3() {
+        let endpoint = match std::env::var("TEST_S3_ENDPOINT") {
+            Ok(e) if !e.is_empty() => e,
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the S3 destination test: TEST_S3_ENDPOINT is not set"
+                );
+                return;
+            }
+        };
+        let bucket = std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into());
+        let url = format!(
+            "s3://{bucket}/dest-{}?endpoint={endpoint}&region=us-east-1&path_style=true",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        check(Bucket::open(&url, &BucketOptions::default()).unwrap()).await;
+    }
+}
