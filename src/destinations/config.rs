@@ -56,6 +56,26 @@ pub struct RawDestination {
     pub allow_private: Option<bool>,
     /// `s3`/`gcs`/`azure_blob`: `none`, `gzip` (default) or `zstd`.
     pub compression: Option<String>,
+    /// `splunk_hec`: `index` field.
+    pub index: Option<String>,
+    /// `splunk_hec`: `source` field (default `trailkeep`).
+    pub source: Option<String>,
+    /// `splunk_hec`: `sourcetype` field (default `_json`).
+    pub sourcetype: Option<String>,
+    /// `splunk_hec`: `host` field.
+    pub host: Option<String>,
+    /// `splunk_hec`: wait for indexer acknowledgement (default false).
+    pub ack: Option<bool>,
+    /// `splunk_hec`: how long to wait for the acknowledgement, ms (default 30000).
+    pub ack_timeout_ms: Option<u64>,
+    /// `datadog_logs`: the site (default `datadoghq.com`); or set `url`.
+    pub site: Option<String>,
+    /// `datadog_logs`: `service` of every entry (default `trailkeep`).
+    pub service: Option<String>,
+    /// `datadog_logs`: `hostname` of every entry.
+    pub hostname: Option<String>,
+    /// `datadog_logs`: extra `ddtags` (`key:value`).
+    pub tags: Option<Vec<String>>,
 }
 
 /// Payload encoding.
@@ -88,6 +108,28 @@ pub enum Kind {
         compression: super::object::ObjectCompression,
         /// Client settings.
         bucket: crate::archive::BucketOptions,
+    },
+    /// Splunk HTTP Event Collector.
+    SplunkHec {
+        /// Base URL (`https://splunk:8088`).
+        url: String,
+        /// Where the HEC token is.
+        secret: SecretFrom,
+        /// Fields and acknowledgement.
+        settings: super::http::HecSettings,
+        /// Request timeout.
+        timeout: Duration,
+    },
+    /// Datadog Logs v2 intake.
+    Datadog {
+        /// Intake base URL.
+        url: String,
+        /// Where the API key is.
+        secret: SecretFrom,
+        /// Entry fields.
+        settings: super::http::DatadogSettings,
+        /// Request timeout.
+        timeout: Duration,
     },
     /// Standard Webhooks.
     Webhook {
@@ -150,6 +192,8 @@ impl DestinationConfig {
         match &self.kind {
             Kind::File { .. } => "file",
             Kind::Webhook { .. } => "webhook",
+            Kind::SplunkHec { .. } => "splunk_hec",
+            Kind::Datadog { .. } => "datadog_logs",
             Kind::Object { url, .. } if url.starts_with("gs://") => "gcs",
             Kind::Object { url, .. } if url.starts_with("az://") => "azure_blob",
             Kind::Object { .. } => "s3",
@@ -220,30 +264,162 @@ impl RawDestination {
             Some("grantex") => Encoding::Grantex,
             Some(_) => return Err(bad("encoding", "must be \"trailkeep\" or \"grantex\"")),
         };
-        let set = |present: bool, key: &'static str| present.then_some(key);
-        let file_keys = [
-            set(self.path.is_some(), "path"),
-            set(self.rotate_bytes.is_some(), "rotate_bytes"),
-            set(self.keep.is_some(), "keep"),
-        ];
-        let object_keys = [set(self.compression.is_some(), "compression")];
-        let webhook_keys = [
-            set(self.url.is_some(), "url"),
-            set(self.secret_env.is_some(), "secret_env"),
-            set(self.secret_file.is_some(), "secret_file"),
-            set(self.allow_private.is_some(), "allow_private"),
-            set(self.timeout_ms.is_some(), "timeout_ms"),
-        ];
-        let refuse = |keys: &[Option<&'static str>], kind: &str| -> Result<(), KeyError> {
-            match keys.iter().flatten().next() {
-                Some(k) => Err(bad(k, format!("is not a setting of type {kind}"))),
-                None => Ok(()),
+        // Type-specific keys: a key set on a type it does not belong to is
+        // refused by name, like an unknown key.
+        let present: Vec<&'static str> = [
+            (self.path.is_some(), "path"),
+            (self.rotate_bytes.is_some(), "rotate_bytes"),
+            (self.keep.is_some(), "keep"),
+            (self.url.is_some(), "url"),
+            (self.secret_env.is_some(), "secret_env"),
+            (self.secret_file.is_some(), "secret_file"),
+            (self.allow_private.is_some(), "allow_private"),
+            (self.timeout_ms.is_some(), "timeout_ms"),
+            (self.compression.is_some(), "compression"),
+            (self.index.is_some(), "index"),
+            (self.source.is_some(), "source"),
+            (self.sourcetype.is_some(), "sourcetype"),
+            (self.host.is_some(), "host"),
+            (self.ack.is_some(), "ack"),
+            (self.ack_timeout_ms.is_some(), "ack_timeout_ms"),
+            (self.site.is_some(), "site"),
+            (self.service.is_some(), "service"),
+            (self.hostname.is_some(), "hostname"),
+            (self.tags.is_some(), "tags"),
+        ]
+        .into_iter()
+        .filter_map(|(p, k)| p.then_some(k))
+        .collect();
+        let allowed: &[&str] = match self.kind.as_str() {
+            "file" => &["path", "rotate_bytes", "keep"],
+            "webhook" => &[
+                "url",
+                "secret_env",
+                "secret_file",
+                "allow_private",
+                "timeout_ms",
+            ],
+            "s3" | "gcs" | "azure_blob" => &["url", "compression", "timeout_ms"],
+            "splunk_hec" => &[
+                "url",
+                "secret_env",
+                "secret_file",
+                "timeout_ms",
+                "index",
+                "source",
+                "sourcetype",
+                "host",
+                "ack",
+                "ack_timeout_ms",
+            ],
+            "datadog_logs" => &[
+                "url",
+                "site",
+                "secret_env",
+                "secret_file",
+                "timeout_ms",
+                "service",
+                "hostname",
+                "tags",
+            ],
+            _ => &[],
+        };
+        if let Some(k) = present.iter().find(|k| !allowed.contains(k))
+            && !allowed.is_empty()
+        {
+            return Err(bad(k, format!("is not a setting of type {}", self.kind)));
+        }
+        let secret = |what: &str| -> Result<SecretFrom, KeyError> {
+            match (self.secret_env.clone(), self.secret_file.clone()) {
+                (Some(_), Some(_)) => {
+                    Err(bad("secret_env", "set secret_env or secret_file, not both"))
+                }
+                (Some(v), None) => Ok(SecretFrom::Env(v)),
+                (None, Some(f)) => Ok(SecretFrom::File(f)),
+                (None, None) => Err(bad(
+                    "secret_env",
+                    format!("{what} is required (secret_env or secret_file)"),
+                )),
             }
         };
+        let timeout = |default: u64| -> Result<Duration, KeyError> {
+            let ms = self.timeout_ms.unwrap_or(default);
+            if (100..=600_000).contains(&ms) {
+                Ok(Duration::from_millis(ms))
+            } else {
+                Err(bad("timeout_ms", "must be between 100 and 600000"))
+            }
+        };
+        let http_url = |url: Option<String>| -> Result<String, KeyError> {
+            let url =
+                url.ok_or_else(|| bad("url", format!("is required for type {}", self.kind)))?;
+            let parsed = url::Url::parse(&url).map_err(|e| bad("url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("url", "must be an http:// or https:// URL"));
+            }
+            Ok(url)
+        };
+        if self.kind == "splunk_hec" {
+            let settings = super::http::HecSettings {
+                host: self.host.clone(),
+                source: self.source.clone(),
+                sourcetype: self.sourcetype.clone(),
+                index: self.index.clone(),
+                ack: self.ack.unwrap_or(false),
+                ack_timeout: Duration::from_millis(
+                    self.ack_timeout_ms.unwrap_or(30_000).clamp(100, 3_600_000),
+                ),
+            };
+            let kind = Kind::SplunkHec {
+                url: http_url(self.url.clone())?,
+                secret: secret("the HEC token")?,
+                settings,
+                timeout: timeout(10_000)?,
+            };
+            return Ok(DestinationConfig {
+                driver,
+                encoding,
+                kind,
+            });
+        }
+        if self.kind == "datadog_logs" {
+            let url = match (&self.url, &self.site) {
+                (Some(_), Some(_)) => return Err(bad("site", "set site or url, not both")),
+                (Some(u), None) => http_url(Some(u.clone()))?,
+                (None, site) => {
+                    let site = site.clone().unwrap_or_else(|| "datadoghq.com".into());
+                    if site.is_empty()
+                        || !site
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                    {
+                        return Err(bad(
+                            "site",
+                            "a Datadog site such as datadoghq.com or datadoghq.eu",
+                        ));
+                    }
+                    format!("https://http-intake.logs.{site}")
+                }
+            };
+            let settings = super::http::DatadogSettings {
+                service: self.service.clone(),
+                hostname: self.hostname.clone(),
+                tags: self.tags.clone().unwrap_or_default(),
+            };
+            let kind = Kind::Datadog {
+                url,
+                secret: secret("the Datadog API key")?,
+                settings,
+                timeout: timeout(10_000)?,
+            };
+            return Ok(DestinationConfig {
+                driver,
+                encoding,
+                kind,
+            });
+        }
         let kind = match self.kind.as_str() {
             "file" => {
-                refuse(&webhook_keys, "file")?;
-                refuse(&object_keys, "file")?;
                 let path = self
                     .path
                     .ok_or_else(|| bad("path", "is required for type file"))?;
@@ -258,8 +434,6 @@ impl RawDestination {
                 }
             }
             "webhook" => {
-                refuse(&file_keys, "webhook")?;
-                refuse(&object_keys, "webhook")?;
                 let url = self
                     .url
                     .ok_or_else(|| bad("url", "is required for type webhook"))?;
@@ -297,15 +471,6 @@ impl RawDestination {
                 }
             }
             kind @ ("s3" | "gcs" | "azure_blob") => {
-                refuse(&file_keys, kind)?;
-                refuse(
-                    &[
-                        set(self.secret_env.is_some(), "secret_env"),
-                        set(self.secret_file.is_some(), "secret_file"),
-                        set(self.allow_private.is_some(), "allow_private"),
-                    ],
-                    kind,
-                )?;
                 let url = self
                     .url
                     .ok_or_else(|| bad("url", format!("is required for type {kind}")))?;
@@ -445,6 +610,41 @@ mod tests {
         }
         let w = parse("[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret_env = \"S\"\nallow_private = true").unwrap();
         assert_eq!(w.type_name(), "webhook");
+        let h = parse("[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://splunk:8088\"\nsecret_env = \"T\"\nindex = \"audit\"\nack = true").unwrap();
+        assert_eq!(h.type_name(), "splunk_hec");
+        let d = parse("[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsite = \"datadoghq.eu\"\nsecret_file = \"/k\"\ntags = [\"env:prod\"]").unwrap();
+        let Kind::Datadog { url, .. } = &d.kind else {
+            panic!("datadog")
+        };
+        assert_eq!(url, "https://http-intake.logs.datadoghq.eu");
+        for (t, key) in [
+            (
+                "[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://s\"",
+                "secret_env",
+            ),
+            (
+                "[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nsecret_env = \"T\"",
+                "url",
+            ),
+            (
+                "[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://s\"\nsecret_env = \"T\"\ntags = []",
+                "tags",
+            ),
+            (
+                "[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsecret_env = \"K\"\nindex = \"x\"",
+                "index",
+            ),
+            (
+                "[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsecret_env = \"K\"\nsite = \"a/b\"",
+                "site",
+            ),
+            (
+                "[[destinations]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://e/h\"\nsecret_env = \"S\"\nack = true",
+                "ack",
+            ),
+        ] {
+            assert_eq!(parse(t).unwrap_err().key, key, "{t}");
+        }
         let g = parse("[[destinations]]\nname = \"g\"\ntype = \"gcs\"\nurl = \"gs://b/p\"\ncompression = \"zstd\"").unwrap();
         assert_eq!(g.type_name(), "gcs");
         for (t, key) in [

@@ -12,14 +12,15 @@
 //! Built so far: the trait, the driver, the filters, the `file`, `webhook`
 //! and object-store (`s3`, `gcs`, `azure_blob`) destinations, the
 //! `[[destinations]]` config, `serve` wiring, `GET /v1/destinations` and
-//! the CLI. Not yet (issue #5): BigQuery, Datadog Logs, Splunk HEC, feeding a
-//! destination from the archive when it fell behind the hot store, the
-//! delivery benchmark.
+//! the CLI, Splunk HEC and Datadog Logs. Not yet (issue #5): BigQuery,
+//! feeding a destination from the archive when it fell behind the hot
+//! store, the delivery benchmark.
 
 pub mod config;
 pub mod driver;
 pub mod file;
 pub mod filter;
+pub mod http;
 pub mod object;
 pub mod webhook;
 
@@ -112,6 +113,30 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             file::FileDestination::new(path.clone(), *rotate_bytes, *keep)
                 .with_encoding(cfg.encoding),
         ),
+        config::Kind::SplunkHec {
+            url,
+            secret,
+            settings,
+            timeout,
+        } => std::sync::Arc::new(http::SplunkHec::new(
+            url,
+            secret.load(&cfg.driver.name)?,
+            settings.clone(),
+            *timeout,
+            cfg.encoding,
+        )),
+        config::Kind::Datadog {
+            url,
+            secret,
+            settings,
+            timeout,
+        } => std::sync::Arc::new(http::DatadogLogs::new(
+            url,
+            secret.load(&cfg.driver.name)?,
+            settings.clone(),
+            *timeout,
+            cfg.encoding,
+        )),
         config::Kind::Object {
             url,
             compression,

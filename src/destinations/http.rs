@@ -1,0 +1,329 @@
+//! Splunk HEC and Datadog Logs: HTTP intake APIs with a token.
+//!
+//! - Splunk HEC (<https://docs.splunk.com/Documentation/Splunk/latest/Data/FormateventsforHTTPEventCollector>):
+//!   `POST {url}/services/collector/event`, `Authorization: Splunk <token>`,
+//!   the batch as concatenated event objects `{time, host, source,
+//!   sourcetype, index, event}`. With indexer acknowledgement on, requests
+//!   carry `X-Splunk-Request-Channel`, the answer's `ackId` is polled at
+//!   `/services/collector/ack?channel=…` and the batch counts as accepted
+//!   only once it reports `true` (a timeout retries the batch).
+//! - Datadog Logs v2 (<https://docs.datadoghq.com/api/latest/logs/#send-logs>):
+//!   `POST {url}/api/v2/logs`, `DD-API-KEY`, gzip JSON arrays of entries
+//!   `{ddsource, ddtags, hostname, service, message}`, split to the intake
+//!   limits (1,000 entries and 5 MB per request; an entry over 1 MB is
+//!   refused for good rather than truncated by the intake).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::config::{Encoding, encode};
+use super::{Batch, DeliveryError, Destination, classify_http};
+use crate::sources::Secret;
+
+fn retryable(message: String) -> DeliveryError {
+    DeliveryError::Retryable {
+        message,
+        retry_after: None,
+    }
+}
+
+async fn classify(resp: reqwest::Response) -> Result<String, DeliveryError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap_or_default();
+    classify_http(status, retry_after.as_deref(), &text).map(|()| text)
+}
+
+fn client(timeout: Duration) -> Result<reqwest::Client, DeliveryError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| retryable(e.to_string()))
+}
+
+/// Splunk HEC settings.
+#[derive(Debug, Clone, Default)]
+pub struct HecSettings {
+    /// `host` field.
+    pub host: Option<String>,
+    /// `source` field (default `trailkeep`).
+    pub source: Option<String>,
+    /// `sourcetype` field (default `_json`).
+    pub sourcetype: Option<String>,
+    /// `index` field.
+    pub index: Option<String>,
+    /// Wait for indexer acknowledgement.
+    pub ack: bool,
+    /// How long to poll for the acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+/// Splunk HTTP Event Collector.
+pub struct SplunkHec {
+    url: String,
+    token: Secret,
+    settings: HecSettings,
+    timeout: Duration,
+    encoding: Encoding,
+    channel: String,
+}
+
+impl SplunkHec {
+    /// A HEC destination at `url` (scheme, host, port).
+    pub fn new(
+        url: &str,
+        token: Secret,
+        settings: HecSettings,
+        timeout: Duration,
+        encoding: Encoding,
+    ) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+            settings,
+            timeout,
+            encoding,
+            channel: uuid_like(),
+        }
+    }
+
+    /// The request body: one event object per event, concatenated.
+    pub fn body(&self, batch: &Batch) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in &batch.events {
+            let event: serde_json::Value =
+                serde_json::from_str(&encode(&e.json, self.encoding)).unwrap_or_default();
+            let t = serde_json::from_str::<serde_json::Value>(&e.json)
+                .ok()
+                .and_then(|v| v["time"].as_str().map(str::to_owned))
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+            let mut o = serde_json::json!({
+                "time": (t * 1000.0).round() / 1000.0,
+                "source": self.settings.source.as_deref().unwrap_or("trailkeep"),
+                "sourcetype": self.settings.sourcetype.as_deref().unwrap_or("_json"),
+                "event": event,
+            });
+            if let Some(h) = &self.settings.host {
+                o["host"] = h.clone().into();
+            }
+            if let Some(i) = &self.settings.index {
+                o["index"] = i.clone().into();
+            }
+            out.extend_from_slice(o.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[async_trait]
+impl Destination for SplunkHec {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let c = client(self.timeout)?;
+        let auth = format!("Splunk {}", self.token.expose());
+        let mut req = c
+            .post(format!("{}/services/collector/event", self.url))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(self.body(batch));
+        if self.settings.ack {
+            req = req.header("x-splunk-request-channel", &self.channel);
+        }
+        let text = classify(
+            req.send()
+                .await
+                .map_err(|e| retryable(format!("{}: {e}", self.url)))?,
+        )
+        .await?;
+        if !self.settings.ack {
+            return Ok(());
+        }
+        let ack_id = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["ackId"].as_u64())
+            .ok_or_else(|| DeliveryError::Permanent {
+                status: Some(200),
+                message: format!(
+                    "acknowledgement is on but the answer has no ackId: {}",
+                    super::excerpt(&text)
+                ),
+            })?;
+        let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
+        loop {
+            let resp = c
+                .post(format!(
+                    "{}/services/collector/ack?channel={}",
+                    self.url, self.channel
+                ))
+                .header("authorization", &auth)
+                .header("x-splunk-request-channel", &self.channel)
+                .json(&serde_json::json!({"acks": [ack_id]}))
+                .send()
+                .await
+                .map_err(|e| retryable(format!("{}: ack: {e}", self.url)))?;
+            let text = classify(resp).await?;
+            let done = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["acks"][ack_id.to_string()].as_bool())
+                .unwrap_or(false);
+            if done {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(retryable(format!(
+                    "ackId {ack_id} not acknowledged in time; sending the batch again"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Datadog settings.
+#[derive(Debug, Clone, Default)]
+pub struct DatadogSettings {
+    /// `service` of every entry (default `trailkeep`).
+    pub service: Option<String>,
+    /// `hostname` of every entry.
+    pub hostname: Option<String>,
+    /// Extra tags (`key:value`).
+    pub tags: Vec<String>,
+}
+
+/// Intake limits.
+const DD_MAX_ENTRIES: usize = 1000;
+const DD_MAX_REQUEST: usize = 5_000_000;
+const DD_MAX_ENTRY: usize = 1_000_000;
+
+/// Datadog Logs v2 intake.
+pub struct DatadogLogs {
+    url: String,
+    key: Secret,
+    settings: DatadogSettings,
+    timeout: Duration,
+    encoding: Encoding,
+}
+
+impl DatadogLogs {
+    /// A Datadog destination at `url` (`https://http-intake.logs.<site>`).
+    pub fn new(
+        url: &str,
+        key: Secret,
+        settings: DatadogSettings,
+        timeout: Duration,
+        encoding: Encoding,
+    ) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            key,
+            settings,
+            timeout,
+            encoding,
+        }
+    }
+
+    /// The requests for `batch`: JSON arrays within the intake limits.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Permanent`] for an entry over 1 MB.
+    pub fn requests(&self, batch: &Batch) -> Result<Vec<Vec<u8>>, DeliveryError> {
+        let mut out = Vec::new();
+        let mut cur: Vec<String> = Vec::new();
+        let mut size = 2;
+        for e in &batch.events {
+            let mut tags = vec![
+                format!("type:{}", e.event_type),
+                format!("stream:{}", batch.stream),
+            ];
+            tags.extend(self.settings.tags.iter().cloned());
+            let mut entry = serde_json::json!({
+                "ddsource": "trailkeep",
+                "ddtags": tags.join(","),
+                "service": self.settings.service.as_deref().unwrap_or("trailkeep"),
+                "message": encode(&e.json, self.encoding),
+            });
+            if let Some(h) = &self.settings.hostname {
+                entry["hostname"] = h.clone().into();
+            }
+            let s = entry.to_string();
+            if s.len() > DD_MAX_ENTRY {
+                return Err(DeliveryError::Permanent {
+                    status: None,
+                    message: format!(
+                        "event seq {} is {} bytes, over Datadog's 1 MB entry limit",
+                        e.seq,
+                        s.len()
+                    ),
+                });
+            }
+            if !cur.is_empty()
+                && (cur.len() >= DD_MAX_ENTRIES || size + s.len() + 1 > DD_MAX_REQUEST)
+            {
+                out.push(std::mem::take(&mut cur));
+                size = 2;
+            }
+            size += s.len() + 1;
+            cur.push(s);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        Ok(out
+            .into_iter()
+            .map(|entries| format!("[{}]", entries.join(",")).into_bytes())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Destination for DatadogLogs {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let c = client(self.timeout)?;
+        for body in self.requests(batch)? {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
+            let gz = gz.finish().map_err(|e| retryable(e.to_string()))?;
+            let resp = c
+                .post(format!("{}/api/v2/logs", self.url))
+                .header("dd-api-key", self.key.expose())
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(gz)
+                .send()
+                .await
+                .map_err(|e| retryable(format!("{}: {e}", self.url)))?;
+            classify(resp).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
