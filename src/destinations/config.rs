@@ -76,6 +76,12 @@ pub struct RawDestination {
     pub hostname: Option<String>,
     /// `datadog_logs`: extra `ddtags` (`key:value`).
     pub tags: Option<Vec<String>>,
+    /// `bigquery`: project id.
+    pub project: Option<String>,
+    /// `bigquery`: dataset id.
+    pub dataset: Option<String>,
+    /// `bigquery`: table id.
+    pub table: Option<String>,
 }
 
 /// Payload encoding.
@@ -117,6 +123,18 @@ pub enum Kind {
         secret: SecretFrom,
         /// Fields and acknowledgement.
         settings: super::http::HecSettings,
+        /// Request timeout.
+        timeout: Duration,
+    },
+    /// BigQuery streaming inserts.
+    BigQuery {
+        /// API base URL.
+        url: String,
+        /// Target table.
+        table: super::bigquery::Table,
+        /// Where the service account JSON is (`secret_file`: its path;
+        /// `secret_env`: a variable holding the JSON).
+        secret: SecretFrom,
         /// Request timeout.
         timeout: Duration,
     },
@@ -194,6 +212,7 @@ impl DestinationConfig {
             Kind::Webhook { .. } => "webhook",
             Kind::SplunkHec { .. } => "splunk_hec",
             Kind::Datadog { .. } => "datadog_logs",
+            Kind::BigQuery { .. } => "bigquery",
             Kind::Object { url, .. } if url.starts_with("gs://") => "gcs",
             Kind::Object { url, .. } if url.starts_with("az://") => "azure_blob",
             Kind::Object { .. } => "s3",
@@ -286,6 +305,9 @@ impl RawDestination {
             (self.service.is_some(), "service"),
             (self.hostname.is_some(), "hostname"),
             (self.tags.is_some(), "tags"),
+            (self.project.is_some(), "project"),
+            (self.dataset.is_some(), "dataset"),
+            (self.table.is_some(), "table"),
         ]
         .into_iter()
         .filter_map(|(p, k)| p.then_some(k))
@@ -321,6 +343,15 @@ impl RawDestination {
                 "service",
                 "hostname",
                 "tags",
+            ],
+            "bigquery" => &[
+                "url",
+                "project",
+                "dataset",
+                "table",
+                "secret_env",
+                "secret_file",
+                "timeout_ms",
             ],
             _ => &[],
         };
@@ -375,6 +406,39 @@ impl RawDestination {
                 secret: secret("the HEC token")?,
                 settings,
                 timeout: timeout(10_000)?,
+            };
+            return Ok(DestinationConfig {
+                driver,
+                encoding,
+                kind,
+            });
+        }
+        if self.kind == "bigquery" {
+            let id = |key: &str, v: &Option<String>| -> Result<String, KeyError> {
+                match v {
+                    Some(s)
+                        if !s.is_empty()
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) =>
+                    {
+                        Ok(s.clone())
+                    }
+                    Some(_) => Err(bad(key, "letters, digits, _ - . : only")),
+                    None => Err(bad(key, "is required for type bigquery")),
+                }
+            };
+            let kind = Kind::BigQuery {
+                url: match &self.url {
+                    Some(u) => http_url(Some(u.clone()))?,
+                    None => "https://bigquery.googleapis.com".into(),
+                },
+                table: super::bigquery::Table {
+                    project: id("project", &self.project)?,
+                    dataset: id("dataset", &self.dataset)?,
+                    table: id("table", &self.table)?,
+                },
+                secret: secret("the service account JSON")?,
+                timeout: timeout(30_000)?,
             };
             return Ok(DestinationConfig {
                 driver,
@@ -503,20 +567,11 @@ impl RawDestination {
                     },
                 }
             }
-            "bigquery" | "datadog_logs" | "splunk_hec" => {
-                return Err(bad(
-                    "type",
-                    format!(
-                        "{:?} is not built yet (issue #5); built: file, webhook, s3, gcs, azure_blob",
-                        self.kind
-                    ),
-                ));
-            }
             other => {
                 return Err(bad(
                     "type",
                     format!(
-                        "{other:?} is not a destination type (file, webhook, s3, gcs, azure_blob)"
+                        "{other:?} is not a destination type (file, webhook, s3, gcs, azure_blob, splunk_hec, datadog_logs, bigquery)"
                     ),
                 ));
             }
@@ -586,7 +641,15 @@ mod tests {
             ),
             (
                 "[[destinations]]\nname = \"b\"\ntype = \"bigquery\"",
-                "type",
+                "project",
+            ),
+            (
+                "[[destinations]]\nname = \"b\"\ntype = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\ntable = \"t\"",
+                "secret_env",
+            ),
+            (
+                "[[destinations]]\nname = \"b\"\ntype = \"bigquery\"\nproject = \"p q\"",
+                "project",
             ),
             ("[[destinations]]\nname = \"b\"\ntype = \"ftp\"", "type"),
             (

@@ -12,10 +12,11 @@
 //! Built so far: the trait, the driver, the filters, the `file`, `webhook`
 //! and object-store (`s3`, `gcs`, `azure_blob`) destinations, the
 //! `[[destinations]]` config, `serve` wiring, `GET /v1/destinations` and
-//! the CLI, Splunk HEC and Datadog Logs. Not yet (issue #5): BigQuery,
+//! the CLI, Splunk HEC, Datadog Logs and BigQuery. Not yet (issue #5):
 //! feeding a destination from the archive when it fell behind the hot
 //! store, the delivery benchmark.
 
+pub mod bigquery;
 pub mod config;
 pub mod driver;
 pub mod file;
@@ -125,6 +126,19 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             *timeout,
             cfg.encoding,
         )),
+        config::Kind::BigQuery {
+            url,
+            table,
+            secret,
+            timeout,
+        } => {
+            // secret_file names the JSON file; secret_env holds the JSON itself.
+            let json = secret.load(&cfg.driver.name)?;
+            std::sync::Arc::new(
+                bigquery::BigQuery::new(url, table.clone(), json.expose(), *timeout)
+                    .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+            )
+        }
         config::Kind::Datadog {
             url,
             secret,
