@@ -252,10 +252,12 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     for cfg in &config.destinations {
         let dest = crate::destinations::build(cfg).map_err(ServeError::Destination)?;
         let handle = crate::destinations::driver::DriverHandle::default();
+        let mut driver = cfg.driver.clone();
+        driver.archive = Some(archiver.bucket().clone());
         destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
             store.clone(),
             dest.clone(),
-            cfg.driver.clone(),
+            driver,
             handle.clone(),
             destinations_rx.clone(),
         )));

@@ -47,6 +47,9 @@ pub struct DriverSettings {
     pub archive_past: bool,
     /// Lease time to live.
     pub lease_ttl: Duration,
+    /// The archive, to feed a destination whose cursor fell behind the hot
+    /// store (its events were archived and deleted past it, `archive_past`).
+    pub archive: Option<crate::archive::Bucket>,
 }
 
 impl DriverSettings {
@@ -63,6 +66,7 @@ impl DriverSettings {
             backoff_max: Duration::from_secs(60),
             archive_past: false,
             lease_ttl: Duration::from_secs(15),
+            archive: None,
         }
     }
 }
@@ -247,11 +251,23 @@ async fn next_batch(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    if first.seq != cursor + 1 {
-        tracing::warn!(destination = %settings.name, stream, cursor, oldest_hot = first.seq,
-            "destination is behind the hot store; feeding it from the archive is not built yet");
-        return Ok(None);
-    }
+    let rows = if first.seq == cursor + 1 {
+        rows
+    } else {
+        match from_archive(store, settings, stream, cursor).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!(destination = %settings.name, stream, cursor, oldest_hot = first.seq,
+                    "destination is behind the hot store and the archive does not hold the gap");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(destination = %settings.name, stream, cursor, error = %e,
+                    "destination is behind the hot store; reading the archive failed, will retry");
+                return Ok(None);
+            }
+        }
+    };
     let mut events = Vec::new();
     let mut bytes = 0usize;
     let mut end = cursor;
@@ -298,6 +314,79 @@ async fn next_batch(
         end_seq: end,
         events,
     }))
+}
+
+/// Events after `cursor` from the archive object that holds them, checked
+/// against the recorded batch (SHA-256 of the object, hash of each event).
+async fn from_archive(
+    store: &dyn Store,
+    settings: &DriverSettings,
+    stream: &str,
+    cursor: u64,
+) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
+    let Some(bucket) = &settings.archive else {
+        return Ok(None);
+    };
+    let want = cursor + 1;
+    let mut from = 0;
+    let batch = loop {
+        let page = store
+            .archive_batches(Some(stream), from, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        from = last.start_seq + 1;
+        if let Some(b) = page
+            .into_iter()
+            .find(|b| b.start_seq <= want && want <= b.end_seq)
+        {
+            break b;
+        }
+    };
+    let bytes = bucket
+        .get(&batch.object_key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} is missing from the archive", batch.object_key))?;
+    if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != batch.object_sha256 {
+        return Err(format!(
+            "{} does not match its recorded SHA-256",
+            batch.object_key
+        ));
+    }
+    let compression = if batch.object_key.ends_with(".zst") {
+        crate::archive::Compression::Zstd
+    } else {
+        crate::archive::Compression::Gzip
+    };
+    let raw = crate::archive::segment::decompress(&bytes, compression, batch.raw_size + 1)?;
+    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (body, hash) = crate::event::split_stored_line(line)
+            .ok_or("an archived line is not a stored event")?;
+        if hex::encode(crate::chain::event_hash(body.as_bytes())) != hash {
+            return Err(format!(
+                "{}: an event's hash does not match",
+                batch.object_key
+            ));
+        }
+        let seq = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+            .ok_or("an archived event has no seq")?;
+        if seq >= want && out.len() < settings.max_events {
+            out.push(crate::store::StoredEvent {
+                seq,
+                hash,
+                body,
+                restored: false,
+            });
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Full jitter: a random delay in `[0, min(max, initial * 2^attempt)]`,

@@ -370,6 +370,71 @@ async fn a_paused_destination_sends_nothing_until_resumed() {
     assert_eq!(delivered(&r), 5);
 }
 
+#[tokio::test]
+async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
+    use crate::archive::{ArchiveSettings, Archiver, Bucket, BucketOptions};
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 250, 0).await;
+    // The operator let hot deletion pass this destination's (empty) cursor.
+    r.store
+        .put_delivery_cursor(
+            DeliveryCursor {
+                destination: "test".into(),
+                stream: "s".into(),
+                seq: 0,
+                archive_past: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let url = url::Url::from_directory_path(r._dir.path().join("archive")).unwrap();
+    let bucket = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
+    let signer = crate::chain::note::NoteSigner::from_seed("log.test", &[3; 32]).unwrap();
+    let settings_a = ArchiveSettings {
+        older_than: Duration::ZERO,
+        segment_events: 100,
+        ..ArchiveSettings::default()
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let archiver = Archiver::new(
+        r.store.clone(),
+        bucket.clone(),
+        signer,
+        "log.test".into(),
+        settings_a,
+    );
+    let report = archiver
+        .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 250, "nothing left hot");
+    append(r.store.as_ref(), "s", &["a.b"], 20, 0).await;
+    let s = DriverSettings {
+        archive: Some(bucket),
+        ..settings()
+    };
+    drive(&r, s, |r| delivered(r) == 270).await;
+    let seqs: Vec<u64> = r
+        .dest
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=270).collect::<Vec<_>>(),
+        "archived then hot, in order, none skipped"
+    );
+    assert!(
+        r.dest.accepted.lock().unwrap()[0].events[0]
+            .json
+            .contains("\"hash\":")
+    );
+}
+
 #[test]
 fn backoff_is_capped_full_jitter_with_a_floor() {
     let s = settings();
