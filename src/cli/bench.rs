@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// beside the compressor's own speed and decompression + SHA-256 on the
     /// same bytes.
     Archive(super::bench_archive::ArchiveBenchArgs),
+    /// Delivery to local receivers (webhook, Splunk HEC, Datadog, file,
+    /// object store) under sustained ingest: events/s and lag.
+    Destinations(super::bench_destinations::DestinationsBenchArgs),
 }
 
 /// Arguments of `bench postgres`.
@@ -284,6 +287,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
         BenchCommand::Ingest(a) => a,
         BenchCommand::Postgres(a) => return postgres_bench(config, a).await,
         BenchCommand::Archive(a) => return super::bench_archive::run(a).await,
+        BenchCommand::Destinations(a) => return super::bench_destinations::run(a).await,
     };
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {

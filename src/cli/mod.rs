@@ -6,6 +6,7 @@
 mod archive;
 mod bench;
 mod bench_archive;
+mod bench_destinations;
 mod copy;
 mod destinations;
 mod keys;

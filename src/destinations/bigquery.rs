@@ -216,7 +216,11 @@ impl Destination for BigQuery {
             let resp = c
                 .post(&url)
                 .bearer_auth(&token)
-                .json(&serde_json::json!({"kind": "bigquery#tableDataInsertAllRequest", "rows": rows}))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::json!({"kind": "bigquery#tableDataInsertAllRequest", "rows": rows})
+                        .to_string(),
+                )
                 .send()
                 .await
                 .map_err(|e| retryable(format!("insertAll: {e}")))?;

@@ -184,7 +184,8 @@ impl Destination for SplunkHec {
                 ))
                 .header("authorization", &auth)
                 .header("x-splunk-request-channel", &self.channel)
-                .json(&serde_json::json!({"acks": [ack_id]}))
+                .header("content-type", "application/json")
+                .body(serde_json::json!({"acks": [ack_id]}).to_string())
                 .send()
                 .await
                 .map_err(|e| retryable(format!("{}: ack: {e}", self.url)))?;
