@@ -38,6 +38,8 @@ pub struct RawDestination {
     pub archive_past: Option<bool>,
     /// Longest retry delay, ms (default 60000).
     pub backoff_max_ms: Option<u64>,
+    /// Streams delivered at the same time (default 1).
+    pub concurrency: Option<usize>,
     /// Request timeout, ms (HTTP destinations; default 10000).
     pub timeout_ms: Option<u64>,
     /// `file`: the NDJSON file.
@@ -278,6 +280,12 @@ impl RawDestination {
             driver.backoff_max = Duration::from_millis(ms);
         }
         driver.archive_past = self.archive_past.unwrap_or(false);
+        if let Some(c) = self.concurrency {
+            if !(1..=64).contains(&c) {
+                return Err(bad("concurrency", "must be between 1 and 64"));
+            }
+            driver.concurrency = c;
+        }
         let encoding = match self.encoding.as_deref() {
             None | Some("trailkeep") => Encoding::Trailkeep,
             Some("grantex") => Encoding::Grantex,

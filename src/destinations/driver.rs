@@ -47,6 +47,8 @@ pub struct DriverSettings {
     pub archive_past: bool,
     /// Lease time to live.
     pub lease_ttl: Duration,
+    /// Streams delivered at the same time (each stream's batches stay in order).
+    pub concurrency: usize,
     /// The archive, to feed a destination whose cursor fell behind the hot
     /// store (its events were archived and deleted past it, `archive_past`).
     pub archive: Option<crate::archive::Bucket>,
@@ -66,6 +68,7 @@ impl DriverSettings {
             backoff_max: Duration::from_secs(60),
             archive_past: false,
             lease_ttl: Duration::from_secs(15),
+            concurrency: 1,
             archive: None,
         }
     }
@@ -218,20 +221,45 @@ async fn round(
         .filter(|c| c.destination == settings.name)
         .map(|c| (c.stream, c.seq))
         .collect();
+    let behind: Vec<(String, u64)> = store
+        .streams()
+        .await?
+        .into_iter()
+        .filter(|info| settings.filter.stream(&info.name))
+        .filter_map(|info| {
+            let cursor = cursors.get(&info.name).copied().unwrap_or(0);
+            (cursor < info.head_seq).then_some((info.name, cursor))
+        })
+        .collect();
+    // Up to `concurrency` streams at a time; each stream's batches stay in order.
+    let one = |(stream, cursor): (String, u64)| {
+        let mut stop = stop.clone();
+        async move {
+            let Some(batch) = next_batch(store.as_ref(), settings, &stream, cursor).await? else {
+                return Ok::<bool, Stop>(false);
+            };
+            deliver(
+                store.as_ref(),
+                dest,
+                settings,
+                handle,
+                lease,
+                batch,
+                &mut stop,
+            )
+            .await?;
+            Ok(true)
+        }
+    };
+    let results: Vec<Result<bool, Stop>> =
+        futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+            futures_util::stream::iter(behind.into_iter().map(one)),
+            settings.concurrency.max(1),
+        ))
+        .await;
     let mut worked = false;
-    for info in store.streams().await? {
-        if !settings.filter.stream(&info.name) {
-            continue;
-        }
-        let cursor = cursors.get(&info.name).copied().unwrap_or(0);
-        if cursor >= info.head_seq {
-            continue;
-        }
-        let Some(batch) = next_batch(store.as_ref(), settings, &info.name, cursor).await? else {
-            continue;
-        };
-        deliver(store.as_ref(), dest, settings, handle, lease, batch, stop).await?;
-        worked = true;
+    for r in results {
+        worked |= r?;
     }
     Ok(worked)
 }

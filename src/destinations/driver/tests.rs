@@ -435,6 +435,81 @@ async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
     );
 }
 
+#[tokio::test]
+async fn streams_go_in_parallel_up_to_the_concurrency_limit() {
+    struct Slow {
+        inflight: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+        order: Mutex<HashMap<String, Vec<u64>>>,
+    }
+    #[async_trait]
+    impl Destination for Slow {
+        async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.inflight.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.order
+                .lock()
+                .unwrap()
+                .entry(batch.stream.clone())
+                .or_default()
+                .push(batch.start_seq);
+            self.inflight.fetch_sub(1, SeqCst);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+    for s in ["a", "b", "c", "d"] {
+        append(store.as_ref(), s, &["x.y"], 30, 0).await;
+    }
+    for limit in [1usize, 3] {
+        let dest = Arc::new(Slow {
+            inflight: 0.into(),
+            peak: 0.into(),
+            order: Mutex::default(),
+        });
+        let s = DriverSettings {
+            name: format!("c{limit}"),
+            max_events: 10,
+            concurrency: limit,
+            ..settings()
+        };
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            store.clone(),
+            dest.clone(),
+            s,
+            DriverHandle::default(),
+            rx,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dest
+            .order
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            < 12
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(
+            dest.peak.load(std::sync::atomic::Ordering::SeqCst),
+            limit,
+            "limit {limit}"
+        );
+        for starts in dest.order.lock().unwrap().values() {
+            assert_eq!(*starts, vec![1, 11, 21], "each stream in order");
+        }
+    }
+}
+
 #[test]
 fn backoff_is_capped_full_jitter_with_a_floor() {
     let s = settings();

@@ -174,6 +174,30 @@ async fn responses_are_classified_and_redirects_not_followed() {
         "not followed"
     );
     assert_eq!(r.got.lock().unwrap().len(), 4);
+    // A receiver slower than the timeout: retryable.
+    let slow = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "late"
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, slow).await.unwrap() });
+    let d2 = WebhookDestination::new(
+        &slow_url,
+        &Secret::new(SECRET.into()),
+        true,
+        Duration::from_millis(300),
+        Encoding::Trailkeep,
+    )
+    .unwrap();
+    let e = d2.deliver(&batch()).await.unwrap_err();
+    assert!(
+        matches!(e, DeliveryError::Retryable { .. }),
+        "a timeout is retryable: {e}"
+    );
     // Connection refused: retryable.
     let gone = dest("http://127.0.0.1:1/hook", true, Encoding::Trailkeep);
     assert!(matches!(
