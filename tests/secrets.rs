@@ -51,10 +51,20 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let c = reqwest::Client::new();
-    common::wait_until(Duration::from_secs(20), "serve", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
+    // Ready means started: the signing key exists by then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !c
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let signing = std::fs::read_to_string(dir.join("signing.key")).unwrap();
     let signing_secret = signing.trim().rsplit('+').next().unwrap().to_owned();
 
