@@ -20,15 +20,67 @@ use crate::keyfile;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-/// Returns this process's node id (random per start): the holder name in
-/// leases.
+static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn random_node_id() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    format!("node-{}-{}", std::process::id(), hex::encode(b))
+}
+
+/// Returns this process's node id: the holder name in leases. `serve` uses
+/// its data directory's persistent id (see [`claim_data_dir`]), so a node
+/// restarted after a crash takes its leases back at once instead of waiting
+/// for them to expire; every other process (`archive run`, …) gets a random
+/// one, so it never shares a lease with a running node.
 pub fn node_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        let mut b = [0u8; 6];
-        let _ = getrandom::fill(&mut b);
-        format!("node-{}-{}", std::process::id(), hex::encode(b))
-    })
+    NODE_ID.get_or_init(random_node_id)
+}
+
+/// File holding a serve node's persistent id, inside the data directory.
+pub const NODE_ID_FILE: &str = "node.id";
+/// Lock file: one `serve` per data directory.
+pub const NODE_LOCK_FILE: &str = "node.lock";
+
+/// Takes the data directory for this `serve` (an exclusive lock the kernel
+/// releases when the process dies, even by `kill -9`) and adopts the
+/// directory's persistent node id. A second `serve` on the same directory
+/// is refused.
+///
+/// # Errors
+/// The directory is in use by another `serve`, or unreadable.
+pub fn claim_data_dir(dir: &Path) -> Result<std::fs::File, ServeError> {
+    let io = |source| ServeError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(NODE_LOCK_FILE))
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(io(std::io::Error::other(
+                "another trailkeep serve is running on this data directory",
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let path = dir.join(NODE_ID_FILE);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => {
+            let id = random_node_id();
+            std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+            id
+        }
+    };
+    // In-process servers (tests, benchmarks) share the first id.
+    let _ = NODE_ID.set(id);
+    Ok(lock)
 }
 
 /// File name of the SQLite database inside the data directory.
@@ -215,6 +267,8 @@ pub struct Running {
     archive_task: Option<tokio::task::JoinHandle<()>>,
     destination_tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_destinations: tokio::sync::watch::Sender<bool>,
+    /// Held while running: one `serve` per data directory.
+    _node_lock: std::fs::File,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -227,6 +281,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let node_lock = claim_data_dir(&config.data_dir)?;
     let store = open_store(config).await?;
     let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
     let (appender, batcher) = Appender::start(store.clone(), config.batch);
@@ -305,6 +360,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         archive_task,
         destination_tasks,
         stop_destinations,
+        _node_lock: node_lock,
     })
 }
 
@@ -328,6 +384,7 @@ impl Running {
             archive_task,
             destination_tasks,
             stop_destinations,
+            _node_lock,
         } = self;
         // Sources first: each finishes its in-flight batch and stores its
         // position; then the batcher drains; then the last checkpoint.

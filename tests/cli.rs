@@ -921,3 +921,31 @@ async fn copy_moves_a_sqlite_deployment_to_postgres() {
         String::from_utf8_lossy(&migrate.stderr)
     );
 }
+
+/// One `serve` per data directory: a second is refused while the first
+/// runs, and the directory is free again once it stops (even by kill -9).
+#[tokio::test]
+async fn a_second_serve_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Server::start(&data, &[]).await;
+    let second = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another trailkeep serve is running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    first.kill9();
+    let again = Server::start(&data, &[]).await;
+    assert!(again.terminate().success());
+}

@@ -278,6 +278,8 @@ async fn kill_9_mid_delivery_then_restart_delivers_every_event_at_least_once() {
     let before = rx.ids.lock().unwrap().len();
     assert!(before < 2000, "killed mid-delivery ({before})");
     *rx.delay.lock().unwrap() = Duration::ZERO;
+    let node_id = std::fs::read_to_string(dir.join("node.id")).unwrap();
+    let restarted = std::time::Instant::now();
     let server = start(&dir, &cfg).await;
     common::wait_until(
         Duration::from_secs(30),
@@ -285,6 +287,16 @@ async fn kill_9_mid_delivery_then_restart_delivers_every_event_at_least_once() {
         || rx.ids.lock().unwrap().len() == 2000,
     )
     .await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("node.id")).unwrap(),
+        node_id,
+        "the node keeps its id"
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "the restarted node took its lease back at once, not after the 15 s expiry ({:?})",
+        restarted.elapsed()
+    );
     assert!(server.terminate().success());
     let ids = rx.ids.lock().unwrap();
     for j in 0..2000 {
