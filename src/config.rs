@@ -207,6 +207,7 @@ impl RawArchive {
                 hmac_key: None,
                 single_writer: self.single_writer.unwrap_or(false),
                 lease_ttl: Duration::from_millis(lease_ttl_ms),
+                destinations: Vec::new(),
             },
             schedule,
             enabled: self.enabled.unwrap_or(true),

@@ -134,6 +134,17 @@ pub fn archiver(
         .map_err(|e| ArchiveError::Location(e.to_string()))?;
     let bucket = Bucket::open(&url, &config.archive.bucket)?;
     let mut settings = config.archive.settings.clone();
+    settings.destinations = config
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.driver.name.clone(),
+                d.driver.filter.clone(),
+                d.driver.archive_past,
+            )
+        })
+        .collect();
     if let Some(f) = &config.archive.hmac_secret_file {
         let secret = std::fs::read(f).map_err(|e| {
             ArchiveError::Location(format!("archive.hmac_secret_file {}: {e}", f.display()))

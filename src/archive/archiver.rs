@@ -56,6 +56,10 @@ pub struct ArchiveSettings {
     /// How long the archiver lease lasts unless renewed (every third of it
     /// during a run); a crashed archiver blocks others this long.
     pub lease_ttl: Duration,
+    /// The configured destinations (name, filter, `archive_past`): one that
+    /// has no cursor on a stream yet holds deletion there at seq 0, and the
+    /// config's `archive_past` wins over the one stored with a cursor.
+    pub destinations: Vec<(String, crate::destinations::filter::Filter, bool)>,
 }
 
 impl std::fmt::Debug for ArchiveSettings {
@@ -82,6 +86,7 @@ impl Default for ArchiveSettings {
             hmac_key: None,
             single_writer: false,
             lease_ttl: Duration::from_secs(60),
+            destinations: Vec::new(),
         }
     }
 }
@@ -291,8 +296,29 @@ impl Archiver {
             Bytes::from(format!("{verifier}\n")),
         )
         .await?;
-        let cursors = self.store.delivery_cursors().await?;
-        for info in self.store.streams().await? {
+        let mut cursors = self.store.delivery_cursors().await?;
+        let streams = self.store.streams().await?;
+        // A configured destination that has not delivered a stream yet has
+        // no cursor there: it holds deletion at 0 all the same (invariant 7).
+        for (name, filter, archive_past) in &self.settings.destinations {
+            for c in cursors.iter_mut().filter(|c| c.destination == *name) {
+                c.archive_past = *archive_past;
+            }
+            for info in streams.iter().filter(|i| filter.stream(&i.name)) {
+                if !cursors
+                    .iter()
+                    .any(|c| c.destination == *name && c.stream == info.name)
+                {
+                    cursors.push(crate::store::DeliveryCursor {
+                        destination: name.clone(),
+                        stream: info.name.clone(),
+                        seq: 0,
+                        archive_past: *archive_past,
+                    });
+                }
+            }
+        }
+        for info in streams {
             let hold = cursors
                 .iter()
                 .filter(|c| c.stream == info.name && !c.archive_past)

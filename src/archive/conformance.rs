@@ -620,6 +620,54 @@ mod faults {
         assert!(verify(&b).await.ok);
     }
 
+    #[tokio::test]
+    async fn a_configured_destination_without_a_cursor_holds_deletion_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        append(store.as_ref(), "s", 0, 50).await;
+        append(store.as_ref(), "other", 0, 10).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let url = url::Url::from_directory_path(dir.path().join("archive")).unwrap();
+        let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
+        let mut s = settings(Compression::Gzip);
+        let only_s = crate::destinations::filter::Filter::new(&["s".to_owned()], &[]).unwrap();
+        s.destinations = vec![("new-siem".into(), only_s.clone(), false)];
+        let a = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            s.clone(),
+        );
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.events_archived, 60);
+        assert_eq!(
+            r.deleted, 10,
+            "only the stream the destination does not take"
+        );
+        assert_eq!(r.held_back.len(), 1);
+        assert_eq!(
+            (
+                r.held_back[0].destination.as_str(),
+                r.held_back[0].cursor_seq
+            ),
+            ("new-siem", 0)
+        );
+        assert_eq!(store.read_events("s", 1, 100).await.unwrap().len(), 50);
+        // The operator allows deletion past it in the config: it goes.
+        s.destinations = vec![("new-siem".into(), only_s, true)];
+        let a = Archiver::new(store.clone(), b, signer(), "log.test".into(), s);
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.deleted, r.held_back.len()), (50, 0));
+    }
+
     #[test]
     fn settings_never_show_the_hmac_secret() {
         let s = settings(Compression::Gzip);
