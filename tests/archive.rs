@@ -604,41 +604,7 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
         "{r:#}"
     );
     assert_eq!(count(&archive, ".ndjson.gz"), 5);
-    let pubkey = tmp.path().join("pub");
-    let out = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            &pg.url,
-            "keys",
-            "public",
-        ])
-        .output()
-        .unwrap();
-    std::fs::write(&pubkey, &out.stdout).unwrap();
-    let (code, v) = offline_verify(&data, &archive, &pubkey);
-    assert_eq!(code, 0, "{v:#}");
-    assert_eq!(v["summary"]["events"], 5000);
-    let out = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            &pg.url,
-            "--archive",
-            &archive_url,
-            "verify",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verify_on_postgres(&data, &pg.url, &archive, 5000);
 }
 
 /// Two `serve` nodes on one PostgreSQL: the node holding the archiver lease
@@ -716,19 +682,6 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
         ],
     )
     .await;
-    let pubkey = tmp.path().join("pub");
-    let out = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            &pg.url,
-            "keys",
-            "public",
-        ])
-        .output()
-        .unwrap();
-    std::fs::write(&pubkey, &out.stdout).unwrap();
     common::wait_until(
         std::time::Duration::from_secs(30),
         "node B to finish the archive",
@@ -737,20 +690,29 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
     .await;
     assert!(b.terminate().success());
     assert_eq!(count(&archive, ".ndjson.gz"), 4);
-    let (code, v) = offline_verify(&data, &archive, &pubkey);
-    assert_eq!(code, 0, "{v:#}");
-    assert_eq!(v["summary"]["events"], 4000);
+    let v = verify_on_postgres(&data, &pg.url, &archive, 4000);
+    assert_eq!(v["streams"][0]["events"], 0, "nothing left hot: {v:#}");
+}
+
+/// Offline verify of `archive` with the key from the PostgreSQL deployment
+/// (must hold `events`), then the combined hot + cold verify; returns the
+/// latter's report.
+fn verify_on_postgres(data: &Path, pg_url: &str, archive: &Path, events: u64) -> Value {
+    let base = ["--data-dir", data.to_str().unwrap(), "--store", pg_url];
     let out = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            &pg.url,
-            "--archive",
-            &archive_url,
-            "verify",
-            "--json",
-        ])
+        .args(base)
+        .args(["keys", "public"])
+        .output()
+        .unwrap();
+    let pubkey = data.with_extension("pub");
+    std::fs::write(&pubkey, &out.stdout).unwrap();
+    let (code, v) = offline_verify(data, archive, &pubkey);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["summary"]["events"], events);
+    let archive_url = format!("file://{}", archive.display());
+    let out = Command::new(BIN)
+        .args(base)
+        .args(["--archive", &archive_url, "verify", "--json"])
         .output()
         .unwrap();
     assert_eq!(
@@ -759,8 +721,7 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["streams"][0]["events"], 0, "nothing left hot: {v:#}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -65,9 +65,16 @@ fn progress_bar(what: &str) -> ProgressBar {
     bar
 }
 
-/// `verify --archive URL --public-key FILE`: the bucket alone.
-async fn offline(config: &Config, args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let verifier = load_verifier(config, args)?;
+/// Verifies the archive at `url` with a progress bar.
+async fn check_archive(
+    config: &Config,
+    args: &VerifyArgs,
+    url: &str,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<(
+    crate::archive::verify::ArchiveReport,
+    std::collections::HashMap<String, crate::archive::verify::StreamEnd>,
+)> {
     let bucket = crate::archive::Bucket::open(url, &config.archive.bucket)?;
     let opts = crate::archive::verify::VerifyOptions {
         stream: args.stream.clone(),
@@ -75,12 +82,18 @@ async fn offline(config: &Config, args: &VerifyArgs, url: &str) -> anyhow::Resul
     };
     let bar = progress_bar("verifying archive");
     let b = bar.clone();
-    let out = crate::archive::verify::verify_archive(&bucket, &verifier, &opts, &move |n| {
+    let out = crate::archive::verify::verify_archive(&bucket, verifier, &opts, &move |n| {
         b.set_position(n)
     })
     .await;
     bar.finish_and_clear();
-    let (report, _) = out?;
+    Ok(out?)
+}
+
+/// `verify --archive URL --public-key FILE`: the bucket alone.
+async fn offline(config: &Config, args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let verifier = load_verifier(config, args)?;
+    let (report, _) = check_archive(config, args, url, &verifier).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -164,20 +177,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
     let mut starts = std::collections::HashMap::new();
     let mut cold = None;
     if archived {
-        let url = config.archive_url()?;
-        let bucket = crate::archive::Bucket::open(&url, &config.archive.bucket)?;
-        let opts = crate::archive::verify::VerifyOptions {
-            stream: args.stream.clone(),
-            hmac_key: load_hmac(config)?,
-        };
-        let bar = progress_bar("verifying archive");
-        let b = bar.clone();
-        let out = crate::archive::verify::verify_archive(&bucket, &verifier, &opts, &move |n| {
-            b.set_position(n)
-        })
-        .await;
-        bar.finish_and_clear();
-        let (report, ends) = out?;
+        let (report, ends) = check_archive(config, args, &config.archive_url()?, &verifier).await?;
         for (stream, end) in ends {
             starts.insert(
                 stream,
