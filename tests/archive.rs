@@ -247,6 +247,13 @@ async fn archive_verify_restore_round_trip() {
     );
     assert_eq!(again["batches"][0]["start_seq"], 2501);
     assert_eq!(count(&archive, ".ndjson.gz"), 5, "no object written twice");
+    let listed = json_of(&trailkeep(&dir, &["archive", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 5, "{listed:#}");
+    let logins = json_of(&trailkeep(
+        &dir,
+        &["archive", "list", "--stream", "logins", "--json"],
+    ));
+    assert_eq!(logins.as_array().unwrap().len(), 1);
     let (code, v) = offline_verify(&dir, &archive, &pubkey);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["summary"]["events"], 2550);

@@ -124,17 +124,19 @@ pub(super) async fn run(config: &Config, cmd: &ArchiveCommand) -> anyhow::Result
             }
         }
         ArchiveCommand::List { stream, json } => {
+            let names: Vec<String> = match stream {
+                Some(s) => vec![s.clone()],
+                None => store.streams().await?.into_iter().map(|s| s.name).collect(),
+            };
             let mut all = Vec::new();
-            let mut next = 0;
-            loop {
-                let page = store.archive_batches(stream.as_deref(), next, 1000).await?;
-                let Some(last) = page.last() else { break };
-                if stream.is_none() {
+            for name in names {
+                let mut next = 0;
+                loop {
+                    let page = store.archive_batches(Some(&name), next, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    next = last.start_seq + 1;
                     all.extend(page);
-                    break; // all streams in one listing up to the limit
                 }
-                next = last.start_seq + 1;
-                all.extend(page);
             }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&all)?);

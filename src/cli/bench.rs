@@ -495,10 +495,9 @@ async fn raw_postgres_limit(
 }
 
 async fn postgres_bench(config: &Config, args: &PostgresArgs) -> anyhow::Result<ExitCode> {
-    let (client, conn) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
+    let client = crate::store::pg_tls::connect_one(&args.postgres)
         .await
-        .context("connecting to --postgres")?;
-    tokio::spawn(conn);
+        .map_err(|e| anyhow::anyhow!("connecting to --postgres: {e}"))?;
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random: {e}"))?;
     let schema = format!("bench_{}", hex::encode(b));

@@ -187,6 +187,32 @@ pub fn client_config(settings: &TlsSettings) -> Result<Option<rustls::ClientConf
     ))
 }
 
+/// Connects one plain client (no pool) to `url` with its `sslmode`
+/// honoured, for tools such as the benchmarks.
+///
+/// # Errors
+/// Bad parameters, roots, or the connection itself.
+pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (url, settings) = split_tls_params(url)?;
+    match client_config(&settings)? {
+        None => {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Some(c) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(c);
+            let (client, conn) = tokio_postgres::connect(&url, tls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+    }
+}
+
 /// `require`/`prefer`: encrypt, accept any certificate (libpq's behaviour
 /// without a root certificate); handshake signatures are still checked.
 #[derive(Debug)]

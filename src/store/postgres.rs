@@ -1196,6 +1196,18 @@ mod tests {
             "prefer (the default) encrypts when offered"
         );
         let full = format!("sslmode=verify-full&sslrootcert={ca}");
+        let one = super::super::pg_tls::connect_one(&with(&url, &full))
+            .await
+            .expect("connect_one");
+        let ssl: bool = one
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        assert!(ssl, "the benchmarks' single connection honours sslmode too");
         assert_eq!(ssl_in_use(&with(&url, &full)).await, Ok(true));
         let e = ssl_in_use(&with(&localhost, &full))
             .await
