@@ -156,23 +156,43 @@ pub async fn run(
     handle: DriverHandle,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The lease is taken and renewed in the background every third of its
+    // TTL (a few writes a minute, not one per poll), also while a batch is
+    // being retried for a long time; a standby node tries as often.
     let lease_name = format!("{LEASE_PREFIX}{}", settings.name);
     let holder = crate::server::node_id();
-    let mut held: Option<Lease> = None;
+    let slot: Arc<Mutex<Option<Lease>>> = Arc::default();
+    let renewer = {
+        let (store, slot, name, ttl) = (
+            store.clone(),
+            slot.clone(),
+            settings.name.clone(),
+            settings.lease_ttl,
+        );
+        tokio::spawn(async move {
+            loop {
+                let got = match store.acquire_lease(&lease_name, holder, ttl).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(destination = %name, error = %e, "cannot take the destination's lease");
+                        None
+                    }
+                };
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = got;
+                tokio::time::sleep(ttl / 3).await;
+            }
+        })
+    };
     loop {
         if *stop.borrow() {
             break;
         }
-        held = match store
-            .acquire_lease(&lease_name, holder, settings.lease_ttl)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(destination = %settings.name, error = %e, "cannot take the destination's lease");
-                None
-            }
-        };
+        let held = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let worked = match (&held, handle.status().paused) {
             (Some(lease), false) => {
                 match round(&store, dest.as_ref(), &settings, &handle, lease, &mut stop).await {
@@ -194,6 +214,11 @@ pub async fn run(
             }
         }
     }
+    renewer.abort();
+    let held = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     if let Some(l) = held {
         let _ = store.release_lease(&l).await;
     }

@@ -244,6 +244,40 @@ async fn retryable_failures_are_retried_and_the_cursor_waits() {
 }
 
 #[tokio::test]
+async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
+    let retry = || {
+        Err(DeliveryError::Retryable {
+            message: "down".into(),
+            retry_after: None,
+        })
+    };
+    let r = rig((0..25).map(|_| retry()).collect()).await;
+    append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    let s = DriverSettings {
+        lease_ttl: Duration::from_millis(300),
+        backoff_initial: Duration::from_millis(40),
+        backoff_max: Duration::from_millis(60),
+        ..settings()
+    };
+    let started = Instant::now();
+    let h = drive(&r, s, |r| delivered(r) == 5).await;
+    assert!(
+        started.elapsed() > Duration::from_millis(600),
+        "the retries outlasted the lease TTL"
+    );
+    assert_eq!(
+        r.dest.accepted.lock().unwrap().len(),
+        1,
+        "accepted once: the cursor write was not fenced off"
+    );
+    assert_eq!(cursor(&r, "s").await, 5);
+    assert!(
+        !h.status().last_error.unwrap_or_default().contains("lease"),
+        "no fencing error"
+    );
+}
+
+#[tokio::test]
 async fn a_stop_during_retries_leaves_the_cursor() {
     let retry = || {
         Err(DeliveryError::Retryable {
