@@ -9,15 +9,21 @@
 //! # Layout
 //! - [`chain`]: pure hashing, Merkle tree, tiles, checkpoints, signed notes;
 //! - [`event`]: the event, its validation and canonical bytes;
-//! - [`store`]: the [`store::Store`] trait, its conformance suite, SQLite;
+//! - [`store`]: the [`store::Store`] trait, its conformance suite, SQLite
+//!   and PostgreSQL (with `sslmode` TLS);
 //! - [`ingest`]: group commit (batcher) and the checkpointer;
-//! - [`verify`]: read-only verification;
+//! - [`sources`]: SSE sources pulled into streams;
+//! - [`archive`]: the cold archive (object stores, signed manifests,
+//!   restore, offline verify);
+//! - [`destinations`]: at-least-once delivery from per-destination cursors;
+//! - [`verify`]: read-only verification of the hot store;
 //! - [`auth`]: API keys; [`keyfile`]: the signing key on disk;
 //! - [`api`]: HTTP routes; [`server`]: wiring for `serve`;
 //! - [`config`]: the config file; [`telemetry`]: logs and metrics;
 //! - [`cli`]: the `trailkeep` command line.
 //!
-//! Dependencies point inward: `api`/`cli` → `ingest`/`verify` → `store` →
+//! Dependencies point inward: `api`/`cli`/`server` →
+//! `ingest`/`sources`/`archive`/`destinations`/`verify` → `store` →
 //! `chain`/`event`.
 
 pub mod api;

@@ -3,7 +3,8 @@
 //!
 //! [`Store`] is the one extension point; `conformance` holds the suite every
 //! backend runs. The SQLite backend ([`sqlite::SqliteStore`]) is the embedded
-//! default; PostgreSQL arrives behind the same trait.
+//! default; [`postgres::PostgresStore`] serves several nodes behind the same
+//! trait.
 //!
 //! # Contract
 //! - [`Store::append`] commits all groups in **one** durable transaction (one
