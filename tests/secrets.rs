@@ -66,7 +66,13 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let signing = std::fs::read_to_string(dir.join("signing.key")).unwrap();
-    let signing_secret = signing.trim().rsplit('+').next().unwrap().to_owned();
+    // PRIVATE+KEY+name+keyid+base64: base64 may itself contain '+'.
+    let signing_secret = signing
+        .trim()
+        .strip_prefix("PRIVATE+KEY+")
+        .and_then(|r| r.splitn(3, '+').nth(2))
+        .unwrap()
+        .to_owned();
 
     let mut pages = String::new();
     let mut get = async |req: reqwest::RequestBuilder| {

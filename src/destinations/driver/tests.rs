@@ -245,34 +245,60 @@ async fn retryable_failures_are_retried_and_the_cursor_waits() {
 
 #[tokio::test]
 async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
-    let retry = || {
-        Err(DeliveryError::Retryable {
-            message: "down".into(),
-            retry_after: None,
-        })
-    };
-    let r = rig((0..25).map(|_| retry()).collect()).await;
+    // The receiver is down for 900 ms: three times the lease TTL.
+    struct DownFor {
+        since: Mutex<Option<Instant>>,
+        accepted: Mutex<u32>,
+    }
+    #[async_trait]
+    impl Destination for DownFor {
+        async fn deliver(&self, _batch: &Batch) -> Result<(), DeliveryError> {
+            let since = *self.since.lock().unwrap().get_or_insert_with(Instant::now);
+            if since.elapsed() < Duration::from_millis(900) {
+                return Err(DeliveryError::Retryable {
+                    message: "down".into(),
+                    retry_after: None,
+                });
+            }
+            *self.accepted.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+    let r = rig(vec![]).await;
     append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    let dest = Arc::new(DownFor {
+        since: Mutex::default(),
+        accepted: Mutex::default(),
+    });
     let s = DriverSettings {
         lease_ttl: Duration::from_millis(300),
         backoff_initial: Duration::from_millis(40),
         backoff_max: Duration::from_millis(60),
         ..settings()
     };
-    let started = Instant::now();
-    let h = drive(&r, s, |r| delivered(r) == 5).await;
-    assert!(
-        started.elapsed() > Duration::from_millis(600),
-        "the retries outlasted the lease TTL"
-    );
+    let handle = DriverHandle::default();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(run(r.store.clone(), dest.clone(), s, handle.clone(), rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cursor(&r, "s").await < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for a second (duplicate) send, had the cursor write been fenced off.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(cursor(&r, "s").await, 5);
     assert_eq!(
-        r.dest.accepted.lock().unwrap().len(),
+        *dest.accepted.lock().unwrap(),
         1,
         "accepted once: the cursor write was not fenced off"
     );
-    assert_eq!(cursor(&r, "s").await, 5);
     assert!(
-        !h.status().last_error.unwrap_or_default().contains("lease"),
+        !handle
+            .status()
+            .last_error
+            .unwrap_or_default()
+            .contains("lease"),
         "no fencing error"
     );
 }
