@@ -62,6 +62,22 @@ fn json_of(out: &std::process::Output) -> Value {
     })
 }
 
+/// `archive run --older-than 0s --json` with the config file `cfg`.
+fn archive_now(dir: &Path, cfg: &str) -> std::process::Output {
+    trailkeep(
+        dir,
+        &[
+            "--config",
+            cfg,
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ],
+    )
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -149,18 +165,7 @@ async fn archive_verify_restore_round_trip() {
     );
     assert_eq!(json_of(&out)["events_archived"], 0);
 
-    let out = trailkeep(
-        &dir,
-        &[
-            "--config",
-            cfg,
-            "archive",
-            "run",
-            "--older-than",
-            "0s",
-            "--json",
-        ],
-    );
+    let out = archive_now(&dir, cfg);
     assert!(
         out.status.success(),
         "{}",
@@ -226,18 +231,7 @@ async fn archive_verify_restore_round_trip() {
     assert_eq!(marked, 21);
     let (code, v) = common::verify_json(&dir);
     assert_eq!(code, 0, "restored rows verify: {v:#}");
-    let out = trailkeep(
-        &dir,
-        &[
-            "--config",
-            cfg,
-            "archive",
-            "run",
-            "--older-than",
-            "0s",
-            "--json",
-        ],
-    );
+    let out = archive_now(&dir, cfg);
     assert!(out.status.success());
     let again = json_of(&out);
     assert_eq!(
@@ -352,15 +346,8 @@ async fn archive_api_lists_runs_and_restores() {
         .await
         .unwrap();
     assert_eq!(r["events_archived"], 300, "{r:#}");
-    let list: Value = c
-        .get(format!("{}/v1/archives?stream=s", server.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value =
+        common::get_json(&format!("{}/v1/archives?stream=s", server.url), &admin).await;
     let b = &list["batches"][0];
     assert_eq!(
         (
@@ -371,15 +358,7 @@ async fn archive_api_lists_runs_and_restores() {
         (Some(1), Some(300), Some(300))
     );
     assert_eq!(b["manifest_sha256"].as_str().unwrap().len(), 64);
-    let streams: Value = c
-        .get(format!("{}/v1/streams", server.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let streams: Value = common::get_json(&format!("{}/v1/streams", server.url), &admin).await;
     let s = streams.as_array().map_or(&streams["streams"][0], |a| &a[0]);
     assert_eq!(s["archived_seq"], 300, "{streams:#}");
     assert_eq!(s["oldest_hot_seq"], Value::Null);
@@ -420,18 +399,9 @@ async fn serve_archives_on_its_interval() {
     std::fs::write(&cfg, "[archive]\ninterval = \"1s\"\nolder_than = \"0s\"\n").unwrap();
     let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]).await;
     let admin = create_key(&dir, "admin");
-    let c = reqwest::Client::new();
     let mut batches = Value::Null;
     for _ in 0..100 {
-        batches = c
-            .get(format!("{}/v1/archives", server.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        batches = common::get_json(&format!("{}/v1/archives", server.url), &admin).await;
         if batches["batches"].as_array().is_some_and(|b| !b.is_empty()) {
             break;
         }
@@ -506,18 +476,7 @@ async fn a_crash_after_any_archive_step_loses_and_duplicates_nothing() {
         // Run again once the crashed run's lease has expired: complete, no
         // duplicate, nothing overwritten or missing.
         std::thread::sleep(std::time::Duration::from_millis(400));
-        let out = trailkeep(
-            &dir,
-            &[
-                "--config",
-                cfg,
-                "archive",
-                "run",
-                "--older-than",
-                "0s",
-                "--json",
-            ],
-        );
+        let out = archive_now(&dir, cfg);
         assert!(
             out.status.success(),
             "{point}: {}",

@@ -131,15 +131,7 @@ async fn one_destination_down_never_blocks_the_others() {
         first.get("createdAt").is_some() && first.get("hash").is_none(),
         "grantex encoding: {first}"
     );
-    let st: Value = reqwest::Client::new()
-        .get(format!("{}/v1/destinations", server.url))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = common::get_json(&format!("{}/v1/destinations", server.url), &read).await;
     let by = |n: &str| {
         st["destinations"]
             .as_array()
@@ -189,15 +181,11 @@ async fn refused_batches_become_dead_letters_an_operator_retries() {
     })
     .await;
     let c = reqwest::Client::new();
-    let dl: Value = c
-        .get(format!("{}/v1/destinations/hook/dead-letters", server.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dl: Value = common::get_json(
+        &format!("{}/v1/destinations/hook/dead-letters", server.url),
+        &admin,
+    )
+    .await;
     let letter = &dl["dead_letters"][0];
     assert_eq!(
         (
@@ -229,15 +217,11 @@ async fn refused_batches_become_dead_letters_an_operator_retries() {
         100,
         "the retried batch arrived"
     );
-    let dl: Value = c
-        .get(format!("{}/v1/destinations/hook/dead-letters", server.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dl: Value = common::get_json(
+        &format!("{}/v1/destinations/hook/dead-letters", server.url),
+        &admin,
+    )
+    .await;
     assert!(dl["dead_letters"][0]["resolved"].is_string(), "{dl:#}");
     // Pause and resume.
     c.post(format!("{}/v1/destinations/hook/pause", server.url))

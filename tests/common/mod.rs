@@ -118,6 +118,19 @@ pub fn verify_json(data_dir: &Path) -> (i32, Value) {
     (code, v)
 }
 
+/// GETs `url` with `token` and returns the body as JSON.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until `f` holds, polling, or panics with `what` after `timeout`.
 pub async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
