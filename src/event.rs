@@ -9,7 +9,7 @@
 //!
 //! The canonical bytes are the RFC 8785 (JCS) serialization of the stored
 //! event without `hash`. Producer-supplied values (`actor`, `subject`,
-//! `data`) are canonicalized by `serde_json_canonicalizer` when the request
+//! `data`) are canonicalized by [`crate::jcs`] when the request
 //! is validated; the log-assigned fields have fixed, escape-free shapes, so
 //! [`canonical_bytes`] assembles the object in JCS key order directly. A
 //! property test checks the assembly against the generic canonicalizer.
@@ -185,14 +185,7 @@ fn canonical_value(index: usize, field: &str, v: &Value) -> Result<String, Rejec
             "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
         ));
     }
-    serde_json_canonicalizer::to_string(v).map_err(|e| {
-        Rejection::at(
-            index,
-            field,
-            "invalid_value",
-            format!("cannot canonicalize: {e}"),
-        )
-    })
+    Ok(crate::jcs::to_string(v))
 }
 
 /// Validates one event object, `index` being its position in the request.
@@ -532,7 +525,7 @@ pub fn split_stored_line(line: &str) -> Option<(String, String)> {
     let Some(Value::String(hash)) = m.remove("hash") else {
         return None;
     };
-    let body = serde_json_canonicalizer::to_string(&Value::Object(m)).ok()?;
+    let body = crate::jcs::to_string(&Value::Object(m));
     Some((body, hash))
 }
 
@@ -598,8 +591,7 @@ fn stored_json_parsed(body: &str, hash_hex: &str) -> String {
     match serde_json::from_str::<Value>(body) {
         Ok(Value::Object(mut m)) => {
             m.insert("hash".into(), Value::String(hash_hex.to_owned()));
-            serde_json_canonicalizer::to_string(&Value::Object(m))
-                .unwrap_or_else(|_| body.to_owned())
+            crate::jcs::to_string(&Value::Object(m))
         }
         // A body that is not an object is served as stored; verify reports it.
         _ => body.to_owned(),

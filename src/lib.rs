@@ -35,6 +35,7 @@ pub mod config;
 pub mod destinations;
 pub mod event;
 pub mod ingest;
+pub mod jcs;
 pub mod keyfile;
 pub mod server;
 pub mod sources;

@@ -233,7 +233,9 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
 
 fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs of strings and integers cannot fail.
-    serde_json_canonicalizer::to_vec(v).unwrap_or_default()
+    serde_json::to_value(v)
+        .map(|v| crate::jcs::to_vec(&v))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -46,10 +46,7 @@ fn string(v: &Value, k: &str) -> anyhow::Result<String> {
 fn canonical(v: &Value, k: &str) -> anyhow::Result<Option<String>> {
     match v.get(k) {
         None => Ok(None),
-        Some(x) => Ok(Some(
-            serde_json_canonicalizer::to_string(x)
-                .with_context(|| format!("canonicalizing {k}"))?,
-        )),
+        Some(x) => Ok(Some(crate::jcs::to_string(x))),
     }
 }
 

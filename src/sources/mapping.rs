@@ -80,8 +80,7 @@ pub fn map_item(
     // Computed before any field is taken out: the id covers the whole object.
     let derived_id =
         (!obj.contains_key(&fields.id) && sse_id.is_none_or(str::is_empty)).then(|| {
-            let canonical = serde_json_canonicalizer::to_string(&Value::Object(obj.clone()))
-                .unwrap_or_default();
+            let canonical = crate::jcs::to_string(&Value::Object(obj.clone()));
             let mut h = Sha256::new();
             h.update(source.as_bytes());
             h.update(b"\n");

@@ -77,6 +77,122 @@ struct Writer {
     streams: HashMap<String, StreamState>,
 }
 
+/// WAL frames (4 KiB pages) the background checkpointer may leave behind
+/// before the writer finishes a checkpoint itself: 64 MiB of WAL.
+const WAL_MAX_FRAMES: i64 = 16_384;
+
+/// Least time between two background checkpoints when writes keep coming.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Moves WAL checkpoints off the writer thread.
+///
+/// SQLite's default runs a checkpoint inside the commit that pushes the WAL
+/// past 1,000 pages, on the writer's thread: copying pages to the database
+/// file and fsyncing it took about a fifth of the writer's time under load
+/// (perf). Here a second connection on its own thread runs `PASSIVE`
+/// checkpoints after writes, concurrently with the next commits. Durability
+/// is unchanged: a commit is durable once its WAL frames are fsynced, and a
+/// checkpoint only copies them into the database file.
+///
+/// A passive checkpoint never waits for the writer, so under constant
+/// writes it never catches up fully and the WAL cannot restart: it would
+/// grow without bound (measured: 1.4 GB in 10 s), and every append past its
+/// end costs the file system a block allocation. So once the WAL holds more
+/// than [`WAL_MAX_FRAMES`] frames the writer, between two commits, waits for
+/// the background pass in progress and checkpoints the few frames written
+/// since; with nothing left behind, its next transaction starts the WAL
+/// over from the beginning of the file.
+struct WalControl {
+    wake: std::sync::mpsc::SyncSender<()>,
+    /// Frames in the WAL at the last checkpoint.
+    frames: Arc<std::sync::atomic::AtomicI64>,
+    /// Held while a checkpoint runs, so the writer can wait for one.
+    running: Arc<Mutex<()>>,
+    /// [`WAL_MAX_FRAMES`] (smaller in tests).
+    max_frames: i64,
+}
+
+impl WalControl {
+    fn start(path: &Path, max_frames: i64) -> Result<Self> {
+        let conn = open_conn(path)?;
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let running = Arc::new(Mutex::new(()));
+        let (f, r) = (frames.clone(), running.clone());
+        std::thread::Builder::new()
+            .name("tk-sqlite-ckpt".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let out = {
+                        let _g = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        checkpoint(&conn)
+                    };
+                    if let Some((log, _)) = out {
+                        f.store(log, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    std::thread::sleep(CHECKPOINT_PAUSE);
+                }
+                // The writer is gone: one last pass leaves a short WAL.
+                let _ = checkpoint(&conn);
+            })
+            .map_err(|e| StoreError::Backend {
+                backend: "sqlite",
+                message: format!("cannot start checkpointer thread: {e}"),
+            })?;
+        Ok(Self {
+            wake,
+            frames,
+            running,
+            max_frames,
+        })
+    }
+
+    /// Called by the writer after each job: finishes a checkpoint when the
+    /// WAL grew past its bound, and wakes the background checkpointer.
+    fn after_write(&self, conn: &Connection) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.frames.load(Relaxed) > self.max_frames {
+            let _g = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((log, done)) = checkpoint(conn) {
+                metrics::counter!("trailkeep_sqlite_wal_restarts_total").increment(1);
+                // Complete: the next write transaction restarts the WAL.
+                self.frames
+                    .store(if done == log { 0 } else { log }, Relaxed);
+            }
+        }
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Runs a `PASSIVE` checkpoint; returns (frames in the WAL, frames now in
+/// the database file), or `None` when it could not run (another checkpoint
+/// held the lock) or failed, which is logged: the WAL keeps every committed
+/// frame until a checkpoint succeeds, so nothing is lost, the WAL only grows.
+fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
+    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match r {
+        Ok((0, log, done)) => {
+            metrics::gauge!("trailkeep_sqlite_wal_frames").set(log as f64);
+            Some((log, done))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            metrics::counter!("trailkeep_sqlite_checkpoint_errors_total").increment(1);
+            tracing::error!(error = %e, "SQLite WAL checkpoint failed; committed events stay in the WAL");
+            None
+        }
+    }
+}
+
 fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -112,11 +228,19 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_wal_bound(path, WAL_MAX_FRAMES)
+    }
+
+    fn open_with_wal_bound(path: &Path, max_frames: i64) -> Result<Self> {
         let mut conn = open_conn(path)?;
         migrate(&mut conn)?;
+        // Checkpoints run on their own thread and connection (below), not
+        // inside the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let wal = WalControl::start(path, max_frames)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
-            .name("trailkeep-sqlite-writer".into())
+            .name("tk-sqlite-writer".into())
             .spawn(move || {
                 let mut w = Writer {
                     conn,
@@ -124,6 +248,7 @@ impl SqliteStore {
                 };
                 while let Ok(job) = rx.recv() {
                     job(&mut w);
+                    wal.after_write(&w.conn);
                 }
             })
             .map_err(|e| StoreError::Backend {
@@ -1023,6 +1148,55 @@ mod tests {
             SqliteStore::open(&dir.path().join(format!("store-{n}.db"))).expect("open")
         })
         .await;
+    }
+
+    /// Checkpoints run off the writer thread, yet under constant writes the
+    /// WAL stays bounded: without the writer finishing a checkpoint now and
+    /// then, a passive checkpointer never catches up and the WAL would hold
+    /// everything written.
+    #[tokio::test]
+    async fn background_checkpoints_keep_the_wal_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        // 64 frames = 256 KiB of WAL before the writer steps in.
+        let store = SqliteStore::open_with_wal_bound(&path, 64).expect("open");
+        let wal = dir.path().join("wal.db-wal");
+        let data = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+        let mut largest = 0;
+        for c in 0..60 {
+            let events = (0..100)
+                .map(|i| crate::event::NewEvent {
+                    id: format!("e{c}-{i}"),
+                    event_type: "t".into(),
+                    time: "2026-01-01T00:00:00Z".into(),
+                    received: "2026-01-01T00:00:00.000000Z".into(),
+                    actor: None,
+                    subject: None,
+                    data: Some(data.clone()),
+                })
+                .collect();
+            store
+                .append(vec![AppendGroup {
+                    stream: "s".into(),
+                    events,
+                }])
+                .await
+                .expect("append");
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // ~13 MB of events went through the WAL; it never held more than a
+        // few commits' worth.
+        let written = 60 * 100 * 2000;
+        assert!(
+            largest < 4 * 1024 * 1024,
+            "WAL grew to {largest} bytes for {written} bytes written"
+        );
+        assert!(
+            std::fs::metadata(&path).expect("db").len() > written,
+            "the events were checkpointed into the database file"
+        );
+        let head = store.streams().await.expect("streams");
+        assert_eq!(head[0].head_seq, 6000);
     }
 
     proptest::proptest! {
