@@ -122,6 +122,7 @@ impl WalControl {
         std::thread::Builder::new()
             .name("tk-sqlite-ckpt".into())
             .spawn(move || {
+                lower_priority();
                 while rx.recv().is_ok() {
                     let out = {
                         let _g = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -164,6 +165,18 @@ impl WalControl {
             }
         }
         let _ = self.wake.try_send(());
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10): on a small machine
+/// the checkpointer should take the CPU the writer leaves, not compete with
+/// it; if it falls behind, the writer finishes the checkpoint (see
+/// [`WalControl`]). On Linux the nice value is per thread.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 
