@@ -444,6 +444,11 @@ fn too_many(limits: &Limits) -> Rejection {
 /// subject, time, type. Strings assembled here were validated to need no
 /// escaping.
 pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) -> Vec<u8> {
+    canonical_string(ev, stream, seq, prev_hex).into_bytes()
+}
+
+/// [`canonical_bytes`] as a `String` (it is always UTF-8).
+pub fn canonical_string(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) -> String {
     let mut s = String::with_capacity(256 + ev.data.as_ref().map_or(0, String::len));
     s.push('{');
     if let Some(a) = &ev.actor {
@@ -463,7 +468,7 @@ pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) ->
     s.push_str("\",\"received\":\"");
     s.push_str(&ev.received);
     s.push_str("\",\"seq\":");
-    s.push_str(&seq.to_string());
+    s.push_str(itoa::Buffer::new().format(seq));
     s.push_str(",\"stream\":\"");
     s.push_str(stream);
     s.push_str("\",");
@@ -477,7 +482,7 @@ pub fn canonical_bytes(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) ->
     s.push_str("\",\"type\":\"");
     s.push_str(&ev.event_type);
     s.push_str("\"}");
-    s.into_bytes()
+    s
 }
 
 /// Returns the stored event as JSON text: the canonical body with `hash`

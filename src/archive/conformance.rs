@@ -88,6 +88,7 @@ pub(crate) async fn append(store: &dyn Store, stream: &str, from: usize, n: usiz
         .collect();
     store
         .append(vec![AppendGroup {
+            sealed: None,
             stream: stream.into(),
             events,
         }])

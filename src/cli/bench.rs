@@ -426,6 +426,7 @@ async fn store_only_rate(
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         groups.push(crate::store::AppendGroup {
+            sealed: None,
             stream: format!("s{}", n % streams.max(1)),
             events,
         });

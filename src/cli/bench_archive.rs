@@ -78,6 +78,7 @@ pub(super) async fn run(args: &ArchiveBenchArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         store
             .append(vec![AppendGroup {
+                sealed: None,
                 stream: "bench".into(),
                 events,
             }])

@@ -185,6 +185,7 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
                 store
                     .append(vec![AppendGroup {
+                        sealed: None,
                         stream: "bench".into(),
                         events,
                     }])

@@ -143,6 +143,7 @@ pub(super) async fn run(config: &Config, args: &CopyArgs) -> anyhow::Result<Exit
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let res = to
                 .append(vec![AppendGroup {
+                    sealed: None,
                     stream: s.name.clone(),
                     events,
                 }])

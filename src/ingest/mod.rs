@@ -69,20 +69,26 @@ impl Appender {
         store: Arc<dyn Store>,
         limits: BatchLimits,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        let seal = store.uses_seals();
         Self::start_with(
             Arc::new(move |groups| {
                 let store = store.clone();
                 Box::pin(async move { store.append(groups).await })
             }),
             limits,
+            seal,
         )
     }
 
     /// Starts the batcher over any commit function (tests script one).
-    fn start_with(commit: CommitFn, limits: BatchLimits) -> (Self, tokio::task::JoinHandle<()>) {
+    fn start_with(
+        commit: CommitFn,
+        limits: BatchLimits,
+        seal: bool,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let poisoned = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(commit, rx, limits, poisoned.clone()));
+        let task = tokio::spawn(run(commit, rx, limits, poisoned.clone(), seal));
         (Self { tx, poisoned }, task)
     }
 
@@ -105,7 +111,11 @@ impl Appender {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
-                group: AppendGroup { stream, events },
+                group: AppendGroup {
+                    stream,
+                    events,
+                    sealed: None,
+                },
                 reply,
             })
             .await
@@ -143,17 +153,24 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     limits: BatchLimits,
     poisoned: Arc<AtomicBool>,
+    seal: bool,
 ) {
     use futures_util::StreamExt as _;
     let mut inflight = futures_util::stream::FuturesOrdered::new();
+    let mut heads = Predictor::default();
+    // A gathered batch waiting for the pipeline to drain (see `Predictor`).
+    let mut held: Option<Vec<Request>> = None;
     let mut open = true;
     loop {
         tokio::select! {
             biased;
-            Some((replies, events, started, res)) = inflight.next(), if !inflight.is_empty() => {
+            Some((replies, events, started, expected, res)) = inflight.next(), if !inflight.is_empty() => {
+                if seal {
+                    heads.finished(&expected, &res);
+                }
                 finish(replies, events, started, res, &poisoned);
             }
-            first = rx.recv(), if open && inflight.len() < PIPELINE_DEPTH => {
+            first = rx.recv(), if open && held.is_none() && inflight.len() < PIPELINE_DEPTH => {
                 let Some(first) = first else {
                     open = false;
                     continue;
@@ -169,21 +186,115 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                if poisoned.load(Ordering::SeqCst) {
-                    refuse(pending.into_iter().map(|r| r.reply).collect());
-                    continue;
-                }
-                // Move the events out of the requests: no copy on the hot path.
-                let (groups, replies): (Vec<AppendGroup>, Replies) =
-                    pending.into_iter().map(|r| (r.group, r.reply)).unzip();
-                let started = std::time::Instant::now();
-                let commit = commit(groups);
-                inflight.push_back(async move {
-                    let res = commit.await;
-                    (replies, events, started, res)
-                });
+                held = Some(pending);
             }
             else => break,
+        }
+        let Some(pending) = held.take() else { continue };
+        if poisoned.load(Ordering::SeqCst) {
+            refuse(pending.into_iter().map(|r| r.reply).collect());
+            continue;
+        }
+        if seal && !inflight.is_empty() && pending.iter().any(|r| heads.must_drain(&r.group.stream))
+        {
+            held = Some(pending);
+            continue;
+        }
+        // Move the events out of the requests: no copy on the hot path.
+        let events: usize = pending.iter().map(|r| r.group.events.len()).sum();
+        let (mut groups, replies): (Vec<AppendGroup>, Replies) =
+            pending.into_iter().map(|r| (r.group, r.reply)).unzip();
+        let expected = if seal {
+            heads.seal(&mut groups)
+        } else {
+            Vec::new()
+        };
+        let started = std::time::Instant::now();
+        let commit = commit(groups);
+        inflight.push_back(async move {
+            let res = commit.await;
+            (replies, events, started, expected, res)
+        });
+    }
+}
+
+/// What the batcher believes each stream's head will be once every commit
+/// it submitted is done, so it can seal the next groups (compute their
+/// canonical bytes and hashes, see [`crate::store::Sealed`]) while the store
+/// is still committing the previous ones.
+///
+/// A belief is dropped whenever a commit ends differently from its seal (a
+/// duplicate id, an unsealed group, a failure, another writer); groups for
+/// that stream are then left to the store, and once no commit for it is in
+/// flight the head the last commit reported becomes the belief again. A
+/// batch for a stream without a belief waits until the pipeline drains, so
+/// that the next belief is exact rather than guessed.
+#[derive(Default)]
+struct Predictor {
+    streams: std::collections::HashMap<String, Belief>,
+}
+
+#[derive(Default)]
+struct Belief {
+    /// The head after every submitted commit, when known.
+    head: Option<crate::store::Head>,
+    /// Submitted commits touching the stream that have not finished.
+    inflight: usize,
+}
+
+/// Per stream of a submitted commit: one of its groups (each reports the
+/// stream's final head) and the head the seals predict (`None` when a group
+/// of it went unsealed).
+type Expected = Vec<(String, usize, Option<crate::store::Head>)>;
+
+impl Predictor {
+    fn must_drain(&self, stream: &str) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|b| b.head.is_none() && b.inflight > 0)
+    }
+
+    /// Seals every group whose stream head is believed; returns what the
+    /// commit should end with per stream.
+    fn seal(&mut self, groups: &mut [AppendGroup]) -> Expected {
+        let mut expected: Expected = Vec::new();
+        for (i, g) in groups.iter_mut().enumerate() {
+            let b = self.streams.entry(g.stream.clone()).or_default();
+            let end = b.head.take().map(|after| {
+                let (sealed, end) = crate::store::Sealed::compute(&g.stream, &g.events, after);
+                g.sealed = Some(sealed);
+                end
+            });
+            b.head.clone_from(&end);
+            match expected.iter_mut().find(|(s, _, _)| *s == g.stream) {
+                Some(e) => e.2 = end,
+                None => {
+                    b.inflight += 1;
+                    expected.push((g.stream.clone(), i, end));
+                }
+            }
+        }
+        expected
+    }
+
+    /// Updates the beliefs with a finished commit's outcome.
+    fn finished(&mut self, expected: &Expected, res: &crate::store::Result<Vec<GroupResult>>) {
+        for (stream, group, predicted) in expected {
+            let Some(b) = self.streams.get_mut(stream) else {
+                continue;
+            };
+            b.inflight = b.inflight.saturating_sub(1);
+            let actual = res
+                .as_ref()
+                .ok()
+                .and_then(|r| r.get(*group))
+                .map(|r| &r.head);
+            if actual.is_none() || predicted.as_ref() != actual {
+                b.head = None;
+            }
+            if b.inflight == 0 && b.head.is_none() {
+                b.head = actual.cloned();
+            }
         }
     }
 }
@@ -322,6 +433,7 @@ mod tests {
         let (app, _task) = Appender::start_with(
             scripted(calls.clone(), gate.clone()),
             BatchLimits::default(),
+            false,
         );
         let a = tokio::spawn({
             let app = app.clone();
@@ -356,7 +468,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(1)); // skip the failing first call
         let gate = Arc::new(tokio::sync::Notify::new());
         let (app, _task) =
-            Appender::start_with(scripted(calls.clone(), gate), BatchLimits::default());
+            Appender::start_with(scripted(calls.clone(), gate), BatchLimits::default(), false);
         let mut tasks = Vec::new();
         for i in 0..200 {
             let app = app.clone();
@@ -369,5 +481,135 @@ mod tests {
             assert_eq!(r.accepted[0].id, format!("e{i}"));
         }
         assert!(!app.is_poisoned());
+    }
+
+    /// A store in memory that honours seals the way the SQLite store does
+    /// (only from the true head, only up to a duplicate) and counts them.
+    #[derive(Default)]
+    struct Mini {
+        heads: std::collections::HashMap<String, Head>,
+        ids: std::collections::HashSet<(String, String)>,
+        bodies: std::collections::HashMap<String, Vec<(String, String)>>,
+        groups: usize,
+        used: usize,
+    }
+
+    fn mini(m: Arc<std::sync::Mutex<Mini>>) -> CommitFn {
+        Arc::new(move |groups: Vec<AppendGroup>| {
+            // Applied at submission, in order (the SQLite writer is FIFO);
+            // answered a little later, so the pipeline really overlaps.
+            let mut m = m.lock().unwrap();
+            let mut out = Vec::new();
+            for g in groups {
+                m.groups += 1;
+                let zero = Head {
+                    seq: 0,
+                    hash: crate::chain::ZERO_HASH_HEX.into(),
+                };
+                let mut head = m.heads.get(&g.stream).cloned().unwrap_or(zero);
+                let mut sealed = g
+                    .sealed
+                    .filter(|s| s.after == head)
+                    .map(|s| s.events.into_iter());
+                if sealed.is_some() {
+                    m.used += 1;
+                }
+                let mut accepted = Vec::new();
+                for ev in g.events {
+                    let pre = sealed.as_mut().and_then(Iterator::next);
+                    if !m.ids.insert((g.stream.clone(), ev.id.clone())) {
+                        sealed = None;
+                        accepted.push(Accepted {
+                            id: ev.id,
+                            seq: 0,
+                            hash: String::new(),
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    let s = pre.unwrap_or_else(|| {
+                        crate::store::SealedEvent::compute(&ev, &g.stream, head.seq + 1, &head.hash)
+                    });
+                    head.seq += 1;
+                    head.hash.clone_from(&s.hash);
+                    m.bodies
+                        .entry(g.stream.clone())
+                        .or_default()
+                        .push((s.body, s.hash.clone()));
+                    accepted.push(Accepted {
+                        id: ev.id,
+                        seq: head.seq,
+                        hash: s.hash,
+                        duplicate: false,
+                    });
+                }
+                m.heads.insert(g.stream.clone(), head);
+                out.push((g.stream, accepted));
+            }
+            let results: Vec<GroupResult> = out
+                .into_iter()
+                .map(|(stream, accepted)| GroupResult {
+                    accepted,
+                    head: m.heads[&stream].clone(),
+                })
+                .collect();
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                Ok(results)
+            })
+        })
+    }
+
+    /// Under concurrent load over several streams, with duplicate ids now and
+    /// then, the batcher's seals are right nearly always, every chain is
+    /// intact, and after each duplicate it recovers.
+    #[tokio::test]
+    async fn seals_follow_the_store_through_duplicates() {
+        let m = Arc::new(std::sync::Mutex::new(Mini::default()));
+        let (app, _task) = Appender::start_with(mini(m.clone()), BatchLimits::default(), true);
+        let mut clients = Vec::new();
+        for c in 0..12 {
+            let app = app.clone();
+            clients.push(tokio::spawn(async move {
+                for round in 0..40 {
+                    let mut evs: Vec<NewEvent> = (0..3)
+                        .map(|k| event(&format!("c{c}-r{round}-{k}")))
+                        .collect();
+                    if round % 10 == 5 {
+                        // Re-send an id this client stored before.
+                        evs.insert(1, event(&format!("c{c}-r0-0")));
+                    }
+                    let r = app.append(format!("s{}", c % 3), evs).await.unwrap();
+                    assert_eq!(
+                        r.accepted.iter().filter(|a| a.duplicate).count(),
+                        usize::from(round % 10 == 5)
+                    );
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        let m = m.lock().unwrap();
+        for (stream, bodies) in &m.bodies {
+            let mut prev = crate::chain::ZERO_HASH_HEX.to_owned();
+            for (i, (body, hash)) in bodies.iter().enumerate() {
+                assert_eq!(
+                    &hex::encode(crate::chain::event_hash(body.as_bytes())),
+                    hash
+                );
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(v["prev"], prev.as_str(), "{stream} seq {}", i + 1);
+                assert_eq!(v["seq"], i as u64 + 1);
+                prev.clone_from(hash);
+            }
+            assert_eq!(bodies.len(), 4 * 40 * 3, "{stream}");
+        }
+        assert!(
+            m.used * 10 >= m.groups * 8,
+            "seals used for {} of {} groups",
+            m.used,
+            m.groups
+        );
     }
 }

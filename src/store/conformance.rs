@@ -22,6 +22,7 @@ fn ev(id: &str) -> NewEvent {
 
 fn group(stream: &str, ids: &[&str]) -> AppendGroup {
     AppendGroup {
+        sealed: None,
         stream: stream.into(),
         events: ids.iter().map(|i| ev(i)).collect(),
     }
@@ -51,6 +52,61 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     archive_batches_guard_deletion_and_restore(&make()).await;
     delivery_cursors_round_trip(&make()).await;
     dead_letters_move_the_cursor_and_resolve(&make()).await;
+    seals_never_change_what_is_stored(&make()).await;
+}
+
+fn sealed(stream: &str, ids: &[&str], after: super::Head) -> (AppendGroup, super::Head) {
+    let mut g = group(stream, ids);
+    let (s, end) = super::Sealed::compute(stream, &g.events, after);
+    g.sealed = Some(s);
+    (g, end)
+}
+
+/// A precomputed chain ([`super::Sealed`]) is a hint: stored bytes are the
+/// same with or without it, a seal that starts anywhere but the true head is
+/// ignored, and a duplicate id inside a sealed group (which stores nothing,
+/// so the seal's later links are wrong) does not leak a wrong link.
+pub async fn seals_never_change_what_is_stored<S: Store>(store: &S) {
+    let zero = super::Head {
+        seq: 0,
+        hash: ZERO_HASH_HEX.into(),
+    };
+    // A right seal.
+    let (g, end) = sealed("z", &["1", "2"], zero.clone());
+    let r = store.append(vec![g]).await.unwrap();
+    assert_eq!(r[0].head, end);
+    // A stale seal (chained from the empty stream again): ignored.
+    let (g, stale_end) = sealed("z", &["3"], zero.clone());
+    let r = store.append(vec![g]).await.unwrap();
+    assert_eq!(r[0].accepted[0].seq, 3);
+    assert_ne!(r[0].head, stale_end, "a stale seal was stored");
+    // A seal with a forged body but a right start would be taken by a store
+    // that uses seals: only the batcher builds them. A duplicate in the
+    // middle: "2" is stored already, "4" must link to "3", not to the
+    // unstored sealed "2".
+    let head = r[0].head.clone();
+    let (g, _) = sealed("z", &["2", "4"], head);
+    let r = store.append(vec![g]).await.unwrap();
+    assert!(r[0].accepted[0].duplicate);
+    assert_eq!(r[0].accepted[1].seq, 4);
+    // Two sealed groups of one stream in one call, the second chained from
+    // the first's predicted end.
+    let (g1, mid) = sealed("z", &["5"], r[0].head.clone());
+    let (g2, end) = sealed("z", &["6", "7"], mid);
+    let r = store.append(vec![g1, g2]).await.unwrap();
+    assert_eq!(r[1].head, end);
+    assert_chain(store, "z", 7).await;
+    // The same events unsealed in another stream give the same shape.
+    store.append(vec![group("u", &["1", "2"])]).await.unwrap();
+    let z = store.read_events("z", 1, 2).await.unwrap();
+    let u = store.read_events("u", 1, 2).await.unwrap();
+    assert_eq!(
+        z[1].body.replace("\"stream\":\"z\"", ""),
+        u[1].body
+            .replace("\"stream\":\"u\"", "")
+            .replace(&u[0].hash, &z[0].hash),
+        "sealed and unsealed bodies differ"
+    );
 }
 
 pub async fn dead_letters_move_the_cursor_and_resolve<S: Store>(store: &S) {

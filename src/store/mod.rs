@@ -80,6 +80,76 @@ pub struct AppendGroup {
     pub stream: String,
     /// Validated events.
     pub events: Vec<NewEvent>,
+    /// The events' canonical bytes and hashes computed ahead of the commit
+    /// (see [`Sealed`]); `None` leaves all of it to the store.
+    pub sealed: Option<Sealed>,
+}
+
+/// A group's chain computed ahead of its commit, off the store's writer.
+///
+/// The batcher predicts each stream's head and computes every event's
+/// canonical body, hash and Merkle leaf from it while the previous commit
+/// is still running. A store that supports it ([`Store::uses_seals`]) takes
+/// them only when `after` is exactly the head it finds, and only up to the
+/// first duplicate id (which stores nothing, so the later events' `prev`
+/// would be wrong); anything else it computes itself. A wrong prediction
+/// therefore costs time, never correctness.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The head the first event was chained to.
+    pub after: Head,
+    /// One per event, in order.
+    pub events: Vec<SealedEvent>,
+}
+
+/// One event's precomputed chain data.
+#[derive(Debug, Clone)]
+pub struct SealedEvent {
+    /// Canonical (RFC 8785) body without `hash`.
+    pub body: String,
+    /// Lowercase hex SHA-256 of `body`.
+    pub hash: String,
+    /// RFC 9162 leaf hash of the event hash.
+    pub leaf: crate::chain::Hash,
+}
+
+impl SealedEvent {
+    /// Computes `ev`'s chain data as event `seq` of `stream`, after `prev_hex`.
+    /// Stores call this too when they compute a chain themselves, so both
+    /// paths produce the same bytes by construction.
+    pub fn compute(ev: &NewEvent, stream: &str, seq: u64, prev_hex: &str) -> Self {
+        let body = crate::event::canonical_string(ev, stream, seq, prev_hex);
+        let h = crate::chain::event_hash(body.as_bytes());
+        Self {
+            body,
+            hash: hex::encode(h),
+            leaf: crate::chain::leaf_hash(&h),
+        }
+    }
+}
+
+impl Sealed {
+    /// Seals `events` as the next events of `stream` after `after`, assuming
+    /// none is a duplicate; returns the seal and the head it predicts.
+    pub fn compute(stream: &str, events: &[NewEvent], after: Head) -> (Self, Head) {
+        let mut head = after.clone();
+        let sealed = events
+            .iter()
+            .map(|ev| {
+                head.seq += 1;
+                let s = SealedEvent::compute(ev, stream, head.seq, &head.hash);
+                head.hash.clone_from(&s.hash);
+                s
+            })
+            .collect();
+        (
+            Self {
+                after,
+                events: sealed,
+            },
+            head,
+        )
+    }
 }
 
 /// What the log made of one event.
@@ -331,6 +401,13 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Any backend error; the outcome may be ambiguous (see module docs).
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>>;
+
+    /// Whether [`Store::append`] takes [`AppendGroup::sealed`] chains.
+    /// Worth it only where one process is the only writer, so the batcher's
+    /// head predictions hold (SQLite); the default ignores them.
+    fn uses_seals(&self) -> bool {
+        false
+    }
 
     /// Returns every stream, by name.
     ///

@@ -1258,6 +1258,7 @@ mod tests {
                         .collect();
                     store
                         .append(vec![AppendGroup {
+                            sealed: None,
                             stream: "shared".into(),
                             events,
                         }])
@@ -1289,6 +1290,7 @@ mod tests {
                     let groups = order
                         .iter()
                         .map(|st| AppendGroup {
+                            sealed: None,
                             stream: (*st).into(),
                             events: vec![ev(&format!("n{n}-{round}-{st}"), "t")],
                         })
@@ -1324,6 +1326,7 @@ mod tests {
             .expect("trigger");
         store
             .append(vec![AppendGroup {
+                sealed: None,
                 stream: "r".into(),
                 events: vec![ev("a", "ok")],
             }])
@@ -1331,6 +1334,7 @@ mod tests {
             .expect("append");
         let err = store
             .append(vec![AppendGroup {
+                sealed: None,
                 stream: "r".into(),
                 events: vec![ev("b", "ok"), ev("c", "boom")],
             }])
@@ -1339,6 +1343,7 @@ mod tests {
         assert!(matches!(err, StoreError::RolledBack(_)), "{err}");
         let r = store
             .append(vec![AppendGroup {
+                sealed: None,
                 stream: "r".into(),
                 events: vec![ev("d", "ok")],
             }])

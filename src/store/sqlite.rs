@@ -23,10 +23,10 @@ use super::{
     Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
     StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent, SealedEvent};
+use crate::chain::ZERO_HASH_HEX;
 use crate::chain::tiles::{TileId, TileWriter};
-use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
-use crate::event::{canonical_bytes, format_received};
+use crate::event::format_received;
 
 const SCHEMA_VERSION: i64 = 5;
 const MIGRATIONS: [&str; 5] = [
@@ -414,17 +414,24 @@ fn write_groups(
                 )?;
             let mut find =
                 tx.prepare_cached("SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2")?;
+            // The batcher's precomputed chain, if it starts at our head; it
+            // is used up to the first duplicate (see `Sealed`).
+            let offered = group.sealed.is_some();
+            let mut sealed = group
+                .sealed
+                .filter(|s| s.after.seq == st.head_seq && s.after.hash == st.head_hash)
+                .map(|s| s.events.into_iter());
+            if offered {
+                let used = if sealed.is_some() { "yes" } else { "no" };
+                metrics::counter!("trailkeep_sealed_groups_total", "used" => used).increment(1);
+            }
             for ev in group.events {
                 let seq = st.head_seq + 1;
-                let body = canonical_bytes(&ev, &group.stream, seq, &st.head_hash);
-                let h = event_hash(&body);
-                let mut hash_buf = [0u8; 64];
-                hex::encode_to_slice(h, &mut hash_buf)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let hash = std::str::from_utf8(&hash_buf)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let body = std::str::from_utf8(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
+                let pre = sealed.as_mut().and_then(Iterator::next);
+                let SealedEvent { body, hash, leaf } = match pre {
+                    Some(s) => s,
+                    None => SealedEvent::compute(&ev, &group.stream, seq, &st.head_hash),
+                };
                 let inserted = insert.execute(params![
                     st.id,
                     seq as i64,
@@ -436,6 +443,9 @@ fn write_groups(
                     body
                 ])?;
                 if inserted == 0 {
+                    // Nothing stored: the rest of the seal chains from an
+                    // event that is not in the log.
+                    sealed = None;
                     let (seq, hash) = find.query_row(params![st.id, ev.id], |r| {
                         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
                     })?;
@@ -447,14 +457,13 @@ fn write_groups(
                     });
                     continue;
                 }
-                leaves.push(leaf_hash(&h));
+                leaves.push(leaf);
                 st.head_seq = seq;
-                st.head_hash.clear();
-                st.head_hash.push_str(hash);
+                st.head_hash.clone_from(&hash);
                 accepted.push(Accepted {
                     id: ev.id,
                     seq,
-                    hash: hash.to_owned(),
+                    hash,
                     duplicate: false,
                 });
             }
@@ -617,6 +626,10 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
 impl Store for SqliteStore {
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
         self.write(move |w| w.append(groups)).await
+    }
+
+    fn uses_seals(&self) -> bool {
+        true
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
@@ -1163,6 +1176,44 @@ mod tests {
         .await;
     }
 
+    /// The writer takes a seal that starts at the true head as it is (that
+    /// is the point: it does not hash again). Seals come only from the
+    /// batcher in this process; this marks the trust boundary.
+    #[tokio::test]
+    async fn a_seal_from_the_true_head_is_taken_as_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let events = vec![crate::event::NewEvent {
+            id: "a".into(),
+            event_type: "t".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            received: "2026-01-01T00:00:00.000000Z".into(),
+            actor: None,
+            subject: None,
+            data: None,
+        }];
+        let zero = Head {
+            seq: 0,
+            hash: ZERO_HASH_HEX.into(),
+        };
+        let (mut sealed, _) = super::super::Sealed::compute("s", &events, zero);
+        sealed.events[0].body = sealed.events[0].body.replace("\"t\"", "\"from-the-seal\"");
+        store
+            .append(vec![AppendGroup {
+                stream: "s".into(),
+                events,
+                sealed: Some(sealed),
+            }])
+            .await
+            .expect("append");
+        let stored = store.read_events("s", 1, 1).await.expect("read");
+        assert!(
+            stored[0].body.contains("from-the-seal"),
+            "{}",
+            stored[0].body
+        );
+    }
+
     /// Checkpoints run off the writer thread, yet under constant writes the
     /// WAL stays bounded: without the writer finishing a checkpoint now and
     /// then, a passive checkpointer never catches up and the WAL would hold
@@ -1190,6 +1241,7 @@ mod tests {
                 .collect();
             store
                 .append(vec![AppendGroup {
+                    sealed: None,
                     stream: "s".into(),
                     events,
                 }])

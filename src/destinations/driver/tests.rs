@@ -91,6 +91,7 @@ async fn append(store: &dyn Store, stream: &str, types: &[&str], n: usize, pad: 
         .collect();
     store
         .append(vec![AppendGroup {
+            sealed: None,
             stream: stream.into(),
             events,
         }])
