@@ -16,6 +16,8 @@
 //!
 //! Not here: seq assignment and chaining (the store's writer does that).
 
+mod parse;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -316,6 +318,49 @@ fn validate_object(
             }
         }
     }
+    assemble(
+        index,
+        Fields {
+            id,
+            event_type,
+            time,
+            actor,
+            subject,
+            data,
+        },
+        received,
+        limits,
+    )
+}
+
+/// An event's fields once each passed its own check.
+#[derive(Default)]
+struct Fields {
+    id: Option<String>,
+    event_type: Option<String>,
+    time: Option<String>,
+    actor: Option<String>,
+    subject: Option<String>,
+    data: Option<String>,
+}
+
+/// Builds the [`NewEvent`] from checked fields: `type` required, an id
+/// generated and `time` defaulted when absent, the size limit applied.
+/// Both parsers end here, so they agree on everything after the fields.
+fn assemble(
+    index: usize,
+    f: Fields,
+    received: &str,
+    limits: &Limits,
+) -> Result<NewEvent, Rejection> {
+    let Fields {
+        id,
+        event_type,
+        time,
+        actor,
+        subject,
+        data,
+    } = f;
     let Some(event_type) = event_type else {
         return Err(Rejection::at(
             index,
@@ -377,54 +422,28 @@ pub fn parse_request(
             true,
         ));
     }
-    let values: Vec<Value> = if ndjson {
-        let mut v = Vec::new();
-        for (i, line) in body
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .enumerate()
-        {
-            if v.len() >= limits.max_events_per_request {
-                return Err(too_many(limits));
-            }
-            let value = serde_json::from_slice(line).map_err(|e| Rejection {
-                code: "invalid_json",
-                message: format!("line is not JSON: {e}"),
-                index: Some(i),
-                field: None,
-                too_large: false,
-            })?;
-            v.push(value);
+    if !ndjson {
+        return parse::parse_body(body, received, limits);
+    }
+    let mut out = Vec::new();
+    for (i, line) in body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .enumerate()
+    {
+        if out.len() >= limits.max_events_per_request {
+            return Err(too_many(limits));
         }
-        v
-    } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Array(a)) => a,
-            Ok(other) => vec![other],
-            Err(e) => {
-                return Err(Rejection::request(
-                    "invalid_json",
-                    format!("body is not JSON: {e}"),
-                    false,
-                ));
-            }
-        }
-    };
-    if values.is_empty() {
+        out.push(parse::parse_line(i, line, received, limits)?);
+    }
+    if out.is_empty() {
         return Err(Rejection::request(
             "no_events",
             "request carries no events",
             false,
         ));
     }
-    if values.len() > limits.max_events_per_request {
-        return Err(too_many(limits));
-    }
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| validate(i, v, received, limits))
-        .collect()
+    Ok(out)
 }
 
 fn too_many(limits: &Limits) -> Rejection {
@@ -690,8 +709,45 @@ mod tests {
 
     const RECEIVED: &str = "2026-11-23T10:00:00.000000Z";
 
+    /// Runs `v` as event 3 of a request through both parsers (the `Value`
+    /// one sources use, and the streaming one HTTP uses) and asserts they
+    /// agree on the event or on the refusal (code, index, field).
     fn check(v: Value) -> Result<NewEvent, Rejection> {
-        validate(3, v, RECEIVED, &Limits::default())
+        both(v, &Limits::default())
+    }
+
+    fn both(v: Value, limits: &Limits) -> Result<NewEvent, Rejection> {
+        let by_value = validate(3, v.clone(), RECEIVED, limits);
+        let body = json!([{"type":"a"}, {"type":"a"}, {"type":"a"}, v]).to_string();
+        let streamed =
+            parse_request(body.as_bytes(), false, RECEIVED, limits).map(|mut e| e.remove(3));
+        let line = format!("{{\"type\":\"a\"}}\n\n{{\"type\":\"a\"}}\n{{\"type\":\"a\"}}\n{v}\n");
+        let lined = parse_request(line.as_bytes(), true, RECEIVED, limits).map(|mut e| e.remove(3));
+        for other in [&streamed, &lined] {
+            match (&by_value, other) {
+                (Ok(a), Ok(b)) => {
+                    let generated = !v.get("id").is_some_and(Value::is_string);
+                    let same_id = generated || a.id == b.id;
+                    assert!(
+                        same_id
+                            && a.event_type == b.event_type
+                            && a.time == b.time
+                            && a.received == b.received
+                            && a.actor == b.actor
+                            && a.subject == b.subject
+                            && a.data == b.data,
+                        "parsers disagree on {v}: {a:?} vs {b:?}"
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    (a.code, a.index, &a.field, a.too_large),
+                    (b.code, b.index, &b.field, b.too_large),
+                    "parsers refuse {v} differently"
+                ),
+                (a, b) => panic!("parsers disagree on {v}: {a:?} vs {b:?}"),
+            }
+        }
+        by_value
     }
 
     #[test]
@@ -823,6 +879,34 @@ mod tests {
         assert_eq!(r.code, "not_an_object");
     }
 
+    /// The streaming parser refuses a name given twice in one object (a
+    /// `Value` would keep the last silently), naming where.
+    #[test]
+    fn duplicate_names_are_refused() {
+        let limits = Limits::default();
+        for (body, field) in [
+            (r#"{"type":"a","type":"b"}"#, "type"),
+            (r#"{"type":"a","id":"x","id":"y"}"#, "id"),
+            (r#"{"type":"a","data":{"k":1,"k":2}}"#, "data.k"),
+            (
+                r#"{"type":"a","data":{"l":[{"x":1,"y":2,"x":3}]}}"#,
+                "data.l[0].x",
+            ),
+            (r#"{"type":"a","actor":{"id":"u","id":"v"}}"#, "actor.id"),
+        ] {
+            let r = parse_request(body.as_bytes(), false, RECEIVED, &limits).expect_err(body);
+            assert_eq!(
+                (r.code, r.field.as_deref(), r.index),
+                ("duplicate_key", Some(field), Some(0)),
+                "{body}"
+            );
+        }
+        let r = parse_request(br#"[1]"#, false, RECEIVED, &limits).expect_err("not an object");
+        assert_eq!((r.code, r.index), ("not_an_object", Some(0)));
+        let r = parse_request(br#""s""#, false, RECEIVED, &limits).expect_err("not an object");
+        assert_eq!((r.code, r.index), ("not_an_object", Some(0)));
+    }
+
     #[test]
     fn request_limits_and_shapes() {
         let limits = Limits {
@@ -932,6 +1016,28 @@ mod tests {
             let bytes = canonical_bytes(&ev, &stream, seq, crate::chain::ZERO_HASH_HEX);
             let parsed: Value = serde_json::from_slice(&bytes).expect("assembled bytes are JSON");
             prop_assert_eq!(serde_json_canonicalizer::to_vec(&parsed).expect("jcs"), bytes);
+        }
+
+        /// The streaming parser and the `Value` one agree on random events,
+        /// valid or not.
+        #[test]
+        fn parsers_agree(
+            data in proptest::option::of(arb_json()),
+            actor in proptest::option::of(arb_json()),
+            subject in proptest::option::of(arb_json()),
+            id in proptest::option::of("[!#-\\[\\]-~]{1,20}"),
+            ty in "[a-z]{1,5}(\\.[a-z0-9_-]{1,5}){0,2}",
+            time in proptest::option::of(prop_oneof![Just("2026-01-02T03:04:05+01:00".to_owned()), "\\PC{0,8}"]),
+            big in any::<bool>(),
+        ) {
+            let mut obj = json!({"type": ty});
+            if let Some(d) = data { obj["data"] = d; }
+            if let Some(a) = actor { obj["actor"] = a; }
+            if let Some(s) = subject { obj["subject"] = s; }
+            if let Some(i) = id { obj["id"] = Value::String(i); }
+            if let Some(t) = time { obj["time"] = Value::String(t); }
+            let limits = Limits { max_event_bytes: if big { 1 << 30 } else { 600 }, ..Limits::default() };
+            let _ = both(obj, &limits);
         }
 
         /// Splicing `hash` into the canonical body gives what parsing gives.

@@ -103,7 +103,7 @@ fn member(out: &mut String, i: usize, k: &str, v: &Value) {
 /// UTF-8 byte order is code-point order, which differs from UTF-16 order
 /// only between supplementary characters and U+E000..U+FFFF; those all
 /// encode with a lead byte of 0xEE or more.
-fn key_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn key_cmp(a: &str, b: &str) -> Ordering {
     if a.bytes().chain(b.bytes()).all(|c| c < 0xEE) {
         a.cmp(b)
     } else {
@@ -123,10 +123,13 @@ fn write_number(out: &mut String, n: &Number) {
         out.push_str(itoa::Buffer::new().format(i));
         return;
     }
-    // Everything else is what a double holds: ECMAScript's shortest
-    // round-trip form (1e+30, 0.002, 333333333.3333333; -0 prints as 0).
-    // serde_json never parses a non-finite number.
-    let f = n.as_f64().unwrap_or(0.0);
+    write_f64(out, n.as_f64().unwrap_or(0.0));
+}
+
+/// Appends a double as ECMAScript prints it: the shortest round-trip form
+/// (1e+30, 0.002, 333333333.3333333; -0 prints as 0). serde_json never
+/// parses a non-finite number.
+pub fn write_f64(out: &mut String, f: f64) {
     out.push_str(ryu_js::Buffer::new().format(f));
 }
 
