@@ -77,64 +77,90 @@ struct Writer {
     streams: HashMap<String, StreamState>,
 }
 
-/// WAL frames (4 KiB pages) the background checkpointer may leave behind
-/// before the writer finishes a checkpoint itself: 64 MiB of WAL.
+/// WAL frames (4 KiB pages) past which the writer finishes a checkpoint
+/// itself: 64 MiB of WAL.
 const WAL_MAX_FRAMES: i64 = 16_384;
+
+/// How far past [`WAL_MAX_FRAMES`] the WAL may grow while the background
+/// checkpointer is mid-pass before the writer waits for that pass.
+const WAL_HARD_FACTOR: i64 = 4;
 
 /// Least time between two background checkpoints when writes keep coming.
 const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+thread_local! {
+    /// Frames in the WAL after this thread's last commit, from SQLite's WAL
+    /// hook (it runs on the committing thread; each store's writer is a
+    /// thread of its own).
+    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn record_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(i64::from(frames));
+    Ok(())
+}
 
 /// Moves WAL checkpoints off the writer thread.
 ///
 /// SQLite's default runs a checkpoint inside the commit that pushes the WAL
 /// past 1,000 pages, on the writer's thread: copying pages to the database
 /// file and fsyncing it took about a fifth of the writer's time under load
-/// (perf). Here a second connection on its own thread runs `PASSIVE`
-/// checkpoints after writes, concurrently with the next commits. Durability
-/// is unchanged: a commit is durable once its WAL frames are fsynced, and a
-/// checkpoint only copies them into the database file.
+/// (perf). Here a second connection on its own low-priority thread runs
+/// `PASSIVE` checkpoints after writes, concurrently with the next commits.
+/// Durability is unchanged: a commit is durable once its WAL frames are
+/// fsynced (`synchronous=FULL`), and a checkpoint only copies them into the
+/// database file.
 ///
 /// A passive checkpoint never waits for the writer, so under constant
 /// writes it never catches up fully and the WAL cannot restart: it would
 /// grow without bound (measured: 1.4 GB in 10 s), and every append past its
 /// end costs the file system a block allocation. So once the WAL holds more
-/// than [`WAL_MAX_FRAMES`] frames the writer, between two commits, waits for
-/// the background pass in progress and checkpoints the few frames written
-/// since; with nothing left behind, its next transaction starts the WAL
-/// over from the beginning of the file.
+/// than [`WAL_MAX_FRAMES`] frames the writer, between two commits,
+/// checkpoints the few frames written since the last background pass; with
+/// nothing left behind, its next transaction starts the WAL over from the
+/// beginning of the file. It never waits for a background pass in progress
+/// (that thread runs at low priority and may be slow to get a core; it
+/// starts no new pass until the writer had its turn) unless the WAL reaches
+/// [`WAL_HARD_FACTOR`] times the bound.
 struct WalControl {
     wake: std::sync::mpsc::SyncSender<()>,
-    /// Frames in the WAL at the last checkpoint.
-    frames: Arc<std::sync::atomic::AtomicI64>,
-    /// Held while a checkpoint runs, so the writer can wait for one.
+    /// Held while a checkpoint runs (SQLite allows one at a time).
     running: Arc<Mutex<()>>,
+    /// Set while the writer waits to finish a checkpoint itself: the
+    /// background thread starts no new pass meanwhile.
+    yield_to_writer: Arc<std::sync::atomic::AtomicBool>,
     /// [`WAL_MAX_FRAMES`] (smaller in tests).
     max_frames: i64,
 }
 
 impl WalControl {
-    fn start(path: &Path, max_frames: i64) -> Result<Self> {
-        let conn = open_conn(path)?;
+    /// Starts the checkpointer for the database at `path`; the writer's
+    /// connection `conn` gets the WAL hook.
+    fn start(path: &Path, conn: &Connection, max_frames: i64) -> Result<Self> {
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // After the pragma: it installs a WAL hook of its own.
+        conn.wal_hook(Some(record_wal_frames));
+        let ckpt = open_conn(path)?;
         let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let running = Arc::new(Mutex::new(()));
-        let (f, r) = (frames.clone(), running.clone());
+        let yield_to_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, y) = (running.clone(), yield_to_writer.clone());
         std::thread::Builder::new()
             .name("tk-sqlite-ckpt".into())
             .spawn(move || {
                 lower_priority();
                 while rx.recv().is_ok() {
-                    let out = {
+                    if y.load(std::sync::atomic::Ordering::Acquire) {
+                        continue;
+                    }
+                    {
                         let _g = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        checkpoint(&conn)
-                    };
-                    if let Some((log, _)) = out {
-                        f.store(log, std::sync::atomic::Ordering::Relaxed);
+                        checkpoint(&ckpt);
                     }
                     std::thread::sleep(CHECKPOINT_PAUSE);
                 }
                 // The writer is gone: one last pass leaves a short WAL.
-                let _ = checkpoint(&conn);
+                let _ = checkpoint(&ckpt);
             })
             .map_err(|e| StoreError::Backend {
                 backend: "sqlite",
@@ -142,8 +168,8 @@ impl WalControl {
             })?;
         Ok(Self {
             wake,
-            frames,
             running,
+            yield_to_writer,
             max_frames,
         })
     }
@@ -151,24 +177,37 @@ impl WalControl {
     /// Called by the writer after each job: finishes a checkpoint when the
     /// WAL grew past its bound, and wakes the background checkpointer.
     fn after_write(&self, conn: &Connection) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.frames.load(Relaxed) > self.max_frames {
-            let _g = self
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((log, done)) = checkpoint(conn) {
-                metrics::counter!("trailkeep_sqlite_wal_restarts_total").increment(1);
-                // Complete: the next write transaction restarts the WAL.
-                self.frames
-                    .store(if done == log { 0 } else { log }, Relaxed);
+        let frames = WAL_FRAMES.get();
+        if frames > self.max_frames {
+            let guard = if frames > WAL_HARD_FACTOR * self.max_frames {
+                Some(
+                    self.running
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                )
+            } else {
+                self.running.try_lock().ok()
+            };
+            match guard {
+                Some(_g) => {
+                    self.yield_to_writer
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    if checkpoint(conn).is_some_and(|(log, done)| done == log) {
+                        // The next write transaction restarts the WAL.
+                        metrics::counter!("trailkeep_sqlite_wal_restarts_total").increment(1);
+                    }
+                }
+                // A background pass is running: let it be the last until we had our turn.
+                None => self
+                    .yield_to_writer
+                    .store(true, std::sync::atomic::Ordering::Release),
             }
         }
         let _ = self.wake.try_send(());
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10): on a small machine
+/// Lowers the calling thread's CPU priority (nice 19): on a small machine
 /// the checkpointer should take the CPU the writer leaves, not compete with
 /// it; if it falls behind, the writer finishes the checkpoint (see
 /// [`WalControl`]). On Linux the nice value is per thread.
@@ -176,7 +215,7 @@ fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling thread.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
@@ -247,10 +286,9 @@ impl SqliteStore {
     fn open_with_wal_bound(path: &Path, max_frames: i64) -> Result<Self> {
         let mut conn = open_conn(path)?;
         migrate(&mut conn)?;
-        // Checkpoints run on their own thread and connection (below), not
-        // inside the writer's commits.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let wal = WalControl::start(path, max_frames)?;
+        // Checkpoints run on their own thread and connection, not inside
+        // the writer's commits.
+        let wal = WalControl::start(path, &conn, max_frames)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("tk-sqlite-writer".into())
