@@ -70,13 +70,14 @@ impl Appender {
         limits: BatchLimits,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let seal = store.uses_seals();
+        let depth = store.pipeline_depth().max(1);
         Self::start_with(
             Arc::new(move |groups| {
                 let store = store.clone();
                 Box::pin(async move { store.append(groups).await })
             }),
             limits,
-            seal,
+            Pipeline { depth, seal },
         )
     }
 
@@ -84,11 +85,11 @@ impl Appender {
     fn start_with(
         commit: CommitFn,
         limits: BatchLimits,
-        seal: bool,
+        pipe: Pipeline,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
         let poisoned = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(commit, rx, limits, poisoned.clone(), seal));
+        let task = tokio::spawn(run(commit, rx, limits, poisoned.clone(), pipe));
         (Self { tx, poisoned }, task)
     }
 
@@ -130,13 +131,19 @@ impl Appender {
     }
 }
 
-/// Group commits in flight at once: one committing, the next already
-/// queued at the store, so the writer starts it the moment the previous one
-/// is durable instead of waiting for this task to be scheduled, collect
-/// replies and gather again (measured: the writer sat idle ~15% of the time).
-const PIPELINE_DEPTH: usize = 2;
-
 type Replies = Vec<oneshot::Sender<Result<GroupResult, AppendError>>>;
+
+/// How the batcher overlaps commits.
+#[derive(Debug, Clone, Copy)]
+struct Pipeline {
+    /// Group commits in flight at once ([`Store::pipeline_depth`]). With
+    /// two, one commits while the next already waits at the store, so the
+    /// writer starts it the moment the previous one is durable instead of
+    /// waiting for this task to be scheduled, answer and gather again.
+    depth: usize,
+    /// Whether to seal groups ahead of their commit ([`Store::uses_seals`]).
+    seal: bool,
+}
 
 /// One group commit: [`Store::append`] in production.
 type CommitFn = Arc<
@@ -153,8 +160,9 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     limits: BatchLimits,
     poisoned: Arc<AtomicBool>,
-    seal: bool,
+    pipe: Pipeline,
 ) {
+    let Pipeline { depth, seal } = pipe;
     use futures_util::StreamExt as _;
     let mut inflight = futures_util::stream::FuturesOrdered::new();
     let mut heads = Predictor::default();
@@ -170,7 +178,7 @@ async fn run(
                 }
                 finish(replies, events, started, res, &poisoned);
             }
-            first = rx.recv(), if open && held.is_none() && inflight.len() < PIPELINE_DEPTH => {
+            first = rx.recv(), if open && held.is_none() && inflight.len() < depth => {
                 let Some(first) = first else {
                     open = false;
                     continue;
@@ -433,7 +441,10 @@ mod tests {
         let (app, _task) = Appender::start_with(
             scripted(calls.clone(), gate.clone()),
             BatchLimits::default(),
-            false,
+            Pipeline {
+                depth: 2,
+                seal: false,
+            },
         );
         let a = tokio::spawn({
             let app = app.clone();
@@ -467,8 +478,14 @@ mod tests {
     async fn pipelined_commits_answer_every_request() {
         let calls = Arc::new(AtomicUsize::new(1)); // skip the failing first call
         let gate = Arc::new(tokio::sync::Notify::new());
-        let (app, _task) =
-            Appender::start_with(scripted(calls.clone(), gate), BatchLimits::default(), false);
+        let (app, _task) = Appender::start_with(
+            scripted(calls.clone(), gate),
+            BatchLimits::default(),
+            Pipeline {
+                depth: 2,
+                seal: false,
+            },
+        );
         let mut tasks = Vec::new();
         for i in 0..200 {
             let app = app.clone();
@@ -566,7 +583,14 @@ mod tests {
     #[tokio::test]
     async fn seals_follow_the_store_through_duplicates() {
         let m = Arc::new(std::sync::Mutex::new(Mini::default()));
-        let (app, _task) = Appender::start_with(mini(m.clone()), BatchLimits::default(), true);
+        let (app, _task) = Appender::start_with(
+            mini(m.clone()),
+            BatchLimits::default(),
+            Pipeline {
+                depth: 2,
+                seal: true,
+            },
+        );
         let mut clients = Vec::new();
         for c in 0..12 {
             let app = app.clone();

@@ -112,7 +112,19 @@ pub fn split_tls_params(url: &str) -> Result<(String, TlsSettings), String> {
         _ => "require",
     };
     kept.push(("sslmode".into(), pg_mode.into()));
-    parsed.query_pairs_mut().clear().extend_pairs(kept);
+    // Percent-encoded, not form-encoded: tokio-postgres decodes `%20` but
+    // reads `+` literally (`options=-c%20search_path%3Dx` must survive).
+    let enc = |s: &str| {
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    let query = kept
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    parsed.set_query(Some(&query));
     Ok((parsed.into(), settings))
 }
 
@@ -348,6 +360,10 @@ mod tests {
             split_tls_params("host=h sslmode=require").unwrap().0,
             "host=h sslmode=require"
         );
+        // A space in a kept parameter stays a space for tokio-postgres.
+        let (u, _) = split_tls_params("postgres://h/db?options=-c%20search_path%3Dx").unwrap();
+        let cfg: tokio_postgres::Config = u.parse().unwrap();
+        assert_eq!(cfg.get_options(), Some("-c search_path=x"), "{u}");
     }
 
     #[test]

@@ -670,6 +670,10 @@ impl Store for SqliteStore {
         true
     }
 
+    fn pipeline_depth(&self) -> usize {
+        2
+    }
+
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
         self.read(|c| {
             let mut q = c.prepare_cached(
