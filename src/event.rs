@@ -218,10 +218,7 @@ fn validate_object(
     received: &str,
     limits: &Limits,
 ) -> Result<NewEvent, Rejection> {
-    let mut id = None;
-    let mut event_type = None;
-    let mut time = None;
-    let (mut actor, mut subject, mut data) = (None, None, None);
+    let mut f = Fields::default();
     for (key, v) in &obj {
         match key.as_str() {
             k if FORBIDDEN.contains(&k) => {
@@ -233,7 +230,7 @@ fn validate_object(
                 ));
             }
             "id" => match v {
-                Value::String(s) if valid_id(s) => id = Some(s.clone()),
+                Value::String(s) if valid_id(s) => f.id = Some(s.clone()),
                 _ => {
                     return Err(Rejection::at(
                         index,
@@ -244,7 +241,7 @@ fn validate_object(
                 }
             },
             "type" => match v {
-                Value::String(s) if valid_type(s) => event_type = Some(s.clone()),
+                Value::String(s) if valid_type(s) => f.event_type = Some(s.clone()),
                 _ => {
                     return Err(Rejection::at(
                         index,
@@ -255,7 +252,7 @@ fn validate_object(
                 }
             },
             "time" | "createdAt" => {
-                if time.is_some() {
+                if f.time.is_some() {
                     return Err(Rejection::at(
                         index,
                         key,
@@ -268,7 +265,7 @@ fn validate_object(
                     _ => None,
                 };
                 match normalized {
-                    Some(t) => time = Some(t),
+                    Some(t) => f.time = Some(t),
                     None => {
                         return Err(Rejection::at(
                             index,
@@ -292,9 +289,9 @@ fn validate_object(
                 }
                 let c = canonical_value(index, key, v)?;
                 if key == "actor" {
-                    actor = Some(c)
+                    f.actor = Some(c)
                 } else {
-                    subject = Some(c)
+                    f.subject = Some(c)
                 }
             }
             "data" => {
@@ -306,7 +303,7 @@ fn validate_object(
                         "data must be an object",
                     ));
                 }
-                data = Some(canonical_value(index, "data", v)?);
+                f.data = Some(canonical_value(index, "data", v)?);
             }
             other => {
                 return Err(Rejection::at(
@@ -318,19 +315,7 @@ fn validate_object(
             }
         }
     }
-    assemble(
-        index,
-        Fields {
-            id,
-            event_type,
-            time,
-            actor,
-            subject,
-            data,
-        },
-        received,
-        limits,
-    )
+    assemble(index, f, received, limits)
 }
 
 /// An event's fields once each passed its own check.
@@ -353,15 +338,7 @@ fn assemble(
     received: &str,
     limits: &Limits,
 ) -> Result<NewEvent, Rejection> {
-    let Fields {
-        id,
-        event_type,
-        time,
-        actor,
-        subject,
-        data,
-    } = f;
-    let Some(event_type) = event_type else {
+    let Some(event_type) = f.event_type else {
         return Err(Rejection::at(
             index,
             "type",
@@ -370,13 +347,13 @@ fn assemble(
         ));
     };
     let ev = NewEvent {
-        id: id.unwrap_or_else(generate_id),
+        id: f.id.unwrap_or_else(generate_id),
         event_type,
-        time: time.unwrap_or_else(|| received.to_owned()),
+        time: f.time.unwrap_or_else(|| received.to_owned()),
         received: received.to_owned(),
-        actor,
-        subject,
-        data,
+        actor: f.actor,
+        subject: f.subject,
+        data: f.data,
     };
     // Upper bound of the canonical size: the fixed part is under 400 bytes.
     let size = 400
@@ -698,6 +675,20 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
             }
             Some(i)
         }
+    }
+}
+
+/// A minimal valid event with id `id`, for tests.
+#[cfg(test)]
+pub(crate) fn test_event(id: &str) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        event_type: "t".into(),
+        time: "2026-01-01T00:00:00Z".into(),
+        received: "2026-01-01T00:00:00.000000Z".into(),
+        actor: None,
+        subject: None,
+        data: None,
     }
 }
 

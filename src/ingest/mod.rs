@@ -371,17 +371,7 @@ mod tests {
     use super::*;
     use crate::store::{Accepted, Head, StoreError};
 
-    fn event(id: &str) -> NewEvent {
-        NewEvent {
-            id: id.into(),
-            event_type: "t".into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            received: "2026-01-01T00:00:00.000000Z".into(),
-            actor: None,
-            subject: None,
-            data: None,
-        }
-    }
+    use crate::event::test_event as event;
 
     /// A commit function whose first call waits for `gate` and then fails
     /// the ambiguous way (a failed COMMIT); later calls succeed.

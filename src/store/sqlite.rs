@@ -1225,15 +1225,7 @@ mod tests {
     async fn a_seal_from_the_true_head_is_taken_as_is() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
-        let events = vec![crate::event::NewEvent {
-            id: "a".into(),
-            event_type: "t".into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            received: "2026-01-01T00:00:00.000000Z".into(),
-            actor: None,
-            subject: None,
-            data: None,
-        }];
+        let events = vec![crate::event::test_event("a")];
         let zero = Head {
             seq: 0,
             hash: ZERO_HASH_HEX.into(),
@@ -1272,13 +1264,8 @@ mod tests {
         for c in 0..60 {
             let events = (0..100)
                 .map(|i| crate::event::NewEvent {
-                    id: format!("e{c}-{i}"),
-                    event_type: "t".into(),
-                    time: "2026-01-01T00:00:00Z".into(),
-                    received: "2026-01-01T00:00:00.000000Z".into(),
-                    actor: None,
-                    subject: None,
                     data: Some(data.clone()),
+                    ..crate::event::test_event(&format!("e{c}-{i}"))
                 })
                 .collect();
             store
