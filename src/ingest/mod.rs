@@ -137,7 +137,7 @@ type Replies = Vec<oneshot::Sender<Result<GroupResult, AppendError>>>;
 #[derive(Debug, Clone, Copy)]
 struct Pipeline {
     /// Group commits in flight at once ([`Store::pipeline_depth`]). With
-    /// two, one commits while the next already waits at the store, so the
+    /// more than one, one commits while the next already waits at the store, so the
     /// writer starts it the moment the previous one is durable instead of
     /// waiting for this task to be scheduled, answer and gather again.
     depth: usize,

@@ -409,9 +409,9 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// How many group commits the batcher may have in flight at once. Two
-    /// let a single writer (SQLite) start the next commit the moment one is
-    /// durable. Where several nodes contend for the same stream rows
+    /// How many group commits the batcher may have in flight at once. More
+    /// than one lets a single writer (SQLite: three) start the next commit
+    /// the moment one is durable. Where several nodes contend for the same stream rows
     /// (PostgreSQL) a second transaction per node mostly queues on the row
     /// locks, and the 3-node benchmark varied too much run to run (8k-49k
     /// events/s on one build) to show a gain, so the default stays one.

@@ -670,8 +670,12 @@ impl Store for SqliteStore {
         true
     }
 
+    /// Three: with two, the writer still waited for work now and then (the
+    /// batcher shares one runtime thread with HTTP); three gave 79.5-89.9%
+    /// of the raw limit over six runs against 76.8-79.5% for two in runs
+    /// back to back (BENCHMARKS.md). Four was no better.
     fn pipeline_depth(&self) -> usize {
-        2
+        3
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
