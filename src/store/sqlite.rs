@@ -6,7 +6,7 @@
 //! `Ok` means the events survive a crash or power loss. Reads use a small
 //! pool of separate connections (WAL readers never block the writer).
 //! Checkpoints run on a second, low-priority thread with its own connection
-//! (see [`WalControl`]); the writer takes precomputed chains from the
+//! (`WalControl`); the writer takes precomputed chains from the
 //! batcher when they start at its head (see [`super::Sealed`]).
 //!
 //! Other processes (`trailkeep keys`, `verify`) may open the same file while
