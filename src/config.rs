@@ -82,6 +82,10 @@ pub struct RawArchive {
     /// Archiver lease TTL, ms (default 60000): how long a crashed archiver
     /// keeps others waiting.
     pub lease_ttl_ms: Option<u64>,
+    /// Write a signed index of every stream at least this often, even when
+    /// nothing is archived (default `1h`); `verify --max-age` defaults to
+    /// twice this.
+    pub index_interval: Option<String>,
 }
 
 /// When the archiver runs.
@@ -193,6 +197,14 @@ impl RawArchive {
                 "must be between 300 and 3600000",
             ));
         }
+        let index_interval = dur(
+            "archive.index_interval",
+            self.index_interval,
+            d.index_interval,
+        )?;
+        if index_interval < Duration::from_secs(1) {
+            return Err(err("archive.index_interval", "must be at least 1s"));
+        }
         let max_retries = self.max_retries.unwrap_or(4);
         if max_retries > 20 {
             return Err(err("archive.max_retries", "must be at most 20"));
@@ -207,6 +219,7 @@ impl RawArchive {
                 hmac_key: None,
                 single_writer: self.single_writer.unwrap_or(false),
                 lease_ttl: Duration::from_millis(lease_ttl_ms),
+                index_interval,
                 destinations: Vec::new(),
             },
             schedule,

@@ -103,12 +103,30 @@ pub struct NewEvent {
 const FORBIDDEN: [&str; 5] = ["stream", "seq", "received", "prev", "hash"];
 const MAX_SAFE_INT: u64 = (1 << 53) - 1;
 
-/// Returns whether `s` is a valid stream name: 1–128 of `A–Z a–z 0–9 . _ -`.
+/// The log's own stream: every checkpoint it signs and every archive index
+/// it writes is recorded here as an event (`checkpoint.signed`,
+/// `index.written`), so destinations with `checkpoints = true` hold copies
+/// outside the operator's reach (issue #12).
+pub const SELF_STREAM: &str = "_trailkeep";
+
+/// Returns whether `s` is a syntactically valid stream name: 1–128 of
+/// `A–Z a–z 0–9 . _ -`, and not `.` or `..` (which would climb out of a
+/// path or object key). Names starting with `.` or `_` pass here but are
+/// the log's own: see [`is_reserved_stream`].
 pub fn valid_stream_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
+        && s != "."
+        && s != ".."
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Returns whether `s` is reserved for the log itself (starts with `.` or
+/// `_`): producers, sources and keys cannot name such a stream, and the
+/// archive keeps its own folders (`_index`, `_probe`) under such names.
+pub fn is_reserved_stream(s: &str) -> bool {
+    s.starts_with('.') || s.starts_with('_')
 }
 
 fn valid_id(s: &str) -> bool {

@@ -37,6 +37,7 @@ pub mod event;
 pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
+pub mod selflog;
 pub mod server;
 pub mod sources;
 pub mod store;

@@ -228,6 +228,31 @@ async fn archive_worker(
     }
 }
 
+/// Writes an archive index at start and then whenever the last one this
+/// node wrote is `index_interval` old (an archive run writes one too), so
+/// `verify --max-age` can tell a quiet log from a truncated bucket.
+async fn index_worker(
+    archiver: Arc<crate::archive::Archiver>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = archiver.settings().index_interval;
+    let mut tick = tokio::time::interval((every / 4).max(std::time::Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match archiver.write_index_leased().await {
+            Ok(_) | Err(crate::archive::ArchiveError::Busy) => {}
+            Err(e) => {
+                metrics::counter!("trailkeep_archive_index_failures_total").increment(1);
+                tracing::error!(error = %e, "cannot write the archive index; will retry");
+            }
+        }
+    }
+}
+
 /// Creates the data directory (and parents) readable only by its owner
 /// (0700): it holds the audit events and the signing key. An existing
 /// directory keeps its mode.
@@ -306,11 +331,15 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     ));
     let archiver = Arc::new(archiver(config, store.clone(), signer.clone())?);
     let archive_task = config.archive.enabled.then(|| {
-        tokio::spawn(archive_worker(
+        let index = tokio::spawn(index_worker(archiver.clone(), stop.subscribe()));
+        let run = tokio::spawn(archive_worker(
             archiver.clone(),
             config.archive.schedule,
             stop.subscribe(),
-        ))
+        ));
+        tokio::spawn(async move {
+            let _ = tokio::join!(index, run);
+        })
     });
     let (stop_destinations, destinations_rx) = tokio::sync::watch::channel(false);
     let mut destinations = Vec::new();

@@ -18,6 +18,15 @@ pub(super) async fn post_events(
     body: Body,
 ) -> Result<axum::response::Response, ApiError> {
     check_stream(&stream)?;
+    if crate::event::is_reserved_stream(&stream) {
+        return Err(ApiError {
+            field: Some("stream".into()),
+            ..ApiError::bad_request(
+                "reserved_stream",
+                "stream names starting with '.' or '_' belong to the log itself (its checkpoints and audit records); choose a name starting with a letter, digit or '-'",
+            )
+        });
+    }
     authorize(&st, &headers, Scope::Ingest, Some(&stream)).await?;
     let received = format_received(time::OffsetDateTime::now_utc());
     let bytes = axum::body::to_bytes(body, st.limits.max_request_bytes)

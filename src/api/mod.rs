@@ -156,7 +156,7 @@ fn check_stream(stream: &str) -> Result<(), ApiError> {
             field: Some("stream".into()),
             ..ApiError::bad_request(
                 "invalid_stream",
-                "stream names are 1-128 of A-Z a-z 0-9 . _ -",
+                "stream names are 1-128 of A-Z a-z 0-9 . _ - (and not . or ..)",
             )
         })
     }

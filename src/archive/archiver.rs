@@ -56,6 +56,9 @@ pub struct ArchiveSettings {
     /// How long the archiver lease lasts unless renewed (every third of it
     /// during a run); a crashed archiver blocks others this long.
     pub lease_ttl: Duration,
+    /// How often an index is written even when nothing was archived
+    /// (default 1 hour); `verify`'s default `--max-age` is twice this.
+    pub index_interval: Duration,
     /// The configured destinations (name, filter, `archive_past`): one that
     /// has no cursor on a stream yet holds deletion there at seq 0, and the
     /// config's `archive_past` wins over the one stored with a cursor.
@@ -72,6 +75,7 @@ impl std::fmt::Debug for ArchiveSettings {
             .field("hmac_key", &self.hmac_key.as_ref().map(|_| "redacted"))
             .field("single_writer", &self.single_writer)
             .field("lease_ttl", &self.lease_ttl)
+            .field("index_interval", &self.index_interval)
             .finish()
     }
 }
@@ -86,6 +90,7 @@ impl Default for ArchiveSettings {
             hmac_key: None,
             single_writer: false,
             lease_ttl: Duration::from_secs(60),
+            index_interval: Duration::from_secs(3600),
             destinations: Vec::new(),
         }
     }
@@ -133,6 +138,8 @@ pub struct RunReport {
     pub write_secs: f64,
     /// Seconds spent deleting archived events from the hot store.
     pub delete_secs: f64,
+    /// The index written at the end of the run.
+    pub index: Option<super::index::Written>,
 }
 
 /// Runs archive passes over a hot store into a bucket.
@@ -143,6 +150,7 @@ pub struct Archiver {
     log_name: String,
     settings: ArchiveSettings,
     probed: tokio::sync::OnceCell<ProbeResult>,
+    last_index: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 const PAGE: usize = 2000;
@@ -200,6 +208,7 @@ impl Archiver {
             log_name,
             settings,
             probed: tokio::sync::OnceCell::new(),
+            last_index: std::sync::Mutex::new(None),
         }
     }
 
@@ -243,6 +252,89 @@ impl Archiver {
         older_than: Option<Duration>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<RunReport, ArchiveError> {
+        let cutoff = OffsetDateTime::now_utc() - older_than.unwrap_or(self.settings.older_than);
+        let report = self
+            .with_lease(|lease| async move { self.run(cutoff, Some(&lease), progress).await })
+            .await?;
+        if let Some(w) = &report.index {
+            self.record_index(w).await;
+        }
+        Ok(report)
+    }
+
+    /// Writes an index (see [`super::index`]) under the archiver lease,
+    /// unless one was written less than `index_interval` ago by this
+    /// archiver (an archive run writes one too).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Busy`] when another process holds the lease; store
+    /// and bucket errors.
+    pub async fn write_index_leased(&self) -> Result<Option<super::index::Written>, ArchiveError> {
+        let recent = self
+            .last_index
+            .lock()
+            .map(|t| t.is_some_and(|t| t.elapsed() < self.settings.index_interval))
+            .unwrap_or(false);
+        if recent {
+            return Ok(None);
+        }
+        let w = self
+            .with_lease(|_| async move { self.write_index().await })
+            .await?;
+        self.record_index(&w).await;
+        Ok(Some(w))
+    }
+
+    /// Writes the next index now.
+    async fn write_index(&self) -> Result<super::index::Written, ArchiveError> {
+        self.check_store().await?;
+        let verifier = self.signer.verifier();
+        self.put_with_retry(
+            &layout::verifier_key(verifier.key_id()),
+            Bytes::from(format!("{verifier}\n")),
+        )
+        .await?;
+        let w = super::index::write(
+            &self.bucket,
+            self.store.as_ref(),
+            &self.signer,
+            &self.log_name,
+            self.settings.hmac_key.as_deref(),
+        )
+        .await?;
+        if let Ok(mut t) = self.last_index.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+        Ok(w)
+    }
+
+    /// Records an index in the log's own stream: the copy for destinations
+    /// with `checkpoints = true`. The index itself is in the bucket, so a
+    /// failed record is logged, not fatal. Done by the operational entry
+    /// points (`*_leased`), not by [`Archiver::run`] itself, so a pass
+    /// over a quiet store stays a pass that archives nothing.
+    async fn record_index(&self, w: &super::index::Written) {
+        if let Err(e) = crate::selflog::record_index(
+            self.store.as_ref(),
+            self.bucket.display(),
+            &w.key,
+            w.number,
+            &w.sha256,
+            w.streams,
+        )
+        .await
+        {
+            tracing::warn!(key = %w.key, error = %e, "cannot record the index in the log's own stream");
+        }
+    }
+
+    /// Runs `f` holding the `archiver` lease (one process at a time),
+    /// renewed in the background every third of its TTL.
+    async fn with_lease<T, F, Fut>(&self, f: F) -> Result<T, ArchiveError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ArchiveError>>,
+    {
         let holder = crate::server::node_id();
         let ttl = self.settings.lease_ttl;
         let lease = self
@@ -264,8 +356,7 @@ impl Archiver {
                 }
             })
         };
-        let cutoff = OffsetDateTime::now_utc() - older_than.unwrap_or(self.settings.older_than);
-        let out = self.run(cutoff, Some(&lease), progress).await;
+        let out = f(lease.clone()).await;
         renew.abort();
         let _ = self.store.release_lease(&lease).await;
         out
@@ -284,6 +375,22 @@ impl Archiver {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<RunReport, ArchiveError> {
         self.check_store().await?;
+        let run = self.archive_all(cutoff, fence, progress).await;
+        // The index is written after a failed run too: it names what was
+        // recorded, so verify never sees a recorded batch no index names
+        // for longer than one run.
+        let index = self.write_index().await;
+        let mut report = run?;
+        report.index = Some(index?);
+        Ok(report)
+    }
+
+    async fn archive_all(
+        &self,
+        cutoff: OffsetDateTime,
+        fence: Option<&Lease>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<RunReport, ArchiveError> {
         let cutoff = format_received(cutoff);
         let mut report = RunReport {
             archive: self.bucket.display().to_owned(),

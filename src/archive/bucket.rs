@@ -92,6 +92,20 @@ impl Bucket {
     /// [`ArchiveError::Location`] naming the bad part (scheme, query key,
     /// missing bucket), or the store's builder error.
     pub fn open(url: &str, opts: &BucketOptions) -> Result<Self, ArchiveError> {
+        Self::open_with(url, opts, true)
+    }
+
+    /// Opens `url` to read it only: a `file://` directory must exist (it is
+    /// never created), so a mistyped path is an error, not an empty archive.
+    ///
+    /// # Errors
+    /// As [`Bucket::open`], and [`ArchiveError::Location`] when the
+    /// directory does not exist.
+    pub fn open_existing(url: &str, opts: &BucketOptions) -> Result<Self, ArchiveError> {
+        Self::open_with(url, opts, false)
+    }
+
+    fn open_with(url: &str, opts: &BucketOptions, create: bool) -> Result<Self, ArchiveError> {
         let parsed = url::Url::parse(url).map_err(|e| location(format!("{url:?}: {e}")))?;
         let query: Vec<(String, String)> = parsed
             .query_pairs()
@@ -150,8 +164,15 @@ impl Bucket {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|()| location(format!("{url:?} is not a local path")))?;
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| location(format!("{}: {e}", dir.display())))?;
+                if create {
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| location(format!("{}: {e}", dir.display())))?;
+                } else if !dir.is_dir() {
+                    return Err(location(format!(
+                        "{}: no such directory (nothing was created; check the archive URL)",
+                        dir.display()
+                    )));
+                }
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(builder_err)?;
                 (Arc::new(fs), "")
@@ -423,7 +444,7 @@ impl Bucket {
     /// # Errors
     /// When the first write or the read-back fails.
     pub async fn probe(&self) -> Result<ProbeResult, ArchiveError> {
-        let rel = format!("_trailkeep/probe/{}", ulid::Ulid::new());
+        let rel = format!("{PROBE_FOLDER}/{}", ulid::Ulid::new());
         let opts = || PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -455,6 +476,11 @@ impl Bucket {
         Ok(result)
     }
 }
+
+/// Folder of the create-only probe's keys (deleted after each probe).
+/// Earlier builds used `_trailkeep/probe/`, which is now the log's own
+/// stream's folder; verify still ignores probe keys left there.
+pub const PROBE_FOLDER: &str = "_probe";
 
 /// `scheme://host/path`, without query or credentials.
 fn redact(u: &url::Url) -> String {

@@ -24,6 +24,7 @@ use crate::store::{AppendGroup, Store, StoreExt};
 pub async fn run_all<F: FnMut() -> Bucket>(mut make: F) {
     create_only_writes(&make()).await;
     archive_verify_and_tamper(&make()).await;
+    completeness(&make()).await;
 }
 
 pub async fn create_only_writes(b: &Bucket) {
@@ -108,8 +109,8 @@ fn settings(c: Compression) -> ArchiveSettings {
 
 async fn verify(b: &Bucket) -> super::verify::ArchiveReport {
     let opts = VerifyOptions {
-        stream: None,
         hmac_key: Some(b"shared".to_vec()),
+        ..VerifyOptions::default()
     };
     verify_archive(b, &signer().verifier(), &opts, &|_| {})
         .await
@@ -306,6 +307,249 @@ pub async fn archive_verify_and_tamper(b: &Bucket) {
         "restored originals verify again: {:#?}",
         back.problems
     );
+}
+
+fn any(r: &super::verify::ArchiveReport, kind: K) -> bool {
+    r.problems.iter().any(|p| p.kind == kind)
+}
+
+async fn verify_with(b: &Bucket, opts: VerifyOptions) -> super::verify::ArchiveReport {
+    verify_archive(b, &signer().verifier(), &opts, &|_| {})
+        .await
+        .unwrap()
+        .0
+}
+
+/// Issue #12: nothing that was logged disappears from the bucket without
+/// `verify` saying so. Each case is a finding reproduced on the code before
+/// the index existed (there, each verified OK or panicked).
+pub async fn completeness(b: &Bucket) {
+    // Nothing at all: an error, never a pass.
+    let e = verify_archive(b, &signer().verifier(), &VerifyOptions::default(), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("holds no archive"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+    append(store.as_ref(), "a", 0, 20).await;
+    append(store.as_ref(), "b", 0, 5).await;
+    crate::selflog::record(
+        store.as_ref(),
+        "own-1".into(),
+        "checkpoint.signed",
+        serde_json::json!({"note": "x"}),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut s = settings(Compression::Gzip);
+    s.segment_events = 10;
+    let arch = Archiver::new(store.clone(), b.clone(), signer(), "log.test".into(), s);
+    let first = arch
+        .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+        .await
+        .unwrap();
+    let idx1 = first.index.clone().unwrap();
+    assert_eq!(
+        (idx1.number, idx1.key.as_str()),
+        (1, "_index/00000000000000000001.json")
+    );
+    // A second run with newer events, and a checkpoint beyond the archive.
+    append(store.as_ref(), "a", 20, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = arch
+        .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+        .await
+        .unwrap();
+    let idx2 = second.index.clone().unwrap();
+    assert_eq!(idx2.number, 2);
+    let newest_a = second
+        .batches
+        .iter()
+        .find(|x| x.stream == "a")
+        .unwrap()
+        .clone();
+    assert_eq!((newest_a.start_seq, newest_a.end_seq), (21, 30));
+    let report = verify(b).await;
+    assert!(report.ok, "{:#?}", report.problems);
+    assert!(
+        report
+            .streams
+            .iter()
+            .any(|s| s.stream == "_trailkeep" && s.events == 1),
+        "the log's own stream is verified like any other: {:#?}",
+        report.streams
+    );
+    assert_eq!(report.newest_index.as_ref().unwrap().number, 2);
+    let cp30 = crate::archive::bucket::layout::checkpoint_key("a", 30);
+    let note30 = String::from_utf8(b.get(&cp30).await.unwrap().unwrap().to_vec()).unwrap();
+    let trusted30 = {
+        let body = crate::chain::note::open(&note30, &signer().verifier()).unwrap();
+        let cp = crate::chain::checkpoint::Checkpoint::parse(body).unwrap();
+        super::verify::TrustedCheckpoint {
+            source: "saved.note".into(),
+            stream: "a".into(),
+            size: cp.size,
+            root: cp.root,
+        }
+    };
+    let with_trusted = || VerifyOptions {
+        hmac_key: Some(b"shared".to_vec()),
+        trusted: vec![trusted30.clone()],
+        ..VerifyOptions::default()
+    };
+    let t = verify_with(b, with_trusted()).await;
+    assert!(
+        t.ok && t.trusted[0].outcome == "matches",
+        "{:#?}",
+        t.trusted
+    );
+
+    let keep = |k: String| async move { (k.clone(), b.get(&k).await.unwrap().unwrap()) };
+
+    // A stray object at the top: reported, never a panic.
+    b.overwrite("README", Bytes::from_static(b"hi\n")).await;
+    let t = verify(b).await;
+    assert!(has(&t, K::NotCovered, "README", None), "{:#?}", t.problems);
+    b.remove("README").await;
+
+    // The log's own stream edited.
+    let own = first
+        .batches
+        .iter()
+        .find(|x| x.stream == "_trailkeep")
+        .unwrap();
+    let (k, bytes) = keep(own.object_key.clone()).await;
+    let mut flipped = bytes.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    b.overwrite(&k, flipped.into()).await;
+    let t = verify(b).await;
+    assert!(
+        has(&t, K::ObjectSha256Mismatch, &k, Some(1)),
+        "{:#?}",
+        t.problems
+    );
+    b.overwrite(&k, bytes).await;
+
+    // A whole stream folder removed.
+    let folder: Vec<(String, Bytes)> = {
+        let mut v = Vec::new();
+        for (k, _) in b.list("b").await.unwrap() {
+            v.push(keep(k).await);
+        }
+        v
+    };
+    for (k, _) in &folder {
+        b.remove(k).await;
+    }
+    let t = verify(b).await;
+    assert!(any(&t, K::StreamMissing) && !t.ok, "{:#?}", t.problems);
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == K::StreamMissing && p.stream == "b")
+    );
+    // Added back under another name: a folder no index names.
+    for (k, v) in &folder {
+        b.overwrite(&format!("c{}", &k[1..]), v.clone()).await;
+    }
+    let t = verify(b).await;
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == K::NotIndexed && p.stream == "c"),
+        "{:#?}",
+        t.problems
+    );
+    for (k, v) in &folder {
+        b.remove(&format!("c{}", &k[1..])).await;
+        b.overwrite(k, v.clone()).await;
+    }
+    assert!(verify(b).await.ok);
+
+    // The newest batch removed (object, manifest, checkpoint): the index names it.
+    let gone = vec![
+        keep(newest_a.object_key.clone()).await,
+        keep(newest_a.manifest_key.clone()).await,
+        keep(cp30.clone()).await,
+    ];
+    for (k, _) in &gone {
+        b.remove(k).await;
+    }
+    let t = verify(b).await;
+    assert!(
+        has(&t, K::BatchMissing, &newest_a.manifest_key, Some(30)),
+        "{:#?}",
+        t.problems
+    );
+    assert!(has(&t, K::CheckpointMissing, &cp30, Some(30)));
+    // ... and the newest index with them: the bucket is consistent again,
+    // and only its age or a checkpoint held elsewhere tells.
+    let (k2, i2) = keep(idx2.key.clone()).await;
+    b.remove(&k2).await;
+    let t = verify(b).await;
+    assert!(
+        t.ok,
+        "a truncated tail with its index is self-consistent: {:#?}",
+        t.problems
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let t = verify_with(
+        b,
+        VerifyOptions {
+            hmac_key: Some(b"shared".to_vec()),
+            max_age: Some(std::time::Duration::from_secs(1)),
+            ..VerifyOptions::default()
+        },
+    )
+    .await;
+    assert!(has(&t, K::Stale, &idx1.key, None), "{:#?}", t.problems);
+    let t = verify_with(b, with_trusted()).await;
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == K::BehindTrustedCheckpoint && p.stream == "a" && p.seq == Some(21)),
+        "{:#?}",
+        t.problems
+    );
+    assert_eq!(t.trusted[0].outcome, "behind");
+    for (k, v) in &gone {
+        b.overwrite(k, v.clone()).await;
+    }
+    b.overwrite(&k2, i2.clone()).await;
+    assert!(verify(b).await.ok);
+
+    // An index removed from the middle of the chain, or edited.
+    let (k1, i1) = keep(idx1.key.clone()).await;
+    b.remove(&k1).await;
+    let t = verify(b).await;
+    assert!(has(&t, K::IndexMissing, &k1, None), "{:#?}", t.problems);
+    let edited =
+        String::from_utf8(i1.to_vec())
+            .unwrap()
+            .replacen("\"number\":1", "\"number\":7", 1);
+    b.overwrite(&k1, edited.into()).await;
+    let t = verify(b).await;
+    assert!(has(&t, K::IndexInvalid, &k1, None), "{:#?}", t.problems);
+    b.overwrite(&k1, i1).await;
+
+    // A rewritten history below a trusted checkpoint: a forged root.
+    let mut forged = trusted30.clone();
+    forged.root[0] ^= 1;
+    let t = verify_with(
+        b,
+        VerifyOptions {
+            hmac_key: Some(b"shared".to_vec()),
+            trusted: vec![forged],
+            ..VerifyOptions::default()
+        },
+    )
+    .await;
+    assert!(any(&t, K::TrustedCheckpointMismatch), "{:#?}", t.problems);
+    let back = verify(b).await;
+    assert!(back.ok, "{:#?}", back.problems);
 }
 
 #[cfg(test)]

@@ -124,15 +124,8 @@ impl Manifest {
         self.signature = None;
         self.hmac_sha256 = None;
         let msg = self.signed_bytes();
-        self.signature = Some(Signature {
-            algorithm: "ed25519".into(),
-            key_name: signer.name().to_owned(),
-            key_id: format!("{:08x}", signer.key_id()),
-            value: STANDARD.encode(signer.sign_bytes(&msg)),
-        });
-        if let Some(k) = hmac_key {
-            self.hmac_sha256 = Some(hex::encode(hmac(k, &msg)));
-        }
+        self.signature = Some(Signature::make(signer, &msg));
+        self.hmac_sha256 = hmac_key.map(|k| hex::encode(hmac(k, &msg)));
         self
     }
 
@@ -161,34 +154,8 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Signature`] naming what is wrong.
     pub fn verify_signature(&self, verifier: &NoteVerifier) -> Result<(), ManifestError> {
-        let bad = |m: &str| Err(ManifestError::Signature(m.to_owned()));
-        let Some(sig) = &self.signature else {
-            return bad("missing");
-        };
-        if sig.algorithm != "ed25519" {
-            return bad(&format!("algorithm {:?}", sig.algorithm));
-        }
-        let want = format!("{:08x}", verifier.key_id());
-        if sig.key_name != verifier.name() || sig.key_id != want {
-            return Err(ManifestError::Signature(format!(
-                "made by key {}+{}, not {}+{want}",
-                sig.key_name,
-                sig.key_id,
-                verifier.name()
-            )));
-        }
-        let raw = STANDARD
-            .decode(&sig.value)
-            .ok()
-            .and_then(|v| <[u8; 64]>::try_from(v).ok());
-        let Some(raw) = raw else {
-            return bad("not a base64 Ed25519 signature");
-        };
-        if verifier.verify(&self.signed_bytes(), &raw) {
-            Ok(())
-        } else {
-            bad("does not verify: the manifest was changed after signing")
-        }
+        Signature::check(self.signature.as_ref(), verifier, &self.signed_bytes())
+            .map_err(ManifestError::Signature)
     }
 
     /// Checks the HMAC with the shared secret.
@@ -196,17 +163,8 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Hmac`] when missing or wrong.
     pub fn verify_hmac(&self, key: &[u8]) -> Result<(), ManifestError> {
-        let Some(h) = &self.hmac_sha256 else {
-            return Err(ManifestError::Hmac("missing".into()));
-        };
-        let Ok(given) = hex::decode(h) else {
-            return Err(ManifestError::Hmac("not hex".into()));
-        };
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .map_err(|_| ManifestError::Hmac("bad key".into()))?;
-        mac.update(&self.signed_bytes());
-        mac.verify_slice(&given)
-            .map_err(|_| ManifestError::Hmac("does not verify".into()))
+        check_hmac(self.hmac_sha256.as_deref(), key, &self.signed_bytes())
+            .map_err(ManifestError::Hmac)
     }
 
     /// Whether `other` describes the same batch: equal in everything but
@@ -223,7 +181,54 @@ impl Manifest {
     }
 }
 
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+impl Signature {
+    /// Signs `msg` (context prefix included) with the log's key.
+    pub(crate) fn make(signer: &NoteSigner, msg: &[u8]) -> Self {
+        Self {
+            algorithm: "ed25519".into(),
+            key_name: signer.name().to_owned(),
+            key_id: format!("{:08x}", signer.key_id()),
+            value: STANDARD.encode(signer.sign_bytes(msg)),
+        }
+    }
+
+    /// Checks that `sig` is `verifier`'s signature of `msg`; the error says
+    /// what is wrong (missing, another key, does not verify).
+    pub(crate) fn check(
+        sig: Option<&Self>,
+        verifier: &NoteVerifier,
+        msg: &[u8],
+    ) -> Result<(), String> {
+        let Some(sig) = sig else {
+            return Err("missing".into());
+        };
+        if sig.algorithm != "ed25519" {
+            return Err(format!("algorithm {:?}", sig.algorithm));
+        }
+        let want = format!("{:08x}", verifier.key_id());
+        if sig.key_name != verifier.name() || sig.key_id != want {
+            return Err(format!(
+                "made by key {}+{}, not {}+{want}",
+                sig.key_name,
+                sig.key_id,
+                verifier.name()
+            ));
+        }
+        let raw = STANDARD
+            .decode(&sig.value)
+            .ok()
+            .and_then(|v| <[u8; 64]>::try_from(v).ok())
+            .ok_or_else(|| "not a base64 Ed25519 signature".to_owned())?;
+        if verifier.verify(msg, &raw) {
+            Ok(())
+        } else {
+            Err("does not verify: the document was changed after signing".into())
+        }
+    }
+}
+
+/// HMAC-SHA256 of `msg` with the operator's shared secret.
+pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -231,7 +236,19 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
+/// Checks a hex HMAC-SHA256 of `msg` against `key`.
+pub(crate) fn check_hmac(given: Option<&str>, key: &[u8], msg: &[u8]) -> Result<(), String> {
+    let given = given.ok_or_else(|| "missing".to_owned())?;
+    let given = hex::decode(given).map_err(|_| "not hex".to_owned())?;
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(msg);
+    mac.verify_slice(&given)
+        .map_err(|_| "does not verify".to_owned())
+}
+
+/// RFC 8785 bytes of a plain struct.
+pub(crate) fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs of strings and integers cannot fail.
     serde_json::to_value(v)
         .map(|v| crate::jcs::to_vec(&v))

@@ -6,6 +6,7 @@
 //!   read-back, the create-only probe, the cold layout's keys;
 //! - [`segment`]: encoding objects;
 //! - [`manifest`]: the signed manifest format;
+//! - [`index`]: the signed, chained index of every stream (completeness);
 //! - [`archiver`]: one archive run (select → encode → put → confirm →
 //!   record → delete), crash-safe at every step;
 //! - [`restore`]: archived ranges back into the hot store;
@@ -21,6 +22,7 @@ pub mod conformance;
 mod fault_proxy;
 #[cfg(test)]
 mod gcs_fake;
+pub mod index;
 pub mod manifest;
 pub mod restore;
 pub mod segment;

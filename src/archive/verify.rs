@@ -160,6 +160,30 @@ pub enum ArchiveProblemKind {
     NotCovered,
     /// A checkpoint that does not verify, or whose root differs from the events'.
     CheckpointInvalid,
+    /// An index that does not parse, is not signed by this log's key, fails
+    /// its HMAC, or sits at a key that does not match its number.
+    IndexInvalid,
+    /// An index number between the first and the newest is absent.
+    IndexMissing,
+    /// An index does not link to the previous one, or names less than it
+    /// (a stream dropped, a range or checkpoint that went backwards).
+    IndexChainBroken,
+    /// A stream the newest index names has nothing in the bucket.
+    StreamMissing,
+    /// A stream folder that no index names (added, or archived after the
+    /// newest index was written).
+    NotIndexed,
+    /// A batch the index names (its range or last manifest) is not in the bucket.
+    BatchMissing,
+    /// A checkpoint an index names is not in the bucket, or differs.
+    CheckpointMissing,
+    /// The newest index is older than `--max-age`: the newest part may have
+    /// been removed together with its index, or the log stopped writing.
+    Stale,
+    /// A trusted checkpoint's root differs from the log's root at its size.
+    TrustedCheckpointMismatch,
+    /// The log holds less than a trusted checkpoint covers.
+    BehindTrustedCheckpoint,
 }
 
 /// One problem, located.
@@ -228,8 +252,68 @@ pub struct ArchiveReport {
     pub keys: Vec<KeyResult>,
     /// Problems, by stream and seq.
     pub problems: Vec<ArchiveProblem>,
+    /// The newest index and how old it is.
+    pub newest_index: Option<IndexAge>,
+    /// Age of the newest signed checkpoint any index names, seconds.
+    pub newest_checkpoint_age_secs: Option<i64>,
+    /// What each trusted checkpoint was checked against.
+    pub trusted: Vec<TrustedResult>,
     /// Totals.
     pub summary: Summary,
+}
+
+/// The newest index, for freshness.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexAge {
+    /// Its key.
+    pub key: String,
+    /// Its number.
+    pub number: u64,
+    /// When it was written.
+    pub created: String,
+    /// Seconds since then.
+    pub age_secs: i64,
+}
+
+/// A checkpoint the auditor holds from elsewhere (`--trusted-checkpoint`).
+#[derive(Debug, Clone)]
+pub struct TrustedCheckpoint {
+    /// Where it came from (a file name), for messages.
+    pub source: String,
+    /// Stream (from the origin `log/stream`).
+    pub stream: String,
+    /// Tree size.
+    pub size: u64,
+    /// Root.
+    pub root: [u8; 32],
+}
+
+/// How a trusted checkpoint was checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustedResult {
+    /// Where it came from.
+    pub source: String,
+    /// Stream.
+    pub stream: String,
+    /// Size.
+    pub size: u64,
+    /// `matches` (root recomputed from archived events), `extended` (the
+    /// hot store holds the rest: combined verify compares), `mismatch`,
+    /// `behind`, or `not_compared` (with why).
+    pub outcome: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+/// What the bucket holds of one stream, for combined verify.
+#[derive(Debug, Clone, Default)]
+pub struct StreamArchive {
+    /// Where the archive ends, when it holds batches.
+    pub end: Option<StreamEnd>,
+    /// Every manifest read: (start, end, key, SHA-256 of its bytes).
+    pub manifests: Vec<(u64, u64, String, String)>,
+    /// Signed checkpoints in the bucket that verify: size and root.
+    pub checkpoints: BTreeMap<u64, [u8; 32]>,
 }
 
 /// Where the archive's part of a stream ends, to continue into the hot
@@ -251,6 +335,13 @@ pub struct VerifyOptions {
     pub stream: Option<String>,
     /// Shared HMAC secret, to check manifest HMACs as well.
     pub hmac_key: Option<Vec<u8>>,
+    /// The newest index may be at most this old.
+    pub max_age: Option<std::time::Duration>,
+    /// Checkpoints held outside the bucket.
+    pub trusted: Vec<TrustedCheckpoint>,
+    /// The hot store is verified after the archive (combined verify): a
+    /// trusted checkpoint beyond the archive is left to the hot pass.
+    pub hot_follows: bool,
 }
 
 #[derive(Deserialize)]
@@ -302,19 +393,28 @@ impl Walk<'_> {
 }
 
 /// Verifies the archive in `bucket` with `verifier`. Returns the report and,
-/// per stream, where the archive ends.
+/// per stream, what the bucket holds of it (for combined verify).
 ///
 /// # Errors
-/// Only when the bucket cannot be listed or read; everything found wrong is
-/// in the report.
+/// When the bucket cannot be listed or read, or holds no archive at all (no
+/// object, or no index): that is never a pass. Everything found wrong is in
+/// the report.
 pub async fn verify_archive(
     bucket: &Bucket,
     verifier: &NoteVerifier,
     opts: &VerifyOptions,
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<(ArchiveReport, HashMap<String, StreamEnd>), ArchiveError> {
+) -> Result<(ArchiveReport, HashMap<String, StreamArchive>), ArchiveError> {
+    use ArchiveProblemKind as K;
     let listing = bucket.list("").await?;
+    if listing.is_empty() {
+        return Err(ArchiveError::Location(format!(
+            "{} holds no archive (no objects at all); check the URL",
+            bucket.display()
+        )));
+    }
     let mut by_stream: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    let mut index_keys: Vec<(u64, String)> = Vec::new();
     let mut w = Walk {
         verifier,
         opts,
@@ -325,9 +425,45 @@ pub async fn verify_archive(
     };
     let own_key = layout::verifier_key(verifier.key_id());
     for (key, size) in listing {
-        let (first, rest) = key.split_once('/').unwrap_or((key.as_str(), ""));
+        let Some((first, rest)) = key.split_once('/') else {
+            w.key(
+                &key,
+                "other",
+                Status::NotCovered,
+                Some("not part of the archive layout".into()),
+            );
+            w.problem(
+                "",
+                None,
+                Some(&key),
+                K::NotCovered,
+                "object outside every stream folder (not part of the archive layout)".into(),
+            );
+            continue;
+        };
         match first {
-            "_trailkeep" => {} // probe keys of a run in progress
+            // Probe keys of a run in progress (and of builds before the
+            // probe moved out of the log's own stream folder).
+            super::bucket::PROBE_FOLDER => {}
+            crate::event::SELF_STREAM if rest.starts_with("probe/") => {}
+            super::index::FOLDER => match super::index::number_of(&key) {
+                Some(n) => index_keys.push((n, key)),
+                None => {
+                    w.key(
+                        &key,
+                        "index",
+                        Status::NotCovered,
+                        Some("name is not _index/{n:020}.json".into()),
+                    );
+                    w.problem(
+                        "",
+                        None,
+                        Some(&key),
+                        K::NotCovered,
+                        "unexpected key in the index folder".into(),
+                    );
+                }
+            },
             "keys" if rest.ends_with(".pub") && !rest.contains('/') => {
                 let status = if key == own_key {
                     match bucket
@@ -355,26 +491,80 @@ pub async fn verify_archive(
                 .push((key, size)),
         }
     }
+    if index_keys.is_empty() {
+        return Err(ArchiveError::Location(format!(
+            "{} has no index under {}/: it is not a trailkeep archive, or it was written before indexes existed (a `trailkeep archive run` or a running `serve` writes one)",
+            bucket.display(),
+            super::index::FOLDER
+        )));
+    }
+    index_keys.sort();
+    let chain = check_index_chain(bucket, &mut w, &index_keys).await?;
+
+    let mut trusted_sizes: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+    for t in &opts.trusted {
+        trusted_sizes.entry(&t.stream).or_default().insert(t.size);
+    }
+    let no_sizes = BTreeSet::new();
     let mut streams = Vec::new();
-    let mut ends = HashMap::new();
+    let mut held = HashMap::new();
+    let mut roots: HashMap<String, HashMap<u64, [u8; 32]>> = HashMap::new();
     for (stream, keys) in by_stream {
         if opts.stream.as_ref().is_some_and(|s| *s != stream) {
             continue;
         }
-        let (report, end) = verify_stream(bucket, &mut w, &stream, keys).await?;
-        if let Some(e) = end {
-            ends.insert(stream.clone(), e);
-        }
+        let extra = trusted_sizes.get(stream.as_str()).unwrap_or(&no_sizes);
+        let (report, archive, roots_at) =
+            verify_stream(bucket, &mut w, &stream, keys, extra).await?;
+        roots.insert(stream.clone(), roots_at);
+        held.insert(stream.clone(), archive);
         streams.push(report);
     }
     if let Some(only) = &opts.stream
         && streams.is_empty()
+        && chain
+            .newest
+            .as_ref()
+            .is_none_or(|i| i.stream(only).is_none())
     {
         return Err(ArchiveError::Location(format!(
-            "stream {only:?} has nothing in {}",
+            "stream {only:?} has nothing in {} and no index names it",
             bucket.display()
         )));
     }
+    compare_with_index(&mut w, &chain, &held);
+    let newest_checkpoint_age_secs = chain.newest.as_ref().and_then(|i| {
+        i.streams
+            .iter()
+            .filter_map(|s| s.checkpoint.as_ref())
+            .filter_map(|c| age_secs(&c.created))
+            .min()
+    });
+    let newest_index = chain.newest.as_ref().map(|i| IndexAge {
+        key: super::index::key(i.number),
+        number: i.number,
+        created: i.created.clone(),
+        age_secs: age_secs(&i.created).unwrap_or(i64::MAX),
+    });
+    if let (Some(max), Some(n)) = (opts.max_age, &newest_index)
+        && n.age_secs > i64::try_from(max.as_secs()).unwrap_or(i64::MAX)
+    {
+        w.problem(
+            "",
+            None,
+            Some(&n.key),
+            K::Stale,
+            format!(
+                "the newest index ({}, written {}) is {}s old, more than --max-age {}s: the newest objects may have been removed together with their index, or the log stopped writing indexes",
+                n.key,
+                n.created,
+                n.age_secs,
+                max.as_secs()
+            ),
+        );
+    }
+    let trusted = check_trusted(&mut w, &chain, &held, &roots);
+
     (w.progress)(w.events);
     let mut summary = Summary {
         events: w.events,
@@ -398,10 +588,388 @@ pub async fn verify_archive(
             streams,
             keys: w.keys,
             problems: w.problems,
+            newest_index,
+            newest_checkpoint_age_secs,
+            trusted,
             summary,
         },
-        ends,
+        held,
     ))
+}
+
+/// Seconds since an RFC 3339 time (None when it does not parse).
+fn age_secs(t: &str) -> Option<i64> {
+    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((time::OffsetDateTime::now_utc() - at).whole_seconds())
+}
+
+/// The index chain as read.
+struct IndexChain {
+    /// Every index that verifies, by number.
+    valid: Vec<super::index::Index>,
+    /// The newest that verifies.
+    newest: Option<super::index::Index>,
+}
+
+/// Reads every index: each must parse, be signed by this log's key (and
+/// carry the HMAC when a secret is given), sit at its number's key, link to
+/// the previous one's SHA-256, and name at least what the previous one did.
+async fn check_index_chain(
+    bucket: &Bucket,
+    w: &mut Walk<'_>,
+    keys: &[(u64, String)],
+) -> Result<IndexChain, ArchiveError> {
+    use super::index::Index;
+    use ArchiveProblemKind as K;
+    let mut valid: Vec<Index> = Vec::new();
+    let mut prev: Option<(u64, String, Option<Index>)> = None; // number, sha, parsed
+    let mut expected = 1u64;
+    for (n, key) in keys {
+        if *n > expected {
+            let first_missing = super::index::key(expected);
+            w.problem(
+                "",
+                None,
+                Some(&first_missing),
+                K::IndexMissing,
+                format!(
+                    "indexes {expected}-{} are absent (removed from the bucket)",
+                    n - 1
+                ),
+            );
+        }
+        expected = n + 1;
+        let Some(bytes) = bucket.get(key).await? else {
+            continue;
+        };
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let mut reasons = Vec::new();
+        let parsed = match Index::parse(&bytes) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                reasons.push((K::IndexInvalid, e));
+                None
+            }
+        };
+        if let Some(i) = &parsed {
+            if let Err(e) = i.verify_signature(w.verifier) {
+                reasons.push((K::IndexInvalid, e));
+            }
+            if let Some(k) = &w.opts.hmac_key
+                && let Err(e) = i.verify_hmac(k)
+            {
+                reasons.push((K::IndexInvalid, e));
+            }
+            if i.number != *n {
+                reasons.push((
+                    K::IndexInvalid,
+                    format!("says it is index {}, its key says {n}", i.number),
+                ));
+            }
+            if i.log != w.verifier.name() {
+                reasons.push((
+                    K::IndexInvalid,
+                    format!("is for log {}, not {}", i.log, w.verifier.name()),
+                ));
+            }
+            match &prev {
+                None if *n == 1 && i.prev_index_sha256.is_some() => reasons.push((
+                    K::IndexChainBroken,
+                    "the first index links to a previous one".into(),
+                )),
+                None => {}
+                Some((pn, psha, pparsed)) => {
+                    if pn + 1 == *n && i.prev_index_sha256.as_deref() != Some(psha.as_str()) {
+                        reasons.push((
+                            K::IndexChainBroken,
+                            format!(
+                                "prevIndexSha256 {} does not match index {pn} ({psha})",
+                                i.prev_index_sha256.as_deref().unwrap_or("null")
+                            ),
+                        ));
+                    }
+                    if let Some(p) = pparsed {
+                        for r in regressions(p, i) {
+                            reasons.push((K::IndexChainBroken, r));
+                        }
+                    }
+                }
+            }
+        }
+        let good = reasons.is_empty();
+        for (kind, r) in &reasons {
+            w.problem("", None, Some(key), *kind, r.clone());
+        }
+        w.key(
+            key,
+            "index",
+            if good { Status::Valid } else { Status::Invalid },
+            (!good).then(|| {
+                reasons
+                    .iter()
+                    .map(|r| r.1.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        );
+        if good && let Some(i) = &parsed {
+            valid.push(i.clone());
+        }
+        prev = Some((*n, sha, parsed));
+    }
+    let newest = valid.last().cloned();
+    Ok(IndexChain { valid, newest })
+}
+
+/// What `later` names less of than `earlier`: a history only grows.
+fn regressions(earlier: &super::index::Index, later: &super::index::Index) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &earlier.streams {
+        let Some(l) = later.stream(&e.stream) else {
+            out.push(format!(
+                "drops stream {} that index {} named",
+                e.stream, earlier.number
+            ));
+            continue;
+        };
+        if let (Some(ea), la) = (&e.archived, &l.archived)
+            && la.as_ref().is_none_or(|la| la.last_seq < ea.last_seq)
+        {
+            out.push(format!(
+                "stream {}: archived up to seq {}, index {} said {}",
+                e.stream,
+                la.as_ref().map_or(0, |a| a.last_seq),
+                earlier.number,
+                ea.last_seq
+            ));
+        }
+        if let (Some(ec), lc) = (&e.checkpoint, &l.checkpoint)
+            && lc.as_ref().is_none_or(|lc| lc.size < ec.size)
+        {
+            out.push(format!(
+                "stream {}: checkpoint at size {}, index {} named size {}",
+                e.stream,
+                lc.as_ref().map_or(0, |c| c.size),
+                earlier.number,
+                ec.size
+            ));
+        }
+    }
+    out
+}
+
+/// Compares what the indexes name with what the bucket holds: every stream
+/// the newest index names is there with its archived range and last
+/// manifest; every checkpoint any index names is there with its root; and
+/// every stream folder is named by some index.
+fn compare_with_index(w: &mut Walk<'_>, chain: &IndexChain, held: &HashMap<String, StreamArchive>) {
+    use ArchiveProblemKind as K;
+    let only = w.opts.stream.clone();
+    let wanted = |s: &str| only.as_deref().is_none_or(|o| o == s);
+    if let Some(newest) = &chain.newest {
+        let key = super::index::key(newest.number);
+        for s in newest.streams.iter().filter(|s| wanted(&s.stream)) {
+            let Some(h) = held.get(&s.stream) else {
+                w.problem(
+                    &s.stream,
+                    s.archived.as_ref().map(|a| a.first_seq),
+                    Some(&key),
+                    K::StreamMissing,
+                    format!(
+                        "the index names stream {} (archived {}, checkpoint {}), but the bucket has nothing of it: its folder was removed",
+                        s.stream,
+                        s.archived.as_ref().map_or("nothing".into(), |a| format!("seqs {}-{}", a.first_seq, a.last_seq)),
+                        s.checkpoint.as_ref().map_or("none".into(), |c| format!("at size {}", c.size)),
+                    ),
+                );
+                continue;
+            };
+            let Some(a) = &s.archived else { continue };
+            let first = h.manifests.first().map(|m| m.0);
+            if first.is_none_or(|f| f > a.first_seq) {
+                w.problem(
+                    &s.stream,
+                    Some(a.first_seq),
+                    Some(&key),
+                    K::BatchMissing,
+                    format!(
+                        "the index says the archive of stream {} starts at seq {}, the bucket's first manifest {}",
+                        s.stream,
+                        a.first_seq,
+                        first.map_or("is absent".into(), |f| format!("starts at seq {f}"))
+                    ),
+                );
+            }
+            match h.manifests.iter().find(|m| m.1 == a.last_seq) {
+                Some(m) if m.2 == a.last_manifest_key && m.3 == a.last_manifest_sha256 => {}
+                Some(m) => w.problem(
+                    &s.stream,
+                    Some(a.last_seq),
+                    Some(&m.2),
+                    K::BatchMissing,
+                    format!(
+                        "the index names manifest {} (sha256 {}) as the last one; the bucket's manifest ending at seq {} is {} (sha256 {})",
+                        a.last_manifest_key, a.last_manifest_sha256, a.last_seq, m.2, m.3
+                    ),
+                ),
+                None => w.problem(
+                    &s.stream,
+                    Some(a.last_seq),
+                    Some(&a.last_manifest_key),
+                    K::BatchMissing,
+                    format!(
+                        "the index says stream {} is archived up to seq {} (manifest {}), but no manifest in the bucket ends there (the bucket's archive ends at {}): batches were removed",
+                        s.stream,
+                        a.last_seq,
+                        a.last_manifest_key,
+                        h.manifests.last().map_or("nothing".into(), |m| format!("seq {}", m.1))
+                    ),
+                ),
+            }
+        }
+    }
+    // Every checkpoint any index names (each once).
+    let mut named: BTreeMap<(String, u64), (String, String, u64)> = BTreeMap::new();
+    for i in &chain.valid {
+        for s in i.streams.iter().filter(|s| wanted(&s.stream)) {
+            if let Some(c) = &s.checkpoint {
+                named.entry((s.stream.clone(), c.size)).or_insert((
+                    c.root.clone(),
+                    c.key.clone(),
+                    i.number,
+                ));
+            }
+        }
+    }
+    for ((stream, size), (root, key, number)) in named {
+        match held.get(&stream).and_then(|h| h.checkpoints.get(&size)) {
+            Some(r) if hex::encode(r) == root => {}
+            Some(r) => w.problem(
+                &stream,
+                Some(size),
+                Some(&key),
+                K::CheckpointMissing,
+                format!(
+                    "index {number} names the checkpoint at size {size} with root {root}; the bucket's has root {}",
+                    hex::encode(r)
+                ),
+            ),
+            None => w.problem(
+                &stream,
+                Some(size),
+                Some(&key),
+                K::CheckpointMissing,
+                format!(
+                    "index {number} names a signed checkpoint at size {size}; it is absent or does not verify"
+                ),
+            ),
+        }
+    }
+    // Stream folders no index names.
+    for stream in held.keys() {
+        if !chain.valid.iter().any(|i| i.stream(stream).is_some()) {
+            w.problem(
+                stream,
+                None,
+                Some(&format!("{stream}/")),
+                K::NotIndexed,
+                format!(
+                    "stream folder {stream}/ is named by no index: it was added, or archived after the newest index was written (the next archive run writes one)"
+                ),
+            );
+        }
+    }
+}
+
+/// Checks each trusted checkpoint against the roots recomputed from the
+/// archived events, or against the newest index where the archive ends
+/// below it.
+fn check_trusted(
+    w: &mut Walk<'_>,
+    chain: &IndexChain,
+    held: &HashMap<String, StreamArchive>,
+    roots: &HashMap<String, HashMap<u64, [u8; 32]>>,
+) -> Vec<TrustedResult> {
+    use ArchiveProblemKind as K;
+    let mut out = Vec::new();
+    for t in &w.opts.trusted.clone() {
+        if w.opts.stream.as_ref().is_some_and(|s| *s != t.stream) {
+            continue;
+        }
+        let archived_to = held
+            .get(&t.stream)
+            .and_then(|h| h.end.as_ref())
+            .map_or(0, |e| e.last_seq);
+        let indexed = chain
+            .newest
+            .as_ref()
+            .and_then(|i| i.stream(&t.stream))
+            .and_then(|s| s.checkpoint.clone());
+        let root_here = roots.get(&t.stream).and_then(|r| r.get(&t.size));
+        let mut result = |outcome: &'static str, detail: String| {
+            out.push(TrustedResult {
+                source: t.source.clone(),
+                stream: t.stream.clone(),
+                size: t.size,
+                outcome,
+                detail,
+            });
+        };
+        match root_here {
+            Some(r) if *r == t.root => result(
+                "matches",
+                format!("root at size {} recomputed from the archived events", t.size),
+            ),
+            Some(r) => {
+                let msg = format!(
+                    "trusted checkpoint {} says root {} at size {}; the archived events give {}: history below it was rewritten",
+                    t.source,
+                    hex::encode(t.root),
+                    t.size,
+                    hex::encode(r)
+                );
+                w.problem(&t.stream, Some(t.size), None, K::TrustedCheckpointMismatch, msg.clone());
+                result("mismatch", msg);
+            }
+            None if t.size <= archived_to => result(
+                "not_compared",
+                "the archive does not start at seq 1 or has a gap, so no root was recomputed at this size".into(),
+            ),
+            None if w.opts.hot_follows => result(
+                "extended",
+                format!("beyond the archive (seq {archived_to}); compared in the hot store"),
+            ),
+            None => match indexed {
+                Some(c) if c.size == t.size && c.root != hex::encode(t.root) => {
+                    let msg = format!(
+                        "trusted checkpoint {} and the indexed checkpoint at size {} have different roots (a fork: two histories signed by one key)",
+                        t.source, t.size
+                    );
+                    w.problem(&t.stream, Some(t.size), Some(&c.key), K::TrustedCheckpointMismatch, msg.clone());
+                    result("mismatch", msg);
+                }
+                Some(c) if c.size >= t.size => result(
+                    "not_compared",
+                    format!(
+                        "beyond the archive (seq {archived_to}) but within the newest indexed checkpoint (size {}); the events are hot: run combined verify to compare",
+                        c.size
+                    ),
+                ),
+                other => {
+                    let msg = format!(
+                        "trusted checkpoint {} covers {} events of stream {}, but the bucket holds the archive up to seq {archived_to} and its newest index names {}: newer history was removed (or the trusted checkpoint is newer than the newest index; combined verify checks it against the hot store)",
+                        t.source,
+                        t.size,
+                        t.stream,
+                        other.map_or("no checkpoint".into(), |c| format!("a checkpoint at size {}", c.size))
+                    );
+                    w.problem(&t.stream, Some(archived_to + 1), None, K::BehindTrustedCheckpoint, msg.clone());
+                    result("behind", msg);
+                }
+            },
+        }
+    }
+    out
 }
 
 async fn verify_stream(
@@ -409,7 +977,8 @@ async fn verify_stream(
     w: &mut Walk<'_>,
     stream: &str,
     keys: Vec<(String, u64)>,
-) -> Result<(ArchiveStreamReport, Option<StreamEnd>), ArchiveError> {
+    extra_sizes: &BTreeSet<u64>,
+) -> Result<(ArchiveStreamReport, StreamArchive, HashMap<u64, [u8; 32]>), ArchiveError> {
     use ArchiveProblemKind as K;
     let mut manifests: Vec<(u64, u64, String)> = Vec::new();
     let mut objects: BTreeSet<String> = BTreeSet::new();
@@ -460,7 +1029,12 @@ async fn verify_stream(
     }
     manifests.sort();
     checkpoints.sort();
-    let cp_sizes: BTreeSet<u64> = checkpoints.iter().map(|c| c.0).collect();
+    let cp_sizes: BTreeSet<u64> = checkpoints
+        .iter()
+        .map(|c| c.0)
+        .chain(extra_sizes.iter().copied())
+        .collect();
+    let mut held = StreamArchive::default();
     let mut roots_at: HashMap<u64, [u8; 32]> = HashMap::new();
 
     let mut report = ArchiveStreamReport {
@@ -484,6 +1058,8 @@ async fn verify_stream(
             continue; // listed a moment ago; vanished: the next run sees it missing
         };
         let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        held.manifests
+            .push((start, end, mkey.clone(), msha.clone()));
         let m = match Manifest::parse(&bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -688,6 +1264,7 @@ async fn verify_stream(
             Ok(cp) => match roots_at.get(&size) {
                 Some(r) if *r == cp.root => {
                     report.checkpoints_checked += 1;
+                    held.checkpoints.insert(size, cp.root);
                     Ok(None)
                 }
                 Some(r) => Err(format!(
@@ -695,10 +1272,12 @@ async fn verify_stream(
                     hex::encode(cp.root),
                     hex::encode(r)
                 )),
-                None => Ok(Some(if report.last_seq.is_some_and(|l| size > l) {
+                None => Ok(Some(if report.last_seq.is_none_or(|l| size > l) {
+                    held.checkpoints.insert(size, cp.root);
                     "signature valid; size beyond the archive (the hot store holds the rest)"
                         .to_owned()
                 } else {
+                    held.checkpoints.insert(size, cp.root);
                     "signature valid; root not compared (the archive does not start at seq 1 or has a gap)".to_owned()
                 })),
             },
@@ -711,12 +1290,12 @@ async fn verify_stream(
             }
         }
     }
-    let end = report.last_seq.map(|last_seq| StreamEnd {
+    held.end = report.last_seq.map(|last_seq| StreamEnd {
         last_seq,
         last_hash: prev_hash.unwrap_or_else(|| ZERO_HASH_HEX.to_owned()),
         frontier,
     });
-    Ok((report, end))
+    Ok((report, held, roots_at))
 }
 
 struct Checked {

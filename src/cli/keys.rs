@@ -47,9 +47,12 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             stream,
             json,
         } => {
-            if stream != "*" && !crate::event::valid_stream_name(stream) {
+            if stream != "*"
+                && (!crate::event::valid_stream_name(stream)
+                    || crate::event::is_reserved_stream(stream))
+            {
                 anyhow::bail!(
-                    "--stream {stream:?} is not a stream name (1-128 of A-Z a-z 0-9 . _ -) or '*'"
+                    "--stream {stream:?} is not a stream name (1-128 of A-Z a-z 0-9 . _ -, not starting with . or _) or '*'"
                 );
             }
             let (rec, token) = generate(*scope, stream, &now);

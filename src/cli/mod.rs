@@ -7,6 +7,7 @@ mod archive;
 mod bench;
 mod bench_archive;
 mod bench_destinations;
+mod checkpoints;
 mod copy;
 mod destinations;
 mod keys;
@@ -69,6 +70,12 @@ pub enum Command {
         /// Source operation.
         #[command(subcommand)]
         command: sources::SourcesCommand,
+    },
+    /// Export the log's signed checkpoints for `verify --trusted-checkpoint`.
+    Checkpoints {
+        /// Checkpoint operation.
+        #[command(subcommand)]
+        command: checkpoints::CheckpointsCommand,
     },
     /// Create or upgrade the store's schema (also done by every command).
     Migrate,
@@ -163,6 +170,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(sources::run(&config, command))
         }
+        Command::Checkpoints { command } => {
+            let config = load_config(&cli, None)?;
+            runtime()?.block_on(checkpoints::run(&config, command))
+        }
         Command::Migrate => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(async {
@@ -238,4 +249,19 @@ async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn cra
         })?;
     }
     Ok(crate::server::open_store(config).await?)
+}
+
+/// Prints `v` as pretty JSON on stdout; a reader that went away (`| head`)
+/// ends the output quietly instead of a panic.
+pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }

@@ -23,6 +23,140 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long, env = "TRAILKEEP_JSON")]
     pub json: bool,
+    /// A checkpoint saved or received elsewhere (a signed note; a file of
+    /// `checkpoint.signed` events as a destination delivered them; or a
+    /// directory of either, as `checkpoints export` writes). The verified
+    /// history must extend each one. Repeatable.
+    #[arg(long = "trusted-checkpoint", value_name = "FILE")]
+    pub trusted_checkpoint: Vec<PathBuf>,
+    /// Fail when the archive's newest index is older than this (`2h`,
+    /// `30m`, …). Default with `--archive`: twice `archive.index_interval`
+    /// (2h); without it, only when given.
+    #[arg(long, env = "TRAILKEEP_MAX_AGE", value_name = "DURATION", value_parser = parse_age)]
+    pub max_age: Option<std::time::Duration>,
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    crate::archive::parse_duration(s)
+}
+
+/// Reads every `--trusted-checkpoint`: each signed note must verify with
+/// this log's key and name one of its streams.
+fn load_trusted(
+    paths: &[PathBuf],
+    verifier: &NoteVerifier,
+) -> anyhow::Result<Vec<crate::archive::verify::TrustedCheckpoint>> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p)
+            .with_context(|| format!("--trusted-checkpoint {}", p.display()))?;
+        if meta.is_dir() {
+            let mut inner = Vec::new();
+            for e in walk(p).with_context(|| format!("--trusted-checkpoint {}", p.display()))? {
+                inner.push(e);
+            }
+            if inner.is_empty() {
+                anyhow::bail!(
+                    "--trusted-checkpoint {}: the directory holds no checkpoint files",
+                    p.display()
+                );
+            }
+            files.extend(inner);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)
+            .with_context(|| format!("--trusted-checkpoint {}", f.display()))?;
+        let notes = notes_in(&text);
+        if notes.is_empty() {
+            anyhow::bail!(
+                "--trusted-checkpoint {}: neither a signed checkpoint note nor checkpoint.signed events",
+                f.display()
+            );
+        }
+        for note in notes {
+            let body = crate::chain::note::open(&note, verifier).map_err(|e| {
+                anyhow::anyhow!(
+                    "--trusted-checkpoint {}: the note does not verify with {}+{:08x}: {e}",
+                    f.display(),
+                    verifier.name(),
+                    verifier.key_id()
+                )
+            })?;
+            let cp = crate::chain::checkpoint::Checkpoint::parse(body).map_err(|e| {
+                anyhow::anyhow!(
+                    "--trusted-checkpoint {}: not a checkpoint: {e}",
+                    f.display()
+                )
+            })?;
+            let stream = cp
+                .origin
+                .strip_prefix(&format!("{}/", verifier.name()))
+                .filter(|s| crate::event::valid_stream_name(s))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--trusted-checkpoint {}: origin {:?} is not a stream of log {}",
+                        f.display(),
+                        cp.origin,
+                        verifier.name()
+                    )
+                })?
+                .to_owned();
+            out.push(crate::archive::verify::TrustedCheckpoint {
+                source: f.display().to_string(),
+                stream,
+                size: cp.size,
+                root: cp.root,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Files under `dir`, recursively, sorted.
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The signed notes in a file: the file itself when it is one, else the
+/// `data.note` of every JSON line that has one (a destination's copy of
+/// the log's own stream, in any encoding that keeps `data`).
+fn notes_in(text: &str) -> Vec<String> {
+    if !text.trim_start().starts_with(['{', '[']) {
+        return vec![text.to_owned()];
+    }
+    let mut out = Vec::new();
+    let mut take = |v: &serde_json::Value| {
+        if let Some(n) = v
+            .pointer("/data/note")
+            .or_else(|| v.pointer("/event/data/note"))
+            .and_then(|n| n.as_str())
+        {
+            out.push(n.to_owned());
+        }
+    };
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(items)) => items.iter().for_each(&mut take),
+        Ok(v) => take(&v),
+        Err(_) => text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .for_each(|v| take(&v)),
+    }
+    out
 }
 
 fn load_verifier(config: &Config, args: &VerifyArgs) -> anyhow::Result<NoteVerifier> {
@@ -65,21 +199,20 @@ fn progress_bar(what: &str) -> ProgressBar {
     bar
 }
 
-/// Verifies the archive at `url` with a progress bar.
+/// Verifies the archive at `url` with a progress bar (never creating it).
 async fn check_archive(
     config: &Config,
-    args: &VerifyArgs,
+    opts: crate::archive::verify::VerifyOptions,
     url: &str,
     verifier: &NoteVerifier,
-) -> anyhow::Result<(
-    crate::archive::verify::ArchiveReport,
-    std::collections::HashMap<String, crate::archive::verify::StreamEnd>,
-)> {
-    let bucket = crate::archive::Bucket::open(url, &config.archive.bucket)?;
-    let opts = crate::archive::verify::VerifyOptions {
-        stream: args.stream.clone(),
-        hmac_key: load_hmac(config)?,
-    };
+) -> Result<
+    (
+        crate::archive::verify::ArchiveReport,
+        std::collections::HashMap<String, crate::archive::verify::StreamArchive>,
+    ),
+    crate::archive::ArchiveError,
+> {
+    let bucket = crate::archive::Bucket::open_existing(url, &config.archive.bucket)?;
     let bar = progress_bar("verifying archive");
     let b = bar.clone();
     let out = crate::archive::verify::verify_archive(&bucket, verifier, &opts, &move |n| {
@@ -87,15 +220,40 @@ async fn check_archive(
     })
     .await;
     bar.finish_and_clear();
-    Ok(out?)
+    out
+}
+
+fn archive_options(
+    config: &Config,
+    args: &VerifyArgs,
+    trusted: Vec<crate::archive::verify::TrustedCheckpoint>,
+    max_age: Option<std::time::Duration>,
+    hot_follows: bool,
+) -> anyhow::Result<crate::archive::verify::VerifyOptions> {
+    Ok(crate::archive::verify::VerifyOptions {
+        stream: args.stream.clone(),
+        hmac_key: load_hmac(config)?,
+        max_age,
+        trusted,
+        hot_follows,
+    })
 }
 
 /// `verify --archive URL --public-key FILE`: the bucket alone.
-async fn offline(config: &Config, args: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let verifier = load_verifier(config, args)?;
-    let (report, _) = check_archive(config, args, url, &verifier).await?;
+async fn offline(
+    config: &Config,
+    args: &VerifyArgs,
+    url: &str,
+    verifier: &NoteVerifier,
+    trusted: Vec<crate::archive::verify::TrustedCheckpoint>,
+) -> anyhow::Result<ExitCode> {
+    let max_age = args
+        .max_age
+        .unwrap_or(config.archive.settings.index_interval * 2);
+    let opts = archive_options(config, args, trusted, Some(max_age), false)?;
+    let (report, _) = check_archive(config, opts, url, verifier).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&serde_json::to_value(&report)?)?;
     } else {
         print_archive(&report);
     }
@@ -149,6 +307,24 @@ fn print_archive(report: &crate::archive::verify::ArchiveReport) {
             println!("  note: {n}");
         }
     }
+    for t in &report.trusted {
+        println!(
+            "trusted checkpoint {} stream={} size={}: {}: {}",
+            t.source, t.stream, t.size, t.outcome, t.detail
+        );
+    }
+    if let Some(i) = &report.newest_index {
+        println!(
+            "newest index {} written {} ({} ago){}",
+            i.key,
+            i.created,
+            age(i.age_secs),
+            report
+                .newest_checkpoint_age_secs
+                .map(|a| format!("; newest indexed checkpoint {} ago", age(a)))
+                .unwrap_or_default()
+        );
+    }
     let m = &report.summary;
     println!(
         "{} archive {}: {} valid, {} invalid, {} missing, {} not covered; {} events, {} problems",
@@ -163,32 +339,83 @@ fn print_archive(report: &crate::archive::verify::ArchiveReport) {
     );
 }
 
+fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if let (Some(url), Some(_)) = (&config.archive.url, &args.public_key) {
-        return offline(config, args, url).await;
+        let verifier = load_verifier(config, args)?;
+        let trusted = load_trusted(&args.trusted_checkpoint, &verifier)?;
+        return offline(config, args, url, &verifier, trusted).await;
     }
     let store = super::open_existing(config).await?;
     let verifier = load_verifier(config, args)?;
-    // The archived part first, when there is one: its end links into the hot part.
-    let archived = !store
+    let trusted = load_trusted(&args.trusted_checkpoint, &verifier)?;
+    // The archived part first, when there is one: its end links into the
+    // hot part. The archive is required when the hot store records batches
+    // or an archive URL was given; else the default one is checked when it
+    // holds an index.
+    let recorded = !store
         .archive_batches(args.stream.as_deref(), 0, 1)
         .await?
         .is_empty();
-    let mut starts = std::collections::HashMap::new();
+    let required = recorded || config.archive.url.is_some();
+    let url = config.archive_url()?;
+    let opts = archive_options(config, args, trusted.clone(), args.max_age, true)?;
     let mut cold = None;
-    if archived {
-        let (report, ends) = check_archive(config, args, &config.archive_url()?, &verifier).await?;
-        for (stream, end) in ends {
-            starts.insert(
-                stream,
-                crate::verify::ChainStart {
-                    next_seq: end.last_seq + 1,
-                    prev_hash: end.last_hash,
-                    frontier: end.frontier,
-                },
-            );
+    let mut cold_missing: Option<String> = None;
+    match check_archive(config, opts, &url, &verifier).await {
+        Ok(r) => cold = Some(r),
+        Err(crate::archive::ArchiveError::Location(why)) if required => cold_missing = Some(why),
+        Err(crate::archive::ArchiveError::Location(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut hot = crate::verify::HotOptions {
+        only: args.stream.clone(),
+        unsigned_after: Some(config.checkpoint_interval + UNSIGNED_SLACK),
+        ..crate::verify::HotOptions::default()
+    };
+    for t in &trusted {
+        hot.anchors
+            .entry(t.stream.clone())
+            .or_default()
+            .push(crate::verify::Anchor {
+                source: t.source.clone(),
+                size: t.size,
+                root: t.root,
+            });
+    }
+    let mut bucket_manifests = std::collections::HashMap::new();
+    if let Some((_, held)) = &cold {
+        for (stream, h) in held {
+            if let Some(end) = &h.end {
+                hot.starts.insert(
+                    stream.clone(),
+                    crate::verify::ChainStart {
+                        next_seq: end.last_seq + 1,
+                        prev_hash: end.last_hash.clone(),
+                        frontier: end.frontier.clone(),
+                    },
+                );
+            }
+            for (size, root) in &h.checkpoints {
+                hot.anchors
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(crate::verify::Anchor {
+                        source: crate::archive::bucket::layout::checkpoint_key(stream, *size),
+                        size: *size,
+                        root: *root,
+                    });
+            }
+            bucket_manifests.insert(stream.clone(), h.manifests.clone());
         }
-        cold = Some(report);
     }
     let total: u64 = store
         .streams()
@@ -203,24 +430,59 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let b = bar.clone();
-    let report = crate::verify::verify_store_from(
+    let mut report = crate::verify::verify_store_with(
         store.as_ref(),
         &verifier,
         &config.log_name,
-        args.stream.as_deref(),
-        &starts,
+        &hot,
         &move |n| b.set_position(n),
     )
     .await?;
     bar.finish_and_clear();
+    // Hot and cold against each other.
+    let mut cross = Vec::new();
+    if let Some(why) = &cold_missing {
+        cross.push(crate::verify::Problem {
+            stream: args.stream.clone().unwrap_or_default(),
+            seq: None,
+            kind: crate::verify::ProblemKind::ArchiveMismatch,
+            key: Some(url.clone()),
+            expected: Some("the archive the hot store records batches in".into()),
+            found: Some(why.clone()),
+        });
+    } else if cold.is_some() || recorded {
+        cross = crate::verify::cross_check_archive(
+            store.as_ref(),
+            args.stream.as_deref(),
+            &bucket_manifests,
+        )
+        .await?;
+    }
+    for p in cross {
+        match report.streams.iter_mut().find(|s| s.stream == p.stream) {
+            Some(s) => s.problems.push(p),
+            None => report.streams.push(crate::verify::StreamReport {
+                stream: p.stream.clone(),
+                events: 0,
+                head_seq: 0,
+                checkpoint_size: None,
+                problems: vec![p],
+            }),
+        }
+    }
+    report.problem_count = report.streams.iter().map(|s| s.problems.len()).sum();
+    report.ok = report.problem_count == 0;
+    let cold = cold.map(|c| c.0);
     let ok = report.ok && cold.as_ref().is_none_or(|c| c.ok);
+    let cold_events = cold.as_ref().map_or(0, |c| c.summary.events);
+    let cold_problems = cold.as_ref().map_or(0, |c| c.problems.len());
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = ok.into();
         if let Some(c) = &cold {
             v["archive"] = serde_json::to_value(c)?;
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::print_json(&v)?;
     } else {
         if let Some(c) = &cold {
             print_archive(c);
@@ -228,12 +490,17 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
         for s in &report.streams {
             for p in &s.problems {
                 let seq = p.seq.map(|s| format!(" seq={s}")).unwrap_or_default();
+                let key = p
+                    .key
+                    .as_ref()
+                    .map(|k| format!(" key={k}"))
+                    .unwrap_or_default();
                 let kind = serde_json::to_value(p.kind)?
                     .as_str()
                     .unwrap_or("problem")
                     .to_owned();
                 println!(
-                    "INVALID stream={}{seq} {kind} expected={} found={}",
+                    "INVALID stream={}{seq}{key} {kind} expected={} found={}",
                     p.stream,
                     p.expected.as_deref().unwrap_or("-"),
                     p.found.as_deref().unwrap_or("-")
@@ -257,11 +524,12 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
             );
         }
         println!(
-            "{}: {} streams, {} events, {} problems",
-            if report.ok { "OK" } else { "FAILED" },
+            "{}: {} streams, {} events ({} hot, {cold_events} archived), {} problems",
+            if ok { "OK" } else { "FAILED" },
             report.streams.len(),
+            report.events + cold_events,
             report.events,
-            report.problem_count
+            report.problem_count + cold_problems
         );
     }
     Ok(if ok {
@@ -270,3 +538,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
         ExitCode::from(1)
     })
 }
+
+/// Slack past the checkpoint interval before unsigned events are a
+/// finding: the checkpointer's round, a lease handover, a restart.
+const UNSIGNED_SLACK: std::time::Duration = std::time::Duration::from_secs(120);

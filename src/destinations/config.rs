@@ -36,6 +36,10 @@ pub struct RawDestination {
     pub encoding: Option<String>,
     /// Let hot deletion pass this destination's cursor (default false).
     pub archive_past: Option<bool>,
+    /// Also deliver the log's own stream `_trailkeep`: every signed
+    /// checkpoint and archive index as it is made, so a copy lives outside
+    /// the operator's reach (default false).
+    pub checkpoints: Option<bool>,
     /// Longest retry delay, ms (default 60000).
     pub backoff_max_ms: Option<u64>,
     /// Streams delivered at the same time (default 1).
@@ -252,7 +256,9 @@ impl RawDestination {
         {
             return Err(bad("name", "use 1 or more of A-Z a-z 0-9 - _"));
         }
-        let filter = Filter::new(&self.streams, &self.types).map_err(|m| bad("types", m))?;
+        let filter = Filter::new(&self.streams, &self.types)
+            .map_err(|m| bad("types", m))?
+            .with_checkpoints(self.checkpoints.unwrap_or(false));
         let mut driver = DriverSettings::new(&self.name);
         driver.filter = filter;
         if let Some(n) = self.max_events {

@@ -338,7 +338,7 @@ async fn next_batch(
         let meta = Meta::of(&row.body);
         oldest.get_or_insert_with(|| meta.received.clone());
         end = row.seq;
-        if settings.filter.event_type(&meta.event_type) {
+        if settings.filter.takes(stream, &meta.event_type) {
             bytes += json.len();
             events.push(OutEvent {
                 seq: row.seq,
@@ -564,7 +564,7 @@ pub async fn retry_dead_letter(
         for row in rows.into_iter().take_while(|r| r.seq <= letter.end_seq) {
             next = row.seq + 1;
             let meta = Meta::of(&row.body);
-            if settings.filter.event_type(&meta.event_type) {
+            if settings.filter.takes(&letter.stream, &meta.event_type) {
                 events.push(OutEvent {
                     seq: row.seq,
                     id: meta.id,

@@ -10,6 +10,7 @@ pub struct Filter {
     streams: Vec<String>,
     include: Vec<String>,
     exclude: Vec<String>,
+    checkpoints: bool,
 }
 
 fn matches(pattern: &str, t: &str) -> bool {
@@ -54,9 +55,32 @@ impl Filter {
         Ok(f)
     }
 
-    /// Whether the destination takes `stream`.
+    /// Also takes the log's own stream ([`crate::event::SELF_STREAM`]: every
+    /// signed checkpoint and archive index), whatever the stream and type
+    /// patterns say (`checkpoints = true`).
+    #[must_use]
+    pub fn with_checkpoints(mut self, on: bool) -> Self {
+        self.checkpoints = on;
+        self
+    }
+
+    /// Whether the destination takes `stream`. The log's own streams (names
+    /// starting with `.` or `_`) only with `checkpoints = true`, and then
+    /// only [`crate::event::SELF_STREAM`].
     pub fn stream(&self, stream: &str) -> bool {
+        if crate::event::is_reserved_stream(stream) {
+            return self.checkpoints && stream == crate::event::SELF_STREAM;
+        }
         self.streams.is_empty() || self.streams.iter().any(|s| s == stream)
+    }
+
+    /// Whether the destination takes an event of type `t` in `stream`: the
+    /// log's own stream passes whole, other streams by type.
+    pub fn takes(&self, stream: &str, t: &str) -> bool {
+        if crate::event::is_reserved_stream(stream) {
+            return self.stream(stream);
+        }
+        self.event_type(t)
     }
 
     /// Whether the destination takes an event of type `t`.
@@ -92,6 +116,16 @@ mod tests {
         let all = Filter::new(&v(&["*"]), &v(&["!debug.*"])).unwrap();
         assert!(all.stream("anything") && all.event_type("x.y") && !all.event_type("debug.trace"));
         assert!(Filter::new(&[], &[]).unwrap().event_type("a"));
+        // The log's own stream: only with checkpoints = true, whatever the types say.
+        assert!(!all.stream("_trailkeep") && !f.stream("_trailkeep"));
+        let cps = f.clone().with_checkpoints(true);
+        assert!(cps.stream("_trailkeep") && cps.takes("_trailkeep", "checkpoint.signed"));
+        assert!(!cps.stream("_audit") && !cps.stream(".x"));
+        assert!(cps.stream("auth") && !cps.stream("billing"));
+        assert!(
+            !cps.takes("auth", "checkpoint.signed"),
+            "types still filter other streams"
+        );
         for bad in ["", "!", "gr*nt", "*.created", ".*"] {
             assert!(Filter::new(&[], &v(&[bad])).is_err(), "{bad:?}");
         }

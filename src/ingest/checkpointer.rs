@@ -65,6 +65,13 @@ pub async fn checkpoint_stream(
     };
     store.put_checkpoint(stream, cp.clone()).await?;
     metrics::counter!("trailkeep_checkpoints_signed_total").increment(1);
+    // The copy for destinations with `checkpoints = true`. A later
+    // checkpoint covers this one, so a failed record is logged, not retried.
+    if let Err(e) =
+        crate::selflog::record_checkpoint(store, &origin(log_name, stream), stream, &cp).await
+    {
+        tracing::warn!(stream, size, error = %e, "cannot record the checkpoint in the log's own stream");
+    }
     Ok(Some(cp))
 }
 

@@ -186,7 +186,14 @@ impl RawSource {
             return Err(cfg_err(
                 index,
                 "stream",
-                "must be 1-128 of A-Z a-z 0-9 . _ -",
+                "must be 1-128 of A-Z a-z 0-9 . _ - (and not . or ..)",
+            ));
+        }
+        if crate::event::is_reserved_stream(&self.stream) {
+            return Err(cfg_err(
+                index,
+                "stream",
+                "names starting with '.' or '_' belong to the log itself; choose another",
             ));
         }
         let url = parse_http_url(&self.url).map_err(|m| cfg_err(index, "url", m))?;

@@ -64,6 +64,19 @@ pub enum ProblemKind {
     TilesMismatch,
     /// The checkpoint's signature or origin does not verify.
     BadSignature,
+    /// A checkpoint held elsewhere (`--trusted-checkpoint`, or one in the
+    /// bucket) has another root than the events at its size, or no RFC 9162
+    /// consistency proof leads from it to the stored tree.
+    TrustedCheckpointMismatch,
+    /// The store holds fewer events than a checkpoint held elsewhere covers.
+    BehindTrustedCheckpoint,
+    /// Events older than a checkpoint interval (plus slack) are covered by
+    /// no signed checkpoint: checkpoints were removed, or the log stopped
+    /// signing.
+    UnsignedEvents,
+    /// A batch the hot store records as archived is not in the bucket as
+    /// recorded (range, manifest key, manifest SHA-256).
+    ArchiveMismatch,
 }
 
 /// One problem, located.
@@ -76,6 +89,9 @@ pub struct Problem {
     pub seq: Option<u64>,
     /// Kind of problem.
     pub kind: ProblemKind,
+    /// Object key, when it concerns one (archive cross-check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// What was expected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
@@ -135,6 +151,33 @@ impl Default for ChainStart {
     }
 }
 
+/// A checkpoint held outside the hot store: a `--trusted-checkpoint` file,
+/// or one in the bucket. The stored history must extend it.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    /// Where it came from, for messages (a file, a bucket key).
+    pub source: String,
+    /// Tree size.
+    pub size: u64,
+    /// Root.
+    pub root: Hash,
+}
+
+/// What [`verify_store_with`] checks beyond the store itself.
+#[derive(Debug, Clone, Default)]
+pub struct HotOptions {
+    /// Only this stream.
+    pub only: Option<String>,
+    /// Per stream, where its hot part starts (the end of its verified
+    /// archive); else after its last recorded archive batch, else seq 1.
+    pub starts: HashMap<String, ChainStart>,
+    /// Per stream, checkpoints held elsewhere that the history must extend.
+    pub anchors: HashMap<String, Vec<Anchor>>,
+    /// Events received longer ago than this must be covered by a signed
+    /// checkpoint (the checkpoint interval plus slack); `None` skips it.
+    pub unsigned_after: Option<std::time::Duration>,
+}
+
 /// Verifies every stream (or only `only`) in `store`; `progress` is called
 /// with the number of events read so far.
 ///
@@ -147,24 +190,32 @@ pub async fn verify_store(
     only: Option<&str>,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Report, StoreError> {
-    verify_store_from(store, verifier, log_name, only, &HashMap::new(), progress).await
+    let opts = HotOptions {
+        only: only.map(str::to_owned),
+        ..HotOptions::default()
+    };
+    verify_store_with(store, verifier, log_name, &opts, progress).await
 }
 
-/// [`verify_store`], each stream starting where `starts` says (the end of
-/// its verified archive), else after its last recorded archive batch, else
-/// at seq 1.
+/// [`verify_store`] with [`HotOptions`].
 ///
 /// # Errors
 /// When the store cannot be read, or `only` names no stream.
-pub async fn verify_store_from(
+pub async fn verify_store_with(
     store: &dyn Store,
     verifier: &NoteVerifier,
     log_name: &str,
-    only: Option<&str>,
-    starts: &HashMap<String, ChainStart>,
+    opts: &HotOptions,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Report, StoreError> {
+    let only = opts.only.as_deref();
+    let starts = &opts.starts;
     let mut streams = store.streams().await?;
+    // The producers' streams first, the log's own (`_trailkeep`) last.
+    streams.sort_by(|a, b| {
+        (crate::event::is_reserved_stream(&a.name), &a.name)
+            .cmp(&(crate::event::is_reserved_stream(&b.name), &b.name))
+    });
     if let Some(name) = only {
         streams.retain(|s| s.name == name);
         if streams.is_empty() {
@@ -185,10 +236,15 @@ pub async fn verify_store_from(
                 None => ChainStart::default(),
             },
         };
-        let r = verify_stream(
-            store, verifier, log_name, &info.name, start, &mut total, progress,
-        )
-        .await?;
+        let ctx = StreamCtx {
+            store,
+            verifier,
+            log_name,
+            stream: &info.name,
+            anchors: opts.anchors.get(&info.name).map_or(&[], Vec::as_slice),
+            unsigned_after: opts.unsigned_after,
+        };
+        let r = verify_stream(&ctx, start, &mut total, progress).await?;
         reports.push(r);
     }
     let problem_count = reports.iter().map(|r| r.problems.len()).sum();
@@ -200,24 +256,39 @@ pub async fn verify_store_from(
     })
 }
 
+struct StreamCtx<'a> {
+    store: &'a dyn Store,
+    verifier: &'a NoteVerifier,
+    log_name: &'a str,
+    stream: &'a str,
+    anchors: &'a [Anchor],
+    unsigned_after: Option<std::time::Duration>,
+}
+
 async fn verify_stream(
-    store: &dyn Store,
-    verifier: &NoteVerifier,
-    log_name: &str,
-    stream: &str,
+    ctx: &StreamCtx<'_>,
     start: ChainStart,
     total: &mut u64,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<StreamReport, StoreError> {
+    let StreamCtx {
+        store,
+        verifier,
+        log_name,
+        stream,
+        ..
+    } = *ctx;
     let mut problems = Vec::new();
     let problem =
         |seq: Option<u64>, kind, expected: Option<String>, found: Option<String>| Problem {
             stream: stream.to_owned(),
             seq,
             kind,
+            key: None,
             expected,
             found,
         };
+    let mut anchor_roots: HashMap<u64, Hash> = HashMap::new();
 
     // The checkpoint first, so the root can be taken at its size while streaming.
     let checkpoint = match store.latest_checkpoint(stream).await? {
@@ -274,6 +345,11 @@ async fn verify_stream(
         && f.size() == cp.size
     {
         root_at_checkpoint = Some(f.root());
+    }
+    if let Some(f) = &frontier
+        && ctx.anchors.iter().any(|a| a.size == f.size())
+    {
+        anchor_roots.insert(f.size(), f.root());
     }
     let mut seen: HashMap<u64, u64> = HashMap::new(); // hash prefix -> seq
     let mut expected_seq = start.next_seq;
@@ -390,6 +466,9 @@ async fn verify_stream(
                 if checkpoint.as_ref().is_some_and(|c| c.size == f.size()) {
                     root_at_checkpoint = Some(f.root());
                 }
+                if ctx.anchors.iter().any(|a| a.size == f.size()) {
+                    anchor_roots.insert(f.size(), f.root());
+                }
             }
             prev = row.hash;
             expected_seq = row.seq + 1;
@@ -462,6 +541,40 @@ async fn verify_stream(
             )),
         }
     }
+    check_anchors(
+        ctx,
+        last_seq,
+        frontier.as_ref(),
+        &anchor_roots,
+        &mut problems,
+    )
+    .await;
+    if let Some(max) = ctx.unsigned_after {
+        let signed = checkpoint.as_ref().map_or(0, |c| c.size);
+        if head_seq > signed
+            && let Some(first) = store.read_events(stream, signed + 1, 1).await?.first()
+            && let Some(received) = crate::event::scan_stored(&first.body).and_then(|s| s.received)
+            && let Ok(at) = time::OffsetDateTime::parse(
+                received,
+                &time::format_description::well_known::Rfc3339,
+            )
+            && time::OffsetDateTime::now_utc() - at > max
+        {
+            problems.push(problem(
+                Some(first.seq),
+                ProblemKind::UnsignedEvents,
+                Some(format!(
+                    "a signed checkpoint covering events received before {}s ago",
+                    max.as_secs()
+                )),
+                Some(format!(
+                    "seqs {}-{head_seq} (the first received {received}) are beyond the newest signed checkpoint ({})",
+                    first.seq,
+                    checkpoint.as_ref().map_or("none".to_owned(), |c| format!("size {}", c.size))
+                )),
+            ));
+        }
+    }
     problems.sort_by_key(|p| p.seq.unwrap_or(u64::MAX));
     Ok(StreamReport {
         stream: stream.to_owned(),
@@ -470,4 +583,158 @@ async fn verify_stream(
         checkpoint_size: checkpoint.map(|c| c.size),
         problems,
     })
+}
+
+/// Checks the checkpoints held elsewhere: each must lie within the stored
+/// history, equal the root recomputed from the events at its size, and lead
+/// by an RFC 9162 consistency proof (from the stored tiles) to the root of
+/// the events verified now.
+async fn check_anchors(
+    ctx: &StreamCtx<'_>,
+    last_seq: u64,
+    frontier: Option<&Frontier>,
+    roots: &HashMap<u64, Hash>,
+    problems: &mut Vec<Problem>,
+) {
+    let problem = |seq: u64, kind, expected: String, found: String| Problem {
+        stream: ctx.stream.to_owned(),
+        seq: Some(seq),
+        kind,
+        key: None,
+        expected: Some(expected),
+        found: Some(found),
+    };
+    // The root of everything verified now: from the events when the whole
+    // history was streamed, else from the tiles.
+    let now_root = match frontier.filter(|f| f.size() == last_seq) {
+        Some(f) => Some(f.root()),
+        None => ctx
+            .store
+            .with_tiles(ctx.stream, |r| merkle::root(&ReaderSource(r), last_seq))
+            .await
+            .ok(),
+    };
+    for a in ctx.anchors {
+        if a.size > last_seq {
+            problems.push(problem(
+                last_seq + 1,
+                ProblemKind::BehindTrustedCheckpoint,
+                format!("events up to seq {} ({})", a.size, a.source),
+                format!("events up to seq {last_seq}"),
+            ));
+            continue;
+        }
+        if let Some(r) = roots.get(&a.size)
+            && *r != a.root
+        {
+            problems.push(problem(
+                a.size,
+                ProblemKind::TrustedCheckpointMismatch,
+                format!(
+                    "root {} at size {} ({})",
+                    hex::encode(a.root),
+                    a.size,
+                    a.source
+                ),
+                format!("root {} recomputed from the stored events", hex::encode(r)),
+            ));
+            continue;
+        }
+        let Some(now_root) = now_root else { continue };
+        let (m, n) = (a.size, last_seq);
+        let proof = ctx
+            .store
+            .with_tiles(ctx.stream, |r| {
+                merkle::consistency_proof(&ReaderSource(r), m, n)
+            })
+            .await;
+        let ok = proof
+            .as_ref()
+            .is_ok_and(|p| merkle::verify_consistency(m, n, &a.root, &now_root, p));
+        if !ok {
+            problems.push(problem(
+                a.size,
+                ProblemKind::TrustedCheckpointMismatch,
+                format!(
+                    "an RFC 9162 consistency proof from size {m} (root {}, {}) to size {n}",
+                    hex::encode(a.root),
+                    a.source
+                ),
+                match proof {
+                    Ok(_) => format!(
+                        "the proof from the stored tiles does not lead to root {} of the stored events: history below size {m} differs",
+                        hex::encode(now_root)
+                    ),
+                    Err(e) => format!("no proof: {e}"),
+                },
+            ));
+        }
+    }
+}
+
+/// Compares every batch the hot store records as archived with what the
+/// bucket holds, per stream (start, end, manifest key, SHA-256 of the
+/// manifest's bytes, as `archive::verify` read them): a batch removed
+/// from the bucket, or replaced, is located here even when the bucket's own
+/// chain was rebuilt around it.
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn cross_check_archive(
+    store: &dyn Store,
+    only: Option<&str>,
+    bucket_manifests: &HashMap<String, Vec<(u64, u64, String, String)>>,
+) -> Result<Vec<Problem>, StoreError> {
+    let mut out = Vec::new();
+    for info in store.streams().await? {
+        if only.is_some_and(|o| o != info.name) {
+            continue;
+        }
+        let manifests = bucket_manifests.get(&info.name);
+        let mut after = 0u64;
+        let mut absent: Option<(u64, u64, u64)> = None; // first, last, count
+        loop {
+            let page = store.archive_batches(Some(&info.name), after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.end_seq;
+            for b in &page {
+                let Some(ms) = manifests else {
+                    let e = absent.get_or_insert((b.start_seq, b.end_seq, 0));
+                    e.1 = b.end_seq;
+                    e.2 += 1;
+                    continue;
+                };
+                let found = ms.iter().find(|m| m.0 == b.start_seq && m.1 == b.end_seq);
+                let mismatch = match found {
+                    Some(m) if m.2 == b.manifest_key && m.3 == b.manifest_sha256 => continue,
+                    Some(m) => format!("manifest {} with sha256 {}", m.2, m.3),
+                    None => "no manifest for this range in the bucket".to_owned(),
+                };
+                out.push(Problem {
+                    stream: info.name.clone(),
+                    seq: Some(b.start_seq),
+                    kind: ProblemKind::ArchiveMismatch,
+                    key: Some(b.manifest_key.clone()),
+                    expected: Some(format!(
+                        "seqs {}-{} archived with manifest {} (sha256 {}), as the hot store records",
+                        b.start_seq, b.end_seq, b.manifest_key, b.manifest_sha256
+                    )),
+                    found: Some(mismatch),
+                });
+            }
+        }
+        if let Some((first, last, count)) = absent {
+            out.push(Problem {
+                stream: info.name.clone(),
+                seq: Some(first),
+                kind: ProblemKind::ArchiveMismatch,
+                key: Some(format!("{}/", info.name)),
+                expected: Some(format!(
+                    "{count} archived batches (seqs {first}-{last}), as the hot store records"
+                )),
+                found: Some("nothing of this stream in the bucket: its folder was removed".into()),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,114 @@
+//! The log's own stream, [`SELF_STREAM`]: every checkpoint the log signs
+//! (`checkpoint.signed`) and every archive index it writes
+//! (`index.written`) is recorded there as an ordinary event, chained,
+//! checkpointed and archived like any other, so that destinations with
+//! `checkpoints = true` deliver copies of the log's anchors to systems the
+//! operator does not control (issue #12), and `trailkeep checkpoints
+//! export` can write them out for `verify --trusted-checkpoint`.
+//!
+//! Not recorded: the checkpoints of [`SELF_STREAM`] itself (each record
+//! would need a new checkpoint, without end). Producers cannot write here:
+//! names starting with `_` are refused at ingest.
+
+use serde_json::json;
+
+use crate::event::{Limits, SELF_STREAM, format_received, validate};
+use crate::store::{AppendGroup, Store, StoreError, StoredCheckpoint};
+
+/// Event type of a signed checkpoint record.
+pub const CHECKPOINT_SIGNED: &str = "checkpoint.signed";
+/// Event type of an archive index record.
+pub const INDEX_WRITTEN: &str = "index.written";
+
+/// Appends one event to the log's own stream. The id is fixed by what it
+/// records, so recording the same thing twice stores it once.
+///
+/// # Errors
+/// Store errors.
+pub async fn record(
+    store: &dyn Store,
+    id: String,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<(), StoreError> {
+    let received = format_received(time::OffsetDateTime::now_utc());
+    let ev = validate(
+        0,
+        json!({"id": id, "type": event_type, "time": received, "data": data}),
+        &received,
+        &Limits::default(),
+    )
+    .map_err(|r| StoreError::Corrupt(format!("self-log event refused: {}", r.message)))?;
+    store
+        .append(vec![AppendGroup {
+            stream: SELF_STREAM.to_owned(),
+            events: vec![ev],
+            sealed: None,
+        }])
+        .await?;
+    Ok(())
+}
+
+/// Records a checkpoint of `stream` just signed (nothing for
+/// [`SELF_STREAM`] itself).
+///
+/// # Errors
+/// Store errors.
+pub async fn record_checkpoint(
+    store: &dyn Store,
+    origin: &str,
+    stream: &str,
+    cp: &StoredCheckpoint,
+) -> Result<(), StoreError> {
+    if stream == SELF_STREAM {
+        return Ok(());
+    }
+    // Ids are at most 128 characters: long stream names go by their hash.
+    let name = if stream.len() <= 96 {
+        stream.to_owned()
+    } else {
+        hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(stream.as_bytes())[..16])
+    };
+    record(
+        store,
+        format!("cp:{}:{name}", cp.size),
+        CHECKPOINT_SIGNED,
+        json!({
+            "stream": stream,
+            "origin": origin,
+            "size": cp.size,
+            "root": cp.root,
+            "note": cp.note,
+            "signed": cp.created,
+        }),
+    )
+    .await
+}
+
+/// Records an archive index just written: its key, number, the SHA-256 of
+/// its bytes and how many streams it names.
+///
+/// # Errors
+/// Store errors.
+pub async fn record_index(
+    store: &dyn Store,
+    archive: &str,
+    key: &str,
+    number: u64,
+    sha256: &str,
+    streams: usize,
+) -> Result<(), StoreError> {
+    record(
+        store,
+        format!("index:{number}"),
+        INDEX_WRITTEN,
+        json!({
+            "archive": archive,
+            "key": key,
+            "number": number,
+            "sha256": sha256,
+            "streams": streams,
+        }),
+    )
+    .await
+}
