@@ -129,6 +129,12 @@ pub fn is_reserved_stream(s: &str) -> bool {
     s.starts_with('.') || s.starts_with('_')
 }
 
+/// Orders stream names the way listings and runs take them: the producers'
+/// streams by name, then the log's own.
+pub fn stream_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (is_reserved_stream(a), a).cmp(&(is_reserved_stream(b), b))
+}
+
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128

@@ -183,7 +183,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn body_at(conn: &rusqlite::Connection, seq: i64) -> (String, String) {
     conn.query_row(
-        "SELECT body, hash FROM events WHERE stream_id = 1 AND seq = ?1",
+        "SELECT body, hash FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = ?1",
         [seq],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -216,7 +216,7 @@ async fn verify_finds_and_locates_every_tamper() {
                 let (body, _) = body_at(c, 5);
                 let flipped = body.replacen("\"e5\"", "\"e6\"", 1);
                 c.execute(
-                    "UPDATE events SET body = ?1 WHERE stream_id = 1 AND seq = 5",
+                    "UPDATE events SET body = ?1 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 5",
                     [flipped],
                 )
                 .unwrap();
@@ -227,7 +227,7 @@ async fn verify_finds_and_locates_every_tamper() {
         (
             "delete one",
             |c| {
-                c.execute("DELETE FROM events WHERE stream_id = 1 AND seq = 7", [])
+                c.execute("DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 7", [])
                     .unwrap();
             },
             "gap",
@@ -236,7 +236,7 @@ async fn verify_finds_and_locates_every_tamper() {
         (
             "swap two",
             |c| {
-                c.execute_batch("UPDATE events SET seq = -1 WHERE stream_id = 1 AND seq = 3; UPDATE events SET seq = 3 WHERE stream_id = 1 AND seq = 4; UPDATE events SET seq = 4 WHERE stream_id = 1 AND seq = -1;").unwrap();
+                c.execute_batch("UPDATE events SET seq = -1 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 3; UPDATE events SET seq = 3 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 4; UPDATE events SET seq = 4 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = -1;").unwrap();
             },
             "reordered",
             Some(3),
@@ -246,7 +246,7 @@ async fn verify_finds_and_locates_every_tamper() {
             |c| {
                 for s in (10..=20).rev() {
                     c.execute(
-                        "UPDATE events SET seq = seq + 1 WHERE stream_id = 1 AND seq = ?1",
+                        "UPDATE events SET seq = seq + 1 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = ?1",
                         [s],
                     )
                     .unwrap();
@@ -257,7 +257,7 @@ async fn verify_finds_and_locates_every_tamper() {
                     r#"{{"data":{{"i":99}},"id":"forged","prev":"{prev}","received":"2026-01-01T00:00:00.000000Z","seq":10,"stream":"t","time":"2026-01-01T00:00:00Z","type":"t.e"}}"#
                 );
                 let hash = hex::encode(trailkeep::chain::event_hash(body.as_bytes()));
-                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (1, 10, 'forged', 't.e', 'x', 'x', ?1, ?2)", [hash, body]).unwrap();
+                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES ((SELECT id FROM streams WHERE name = 't'), 10, 'forged', 't.e', 'x', 'x', ?1, ?2)", [hash, body]).unwrap();
             },
             "reordered",
             Some(11),
@@ -265,8 +265,8 @@ async fn verify_finds_and_locates_every_tamper() {
         (
             "duplicate one",
             |c| {
-                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) SELECT stream_id, 21, 'copy', type, time, received, hash, body FROM events WHERE stream_id = 1 AND seq = 6", []).unwrap();
-                c.execute("UPDATE streams SET head_seq = 21 WHERE id = 1", [])
+                c.execute("INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) SELECT stream_id, 21, 'copy', type, time, received, hash, body FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 6", []).unwrap();
+                c.execute("UPDATE streams SET head_seq = 21 WHERE name = 't'", [])
                     .unwrap();
             },
             "duplicate",
@@ -276,10 +276,10 @@ async fn verify_finds_and_locates_every_tamper() {
             "truncate below the checkpoint",
             |c| {
                 let (_, h15) = body_at(c, 15);
-                c.execute("DELETE FROM events WHERE stream_id = 1 AND seq > 15", [])
+                c.execute("DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq > 15", [])
                     .unwrap();
                 c.execute(
-                    "UPDATE streams SET head_seq = 15, head_hash = ?1 WHERE id = 1",
+                    "UPDATE streams SET head_seq = 15, head_hash = ?1 WHERE name = 't'",
                     [h15],
                 )
                 .unwrap();
@@ -302,13 +302,13 @@ async fn verify_finds_and_locates_every_tamper() {
                     let canon = serde_json_canonicalizer::to_string(&v).unwrap();
                     let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
                     c.execute(
-                        "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = 1 AND seq = ?3",
+                        "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = ?3",
                         rusqlite::params![canon, hash, seq],
                     )
                     .unwrap();
                     prev = hash;
                 }
-                c.execute("UPDATE streams SET head_hash = ?1 WHERE id = 1", [prev])
+                c.execute("UPDATE streams SET head_hash = ?1 WHERE name = 't'", [prev])
                     .unwrap();
             },
             "checkpoint_root_mismatch",
@@ -317,7 +317,7 @@ async fn verify_finds_and_locates_every_tamper() {
         (
             "forge the checkpoint",
             |c| {
-                c.execute("UPDATE checkpoints SET note = replace(note, char(10) || '20' || char(10), char(10) || '19' || char(10)) WHERE stream_id = 1", []).unwrap();
+                c.execute("UPDATE checkpoints SET note = replace(note, char(10) || '20' || char(10), char(10) || '19' || char(10)) WHERE stream_id = (SELECT id FROM streams WHERE name = 't')", []).unwrap();
             },
             "bad_signature",
             None,

@@ -25,6 +25,7 @@ pub(super) async fn list_streams(
         .streams()
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    streams.sort_by(|a, b| crate::event::stream_order(&a.name, &b.name));
     if key.stream != "*" {
         streams.retain(|s| s.name == key.stream);
     }

@@ -404,7 +404,9 @@ impl Archiver {
         )
         .await?;
         let mut cursors = self.store.delivery_cursors().await?;
-        let streams = self.store.streams().await?;
+        let mut streams = self.store.streams().await?;
+        // The log's own stream last: it records this run's checkpoints.
+        streams.sort_by(|a, b| crate::event::stream_order(&a.name, &b.name));
         // A configured destination that has not delivered a stream yet has
         // no cursor there: it holds deletion at 0 all the same (invariant 7).
         for (name, filter, archive_past) in &self.settings.destinations {

@@ -212,10 +212,7 @@ pub async fn verify_store_with(
     let starts = &opts.starts;
     let mut streams = store.streams().await?;
     // The producers' streams first, the log's own (`_trailkeep`) last.
-    streams.sort_by(|a, b| {
-        (crate::event::is_reserved_stream(&a.name), &a.name)
-            .cmp(&(crate::event::is_reserved_stream(&b.name), &b.name))
-    });
+    streams.sort_by(|a, b| crate::event::stream_order(&a.name, &b.name));
     if let Some(name) = only {
         streams.retain(|s| s.name == name);
         if streams.is_empty() {

@@ -1,0 +1,306 @@
+//! Issue #12 through the real binary: nothing that was logged can disappear
+//! without `verify` saying so, hot or cold. Each finding the issue
+//! reproduced on the code before it is a test here (the archive-level
+//! cases run on every backend in `archive::conformance::completeness`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Server, create_key, trailkeep};
+use serde_json::{Value, json};
+
+/// Posts events `from..from+n` to `stream` on a running server.
+async fn post(server: &Server, key: &str, stream: &str, from: usize, n: usize) {
+    let events: Vec<Value> = (from..from + n)
+        .map(|i| json!({"id": format!("{stream}-{i}"), "type": "grant.created", "data": {"i": i}}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/streams/{stream}/events", server.url))
+        .bearer_auth(key)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+fn verify(dir: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let out = trailkeep(dir, &args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn kinds(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in v["streams"].as_array().into_iter().flatten() {
+        for p in s["problems"].as_array().into_iter().flatten() {
+            out.push(p["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    for p in v["archive"]["problems"].as_array().into_iter().flatten() {
+        out.push(p["kind"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+fn move_dir(from: &Path, to: &Path) {
+    std::fs::rename(from, to).unwrap();
+}
+
+/// Finding 1: two archived batches (1-10, 11-20), 21-25 hot, the stream's
+/// folder removed from the archive: combined verify said OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_verify_finds_archived_history_removed_from_the_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(&cfg, "[archive]\nsegment_events = 10\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let key = create_key(&dir, "ingest");
+    let server = Server::start(&dir, &["--config", cfg]).await;
+    post(&server, &key, "s", 0, 20).await;
+    assert!(server.terminate().success());
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg,
+            "archive",
+            "run",
+            "--older-than",
+            "0s",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start(&dir, &["--config", cfg]).await;
+    post(&server, &key, "s", 20, 5).await;
+    assert!(server.terminate().success());
+    let (code, v, err) = verify(&dir, &["--config", cfg]);
+    assert_eq!(code, 0, "{v:#} {err}");
+
+    // The whole stream folder gone.
+    let archive = dir.join("archive");
+    let aside = tmp.path().join("aside");
+    move_dir(&archive.join("s"), &aside);
+    let (code, v, err) = verify(&dir, &["--config", cfg]);
+    assert_eq!(code, 1, "{v:#} {err}");
+    let k = kinds(&v);
+    assert!(k.iter().any(|k| k == "archive_mismatch"), "{k:?}");
+    assert!(k.iter().any(|k| k == "stream_missing"), "{k:?}");
+    move_dir(&aside, &archive.join("s"));
+
+    // Only the first batch gone (object, manifest, checkpoint).
+    for sub in ["events", "manifests"] {
+        for day in std::fs::read_dir(archive.join("s").join(sub)).unwrap() {
+            for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                if p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("00000000000000000001-")
+                {
+                    std::fs::remove_file(p).unwrap();
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(
+        archive
+            .join("s")
+            .join("checkpoints")
+            .join(format!("{:020}", 10)),
+    );
+    let (code, v, err) = verify(&dir, &["--config", cfg]);
+    assert_eq!(code, 1, "{v:#} {err}");
+    let k = kinds(&v);
+    assert!(k.iter().any(|k| k == "archive_mismatch"), "{k:?}");
+    assert!(k.iter().any(|k| k == "batch_missing"), "{k:?}");
+    // The human output locates it by stream, seq and key.
+    let out = trailkeep(&dir, &["--config", cfg, "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stream=s seq=1 key=s/manifests/dt=") && text.contains("archive_mismatch"),
+        "{text}"
+    );
+}
+
+/// Finding 2: an empty or wrong archive URL passed with exit 0 (and the
+/// directory was created). Now exit 2, naming it, nothing created.
+#[test]
+fn verify_refuses_a_missing_or_empty_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    create_key(&dir, "read");
+    let out = trailkeep(&dir, &["keys", "public"]);
+    let pubkey = tmp.path().join("v.pub");
+    std::fs::write(&pubkey, &out.stdout).unwrap();
+    let wrong = tmp.path().join("wrong").join("path");
+    let out = trailkeep(
+        &dir,
+        &[
+            "verify",
+            "--archive",
+            &format!("file://{}", wrong.display()),
+            "--public-key",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such directory"), "{err}");
+    assert!(
+        std::fs::metadata(tmp.path().join("wrong")).is_err(),
+        "verify created nothing"
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = trailkeep(
+        &dir,
+        &[
+            "verify",
+            "--archive",
+            &format!("file://{}", empty.display()),
+            "--public-key",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no archive"));
+}
+
+/// Finding 3 and the outside copy: a destination with `checkpoints = true`
+/// receives every signed checkpoint; its copy, given to `verify` as a
+/// trusted checkpoint, catches a consistent rewrite whose checkpoint rows
+/// were deleted (which verified OK before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let copy: PathBuf = tmp.path().join("siem.ndjson");
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[checkpoint]\ninterval_ms = 50\n[[destinations]]\nname = \"siem\"\ntype = \"file\"\npath = \"{}\"\nmax_age_ms = 50\ncheckpoints = true\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let key = create_key(&dir, "ingest");
+    let server = Server::start(&dir, &["--config", cfg]).await;
+    post(&server, &key, "t", 0, 20).await;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the checkpoint at size 20 delivered",
+        || {
+            std::fs::read_to_string(&copy).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    l.contains("checkpoint.signed")
+                        && l.contains("\"stream\":\"t\"")
+                        && l.contains("\"size\":20")
+                })
+            })
+        },
+    )
+    .await;
+    assert!(server.terminate().success());
+    let trusted = ["--trusted-checkpoint", copy.to_str().unwrap()];
+    let (code, v, err) = verify(&dir, &trusted);
+    assert_eq!(code, 0, "{v:#} {err}");
+
+    // Rewrite event 3 of `t` and re-chain everything after it (hashes,
+    // head), then delete the checkpoint rows that would show it.
+    {
+        let c = rusqlite::Connection::open(dir.join("trailkeep.db")).unwrap();
+        let sid: i64 = c
+            .query_row("SELECT id FROM streams WHERE name = 't'", [], |r| r.get(0))
+            .unwrap();
+        let at = |seq: i64| -> (String, String) {
+            c.query_row(
+                "SELECT body, hash FROM events WHERE stream_id = ?1 AND seq = ?2",
+                [sid, seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        let mut prev = at(2).1;
+        for seq in 3..=20 {
+            let mut v: Value = serde_json::from_str(&at(seq).0).unwrap();
+            if seq == 3 {
+                v["data"]["i"] = json!(333);
+            }
+            v["prev"] = json!(prev);
+            let canon = serde_json_canonicalizer::to_string(&v).unwrap();
+            let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
+            c.execute(
+                "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = ?3 AND seq = ?4",
+                rusqlite::params![canon, hash, sid, seq],
+            )
+            .unwrap();
+            prev = hash;
+        }
+        c.execute(
+            "UPDATE streams SET head_hash = ?1 WHERE id = ?2",
+            rusqlite::params![prev, sid],
+        )
+        .unwrap();
+        c.execute("DELETE FROM checkpoints WHERE stream_id = ?1", [sid])
+            .unwrap();
+    }
+    let (code, v, err) = verify(&dir, &trusted);
+    assert_eq!(code, 1, "{v:#} {err}");
+    let t = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "t")
+        .unwrap();
+    assert!(
+        t["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "trusted_checkpoint_mismatch"),
+        "{t:#}"
+    );
+
+    // `checkpoints export` writes the same anchors from the log's own stream.
+    let out_dir = tmp.path().join("export");
+    let out = trailkeep(
+        &dir,
+        &[
+            "checkpoints",
+            "export",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::metadata(out_dir.join("t").join(format!("{:020}.note", 20))).is_ok(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (code, v, _) = verify(&dir, &["--trusted-checkpoint", out_dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "the exported checkpoints catch it too: {v:#}");
+}
