@@ -12,6 +12,8 @@
 //! - [`store`]: the [`store::Store`] trait, its conformance suite, SQLite
 //!   and PostgreSQL (with `sslmode` TLS);
 //! - [`ingest`]: group commit (batcher) and the checkpointer;
+//! - [`selflog`]: the log's own stream `_trailkeep` (its checkpoints and
+//!   archive indexes, recorded as events);
 //! - [`sources`]: SSE sources pulled into streams;
 //! - [`archive`]: the cold archive (object stores, signed manifests,
 //!   restore, offline verify);

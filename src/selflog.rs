@@ -20,69 +20,79 @@ pub const CHECKPOINT_SIGNED: &str = "checkpoint.signed";
 /// Event type of an archive index record.
 pub const INDEX_WRITTEN: &str = "index.written";
 
-/// Appends one event to the log's own stream. The id is fixed by what it
-/// records, so recording the same thing twice stores it once.
+/// Appends events `(id, type, data)` to the log's own stream in one
+/// commit. Ids are fixed by what they record, so recording the same thing
+/// twice stores it once.
 ///
 /// # Errors
 /// Store errors.
 pub async fn record(
     store: &dyn Store,
-    id: String,
-    event_type: &str,
-    data: serde_json::Value,
+    events: Vec<(String, &str, serde_json::Value)>,
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let received = format_received(time::OffsetDateTime::now_utc());
-    let ev = validate(
-        0,
-        json!({"id": id, "type": event_type, "time": received, "data": data}),
-        &received,
-        &Limits::default(),
-    )
-    .map_err(|r| StoreError::Corrupt(format!("self-log event refused: {}", r.message)))?;
+    let events = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, event_type, data))| {
+            validate(
+                i,
+                json!({"id": id, "type": event_type, "time": received, "data": data}),
+                &received,
+                &Limits::default(),
+            )
+            .map_err(|r| StoreError::Corrupt(format!("self-log event refused: {}", r.message)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     store
         .append(vec![AppendGroup {
             stream: SELF_STREAM.to_owned(),
-            events: vec![ev],
+            events,
             sealed: None,
         }])
         .await?;
     Ok(())
 }
 
-/// Records a checkpoint of `stream` just signed (nothing for
-/// [`SELF_STREAM`] itself).
+/// Records checkpoints just signed, `(stream, checkpoint)`, in one commit
+/// (the log's own stream's checkpoints are never recorded in it).
 ///
 /// # Errors
 /// Store errors.
-pub async fn record_checkpoint(
+pub async fn record_checkpoints(
     store: &dyn Store,
-    origin: &str,
-    stream: &str,
-    cp: &StoredCheckpoint,
+    log_name: &str,
+    signed: &[(String, StoredCheckpoint)],
 ) -> Result<(), StoreError> {
-    if stream == SELF_STREAM {
-        return Ok(());
-    }
-    // Ids are at most 128 characters: long stream names go by their hash.
-    let name = if stream.len() <= 96 {
-        stream.to_owned()
-    } else {
-        hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(stream.as_bytes())[..16])
-    };
-    record(
-        store,
-        format!("cp:{}:{name}", cp.size),
-        CHECKPOINT_SIGNED,
-        json!({
-            "stream": stream,
-            "origin": origin,
-            "size": cp.size,
-            "root": cp.root,
-            "note": cp.note,
-            "signed": cp.created,
-        }),
-    )
-    .await
+    let events = signed
+        .iter()
+        .filter(|(stream, _)| stream != SELF_STREAM)
+        .map(|(stream, cp)| {
+            // Ids are at most 128 characters: long stream names go by their
+            // hash. Stream names hold no ':', so ids cannot collide.
+            let name = if stream.len() <= 96 {
+                stream.clone()
+            } else {
+                hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(stream.as_bytes())[..16])
+            };
+            (
+                format!("cp:{}:{name}", cp.size),
+                CHECKPOINT_SIGNED,
+                json!({
+                    "stream": stream,
+                    "origin": crate::chain::checkpoint::origin(log_name, stream),
+                    "size": cp.size,
+                    "root": cp.root,
+                    "note": cp.note,
+                    "signed": cp.created,
+                }),
+            )
+        })
+        .collect();
+    record(store, events).await
 }
 
 /// Records an archive index just written: its key, number, the SHA-256 of
@@ -100,15 +110,17 @@ pub async fn record_index(
 ) -> Result<(), StoreError> {
     record(
         store,
-        format!("index:{number}"),
-        INDEX_WRITTEN,
-        json!({
-            "archive": archive,
-            "key": key,
-            "number": number,
-            "sha256": sha256,
-            "streams": streams,
-        }),
+        vec![(
+            format!("index:{number}"),
+            INDEX_WRITTEN,
+            json!({
+                "archive": archive,
+                "key": key,
+                "number": number,
+                "sha256": sha256,
+                "streams": streams,
+            }),
+        )],
     )
     .await
 }

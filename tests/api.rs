@@ -587,3 +587,45 @@ async fn health_and_metrics() {
     assert_eq!(s, StatusCode::OK);
     assert!(m.contains("trailkeep_events_appended_total"), "{m}");
 }
+
+/// Issues #12 and #13: names starting with `.` or `_` belong to the log (its
+/// own stream `_trailkeep` holds its checkpoints), and `.`/`..` would climb
+/// out of an object key: producers cannot write there, nothing is stored.
+#[tokio::test]
+async fn reserved_and_dot_stream_names_are_refused_at_ingest() {
+    let h = Harness::new("").await;
+    let ingest = h.key(Scope::Ingest, "*").await;
+    let read = h.key(Scope::Read, "*").await;
+    for (stream, code) in [
+        ("_trailkeep", "reserved_stream"),
+        ("_audit", "reserved_stream"),
+        (".hidden", "reserved_stream"),
+        (".", "invalid_stream"),
+        ("..", "invalid_stream"),
+    ] {
+        let (s, body) = h.post(stream, &ingest, json!({"type": "x.y"})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{stream}: {body}");
+        assert_eq!(body["error"]["code"], code, "{stream}: {body}");
+        assert_eq!(body["error"]["field"], "stream", "{stream}: {body}");
+    }
+    let (_, streams) = h.get_json("/v1/streams", &read).await;
+    let names: Vec<&str> = streams["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !["_audit", ".hidden", ".", ".."].contains(n)),
+        "nothing stored: {names:?}"
+    );
+    let (_, own) = h
+        .get_json("/v1/streams/_trailkeep/events?from_seq=1", &read)
+        .await;
+    assert!(
+        !own.to_string().contains("x.y"),
+        "nothing of the refused requests reached the log's own stream: {own}"
+    );
+}

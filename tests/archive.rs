@@ -107,17 +107,6 @@ fn count(dir: &Path, suffix: &str) -> usize {
         .count()
 }
 
-/// Events of the producers' streams in an archive verify report.
-fn user_events(v: &Value) -> u64 {
-    v["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["stream"] != "_trailkeep")
-        .map(|s| s["events"].as_u64().unwrap())
-        .sum()
-}
-
 /// A run report with the log's own stream (`_trailkeep`: the checkpoints
 /// and indexes it records) left out: (events archived, hot deleted,
 /// batches) of the producers' streams.
@@ -214,11 +203,11 @@ async fn archive_verify_restore_round_trip() {
     // verify covers hot and cold; offline needs only the bucket and the key.
     let (code, v) = common::verify_json(&dir);
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(user_events(&v["archive"]), 2540, "{v:#}");
+    assert_eq!(common::user_events(&v["archive"]), 2540, "{v:#}");
     let pubkey = public_key(&dir);
     let (code, v) = offline_verify(&dir, &archive, &pubkey);
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(user_events(&v), 2540, "{v:#}");
+    assert_eq!(common::user_events(&v), 2540, "{v:#}");
     assert!(
         v["streams"]
             .as_array()
@@ -546,7 +535,7 @@ async fn a_crash_after_any_archive_step_loses_and_duplicates_nothing() {
         let (code, v) = offline_verify(&dir, &archive, &pubkey);
         assert_eq!(code, 0, "{point}: {v:#}");
         assert_eq!(
-            user_events(&v),
+            common::user_events(&v),
             12_000,
             "{point}: hot ∪ cold holds every event"
         );
@@ -614,7 +603,7 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
         String::from_utf8_lossy(&done.stderr)
     );
     let r = json_of(&done);
-    assert_eq!(user_run(&r).0, 4000, "{r:#}");
+    assert_eq!((user_run(&r).0, user_run(&r).1), (4000, 5000), "{r:#}");
     assert_eq!(count(&archive, ".ndjson.gz"), 5);
     verify_on_postgres(&data, &pg.url, &archive, 5000);
 }
@@ -720,7 +709,7 @@ fn verify_on_postgres(data: &Path, pg_url: &str, archive: &Path, events: u64) ->
     std::fs::write(&pubkey, &out.stdout).unwrap();
     let (code, v) = offline_verify(data, archive, &pubkey);
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(user_events(&v), events, "{v:#}");
+    assert_eq!(common::user_events(&v), events, "{v:#}");
     let archive_url = format!("file://{}", archive.display());
     let out = Command::new(BIN)
         .args(base)

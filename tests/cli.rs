@@ -291,25 +291,7 @@ async fn verify_finds_and_locates_every_tamper() {
             "rewrite history consistently",
             |c| {
                 // Change event 3 and re-chain everything after it, hashes and all.
-                let mut prev: String = body_at(c, 2).1;
-                for seq in 3..=20 {
-                    let (body, _) = body_at(c, seq);
-                    let mut v: Value = serde_json::from_str(&body).unwrap();
-                    if seq == 3 {
-                        v["data"]["i"] = json!(333);
-                    }
-                    v["prev"] = json!(prev);
-                    let canon = serde_json_canonicalizer::to_string(&v).unwrap();
-                    let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
-                    c.execute(
-                        "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = ?3",
-                        rusqlite::params![canon, hash, seq],
-                    )
-                    .unwrap();
-                    prev = hash;
-                }
-                c.execute("UPDATE streams SET head_hash = ?1 WHERE name = 't'", [prev])
-                    .unwrap();
+                common::rewrite_consistently(c, "t", 3, 20);
             },
             "checkpoint_root_mismatch",
             None,
@@ -774,22 +756,9 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
         .unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report:#}");
-    let user = |r: &Value| -> u64 {
-        r["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["stream"] != "_trailkeep")
-            .map(|s| s["events"].as_u64().unwrap())
-            .sum()
-    };
-    assert_eq!(user(&report), 1800);
-    for s in report["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["stream"] != "_trailkeep")
-    {
+    assert_eq!(common::user_events(&report), 1800);
+    // Every stream, the log's own included: it is signed after its records.
+    for s in report["streams"].as_array().unwrap() {
         assert_eq!(
             s["checkpoint_size"], s["head_seq"],
             "the lease holder signed every stream, whichever node wrote it: {s}"
@@ -860,10 +829,19 @@ async fn copy_moves_a_sqlite_deployment_to_postgres() {
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     // 600 events, plus the checkpoints the log recorded in `_trailkeep`.
-    assert!(summary["events"].as_u64().unwrap() >= 600, "{summary}");
+    let in_source = |sql: &str| -> u64 {
+        let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+        c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    };
     assert_eq!(
-        (Some(600), summary["verified"].as_bool()),
-        (Some(600), Some(true)),
+        in_source(
+            "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name <> '_trailkeep'"
+        ),
+        600
+    );
+    assert_eq!(
+        (summary["events"].as_u64(), summary["verified"].as_bool()),
+        (Some(in_source("SELECT count(*) FROM events")), Some(true)),
         "{summary}"
     );
     // The heads are identical on both sides.

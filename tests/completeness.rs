@@ -52,6 +52,20 @@ fn kinds(v: &Value) -> Vec<String> {
     out
 }
 
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 fn move_dir(from: &Path, to: &Path) {
     std::fs::rename(from, to).unwrap();
 }
@@ -91,9 +105,68 @@ async fn combined_verify_finds_archived_history_removed_from_the_bucket() {
     assert!(server.terminate().success());
     let (code, v, err) = verify(&dir, &["--config", cfg]);
     assert_eq!(code, 0, "{v:#} {err}");
+    // The log's own stream is signed up to its records (the CLI archive run
+    // signed it after recording its index; serve after its checkpoints).
+    let own = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "_trailkeep")
+        .unwrap();
+    assert_eq!(own["checkpoint_size"], own["head_seq"], "{own:#}");
+    let archive = dir.join("archive");
+
+    // Findings 4 and 5, offline: a stray object crashed verify (exit 101),
+    // and an edited object of `_trailkeep` was skipped (exit 0).
+    let out = trailkeep(&dir, &["keys", "public"]);
+    let pubkey = tmp.path().join("v.pub");
+    std::fs::write(&pubkey, &out.stdout).unwrap();
+    let url = format!("file://{}", archive.display());
+    let offline = || {
+        let out = trailkeep(
+            &dir,
+            &[
+                "verify",
+                "--archive",
+                &url,
+                "--public-key",
+                pubkey.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), v)
+    };
+    let located = |v: &Value, kind: &str, key: &str| {
+        v["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["kind"] == kind && p["key"].as_str().is_some_and(|k| k.starts_with(key)))
+    };
+    assert_eq!(offline().0, 0);
+    std::fs::write(archive.join("README"), "hi\n").unwrap();
+    let (code, v) = offline();
+    assert_eq!(code, 1, "{v:#}");
+    assert!(located(&v, "not_covered", "README"), "{v:#}");
+    std::fs::remove_file(archive.join("README")).unwrap();
+    let own_objects: Vec<PathBuf> = walk(&archive.join("_trailkeep").join("events"));
+    assert!(!own_objects.is_empty(), "the log's own stream was archived");
+    let original = std::fs::read(&own_objects[0]).unwrap();
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    std::fs::write(&own_objects[0], &flipped).unwrap();
+    let (code, v) = offline();
+    assert_eq!(code, 1, "{v:#}");
+    assert!(
+        located(&v, "object_sha256_mismatch", "_trailkeep/events/"),
+        "{v:#}"
+    );
+    std::fs::write(&own_objects[0], &original).unwrap();
+    assert_eq!(offline().0, 0);
 
     // The whole stream folder gone.
-    let archive = dir.join("archive");
     let aside = tmp.path().join("aside");
     move_dir(&archive.join("s"), &aside);
     let (code, v, err) = verify(&dir, &["--config", cfg]);
@@ -227,40 +300,12 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
     // head), then delete the checkpoint rows that would show it.
     {
         let c = rusqlite::Connection::open(dir.join("trailkeep.db")).unwrap();
-        let sid: i64 = c
-            .query_row("SELECT id FROM streams WHERE name = 't'", [], |r| r.get(0))
-            .unwrap();
-        let at = |seq: i64| -> (String, String) {
-            c.query_row(
-                "SELECT body, hash FROM events WHERE stream_id = ?1 AND seq = ?2",
-                [sid, seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
-        };
-        let mut prev = at(2).1;
-        for seq in 3..=20 {
-            let mut v: Value = serde_json::from_str(&at(seq).0).unwrap();
-            if seq == 3 {
-                v["data"]["i"] = json!(333);
-            }
-            v["prev"] = json!(prev);
-            let canon = serde_json_canonicalizer::to_string(&v).unwrap();
-            let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
-            c.execute(
-                "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = ?3 AND seq = ?4",
-                rusqlite::params![canon, hash, sid, seq],
-            )
-            .unwrap();
-            prev = hash;
-        }
+        common::rewrite_consistently(&c, "t", 3, 20);
         c.execute(
-            "UPDATE streams SET head_hash = ?1 WHERE id = ?2",
-            rusqlite::params![prev, sid],
+            "DELETE FROM checkpoints WHERE stream_id = (SELECT id FROM streams WHERE name = 't')",
+            [],
         )
         .unwrap();
-        c.execute("DELETE FROM checkpoints WHERE stream_id = ?1", [sid])
-            .unwrap();
     }
     let (code, v, err) = verify(&dir, &trusted);
     assert_eq!(code, 1, "{v:#} {err}");

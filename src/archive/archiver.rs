@@ -32,10 +32,10 @@ use super::manifest::{self, Manifest, ObjectInfo};
 use super::segment::{Compression, Segment, SegmentBuilder};
 use super::{ArchiveError, failpoint};
 use crate::chain::checkpoint::Checkpoint;
+use crate::chain::checkpoint::origin;
 use crate::chain::note::NoteSigner;
 use crate::chain::{ZERO_HASH_HEX, event_hash, merkle};
 use crate::event::{format_received, stored_json};
-use crate::ingest::checkpointer::origin;
 use crate::store::{ArchiveBatch, Lease, ReaderSource, Store, StoreExt, StoredCheckpoint};
 
 /// Archive settings (`[archive]` in the config file).
@@ -326,6 +326,9 @@ impl Archiver {
         {
             tracing::warn!(key = %w.key, error = %e, "cannot record the index in the log's own stream");
         }
+        // Signed at once, so a CLI run with no server leaves nothing unsigned.
+        crate::ingest::checkpointer::sign_self(self.store.as_ref(), &self.signer, &self.log_name)
+            .await;
     }
 
     /// Runs `f` holding the `archiver` lease (one process at a time),

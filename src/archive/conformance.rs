@@ -336,9 +336,11 @@ pub async fn completeness(b: &Bucket) {
     append(store.as_ref(), "b", 0, 5).await;
     crate::selflog::record(
         store.as_ref(),
-        "own-1".into(),
-        "checkpoint.signed",
-        serde_json::json!({"note": "x"}),
+        vec![(
+            "own-1".into(),
+            "checkpoint.signed",
+            serde_json::json!({"note": "x"}),
+        )],
     )
     .await
     .unwrap();

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use super::ArchiveError;
 use super::bucket::{Bucket, layout};
-use super::manifest::{Signature, canonical, check_hmac, hmac};
+use super::manifest::{Signature, SignedDoc};
 use crate::chain::note::{NoteSigner, NoteVerifier};
 use crate::store::Store;
 
@@ -116,32 +116,27 @@ pub struct Index {
     pub hmac_sha256: Option<String>,
 }
 
-impl Index {
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature = None;
-        unsigned.hmac_sha256 = None;
-        let mut out = CONTEXT.to_vec();
-        out.extend_from_slice(&canonical(&unsigned));
-        out
+impl SignedDoc for Index {
+    const CONTEXT: &'static [u8] = CONTEXT;
+    fn seals_mut(&mut self) -> (&mut Option<Signature>, &mut Option<String>) {
+        (&mut self.signature, &mut self.hmac_sha256)
     }
+    fn seals(&self) -> (Option<&Signature>, Option<&str>) {
+        (self.signature.as_ref(), self.hmac_sha256.as_deref())
+    }
+}
 
+impl Index {
     /// Signs with the log's key and, when given, the shared HMAC secret.
     #[must_use]
     pub fn sign(mut self, signer: &NoteSigner, hmac_key: Option<&[u8]>) -> Self {
-        self.signature = None;
-        self.hmac_sha256 = None;
-        let msg = self.signed_bytes();
-        self.signature = Some(Signature::make(signer, &msg));
-        self.hmac_sha256 = hmac_key.map(|k| hex::encode(hmac(k, &msg)));
+        self.seal(signer, hmac_key);
         self
     }
 
     /// The object's bytes: canonical JSON and a newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = canonical(self);
-        b.push(b'\n');
-        b
+        self.file_bytes()
     }
 
     /// Parses an index object.
@@ -162,7 +157,7 @@ impl Index {
     /// # Errors
     /// What is wrong with it.
     pub fn verify_signature(&self, verifier: &NoteVerifier) -> Result<(), String> {
-        Signature::check(self.signature.as_ref(), verifier, &self.signed_bytes())
+        self.check_signature(verifier)
             .map_err(|e| format!("signature: {e}"))
     }
 
@@ -171,8 +166,7 @@ impl Index {
     /// # Errors
     /// When it is missing or wrong.
     pub fn verify_hmac(&self, key: &[u8]) -> Result<(), String> {
-        check_hmac(self.hmac_sha256.as_deref(), key, &self.signed_bytes())
-            .map_err(|e| format!("hmac: {e}"))
+        self.check_hmac(key).map_err(|e| format!("hmac: {e}"))
     }
 
     /// The entry of `stream`.

@@ -108,32 +108,80 @@ pub enum ManifestError {
     Hmac(String),
 }
 
-impl Manifest {
+/// A JSON document signed the way manifests and archive indexes are: an
+/// Ed25519 signature (and, with the operator's shared secret, an
+/// HMAC-SHA256) over `CONTEXT` followed by the RFC 8785 form of the
+/// document without those two fields; stored as that canonical form plus a
+/// newline, so its bytes and SHA-256 are fixed by its contents.
+pub(crate) trait SignedDoc: Serialize + Clone {
+    /// Signing context, distinct per document kind, so a signature over one
+    /// kind is never taken for another (or for a C2SP note by the same key).
+    const CONTEXT: &'static [u8];
+
+    /// The signature and HMAC fields, to fill or clear.
+    fn seals_mut(&mut self) -> (&mut Option<Signature>, &mut Option<String>);
+
+    /// The signature and HMAC fields.
+    fn seals(&self) -> (Option<&Signature>, Option<&str>);
+
+    /// The bytes the signature and HMAC cover.
     fn signed_bytes(&self) -> Vec<u8> {
         let mut unsigned = self.clone();
-        unsigned.signature = None;
-        unsigned.hmac_sha256 = None;
-        let mut out = CONTEXT.to_vec();
+        let (sig, mac) = unsigned.seals_mut();
+        *sig = None;
+        *mac = None;
+        let mut out = Self::CONTEXT.to_vec();
         out.extend_from_slice(&canonical(&unsigned));
         out
     }
 
     /// Signs with the log's key and, when given, the shared HMAC secret.
+    fn seal(&mut self, signer: &NoteSigner, hmac_key: Option<&[u8]>) {
+        let msg = self.signed_bytes();
+        let (sig, mac) = self.seals_mut();
+        *sig = Some(Signature::make(signer, &msg));
+        *mac = hmac_key.map(|k| hex::encode(hmac(k, &msg)));
+    }
+
+    /// Checks the signature against `verifier`; the error says what is wrong.
+    fn check_signature(&self, verifier: &NoteVerifier) -> Result<(), String> {
+        Signature::check(self.seals().0, verifier, &self.signed_bytes())
+    }
+
+    /// Checks the HMAC with the shared secret.
+    fn check_hmac(&self, key: &[u8]) -> Result<(), String> {
+        check_hmac(self.seals().1, key, &self.signed_bytes())
+    }
+
+    /// The stored bytes: canonical JSON and a newline.
+    fn file_bytes(&self) -> Vec<u8> {
+        let mut b = canonical(self);
+        b.push(b'\n');
+        b
+    }
+}
+
+impl SignedDoc for Manifest {
+    const CONTEXT: &'static [u8] = CONTEXT;
+    fn seals_mut(&mut self) -> (&mut Option<Signature>, &mut Option<String>) {
+        (&mut self.signature, &mut self.hmac_sha256)
+    }
+    fn seals(&self) -> (Option<&Signature>, Option<&str>) {
+        (self.signature.as_ref(), self.hmac_sha256.as_deref())
+    }
+}
+
+impl Manifest {
+    /// Signs with the log's key and, when given, the shared HMAC secret.
     #[must_use]
     pub fn sign(mut self, signer: &NoteSigner, hmac_key: Option<&[u8]>) -> Self {
-        self.signature = None;
-        self.hmac_sha256 = None;
-        let msg = self.signed_bytes();
-        self.signature = Some(Signature::make(signer, &msg));
-        self.hmac_sha256 = hmac_key.map(|k| hex::encode(hmac(k, &msg)));
+        self.seal(signer, hmac_key);
         self
     }
 
     /// The manifest file's bytes: canonical JSON and a newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = canonical(self);
-        b.push(b'\n');
-        b
+        self.file_bytes()
     }
 
     /// Parses a manifest file.
@@ -154,7 +202,7 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Signature`] naming what is wrong.
     pub fn verify_signature(&self, verifier: &NoteVerifier) -> Result<(), ManifestError> {
-        Signature::check(self.signature.as_ref(), verifier, &self.signed_bytes())
+        self.check_signature(verifier)
             .map_err(ManifestError::Signature)
     }
 
@@ -163,8 +211,7 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Hmac`] when missing or wrong.
     pub fn verify_hmac(&self, key: &[u8]) -> Result<(), ManifestError> {
-        check_hmac(self.hmac_sha256.as_deref(), key, &self.signed_bytes())
-            .map_err(ManifestError::Hmac)
+        self.check_hmac(key).map_err(ManifestError::Hmac)
     }
 
     /// Whether `other` describes the same batch: equal in everything but
@@ -183,7 +230,7 @@ impl Manifest {
 
 impl Signature {
     /// Signs `msg` (context prefix included) with the log's key.
-    pub(crate) fn make(signer: &NoteSigner, msg: &[u8]) -> Self {
+    fn make(signer: &NoteSigner, msg: &[u8]) -> Self {
         Self {
             algorithm: "ed25519".into(),
             key_name: signer.name().to_owned(),
@@ -194,11 +241,7 @@ impl Signature {
 
     /// Checks that `sig` is `verifier`'s signature of `msg`; the error says
     /// what is wrong (missing, another key, does not verify).
-    pub(crate) fn check(
-        sig: Option<&Self>,
-        verifier: &NoteVerifier,
-        msg: &[u8],
-    ) -> Result<(), String> {
+    fn check(sig: Option<&Self>, verifier: &NoteVerifier, msg: &[u8]) -> Result<(), String> {
         let Some(sig) = sig else {
             return Err("missing".into());
         };
@@ -228,7 +271,7 @@ impl Signature {
 }
 
 /// HMAC-SHA256 of `msg` with the operator's shared secret.
-pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -237,7 +280,7 @@ pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
 }
 
 /// Checks a hex HMAC-SHA256 of `msg` against `key`.
-pub(crate) fn check_hmac(given: Option<&str>, key: &[u8], msg: &[u8]) -> Result<(), String> {
+fn check_hmac(given: Option<&str>, key: &[u8], msg: &[u8]) -> Result<(), String> {
     let given = given.ok_or_else(|| "missing".to_owned())?;
     let given = hex::decode(given).map_err(|_| "not hex".to_owned())?;
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
@@ -248,7 +291,7 @@ pub(crate) fn check_hmac(given: Option<&str>, key: &[u8], msg: &[u8]) -> Result<
 }
 
 /// RFC 8785 bytes of a plain struct.
-pub(crate) fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
+fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs of strings and integers cannot fail.
     serde_json::to_value(v)
         .map(|v| crate::jcs::to_vec(&v))

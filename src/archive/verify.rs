@@ -1567,3 +1567,82 @@ async fn check_object(
         last_hash: Some(prev),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::index::{ArchivedRange, Index, IndexedCheckpoint, IndexedStream};
+    use super::regressions;
+
+    fn index(number: u64, streams: &[(&str, Option<u64>, Option<u64>)]) -> Index {
+        Index {
+            version: 1,
+            log: "log.test".into(),
+            number,
+            created: "2026-12-01T00:00:00.000000Z".into(),
+            prev_index_sha256: None,
+            streams: streams
+                .iter()
+                .map(|(s, archived, cp)| IndexedStream {
+                    stream: (*s).into(),
+                    archived: archived.map(|last| ArchivedRange {
+                        first_seq: 1,
+                        last_seq: last,
+                        last_manifest_key: String::new(),
+                        last_manifest_sha256: String::new(),
+                    }),
+                    checkpoint: cp.map(|size| IndexedCheckpoint {
+                        size,
+                        root: String::new(),
+                        key: String::new(),
+                        created: String::new(),
+                    }),
+                })
+                .collect(),
+            signature: None,
+            hmac_sha256: None,
+        }
+    }
+
+    /// A later index may name more, never less: a stream, an archived range
+    /// or a checkpoint that went away is located by stream.
+    #[test]
+    fn a_later_index_never_names_less() {
+        let earlier = index(1, &[("a", Some(10), Some(12)), ("b", None, Some(3))]);
+        let same = index(2, &[("a", Some(10), Some(12)), ("b", None, Some(3))]);
+        assert!(regressions(&earlier, &same).is_empty());
+        let grown = index(
+            2,
+            &[
+                ("a", Some(20), Some(25)),
+                ("b", Some(3), Some(4)),
+                ("c", None, Some(1)),
+            ],
+        );
+        assert!(regressions(&earlier, &grown).is_empty());
+        let cases = [
+            (index(2, &[("a", Some(10), Some(12))]), "drops stream b"),
+            (
+                index(2, &[("a", Some(9), Some(12)), ("b", None, Some(3))]),
+                "stream a: archived up to seq 9",
+            ),
+            (
+                index(2, &[("a", None, Some(12)), ("b", None, Some(3))]),
+                "stream a: archived up to seq 0",
+            ),
+            (
+                index(2, &[("a", Some(10), Some(11)), ("b", None, Some(3))]),
+                "stream a: checkpoint at size 11",
+            ),
+            (
+                index(2, &[("a", Some(10), Some(12)), ("b", None, None)]),
+                "stream b: checkpoint at size 0",
+            ),
+        ];
+        for (later, want) in cases {
+            let r = regressions(&earlier, &later);
+            assert_eq!(r.len(), 1, "{want}: {r:?}");
+            assert!(r[0].contains(want), "{want}: {r:?}");
+        }
+    }
+}

@@ -24,6 +24,12 @@ pub struct Checkpoint {
 #[error("malformed checkpoint: {0}")]
 pub struct CheckpointParseError(&'static str);
 
+/// Returns the checkpoint origin of `stream` in the log `log_name`:
+/// `{log_name}/{stream}`.
+pub fn origin(log_name: &str, stream: &str) -> String {
+    format!("{log_name}/{stream}")
+}
+
 impl Checkpoint {
     /// Returns the note text of this checkpoint.
     pub fn to_text(&self) -> String {

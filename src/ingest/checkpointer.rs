@@ -13,12 +13,10 @@ use tokio::sync::watch;
 use crate::chain::checkpoint::Checkpoint;
 use crate::chain::merkle;
 use crate::chain::note::NoteSigner;
+use crate::event::SELF_STREAM;
 use crate::store::{ReaderSource, Store, StoreError, StoreExt, StoredCheckpoint};
 
-/// Returns the checkpoint origin of `stream` in the log `log_name`.
-pub fn origin(log_name: &str, stream: &str) -> String {
-    format!("{log_name}/{stream}")
-}
+pub use crate::chain::checkpoint::origin;
 
 /// Signs and stores a checkpoint for `stream` at its current head, unless
 /// the latest checkpoint already has that size. Returns the new checkpoint.
@@ -65,14 +63,41 @@ pub async fn checkpoint_stream(
     };
     store.put_checkpoint(stream, cp.clone()).await?;
     metrics::counter!("trailkeep_checkpoints_signed_total").increment(1);
-    // The copy for destinations with `checkpoints = true`. A later
-    // checkpoint covers this one, so a failed record is logged, not retried.
-    if let Err(e) =
-        crate::selflog::record_checkpoint(store, &origin(log_name, stream), stream, &cp).await
-    {
-        tracing::warn!(stream, size, error = %e, "cannot record the checkpoint in the log's own stream");
-    }
     Ok(Some(cp))
+}
+
+/// Signs every stream in `streams` that is past its latest checkpoint,
+/// records the new checkpoints in the log's own stream in **one** append
+/// (one commit per round, not per stream), and then signs the log's own
+/// stream, so that nothing is left unsigned behind the records: a stopped
+/// server leaves every stream, `_trailkeep` included, signed to its head.
+///
+/// A failed record is logged, not retried: a later checkpoint covers it.
+pub async fn sign_and_record(
+    store: &dyn Store,
+    signer: &NoteSigner,
+    log_name: &str,
+    streams: &[String],
+) {
+    let mut signed = Vec::new();
+    for s in streams.iter().filter(|s| *s != SELF_STREAM) {
+        match checkpoint_stream(store, signer, log_name, s).await {
+            Ok(Some(cp)) => signed.push((s.clone(), cp)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry"),
+        }
+    }
+    if let Err(e) = crate::selflog::record_checkpoints(store, log_name, &signed).await {
+        tracing::warn!(checkpoints = signed.len(), error = %e, "cannot record checkpoints in the log's own stream");
+    }
+    sign_self(store, signer, log_name).await;
+}
+
+/// Signs the log's own stream at its head (after something was recorded there).
+pub async fn sign_self(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
+    if let Err(e) = checkpoint_stream(store, signer, log_name, SELF_STREAM).await {
+        tracing::error!(stream = SELF_STREAM, error = %e, "checkpoint failed; will retry");
+    }
 }
 
 /// The lease that lets one node sign for everybody.
@@ -131,9 +156,5 @@ async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
             return;
         }
     };
-    for s in behind {
-        if let Err(e) = checkpoint_stream(store, signer, log_name, &s).await {
-            tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry");
-        }
-    }
+    sign_and_record(store, signer, log_name, &behind).await;
 }

@@ -28,10 +28,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::chain::checkpoint::Checkpoint;
+use crate::chain::checkpoint::origin;
 use crate::chain::merkle::{self, Frontier};
 use crate::chain::note::{NoteVerifier, open};
 use crate::chain::{Hash, ZERO_HASH_HEX, event_hash, leaf_hash};
-use crate::ingest::checkpointer::origin;
 use crate::store::{ReaderSource, Store, StoreError, StoreExt};
 
 /// What kind of problem was found.

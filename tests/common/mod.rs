@@ -186,3 +186,58 @@ pub async fn fresh_postgres(prefix: &str) -> Option<FreshPostgres> {
         client,
     })
 }
+
+/// Events of the producers' streams in a verify report (`streams[].events`),
+/// leaving out the log's own stream `_trailkeep` (its checkpoint and index
+/// records, whose number depends on timing).
+pub fn user_events(report: &Value) -> u64 {
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stream"] != "_trailkeep")
+        .map(|s| s["events"].as_u64().unwrap())
+        .sum()
+}
+
+/// Rewrites `stream`'s history consistently in a SQLite store, as an
+/// attacker with database write access would: the event at `seq` gets
+/// `data.i = 333`, and every later event up to `head` is re-chained (prev,
+/// canonical body, hash), then the head hash. Only checkpoints held outside
+/// the store can show it.
+pub fn rewrite_consistently(c: &rusqlite::Connection, stream: &str, seq: i64, head: i64) {
+    let sid: i64 = c
+        .query_row("SELECT id FROM streams WHERE name = ?1", [stream], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let at = |seq: i64| -> (String, String) {
+        c.query_row(
+            "SELECT body, hash FROM events WHERE stream_id = ?1 AND seq = ?2",
+            [sid, seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let mut prev = at(seq - 1).1;
+    for s in seq..=head {
+        let mut v: Value = serde_json::from_str(&at(s).0).unwrap();
+        if s == seq {
+            v["data"]["i"] = serde_json::json!(333);
+        }
+        v["prev"] = serde_json::json!(prev);
+        let canon = serde_json_canonicalizer::to_string(&v).unwrap();
+        let hash = hex::encode(trailkeep::chain::event_hash(canon.as_bytes()));
+        c.execute(
+            "UPDATE events SET body = ?1, hash = ?2 WHERE stream_id = ?3 AND seq = ?4",
+            rusqlite::params![canon, hash, sid, s],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    c.execute(
+        "UPDATE streams SET head_hash = ?1 WHERE id = ?2",
+        rusqlite::params![prev, sid],
+    )
+    .unwrap();
+}
