@@ -324,6 +324,34 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
         "{t:#}"
     );
 
+    // The whole stream removed from the store: the held checkpoint names it.
+    let removed = tmp.path().join("removed");
+    std::fs::create_dir(&removed).unwrap();
+    std::fs::copy(dir.join("trailkeep.db"), removed.join("trailkeep.db")).unwrap();
+    std::fs::copy(dir.join("signing.key"), removed.join("signing.key")).unwrap();
+    {
+        let c = rusqlite::Connection::open(removed.join("trailkeep.db")).unwrap();
+        c.execute_batch(
+            "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't');
+             DELETE FROM tiles WHERE stream_id = (SELECT id FROM streams WHERE name = 't');
+             DELETE FROM checkpoints WHERE stream_id = (SELECT id FROM streams WHERE name = 't');
+             DELETE FROM streams WHERE name = 't';",
+        )
+        .unwrap();
+    }
+    let (code, v, err) = verify(&removed, &trusted);
+    assert_eq!(code, 1, "{v:#} {err}");
+    assert!(
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "t"
+                && s["problems"][0]["kind"] == "behind_trusted_checkpoint"
+                && s["problems"][0]["seq"] == 1),
+        "{v:#}"
+    );
+
     // `checkpoints export` writes the same anchors from the log's own stream.
     let out_dir = tmp.path().join("export");
     let out = trailkeep(

@@ -244,6 +244,41 @@ pub async fn verify_store_with(
         let r = verify_stream(&ctx, start, &mut total, progress).await?;
         reports.push(r);
     }
+    // A stream the store no longer has at all, though a checkpoint held
+    // elsewhere covers events of it beyond the archive: it was removed.
+    let mut gone: Vec<(&String, &Vec<Anchor>)> = opts
+        .anchors
+        .iter()
+        .filter(|(s, _)| only.is_none_or(|o| o == s.as_str()))
+        .filter(|(s, _)| !reports.iter().any(|r| r.stream == **s))
+        .collect();
+    gone.sort_by(|a, b| a.0.cmp(b.0));
+    for (stream, anchors) in gone {
+        let archived = starts.get(stream).map_or(0, |s| s.next_seq - 1);
+        let problems: Vec<Problem> = anchors
+            .iter()
+            .filter(|a| a.size > archived)
+            .map(|a| Problem {
+                stream: stream.clone(),
+                seq: Some(archived + 1),
+                kind: ProblemKind::BehindTrustedCheckpoint,
+                key: None,
+                expected: Some(format!("events up to seq {} ({})", a.size, a.source)),
+                found: Some(format!(
+                    "no stream {stream} in the store (the archive holds it up to seq {archived})"
+                )),
+            })
+            .collect();
+        if !problems.is_empty() {
+            reports.push(StreamReport {
+                stream: stream.clone(),
+                events: 0,
+                head_seq: 0,
+                checkpoint_size: None,
+                problems,
+            });
+        }
+    }
     let problem_count = reports.iter().map(|r| r.problems.len()).sum();
     Ok(Report {
         ok: problem_count == 0,
