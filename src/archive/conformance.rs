@@ -528,6 +528,12 @@ pub async fn completeness(b: &Bucket) {
     b.remove(&k1).await;
     let t = verify(b).await;
     assert!(has(&t, K::IndexMissing, &k1, None), "{:#?}", t.problems);
+    assert!(
+        !any(&t, K::IndexChainBroken),
+        "a gap is reported once, as missing: {:#?}",
+        t.problems
+    );
+    assert_eq!(t.summary.problems, t.problems.len() as u64);
     let edited =
         String::from_utf8(i1.to_vec())
             .unwrap()
@@ -535,7 +541,132 @@ pub async fn completeness(b: &Bucket) {
     b.overwrite(&k1, edited.into()).await;
     let t = verify(b).await;
     assert!(has(&t, K::IndexInvalid, &k1, None), "{:#?}", t.problems);
+    let listed = t.keys.iter().find(|k| k.key == k1).unwrap();
+    assert_eq!(listed.status, Status::Invalid);
+    assert!(
+        listed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("signature")),
+        "{listed:?}"
+    );
+    // Replaced by another validly signed index 1 (only the key holder can),
+    // one that even claims a predecessor: both links show it.
+    let mut other = super::index::Index::parse(&i1).unwrap();
+    other.created = "2026-01-01T00:00:00.000000Z".into();
+    other.prev_index_sha256 = Some("00".repeat(32));
+    let other = other.sign(&signer(), Some(b"shared"));
+    b.overwrite(&k1, other.to_bytes().into()).await;
+    let t = verify(b).await;
+    let broken = |key: &str, what: &str| {
+        t.problems.iter().any(|p| {
+            p.kind == K::IndexChainBroken
+                && p.key.as_deref() == Some(key)
+                && p.message.contains(what)
+        })
+    };
+    assert!(broken(&k1, "links to a previous one"), "{:#?}", t.problems);
+    assert!(broken(&idx2.key, "prevIndexSha256"), "{:#?}", t.problems);
     b.overwrite(&k1, i1).await;
+    let t = verify(b).await;
+    let listed = t.keys.iter().find(|k| k.key == idx2.key).unwrap();
+    assert_eq!(
+        (listed.status, listed.reason.as_deref()),
+        (Status::Valid, None)
+    );
+
+    // With --stream, only that stream is held to the index.
+    for (k, _) in &folder {
+        b.remove(k).await;
+    }
+    let only = |s: &str| VerifyOptions {
+        hmac_key: Some(b"shared".to_vec()),
+        stream: Some(s.to_owned()),
+        ..VerifyOptions::default()
+    };
+    let t = verify_with(b, only("a")).await;
+    assert!(t.ok, "{:#?}", t.problems);
+    let t = verify_with(b, only("b")).await;
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == K::StreamMissing && p.stream == "b"),
+        "{:#?}",
+        t.problems
+    );
+    for (k, v) in &folder {
+        b.overwrite(k, v.clone()).await;
+    }
+
+    // The oldest batches removed: the bucket alone starts at seq 11 and
+    // only says so in a note; the index names seq 1.
+    let oldest_a = first.batches.iter().find(|x| x.stream == "a").unwrap();
+    assert_eq!(oldest_a.start_seq, 1);
+    let oldest = vec![
+        keep(oldest_a.object_key.clone()).await,
+        keep(oldest_a.manifest_key.clone()).await,
+    ];
+    for (k, _) in &oldest {
+        b.remove(k).await;
+    }
+    let t = verify(b).await;
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.kind == K::BatchMissing && p.stream == "a" && p.seq == Some(1)),
+        "{:#?}",
+        t.problems
+    );
+    for (k, v) in &oldest {
+        b.overwrite(k, v.clone()).await;
+    }
+
+    // The last manifest re-serialized: the same signed content in other
+    // bytes. Its signature still holds; only the index's SHA-256 shows it.
+    let (lm, lm_bytes) = keep(newest_a.manifest_key.clone()).await;
+    let pretty =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&lm_bytes).unwrap())
+            .unwrap();
+    b.overwrite(&lm, pretty.into()).await;
+    let t = verify(b).await;
+    assert!(!any(&t, K::BadSignature), "{:#?}", t.problems);
+    assert!(has(&t, K::BatchMissing, &lm, Some(30)), "{:#?}", t.problems);
+    b.overwrite(&lm, lm_bytes).await;
+    assert!(verify(b).await.ok);
+
+    // A checkpoint an index names, beyond the archive, replaced by one
+    // with another root (a fork signed with the key): the index shows it.
+    append(store.as_ref(), "a", 30, 5).await;
+    crate::ingest::checkpointer::checkpoint_stream(store.as_ref(), &signer(), "log.test", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    super::index::write(b, store.as_ref(), &signer(), "log.test", Some(b"shared"))
+        .await
+        .unwrap();
+    assert!(verify(b).await.ok);
+    let cp35 = crate::archive::bucket::layout::checkpoint_key("a", 35);
+    let (_, cp35_bytes) = keep(cp35.clone()).await;
+    let forged = signer()
+        .sign(
+            &crate::chain::checkpoint::Checkpoint {
+                origin: "log.test/a".into(),
+                size: 35,
+                root: [7; 32],
+            }
+            .to_text(),
+        )
+        .unwrap();
+    b.overwrite(&cp35, forged.into()).await;
+    let t = verify(b).await;
+    assert!(
+        t.problems.iter().any(|p| p.kind == K::CheckpointMissing
+            && p.key.as_deref() == Some(cp35.as_str())
+            && p.message.contains("root")),
+        "{:#?}",
+        t.problems
+    );
+    b.overwrite(&cp35, cp35_bytes).await;
 
     // A rewritten history below a trusted checkpoint: a forged root.
     let mut forged = trusted30.clone();
