@@ -666,7 +666,75 @@ pub async fn completeness(b: &Bucket) {
         "{:#?}",
         t.problems
     );
-    b.overwrite(&cp35, cp35_bytes).await;
+    b.overwrite(&cp35, cp35_bytes.clone()).await;
+
+    // Trusted checkpoints, case by case.
+    let trusted = |note: &[u8]| {
+        let text = String::from_utf8(note.to_vec()).unwrap();
+        let body = crate::chain::note::open(&text, &signer().verifier()).unwrap();
+        let cp = crate::chain::checkpoint::Checkpoint::parse(body).unwrap();
+        super::verify::TrustedCheckpoint {
+            source: format!("saved-{}.note", cp.size),
+            stream: "a".into(),
+            size: cp.size,
+            root: cp.root,
+        }
+    };
+    let t35 = trusted(&cp35_bytes);
+    let outcome = |opts: VerifyOptions| async move {
+        let r = verify_with(b, opts).await;
+        assert_eq!(r.trusted.len(), 1, "{:#?}", r.trusted);
+        (r.ok, r.trusted[0].outcome, r.trusted[0].detail.clone())
+    };
+    let opts = |t: super::verify::TrustedCheckpoint, hot_follows: bool| VerifyOptions {
+        hmac_key: Some(b"shared".to_vec()),
+        trusted: vec![t],
+        hot_follows,
+        ..VerifyOptions::default()
+    };
+    // Beyond the archive (seq 30) but within the newest indexed checkpoint
+    // (35): offline cannot compare; combined verify leaves it to the hot pass.
+    let (ok, o, d) = outcome(opts(t35.clone(), false)).await;
+    assert!(
+        ok && o == "not_compared" && d.contains("within the newest indexed checkpoint"),
+        "{o}: {d}"
+    );
+    let (ok, o, _) = outcome(opts(t35.clone(), true)).await;
+    assert!(ok && o == "extended", "{o}");
+    // The same size as the indexed checkpoint, another root: a fork.
+    let mut fork = t35.clone();
+    fork.root[0] ^= 1;
+    let (ok, o, d) = outcome(opts(fork, false)).await;
+    assert!(!ok && o == "mismatch" && d.contains("fork"), "{o}: {d}");
+    // Another stream's trusted checkpoint under --stream b: not looked at.
+    let r = verify_with(
+        b,
+        VerifyOptions {
+            stream: Some("b".into()),
+            ..opts(t35.clone(), false)
+        },
+    )
+    .await;
+    assert!(r.ok && r.trusted.is_empty(), "{:#?}", r.trusted);
+    // Inside the archive, but the archive no longer starts at seq 1: no
+    // root can be recomputed there, and verify says why.
+    let t20 = trusted(
+        &b.get(&crate::archive::bucket::layout::checkpoint_key("a", 20))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    for (k, _) in &oldest {
+        b.remove(k).await;
+    }
+    let (_, o, d) = outcome(opts(t20, false)).await;
+    assert!(
+        o == "not_compared" && d.contains("does not start at seq 1"),
+        "{o}: {d}"
+    );
+    for (k, v) in &oldest {
+        b.overwrite(k, v.clone()).await;
+    }
 
     // A rewritten history below a trusted checkpoint: a forged root.
     let mut forged = trusted30.clone();
