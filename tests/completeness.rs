@@ -82,6 +82,7 @@ async fn combined_verify_finds_archived_history_removed_from_the_bucket() {
     let key = create_key(&dir, "ingest");
     let server = Server::start(&dir, &["--config", cfg]).await;
     post(&server, &key, "s", 0, 20).await;
+    post(&server, &key, "o", 0, 5).await;
     assert!(server.terminate().success());
     let out = trailkeep(
         &dir,
@@ -174,7 +175,48 @@ async fn combined_verify_finds_archived_history_removed_from_the_bucket() {
     let k = kinds(&v);
     assert!(k.iter().any(|k| k == "archive_mismatch"), "{k:?}");
     assert!(k.iter().any(|k| k == "stream_missing"), "{k:?}");
+    assert!(
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "s"
+                && s["problems"].as_array().unwrap().iter().any(|p| p["kind"]
+                    == "archive_mismatch"
+                    && p["expected"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("2 archived batches (seqs 1-20)"))),
+        "{v:#}"
+    );
+    // Another stream asked for: its own check passes.
+    let (code, v, err) = verify(&dir, &["--config", cfg, "--stream", "o"]);
+    assert_eq!(code, 0, "{v:#} {err}");
     move_dir(&aside, &archive.join("s"));
+
+    // The hot store's record of a batch changed (range, or manifest hash):
+    // it no longer matches the bucket.
+    let db = dir.join("trailkeep.db");
+    let backup = tmp.path().join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    for tamper in [
+        "UPDATE archive_batches SET end_seq = 9 WHERE start_seq = 1 AND stream_id = (SELECT id FROM streams WHERE name = 's')",
+        "UPDATE archive_batches SET manifest_sha256 = replace(manifest_sha256, substr(manifest_sha256, 1, 1), 'x') WHERE start_seq = 11 AND stream_id = (SELECT id FROM streams WHERE name = 's')",
+        "UPDATE archive_batches SET manifest_key = manifest_key || 'x' WHERE start_seq = 11 AND stream_id = (SELECT id FROM streams WHERE name = 's')",
+    ] {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute(tamper, [])
+            .unwrap();
+        let (code, v, err) = verify(&dir, &["--config", cfg]);
+        assert_eq!(code, 1, "{tamper}: {v:#} {err}");
+        assert!(
+            kinds(&v).iter().any(|k| k == "archive_mismatch"),
+            "{tamper}: {v:#}"
+        );
+        std::fs::copy(&backup, &db).unwrap();
+    }
+    assert_eq!(verify(&dir, &["--config", cfg]).0, 0);
 
     // Only the first batch gone (object, manifest, checkpoint).
     for sub in ["events", "manifests"] {
@@ -276,25 +318,116 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
     let cfg = cfg.to_str().unwrap();
     let key = create_key(&dir, "ingest");
     let server = Server::start(&dir, &["--config", cfg]).await;
-    post(&server, &key, "t", 0, 20).await;
-    common::wait_until(
-        Duration::from_secs(20),
-        "the checkpoint at size 20 delivered",
-        || {
+    let delivered = |size: u64| {
+        let copy = copy.clone();
+        move || {
             std::fs::read_to_string(&copy).is_ok_and(|t| {
                 t.lines().any(|l| {
                     l.contains("checkpoint.signed")
                         && l.contains("\"stream\":\"t\"")
-                        && l.contains("\"size\":20")
+                        && l.contains(&format!("\"size\":{size},"))
                 })
             })
-        },
+        }
+    };
+    post(&server, &key, "t", 0, 10).await;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the checkpoint at size 10 delivered",
+        delivered(10),
+    )
+    .await;
+    post(&server, &key, "t", 10, 10).await;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the checkpoint at size 20 delivered",
+        delivered(20),
     )
     .await;
     assert!(server.terminate().success());
     let trusted = ["--trusted-checkpoint", copy.to_str().unwrap()];
     let (code, v, err) = verify(&dir, &trusted);
     assert_eq!(code, 0, "{v:#} {err}");
+    let problems_of_t = |v: &Value| -> Vec<Value> {
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == "t")
+            .map(|s| s["problems"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    };
+    // Only the checkpoint at size 10 held.
+    let ten = tmp.path().join("ten.ndjson");
+    std::fs::write(
+        &ten,
+        std::fs::read_to_string(&copy)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("\"stream\":\"t\"") && l.contains("\"size\":10,"))
+            .unwrap(),
+    )
+    .unwrap();
+    let held_ten = ["--trusted-checkpoint", ten.to_str().unwrap()];
+    assert_eq!(verify(&dir, &held_ten).0, 0);
+
+    // Events above the held checkpoint rewritten, the tiles left as they
+    // were, checkpoint rows deleted: the events still extend the held
+    // checkpoint, but the proofs the server would serve (from its tiles) do
+    // not lead to them; only the consistency proof shows it.
+    // And a tail truncated below a held checkpoint: located after the tail.
+    let db = dir.join("trailkeep.db");
+    let backup = tmp.path().join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        common::rewrite_consistently(&c, "t", 15, 20);
+        c.execute(
+            "DELETE FROM checkpoints WHERE stream_id = (SELECT id FROM streams WHERE name = 't')",
+            [],
+        )
+        .unwrap();
+    }
+    let (code, v, _) = verify(&dir, &held_ten);
+    assert_eq!(code, 1, "{v:#}");
+    let p = problems_of_t(&v);
+    assert!(
+        p.iter().any(|p| p["kind"] == "trusted_checkpoint_mismatch"
+            && p["seq"] == 10
+            && p["found"].as_str().unwrap().contains("does not lead")),
+        "{p:#?}"
+    );
+    std::fs::copy(&backup, &db).unwrap();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let h15: String = c
+            .query_row(
+                "SELECT hash FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 15",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        c.execute_batch(
+            "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq > 15;
+             DELETE FROM checkpoints WHERE stream_id = (SELECT id FROM streams WHERE name = 't');",
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE streams SET head_seq = 15, head_hash = ?1 WHERE name = 't'",
+            [h15],
+        )
+        .unwrap();
+    }
+    let (code, v, _) = verify(&dir, &trusted);
+    assert_eq!(code, 1, "{v:#}");
+    let p = problems_of_t(&v);
+    assert!(
+        p.iter()
+            .any(|p| p["kind"] == "behind_trusted_checkpoint" && p["seq"] == 16),
+        "{p:#?}"
+    );
+    std::fs::copy(&backup, &db).unwrap();
+    assert_eq!(verify(&dir, &trusted).0, 0);
 
     // Rewrite event 3 of `t` and re-chain everything after it (hashes,
     // head), then delete the checkpoint rows that would show it.
@@ -341,6 +474,11 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
     }
     let (code, v, err) = verify(&removed, &trusted);
     assert_eq!(code, 1, "{v:#} {err}");
+    let mut only_own = trusted.to_vec();
+    only_own.extend(["--stream", "_trailkeep"]);
+    let (code, v, err) = verify(&removed, &only_own);
+    assert_eq!(code, 0, "another stream asked for: {v:#} {err}");
+    let (code, v, err) = verify(&removed, &trusted);
     assert!(
         v["streams"]
             .as_array()
