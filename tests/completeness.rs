@@ -479,6 +479,7 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
     let (code, v, err) = verify(&removed, &only_own);
     assert_eq!(code, 0, "another stream asked for: {v:#} {err}");
     let (code, v, err) = verify(&removed, &trusted);
+    assert_eq!(code, 1, "{v:#} {err}");
     assert!(
         v["streams"]
             .as_array()
