@@ -786,6 +786,51 @@ mod tests {
         }
     }
 
+    /// Without the archive verified first (`POST /v1/verify`), a stream
+    /// starts after its last recorded batch; `only` limits the report.
+    #[tokio::test]
+    async fn the_hot_part_starts_after_the_recorded_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        append(store.as_ref(), "a", 0, 20).await;
+        append(store.as_ref(), "b", 0, 3).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let bucket = crate::archive::Bucket::open(
+            &url::Url::from_directory_path(dir.path().join("archive"))
+                .unwrap()
+                .to_string(),
+            &crate::archive::BucketOptions::default(),
+        )
+        .unwrap();
+        let archiver = crate::archive::Archiver::new(
+            store.clone(),
+            bucket,
+            signer(),
+            "log.test".into(),
+            crate::archive::ArchiveSettings {
+                older_than: std::time::Duration::ZERO,
+                ..crate::archive::ArchiveSettings::default()
+            },
+        );
+        archiver
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        append(store.as_ref(), "a", 20, 5).await;
+        let v = signer().verifier();
+        let r = verify_store(store.as_ref(), &v, "log.test", None, &|_| {})
+            .await
+            .unwrap();
+        assert!(r.ok, "{:#?}", r.streams);
+        let a = r.streams.iter().find(|s| s.stream == "a").unwrap();
+        assert_eq!((a.events, a.head_seq), (5, 25));
+        let r = verify_store(store.as_ref(), &v, "log.test", Some("b"), &|_| {})
+            .await
+            .unwrap();
+        let names: Vec<&str> = r.streams.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(names, ["b"]);
+    }
+
     /// A stream the store no longer has, while checkpoints held elsewhere
     /// cover it: each one beyond the archive is located at the seq after
     /// the archive; one the archive covers is not a problem; `only` limits
