@@ -796,9 +796,9 @@ mod tests {
         append(store.as_ref(), "b", 0, 3).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let bucket = crate::archive::Bucket::open(
-            &url::Url::from_directory_path(dir.path().join("archive"))
+            url::Url::from_directory_path(dir.path().join("archive"))
                 .unwrap()
-                .to_string(),
+                .as_str(),
             &crate::archive::BucketOptions::default(),
         )
         .unwrap();
