@@ -7,8 +7,9 @@
 //! `subtle`'s constant-time equality.
 //!
 //! Scopes: `ingest` may only append; `read` may only read; `admin` may do
-//! both and run admin operations. A key bound to a stream touches no other;
-//! `*` means every stream.
+//! both and run admin operations. A key bound to a stream touches no other
+//! and sees no other, on every route; `*` means every stream. [`allows`] is
+//! the one function that decides.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,12 +89,36 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
     (id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty()).then_some((id, secret))
 }
 
-/// Returns whether `key` grants `needed` on `stream` (`None`: not
-/// stream-specific, e.g. listing streams).
-pub fn allows(key: &KeyRecord, needed: Scope, stream: Option<&str>) -> bool {
+/// What a request acts on, for [`allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One stream: its events, checkpoints, proofs, archive batches,
+    /// restores, verification, dead letters.
+    Stream(&'a str),
+    /// Every stream at once: an archive run, pausing a destination that
+    /// serves more than one stream. Only a key for `*` may.
+    AllStreams,
+    /// A listing that the handler narrows to the streams the key
+    /// [`sees`] (streams, sources, destinations, batches).
+    Listing,
+}
+
+/// Decides every API call: whether `key` grants `needed` on `target`.
+/// Admin includes read and ingest; a key bound to a stream acts on that
+/// stream only, never on every stream, and sees only it in listings.
+pub fn allows(key: &KeyRecord, needed: Scope, target: Target<'_>) -> bool {
     let scope_ok = key.scope == "admin" || key.scope == needed.as_str();
-    let stream_ok = key.stream == "*" || stream.is_none_or(|s| s == key.stream);
+    let stream_ok = match target {
+        Target::Stream(s) => sees(key, s),
+        Target::AllStreams => key.stream == "*",
+        Target::Listing => true,
+    };
     scope_ok && stream_ok
+}
+
+/// Whether `key` may see `stream` at all (in listings, statuses, errors).
+pub fn sees(key: &KeyRecord, stream: &str) -> bool {
+    key.stream == "*" || key.stream == stream
 }
 
 /// Why a request was not authenticated.
@@ -210,21 +235,36 @@ mod tests {
             created: String::new(),
             revoked: None,
         };
-        assert!(allows(&key("ingest", "a"), Scope::Ingest, Some("a")));
+        let (a, b) = (Target::Stream("a"), Target::Stream("b"));
+        assert!(allows(&key("ingest", "a"), Scope::Ingest, a));
         assert!(
-            !allows(&key("ingest", "a"), Scope::Read, Some("a")),
+            !allows(&key("ingest", "a"), Scope::Read, a),
             "ingest cannot read"
         );
         assert!(
-            !allows(&key("read", "a"), Scope::Ingest, Some("a")),
+            !allows(&key("read", "a"), Scope::Ingest, a),
             "read cannot ingest"
         );
         assert!(
-            !allows(&key("read", "a"), Scope::Read, Some("b")),
+            !allows(&key("read", "a"), Scope::Admin, a),
+            "read is not admin"
+        );
+        assert!(
+            !allows(&key("read", "a"), Scope::Read, b),
             "one stream's key reads no other"
         );
-        assert!(allows(&key("read", "*"), Scope::Read, Some("b")));
-        assert!(allows(&key("admin", "*"), Scope::Ingest, Some("b")));
-        assert!(!allows(&key("admin", "a"), Scope::Admin, Some("b")));
+        assert!(allows(&key("read", "*"), Scope::Read, b));
+        assert!(allows(&key("admin", "*"), Scope::Ingest, b));
+        assert!(allows(&key("admin", "a"), Scope::Read, a));
+        assert!(!allows(&key("admin", "a"), Scope::Admin, b));
+        assert!(
+            !allows(&key("admin", "a"), Scope::Admin, Target::AllStreams),
+            "a stream-bound admin never acts on every stream"
+        );
+        assert!(allows(&key("admin", "*"), Scope::Admin, Target::AllStreams));
+        assert!(allows(&key("read", "a"), Scope::Read, Target::Listing));
+        assert!(!allows(&key("ingest", "*"), Scope::Read, Target::Listing));
+        assert!(sees(&key("read", "a"), "a") && !sees(&key("read", "a"), "b"));
+        assert!(sees(&key("read", "*"), "_trailkeep"));
     }
 }

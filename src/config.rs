@@ -47,6 +47,135 @@ pub struct RawConfig {
     /// `[[destinations]]` tables.
     #[serde(default)]
     pub destinations: Vec<crate::destinations::config::RawDestination>,
+    /// `[server]` table: the HTTP listener's limits and TLS.
+    #[serde(default)]
+    pub server: RawServer,
+}
+
+/// `[server]`: how the listener treats slow, idle, numerous or greedy
+/// clients, and TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// A connection must send a whole request head within this long, ms,
+    /// counted from when it opens or its previous response ended: slow
+    /// (slowloris) and idle keep-alive connections are closed (default 10000).
+    pub header_timeout_ms: Option<u64>,
+    /// A request body must arrive within this long, ms (default 30000).
+    pub body_timeout_ms: Option<u64>,
+    /// Open connections at most; more are closed at once (default 1024).
+    pub max_connections: Option<usize>,
+    /// On SIGTERM, in-flight requests get this long, ms, to finish before
+    /// their connections are closed (default 10000).
+    pub shutdown_grace_ms: Option<u64>,
+    /// Requests per second one API key may make; 0 turns it off (default 1000).
+    pub requests_per_second: Option<u32>,
+    /// Events per second one API key may append; 0 turns it off (default 100000).
+    pub events_per_second: Option<u32>,
+    /// PEM certificate chain: with `tls_key_file`, the listener speaks
+    /// HTTPS only; both are read again on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The validated `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// See [`RawServer::header_timeout_ms`].
+    pub header_timeout: Duration,
+    /// See [`RawServer::body_timeout_ms`].
+    pub body_timeout: Duration,
+    /// See [`RawServer::max_connections`].
+    pub max_connections: usize,
+    /// See [`RawServer::shutdown_grace_ms`].
+    pub shutdown_grace: Duration,
+    /// Per-key requests per second (0: unlimited).
+    pub requests_per_second: u32,
+    /// Per-key events per second (0: unlimited).
+    pub events_per_second: u32,
+    /// Certificate and key files, when TLS is on.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            requests_per_second: 1000,
+            events_per_second: 100_000,
+            tls: None,
+        }
+    }
+}
+
+/// TLS certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerSettings, ConfigError> {
+        let d = ServerSettings::default();
+        let ms = |v: Option<u64>, key: &str, def: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(def),
+                Some(v) if (100..=3_600_000).contains(&v) => Ok(Duration::from_millis(v)),
+                Some(_) => Err(err(key, "must be between 100 and 3600000 (ms)")),
+            }
+        };
+        let max_connections = self.max_connections.unwrap_or(d.max_connections);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(err(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(_), None) => {
+                return Err(err(
+                    "server.tls_key_file",
+                    "tls_cert_file needs tls_key_file too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "server.tls_cert_file",
+                    "tls_key_file needs tls_cert_file too",
+                ));
+            }
+        };
+        Ok(ServerSettings {
+            header_timeout: ms(
+                self.header_timeout_ms,
+                "server.header_timeout_ms",
+                d.header_timeout,
+            )?,
+            body_timeout: ms(
+                self.body_timeout_ms,
+                "server.body_timeout_ms",
+                d.body_timeout,
+            )?,
+            max_connections,
+            shutdown_grace: ms(
+                self.shutdown_grace_ms,
+                "server.shutdown_grace_ms",
+                d.shutdown_grace,
+            )?,
+            requests_per_second: self.requests_per_second.unwrap_or(d.requests_per_second),
+            events_per_second: self.events_per_second.unwrap_or(d.events_per_second),
+            tls,
+        })
+    }
 }
 
 /// `[archive]`: where and when hot events move to object storage.
@@ -375,9 +504,45 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// Destinations.
     pub destinations: Vec<crate::destinations::config::DestinationConfig>,
+    /// The HTTP listener's limits and TLS.
+    pub server: ServerSettings,
 }
 
 impl Config {
+    /// What `config.loaded` records in `_audit`: the shape of the
+    /// configuration, never a URL's credentials or query, a key or a secret.
+    pub fn audit_summary(&self) -> serde_json::Value {
+        let bare = |u: &str| {
+            url::Url::parse(u).map_or_else(
+                |_| "(unparsable)".to_owned(),
+                |mut u| {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    u.set_query(None);
+                    u.to_string()
+                },
+            )
+        };
+        serde_json::json!({
+            "log_name": self.log_name,
+            "listen": self.listen.to_string(),
+            "tls": self.server.tls.is_some(),
+            "store": match &self.store { StoreLocation::Sqlite => "sqlite", StoreLocation::Postgres(_) => "postgres" },
+            "data_dir": self.data_dir.display().to_string(),
+            "checkpoint_interval_ms": self.checkpoint_interval.as_millis() as u64,
+            "archive": self.archive.url.as_deref().map_or_else(|| "file://DATA_DIR/archive".to_owned(), bare),
+            "sources": self.sources.iter().map(|s| serde_json::json!({"name": s.name, "stream": s.stream, "url": bare(s.url.as_str())})).collect::<Vec<_>>(),
+            "destinations": self.destinations.iter().map(|d| serde_json::json!({"name": d.driver.name, "type": d.type_name()})).collect::<Vec<_>>(),
+            "server": {
+                "header_timeout_ms": self.server.header_timeout.as_millis() as u64,
+                "body_timeout_ms": self.server.body_timeout.as_millis() as u64,
+                "max_connections": self.server.max_connections,
+                "requests_per_second": self.server.requests_per_second,
+                "events_per_second": self.server.events_per_second,
+            },
+        })
+    }
+
     /// The archive URL: `archive.url` (or `--archive`), else
     /// `file://DATA_DIR/archive` with the data directory made absolute.
     ///
@@ -558,7 +723,9 @@ impl RawConfig {
             }
             destinations.push(d);
         }
+        let server = self.server.validate()?;
         Ok(Config {
+            server,
             destinations,
             archive,
             postgres: crate::store::postgres::PoolSettings {

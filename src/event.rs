@@ -109,6 +109,11 @@ const MAX_SAFE_INT: u64 = (1 << 53) - 1;
 /// outside the operator's reach (issue #12).
 pub const SELF_STREAM: &str = "_trailkeep";
 
+/// The log's self-audit stream: every administrative act (keys, archive
+/// runs, restores, destination switches, verifications, refused
+/// authentications) is an event here, naming the key id, never the token.
+pub const AUDIT_STREAM: &str = "_audit";
+
 /// Returns whether `s` is a syntactically valid stream name: 1–128 of
 /// `A–Z a–z 0–9 . _ -`, and not `.` or `..` (which would climb out of a
 /// path or object key). Names starting with `.` or `_` pass here but are

@@ -30,6 +30,20 @@ pub enum KeyFileError {
     },
 }
 
+/// Loads the signing key at `path`, which must exist (the CLI's key
+/// commands: a mistyped `--data-dir` must not mint a new signing key).
+///
+/// # Errors
+/// A missing or unreadable file, or one that does not hold a valid key.
+pub fn load(path: &Path) -> Result<NoteSigner, KeyFileError> {
+    let shown = path.display().to_string();
+    let s = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    NoteSigner::parse(s.trim()).map_err(|_| KeyFileError::Invalid { path: shown })
+}
+
 /// Loads the signing key at `path` (by default `DATA_DIR/signing.key`), or
 /// creates it there named `log_name`.
 ///
@@ -92,6 +106,18 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        assert_eq!(
+            load(&dir.path().join(FILE_NAME)).expect("load").verifier(),
+            a.verifier()
+        );
+        assert!(matches!(
+            load(&dir.path().join("absent.key")),
+            Err(KeyFileError::Io { .. })
+        ));
+        assert!(
+            !dir.path().join("absent.key").try_exists().expect("stat"),
+            "load creates nothing"
+        );
         std::fs::write(dir.path().join(FILE_NAME), "garbage").expect("write");
         let err = load_or_create(&dir.path().join(FILE_NAME), "x").expect_err("invalid");
         assert!(matches!(err, KeyFileError::Invalid { .. }), "{err}");

@@ -30,15 +30,18 @@
 
 pub mod api;
 pub mod archive;
+pub mod audit;
 pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod destinations;
 pub mod event;
+pub mod http;
 pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
+pub mod names;
 pub mod selflog;
 pub mod server;
 pub mod sources;

@@ -30,6 +30,19 @@ pub async fn record(
     store: &dyn Store,
     events: Vec<(String, &str, serde_json::Value)>,
 ) -> Result<(), StoreError> {
+    append_own(store, SELF_STREAM, events).await
+}
+
+/// Appends events `(id, type, data)` to one of the log's own streams
+/// ([`SELF_STREAM`], [`crate::event::AUDIT_STREAM`]) in one commit.
+///
+/// # Errors
+/// Store errors.
+pub(crate) async fn append_own(
+    store: &dyn Store,
+    stream: &str,
+    events: Vec<(String, &str, serde_json::Value)>,
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -49,7 +62,7 @@ pub async fn record(
         .collect::<Result<Vec<_>, _>>()?;
     store
         .append(vec![AppendGroup {
-            stream: SELF_STREAM.to_owned(),
+            stream: stream.to_owned(),
             events,
             sealed: None,
         }])

@@ -116,6 +116,9 @@ pub enum ServeError {
     /// The archive could not be set up (URL, secret file).
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
 }
 
 /// Builds the archiver from the config: the bucket behind the archive URL,
@@ -209,7 +212,17 @@ async fn archive_worker(
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        match archiver.run_leased(None, &|_| {}).await {
+        let run = archiver.run_leased(None, &|_| {}).await;
+        if !matches!(run, Err(crate::archive::ArchiveError::Busy)) {
+            crate::audit::record(
+                archiver.store().as_ref(),
+                "archive.run",
+                crate::audit::Actor::Server,
+                crate::audit::archive_run(&run),
+            )
+            .await;
+        }
+        match run {
             Ok(r) => tracing::info!(
                 events = r.events_archived,
                 batches = r.batches.len(),
@@ -225,6 +238,32 @@ async fn archive_worker(
                 tracing::error!(error = %e, "archive run failed; the next run goes on from the last recorded batch");
             }
         }
+    }
+}
+
+/// How often refused authentications are written to `_audit`.
+const REFUSALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes the refused authentications counted in each window to `_audit`,
+/// and once more at stop.
+async fn flush_refusals(
+    store: Arc<dyn Store>,
+    refusals: Arc<crate::audit::Refusals>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let window = std::env::var("TRAILKEEP_TEST_REFUSALS_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(REFUSALS_WINDOW, std::time::Duration::from_millis);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            _ = stop.changed() => {
+                refusals.flush(store.as_ref(), window.as_secs()).await;
+                return;
+            }
+        }
+        refusals.flush(store.as_ref(), window.as_secs()).await;
     }
 }
 
@@ -301,6 +340,7 @@ pub struct Running {
     sources: Vec<tokio::task::JoinHandle<()>>,
     stop_sources: tokio::sync::watch::Sender<bool>,
     archive_task: Option<tokio::task::JoinHandle<()>>,
+    audit_task: tokio::task::JoinHandle<()>,
     destination_tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_destinations: tokio::sync::watch::Sender<bool>,
     /// Held while running: one `serve` per data directory.
@@ -362,6 +402,12 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             dest,
         });
     }
+    let refusals = Arc::new(crate::audit::Refusals::default());
+    let audit_task = tokio::spawn(flush_refusals(
+        store.clone(),
+        refusals.clone(),
+        stop.subscribe(),
+    ));
     let state = Arc::new(crate::api::Shared {
         destinations,
         archiver: archiver.clone(),
@@ -372,7 +418,16 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         verifier: signer.verifier(),
         log_name: config.log_name.clone(),
         metrics: crate::telemetry::prometheus(),
+        rate: crate::api::RateLimits::new(&config.server),
+        refusals: refusals.clone(),
     });
+    crate::audit::record(
+        store.as_ref(),
+        "config.loaded",
+        crate::audit::Actor::Server,
+        config.audit_summary(),
+    )
+    .await;
     let (stop_sources, sources_rx) = tokio::sync::watch::channel(false);
     let mut sources = Vec::new();
     if !config.sources.is_empty() {
@@ -398,6 +453,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         sources,
         stop_sources,
         archive_task,
+        audit_task,
         destination_tasks,
         stop_destinations,
         _node_lock: node_lock,
@@ -422,6 +478,7 @@ impl Running {
             sources,
             stop_sources,
             archive_task,
+            audit_task,
             destination_tasks,
             stop_destinations,
             _node_lock,
@@ -441,6 +498,7 @@ impl Running {
         let _ = batcher.await;
         let _ = stop.send(true);
         let _ = checkpointer.await;
+        let _ = audit_task.await;
         if let Some(t) = archive_task {
             let _ = t.await;
         }
@@ -456,17 +514,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // A bad certificate fails before anything starts.
+    if let Some(files) = &config.server.tls {
+        crate::http::load_tls(files)?;
+    }
     let running = start(&config).await?;
     let app = running.router();
-    tracing::info!(listen = %listener.local_addr().map_err(ServeError::Http)?, data_dir = %config.data_dir.display(), "trailkeep serving");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    tracing::info!(
+        listen = %listener.local_addr().map_err(ServeError::Http)?,
+        tls = config.server.tls.is_some(),
+        data_dir = %config.data_dir.display(),
+        "trailkeep serving"
+    );
+    let served = crate::http::serve(listener, app, &config.server, shutdown).await;
     // In-flight requests have finished (each waited for its commit); the
     // router is dropped, so the batcher drains and stops.
     running.stop().await;
     tracing::info!("trailkeep stopped");
-    served.map_err(ServeError::Http)
+    Ok(served?)
 }
 
 #[cfg(test)]

@@ -616,10 +616,15 @@ async fn reserved_and_dot_stream_names_are_refused_at_ingest() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert!(
-        names
-            .iter()
-            .all(|n| !["_audit", ".hidden", ".", ".."].contains(n)),
+        names.iter().all(|n| ![".hidden", ".", ".."].contains(n)),
         "nothing stored: {names:?}"
+    );
+    let (_, audit) = h
+        .get_json("/v1/streams/_audit/events?from_seq=1", &read)
+        .await;
+    assert!(
+        !audit.to_string().contains("x.y"),
+        "_audit holds the log's own records only: {audit}"
     );
     let (_, own) = h
         .get_json("/v1/streams/_trailkeep/events?from_seq=1", &read)

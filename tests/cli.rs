@@ -45,6 +45,9 @@ type Acked = Arc<Mutex<HashMap<(String, String), (u64, String)>>>;
 async fn kill_9_under_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // Key commands need an existing store (a mistyped --data-dir must not
+    // make a new one): `migrate` creates it before the first serve.
+    assert!(trailkeep(&data, &["migrate"]).status.success());
     let token = create_key(&data, "ingest");
     let acked: Acked = Arc::default();
     let mut rng = Rng::seeded();
@@ -956,4 +959,86 @@ async fn a_second_serve_on_the_same_data_dir_is_refused() {
     first.kill9();
     let again = Server::start(&data, &[]).await;
     assert!(again.terminate().success());
+}
+
+/// `keys create|list|public|revoke` on a mistyped `--data-dir` fail and
+/// create nothing (they used to make an empty store and a new signing key
+/// there, whose public key an auditor might then pin).
+#[test]
+fn key_commands_on_a_missing_data_dir_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("trailkeep-dta");
+    for args in [
+        &["keys", "create", "--scope", "read"][..],
+        &["keys", "list"],
+        &["keys", "public"],
+        &["keys", "revoke", "0123456789abcdef"],
+    ] {
+        let out = trailkeep(&typo, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no trailkeep store") && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !typo.try_exists().unwrap(),
+            "{args:?} created {}",
+            typo.display()
+        );
+    }
+}
+
+/// Files the server creates are 0600 (directories 0700) even in a data
+/// directory that already existed with 0755 and under a lax umask: the
+/// database used to be 0644 there.
+#[cfg(unix)]
+#[tokio::test]
+async fn files_the_server_creates_are_private_whatever_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out_file = dir.path().join("out");
+    std::fs::create_dir(&out_file).unwrap();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"{}\"\nmax_age_ms = 20\n",
+            out_file.join("events.ndjson").display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let token = create_key(&data, "ingest");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/streams/s/events", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"type": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    for _ in 0..100 {
+        if out_file.join("events.ndjson").try_exists().unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = Vec::new();
+    for root in [&data, &out_file] {
+        for entry in std::fs::read_dir(root).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            seen.push(entry.file_name().to_string_lossy().into_owned());
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
+        }
+    }
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    for want in ["trailkeep.db", "signing.key", "events.ndjson"] {
+        assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
+    }
 }

@@ -6,9 +6,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, authorize, check_stream};
+use super::{ApiError, AppState, authorize, stream_name};
 use crate::archive::ArchiveError;
-use crate::auth::Scope;
+use crate::auth::{Scope, Target};
 
 fn archive_error(e: &ArchiveError) -> ApiError {
     match e {
@@ -46,14 +46,20 @@ pub(super) async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
     if let Some(s) = &q.stream {
-        check_stream(s)?;
+        stream_name(s)?;
     }
+    let target = q.stream.as_deref().map_or(Target::Listing, Target::Stream);
+    let key = authorize(&st, &headers, Scope::Admin, target).await?;
+    // A key bound to a stream lists that stream's batches only.
+    let stream = q
+        .stream
+        .as_deref()
+        .or((key.stream != "*").then_some(key.stream.as_str()));
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let batches = st
         .store
-        .archive_batches(q.stream.as_deref(), q.from_start, limit)
+        .archive_batches(stream, q.from_start, limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(json!({
@@ -67,13 +73,14 @@ pub(super) struct RunQuery {
     older_than: Option<String>,
 }
 
-/// `POST /v1/archive/run`: one run now, under the archiver lease.
+/// `POST /v1/archive/run`: one run now, under the archiver lease. A run
+/// archives (and deletes from hot) every stream, so it needs a key for `*`.
 pub(super) async fn run(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RunQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
+    let key = authorize(&st, &headers, Scope::Admin, Target::AllStreams).await?;
     let older_than = q
         .older_than
         .as_deref()
@@ -83,11 +90,15 @@ pub(super) async fn run(
             field: Some("older_than".into()),
             ..ApiError::bad_request("invalid_duration", m)
         })?;
-    let report = st
-        .archiver
-        .run_leased(older_than, &|_| {})
-        .await
-        .map_err(|e| archive_error(&e))?;
+    let run = st.archiver.run_leased(older_than, &|_| {}).await;
+    crate::audit::record(
+        st.store.as_ref(),
+        "archive.run",
+        crate::audit::Actor::Key(&key.id),
+        crate::audit::archive_run(&run),
+    )
+    .await;
+    let report = run.map_err(|e| archive_error(&e))?;
     Ok(Json(
         serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
     ))
@@ -106,9 +117,9 @@ pub(super) async fn restore(
     Path(stream): Path<String>,
     Query(q): Query<RestoreQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_stream(&stream)?;
-    authorize(&st, &headers, Scope::Admin, Some(&stream)).await?;
-    let report = crate::archive::restore::restore(
+    stream_name(&stream)?;
+    let key = authorize(&st, &headers, Scope::Admin, Target::Stream(&stream)).await?;
+    let restored = crate::archive::restore::restore(
         st.store.as_ref(),
         st.archiver.bucket(),
         &st.verifier,
@@ -120,8 +131,19 @@ pub(super) async fn restore(
         },
         &|_| {},
     )
-    .await
-    .map_err(|e| archive_error(&e))?;
+    .await;
+    crate::audit::record(
+        st.store.as_ref(),
+        "archive.restore",
+        crate::audit::Actor::Key(&key.id),
+        json!({
+            "stream": stream, "from": q.from, "to": q.to,
+            "restored": restored.as_ref().ok().map(|r| r.restored),
+            "error": restored.as_ref().err().map(ToString::to_string),
+        }),
+    )
+    .await;
+    let report = restored.map_err(|e| archive_error(&e))?;
     Ok(Json(
         serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
     ))

@@ -6,14 +6,37 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, DestinationEntry, authorize};
-use crate::auth::Scope;
+use super::{ApiError, AppState, DestinationEntry, authorize, permit};
+use crate::auth::{Scope, Target, sees};
+use crate::store::KeyRecord;
 
-fn find<'a>(st: &'a AppState, name: &str) -> Result<&'a DestinationEntry, ApiError> {
+/// Whether `key` may see destination `d`: a key for `*` sees all; a key
+/// bound to a stream sees the destinations that take that stream.
+fn visible(key: &KeyRecord, d: &DestinationEntry) -> bool {
+    key.stream == "*" || d.config.driver.filter.stream(&key.stream)
+}
+
+/// The destination `name`, if `key` may see it (else 404, as for a name
+/// that does not exist: names of other streams' destinations do not leak).
+fn find<'a>(
+    st: &'a AppState,
+    key: &KeyRecord,
+    name: &str,
+) -> Result<&'a DestinationEntry, ApiError> {
     st.destinations
         .iter()
-        .find(|d| d.config.driver.name == name)
+        .find(|d| d.config.driver.name == name && visible(key, d))
         .ok_or_else(|| ApiError::not_found(format!("destination {name}")))
+}
+
+/// Pausing or resuming a destination acts on every stream it serves: a key
+/// bound to a stream may switch only a destination that serves that stream
+/// alone.
+fn may_switch(st: &AppState, key: &KeyRecord, d: &DestinationEntry) -> Result<(), ApiError> {
+    if d.config.driver.filter.only_stream() == Some(key.stream.as_str()) {
+        return permit(st, key, Scope::Admin, Target::Stream(&key.stream));
+    }
+    permit(st, key, Scope::Admin, Target::AllStreams)
 }
 
 /// `GET /v1/destinations`.
@@ -21,20 +44,30 @@ pub(super) async fn status(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Read, None).await?;
+    let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
+    // Receivers' errors can name hosts and echo other streams' data: admin
+    // keys only.
+    let admin = key.scope == Scope::Admin.as_str();
     let mut out = Vec::new();
-    for d in &st.destinations {
+    for d in st.destinations.iter().filter(|d| visible(&key, d)) {
         let name = &d.config.driver.name;
-        let lags = crate::destinations::lags(st.store.as_ref(), name, &d.config.driver.filter)
+        let mut lags = crate::destinations::lags(st.store.as_ref(), name, &d.config.driver.filter)
             .await
             .map_err(|e| ApiError::internal(&e))?;
+        lags.retain(|l| sees(&key, &l.stream));
         let open = st
             .store
             .dead_letters(Some(name), false)
             .await
             .map_err(|e| ApiError::internal(&e))?
-            .len();
-        let s = d.handle.status();
+            .iter()
+            .filter(|l| sees(&key, &l.stream))
+            .count();
+        let mut s = d.handle.status();
+        if !admin {
+            s.last_error = None;
+            s.last_error_at = None;
+        }
         out.push(json!({
             "name": name,
             "type": d.config.type_name(),
@@ -59,8 +92,17 @@ pub(super) async fn pause(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
-    find(&st, &name)?.handle.set_paused(true);
+    let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
+    let d = find(&st, &key, &name)?;
+    may_switch(&st, &key, d)?;
+    d.handle.set_paused(true);
+    crate::audit::record(
+        st.store.as_ref(),
+        "destination.paused",
+        crate::audit::Actor::Key(&key.id),
+        json!({"destination": name}),
+    )
+    .await;
     Ok(Json(json!({"name": name, "paused": true})))
 }
 
@@ -70,8 +112,17 @@ pub(super) async fn resume(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
-    find(&st, &name)?.handle.set_paused(false);
+    let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
+    let d = find(&st, &key, &name)?;
+    may_switch(&st, &key, d)?;
+    d.handle.set_paused(false);
+    crate::audit::record(
+        st.store.as_ref(),
+        "destination.resumed",
+        crate::audit::Actor::Key(&key.id),
+        json!({"destination": name}),
+    )
+    .await;
     Ok(Json(json!({"name": name, "paused": false})))
 }
 
@@ -81,13 +132,14 @@ pub(super) async fn dead_letters(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
-    find(&st, &name)?;
-    let letters = st
+    let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
+    find(&st, &key, &name)?;
+    let mut letters = st
         .store
         .dead_letters(Some(&name), true)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    letters.retain(|l| sees(&key, &l.stream));
     Ok(Json(json!({"name": name, "dead_letters": letters})))
 }
 
@@ -97,25 +149,33 @@ pub(super) async fn retry(
     headers: HeaderMap,
     Path((name, id)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers, Scope::Admin, None).await?;
-    let d = find(&st, &name)?;
+    let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
+    let d = find(&st, &key, &name)?;
     let letter = st
         .store
         .dead_letters(Some(&name), false)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .into_iter()
-        .find(|l| l.id == id)
+        .find(|l| l.id == id && sees(&key, &l.stream))
         .ok_or_else(|| {
             ApiError::not_found(format!("open dead letter {id} of destination {name}"))
         })?;
-    crate::destinations::driver::retry_dead_letter(
+    let delivered = crate::destinations::driver::retry_dead_letter(
         st.store.as_ref(),
         d.dest.as_ref(),
         &d.config.driver,
         &letter,
     )
-    .await
-    .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))?;
+    .await;
+    crate::audit::record(
+        st.store.as_ref(),
+        "dead_letter.retried",
+        crate::audit::Actor::Key(&key.id),
+        json!({"destination": name, "id": id, "stream": letter.stream, "delivered": delivered.is_ok()}),
+    )
+    .await;
+    delivered
+        .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))?;
     Ok(Json(json!({"name": name, "id": id, "resolved": true})))
 }

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub index: Option<usize>,
     /// Offending field.
     pub field: Option<String>,
+    /// Seconds to wait before retrying (429, 503): sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             message: message.into(),
             index: None,
             field: None,
+            retry_after: None,
         }
     }
 
@@ -55,6 +58,15 @@ impl ApiError {
     /// 404.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 503 with `Retry-After`: the writer is saturated or the disk full;
+    /// nothing of the request was stored.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     }
 
     /// 400.
@@ -86,6 +98,7 @@ impl From<Rejection> for ApiError {
             message: r.message,
             index: r.index,
             field: r.field,
+            retry_after: None,
         }
     }
 }
@@ -93,6 +106,11 @@ impl From<Rejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message, "index": self.index, "field": self.field}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }

@@ -3,11 +3,11 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse as _;
 
-use super::{ApiError, AppState, authorize, check_stream};
-use crate::auth::Scope;
+use super::{ApiError, AppState, authorize, producer_stream, read_body};
+use crate::auth::{Scope, Target};
 use crate::event::{format_received, parse_request};
 use crate::ingest::AppendError;
 
@@ -17,27 +17,17 @@ pub(super) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::response::Response, ApiError> {
-    check_stream(&stream)?;
-    if crate::event::is_reserved_stream(&stream) {
-        return Err(ApiError {
-            field: Some("stream".into()),
-            ..ApiError::bad_request(
-                "reserved_stream",
-                "stream names starting with '.' or '_' belong to the log itself (its checkpoints and audit records); choose a name starting with a letter, digit or '-'",
-            )
-        });
-    }
-    authorize(&st, &headers, Scope::Ingest, Some(&stream)).await?;
+    let stream = producer_stream(&stream)?;
+    let key = authorize(
+        &st,
+        &headers,
+        Scope::Ingest,
+        Target::Stream(stream.as_str()),
+    )
+    .await?;
+    let stream = stream.as_str();
     let received = format_received(time::OffsetDateTime::now_utc());
-    let bytes = axum::body::to_bytes(body, st.limits.max_request_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!("request body exceeds {} bytes", st.limits.max_request_bytes),
-            )
-        })?;
+    let bytes = read_body(&st, body, st.limits.max_request_bytes).await?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -56,18 +46,19 @@ pub(super) async fn post_events(
         metrics::counter!("trailkeep_requests_refused_total", "code" => r.code).increment(1);
         ApiError::from(r)
     })?;
+    st.rate.events(&key.id, events.len())?;
     let result = st
         .appender
-        .append(stream.clone(), events)
+        .append(stream.to_owned(), events)
         .await
-        .map_err(|e| match e {
-            AppendError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
+        .map_err(|e| match &e {
+            AppendError::Unavailable(_) => ApiError::unavailable("unavailable", e.to_string(), 30),
+            AppendError::NotStored(_) => ApiError::unavailable("not_stored", e.to_string(), 5),
+            AppendError::Busy(_) => ApiError::unavailable("overloaded", e.to_string(), 1),
         })?;
     // Serialized straight from the result: no intermediate `Value` tree.
     Ok(Json(Accepted {
-        stream: &stream,
+        stream,
         accepted: &result.accepted,
         head: &result.head,
     })

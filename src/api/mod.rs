@@ -2,13 +2,19 @@
 //! and metrics. Shapes follow DESIGN.md "Interfaces" exactly; scripts rely
 //! on them.
 //!
-//! Every `/v1` route needs `Authorization: Bearer <token>`: 401 without a
-//! valid key, 403 when the key's scope or stream does not allow the call.
+//! Every `/v1` route but `/v1/public-key` needs `Authorization: Bearer
+//! <token>`: 401 without a valid key, 403 when the key's scope or stream
+//! does not allow the call. Each handler names its target ([`Target`]) and
+//! [`crate::auth::allows`] decides; listings are narrowed with
+//! [`crate::auth::sees`], so a key bound to one stream never learns another
+//! stream's name, head, lag, batches, dead letters or errors. Authentication
+//! comes before any body is parsed.
 
 mod archive;
 mod destinations;
 mod error;
 mod ingest;
+mod limits;
 mod read;
 
 use std::sync::Arc;
@@ -20,11 +26,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use limits::RateLimits;
 
-use crate::auth::{Authenticator, Scope, allows};
+use crate::auth::{Authenticator, Scope, Target, allows};
 use crate::chain::note::NoteVerifier;
 use crate::event::Limits;
 use crate::ingest::Appender;
+use crate::names::StreamName;
 use crate::store::{KeyRecord, Store};
 
 /// What every handler shares; cloned per request, so it is an `Arc`.
@@ -50,6 +58,10 @@ pub struct Shared {
     pub archiver: Arc<crate::archive::Archiver>,
     /// Configured destinations and their running drivers.
     pub destinations: Vec<DestinationEntry>,
+    /// Per-key rate limits and the body timeout.
+    pub rate: RateLimits,
+    /// Refused authentications, flushed to `_audit` once a minute.
+    pub refusals: Arc<crate::audit::Refusals>,
 }
 
 /// One configured destination, as the API sees it.
@@ -118,46 +130,104 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Authenticates the request and checks that the key allows `needed` on `stream`.
-async fn authorize(
-    st: &AppState,
-    headers: &HeaderMap,
-    needed: Scope,
-    stream: Option<&str>,
-) -> Result<KeyRecord, ApiError> {
+/// Authenticates the request: the active key its bearer token proves.
+async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        st.refusals.unauthenticated(None);
+        return Err(ApiError::unauthorized());
+    };
     let key = st
         .auth
         .authenticate(token.trim())
         .await
         .map_err(|e| match e {
-            crate::auth::AuthError::Unauthenticated => ApiError::unauthorized(),
+            crate::auth::AuthError::Unauthenticated => {
+                // The id part only (public), never the secret.
+                st.refusals
+                    .unauthenticated(crate::auth::parse_token(token.trim()).map(|(id, _)| id));
+                ApiError::unauthorized()
+            }
             crate::auth::AuthError::Store(e) => ApiError::internal(&e),
         })?;
-    if !allows(&key, needed, stream) {
-        let what = match stream {
-            Some(s) => format!("{} on stream {s}", needed.as_str()),
-            None => needed.as_str().to_owned(),
-        };
-        return Err(ApiError::forbidden(&what));
-    }
+    st.rate.request(&key.id)?;
     Ok(key)
 }
 
-fn check_stream(stream: &str) -> Result<(), ApiError> {
-    if crate::event::valid_stream_name(stream) {
-        Ok(())
-    } else {
-        Err(ApiError {
-            field: Some("stream".into()),
-            ..ApiError::bad_request(
-                "invalid_stream",
-                "stream names are 1-128 of A-Z a-z 0-9 . _ - (and not . or ..)",
-            )
-        })
+/// Reads a request body of at most `max` bytes within the body timeout.
+async fn read_body(
+    st: &AppState,
+    body: axum::body::Body,
+    max: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(st.rate.body_timeout, axum::body::to_bytes(body, max)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms ([server] body_timeout_ms)",
+                st.rate.body_timeout.as_millis()
+            ),
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body exceeds {max} bytes"),
+        )),
+        Ok(Ok(b)) => Ok(b),
     }
+}
+
+/// Authenticates the request and checks, with [`allows`] (the one place
+/// that decides), that its key grants `needed` on `target`.
+async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    needed: Scope,
+    target: Target<'_>,
+) -> Result<KeyRecord, ApiError> {
+    let key = authenticate(st, headers).await?;
+    permit(st, &key, needed, target)?;
+    Ok(key)
+}
+
+/// Checks an authenticated key against a target found after lookup (a dead
+/// letter's stream, say).
+fn permit(
+    st: &AppState,
+    key: &KeyRecord,
+    needed: Scope,
+    target: Target<'_>,
+) -> Result<(), ApiError> {
+    if allows(key, needed, target) {
+        return Ok(());
+    }
+    st.refusals.forbidden(&key.id);
+    let what = match target {
+        Target::Stream(s) => format!("{} on stream {s}", needed.as_str()),
+        Target::AllStreams => format!("{} on every stream (a key for '*')", needed.as_str()),
+        Target::Listing => needed.as_str().to_owned(),
+    };
+    Err(ApiError::forbidden(&what))
+}
+
+fn name_error(e: &crate::names::NameError) -> ApiError {
+    ApiError {
+        field: Some("stream".into()),
+        ..ApiError::bad_request(e.code(), e.to_string())
+    }
+}
+
+/// A stream named in a path or query: any valid name, the log's own
+/// included (a key for `*` reads `_trailkeep` and `_audit`).
+fn stream_name(stream: &str) -> Result<StreamName, ApiError> {
+    StreamName::parse(stream).map_err(|e| name_error(&e))
+}
+
+/// A stream a producer appends to: valid and not the log's own.
+fn producer_stream(stream: &str) -> Result<StreamName, ApiError> {
+    StreamName::producer(stream).map_err(|e| name_error(&e))
 }

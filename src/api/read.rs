@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, authorize, check_stream};
-use crate::auth::Scope;
+use super::{ApiError, AppState, authenticate, authorize, permit, read_body, stream_name};
+use crate::auth::{Scope, Target, sees};
 use crate::chain::merkle;
 use crate::event::stored_json;
 use crate::store::{ReaderSource, StoreExt, StreamInfo};
@@ -19,16 +19,14 @@ pub(super) async fn list_streams(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let key = authorize(&st, &headers, Scope::Read, None).await?;
+    let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
     let mut streams = st
         .store
         .streams()
         .await
         .map_err(|e| ApiError::internal(&e))?;
     streams.sort_by(|a, b| crate::event::stream_order(&a.name, &b.name));
-    if key.stream != "*" {
-        streams.retain(|s| s.name == key.stream);
-    }
+    streams.retain(|s| sees(&key, &s.name));
     Ok(Json(json!({ "streams": streams })))
 }
 
@@ -52,8 +50,8 @@ pub(super) async fn get_events(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_stream(&stream)?;
-    authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
+    stream_name(&stream)?;
+    authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     existing(&st, &stream).await?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
@@ -80,8 +78,8 @@ pub(super) async fn get_checkpoint(
     Path(stream): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_stream(&stream)?;
-    authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
+    stream_name(&stream)?;
+    authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let cp = st
         .store
         .latest_checkpoint(&stream)
@@ -94,18 +92,13 @@ pub(super) async fn get_checkpoint(
     ))
 }
 
-pub(super) async fn public_key(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    // Any valid key may fetch the verifier key, whatever its scope.
-    if authorize(&st, &headers, Scope::Read, None).await.is_err() {
-        authorize(&st, &headers, Scope::Ingest, None).await?;
-    }
-    Ok((
+/// `GET /v1/public-key`: public, no token (auditors fetch it to verify
+/// offline; it proves nothing by itself, they pin it out of band).
+pub(super) async fn public_key(State(st): State<AppState>) -> impl IntoResponse {
+    (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         format!("{}\n", st.verifier),
-    ))
+    )
 }
 
 fn b64(hashes: &[crate::chain::Hash]) -> Vec<String> {
@@ -131,8 +124,8 @@ pub(super) async fn inclusion(
     headers: HeaderMap,
     Query(q): Query<InclusionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_stream(&stream)?;
-    authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
+    stream_name(&stream)?;
+    authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let info = existing(&st, &stream).await?;
     let seq = q
         .seq
@@ -188,8 +181,8 @@ pub(super) async fn consistency(
     headers: HeaderMap,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_stream(&stream)?;
-    authorize(&st, &headers, Scope::Read, Some(&stream)).await?;
+    stream_name(&stream)?;
+    authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let info = existing(&st, &stream).await?;
     let from = q
         .from
@@ -233,15 +226,24 @@ pub(super) struct VerifyBody {
 pub(super) async fn verify(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    // Authenticated before the body is read: an anonymous caller gets 401
+    // whatever it sends, and nobody gets to send more than a small body.
+    let key = authenticate(&st, &headers).await?;
+    permit(&st, &key, Scope::Admin, Target::Listing)?;
+    let body = read_body(&st, body, 4096).await?;
     let req: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyBody::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("body: {e}")))?
     };
-    let key = authorize(&st, &headers, Scope::Admin, req.stream.as_deref()).await?;
+    if let Some(s) = &req.stream {
+        stream_name(s)?;
+        permit(&st, &key, Scope::Admin, Target::Stream(s))?;
+    }
+    // A key bound to one stream verifies that stream only.
     let only = req
         .stream
         .clone()
@@ -260,6 +262,13 @@ pub(super) async fn verify(
         }
         e => ApiError::internal(&e),
     })?;
+    crate::audit::record(
+        st.store.as_ref(),
+        "verify.run",
+        crate::audit::Actor::Key(&key.id),
+        json!({"stream": only, "ok": report.ok, "events": report.events, "problems": report.problem_count}),
+    )
+    .await;
     Ok(Json(
         serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
     ))
@@ -269,15 +278,13 @@ pub(super) async fn sources(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let key = authorize(&st, &headers, Scope::Read, None).await?;
+    let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
     let mut all = st
         .store
         .source_states()
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    if key.stream != "*" {
-        all.retain(|s| s.stream == key.stream);
-    }
+    all.retain(|s| sees(&key, &s.stream));
     Ok(Json(json!({ "sources": all })))
 }
 
@@ -292,13 +299,33 @@ pub(super) async fn rejected(
     headers: HeaderMap,
     Query(q): Query<RejectedQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    // Rejected events may hold anything an upstream sent: admin only.
-    authorize(&st, &headers, Scope::Admin, None).await?;
+    // Rejected events may hold anything an upstream sent: admin only, and
+    // a key bound to a stream sees only its sources' rejects.
+    let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let rows = st
+    let states = st
+        .store
+        .source_states()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let visible: std::collections::HashSet<&str> = states
+        .iter()
+        .filter(|s| sees(&key, &s.stream))
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Some(name) = &q.source
+        && !visible.contains(name.as_str())
+        && key.stream != "*"
+    {
+        return Err(ApiError::not_found(format!("source {name}")));
+    }
+    let mut rows = st
         .store
         .rejected(q.source.as_deref(), limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    if key.stream != "*" {
+        rows.retain(|r| visible.contains(r.source.as_str()));
+    }
     Ok(Json(json!({ "rejected": rows })))
 }

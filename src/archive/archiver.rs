@@ -36,6 +36,7 @@ use crate::chain::checkpoint::origin;
 use crate::chain::note::NoteSigner;
 use crate::chain::{ZERO_HASH_HEX, event_hash, merkle};
 use crate::event::{format_received, stored_json};
+use crate::names::StreamName;
 use crate::store::{ArchiveBatch, Lease, ReaderSource, Store, StoreExt, StoredCheckpoint};
 
 /// Archive settings (`[archive]` in the config file).
@@ -215,6 +216,11 @@ impl Archiver {
     /// The bucket.
     pub fn bucket(&self) -> &Bucket {
         &self.bucket
+    }
+
+    /// The hot store it archives from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Probes the bucket once per archiver and refuses a store that
@@ -667,7 +673,8 @@ impl Archiver {
         report: &mut RunReport,
     ) -> Result<ArchiveBatch, ArchiveError> {
         let (start, end) = (seg.start_seq, seg.end_seq);
-        let object_key = layout::object_key(stream, day, start, end, self.settings.compression);
+        let name = StreamName::parse(stream)?;
+        let object_key = layout::object_key(&name, day, start, end, self.settings.compression);
         let size = seg.bytes.len() as u64;
         if self
             .put_with_retry(&object_key, Bytes::from(seg.bytes.clone()))
@@ -678,7 +685,7 @@ impl Archiver {
         }
         failpoint("archive.after_object");
 
-        let manifest_key = layout::manifest_key(stream, day, start, end);
+        let manifest_key = layout::manifest_key(&name, day, start, end);
         let created = format_received(OffsetDateTime::now_utc());
         let manifest = Manifest {
             version: manifest::VERSION,
@@ -799,8 +806,11 @@ impl Archiver {
                 },
             )
             .await?;
-        self.put_with_retry(&layout::checkpoint_key(stream, size), Bytes::from(note))
-            .await?;
+        self.put_with_retry(
+            &layout::checkpoint_key(&StreamName::parse(stream)?, size),
+            Bytes::from(note),
+        )
+        .await?;
         Ok(())
     }
 }

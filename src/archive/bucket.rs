@@ -577,9 +577,16 @@ fn parse_credentials(text: &str, profile: &str) -> Option<ProfileCredentials> {
 /// Keys of the cold layout, relative to the prefix.
 pub mod layout {
     use super::super::segment::Compression;
+    use crate::names::StreamName;
 
     /// `{stream}/events/dt=YYYY-MM-DD/{start:020}-{end:020}.ndjson.gz|zst`
-    pub fn object_key(stream: &str, day: &str, start: u64, end: u64, c: Compression) -> String {
+    pub fn object_key(
+        stream: &StreamName,
+        day: &str,
+        start: u64,
+        end: u64,
+        c: Compression,
+    ) -> String {
         format!(
             "{stream}/events/dt={day}/{start:020}-{end:020}.ndjson.{}",
             c.extension()
@@ -587,12 +594,12 @@ pub mod layout {
     }
 
     /// `{stream}/manifests/dt=YYYY-MM-DD/{start:020}-{end:020}.json`
-    pub fn manifest_key(stream: &str, day: &str, start: u64, end: u64) -> String {
+    pub fn manifest_key(stream: &StreamName, day: &str, start: u64, end: u64) -> String {
         format!("{stream}/manifests/dt={day}/{start:020}-{end:020}.json")
     }
 
     /// `{stream}/checkpoints/{size:020}`
-    pub fn checkpoint_key(stream: &str, size: u64) -> String {
+    pub fn checkpoint_key(stream: &StreamName, size: u64) -> String {
         format!("{stream}/checkpoints/{size:020}")
     }
 
@@ -667,15 +674,16 @@ mod tests {
     #[test]
     fn layout_keys_sort_by_seq_and_parse_back() {
         use super::super::segment::Compression;
-        let k = layout::object_key("s", "2026-01-02", 1, 100, Compression::Gzip);
+        let s = &crate::names::StreamName::parse("s").unwrap();
+        let k = layout::object_key(s, "2026-01-02", 1, 100, Compression::Gzip);
         assert_eq!(
             k,
             "s/events/dt=2026-01-02/00000000000000000001-00000000000000000100.ndjson.gz"
         );
         assert_eq!(layout::range_of(&k), Some((1, 100)));
-        let m = layout::manifest_key("s", "2026-01-02", 101, 200);
+        let m = layout::manifest_key(s, "2026-01-02", 101, 200);
         assert_eq!(layout::range_of(&m), Some((101, 200)));
-        assert!(layout::manifest_key("s", "d", 9, 9) < layout::manifest_key("s", "d", 10, 10));
+        assert!(layout::manifest_key(s, "d", 9, 9) < layout::manifest_key(s, "d", 10, 10));
         assert_eq!(layout::range_of("s/events/x.json"), None);
     }
 

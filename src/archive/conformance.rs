@@ -384,7 +384,10 @@ pub async fn completeness(b: &Bucket) {
         report.streams
     );
     assert_eq!(report.newest_index.as_ref().unwrap().number, 2);
-    let cp30 = crate::archive::bucket::layout::checkpoint_key("a", 30);
+    let cp30 = crate::archive::bucket::layout::checkpoint_key(
+        &crate::names::StreamName::parse("a").expect("valid"),
+        30,
+    );
     let note30 = String::from_utf8(b.get(&cp30).await.unwrap().unwrap().to_vec()).unwrap();
     let trusted30 = {
         let body = crate::chain::note::open(&note30, &signer().verifier()).unwrap();
@@ -645,7 +648,10 @@ pub async fn completeness(b: &Bucket) {
         .await
         .unwrap();
     assert!(verify(b).await.ok);
-    let cp35 = crate::archive::bucket::layout::checkpoint_key("a", 35);
+    let cp35 = crate::archive::bucket::layout::checkpoint_key(
+        &crate::names::StreamName::parse("a").expect("valid"),
+        35,
+    );
     let (_, cp35_bytes) = keep(cp35.clone()).await;
     let forged = signer()
         .sign(
@@ -719,10 +725,13 @@ pub async fn completeness(b: &Bucket) {
     // Inside the archive, but the archive no longer starts at seq 1: no
     // root can be recomputed there, and verify says why.
     let t20 = trusted(
-        &b.get(&crate::archive::bucket::layout::checkpoint_key("a", 20))
-            .await
-            .unwrap()
-            .unwrap(),
+        &b.get(&crate::archive::bucket::layout::checkpoint_key(
+            &crate::names::StreamName::parse("a").expect("valid"),
+            20,
+        ))
+        .await
+        .unwrap()
+        .unwrap(),
     );
     for (k, _) in &oldest {
         b.remove(k).await;

@@ -29,6 +29,7 @@ use super::ArchiveError;
 use super::bucket::{Bucket, layout};
 use super::manifest::{Signature, SignedDoc};
 use crate::chain::note::{NoteSigner, NoteVerifier};
+use crate::names::StreamName;
 use crate::store::Store;
 
 /// Index format version written by this build.
@@ -266,7 +267,7 @@ pub async fn write(
         let checkpoint = match store.latest_checkpoint(&info.name).await? {
             None => None,
             Some(cp) => {
-                let key = layout::checkpoint_key(&info.name, cp.size);
+                let key = layout::checkpoint_key(&StreamName::parse(&info.name)?, cp.size);
                 if bucket.get(&key).await?.is_none() {
                     bucket
                         .put_create(&key, Bytes::from(cp.note.clone()))
@@ -351,7 +352,10 @@ mod tests {
                 checkpoint: Some(IndexedCheckpoint {
                     size: 12,
                     root: "ef".repeat(32),
-                    key: layout::checkpoint_key("a", 12),
+                    key: layout::checkpoint_key(
+                        &crate::names::StreamName::parse("a").expect("valid"),
+                        12,
+                    ),
                     created: "2026-12-01T00:00:00.000000Z".into(),
                 }),
             }],

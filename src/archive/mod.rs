@@ -90,6 +90,10 @@ pub enum ArchiveError {
     /// The hot store failed.
     #[error(transparent)]
     Hot(#[from] StoreError),
+    /// The hot store holds a stream name that cannot become an object key
+    /// (only a database edited by hand can); nothing was written for it.
+    #[error("stored stream name refused: {0}")]
+    Name(#[from] crate::names::NameError),
     /// Another process holds the archiver lease.
     #[error(
         "another archiver is running (the archiver lease is held by another node or process); try again later"

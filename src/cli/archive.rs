@@ -90,6 +90,15 @@ pub(super) async fn run(config: &Config, cmd: &ArchiveCommand) -> anyhow::Result
                 .run_leased(older, &move |n| bb.set_position(n))
                 .await;
             b.finish_and_clear();
+            if !matches!(report, Err(crate::archive::ArchiveError::Busy)) {
+                crate::audit::record(
+                    archiver.store().as_ref(),
+                    "archive.run",
+                    crate::audit::Actor::Cli,
+                    crate::audit::archive_run(&report),
+                )
+                .await;
+            }
             let report = report?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -204,6 +213,17 @@ pub(super) async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Resu
     )
     .await;
     b.finish_and_clear();
+    crate::audit::record(
+        store.as_ref(),
+        "archive.restore",
+        crate::audit::Actor::Cli,
+        serde_json::json!({
+            "stream": args.stream, "from": args.from, "to": args.to,
+            "restored": report.as_ref().ok().map(|r| r.restored),
+            "error": report.as_ref().err().map(ToString::to_string),
+        }),
+    )
+    .await;
     let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -108,14 +108,21 @@ pub(super) async fn run(config: &Config, cmd: &DestinationsCommand) -> anyhow::R
                     anyhow::anyhow!("destination {} is not in the config", letter.destination)
                 })?;
             let dest = crate::destinations::build(cfg).map_err(anyhow::Error::msg)?;
-            crate::destinations::driver::retry_dead_letter(
+            let delivered = crate::destinations::driver::retry_dead_letter(
                 store.as_ref(),
                 dest.as_ref(),
                 &cfg.driver,
                 &letter,
             )
-            .await
-            .map_err(|e| anyhow::anyhow!("dead letter {id}: {e}"))?;
+            .await;
+            crate::audit::record(
+                store.as_ref(),
+                "dead_letter.retried",
+                crate::audit::Actor::Cli,
+                serde_json::json!({"destination": letter.destination, "id": id, "stream": letter.stream, "delivered": delivered.is_ok()}),
+            )
+            .await;
+            delivered.map_err(|e| anyhow::anyhow!("dead letter {id}: {e}"))?;
             println!(
                 "dead letter {id} delivered to {} and resolved",
                 letter.destination

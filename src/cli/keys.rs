@@ -39,7 +39,9 @@ pub enum KeysCommand {
 }
 
 pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::server::open_store(config).await?;
+    // An existing store only: a mistyped --data-dir must fail, not create
+    // an empty store (and, for `public`, a new signing key) beside the real one.
+    let store = super::open_existing(config).await?;
     let now = crate::event::format_received(time::OffsetDateTime::now_utc());
     match cmd {
         KeysCommand::Create {
@@ -47,16 +49,19 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             stream,
             json,
         } => {
-            if stream != "*"
-                && (!crate::event::valid_stream_name(stream)
-                    || crate::event::is_reserved_stream(stream))
-            {
-                anyhow::bail!(
-                    "--stream {stream:?} is not a stream name (1-128 of A-Z a-z 0-9 . _ -, not starting with . or _) or '*'"
-                );
+            if stream != "*" {
+                crate::names::StreamName::producer(stream)
+                    .map_err(|e| anyhow::anyhow!("--stream: {e} (or '*' for every stream)"))?;
             }
             let (rec, token) = generate(*scope, stream, &now);
             store.create_key(rec.clone()).await?;
+            crate::audit::record(
+                store.as_ref(),
+                "key.created",
+                crate::audit::Actor::Cli,
+                serde_json::json!({"key_id": rec.id, "scope": rec.scope, "stream": rec.stream}),
+            )
+            .await;
             if *json {
                 println!(
                     "{}",
@@ -95,12 +100,22 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             if !store.revoke_key(id, &now).await? {
                 anyhow::bail!("no active key with id {id}");
             }
+            crate::audit::record(
+                store.as_ref(),
+                "key.revoked",
+                crate::audit::Actor::Cli,
+                serde_json::json!({"key_id": id}),
+            )
+            .await;
             eprintln!("revoked key {id}");
         }
         KeysCommand::Public => {
-            let signer =
-                crate::keyfile::load_or_create(&config.signing_key_path(), &config.log_name)
-                    .context("loading the signing key")?;
+            let signer = crate::keyfile::load(&config.signing_key_path()).with_context(|| {
+                format!(
+                    "loading the signing key (is --data-dir right? `serve` creates it at {})",
+                    config.signing_key_path().display()
+                )
+            })?;
             println!("{}", signer.verifier());
         }
     }

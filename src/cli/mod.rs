@@ -138,8 +138,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(b.enable_all().build()?)
 }
 
+/// Makes every file and directory this process creates private to its
+/// owner (0600/0700) whatever the directory or the caller's umask: the
+/// database, its WAL, the signing key, file destinations and a local
+/// archive all hold audit data.
+fn private_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    private_files();
     crate::telemetry::init_logging();
     match dispatch(cli) {
         Ok(code) => code,
@@ -243,7 +253,7 @@ async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn cra
         let db = config.data_dir.join(crate::server::DB_FILE);
         std::fs::metadata(&db).with_context(|| {
             format!(
-                "no trailkeep store at {} (is --data-dir right?)",
+                "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
                 db.display()
             )
         })?;

@@ -409,7 +409,11 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
                     .entry(stream.clone())
                     .or_default()
                     .push(crate::verify::Anchor {
-                        source: crate::archive::bucket::layout::checkpoint_key(stream, *size),
+                        // Names held come from keys verify already checked.
+                        source: crate::names::StreamName::parse(stream).map_or_else(
+                            |e| e.to_string(),
+                            |n| crate::archive::bucket::layout::checkpoint_key(&n, *size),
+                        ),
                         size: *size,
                         root: *root,
                     });

@@ -248,13 +248,14 @@ impl RawDestination {
     /// # Errors
     /// The first bad key.
     pub fn validate(self) -> Result<DestinationConfig, KeyError> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(bad("name", "use 1 or more of A-Z a-z 0-9 - _"));
+        crate::names::ConfigName::parse(&self.name).map_err(|e| bad("name", e.to_string()))?;
+        for s in self.streams.iter().filter(|s| *s != "*") {
+            crate::names::StreamName::producer(s).map_err(|e| {
+                bad(
+                    "streams",
+                    format!("{e} (the log's own stream goes out with checkpoints = true)"),
+                )
+            })?;
         }
         let filter = Filter::new(&self.streams, &self.types)
             .map_err(|m| bad("types", m))?

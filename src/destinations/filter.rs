@@ -74,6 +74,15 @@ impl Filter {
         self.streams.is_empty() || self.streams.iter().any(|s| s == stream)
     }
 
+    /// The one stream this destination serves, when it serves exactly one
+    /// (and not the log's own): who may pause it.
+    pub fn only_stream(&self) -> Option<&str> {
+        match self.streams.as_slice() {
+            [one] if !self.checkpoints => Some(one),
+            _ => None,
+        }
+    }
+
     /// Whether the destination takes an event of type `t` in `stream`: the
     /// log's own stream passes whole, other streams by type.
     pub fn takes(&self, stream: &str, t: &str) -> bool {
@@ -126,6 +135,15 @@ mod tests {
             !cps.takes("auth", "checkpoint.signed"),
             "types still filter other streams"
         );
+        assert_eq!(f.only_stream(), None, "two streams");
+        let one = Filter::new(&v(&["auth"]), &[]).unwrap();
+        assert_eq!(one.only_stream(), Some("auth"));
+        assert_eq!(
+            one.with_checkpoints(true).only_stream(),
+            None,
+            "and the log's own"
+        );
+        assert_eq!(all.only_stream(), None);
         for bad in ["", "!", "gr*nt", "*.created", ".*"] {
             assert!(Filter::new(&[], &v(&[bad])).is_err(), "{bad:?}");
         }

@@ -33,7 +33,18 @@ pub enum AppendError {
     /// The writer is poisoned or stopped; nothing more is acknowledged.
     #[error("the log is not accepting writes: {0}")]
     Unavailable(String),
+    /// The commit was rolled back (a full disk, say): nothing of the
+    /// request is stored and a retry may succeed.
+    #[error("not stored, retry: {0}")]
+    NotStored(String),
+    /// The writer's queue is full: the request was not queued.
+    #[error("the writer is saturated ({0} requests queued); retry shortly")]
+    Busy(usize),
 }
+
+/// Requests waiting for the writer at most; more are answered 503 at once
+/// instead of queueing without bound.
+pub const QUEUE_CAPACITY: usize = 4096;
 
 struct Request {
     group: AppendGroup,
@@ -87,7 +98,7 @@ impl Appender {
         limits: BatchLimits,
         pipe: Pipeline,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(run(commit, rx, limits, poisoned.clone(), pipe));
         (Self { tx, poisoned }, task)
@@ -111,7 +122,7 @@ impl Appender {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request {
+            .try_send(Request {
                 group: AppendGroup {
                     stream,
                     events,
@@ -119,8 +130,16 @@ impl Appender {
                 },
                 reply,
             })
-            .await
-            .map_err(|_| AppendError::Unavailable("writer stopped".into()))?;
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics::counter!("trailkeep_requests_refused_total", "code" => "overloaded")
+                        .increment(1);
+                    AppendError::Busy(QUEUE_CAPACITY)
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    AppendError::Unavailable("writer stopped".into())
+                }
+            })?;
         rx.await
             .map_err(|_| AppendError::Unavailable("writer stopped".into()))?
     }
@@ -346,9 +365,7 @@ fn finish(
             metrics::counter!("trailkeep_commits_rolled_back_total").increment(1);
             tracing::warn!(error = %msg, "a group commit was rolled back; its requests were refused and nothing of them is stored");
             for reply in replies {
-                let _ = reply.send(Err(AppendError::Unavailable(format!(
-                    "not stored, retry: {msg}"
-                ))));
+                let _ = reply.send(Err(AppendError::NotStored(msg.clone())));
             }
         }
         Err(e) => {
@@ -461,6 +478,54 @@ mod tests {
         let c = app.append("s".into(), vec![event("c")]).await;
         assert!(c.is_err(), "{c:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2, "no commit after poisoning");
+    }
+
+    /// A full queue is refused at once (503 upstream), not waited on: the
+    /// request used to sit in `send().await` without bound.
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let never = Arc::new(tokio::sync::Notify::new());
+        let (app, _task) = Appender::start_with(
+            scripted(calls.clone(), never.clone()),
+            BatchLimits::default(),
+            Pipeline {
+                depth: 1,
+                seal: false,
+            },
+        );
+        let _first = tokio::spawn({
+            let app = app.clone();
+            async move { app.append("s".into(), vec![event("first")]).await }
+        });
+        wait_for(&calls, 1).await;
+        let mut queued = Vec::new();
+        for i in 0..QUEUE_CAPACITY {
+            let app = app.clone();
+            queued.push(tokio::spawn(async move {
+                app.append("s".into(), vec![event(&format!("q{i}"))]).await
+            }));
+        }
+        for _ in 0..1000 {
+            if app.tx.capacity() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(app.tx.capacity(), 0, "the queue filled");
+        let over = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            app.append("s".into(), vec![event("over")]),
+        )
+        .await
+        .expect("answered at once, not queued");
+        assert!(
+            matches!(over, Err(AppendError::Busy(QUEUE_CAPACITY))),
+            "{over:?}"
+        );
+        for q in queued {
+            q.abort();
+        }
     }
 
     /// Commits complete in order and each request gets its own result.

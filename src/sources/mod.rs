@@ -179,23 +179,10 @@ impl RawSource {
                 format!("unknown source type {:?}; supported: \"sse\"", self.kind),
             ));
         }
-        if !crate::event::valid_stream_name(&self.name) {
-            return Err(cfg_err(index, "name", "must be 1-128 of A-Z a-z 0-9 . _ -"));
-        }
-        if !crate::event::valid_stream_name(&self.stream) {
-            return Err(cfg_err(
-                index,
-                "stream",
-                "must be 1-128 of A-Z a-z 0-9 . _ - (and not . or ..)",
-            ));
-        }
-        if crate::event::is_reserved_stream(&self.stream) {
-            return Err(cfg_err(
-                index,
-                "stream",
-                "names starting with '.' or '_' belong to the log itself; choose another",
-            ));
-        }
+        crate::names::ConfigName::parse(&self.name)
+            .map_err(|e| cfg_err(index, "name", e.to_string()))?;
+        crate::names::StreamName::producer(&self.stream)
+            .map_err(|e| cfg_err(index, "stream", e.to_string()))?;
         let url = parse_http_url(&self.url).map_err(|m| cfg_err(index, "url", m))?;
         let key_from = match (self.api_key_env, self.api_key_file) {
             (Some(_), Some(_)) => {

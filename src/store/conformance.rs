@@ -274,6 +274,18 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
     );
     assert_eq!(listed[0].created, b1.created, "the first recording stands");
     assert_eq!(store.archive_batches(None, 5, 10).await.unwrap().len(), 1);
+    // Seqs past i64::MAX saturate; they used to wrap negative and list
+    // (and read) everything from the start.
+    for huge in [1u64 << 63, u64::MAX] {
+        assert!(
+            store
+                .archive_batches(None, huge, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.read_events("s", huge, 10).await.unwrap().is_empty());
+    }
     assert_eq!(
         store
             .last_archive_batch("s")

@@ -759,3 +759,10 @@ impl crate::chain::merkle::NodeSource for ReaderSource<'_> {
         self.0.node(level, index)
     }
 }
+
+/// A seq bound as an SQL parameter: seqs above `i64::MAX` cannot exist, so
+/// they saturate instead of wrapping to negative (a read "from 2^63" must
+/// return nothing, not the stream from its start).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}

@@ -566,7 +566,7 @@ impl Store for PostgresStore {
             .query(
                 "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
                  WHERE s.name = $1 AND e.seq >= $2 ORDER BY e.seq LIMIT $3",
-                &[&stream, &(from_seq as i64), &limit],
+                &[&stream, &super::seq_param(from_seq), &limit],
             )
             .await
             .map_err(backend)?;
@@ -883,7 +883,7 @@ impl Store for PostgresStore {
                     "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
                      WHERE ($1::TEXT IS NULL OR s.name = $1) AND b.start_seq >= $2 ORDER BY s.name, b.start_seq LIMIT $3"
                 ),
-                &[&stream, &(from_start as i64), &limit],
+                &[&stream, &super::seq_param(from_start), &limit],
             )
             .await
             .map_err(backend)?;

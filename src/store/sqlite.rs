@@ -418,8 +418,32 @@ impl Writer {
             // Corruption and the like: dropped (rolled back), and the caller poisons.
             Err(e) => return Err(e),
         };
-        // A failed COMMIT is ambiguous: it may or may not be on disk.
-        tx.commit()?;
+        // The heads this call moves; if COMMIT fails, the database tells
+        // whether they moved.
+        let moved: Vec<(String, u64)> = touched
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.accepted.iter().any(|a| !a.duplicate))
+            .filter_map(|(name, _)| streams.get(name).map(|st| (name.clone(), st.head_seq)))
+            .collect();
+        if let Err(e) = tx.commit() {
+            // A failed COMMIT is ambiguous, but for a full disk: SQLITE_FULL
+            // means a WAL write failed before the commit frame counted, and
+            // if the database, read again once the transaction is gone,
+            // shows none of its heads moved, nothing of it is stored and
+            // the writer keeps serving. (An I/O error at sync stays
+            // ambiguous: its frames may still surface at recovery.)
+            let full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+            if !full {
+                return Err(e.into());
+            }
+            return match rolled_back(conn, &moved) {
+                Ok(true) => Err(StoreError::RolledBack(format!(
+                    "sqlite: commit failed and was rolled back: {e}"
+                ))),
+                _ => Err(e.into()),
+            };
+        }
         // Later groups of a stream in the same call report the final head.
         for (i, name) in touched.iter().enumerate() {
             if let Some(st) = streams.get(name) {
@@ -431,6 +455,22 @@ impl Writer {
         }
         Ok(results)
     }
+}
+
+/// Whether none of `moved`'s streams is at the head a failed commit would
+/// have given it (all still below): the commit is then certainly undone.
+fn rolled_back(conn: &rusqlite::Connection, moved: &[(String, u64)]) -> Result<bool> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    let mut q = conn.prepare_cached("SELECT head_seq FROM streams WHERE name = ?1")?;
+    for (name, new_head) in moved {
+        let head: Option<i64> = q.query_row([name], |r| r.get(0)).optional()?;
+        if head.is_some_and(|h| h as u64 >= *new_head) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Runs every statement of one `append` call inside `tx` (no commit).
@@ -714,7 +754,7 @@ impl Store for SqliteStore {
                 "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
                  WHERE s.name = ?1 AND e.seq >= ?2 ORDER BY e.seq LIMIT ?3",
             )?;
-            let rows = q.query_map(params![stream, from_seq as i64, limit as i64], |r| {
+            let rows = q.query_map(params![stream, super::seq_param(from_seq), limit as i64], |r| {
                 Ok(StoredEvent {
                     seq: r.get::<_, i64>(0)? as u64,
                     hash: r.get(1)?,
@@ -999,7 +1039,7 @@ impl Store for SqliteStore {
                 "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
                  WHERE (?1 IS NULL OR s.name = ?1) AND b.start_seq >= ?2 ORDER BY s.name, b.start_seq LIMIT ?3"
             ))?;
-            let rows = q.query_map(params![stream, from_start as i64, limit as i64], batch_from_row)?;
+            let rows = q.query_map(params![stream, super::seq_param(from_start), limit as i64], batch_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -44,6 +44,17 @@ pub struct Server {
     pub url: String,
 }
 
+/// A test that panics must not leave its server running (it would keep
+/// ports, files and inherited locks).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_with_env(data_dir, extra, &[]).await
