@@ -21,6 +21,8 @@
 //! - [`verify`]: read-only verification of the hot store;
 //! - [`auth`]: API keys; [`keyfile`]: the signing key on disk;
 //! - [`api`]: HTTP routes; [`server`]: wiring for `serve`;
+//! - [`net`]: outgoing HTTP to configured hosts and upstreams (SSRF guard,
+//!   redirect policy, body limits, redacted errors);
 //! - [`config`]: the config file; [`telemetry`]: logs and metrics;
 //! - [`cli`]: the `trailkeep` command line.
 //!
@@ -42,6 +44,7 @@ pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
 pub mod names;
+pub mod net;
 pub mod selflog;
 pub mod server;
 pub mod sources;

@@ -431,14 +431,15 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let (stop_sources, sources_rx) = tokio::sync::watch::channel(false);
     let mut sources = Vec::new();
     if !config.sources.is_empty() {
-        let client = crate::sources::http_client()
-            .map_err(|e| ServeError::Source(format!("http client: {e}")))?;
         for cfg in &config.sources {
+            let client = cfg.http_client().map_err(|e| {
+                ServeError::Source(format!("http client: {}", crate::net::describe(&e)))
+            })?;
             let key = cfg.load_key().map_err(ServeError::Source)?;
             sources.push(tokio::spawn(crate::sources::sse::run(
                 cfg.clone(),
                 key,
-                client.clone(),
+                client,
                 state.appender.clone(),
                 store.clone(),
                 sources_rx.clone(),

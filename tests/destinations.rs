@@ -292,3 +292,117 @@ async fn kill_9_mid_delivery_then_restart_delivers_every_event_at_least_once() {
         "at most the batch in flight is sent twice ({repeats})"
     );
 }
+
+/// A TCP listener that counts the connections it accepts (and answers none).
+fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = n.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (port, n)
+}
+
+/// Issue #13: Splunk HEC and Datadog URLs had no SSRF guard. A name that
+/// resolves to loopback is refused by the resolver, before any connection,
+/// and the status says which host, which address and which key allows it.
+#[tokio::test]
+async fn hec_and_datadog_refuse_private_addresses_before_connecting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (port, accepted) = counting_listener();
+    let cfg = write_cfg(
+        tmp.path(),
+        &format!(
+            "[[destinations]]\nname = \"hec\"\ntype = \"splunk_hec\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\nmax_age_ms = 50\nbackoff_max_ms = 200\n\
+             [[destinations]]\nname = \"dd\"\ntype = \"datadog_logs\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\nmax_age_ms = 50\nbackoff_max_ms = 200\n"
+        ),
+    );
+    let server = start(&dir, &cfg).await;
+    let key = create_key(&dir, "ingest");
+    let read = create_key(&dir, "read");
+    post(&server.url, &key, "s", 0, 5).await;
+    let url = format!("{}/v1/destinations", server.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st: Value = common::get_json(&url, &read).await;
+        let all_failed = st["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["last_error"].is_string());
+        if all_failed || std::time::Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for d in st["destinations"].as_array().unwrap() {
+        let e = d["last_error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("localhost")
+                && (e.contains("127.0.0.1") || e.contains("::1"))
+                && e.contains("allow_private = true")
+                && e.contains(d["name"].as_str().unwrap()),
+            "{d:#}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+    assert!(server.terminate().success());
+}
+
+/// Issue #13: `last_error` (shown by `GET /v1/destinations` to read keys)
+/// carried the URL's query token and the receiver's body verbatim.
+#[tokio::test]
+async fn last_error_carries_no_query_token_nor_receiver_body() {
+    async fn fail() -> (StatusCode, &'static str) {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "receiver-body-secret: stack trace at /srv/app",
+        )
+    }
+    let app = axum::Router::new().route("/hook", axum::routing::post(fail));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cfg = write_cfg(
+        tmp.path(),
+        &webhook(
+            "hook",
+            &format!("http://{addr}/hook?token=query-tok-77"),
+            "",
+        ),
+    );
+    let server = start(&dir, &cfg).await;
+    let key = create_key(&dir, "ingest");
+    let read = create_key(&dir, "read");
+    post(&server.url, &key, "s", 0, 3).await;
+    let url = format!("{}/v1/destinations", server.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        let st: Value = common::get_json(&url, &read).await;
+        let d = st["destinations"][0].clone();
+        if d["last_error"].is_string() || std::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let e = d["last_error"].as_str().unwrap();
+    assert!(e.contains("500"), "the status stays: {d:#}");
+    assert!(
+        !e.contains("query-tok-77") && !e.contains("receiver-body-secret"),
+        "{d:#}"
+    );
+    assert!(server.terminate().success());
+}

@@ -23,7 +23,7 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         &cfg,
         format!(
             "[archive]\nhmac_secret_file = \"{}\"\ninterval = \"1s\"\nolder_than = \"0s\"\n\n\
-             [[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/v1/events/stream\"\nstream = \"up\"\n\
+             [[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/v1/events/stream\"\nstream = \"up\"\nallow_private = true\n\
              api_key_file = \"{}\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 100\n",
             tmp.path().join("hmac").display(),
             tmp.path().join("upstream").display()

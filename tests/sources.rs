@@ -18,6 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use common::*;
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 /// What one upstream connection sends.
@@ -138,7 +139,7 @@ fn frame(id: Option<&str>, data: &Value) -> String {
 
 fn write_config(dir: &Path, base: &str, extra: &str, backfill: bool) -> PathBuf {
     let mut text = format!(
-        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\nlease_ttl_ms = 1000\n{extra}\n"
+        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\nallow_private = true\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\nlease_ttl_ms = 1000\n{extra}\n"
     );
     if backfill {
         text.push_str(&format!("[sources.backfill]\nurl = \"{base}/backfill\"\nsince_param = \"since\"\nitems_field = \"entries\"\n"));
@@ -571,7 +572,7 @@ async fn backfill_follows_cursors_page_by_page() {
     let data = dir.path().join("data");
     // The cursor travels in the parameter the test handler records as `since`.
     let text = format!(
-        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\n[sources.backfill]\nurl = \"{base}/backfill\"\ncursor_param = \"since\"\nnext_cursor_field = \"next\"\nitems_field = \"entries\"\n"
+        "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\nallow_private = true\n[sources.backfill]\nurl = \"{base}/backfill\"\ncursor_param = \"since\"\nnext_cursor_field = \"next\"\nitems_field = \"entries\"\n"
     );
     let config = dir.path().join("c.toml");
     std::fs::write(&config, text).unwrap();
@@ -756,4 +757,201 @@ async fn the_source_lease_fails_over_between_nodes() {
         "every event once, none twice"
     );
     assert_eq!(b.terminate().code(), Some(0));
+}
+
+fn source_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("trailkeep.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Issue #13: SSE source URLs had no SSRF guard. A name resolving to
+/// loopback is refused before any connection (a listener sees no accept),
+/// and the status names the host, the address and the key that allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_refuses_private_addresses_before_connecting() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = source_config(
+        dir.path(),
+        &format!(
+            "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://localhost:{port}/stream\"\nstream = \"up\"\napi_key_env = \"TEST_SSE_KEY\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\nlease_ttl_ms = 1000\n"
+        ),
+    );
+    let server = start_serve(&data, &config, "sqlite").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = status(&data);
+        if st["last_error"].is_string() || std::time::Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let e = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("localhost")
+            && (e.contains("127.0.0.1") || e.contains("::1"))
+            && e.contains("allow_private = true")
+            && e.contains("\"up\""),
+        "{st}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+    server.kill9();
+}
+
+/// Issue #13: sources followed redirects to other origins and sent the
+/// custom key header there. A cross-origin redirect is refused; the other
+/// origin never sees a request, let alone the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_redirect_is_refused_and_the_key_stays_home() {
+    let other_seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let rec = other_seen.clone();
+    let other = axum::Router::new().route(
+        "/stream",
+        get(move |headers: HeaderMap| {
+            let rec = rec.clone();
+            async move {
+                rec.lock().unwrap().push(headers);
+                "data: {}\n\n"
+            }
+        }),
+    );
+    let lo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = lo.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(lo, other).await.unwrap() });
+    let home_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = home_hits.clone();
+    let home = axum::Router::new().route(
+        "/stream",
+        get(move || {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Response::builder()
+                    .status(307)
+                    // Same address, another origin (host and port differ).
+                    .header("location", format!("http://localhost:{other_port}/stream"))
+                    .body(Body::empty())
+                    .unwrap()
+            }
+        }),
+    );
+    let lh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let home_addr = lh.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(lh, home).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = source_config(
+        dir.path(),
+        &format!(
+            "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://{home_addr}/stream\"\nstream = \"up\"\nallow_private = true\napi_key_env = \"TEST_SSE_KEY\"\napi_key_header = \"x-api-key\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\nlease_ttl_ms = 1000\n"
+        ),
+    );
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(20), "a few redirects", || {
+        home_hits.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    let st = status(&data);
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another origin"),
+        "{st}"
+    );
+    assert!(
+        other_seen.lock().unwrap().is_empty(),
+        "the other origin got requests: {:?}",
+        other_seen.lock().unwrap()
+    );
+    server.kill9();
+}
+
+/// Issue #13: SSE events had no size limit; one endless `data:` line burned
+/// a core and memory. It is cut off at `max_event_bytes`, rejected and
+/// counted, and each connection is dropped after little more than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_data_line_is_cut_off_and_rejected() {
+    // Bytes each connection got out before the source dropped it.
+    let sent: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>> = Arc::default();
+    let rec = sent.clone();
+    let app = axum::Router::new().route(
+        "/stream",
+        get(move || {
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            rec.lock().unwrap().push(counter.clone());
+            async move {
+                let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                let first = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(Bytes::from_static(b"data: "))
+                });
+                let endless = futures_util::stream::repeat(chunk).map(move |c| {
+                    counter.fetch_add(c.len(), std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, Infallible>(c)
+                });
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from_stream(futures_util::StreamExt::chain(
+                        first, endless,
+                    )))
+                    .unwrap()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = source_config(
+        dir.path(),
+        &format!(
+            "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://{addr}/stream\"\nstream = \"up\"\nallow_private = true\nmax_event_bytes = 65536\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\n"
+        ),
+    );
+    let server = start_serve(&data, &config, "sqlite").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = status(&data);
+        if st["rejected"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        st["rejected"].as_u64().unwrap_or(0) >= 1,
+        "{st} after {} connections",
+        sent.lock().unwrap().len()
+    );
+    let e = st["last_error"].as_str().unwrap_or_default();
+    // One endless line: the line limit (by default the event limit) cuts it.
+    assert!(
+        e.contains("max_line_bytes") || e.contains("max_event_bytes"),
+        "{st}"
+    );
+    // The first connection was dropped: what it sent stays bounded (the
+    // 64 KiB limit, plus what socket buffers held). The default lease TTL:
+    // a loaded debug build may take a while on the cut-off event.
+    let first = sent.lock().unwrap()[0].clone();
+    let a = first.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = first.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(a, b, "the first connection is closed");
+    assert!(a < 64 << 20, "{a} bytes sent into one endless line");
+    server.kill9();
 }

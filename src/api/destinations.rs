@@ -67,6 +67,7 @@ pub(super) async fn status(
         if !admin {
             s.last_error = None;
             s.last_error_at = None;
+            s.last_error_detail = None;
         }
         out.push(json!({
             "name": name,
@@ -78,6 +79,7 @@ pub(super) async fn status(
             "dead_letters": open,
             "last_error": s.last_error,
             "last_error_at": s.last_error_at,
+            "last_error_detail": s.last_error_detail,
             "lag_events": lags.iter().map(|l| l.lag_events).sum::<u64>(),
             "lag_seconds": lags.iter().filter_map(|l| l.lag_seconds).fold(0.0_f64, f64::max),
             "streams": lags,

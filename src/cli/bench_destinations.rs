@@ -95,6 +95,8 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
         &crate::archive::BucketOptions::default(),
     )?;
     let t = Duration::from_secs(10);
+    // The benchmark's receivers listen on loopback.
+    let local = crate::net::Policy::new(true, "the benchmark");
     let dests: Vec<(&'static str, Arc<dyn Destination>)> = vec![
         (
             "webhook",
@@ -102,7 +104,7 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                 webhook::WebhookDestination::new(
                     &format!("{hook}/hook"),
                     &secret,
-                    true,
+                    local.clone(),
                     t,
                     Encoding::Trailkeep,
                 )
@@ -117,6 +119,7 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                 http::HecSettings::default(),
                 t,
                 Encoding::Trailkeep,
+                local.clone(),
             )),
         ),
         (
@@ -127,6 +130,7 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                 http::DatadogSettings::default(),
                 t,
                 Encoding::Trailkeep,
+                local.clone(),
             )),
         ),
         (

@@ -124,9 +124,9 @@ pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result
             }
 
             let (appender, batcher) = crate::ingest::Appender::start(store.clone(), config.batch);
-            let client = crate::sources::http_client()?;
             let mut results = Vec::new();
             for cfg in chosen {
+                let client = cfg.http_client()?;
                 let key = cfg.load_key().map_err(anyhow::Error::msg)?;
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(

@@ -23,7 +23,7 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use super::{Batch, DeliveryError, Destination, classify_http, excerpt};
+use super::{Batch, DeliveryError, Destination, excerpt, read_answer};
 
 /// The service-account file's fields used here.
 #[derive(Deserialize)]
@@ -60,6 +60,7 @@ pub struct BigQuery {
     key: RsaKeyPair,
     token: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
     timeout: Duration,
+    policy: crate::net::Policy,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -73,11 +74,14 @@ impl std::fmt::Debug for BigQuery {
 }
 
 fn retryable(message: String) -> DeliveryError {
-    DeliveryError::Retryable {
-        message,
-        retry_after: None,
-    }
+    DeliveryError::retryable(message)
 }
+
+/// Most bytes of a token answer read.
+const TOKEN_ANSWER_MAX: usize = 64 * 1024;
+/// Most bytes of an insertAll answer read (`insertErrors` for every row of
+/// a large batch fits well within).
+const INSERT_ANSWER_MAX: usize = 16 << 20;
 
 impl BigQuery {
     /// A destination writing to `table` through `endpoint` (default
@@ -92,6 +96,7 @@ impl BigQuery {
         table: Table,
         account_json: &str,
         timeout: Duration,
+        policy: crate::net::Policy,
     ) -> Result<Self, String> {
         let sa: ServiceAccount =
             serde_json::from_str(account_json).map_err(|e| format!("service account file: {e}"))?;
@@ -107,6 +112,7 @@ impl BigQuery {
             key,
             token: tokio::sync::Mutex::new(None),
             timeout,
+            policy,
         })
     }
 
@@ -138,24 +144,29 @@ impl BigQuery {
         {
             return Ok(t.clone());
         }
-        let resp = c
-            .post(&self.token_uri)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &self.assertion()?),
-            ])
-            .send()
+        let req = c.post(&self.token_uri).form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &self.assertion()?),
+        ]);
+        let resp = self
+            .policy
+            .send(req)
             .await
-            .map_err(|e| retryable(format!("token: {e}")))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        classify_http(status, None, &text).map_err(|e| match e {
-            DeliveryError::Permanent { status, message } => DeliveryError::Permanent {
-                status,
-                message: format!("token: {message}"),
-            },
-            other => other,
-        })?;
+            .map_err(|e| DeliveryError::from_send("token", &e))?;
+        let text = read_answer(resp, TOKEN_ANSWER_MAX)
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Permanent {
+                    status,
+                    message,
+                    detail,
+                } => DeliveryError::Permanent {
+                    status,
+                    message: format!("token: {message}"),
+                    detail,
+                },
+                other => other,
+            })?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| retryable(format!("token answer: {e}")))?;
         let token = v["access_token"]
@@ -198,10 +209,12 @@ impl BigQuery {
 #[async_trait]
 impl Destination for BigQuery {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = reqwest::Client::builder()
+        let c = self
+            .policy
+            .client_builder()
             .timeout(self.timeout)
             .build()
-            .map_err(|e| retryable(e.to_string()))?;
+            .map_err(|e| retryable(crate::net::describe(&e)))?;
         let url = format!(
             "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
             self.endpoint, self.table.project, self.table.dataset, self.table.table
@@ -213,28 +226,23 @@ impl Destination for BigQuery {
                 break;
             }
             let token = self.access_token(&c).await?;
-            let resp = c
+            let req = c
                 .post(&url)
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(
                     serde_json::json!({"kind": "bigquery#tableDataInsertAllRequest", "rows": rows})
                         .to_string(),
-                )
-                .send()
+                );
+            let resp = self
+                .policy
+                .send(req)
                 .await
-                .map_err(|e| retryable(format!("insertAll: {e}")))?;
-            let status = resp.status().as_u16();
-            if status == 401 {
+                .map_err(|e| DeliveryError::from_send("insertAll", &e))?;
+            if resp.status().as_u16() == 401 {
                 *self.token.lock().await = None; // expired early: fetch a new one next time
             }
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let text = resp.text().await.unwrap_or_default();
-            classify_http(status, retry_after.as_deref(), &text)?;
+            let text = read_answer(resp, INSERT_ANSWER_MAX).await?;
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let Some(errors) = v["insertErrors"].as_array().filter(|e| !e.is_empty()) else {
                 rows.clear();
@@ -275,8 +283,15 @@ impl Destination for BigQuery {
                 message: format!(
                     "BigQuery refused {} rows as invalid: {}",
                     invalid.len(),
-                    excerpt(&invalid.join("; "))
+                    excerpt(
+                        &invalid
+                            .iter()
+                            .map(|i| i.split(" (").next().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 ),
+                detail: Some(excerpt(&invalid.join("; "))),
             })
         }
     }

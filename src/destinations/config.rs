@@ -58,7 +58,9 @@ pub struct RawDestination {
     pub secret_env: Option<String>,
     /// `webhook`: file holding the `whsec_…` secret.
     pub secret_file: Option<PathBuf>,
-    /// `webhook`: allow private, loopback and link-local addresses.
+    /// `webhook`, `splunk_hec`, `datadog_logs`, `bigquery`: allow addresses
+    /// that are not public (IANA special-purpose, this host's own; default
+    /// false).
     pub allow_private: Option<bool>,
     /// `s3`/`gcs`/`azure_blob`: `none`, `gzip` (default) or `zstd`.
     pub compression: Option<String>,
@@ -131,6 +133,8 @@ pub enum Kind {
         settings: super::http::HecSettings,
         /// Request timeout.
         timeout: Duration,
+        /// Allow non-public addresses (`allow_private`).
+        allow_private: bool,
     },
     /// BigQuery streaming inserts.
     BigQuery {
@@ -143,6 +147,8 @@ pub enum Kind {
         secret: SecretFrom,
         /// Request timeout.
         timeout: Duration,
+        /// Allow non-public addresses (`allow_private`).
+        allow_private: bool,
     },
     /// Datadog Logs v2 intake.
     Datadog {
@@ -154,6 +160,8 @@ pub enum Kind {
         settings: super::http::DatadogSettings,
         /// Request timeout.
         timeout: Duration,
+        /// Allow non-public addresses (`allow_private`).
+        allow_private: bool,
     },
     /// Standard Webhooks.
     Webhook {
@@ -341,6 +349,7 @@ impl RawDestination {
                 "url",
                 "secret_env",
                 "secret_file",
+                "allow_private",
                 "timeout_ms",
                 "index",
                 "source",
@@ -354,6 +363,7 @@ impl RawDestination {
                 "site",
                 "secret_env",
                 "secret_file",
+                "allow_private",
                 "timeout_ms",
                 "service",
                 "hostname",
@@ -366,6 +376,7 @@ impl RawDestination {
                 "table",
                 "secret_env",
                 "secret_file",
+                "allow_private",
                 "timeout_ms",
             ],
             _ => &[],
@@ -396,6 +407,7 @@ impl RawDestination {
                 Err(bad("timeout_ms", "must be between 100 and 600000"))
             }
         };
+        let allow_private = self.allow_private.unwrap_or(false);
         let http_url = |url: Option<String>| -> Result<String, KeyError> {
             let url =
                 url.ok_or_else(|| bad("url", format!("is required for type {}", self.kind)))?;
@@ -403,6 +415,8 @@ impl RawDestination {
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(bad("url", "must be an http:// or https:// URL"));
             }
+            crate::net::guard::check_config_url(&parsed, allow_private)
+                .map_err(|m| bad("url", m))?;
             Ok(url)
         };
         if self.kind == "splunk_hec" {
@@ -421,6 +435,7 @@ impl RawDestination {
                 secret: secret("the HEC token")?,
                 settings,
                 timeout: timeout(10_000)?,
+                allow_private,
             };
             return Ok(DestinationConfig {
                 driver,
@@ -454,6 +469,7 @@ impl RawDestination {
                 },
                 secret: secret("the service account JSON")?,
                 timeout: timeout(30_000)?,
+                allow_private,
             };
             return Ok(DestinationConfig {
                 driver,
@@ -490,6 +506,7 @@ impl RawDestination {
                 secret: secret("the Datadog API key")?,
                 settings,
                 timeout: timeout(10_000)?,
+                allow_private,
             };
             return Ok(DestinationConfig {
                 driver,
@@ -525,6 +542,8 @@ impl RawDestination {
                         "must be https:// (http:// only to a loopback address)",
                     ));
                 }
+                crate::net::guard::check_config_url(&parsed, allow_private)
+                    .map_err(|m| bad("url", m))?;
                 let secret = match (self.secret_env, self.secret_file) {
                     (Some(_), Some(_)) => {
                         return Err(bad("secret_env", "set secret_env or secret_file, not both"));

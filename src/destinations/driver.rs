@@ -6,7 +6,7 @@
 //! a batch that is not full waits until its oldest event is `max_age` old),
 //! keep the events whose type passes, and deliver. A retryable failure is
 //! retried with capped exponential backoff and full jitter, never shorter
-//! than the receiver's `Retry-After`, until it is accepted or the driver
+//! than the receiver's `Retry-After` (itself capped at `backoff_max`), until it is accepted or the driver
 //! stops (the cursor then stays: the batch is sent again after a restart).
 //! A permanent failure becomes a dead letter and the cursor moves past it in
 //! the same transaction. The cursor moves only after the destination
@@ -85,8 +85,12 @@ pub struct DriverStatus {
     pub retries: u64,
     /// Batches sent to the dead letters.
     pub dead_letters: u64,
-    /// Last failure (never contains credentials).
+    /// Last failure: what happened, never a credential, a URL's query or
+    /// userinfo, or the receiver's body.
     pub last_error: Option<String>,
+    /// The receiver's answer to the last failure: status and a redacted
+    /// excerpt of its body (at most 512 characters). Admins only.
+    pub last_error_detail: Option<String>,
     /// When.
     pub last_error_at: Option<String>,
     /// Whether an operator paused it.
@@ -199,7 +203,7 @@ pub async fn run(
                     Ok(w) => w,
                     Err(Stop::Shutdown) => break,
                     Err(Stop::Store(e)) => {
-                        record_error(&handle, &format!("store: {e}"));
+                        record_error(&handle, &format!("store: {e}"), None);
                         tracing::error!(destination = %settings.name, error = %e, "destination round failed; will retry");
                         false
                     }
@@ -224,10 +228,22 @@ pub async fn run(
     }
 }
 
-fn record_error(handle: &DriverHandle, message: &str) {
+fn record_error(handle: &DriverHandle, message: &str, detail: Option<&str>) {
     let mut s = handle.lock();
-    s.last_error = Some(message.to_owned());
+    // Destinations keep URLs out of messages; this is the backstop.
+    s.last_error = Some(crate::net::redact_urls(message));
+    s.last_error_detail = detail.map(str::to_owned);
     s.last_error_at = Some(format_received(time::OffsetDateTime::now_utc()));
+}
+
+/// Returns the receiver's `Retry-After` capped at the destination's longest
+/// backoff: a receiver cannot stall a destination (and with it hot
+/// deletion) for longer than the operator allows.
+fn capped_retry_after(
+    settings: &DriverSettings,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    retry_after.map(|r| r.min(settings.backoff_max))
 }
 
 /// One pass over the streams; `Ok(true)` when something was delivered.
@@ -491,9 +507,19 @@ async fn deliver(
                     .increment(batch.events.len() as u64);
                 return Ok(());
             }
-            Err(DeliveryError::Permanent { status, message }) => {
+            Err(DeliveryError::Permanent {
+                status,
+                message,
+                detail,
+            }) => {
+                let message = crate::net::redact_urls(&message);
                 tracing::warn!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, error = %message, "refused for good; dead letter");
-                record_error(handle, &message);
+                record_error(handle, &message, detail.as_deref());
+                // Dead letters are admin-only: they keep the receiver's answer.
+                let message = match &detail {
+                    Some(d) => format!("{message}; {d}"),
+                    None => message,
+                };
                 store
                     .add_dead_letter(
                         DeadLetter {
@@ -519,12 +545,14 @@ async fn deliver(
             Err(DeliveryError::Retryable {
                 message,
                 retry_after,
+                detail,
             }) => {
-                record_error(handle, &message);
+                let message = crate::net::redact_urls(&message);
+                record_error(handle, &message, detail.as_deref());
                 handle.lock().retries += 1;
                 metrics::counter!("trailkeep_destination_retries_total", "destination" => settings.name.clone())
                     .increment(1);
-                let wait = backoff(settings, attempt, retry_after);
+                let wait = backoff(settings, attempt, capped_retry_after(settings, retry_after));
                 attempt = attempt.saturating_add(1);
                 tracing::debug!(destination = %settings.name, error = %message, ?wait, "delivery failed; retrying");
                 tokio::select! {

@@ -88,10 +88,12 @@ impl Destination for FileDestination {
             .map_err(|e| DeliveryError::Retryable {
                 message: e.to_string(),
                 retry_after: None,
+                detail: None,
             })?
             .map_err(|e| DeliveryError::Retryable {
                 message: format!("{}: {e}", self.path.display()),
                 retry_after: None,
+                detail: None,
             })
     }
 }

@@ -19,33 +19,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::config::{Encoding, encode};
-use super::{Batch, DeliveryError, Destination, classify_http};
+use super::{Batch, DeliveryError, Destination, read_answer};
+use crate::net::Policy;
 use crate::sources::Secret;
 
 fn retryable(message: String) -> DeliveryError {
-    DeliveryError::Retryable {
-        message,
-        retry_after: None,
-    }
+    DeliveryError::retryable(message)
 }
 
-async fn classify(resp: reqwest::Response) -> Result<String, DeliveryError> {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = resp.text().await.unwrap_or_default();
-    classify_http(status, retry_after.as_deref(), &text).map(|()| text)
-}
+/// Most bytes of a HEC answer read (they are a few dozen bytes of JSON).
+const ANSWER_MAX: usize = 64 * 1024;
 
-fn client(timeout: Duration) -> Result<reqwest::Client, DeliveryError> {
-    reqwest::Client::builder()
+fn client(policy: &Policy, timeout: Duration) -> Result<reqwest::Client, DeliveryError> {
+    policy
+        .client_builder()
         .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| retryable(e.to_string()))
+        .map_err(|e| retryable(crate::net::describe(&e)))
 }
 
 /// Splunk HEC settings.
@@ -73,6 +63,7 @@ pub struct SplunkHec {
     timeout: Duration,
     encoding: Encoding,
     channel: String,
+    policy: Policy,
 }
 
 impl SplunkHec {
@@ -83,6 +74,7 @@ impl SplunkHec {
         settings: HecSettings,
         timeout: Duration,
         encoding: Encoding,
+        policy: Policy,
     ) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -91,6 +83,7 @@ impl SplunkHec {
             timeout,
             encoding,
             channel: uuid_like(),
+            policy,
         }
     }
 
@@ -146,7 +139,7 @@ fn uuid_like() -> String {
 #[async_trait]
 impl Destination for SplunkHec {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = client(self.timeout)?;
+        let c = client(&self.policy, self.timeout)?;
         let auth = format!("Splunk {}", self.token.expose());
         let mut req = c
             .post(format!("{}/services/collector/event", self.url))
@@ -156,12 +149,12 @@ impl Destination for SplunkHec {
         if self.settings.ack {
             req = req.header("x-splunk-request-channel", &self.channel);
         }
-        let text = classify(
-            req.send()
-                .await
-                .map_err(|e| retryable(format!("{}: {e}", self.url)))?,
-        )
-        .await?;
+        let resp = self
+            .policy
+            .send(req)
+            .await
+            .map_err(|e| DeliveryError::from_send(&crate::net::redact_urls(&self.url), &e))?;
+        let text = read_answer(resp, ANSWER_MAX).await?;
         if !self.settings.ack {
             return Ok(());
         }
@@ -170,14 +163,12 @@ impl Destination for SplunkHec {
             .and_then(|v| v["ackId"].as_u64())
             .ok_or_else(|| DeliveryError::Permanent {
                 status: Some(200),
-                message: format!(
-                    "acknowledgement is on but the answer has no ackId: {}",
-                    super::excerpt(&text)
-                ),
+                message: "acknowledgement is on but the answer has no ackId".into(),
+                detail: Some(super::excerpt(&text)),
             })?;
         let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
         loop {
-            let resp = c
+            let req = c
                 .post(format!(
                     "{}/services/collector/ack?channel={}",
                     self.url, self.channel
@@ -185,11 +176,14 @@ impl Destination for SplunkHec {
                 .header("authorization", &auth)
                 .header("x-splunk-request-channel", &self.channel)
                 .header("content-type", "application/json")
-                .body(serde_json::json!({"acks": [ack_id]}).to_string())
-                .send()
-                .await
-                .map_err(|e| retryable(format!("{}: ack: {e}", self.url)))?;
-            let text = classify(resp).await?;
+                .body(serde_json::json!({"acks": [ack_id]}).to_string());
+            let resp = self.policy.send(req).await.map_err(|e| {
+                DeliveryError::from_send(
+                    &format!("{} (ack)", crate::net::redact_urls(&self.url)),
+                    &e,
+                )
+            })?;
+            let text = read_answer(resp, ANSWER_MAX).await?;
             let done = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v["acks"][ack_id.to_string()].as_bool())
@@ -230,6 +224,7 @@ pub struct DatadogLogs {
     settings: DatadogSettings,
     timeout: Duration,
     encoding: Encoding,
+    policy: Policy,
 }
 
 impl DatadogLogs {
@@ -240,6 +235,7 @@ impl DatadogLogs {
         settings: DatadogSettings,
         timeout: Duration,
         encoding: Encoding,
+        policy: Policy,
     ) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -247,6 +243,7 @@ impl DatadogLogs {
             settings,
             timeout,
             encoding,
+            policy,
         }
     }
 
@@ -275,14 +272,14 @@ impl DatadogLogs {
             }
             let s = entry.to_string();
             if s.len() > DD_MAX_ENTRY {
-                return Err(DeliveryError::Permanent {
-                    status: None,
-                    message: format!(
+                return Err(DeliveryError::permanent(
+                    None,
+                    format!(
                         "event seq {} is {} bytes, over Datadog's 1 MB entry limit",
                         e.seq,
                         s.len()
                     ),
-                });
+                ));
             }
             if !cur.is_empty()
                 && (cur.len() >= DD_MAX_ENTRIES || size + s.len() + 1 > DD_MAX_REQUEST)
@@ -306,21 +303,22 @@ impl DatadogLogs {
 #[async_trait]
 impl Destination for DatadogLogs {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = client(self.timeout)?;
+        let c = client(&self.policy, self.timeout)?;
         for body in self.requests(batch)? {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
             let gz = gz.finish().map_err(|e| retryable(e.to_string()))?;
-            let resp = c
+            let req = c
                 .post(format!("{}/api/v2/logs", self.url))
                 .header("dd-api-key", self.key.expose())
                 .header("content-type", "application/json")
                 .header("content-encoding", "gzip")
-                .body(gz)
-                .send()
-                .await
-                .map_err(|e| retryable(format!("{}: {e}", self.url)))?;
-            classify(resp).await?;
+                .body(gz);
+            let resp =
+                self.policy.send(req).await.map_err(|e| {
+                    DeliveryError::from_send(&crate::net::redact_urls(&self.url), &e)
+                })?;
+            read_answer(resp, ANSWER_MAX).await?;
         }
         Ok(())
     }

@@ -61,22 +61,76 @@ pub struct Batch {
 }
 
 /// Why a delivery failed.
+///
+/// `message` is what status pages and logs show: it never carries a URL
+/// with its query, credentials or the receiver's body. The receiver's
+/// answer (status and a redacted excerpt of at most 512 characters) is
+/// `detail`, for admins only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
     /// Worth retrying: network, timeout, 408, 429, 5xx.
     Retryable {
         /// What happened.
         message: String,
-        /// The receiver's `Retry-After`, a floor for the next wait.
+        /// The receiver's `Retry-After`, a floor for the next wait (the
+        /// driver caps it at the destination's `backoff_max_ms`).
         retry_after: Option<Duration>,
+        /// The receiver's answer (redacted excerpt), when there was one.
+        detail: Option<String>,
     },
     /// Refused for good (other 4xx): the batch goes to the dead letters.
     Permanent {
         /// Response status, when there was one.
         status: Option<u16>,
-        /// What the receiver said (an excerpt).
+        /// What happened.
         message: String,
+        /// The receiver's answer (redacted excerpt), when there was one.
+        detail: Option<String>,
     },
+}
+
+impl DeliveryError {
+    /// A retryable failure without a receiver's answer.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Retryable {
+            message: message.into(),
+            retry_after: None,
+            detail: None,
+        }
+    }
+
+    /// A permanent failure without a receiver's answer.
+    pub fn permanent(status: Option<u16>, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            status,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// A failed request: refused by the SSRF guard (permanent: the
+    /// configuration must change) or a network failure (retryable).
+    pub fn from_send(what: &str, e: &crate::net::SendError) -> Self {
+        if e.refused().is_some() {
+            Self::permanent(None, format!("{what}: {e}"))
+        } else {
+            Self::retryable(format!("{what}: {e}"))
+        }
+    }
+
+    /// Returns the message (free of URLs' queries, credentials and bodies).
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Retryable { message, .. } | Self::Permanent { message, .. } => message,
+        }
+    }
+
+    /// Returns the receiver's answer, when there was one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Retryable { detail, .. } | Self::Permanent { detail, .. } => detail.as_deref(),
+        }
+    }
 }
 
 impl std::fmt::Display for DeliveryError {
@@ -105,6 +159,12 @@ pub trait Destination: Send + Sync + 'static {
 /// A secret that cannot be loaded or is malformed (the message names where
 /// it comes from, never the value).
 pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Destination>, String> {
+    let policy = |allow_private: bool| {
+        crate::net::Policy::new(
+            allow_private,
+            format!("[[destinations]] {:?}", cfg.driver.name),
+        )
+    };
     Ok(match &cfg.kind {
         config::Kind::File {
             path,
@@ -119,24 +179,33 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             secret,
             settings,
             timeout,
+            allow_private,
         } => std::sync::Arc::new(http::SplunkHec::new(
             url,
             secret.load(&cfg.driver.name)?,
             settings.clone(),
             *timeout,
             cfg.encoding,
+            policy(*allow_private),
         )),
         config::Kind::BigQuery {
             url,
             table,
             secret,
             timeout,
+            allow_private,
         } => {
             // secret_file names the JSON file; secret_env holds the JSON itself.
             let json = secret.load(&cfg.driver.name)?;
             std::sync::Arc::new(
-                bigquery::BigQuery::new(url, table.clone(), json.expose(), *timeout)
-                    .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+                bigquery::BigQuery::new(
+                    url,
+                    table.clone(),
+                    json.expose(),
+                    *timeout,
+                    policy(*allow_private),
+                )
+                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
             )
         }
         config::Kind::Datadog {
@@ -144,12 +213,14 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             secret,
             settings,
             timeout,
+            allow_private,
         } => std::sync::Arc::new(http::DatadogLogs::new(
             url,
             secret.load(&cfg.driver.name)?,
             settings.clone(),
             *timeout,
             cfg.encoding,
+            policy(*allow_private),
         )),
         config::Kind::Object {
             url,
@@ -172,8 +243,14 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
         } => {
             let s = secret.load(&cfg.driver.name)?;
             std::sync::Arc::new(
-                webhook::WebhookDestination::new(url, &s, *allow_private, *timeout, cfg.encoding)
-                    .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+                webhook::WebhookDestination::new(
+                    url,
+                    &s,
+                    policy(*allow_private),
+                    *timeout,
+                    cfg.encoding,
+                )
+                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
             )
         }
     })
@@ -243,18 +320,19 @@ pub async fn lags(
     Ok(out)
 }
 
-/// The first 512 characters of a response body, for errors and dead letters.
+/// The first 512 characters of a response body, redacted, for details and
+/// dead letters.
 pub fn excerpt(body: &str) -> String {
-    let mut s: String = body.chars().take(512).collect();
-    if s.len() < body.len() {
-        s.push('…');
-    }
-    s
+    crate::net::excerpt(body.as_bytes(), 512)
 }
+
+/// Most bytes of a receiver's error body read (the excerpt comes from it).
+pub const ERROR_BODY_MAX: usize = 4096;
 
 /// Classifies an HTTP response the way every HTTP destination does: 2xx
 /// accepted; 408, 429 and 5xx retryable (with `Retry-After` in seconds or as
-/// an HTTP date); any other status permanent.
+/// an HTTP date); any other status permanent. The message names the status
+/// only; the body's excerpt is the detail.
 ///
 /// # Errors
 /// The classified failure.
@@ -263,24 +341,58 @@ pub fn classify_http(
     retry_after: Option<&str>,
     body: &str,
 ) -> Result<(), DeliveryError> {
+    let detail = (!body.is_empty()).then(|| format!("HTTP {status}: {}", excerpt(body)));
     match status {
         200..=299 => Ok(()),
         408 | 429 | 500..=599 => Err(DeliveryError::Retryable {
-            message: format!("HTTP {status}: {}", excerpt(body)),
+            message: format!("receiver answered HTTP {status}"),
             retry_after: retry_after.and_then(parse_retry_after),
+            detail,
         }),
         _ => Err(DeliveryError::Permanent {
             status: Some(status),
-            message: format!("HTTP {status}: {}", excerpt(body)),
+            message: format!("receiver answered HTTP {status}"),
+            detail,
         }),
     }
+}
+
+/// Reads a receiver's answer and classifies it: a success body is read up
+/// to `ok_max` bytes (more is an error: the answer is not what the API
+/// sends), an error body up to [`ERROR_BODY_MAX`] for the detail.
+///
+/// # Errors
+/// The classified failure.
+pub async fn read_answer(resp: reqwest::Response, ok_max: usize) -> Result<String, DeliveryError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let max = if (200..300).contains(&status) {
+        ok_max
+    } else {
+        ERROR_BODY_MAX
+    };
+    let body = crate::net::read_limited(resp, max).await.map_err(|e| {
+        DeliveryError::retryable(format!("reading the answer: {}", crate::net::describe(&e)))
+    })?;
+    let text = String::from_utf8_lossy(&body.bytes).into_owned();
+    classify_http(status, retry_after.as_deref(), &text)?;
+    if body.truncated {
+        return Err(DeliveryError::retryable(format!(
+            "the receiver's answer is over {ok_max} bytes; not read"
+        )));
+    }
+    Ok(text)
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
+        return Some(Duration::from_secs(s.min(u64::from(u32::MAX))));
     }
     let f = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -323,7 +435,9 @@ mod tests {
         let Err(DeliveryError::Permanent { message, .. }) = classify_http(400, None, &long) else {
             panic!("permanent")
         };
-        assert!(message.len() < 600);
+        assert!(!message.contains('y'), "the body is the detail only");
+        let detail = classify_http(400, None, &long).unwrap_err();
+        assert!(detail.detail().unwrap().len() < 600);
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl Destination for ObjectDestination {
         let body = self.body(batch).map_err(|e| DeliveryError::Permanent {
             status: None,
             message: format!("encoding: {e}"),
+            detail: None,
         })?;
         match self
             .bucket
@@ -100,10 +101,12 @@ impl Destination for ObjectDestination {
             Err(e @ ArchiveError::Conflict { .. }) => Err(DeliveryError::Permanent {
                 status: None,
                 message: e.to_string(),
+                detail: None,
             }),
             Err(e) => Err(DeliveryError::Retryable {
                 message: e.to_string(),
                 retry_after: None,
+                detail: None,
             }),
         }
     }

@@ -6,10 +6,14 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body`
 //! with the `whsec_` secret's base64-decoded bytes. HTTPS only (HTTP to a
 //! loopback address for tests); redirects are never followed; a host that
-//! resolves to a private, loopback or link-local address is refused unless
-//! `allow_private` is set, and the request goes to the addresses checked.
+//! resolves to an address that is not public is refused unless
+//! `allow_private` is set (`net::guard`, at connect time: the request goes
+//! to the addresses checked).
+//!
+//! The `webhook-id` is `msg_` + the first 128 bits of SHA-256 over the
+//! length-prefixed destination, stream and seq range, hex: stable per batch
+//! and unambiguous whatever the names contain.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,47 +22,45 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 
 use super::config::{Encoding, encode};
-use super::{Batch, DeliveryError, Destination, classify_http};
+use super::{Batch, DeliveryError, Destination, read_answer};
 use crate::sources::Secret;
 
 /// Sends batches to a webhook receiver.
 pub struct WebhookDestination {
     url: url::Url,
     key: Vec<u8>,
-    allow_private: bool,
-    timeout: Duration,
+    policy: crate::net::Policy,
+    client: reqwest::Client,
     encoding: Encoding,
 }
 
 impl std::fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookDestination({}, secret redacted)", self.url)
+        write!(
+            f,
+            "WebhookDestination({}, secret redacted)",
+            crate::net::redact_url(&self.url)
+        )
     }
 }
 
-/// Whether `ip` is private, loopback, link-local or otherwise not a public address.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_private()
-                || a.is_loopback()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
-        }
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || a.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
+/// Returns whether `ip` is not a public address (see `net::guard`).
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    crate::net::guard::special_purpose(ip).is_some()
+}
+
+/// Returns the `webhook-id` of a batch: `msg_` + 32 hex digits of SHA-256
+/// over each part prefixed by its length, so no two batches share an id.
+pub fn message_id(destination: &str, stream: &str, start: u64, end: u64) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [destination.as_bytes(), stream.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
     }
+    h.update(start.to_be_bytes());
+    h.update(end.to_be_bytes());
+    format!("msg_{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// The signature of `id.timestamp.body` with `key`: `v1,<base64>`.
@@ -74,11 +76,12 @@ impl WebhookDestination {
     /// A webhook destination.
     ///
     /// # Errors
-    /// A secret that is not `whsec_` + base64, or a bad URL.
+    /// A secret that is not `whsec_` + base64, a bad URL, or a client that
+    /// cannot be built.
     pub fn new(
         url: &str,
         secret: &Secret,
-        allow_private: bool,
+        policy: crate::net::Policy,
         timeout: Duration,
         encoding: Encoding,
     ) -> Result<Self, String> {
@@ -88,11 +91,16 @@ impl WebhookDestination {
             .and_then(|b| STANDARD.decode(b).ok())
             .filter(|k| !k.is_empty())
             .ok_or("the webhook secret must be whsec_ followed by base64")?;
+        let client = policy
+            .client_builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| crate::net::describe(&e))?;
         Ok(Self {
             url: url::Url::parse(url).map_err(|e| e.to_string())?,
             key,
-            allow_private,
-            timeout,
+            policy,
+            client,
             encoding,
         })
     }
@@ -101,31 +109,6 @@ impl WebhookDestination {
 #[async_trait]
 impl Destination for WebhookDestination {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let host = self
-            .url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = self.url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| DeliveryError::Retryable {
-                message: format!("resolving {host}: {e}"),
-                retry_after: None,
-            })?
-            .collect();
-        if !self.allow_private
-            && let Some(a) = addrs.iter().find(|a| is_private(a.ip()))
-        {
-            return Err(DeliveryError::Permanent {
-                status: None,
-                message: format!(
-                    "{host} resolves to {}, a private address; refused (set allow_private = true to allow it)",
-                    a.ip()
-                ),
-            });
-        }
         let events: Vec<serde_json::Value> = batch
             .events
             .iter()
@@ -143,45 +126,32 @@ impl Destination for WebhookDestination {
                 "events": events,
             },
         }))
-        .map_err(|e| DeliveryError::Permanent {
-            status: None,
-            message: e.to_string(),
-        })?;
-        let id = format!(
-            "msg_{}_{}_{}_{}",
-            batch.destination, batch.stream, batch.start_seq, batch.end_seq
+        .map_err(|e| DeliveryError::permanent(None, e.to_string()))?;
+        let id = message_id(
+            &batch.destination,
+            &batch.stream,
+            batch.start_seq,
+            batch.end_seq,
         );
         let ts = now.unix_timestamp();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .resolve_to_addrs(&host, &addrs)
-            .build()
-            .map_err(|e| DeliveryError::Retryable {
-                message: e.to_string(),
-                retry_after: None,
-            })?;
-        let resp = client
+        let req = self
+            .client
             .post(self.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", sign(&self.key, &id, ts, &body))
-            .body(body)
-            .send()
+            .body(body);
+        let resp = self
+            .policy
+            .send(req)
             .await
-            .map_err(|e| DeliveryError::Retryable {
-                message: format!("{}: {e}", self.url),
-                retry_after: None,
-            })?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = resp.text().await.unwrap_or_default();
-        classify_http(status, retry_after.as_deref(), &text)
+            .map_err(|e| DeliveryError::from_send(&crate::net::redact_url(&self.url), &e))?;
+        // A 2xx body is not needed (and not read); an error's is the detail.
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        read_answer(resp, 0).await.map(drop)
     }
 }
 

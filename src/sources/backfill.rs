@@ -32,6 +32,10 @@ pub struct RawBackfill {
     /// Most pages read in one backfill (default 10000).
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// Largest page accepted, bytes (default 16 MiB); a larger page fails
+    /// the backfill without being read further.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: usize,
     /// Field mapping of the items.
     #[serde(default)]
     pub fields: RawFields,
@@ -39,6 +43,10 @@ pub struct RawBackfill {
 
 fn default_max_pages() -> u32 {
     10_000
+}
+
+fn default_max_page_bytes() -> usize {
+    16 << 20
 }
 
 /// A validated backfill configuration.
@@ -50,16 +58,24 @@ pub struct BackfillConfig {
     next_cursor_field: Option<String>,
     items_field: Option<String>,
     max_pages: u32,
+    max_page_bytes: usize,
     fields: Fields,
 }
 
 impl RawBackfill {
-    /// Validates; errors are (key, message).
+    /// Validates (`allow_private` is the source's); errors are (key, message).
     ///
     /// # Errors
     /// The first invalid value.
-    pub fn validate(self) -> Result<BackfillConfig, (&'static str, String)> {
+    pub fn validate(self, allow_private: bool) -> Result<BackfillConfig, (&'static str, String)> {
         let url = super::parse_http_url(&self.url).map_err(|m| ("url", m))?;
+        crate::net::guard::check_config_url(&url, allow_private).map_err(|m| ("url", m))?;
+        if !(1024..=(1 << 30)).contains(&self.max_page_bytes) {
+            return Err((
+                "max_page_bytes",
+                "must be between 1024 and 1073741824".into(),
+            ));
+        }
         if self.cursor_param.is_some() != self.next_cursor_field.is_some() {
             return Err((
                 "cursor_param",
@@ -76,6 +92,7 @@ impl RawBackfill {
             next_cursor_field: self.next_cursor_field,
             items_field: self.items_field,
             max_pages: self.max_pages,
+            max_page_bytes: self.max_page_bytes,
             fields: self.fields.into(),
         })
     }
@@ -145,18 +162,25 @@ pub async fn run(
             }
         }
         let resp = cfg
-            .authorize(client.get(url), key)
-            .send()
+            .policy()
+            .send(cfg.authorize(client.get(url), key))
             .await
-            .map_err(|e| format!("backfill request failed: {}", e.without_url()))?;
+            .map_err(|e| format!("backfill request failed: {e}"))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("backfill endpoint answered HTTP {status}"));
         }
-        let bytes = resp
-            .bytes()
+        let got = crate::net::read_limited(resp, b.max_page_bytes)
             .await
-            .map_err(|e| format!("backfill read failed: {}", e.without_url()))?;
+            .map_err(|e| format!("backfill read failed: {}", crate::net::describe(&e)))?;
+        if got.truncated {
+            return Err(format!(
+                "backfill page {} is over max_page_bytes ({}); not read further",
+                page + 1,
+                b.max_page_bytes
+            ));
+        }
+        let bytes = got.bytes;
         let mut body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("backfill response is not JSON: {e}"))?;
         stats.pages += 1;

@@ -85,11 +85,26 @@ pub struct RawSource {
     /// source and another takes over this long after it stops renewing.
     #[serde(default = "default_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
+    /// Allow upstream addresses that are not public (IANA special-purpose,
+    /// this host's own), for the stream and the backfill (default false).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Largest event accepted, bytes: every line of one event, up to its
+    /// blank line (default 1 MiB). A larger one is rejected and the source
+    /// reconnects.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Longest line accepted, bytes (default: `max_event_bytes`).
+    pub max_line_bytes: Option<usize>,
     /// Field mapping of stream events.
     #[serde(default)]
     pub fields: mapping::RawFields,
     /// Optional backfill endpoint.
     pub backfill: Option<backfill::RawBackfill>,
+}
+
+fn default_max_event_bytes() -> usize {
+    1 << 20
 }
 
 fn default_api_key_header() -> String {
@@ -131,6 +146,12 @@ pub struct SourceConfig {
     pub reconnect_max: Duration,
     /// Lease time.
     pub lease_ttl: Duration,
+    /// Allow non-public upstream addresses.
+    pub allow_private: bool,
+    /// Largest event, bytes.
+    pub max_event_bytes: usize,
+    /// Longest line, bytes.
+    pub max_line_bytes: usize,
     /// Field mapping.
     pub fields: mapping::Fields,
     /// Backfill endpoint.
@@ -184,6 +205,23 @@ impl RawSource {
         crate::names::StreamName::producer(&self.stream)
             .map_err(|e| cfg_err(index, "stream", e.to_string()))?;
         let url = parse_http_url(&self.url).map_err(|m| cfg_err(index, "url", m))?;
+        crate::net::guard::check_config_url(&url, self.allow_private)
+            .map_err(|m| cfg_err(index, "url", m))?;
+        if !(1024..=(64 << 20)).contains(&self.max_event_bytes) {
+            return Err(cfg_err(
+                index,
+                "max_event_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let max_line_bytes = self.max_line_bytes.unwrap_or(self.max_event_bytes);
+        if !(1024..=self.max_event_bytes).contains(&max_line_bytes) {
+            return Err(cfg_err(
+                index,
+                "max_line_bytes",
+                "must be at least 1024 and at most max_event_bytes",
+            ));
+        }
         let key_from = match (self.api_key_env, self.api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(cfg_err(
@@ -243,7 +281,7 @@ impl RawSource {
         }
         let backfill = match self.backfill {
             Some(b) => Some(
-                b.validate()
+                b.validate(self.allow_private)
                     .map_err(|(k, m)| cfg_err(index, &format!("backfill.{k}"), m))?,
             ),
             None => None,
@@ -259,6 +297,9 @@ impl RawSource {
             reconnect_initial: Duration::from_millis(self.reconnect_initial_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            allow_private: self.allow_private,
+            max_event_bytes: self.max_event_bytes,
+            max_line_bytes,
             fields: self.fields.into(),
             backfill,
         })
@@ -278,6 +319,25 @@ pub fn parse_http_url(s: &str) -> Result<reqwest::Url, String> {
 }
 
 impl SourceConfig {
+    /// Returns the SSRF policy of this source (`allow_private`).
+    pub fn policy(&self) -> crate::net::Policy {
+        crate::net::Policy::new(self.allow_private, format!("[[sources]] {:?}", self.name))
+    }
+
+    /// Returns the source's HTTP client: the SSRF guard as its resolver,
+    /// redirects within the origin only, a connect timeout (the stream
+    /// itself may idle as long as the upstream likes).
+    ///
+    /// # Errors
+    /// When the TLS backend cannot initialise.
+    pub fn http_client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        self.policy()
+            .client_builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(crate::net::same_origin_redirects())
+            .build()
+    }
+
     /// Reads the API key (environment or file).
     ///
     /// # Errors
@@ -328,19 +388,6 @@ impl SourceConfig {
     }
 }
 
-/// Returns a reqwest client for sources: no redirects across hosts, timeouts
-/// on connect (the stream itself may idle as long as the upstream likes).
-///
-/// # Errors
-/// When the TLS backend cannot initialise.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("trailkeep/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 /// Returns the current time as stored in state records.
 pub(crate) fn now() -> String {
     crate::event::format_received(time::OffsetDateTime::now_utc())
@@ -364,7 +411,7 @@ mod tests {
 
     fn raw(extra: &str) -> RawSource {
         toml::from_str(&format!(
-            "name = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/s\"\nstream = \"s\"\n{extra}"
+            "name = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/s\"\nstream = \"s\"\nallow_private = true\n{extra}"
         ))
         .expect("parses")
     }

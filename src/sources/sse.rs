@@ -249,8 +249,9 @@ impl Runner {
         if let Some(id) = &self.state.last_event_id {
             req = req.header("last-event-id", id.as_str());
         }
+        let policy = self.cfg.policy();
         let resp = tokio::select! {
-            r = req.send() => r.map_err(|e| format!("cannot connect: {}", e.without_url()))?,
+            r = policy.send(req) => r.map_err(|e| e.to_string())?,
             _ = shutdown.changed() => return Ok(End::Shutdown),
         };
         let status = resp.status();
@@ -267,7 +268,12 @@ impl Runner {
         if self.cfg.backfill.is_some() {
             self.backfill().await;
         }
-        let mut events = resp.bytes_stream().eventsource();
+        let mut events = limited(
+            resp.bytes_stream(),
+            self.cfg.max_line_bytes,
+            self.cfg.max_event_bytes,
+        )
+        .eventsource();
         let mut n = 0u64;
         let mut next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
         let mut last_id = self.state.last_event_id.clone();
@@ -307,8 +313,24 @@ impl Runner {
             for item in items {
                 let ev = match item {
                     Ok(ev) => ev,
-                    Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                        failure = Some(format!("stream dropped: {}", e.without_url()));
+                    Err(eventsource_stream::EventStreamError::Transport(ReadError::Http(e))) => {
+                        failure = Some(format!("stream dropped: {}", crate::net::describe(&e)));
+                        break;
+                    }
+                    Err(eventsource_stream::EventStreamError::Transport(ReadError::TooLarge(
+                        what,
+                    ))) => {
+                        // Rejected like malformed input; the rest of the
+                        // event is never read (the connection is dropped).
+                        n += 1;
+                        self.reject(
+                            &received,
+                            &position(self.connections, n, last_id.as_deref()),
+                            what.clone(),
+                            "",
+                        )
+                        .await?;
+                        failure = Some(what);
                         break;
                     }
                     Err(e) => {
@@ -475,6 +497,92 @@ fn reconnect_delay(
     }
 }
 
+/// Why the upstream's bytes stopped being read.
+#[derive(Debug)]
+enum ReadError {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// A line or an event outgrew its limit.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(e) => f.write_str(&crate::net::describe(e)),
+            Self::TooLarge(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Counts line and event sizes of an event stream as the bytes arrive.
+#[derive(Debug, Default)]
+struct Sizes {
+    line: usize,
+    event: usize,
+    after_cr: bool,
+}
+
+impl Sizes {
+    /// Takes `chunk`; an error when a line or an event outgrows its limit.
+    fn take(&mut self, chunk: &[u8], max_line: usize, max_event: usize) -> Result<(), String> {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false, // the LF of a CRLF
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    if self.line == 0 {
+                        self.event = 0; // a blank line ends the event
+                    }
+                    self.line = 0;
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line += 1;
+                    self.event += 1;
+                    if self.line > max_line {
+                        return Err(format!(
+                            "a line over max_line_bytes ({max_line} bytes); not read further"
+                        ));
+                    }
+                    if self.event > max_event {
+                        return Err(format!(
+                            "an event over max_event_bytes ({max_event} bytes); not read further"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The upstream's bytes, cut off with [`ReadError::TooLarge`] as soon as a
+/// line or an event (its lines up to the blank line) outgrows its limit:
+/// the parser never buffers more than that.
+fn limited(
+    inner: impl futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>>,
+    max_line: usize,
+    max_event: usize,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, ReadError>> {
+    let mut sizes = Sizes::default();
+    let mut over = false;
+    inner
+        .map(move |chunk| {
+            let chunk = chunk.map_err(ReadError::Http)?;
+            sizes
+                .take(&chunk, max_line, max_event)
+                .map_err(ReadError::TooLarge)?;
+            Ok(chunk)
+        })
+        .take_while(move |r| {
+            // Nothing after the first refusal.
+            let go = !over;
+            over |= matches!(r, Err(ReadError::TooLarge(_)));
+            std::future::ready(go)
+        })
+}
+
 fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
     format!(
         "connection {connection}, event {n}, after id {}",
@@ -484,9 +592,36 @@ fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn sizes_count_lines_and_events_across_chunks() {
+        let mut s = Sizes::default();
+        // Events separated by blank lines (LF, CRLF, CR) never add up.
+        for _ in 0..100 {
+            s.take(b"data: 0123456789\r\n", 20, 40).unwrap();
+            s.take(b"data: x\r", 20, 40).unwrap();
+            s.take(b"\n\r\n", 20, 40).unwrap();
+            s.take(b"id: 1\n\n", 20, 40).unwrap();
+        }
+        // One line, split over chunks, over the line limit.
+        let mut s = Sizes::default();
+        s.take(b"data: 0123456789", 20, 40).unwrap();
+        assert!(
+            s.take(b"0123456789", 20, 40)
+                .unwrap_err()
+                .contains("max_line_bytes")
+        );
+        // Short lines, no blank line: over the event limit.
+        let mut s = Sizes::default();
+        let e = (0..10)
+            .find_map(|_| s.take(b"data: 0123456789\n", 20, 40).err())
+            .unwrap();
+        assert!(e.contains("max_event_bytes"), "{e}");
+    }
 
     #[test]
     fn backoff_is_capped_jittered_and_honours_retry() {

@@ -217,6 +217,7 @@ async fn retryable_failures_are_retried_and_the_cursor_waits() {
     let retry = |after| DeliveryError::Retryable {
         message: "HTTP 503".into(),
         retry_after: after,
+        detail: None,
     };
     let r = rig(vec![
         Err(retry(None)),
@@ -225,7 +226,12 @@ async fn retryable_failures_are_retried_and_the_cursor_waits() {
     ])
     .await;
     append(r.store.as_ref(), "s", &["a.b"], 10, 0).await;
-    let h = drive(&r, settings(), |r| delivered(r) == 10).await;
+    // Retry-After is honoured up to backoff_max.
+    let s = DriverSettings {
+        backoff_max: Duration::from_secs(1),
+        ..settings()
+    };
+    let h = drive(&r, s, |r| delivered(r) == 10).await;
     let attempts = r.dest.attempts.lock().unwrap();
     assert_eq!(attempts.len(), 3);
     assert!(
@@ -244,6 +250,53 @@ async fn retryable_failures_are_retried_and_the_cursor_waits() {
     assert!(st.last_error.unwrap().contains("503"));
 }
 
+/// Issue #13: a receiver's huge `Retry-After` stalled the destination (and
+/// hot deletion with it) for good; it is capped at `backoff_max`.
+#[tokio::test]
+async fn a_huge_retry_after_is_capped_at_backoff_max() {
+    let r = rig(vec![Err(DeliveryError::Retryable {
+        message: "receiver answered HTTP 429".into(),
+        retry_after: crate::destinations::parse_retry_after("99999999999"),
+        detail: None,
+    })])
+    .await;
+    append(r.store.as_ref(), "s", &["a.b"], 10, 0).await;
+    let s = DriverSettings {
+        backoff_max: Duration::from_millis(200),
+        ..settings()
+    };
+    let started = Instant::now();
+    drive(&r, s, |r| delivered(r) == 10).await;
+    assert_eq!(delivered(&r), 10, "delivered after the capped wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Issue #13: `last_error` carried URLs with query tokens and receivers'
+/// bodies; the body is the admin-only detail now.
+#[tokio::test]
+async fn last_error_has_no_query_token_and_the_body_is_the_detail() {
+    let r = rig(vec![Err(DeliveryError::Retryable {
+        message: "POST https://user:pw@hec.example/x?token=tok-123 failed".into(),
+        retry_after: None,
+        detail: Some("HTTP 503: body-excerpt".into()),
+    })])
+    .await;
+    append(r.store.as_ref(), "s", &["a.b"], 3, 0).await;
+    let h = drive(&r, settings(), |r| delivered(r) == 3).await;
+    let st = h.status();
+    let e = st.last_error.unwrap();
+    assert!(!e.contains("tok-123") && !e.contains("pw@"), "{e}");
+    assert!(e.contains("https://hec.example/x"), "{e}");
+    assert_eq!(
+        st.last_error_detail.as_deref(),
+        Some("HTTP 503: body-excerpt")
+    );
+}
+
 #[tokio::test]
 async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
     // The receiver is down for 900 ms: three times the lease TTL.
@@ -259,6 +312,7 @@ async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
                 return Err(DeliveryError::Retryable {
                     message: "down".into(),
                     retry_after: None,
+                    detail: None,
                 });
             }
             *self.accepted.lock().unwrap() += 1;
@@ -310,6 +364,7 @@ async fn a_stop_during_retries_leaves_the_cursor() {
         Err(DeliveryError::Retryable {
             message: "down".into(),
             retry_after: None,
+            detail: None,
         })
     };
     let r = rig((0..1000).map(|_| retry()).collect()).await;
@@ -334,6 +389,7 @@ async fn permanent_refusals_become_dead_letters_that_can_be_retried() {
     let refuse = DeliveryError::Permanent {
         status: Some(400),
         message: "HTTP 400: bad field".into(),
+        detail: None,
     };
     let r = rig(vec![Err(refuse)]).await;
     append(r.store.as_ref(), "s", &["a.b"], 150, 0).await;

@@ -98,6 +98,11 @@ fn batch(n: u64, pad: usize) -> Batch {
     }
 }
 
+/// The receivers here listen on loopback.
+fn local() -> crate::net::Policy {
+    crate::net::Policy::new(true, "[[destinations]] \"test\"")
+}
+
 fn hec_settings(ack: bool) -> HecSettings {
     HecSettings {
         host: Some("node-1".into()),
@@ -122,6 +127,7 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         hec_settings(false),
         Duration::from_secs(2),
         Encoding::Trailkeep,
+        local(),
     );
     plain.deliver(&batch(3, 0)).await.unwrap();
     assert_eq!(h.events.lock().unwrap().len(), 3);
@@ -132,6 +138,7 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         hec_settings(true),
         Duration::from_secs(2),
         Encoding::Grantex,
+        local(),
     );
     acked.deliver(&batch(2, 0)).await.unwrap();
     assert!(
@@ -217,6 +224,7 @@ async fn datadog_logs_gzip_entries_within_the_intake_limits() {
         settings,
         Duration::from_secs(5),
         Encoding::Trailkeep,
+        local(),
     );
     dd.deliver(&batch(2500, 0)).await.unwrap();
     let sizes: Vec<usize> = d.requests.lock().unwrap().iter().map(Vec::len).collect();

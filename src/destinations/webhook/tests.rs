@@ -85,7 +85,7 @@ fn dest(url: &str, allow_private: bool, encoding: Encoding) -> WebhookDestinatio
     WebhookDestination::new(
         url,
         &Secret::new(SECRET.into()),
-        allow_private,
+        crate::net::Policy::new(allow_private, "[[destinations]] \"hook\""),
         Duration::from_secs(2),
         encoding,
     )
@@ -107,9 +107,11 @@ async fn signed_batches_in_the_standard_webhooks_format() {
     let (h, body) = &got[0];
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(
-        h["webhook-id"], "msg_hook_auth_4_6",
+        h["webhook-id"],
+        message_id("hook", "auth", 4, 6).as_str(),
         "stable per batch, so a retry can be deduplicated"
     );
+    assert_eq!(got[1].0["webhook-id"], h["webhook-id"]);
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(v["type"], "trailkeep.events");
     assert_eq!(
@@ -152,8 +154,9 @@ async fn responses_are_classified_and_redirects_not_followed() {
     assert_eq!(
         e,
         DeliveryError::Retryable {
-            message: "HTTP 429: receiver says so".into(),
-            retry_after: Some(Duration::from_secs(3))
+            message: "receiver answered HTTP 429".into(),
+            retry_after: Some(Duration::from_secs(3)),
+            detail: Some("HTTP 429: receiver says so".into()),
         }
     );
     assert!(matches!(
@@ -188,7 +191,7 @@ async fn responses_are_classified_and_redirects_not_followed() {
     let d2 = WebhookDestination::new(
         &slow_url,
         &Secret::new(SECRET.into()),
-        true,
+        crate::net::Policy::new(true, "d2"),
         Duration::from_millis(300),
         Encoding::Trailkeep,
     )
@@ -217,7 +220,10 @@ async fn private_addresses_are_refused_unless_allowed() {
         panic!("permanent")
     };
     assert!(
-        message.contains("private address") && message.contains("allow_private"),
+        message.contains("127.0.0.1")
+            && message.contains("loopback")
+            && message.contains("allow_private = true")
+            && message.contains("\"hook\""),
         "{message}"
     );
     assert!(r.got.lock().unwrap().is_empty(), "nothing was sent");
@@ -241,13 +247,25 @@ async fn private_addresses_are_refused_unless_allowed() {
     }
 }
 
+/// Issue #13: `msg_{dest}_{stream}_…` collided when `_` was in both names.
+#[test]
+fn webhook_ids_are_unambiguous() {
+    let a = message_id("a_b", "c", 1, 2);
+    let b = message_id("a", "b_c", 1, 2);
+    assert_ne!(a, b);
+    assert_ne!(message_id("a", "b", 12, 3), message_id("a", "b", 1, 23));
+    assert_eq!(a, message_id("a_b", "c", 1, 2), "stable");
+    assert!(a.starts_with("msg_") && a.len() == 4 + 32, "{a}");
+    assert!(a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
 #[test]
 fn secrets_must_be_whsec_and_stay_hidden() {
     assert!(
         WebhookDestination::new(
             "https://e/h",
             &Secret::new("plain".into()),
-            false,
+            crate::net::Policy::new(false, "d"),
             Duration::from_secs(1),
             Encoding::Trailkeep
         )
