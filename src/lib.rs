@@ -36,6 +36,8 @@ pub mod cli;
 pub mod config;
 pub mod destinations;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
