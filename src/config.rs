@@ -605,8 +605,13 @@ impl RawConfig {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let msg = e.message().to_owned();
-            let key = msg.split('`').nth(1).unwrap_or("(file)").to_owned();
-            err(&key, e.to_string().trim().replace('\n', " "))
+            let key = match msg.split('`').nth(1) {
+                // The empty key, as TOML spells it (`'' = 1`).
+                Some("") => "\"\"",
+                Some(k) => k,
+                None => "(file)",
+            };
+            err(key, e.to_string().trim().replace('\n', " "))
         })
     }
 
@@ -754,6 +759,19 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing finding (FUZZING.md, `config`): an unknown key spelled as
+    /// the empty string (`'' = 1`) gave an error naming no key
+    /// (`config: : unknown field ``…`).
+    #[test]
+    fn an_empty_unknown_key_is_named() {
+        for text in ["'' = 1\n", "[ingest]\n\"\" = 2\n"] {
+            let e = RawConfig::parse(text).expect_err("unknown key");
+            assert_eq!(e.key, "\"\"", "{text:?}: {e}");
+        }
+        let e = RawConfig::parse("bogus = 1\n").expect_err("unknown key");
+        assert_eq!(e.key, "bogus");
+    }
 
     #[test]
     fn defaults_and_overrides() {

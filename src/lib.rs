@@ -39,6 +39,8 @@ pub mod cli;
 pub mod config;
 pub mod destinations;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod jcs;

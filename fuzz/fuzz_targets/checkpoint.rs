@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Checkpoint::parse(text);
         let _ = NoteVerifier::parse(text);
-        if let Ok(v) = NoteVerifier::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW") {
+        if let Ok(v) = NoteVerifier::parse(
+            "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        ) {
             let _ = open(text, &v);
         }
     }

@@ -13,12 +13,14 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(events) = parse_request(data, ndjson, "2026-01-01T00:00:00.000000Z", &limits) {
             for ev in &events {
                 let bytes = canonical_bytes(ev, "fuzz", 1, trailkeep::chain::ZERO_HASH_HEX);
-                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("canonical bytes are JSON");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).expect("canonical bytes are JSON");
                 assert!(v.is_object());
             }
             if !ndjson {
                 // Differential: the same body through a Value tree.
-                let v: serde_json::Value = serde_json::from_slice(data).expect("accepted body is JSON");
+                let v: serde_json::Value =
+                    serde_json::from_slice(data).expect("accepted body is JSON");
                 let values = match v {
                     serde_json::Value::Array(a) => a,
                     other => vec![other],
@@ -28,7 +30,13 @@ fuzz_target!(|data: &[u8]| {
                     let by_value = validate(i, v, "2026-01-01T00:00:00.000000Z", &limits)
                         .expect("accepted by both parsers");
                     assert_eq!(
-                        (&by_value.event_type, &by_value.time, &by_value.actor, &by_value.subject, &by_value.data),
+                        (
+                            &by_value.event_type,
+                            &by_value.time,
+                            &by_value.actor,
+                            &by_value.subject,
+                            &by_value.data
+                        ),
                         (&ev.event_type, &ev.time, &ev.actor, &ev.subject, &ev.data)
                     );
                 }

@@ -150,6 +150,7 @@ impl Index {
         if i.version != VERSION {
             return Err(format!("index version {} is not supported", i.version));
         }
+        super::manifest::exact_integers(&i).map_err(|e| format!("not an index: {e}"))?;
         Ok(i)
     }
 
@@ -422,6 +423,24 @@ mod tests {
                 .unwrap_err()
                 .contains("version 2")
         );
+    }
+
+    /// Fuzzing finding (FUZZING.md, `index`): as for manifests, an integer
+    /// beyond 2^53 - 1 has the canonical form of another, so the signature
+    /// did not pin it and the bytes did not parse back to the same index.
+    #[test]
+    fn integers_beyond_2_pow_53_are_refused() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["number"] = serde_json::json!(9_007_199_254_740_993_u64);
+        let e = Index::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("2^53"), "{e}");
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["streams"][0]["checkpoint"]["size"] = serde_json::json!(u64::MAX);
+        let e = Index::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("2^53"), "{e}");
+        let mut ok = sample();
+        ok.number = (1 << 53) - 1;
+        assert_eq!(Index::parse(&ok.to_bytes()).unwrap(), ok);
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl Manifest {
         if m.version != VERSION {
             return Err(ManifestError::Version(m.version));
         }
+        exact_integers(&m).map_err(ManifestError::Malformed)?;
         Ok(m)
     }
 
@@ -290,6 +291,27 @@ fn check_hmac(given: Option<&str>, key: &[u8], msg: &[u8]) -> Result<(), String>
         .map_err(|_| "does not verify".to_owned())
 }
 
+/// Refuses a document with an integer beyond 2^53 - 1. RFC 8785 writes
+/// numbers as IEEE doubles, so such an integer shares its canonical form
+/// (and so its signature) with its neighbours, and the stored bytes would
+/// not parse back to it.
+pub(crate) fn exact_integers<T: Serialize>(doc: &T) -> Result<(), String> {
+    fn check(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) => n.as_u64().is_none_or(|n| n < 1 << 53),
+            serde_json::Value::Array(a) => a.iter().all(check),
+            serde_json::Value::Object(o) => o.values().all(check),
+            _ => true,
+        }
+    }
+    let v = serde_json::to_value(doc).map_err(|e| e.to_string())?;
+    if check(&v) {
+        Ok(())
+    } else {
+        Err("an integer is beyond 2^53 - 1, which RFC 8785 cannot write exactly".into())
+    }
+}
+
 /// RFC 8785 bytes of a plain struct.
 fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs of strings and integers cannot fail.
@@ -362,6 +384,32 @@ mod tests {
             Err(ManifestError::Malformed(_))
         ));
         assert!(sample().verify_signature(&signer.verifier()).is_err());
+    }
+
+    /// Fuzzing finding (FUZZING.md, `manifest`): RFC 8785 writes integers
+    /// as IEEE doubles, so beyond 2^53 - 1 two values share one canonical
+    /// form. A manifest signed with `size` 2^53 also verified with 2^53 + 1,
+    /// and its bytes parsed back to another value. Such integers are refused.
+    #[test]
+    fn integers_beyond_2_pow_53_are_refused() {
+        let signer = NoteSigner::from_seed("log.test", &[7; 32]).unwrap();
+        let mut m = sample();
+        m.object.size = 1 << 53;
+        let text = String::from_utf8(m.sign(&signer, None).to_bytes()).unwrap();
+        assert!(text.contains("\"size\":9007199254740992"), "{text}");
+        for n in [
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551615",
+        ] {
+            let tampered = text.replacen("9007199254740992", n, 1);
+            let e = Manifest::parse(tampered.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("2^53"), "{n}: {e}");
+        }
+        let mut ok = sample();
+        ok.end_seq = (1 << 53) - 1;
+        let back = Manifest::parse(&ok.to_bytes()).unwrap();
+        assert_eq!(back, ok);
     }
 
     #[test]

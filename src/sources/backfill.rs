@@ -131,6 +131,37 @@ pub(crate) fn later(a: Option<String>, b: &str) -> Option<String> {
     }
 }
 
+/// Parses one page: its items (the array at `items_field`, else the body
+/// itself) and the next cursor (a non-empty string or a number at
+/// `next_cursor_field`).
+///
+/// # Errors
+/// A message when the body is not JSON or holds no array there.
+pub(crate) fn parse_page(
+    bytes: &[u8],
+    items_field: Option<&str>,
+    next_cursor_field: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>), String> {
+    let mut body: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("backfill response is not JSON: {e}"))?;
+    let items = match items_field {
+        Some(f) => body.get_mut(f).map(Value::take),
+        None => Some(body.clone()),
+    };
+    let Some(Value::Array(items)) = items else {
+        return Err(format!(
+            "backfill response has no array at {}",
+            items_field.unwrap_or("the top level")
+        ));
+    };
+    let next = next_cursor_field.and_then(|f| match body.get(f) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    });
+    Ok((items, next))
+}
+
 /// Reads the backfill endpoint from `since` (when set) and appends every
 /// item. `progress` is called with items handled so far.
 ///
@@ -180,20 +211,12 @@ pub async fn run(
                 b.max_page_bytes
             ));
         }
-        let bytes = got.bytes;
-        let mut body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("backfill response is not JSON: {e}"))?;
+        let (items, next) = parse_page(
+            &got.bytes,
+            b.items_field.as_deref(),
+            b.next_cursor_field.as_deref(),
+        )?;
         stats.pages += 1;
-        let items = match &b.items_field {
-            Some(f) => body.get_mut(f).map(Value::take),
-            None => Some(body.clone()),
-        };
-        let Some(Value::Array(items)) = items else {
-            return Err(format!(
-                "backfill response has no array at {}",
-                b.items_field.as_deref().unwrap_or("the top level")
-            ));
-        };
         if items.is_empty() {
             break;
         }
@@ -243,14 +266,6 @@ pub async fn run(
             }
         }
         progress(stats.taken + stats.duplicates + stats.filtered + stats.rejected);
-        let next = b
-            .next_cursor_field
-            .as_ref()
-            .and_then(|f| match body.get(f) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            });
         match next {
             Some(n) => cursor = Some(n),
             None => break,

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource as _;
+use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
 use super::backfill::{self, later};
-use super::mapping::{Mapped, map_item};
+use super::mapping::{Fields, Mapped, map_item};
 use super::{Secret, SourceConfig};
 use crate::ingest::Appender;
 use crate::store::{RejectedEvent, SourceState, Store};
@@ -268,17 +268,16 @@ impl Runner {
         if self.cfg.backfill.is_some() {
             self.backfill().await;
         }
-        let mut events = limited(
+        let mut events = frames(limited(
             resp.bytes_stream(),
             self.cfg.max_line_bytes,
             self.cfg.max_event_bytes,
-        )
-        .eventsource();
+        ));
         let mut n = 0u64;
         let mut next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
         let mut last_id = self.state.last_event_id.clone();
-        // Per the SSE spec a frame without `id:` inherits the previous id;
-        // only an id that changed was set by this frame and may name it.
+        // Per the SSE spec a frame without `id:` inherits the previous id
+        // (see `map_frame`).
         let mut prev_frame_id = String::new();
         loop {
             let first = loop {
@@ -313,12 +312,12 @@ impl Runner {
             for item in items {
                 let ev = match item {
                     Ok(ev) => ev,
-                    Err(eventsource_stream::EventStreamError::Transport(ReadError::Http(e))) => {
+                    Err(EventStreamError::Transport(BodyError::Transport(ReadError::Http(e)))) => {
                         failure = Some(format!("stream dropped: {}", crate::net::describe(&e)));
                         break;
                     }
-                    Err(eventsource_stream::EventStreamError::Transport(ReadError::TooLarge(
-                        what,
+                    Err(EventStreamError::Transport(BodyError::Transport(
+                        ReadError::TooLarge(what),
                     ))) => {
                         // Rejected like malformed input; the rest of the
                         // event is never read (the connection is dropped).
@@ -335,6 +334,10 @@ impl Runner {
                     }
                     Err(e) => {
                         // Invalid UTF-8 or unparsable framing: record, then reconnect.
+                        let e = match e {
+                            EventStreamError::Transport(utf8) => utf8.to_string(),
+                            other => other.to_string(),
+                        };
                         n += 1;
                         self.reject(
                             &received,
@@ -354,36 +357,23 @@ impl Runner {
                 if !ev.id.is_empty() {
                     last_id = Some(ev.id.clone());
                 }
-                if ev.data.is_empty() {
-                    continue;
-                }
-                let pos = position(self.connections, n, last_id.as_deref());
-                let value: serde_json::Value = match serde_json::from_str(&ev.data) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.reject(&received, &pos, format!("data is not JSON: {e}"), &ev.data)
-                            .await?;
-                        continue;
-                    }
-                };
-                let fresh_id = !ev.id.is_empty() && ev.id != prev_frame_id;
-                prev_frame_id.clone_from(&ev.id);
-                let sse_id = fresh_id.then_some(ev.id.as_str());
-                match map_item(
-                    value,
+                let pos = || position(self.connections, n, last_id.as_deref());
+                match map_frame(
+                    &ev,
+                    &mut prev_frame_id,
                     &self.cfg.fields,
                     &self.cfg.name,
-                    sse_id,
                     |t| self.cfg.wants(t),
                     &received,
                 ) {
-                    Mapped::Event(e) => batch.push(e),
-                    Mapped::Filtered => {
+                    None => continue,
+                    Some(Mapped::Event(e)) => batch.push(e),
+                    Some(Mapped::Filtered) => {
                         self.state.filtered += 1;
                         metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "filtered").increment(1);
                     }
-                    Mapped::Rejected(reason) => {
-                        self.reject(&received, &pos, reason, &ev.data).await?
+                    Some(Mapped::Rejected(reason)) => {
+                        self.reject(&received, &pos(), reason, &ev.data).await?
                     }
                 }
             }
@@ -515,6 +505,24 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// Why an SSE body stopped, below the event-stream format.
+#[derive(Debug)]
+pub(crate) enum BodyError<E> {
+    /// The connection failed.
+    Transport(E),
+    /// A byte at this offset of the body can never be UTF-8.
+    Utf8(u64),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for BodyError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transport(e) => e.fmt(f),
+            Self::Utf8(at) => write!(f, "not UTF-8 at byte {at} of the body"),
+        }
+    }
+}
+
 /// Counts line and event sizes of an event stream as the bytes arrive.
 #[derive(Debug, Default)]
 struct Sizes {
@@ -583,6 +591,94 @@ fn limited(
         })
 }
 
+/// The frames of an SSE body, as its chunks arrive.
+///
+/// The body is checked for UTF-8 first: `eventsource-stream` 0.2 keeps
+/// everything from a byte that can never be UTF-8 in its buffer until the
+/// connection closes, so an open stream would go silent (no events, no
+/// error) while the buffer grew (a fuzzing finding, FUZZING.md). The
+/// complete part of the chunk before such a byte is still passed on, then
+/// the body ends with [`BodyError::Utf8`]. A character cut by a chunk
+/// boundary is not an error.
+pub(crate) fn frames<S, E>(
+    body: S,
+) -> impl futures_util::Stream<Item = Result<eventsource_stream::Event, EventStreamError<BodyError<E>>>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+{
+    // (bytes of an incomplete character carried from the previous chunk,
+    // offset of the chunk in the body, whether the body already failed)
+    let state = (Vec::<u8>::new(), 0u64, false);
+    body.scan(state, |(carry, offset, failed), item| {
+        let out = if *failed {
+            None
+        } else {
+            Some(match item {
+                Err(e) => vec![Err(BodyError::Transport(e))],
+                Ok(chunk) => {
+                    let start = *offset;
+                    *offset += chunk.len() as u64;
+                    let joined;
+                    let (bytes, skip) = if carry.is_empty() {
+                        (&chunk[..], 0)
+                    } else {
+                        joined = [&carry[..], &chunk[..]].concat();
+                        (&joined[..], carry.len())
+                    };
+                    match std::str::from_utf8(bytes) {
+                        Ok(_) => {
+                            carry.clear();
+                            vec![Ok(chunk)]
+                        }
+                        Err(e) if e.error_len().is_none() => {
+                            *carry = bytes[e.valid_up_to()..].to_vec();
+                            vec![Ok(chunk)]
+                        }
+                        Err(e) => {
+                            *failed = true;
+                            // The carried bytes were passed on with the
+                            // previous chunk; `valid_up_to` counts them.
+                            let valid = e.valid_up_to().saturating_sub(skip);
+                            let at = (start + e.valid_up_to() as u64).saturating_sub(skip as u64);
+                            vec![Ok(chunk.slice(..valid)), Err(BodyError::Utf8(at))]
+                        }
+                    }
+                }
+            })
+        };
+        std::future::ready(out)
+    })
+    .flat_map(futures_util::stream::iter)
+    .eventsource()
+}
+
+/// What one frame's data becomes: `None` for a frame without data (a
+/// keep-alive, or `id:`/`retry:` alone), else the mapped event, or a
+/// refusal when the data is not JSON or does not map. `prev_frame_id`
+/// carries the previous frame's id: per the SSE spec a frame without `id:`
+/// inherits it, and only an id that changed was set by this frame and may
+/// name its event.
+pub(crate) fn map_frame(
+    ev: &eventsource_stream::Event,
+    prev_frame_id: &mut String,
+    fields: &Fields,
+    source: &str,
+    wants: impl Fn(&str) -> bool,
+    received: &str,
+) -> Option<Mapped> {
+    if ev.data.is_empty() {
+        return None;
+    }
+    let value: serde_json::Value = match serde_json::from_str(&ev.data) {
+        Ok(v) => v,
+        Err(e) => return Some(Mapped::Rejected(format!("data is not JSON: {e}"))),
+    };
+    let fresh_id = !ev.id.is_empty() && ev.id != *prev_frame_id;
+    prev_frame_id.clone_from(&ev.id);
+    let sse_id = fresh_id.then_some(ev.id.as_str());
+    Some(map_item(value, fields, source, sse_id, wants, received))
+}
+
 fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
     format!(
         "connection {connection}, event {n}, after id {}",
@@ -596,6 +692,62 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// Polls [`frames`] over `chunks` on a connection that stays open,
+    /// returning every item until it would wait.
+    fn open_connection(chunks: &[&[u8]]) -> Vec<Result<eventsource_stream::Event, String>> {
+        use futures_util::Stream as _;
+        use std::task::{Context, Poll, Waker};
+        let body = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(c))),
+        )
+        .chain(futures_util::stream::pending());
+        let mut s = std::pin::pin!(frames(body));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(item)) = s.as_mut().poll_next(&mut cx) {
+            out.push(item.map_err(|e| e.to_string()));
+        }
+        out
+    }
+
+    /// Fuzzing finding (FUZZING.md, `sse`): `eventsource-stream` 0.2 keeps
+    /// everything from a byte that is not UTF-8 in its buffer until the
+    /// connection closes, so an open stream went silent (no events, no
+    /// error, nothing recorded) and the buffer grew with every chunk.
+    #[test]
+    fn invalid_utf8_is_reported_while_the_connection_is_open() {
+        let items = open_connection(&[
+            b"data: {\"type\":\"a\"}\n\ndata: \xff\n\n",
+            b"data: {\"type\":\"b\"}\n\n",
+        ]);
+        assert_eq!(
+            items
+                .first()
+                .and_then(|i| i.as_ref().ok())
+                .map(|e| e.data.as_str()),
+            Some("{\"type\":\"a\"}"),
+            "{items:?}"
+        );
+        assert!(
+            items
+                .get(1)
+                .is_some_and(|i| i.as_ref().is_err_and(|e| e.contains("UTF-8"))),
+            "{items:?}"
+        );
+        assert_eq!(items.len(), 2, "the stream ends at the error: {items:?}");
+        // A character cut by a chunk boundary is not an error.
+        let items = open_connection(&[b"data: \"\xc3", b"\xa9\"\n\n"]);
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| i.as_ref().map(|e| e.data.as_str()))
+                .collect::<Vec<_>>(),
+            [Ok("\"\u{e9}\"")]
+        );
+    }
 
     #[test]
     fn sizes_count_lines_and_events_across_chunks() {
