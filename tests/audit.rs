@@ -13,7 +13,7 @@ use common::{BIN, Server, create_key, free_port, trailkeep};
 use serde_json::{Value, json};
 use trailkeep::store::Store as _;
 
-fn audit_events(data: &Path) -> Vec<Value> {
+async fn audit_events(data: &Path) -> Vec<Value> {
     let out = trailkeep(data, &["verify", "--json"]);
     assert!(
         out.status.success(),
@@ -21,11 +21,9 @@ fn audit_events(data: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stdout)
     );
     let store = trailkeep::store::sqlite::SqliteStore::open(&data.join("trailkeep.db")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(store.read_events("_audit", 1, 10_000))
+    store
+        .read_events("_audit", 1, 10_000)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| serde_json::from_str(&r.body).unwrap())
@@ -111,7 +109,7 @@ async fn administrative_acts_are_recorded_in_audit() {
     // SIGTERM flushes the refusals counted so far.
     assert_eq!(server.terminate().code(), Some(0));
 
-    let events = audit_events(&data);
+    let events = audit_events(&data).await;
     let all = serde_json::to_string(&events).unwrap();
     assert!(!all.contains(&admin[20..]), "no token secret in _audit");
     assert!(!all.contains(&wrong[20..]), "not even a wrong one");
@@ -153,45 +151,93 @@ async fn administrative_acts_are_recorded_in_audit() {
     assert_eq!(r["forbidden"][&read_id], 1, "{r}");
 }
 
-/// Produces a self-signed certificate for 127.0.0.1 with openssl.
-fn cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (c, k) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+/// Produces a CA and a leaf certificate for 127.0.0.1 signed by it, with
+/// openssl (rustls refuses a CA certificate as the server's own).
+fn cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca_crt) = (format!("{name}-ca.key"), format!("{name}-ca.crt"));
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
             "-days",
             "2",
-        ])
-        .args([
+            "-subj",
+            &format!("/CN={name}-ca"),
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_crt,
+        ],
+    ]
+    .concat());
+    let (key, csr, crt, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
             "-subj",
             &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "openssl req");
-    (c, k)
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_crt,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &crt,
+        "-extfile",
+        &ext,
+    ]);
+    (p("crt"), p("key"), dir.join(ca_crt))
 }
 
 fn client_trusting(cert: &Path) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
+        // A new TLS handshake for every request: a pooled connection would
+        // still speak the certificate it was opened with.
+        .pool_max_idle_per_host(0)
         .tls_built_in_root_certs(false)
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
@@ -205,8 +251,8 @@ fn client_trusting(cert: &Path) -> reqwest::Client {
 #[tokio::test]
 async fn tls_serves_https_only_and_reloads_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_crt, a_key) = cert(dir.path(), "a");
-    let (b_crt, b_key) = cert(dir.path(), "b");
+    let (a_crt, a_key, a_ca) = cert(dir.path(), "a");
+    let (b_crt, b_key, b_ca) = cert(dir.path(), "b");
     let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::copy(&a_crt, &crt).unwrap();
     std::fs::copy(&a_key, &key).unwrap();
@@ -236,11 +282,15 @@ async fn tls_serves_https_only_and_reloads_on_sighup() {
         .spawn()
         .unwrap();
     let https = format!("https://127.0.0.1:{port}/healthz");
-    let trusts_a = client_trusting(&a_crt);
-    let trusts_b = client_trusting(&b_crt);
+    let trusts_a = client_trusting(&a_ca);
+    let trusts_b = client_trusting(&b_ca);
     let deadline = Instant::now() + Duration::from_secs(20);
     while trusts_a.get(&https).send().await.is_err() {
-        assert!(Instant::now() < deadline, "no HTTPS answer");
+        assert!(
+            Instant::now() < deadline,
+            "no HTTPS answer: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(

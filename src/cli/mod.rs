@@ -77,7 +77,7 @@ pub enum Command {
         #[command(subcommand)]
         command: checkpoints::CheckpointsCommand,
     },
-    /// Create or upgrade the store's schema (also done by every command).
+    /// Create or upgrade the store's schema and create the signing key if missing (before the first serve; key commands need both).
     Migrate,
     /// Copy a SQLite data directory to PostgreSQL, verifying both sides.
     Copy(copy::CopyArgs),
@@ -188,6 +188,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(async {
                 crate::server::open_store(&config).await?;
+                // The signing key too: key commands never create one.
+                let key = config.signing_key_path();
+                if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                crate::keyfile::load_or_create(&key, &config.log_name)?;
                 println!(
                     "schema is current ({})",
                     if config.store == crate::config::StoreLocation::Sqlite {
