@@ -188,6 +188,20 @@ mod tests {
     }
 
     #[test]
+    fn names_show_as_themselves() {
+        let s = StreamName::parse("auth").expect("valid");
+        assert_eq!(
+            (s.to_string().as_str(), s.as_ref(), s.as_str()),
+            ("auth", "auth", "auth")
+        );
+        let c = ConfigName::parse("splunk-main").expect("valid");
+        assert_eq!(
+            (c.to_string().as_str(), c.as_str()),
+            ("splunk-main", "splunk-main")
+        );
+    }
+
+    #[test]
     fn config_names() {
         for ok in ["s3", "splunk-main", "a_b", "x".repeat(64).as_str()] {
             assert!(ConfigName::parse(ok).is_ok(), "{ok:?}");

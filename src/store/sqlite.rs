@@ -1252,6 +1252,22 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    /// After a failed COMMIT, a head that reached the new seq means it may
+    /// have committed (ambiguous); one still below means rolled back.
+    #[test]
+    fn rolled_back_reads_the_heads_again() {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE streams (name TEXT PRIMARY KEY, head_seq INTEGER);\
+             INSERT INTO streams VALUES ('s', 5);",
+        )
+        .expect("schema");
+        assert!(super::rolled_back(&conn, &[("s".into(), 6)]).expect("read"));
+        assert!(!super::rolled_back(&conn, &[("s".into(), 5)]).expect("read"));
+        assert!(super::rolled_back(&conn, &[("new".into(), 1)]).expect("read"));
+        assert!(super::rolled_back(&conn, &[]).expect("read"));
+    }
+
     use super::*;
 
     #[tokio::test]
