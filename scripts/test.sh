@@ -9,6 +9,8 @@
 #   create-only PUT with 412; bucket `trailkeep-test`; TEST_S3_ENDPOINT.
 # - Azurite (npm `azurite`, installed under ~/.cache/trailkeep-tools):
 #   Azure Blob; container `trailkeep-test`; AZURITE_BLOB_STORAGE_URL.
+# - schemathesis (PyPI), into $TOOLS/venv: tests/openapi.rs runs it against
+#   a local server (TEST_SCHEMATHESIS).
 # - GCS has no local emulator that honours create-only preconditions: the
 #   tests start their own fake of the XML API subset object_store uses.
 # - SQLite is compiled in; every other server the tests need (trailkeep
@@ -141,6 +143,18 @@ start_azurite() {
     echo "scripts/test.sh: Azurite blob on 127.0.0.1:$port" >&2
 }
 
+install_schemathesis() {
+    if [ -n "${TEST_SCHEMATHESIS:-}" ]; then
+        return
+    fi
+    if [ ! -x "$TOOLS/venv/bin/schemathesis" ]; then
+        echo "scripts/test.sh: installing schemathesis from PyPI into $TOOLS/venv" >&2
+        [ -x "$TOOLS/venv/bin/pip" ] || python3 -m venv "$TOOLS/venv" >/dev/null
+        "$TOOLS/venv/bin/pip" install -q 'schemathesis>=4.3,<5'
+    fi
+    export TEST_SCHEMATHESIS="$TOOLS/venv/bin/schemathesis"
+}
+
 stop_all() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -n "${PG_STOP+x}" ]; then
@@ -153,6 +167,7 @@ trap stop_all EXIT
 start_postgres
 start_moto
 start_azurite
+install_schemathesis
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --no-fail-fast "$@"

@@ -45,17 +45,31 @@ impl Actor<'_> {
 /// Records one act. A failure to record is logged and counted
 /// (`trailkeep_audit_failures_total`) but does not undo the act: the act
 /// has happened, and the store that refused the record is failing anyway.
-pub async fn record(store: &dyn Store, event_type: &str, actor: Actor<'_>, mut data: Value) {
+pub async fn record(store: &dyn Store, event_type: &str, actor: Actor<'_>, data: Value) {
+    if let Err(e) = record_required(store, event_type, actor, data).await {
+        tracing::error!(error = %e, event_type, "cannot record an administrative act in _audit");
+    }
+}
+
+/// Records an act that must not happen unrecorded: called *before* the act
+/// (a key is created only once its record is durable). A crash between
+/// the two leaves a record of an act that did not happen, the safe side.
+///
+/// # Errors
+/// The append failed; the caller must not act.
+pub async fn record_required(
+    store: &dyn Store,
+    event_type: &str,
+    actor: Actor<'_>,
+    mut data: Value,
+) -> Result<(), crate::store::StoreError> {
     if let Value::Object(m) = &mut data {
         m.insert("actor".into(), actor.to_json());
     }
     let id = format!("audit:{}", ulid::Ulid::new());
-    if let Err(e) =
-        crate::selflog::append_own(store, AUDIT_STREAM, vec![(id, event_type, data)]).await
-    {
-        metrics::counter!("trailkeep_audit_failures_total").increment(1);
-        tracing::error!(error = %e, event_type, "cannot record an administrative act in _audit");
-    }
+    crate::selflog::append_own(store, AUDIT_STREAM, vec![(id, event_type, data)])
+        .await
+        .inspect_err(|_| metrics::counter!("trailkeep_audit_failures_total").increment(1))
 }
 
 /// Refused authentications since the last flush: 401s by the key id the

@@ -353,3 +353,47 @@ async fn tls_serves_https_only_and_reloads_on_sighup() {
     );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
+
+/// kill -9 between recording an act and doing it (the failpoint aborts the
+/// process there): a key is never created unrecorded, and a revocation is
+/// never recorded before it took effect.
+#[tokio::test]
+async fn a_crash_never_leaves_a_key_unrecorded_or_a_revocation_untrue() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_key(&data, "admin");
+    let keys = |data: &Path| -> Vec<Value> {
+        let out = trailkeep(data, &["keys", "list", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = keys(&data);
+    let crashed = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["keys", "create", "--scope", "read"])
+        .env("TRAILKEEP_TEST_FAILPOINT", "key.create.recorded")
+        .output()
+        .unwrap();
+    assert!(
+        !crashed.status.success(),
+        "the failpoint aborted the create"
+    );
+    assert!(crashed.stdout.is_empty(), "no token was handed out");
+    assert_eq!(keys(&data), before, "no key was created");
+    let events = audit_events(&data).await;
+    let created = of_type(&events, "key.created");
+    assert_eq!(created.len(), 2, "both creates are recorded: {events:?}");
+
+    // Revocation: the key is revoked before the record is written.
+    let id = before[0]["id"].as_str().unwrap().to_owned();
+    let crashed = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["keys", "revoke", &id])
+        .env("TRAILKEEP_TEST_FAILPOINT", "key.revoke.done")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let after = keys(&data);
+    assert!(after[0]["revoked"].is_string(), "revoked: {after:?}");
+}

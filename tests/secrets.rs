@@ -1,6 +1,8 @@
 //! Invariant 9 end to end: secrets (API tokens, the signing key, a source's
-//! upstream key, the manifest HMAC secret) never appear in logs, error
-//! messages or pages, whatever the server is asked, including the failures.
+//! upstream key, the manifest HMAC secret, a destination's signing secret
+//! and URL token, the TLS key) never appear in logs, error messages, pages,
+//! metrics, `--json` outputs or the `_audit` stream, whatever the server is
+//! asked, including the failures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,6 +18,8 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
     let dir = tmp.path().join("data");
     let hmac = "hmac-secret-5b1f0c7e2a9d4e31";
     let upstream_key = "upstream-key-8c2d6a0f71e94b3a";
+    let whsec = "whsec_ZGVzdC1zaWduaW5nLXNlY3JldC0wZDRjN2IxOQ==";
+    let url_token = "url-token-6e1b9a4c07d2f358";
     std::fs::write(tmp.path().join("hmac"), hmac).unwrap();
     std::fs::write(tmp.path().join("upstream"), upstream_key).unwrap();
     let cfg = tmp.path().join("cfg.toml");
@@ -24,9 +28,12 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         format!(
             "[archive]\nhmac_secret_file = \"{}\"\ninterval = \"1s\"\nolder_than = \"0s\"\n\n\
              [[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/v1/events/stream\"\nstream = \"up\"\nallow_private = true\n\
-             api_key_file = \"{}\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 100\n",
+             api_key_file = \"{}\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 100\n\n\
+             [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://user:{url_token}@127.0.0.1:{dead}/hook?token={url_token}\"\n\
+             secret_env = \"TK_TEST_WHSEC\"\nallow_private = true\nmax_age_ms = 50\nbackoff_max_ms = 100\n",
             tmp.path().join("hmac").display(),
-            tmp.path().join("upstream").display()
+            tmp.path().join("upstream").display(),
+            dead = free_port(),
         ),
     )
     .unwrap();
@@ -45,6 +52,7 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         ])
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "debug")
+        .env("TK_TEST_WHSEC", whsec)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -110,8 +118,21 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
     get(c.get(format!("{url}/v1/archives")).bearer_auth(&admin)).await;
     get(c.post(format!("{url}/v1/verify")).bearer_auth(&admin)).await;
     get(c.get(format!("{url}/metrics"))).await;
-    // Let the source fail to connect a few times, and the archiver run.
+    // Let the source and the destination fail a few times, and the
+    // archiver run; then read what admins see of those failures.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    get(c.get(format!("{url}/v1/destinations")).bearer_auth(&admin)).await;
+    get(c.get(format!("{url}/v1/sources")).bearer_auth(&admin)).await;
+    get(c
+        .get(format!("{url}/v1/destinations/hook/dead-letters"))
+        .bearer_auth(&admin))
+    .await;
+    get(c.get(format!("{url}/metrics"))).await;
+    get(c.get(format!("{url}/v1/openapi.json"))).await;
+    get(c
+        .get(format!("{url}/v1/streams/_audit/events"))
+        .bearer_auth(&admin))
+    .await;
     let revoke_id = ingest.split('_').nth(1).unwrap();
     let cli = trailkeep(&dir, &["keys", "revoke", revoke_id]);
     let cli_list = trailkeep(&dir, &["keys", "list", "--json"]);
@@ -130,6 +151,72 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         .status()
         .unwrap();
     child.wait().unwrap();
+    // After the stop: the refusals flushed at shutdown are in `_audit`,
+    // and the CLI's JSON reports.
+    let cli_audit = trailkeep(&dir, &["verify", "--json"]);
+    let cli_dests = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "destinations",
+            "status",
+            "--json",
+        ],
+    );
+    let cli_letters = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "destinations",
+            "dead-letters",
+            "--all",
+            "--json",
+        ],
+    );
+    let cli_batches = trailkeep(&dir, &["archive", "list", "--json"]);
+    // Every stored event, hot and archived (`_audit` among them), and
+    // every archive object, manifest and index.
+    let mut stored = {
+        let c = rusqlite::Connection::open(dir.join("trailkeep.db")).unwrap();
+        let mut q = c.prepare("SELECT body FROM events").unwrap();
+        q.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut todo = vec![dir.join("archive")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            if p.extension().is_some_and(|x| x == "gz") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::GzDecoder::new(&bytes[..]),
+                    &mut text,
+                )
+                .unwrap();
+                stored.push_str(&text);
+            } else {
+                stored.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    assert!(
+        stored.contains("\"auth.refused\"") && stored.contains("\"archive.run\""),
+        "_audit holds the refusals and the runs: {stored}"
+    );
+    assert!(
+        pages.contains("\"last_error_detail\"") && pages.contains("\"name\":\"hook\""),
+        "admins saw the destination's failures: {pages}"
+    );
 
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -146,7 +233,16 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
     );
     let mut everything = logs.clone();
     everything.push_str(&pages);
-    for out in [&cli, &cli_list, &cli_status] {
+    everything.push_str(&stored);
+    for out in [
+        &cli,
+        &cli_list,
+        &cli_status,
+        &cli_audit,
+        &cli_dests,
+        &cli_letters,
+        &cli_batches,
+    ] {
         everything.push_str(&String::from_utf8_lossy(&out.stdout));
         everything.push_str(&String::from_utf8_lossy(&out.stderr));
     }
@@ -156,6 +252,11 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         ("signing key", signing_secret),
         ("manifest HMAC secret", hmac.to_owned()),
         ("source upstream key", upstream_key.to_owned()),
+        (
+            "destination signing secret",
+            whsec["whsec_".len()..].to_owned(),
+        ),
+        ("destination URL token", url_token.to_owned()),
     ] {
         assert!(secret.len() >= 16, "{what} is a real secret");
         assert!(
@@ -163,4 +264,53 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
             "{what} leaked:\n{everything}"
         );
     }
+}
+
+/// A TLS key file that does not parse: serve refuses to start, naming the
+/// setting, without echoing the key material.
+#[test]
+fn a_bad_tls_key_is_named_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let material = "c2VjcmV0LXRscy1rZXktbWF0ZXJpYWwtOWYzYTFiN2M";
+    let key = tmp.path().join("key.pem");
+    let cert = tmp.path().join("cert.pem");
+    std::fs::write(
+        &key,
+        format!("-----BEGIN PRIVATE KEY-----\n{material}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &cert,
+        format!("-----BEGIN CERTIFICATE-----\n{material}\n-----END CERTIFICATE-----\n"),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().join("data");
+    create_key(&dir, "admin");
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("tls_"), "names the setting: {text}");
+    assert!(!text.contains(material), "key material leaked: {text}");
+    assert!(!text.contains("c2VjcmV0"), "key material leaked: {text}");
 }

@@ -1,14 +1,19 @@
 //! Archive endpoints (admin): list batches, run now, restore a range.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, AppState, authorize, stream_name};
+use super::extract::{Path, Query};
+use super::{ApiError, AppState, ErrorBody, authorize, stream_name};
 use crate::archive::ArchiveError;
+use crate::archive::archiver::RunReport;
+use crate::archive::restore::RestoreReport;
 use crate::auth::{Scope, Target};
+use crate::store::ArchiveBatch;
 
 fn archive_error(e: &ArchiveError) -> ApiError {
     match e {
@@ -32,20 +37,39 @@ fn archive_error(e: &ArchiveError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only this stream's batches.
+    #[param(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
     stream: Option<String>,
-    #[serde(default)]
-    from_start: u64,
+    /// Only batches starting at or after this seq.
+    #[serde(default, deserialize_with = "super::extract::seq")]
+    #[param(value_type = Option<u64>, maximum = 9223372036854775807_u64)]
+    from_start: Option<u64>,
+    /// At most this many (1-10000, default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
-/// `GET /v1/archives`: recorded batches, by stream and seq.
+/// `GET /v1/archives`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchList {
+    /// The archive (URL without query).
+    archive: String,
+    /// Batches recorded as archived, by stream and seq.
+    batches: Vec<ArchiveBatch>,
+}
+
+/// Recorded archive batches, by stream and seq (admin).
+#[utoipa::path(get, path = "/v1/archives", tag = "archive", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = BatchList)))]
 pub(super) async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchList>, ApiError> {
     if let Some(s) = &q.stream {
         stream_name(s)?;
     }
@@ -56,30 +80,41 @@ pub(super) async fn list(
         .stream
         .as_deref()
         .or((key.stream != "*").then_some(key.stream.as_str()));
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = super::limit_param(q.limit, 1000)?;
     let batches = st
         .store
-        .archive_batches(stream, q.from_start, limit)
+        .archive_batches(stream, q.from_start.unwrap_or(0), limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({
-        "archive": st.archiver.bucket().display(),
-        "batches": batches,
-    })))
+    Ok(Json(BatchList {
+        archive: st.archiver.bucket().display().to_owned(),
+        batches,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RunQuery {
+    /// Archive events received before this long ago (`30d`, `12h`, `0s`;
+    /// default: `[archive] older_than`).
+    #[param(pattern = r"^([0-9]{1,5}(d|h|m|s)|[0-9]{1,9}(s|ms))$")]
     older_than: Option<String>,
 }
 
-/// `POST /v1/archive/run`: one run now, under the archiver lease. A run
-/// archives (and deletes from hot) every stream, so it needs a key for `*`.
+/// One archive run now, under the archiver lease (admin, a key for `*`:
+/// a run archives and deletes from hot every stream).
+#[utoipa::path(post, path = "/v1/archive/run", tag = "archive", security(("bearer" = [])),
+    params(RunQuery),
+    responses(
+        (status = 200, body = RunReport),
+        (status = 409, description = "Another run holds the lease, or the bucket refused a write", body = ErrorBody),
+        (status = 502, description = "The archive failed", body = ErrorBody)))]
 pub(super) async fn run(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RunQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunReport>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::AllStreams).await?;
     let older_than = q
         .older_than
@@ -98,27 +133,46 @@ pub(super) async fn run(
         crate::audit::archive_run(&run),
     )
     .await;
-    let report = run.map_err(|e| archive_error(&e))?;
-    Ok(Json(
-        serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
-    ))
+    Ok(Json(run.map_err(|e| archive_error(&e))?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RestoreQuery {
-    from: u64,
-    to: u64,
+    /// First seq to bring back.
+    #[param(required = true, minimum = 1, maximum = 9223372036854775807_u64)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
+    from: Option<u64>,
+    /// Last seq to bring back.
+    #[param(required = true, minimum = 1, maximum = 9223372036854775807_u64)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
+    to: Option<u64>,
 }
 
-/// `POST /v1/streams/{stream}/restore?from=&to=`.
+/// Brings an archived seq range back into the hot store, each object
+/// checked against its signed manifest first (admin).
+#[utoipa::path(post, path = "/v1/streams/{stream}/restore", tag = "archive",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), RestoreQuery),
+    responses(
+        (status = 200, body = RestoreReport),
+        (status = 409, description = "The archive does not match its manifests", body = ErrorBody),
+        (status = 502, description = "The archive could not be read", body = ErrorBody)))]
 pub(super) async fn restore(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(stream): Path<String>,
     Query(q): Query<RestoreQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RestoreReport>, ApiError> {
     stream_name(&stream)?;
     let key = authorize(&st, &headers, Scope::Admin, Target::Stream(&stream)).await?;
+    let (Some(from), Some(to)) = (q.from, q.to) else {
+        return Err(ApiError {
+            field: Some(if q.from.is_none() { "from" } else { "to" }.into()),
+            ..ApiError::bad_request("invalid_query", "from and to (seqs) are required")
+        });
+    };
     let restored = crate::archive::restore::restore(
         st.store.as_ref(),
         st.archiver.bucket(),
@@ -126,8 +180,8 @@ pub(super) async fn restore(
         st.archiver.settings().hmac_key.as_deref(),
         crate::archive::restore::RestoreRange {
             stream: &stream,
-            from: q.from,
-            to: q.to,
+            from,
+            to,
         },
         &|_| {},
     )
@@ -137,14 +191,11 @@ pub(super) async fn restore(
         "archive.restore",
         crate::audit::Actor::Key(&key.id),
         json!({
-            "stream": stream, "from": q.from, "to": q.to,
+            "stream": stream, "from": from, "to": to,
             "restored": restored.as_ref().ok().map(|r| r.restored),
             "error": restored.as_ref().err().map(ToString::to_string),
         }),
     )
     .await;
-    let report = restored.map_err(|e| archive_error(&e))?;
-    Ok(Json(
-        serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
-    ))
+    Ok(Json(restored.map_err(|e| archive_error(&e))?))
 }

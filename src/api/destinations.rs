@@ -2,13 +2,87 @@
 //! their retry (admin).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 
-use super::{ApiError, AppState, DestinationEntry, authorize, permit};
+use super::extract::Path;
+use super::{ApiError, AppState, DestinationEntry, ErrorBody, authorize, permit};
 use crate::auth::{Scope, Target, sees};
-use crate::store::KeyRecord;
+use crate::destinations::StreamLag;
+use crate::store::{DeadLetter, KeyRecord};
+
+/// `GET /v1/destinations`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DestinationList {
+    /// The destinations that take a stream the key may see.
+    destinations: Vec<DestinationStatus>,
+}
+
+/// One destination's delivery status.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DestinationStatus {
+    /// Its configured name.
+    name: String,
+    /// Its type (`s3`, `datadog`, `webhook`, …).
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    kind: String,
+    /// Whether an operator paused it.
+    paused: bool,
+    /// Events accepted by the destination since this process started.
+    delivered: u64,
+    /// Batches accepted since this process started.
+    batches: u64,
+    /// Failed attempts that were retried.
+    retries: u64,
+    /// Open dead letters of the streams the key may see.
+    dead_letters: usize,
+    /// Last failure, without credentials, query strings or receiver bodies
+    /// (admin keys only; null for others).
+    last_error: Option<String>,
+    /// When it happened (admin keys only).
+    last_error_at: Option<String>,
+    /// The receiver's status and a redacted excerpt (admin keys only).
+    last_error_detail: Option<String>,
+    /// Events not yet delivered, all streams the key may see.
+    lag_events: u64,
+    /// Age of the oldest undelivered event, seconds.
+    lag_seconds: f64,
+    /// Per stream.
+    streams: Vec<StreamLag>,
+}
+
+/// A pause or resume done.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Switched {
+    /// The destination.
+    name: String,
+    /// Whether it is now paused.
+    paused: bool,
+}
+
+/// `GET /v1/destinations/{name}/dead-letters`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetterList {
+    /// The destination.
+    name: String,
+    /// Its dead letters (open and resolved) of the streams the key may see.
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// A dead letter delivered by an operator's retry.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Retried {
+    /// The destination.
+    name: String,
+    /// The dead letter.
+    id: i64,
+    /// Always true: a failed retry answers 502.
+    resolved: bool,
+}
 
 /// Whether `key` may see destination `d`: a key for `*` sees all; a key
 /// bound to a stream sees the destinations that take that stream.
@@ -39,11 +113,14 @@ fn may_switch(st: &AppState, key: &KeyRecord, d: &DestinationEntry) -> Result<()
     permit(st, key, Scope::Admin, Target::AllStreams)
 }
 
-/// `GET /v1/destinations`.
+/// Every destination the key may see: delivered, lag, dead letters and
+/// (admin keys) the last error.
+#[utoipa::path(get, path = "/v1/destinations", tag = "destinations", security(("bearer" = [])),
+    responses((status = 200, body = DestinationList)))]
 pub(super) async fn status(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DestinationList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
     // Receivers' errors can name hosts and echo other streams' data: admin
     // keys only.
@@ -69,31 +146,41 @@ pub(super) async fn status(
             s.last_error_at = None;
             s.last_error_detail = None;
         }
-        out.push(json!({
-            "name": name,
-            "type": d.config.type_name(),
-            "paused": s.paused,
-            "delivered": s.delivered,
-            "batches": s.batches,
-            "retries": s.retries,
-            "dead_letters": open,
-            "last_error": s.last_error,
-            "last_error_at": s.last_error_at,
-            "last_error_detail": s.last_error_detail,
-            "lag_events": lags.iter().map(|l| l.lag_events).sum::<u64>(),
-            "lag_seconds": lags.iter().filter_map(|l| l.lag_seconds).fold(0.0_f64, f64::max),
-            "streams": lags,
-        }));
+        out.push(DestinationStatus {
+            name: name.clone(),
+            kind: d.config.type_name().to_owned(),
+            paused: s.paused,
+            delivered: s.delivered,
+            batches: s.batches,
+            retries: s.retries,
+            dead_letters: open,
+            last_error: s.last_error,
+            last_error_at: s.last_error_at,
+            last_error_detail: s.last_error_detail,
+            lag_events: lags.iter().map(|l| l.lag_events).sum::<u64>(),
+            lag_seconds: lags
+                .iter()
+                .filter_map(|l| l.lag_seconds)
+                .fold(0.0_f64, f64::max),
+            streams: lags,
+        });
     }
-    Ok(Json(json!({ "destinations": out })))
+    Ok(Json(DestinationList { destinations: out }))
 }
 
-/// `POST /v1/destinations/{name}/pause`.
+/// Stops delivery to a destination (admin; a key for `*` unless the
+/// destination takes the key's stream only).
+#[utoipa::path(post, path = "/v1/destinations/{name}/pause", tag = "destinations",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Destination name", pattern = r"^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, body = Switched),
+        (status = 404, description = "No such destination (or not visible to this key)", body = ErrorBody)))]
 pub(super) async fn pause(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Switched>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     let d = find(&st, &key, &name)?;
     may_switch(&st, &key, d)?;
@@ -105,15 +192,22 @@ pub(super) async fn pause(
         json!({"destination": name}),
     )
     .await;
-    Ok(Json(json!({"name": name, "paused": true})))
+    Ok(Json(Switched { name, paused: true }))
 }
 
-/// `POST /v1/destinations/{name}/resume`.
+/// Restarts delivery to a destination (admin; a key for `*` unless the
+/// destination takes the key's stream only).
+#[utoipa::path(post, path = "/v1/destinations/{name}/resume", tag = "destinations",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Destination name", pattern = r"^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, body = Switched),
+        (status = 404, description = "No such destination (or not visible to this key)", body = ErrorBody)))]
 pub(super) async fn resume(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Switched>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     let d = find(&st, &key, &name)?;
     may_switch(&st, &key, d)?;
@@ -125,15 +219,24 @@ pub(super) async fn resume(
         json!({"destination": name}),
     )
     .await;
-    Ok(Json(json!({"name": name, "paused": false})))
+    Ok(Json(Switched {
+        name,
+        paused: false,
+    }))
 }
 
-/// `GET /v1/destinations/{name}/dead-letters`.
+/// A destination's dead letters: batches it refused permanently (admin).
+#[utoipa::path(get, path = "/v1/destinations/{name}/dead-letters", tag = "destinations",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "Destination name", pattern = r"^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, body = DeadLetterList),
+        (status = 404, description = "No such destination (or not visible to this key)", body = ErrorBody)))]
 pub(super) async fn dead_letters(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     find(&st, &key, &name)?;
     let mut letters = st
@@ -142,15 +245,26 @@ pub(super) async fn dead_letters(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     letters.retain(|l| sees(&key, &l.stream));
-    Ok(Json(json!({"name": name, "dead_letters": letters})))
+    Ok(Json(DeadLetterList {
+        name,
+        dead_letters: letters,
+    }))
 }
 
-/// `POST /v1/destinations/{name}/dead-letters/{id}/retry`.
+/// Sends an open dead letter again (admin).
+#[utoipa::path(post, path = "/v1/destinations/{name}/dead-letters/{id}/retry",
+    tag = "destinations", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Destination name", pattern = r"^[A-Za-z0-9_-]{1,64}$"),
+        ("id" = i64, Path, description = "Dead letter id")),
+    responses(
+        (status = 200, body = Retried),
+        (status = 404, description = "No such open dead letter", body = ErrorBody),
+        (status = 502, description = "The destination refused it again", body = ErrorBody)))]
 pub(super) async fn retry(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, i64)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     let d = find(&st, &key, &name)?;
     let letter = st
@@ -179,5 +293,9 @@ pub(super) async fn retry(
     .await;
     delivered
         .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))?;
-    Ok(Json(json!({"name": name, "id": id, "resolved": true})))
+    Ok(Json(Retried {
+        name,
+        id,
+        resolved: true,
+    }))
 }

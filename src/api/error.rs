@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::event::Rejection;
 
@@ -103,9 +102,36 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// The body of every error answer (4xx and 5xx).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`) and people (`message`).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code (`invalid_time`, `forbidden`, `overloaded`, …).
+    pub code: String,
+    /// What is wrong and how to fix it; never a secret.
+    pub message: String,
+    /// Index of the offending event in the request, when one is at fault.
+    pub index: Option<usize>,
+    /// The offending field or parameter.
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "index": self.index, "field": self.field}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                index: self.index,
+                field: self.field,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -2,15 +2,30 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse as _;
 
-use super::{ApiError, AppState, authorize, producer_stream, read_body};
+use super::extract::Path;
+use super::{ApiError, AppState, ErrorBody, authorize, producer_stream, read_body};
 use crate::auth::{Scope, Target};
 use crate::event::{format_received, parse_request};
 use crate::ingest::AppendError;
 
+/// Appends events; answers once they are durably committed and chained.
+/// A repeated `id` is answered as a duplicate with its original seq.
+#[utoipa::path(post, path = "/v1/streams/{stream}/events", tag = "ingest",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name (not starting with . or _, which are the log's own)", pattern = r"^[A-Za-z0-9-][A-Za-z0-9._-]{0,127}$")),
+    request_body(description = "One event, an array of events, or NDJSON (one event per line)",
+        content(
+            (super::openapi::EventBatch = "application/json"),
+            (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Stored (or already stored)", body = Accepted),
+        (status = 408, description = "The body did not arrive within [server] body_timeout_ms", body = ErrorBody),
+        (status = 413, description = "Too large: raise [ingest] max_request_bytes or send less", body = ErrorBody),
+        (status = 503, description = "Saturated or the disk is full; nothing was stored; see Retry-After", body = ErrorBody)))]
 pub(super) async fn post_events(
     State(st): State<AppState>,
     Path(stream): Path<String>,
@@ -58,17 +73,21 @@ pub(super) async fn post_events(
         })?;
     // Serialized straight from the result: no intermediate `Value` tree.
     Ok(Json(Accepted {
-        stream,
-        accepted: &result.accepted,
-        head: &result.head,
+        stream: stream.to_owned(),
+        accepted: result.accepted,
+        head: result.head,
     })
     .into_response())
 }
 
 /// The 200 body: `{"stream","accepted":[{"id","seq","hash","duplicate"}],"head":{"seq","hash"}}`.
-#[derive(serde::Serialize)]
-struct Accepted<'a> {
-    stream: &'a str,
-    accepted: &'a [crate::store::Accepted],
-    head: &'a crate::store::Head,
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = IngestResponse)]
+pub(super) struct Accepted {
+    /// The stream.
+    stream: String,
+    /// One entry per event, in request order.
+    accepted: Vec<crate::store::Accepted>,
+    /// The stream's head after the commit.
+    head: crate::store::Head,
 }

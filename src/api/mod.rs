@@ -13,8 +13,10 @@
 mod archive;
 mod destinations;
 mod error;
+mod extract;
 mod ingest;
 mod limits;
+mod openapi;
 mod read;
 
 use std::sync::Arc;
@@ -23,9 +25,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa::{Modify as _, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use limits::RateLimits;
 
 use crate::auth::{Authenticator, Scope, Target, allows};
@@ -74,44 +79,70 @@ pub struct DestinationEntry {
     pub dest: Arc<dyn crate::destinations::Destination>,
 }
 
-/// Returns the router with every route.
+/// Returns the router with every route, and the OpenAPI description built
+/// from the same handlers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/streams", get(read::list_streams))
+    let (router, mut api) = routes().split_for_parts();
+    openapi::Shared.modify(&mut api);
+    let description: Arc<str> = api
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        .into();
+    router
         .route(
-            "/v1/streams/{stream}/events",
-            post(ingest::post_events).get(read::get_events),
+            "/v1/openapi.json",
+            get(move || {
+                let d = description.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], d.to_string()) }
+            }),
         )
-        .route("/v1/streams/{stream}/checkpoint", get(read::get_checkpoint))
-        .route("/v1/streams/{stream}/proof/inclusion", get(read::inclusion))
-        .route(
-            "/v1/streams/{stream}/proof/consistency",
-            get(read::consistency),
-        )
-        .route("/v1/public-key", get(read::public_key))
-        .route("/v1/verify", post(read::verify))
-        .route("/v1/sources", get(read::sources))
-        .route("/v1/destinations", get(destinations::status))
-        .route("/v1/destinations/{name}/pause", post(destinations::pause))
-        .route("/v1/destinations/{name}/resume", post(destinations::resume))
-        .route(
-            "/v1/destinations/{name}/dead-letters",
-            get(destinations::dead_letters),
-        )
-        .route(
-            "/v1/destinations/{name}/dead-letters/{id}/retry",
-            post(destinations::retry),
-        )
-        .route("/v1/archives", get(archive::list))
-        .route("/v1/archive/run", post(archive::run))
-        .route("/v1/streams/{stream}/restore", post(archive::restore))
-        .route("/v1/sources/rejected", get(read::rejected))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
         .with_state(state)
 }
 
+/// The OpenAPI description alone (`trailkeep openapi`, tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut api = routes().into_openapi();
+    openapi::Shared.modify(&mut api);
+    api
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(read::list_streams))
+        .routes(routes!(ingest::post_events, read::get_events))
+        .routes(routes!(read::get_checkpoint))
+        .routes(routes!(read::inclusion))
+        .routes(routes!(read::consistency))
+        .routes(routes!(read::public_key))
+        .routes(routes!(read::verify))
+        .routes(routes!(read::sources))
+        .routes(routes!(read::rejected))
+        .routes(routes!(destinations::status))
+        .routes(routes!(destinations::pause))
+        .routes(routes!(destinations::resume))
+        .routes(routes!(destinations::dead_letters))
+        .routes(routes!(destinations::retry))
+        .routes(routes!(archive::list))
+        .routes(routes!(archive::run))
+        .routes(routes!(archive::restore))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: fails once a commit failed (restart to recover).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+    (status = 503, description = "A commit failed; the writer refuses appends", body = String, content_type = "text/plain")))]
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     if st.appender.is_poisoned() {
         (
@@ -123,6 +154,9 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus exposition (no metric carries a stream name).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -212,6 +246,19 @@ fn permit(
         Target::Listing => needed.as_str().to_owned(),
     };
     Err(ApiError::forbidden(&what))
+}
+
+/// A `limit` query parameter: 1 to 10000, `default` when absent.
+fn limit_param(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=10_000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError {
+            field: Some("limit".into()),
+            ..ApiError::bad_request("invalid_query", "limit must be between 1 and 10000")
+        })
+    }
 }
 
 fn name_error(e: &crate::names::NameError) -> ApiError {

@@ -1,24 +1,36 @@
 //! Read routes: streams, events, checkpoints, public key, proofs, verify.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
+use super::extract::{Path, Query};
 use super::{ApiError, AppState, authenticate, authorize, permit, read_body, stream_name};
 use crate::auth::{Scope, Target, sees};
 use crate::chain::merkle;
 use crate::event::stored_json;
-use crate::store::{ReaderSource, StoreExt, StreamInfo};
+use crate::store::{ReaderSource, RejectedEvent, SourceState, StoreExt, StreamInfo};
 
+/// `GET /v1/streams`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct StreamList {
+    /// The streams the key may see, in name order.
+    streams: Vec<StreamInfo>,
+}
+
+/// Every stream the key may see: head, oldest hot seq, archived seq.
+#[utoipa::path(get, path = "/v1/streams", tag = "read", security(("bearer" = [])),
+    responses((status = 200, body = StreamList)))]
 pub(super) async fn list_streams(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StreamList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
     let mut streams = st
         .store
@@ -27,7 +39,7 @@ pub(super) async fn list_streams(
         .map_err(|e| ApiError::internal(&e))?;
     streams.sort_by(|a, b| crate::event::stream_order(&a.name, &b.name));
     streams.retain(|s| sees(&key, &s.name));
-    Ok(Json(json!({ "streams": streams })))
+    Ok(Json(StreamList { streams }))
 }
 
 async fn existing(st: &AppState, stream: &str) -> Result<StreamInfo, ApiError> {
@@ -38,12 +50,27 @@ async fn existing(st: &AppState, stream: &str) -> Result<StreamInfo, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("stream {stream} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// First seq to return (default 1).
+    #[param(maximum = 9223372036854775807_u64)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
     from_seq: Option<u64>,
+    /// At most this many events (1-10000, default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
+/// The stream's hot events from `from_seq` on, as stored (hash included),
+/// one JSON object per line.
+#[utoipa::path(get, path = "/v1/streams/{stream}/events", tag = "read",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), EventsQuery),
+    responses(
+        (status = 200, description = "NDJSON of stored events", body = String, content_type = "application/x-ndjson"),
+        (status = 404, description = "No such stream", body = super::ErrorBody)))]
 pub(super) async fn get_events(
     State(st): State<AppState>,
     Path(stream): Path<String>,
@@ -53,13 +80,7 @@ pub(super) async fn get_events(
     stream_name(&stream)?;
     authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     existing(&st, &stream).await?;
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError {
-            field: Some("limit".into()),
-            ..ApiError::bad_request("invalid_query", "limit must be between 1 and 10000")
-        });
-    }
+    let limit = super::limit_param(q.limit, 1000)?;
     let rows = st
         .store
         .read_events(&stream, q.from_seq.unwrap_or(1), limit)
@@ -73,6 +94,13 @@ pub(super) async fn get_events(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out))
 }
 
+/// The latest signed checkpoint: a C2SP signed note.
+#[utoipa::path(get, path = "/v1/streams/{stream}/checkpoint", tag = "read",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
+    responses(
+        (status = 200, description = "C2SP signed note", body = String, content_type = "text/plain"),
+        (status = 404, description = "No checkpoint for this stream yet", body = super::ErrorBody)))]
 pub(super) async fn get_checkpoint(
     State(st): State<AppState>,
     Path(stream): Path<String>,
@@ -94,6 +122,8 @@ pub(super) async fn get_checkpoint(
 
 /// `GET /v1/public-key`: public, no token (auditors fetch it to verify
 /// offline; it proves nothing by itself, they pin it out of band).
+#[utoipa::path(get, path = "/v1/public-key", tag = "verify",
+    responses((status = 200, description = "The verifier key: name+hexkeyid+base64(0x01 || key)", body = String, content_type = "text/plain")))]
 pub(super) async fn public_key(State(st): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -112,18 +142,44 @@ fn query_err(field: &str, message: String) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InclusionQuery {
+    /// The event's seq.
+    #[param(maximum = 9223372036854775807_u64, required = true, minimum = 1)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
     seq: Option<u64>,
+    /// Tree size (default: the latest checkpoint's).
+    #[param(maximum = 9223372036854775807_u64, minimum = 1)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
     size: Option<u64>,
 }
 
+/// An RFC 9162 inclusion proof (base64 hashes).
+#[derive(Serialize, ToSchema)]
+pub(super) struct InclusionProof {
+    seq: u64,
+    size: u64,
+    leaf_index: u64,
+    leaf_hash: String,
+    root: String,
+    hashes: Vec<String>,
+}
+
+/// Proves the event at `seq` is in the tree of `size`.
+#[utoipa::path(get, path = "/v1/streams/{stream}/proof/inclusion", tag = "read",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), InclusionQuery),
+    responses(
+        (status = 200, body = InclusionProof),
+        (status = 404, description = "No such stream", body = super::ErrorBody)))]
 pub(super) async fn inclusion(
     State(st): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     Query(q): Query<InclusionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InclusionProof>, ApiError> {
     stream_name(&stream)?;
     authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let info = existing(&st, &stream).await?;
@@ -163,24 +219,53 @@ pub(super) async fn inclusion(
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({
-        "seq": seq, "size": size, "leaf_index": seq - 1,
-        "leaf_hash": STANDARD.encode(leaf), "root": STANDARD.encode(root), "hashes": b64(&proof),
-    })))
+    Ok(Json(InclusionProof {
+        seq,
+        size,
+        leaf_index: seq - 1,
+        leaf_hash: STANDARD.encode(leaf),
+        root: STANDARD.encode(root),
+        hashes: b64(&proof),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConsistencyQuery {
+    /// The older tree size.
+    #[param(maximum = 9223372036854775807_u64, required = true, minimum = 1)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
     from: Option<u64>,
+    /// The newer tree size (default: the head).
+    #[param(maximum = 9223372036854775807_u64, minimum = 1)]
+    #[serde(default, deserialize_with = "super::extract::seq")]
     to: Option<u64>,
 }
 
+/// An RFC 9162 consistency proof (base64 hashes).
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConsistencyProof {
+    from: u64,
+    to: u64,
+    from_root: String,
+    to_root: String,
+    hashes: Vec<String>,
+}
+
+/// Proves the tree of size `from` is a prefix of the tree of size `to`.
+#[utoipa::path(get, path = "/v1/streams/{stream}/proof/consistency", tag = "read",
+    security(("bearer" = [])),
+    params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), ConsistencyQuery),
+    responses(
+        (status = 200, body = ConsistencyProof),
+        (status = 404, description = "No such stream", body = super::ErrorBody)))]
 pub(super) async fn consistency(
     State(st): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     Query(q): Query<ConsistencyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsistencyProof>, ApiError> {
     stream_name(&stream)?;
     authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let info = existing(&st, &stream).await?;
@@ -212,22 +297,38 @@ pub(super) async fn consistency(
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(json!({
-        "from": from, "to": to, "from_root": STANDARD.encode(r1), "to_root": STANDARD.encode(r2), "hashes": b64(&proof),
-    })))
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        from_root: STANDARD.encode(r1),
+        to_root: STANDARD.encode(r2),
+        hashes: b64(&proof),
+    }))
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /v1/verify` body (optional).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VerifyBody {
+    /// Verify this stream only (a key bound to a stream verifies it only).
+    #[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
     stream: Option<String>,
 }
 
+/// Re-derives every hash, prev link, tile and checkpoint of the hot store
+/// and cross-checks the batches recorded as archived.
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", security(("bearer" = [])),
+    request_body(content = Option<VerifyBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The report; `ok` is false when a problem was found", body = crate::verify::Report),
+        (status = 404, description = "No such stream", body = super::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = super::ErrorBody),
+        (status = 413, description = "The body exceeds 4 KiB", body = super::ErrorBody)))]
 pub(super) async fn verify(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::verify::Report>, ApiError> {
     // Authenticated before the body is read: an anonymous caller gets 401
     // whatever it sends, and nobody gets to send more than a small body.
     let key = authenticate(&st, &headers).await?;
@@ -236,8 +337,9 @@ pub(super) async fn verify(
     let req: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyBody::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<VerifyBody>>(&body)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("body: {e}")))?
+            .unwrap_or_default()
     };
     if let Some(s) = &req.stream {
         stream_name(s)?;
@@ -269,15 +371,23 @@ pub(super) async fn verify(
         json!({"stream": only, "ok": report.ok, "events": report.events, "problems": report.problem_count}),
     )
     .await;
-    Ok(Json(
-        serde_json::to_value(report).map_err(|e| ApiError::internal(&e))?,
-    ))
+    Ok(Json(report))
 }
 
+/// `GET /v1/sources`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SourceList {
+    /// The sources feeding streams the key may see.
+    sources: Vec<SourceState>,
+}
+
+/// Each SSE source: connection, resume position, counters, last error.
+#[utoipa::path(get, path = "/v1/sources", tag = "sources", security(("bearer" = [])),
+    responses((status = 200, body = SourceList)))]
 pub(super) async fn sources(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SourceList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
     let mut all = st
         .store
@@ -285,24 +395,49 @@ pub(super) async fn sources(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     all.retain(|s| sees(&key, &s.stream));
-    Ok(Json(json!({ "sources": all })))
+    Ok(Json(SourceList { sources: all }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RejectedQuery {
+    /// Only this source's.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     source: Option<String>,
+    /// At most this many, newest first (1-10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
+/// `GET /v1/sources/rejected`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RejectedList {
+    /// Refused upstream events, newest first.
+    rejected: Vec<RejectedEvent>,
+}
+
+/// Events sources received but could not store, with why (admin).
+#[utoipa::path(get, path = "/v1/sources/rejected", tag = "sources", security(("bearer" = [])),
+    params(RejectedQuery),
+    responses(
+        (status = 200, body = RejectedList),
+        (status = 404, description = "No such source", body = super::ErrorBody)))]
 pub(super) async fn rejected(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RejectedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RejectedList>, ApiError> {
     // Rejected events may hold anything an upstream sent: admin only, and
     // a key bound to a stream sees only its sources' rejects.
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = super::limit_param(q.limit, 100)?;
+    if let Some(name) = &q.source {
+        crate::names::ConfigName::parse(name).map_err(|e| ApiError {
+            field: Some("source".into()),
+            ..ApiError::bad_request(e.code(), e.to_string())
+        })?;
+    }
     let states = st
         .store
         .source_states()
@@ -327,5 +462,5 @@ pub(super) async fn rejected(
     if key.stream != "*" {
         rows.retain(|r| visible.contains(r.source.as_str()));
     }
-    Ok(Json(json!({ "rejected": rows })))
+    Ok(Json(RejectedList { rejected: rows }))
 }

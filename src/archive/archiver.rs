@@ -98,7 +98,7 @@ impl Default for ArchiveSettings {
 }
 
 /// Hot deletion stopped at a destination's cursor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HeldBack {
     /// Stream.
     pub stream: String,
@@ -113,7 +113,7 @@ pub struct HeldBack {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RunReport {
     /// The archive (URL without query).
     pub archive: String,

@@ -181,7 +181,7 @@ impl Index {
 }
 
 /// What [`write()`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Written {
     /// The index key.
     pub key: String,

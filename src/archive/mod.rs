@@ -122,17 +122,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
-    let secs = match unit {
-        "d" => n.checked_mul(86_400),
-        "h" => n.checked_mul(3600),
-        "m" => n.checked_mul(60),
-        "s" => Some(n),
-        "ms" => return Ok(Duration::from_millis(n)),
+    let d = match unit {
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
         _ => None,
     }
     .ok_or_else(|| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
-    Ok(Duration::from_secs(secs))
+    // Subtracted from the clock by its callers: a duration reaching before
+    // year 1 would overflow the date arithmetic.
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than 1000 years (365000d); no audit record is that old"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration [`parse_duration`] takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(365_000 * 86_400);
 
 /// Test hook: when `TRAILKEEP_TEST_FAILPOINT` names this point, the process
 /// aborts here, as `kill -9` would (crash tests).
@@ -158,6 +168,13 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         for bad in ["", "d", "5y", "-1d", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Found by schemathesis: `older_than=10000000d` overflowed the
+        // clock arithmetic and killed the request.
+        assert_eq!(parse_duration("365000d").unwrap(), MAX_DURATION);
+        for long in ["365001d", "10000000d", "99999999999999h"] {
+            let e = parse_duration(long).expect_err(long);
+            assert!(e.contains("1000 years"), "{e}");
         }
     }
 }

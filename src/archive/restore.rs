@@ -21,7 +21,7 @@ use crate::event::split_stored_line;
 use crate::store::{ArchiveBatch, RestoredEvent, Store};
 
 /// What a restore did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RestoreReport {
     /// Stream.
     pub stream: String,

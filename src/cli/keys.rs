@@ -54,14 +54,18 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
                     .map_err(|e| anyhow::anyhow!("--stream: {e} (or '*' for every stream)"))?;
             }
             let (rec, token) = generate(*scope, stream, &now);
-            store.create_key(rec.clone()).await?;
-            crate::audit::record(
+            // Recorded first: a key never exists without its record (a
+            // crash in between leaves a record of a key never made).
+            crate::audit::record_required(
                 store.as_ref(),
                 "key.created",
                 crate::audit::Actor::Cli,
                 serde_json::json!({"key_id": rec.id, "scope": rec.scope, "stream": rec.stream}),
             )
-            .await;
+            .await
+            .context("cannot record the new key in _audit; no key was created")?;
+            crate::archive::failpoint("key.create.recorded");
+            store.create_key(rec.clone()).await?;
             if *json {
                 println!(
                     "{}",
@@ -97,16 +101,21 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             }
         }
         KeysCommand::Revoke { id } => {
+            // Revoked first: a record saying "revoked" while the key still
+            // works would mislead; a crash in between leaves the key
+            // revoked (its `revoked` time is in the keys table) unrecorded.
             if !store.revoke_key(id, &now).await? {
                 anyhow::bail!("no active key with id {id}");
             }
-            crate::audit::record(
+            crate::archive::failpoint("key.revoke.done");
+            crate::audit::record_required(
                 store.as_ref(),
                 "key.revoked",
                 crate::audit::Actor::Cli,
                 serde_json::json!({"key_id": id}),
             )
-            .await;
+            .await
+            .context("key revoked, but recording it in _audit failed")?;
             eprintln!("revoked key {id}");
         }
         KeysCommand::Public => {

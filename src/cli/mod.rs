@@ -99,6 +99,9 @@ pub enum Command {
     /// Bring an archived seq range back into the hot store, checking every
     /// hash, link and manifest signature on the way in.
     Restore(archive::RestoreArgs),
+    /// Print the HTTP API's OpenAPI 3.1 description (as served at
+    /// /v1/openapi.json).
+    Openapi,
     /// Measure performance (prints figures; see BENCHMARKS.md).
     Bench {
         /// Benchmark to run.
@@ -225,6 +228,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(archive::restore(&config, args))
+        }
+        Command::Openapi => {
+            println!("{}", crate::api::openapi().to_pretty_json()?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { command } => {
             let config = load_config(&cli, None)?;

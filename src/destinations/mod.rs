@@ -257,7 +257,7 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
 }
 
 /// How far one destination is behind on one stream.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StreamLag {
     /// Stream.
     pub stream: String,

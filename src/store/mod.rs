@@ -153,7 +153,7 @@ impl Sealed {
 }
 
 /// What the log made of one event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Event id.
     pub id: String,
@@ -166,7 +166,7 @@ pub struct Accepted {
 }
 
 /// A stream's head: its last seq and hash.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Head {
     /// Last seq (0 for an empty stream).
     pub seq: u64,
@@ -184,7 +184,7 @@ pub struct GroupResult {
 }
 
 /// A stream as listed by `GET /v1/streams`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// Stream name.
     pub name: String,
@@ -213,7 +213,7 @@ pub struct StoredEvent {
 
 /// An archived batch, recorded in the hot store only after its object and
 /// manifest were written create-only and read back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ArchiveBatch {
     /// Stream name.
     pub stream: String,
@@ -260,7 +260,7 @@ pub struct DeliveryCursor {
 }
 
 /// A batch a destination refused permanently.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Id (assigned by the store; 0 when adding).
     pub id: i64,
@@ -333,7 +333,7 @@ pub struct KeyRecord {
 }
 
 /// A source's persisted state: resume position and counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SourceState {
     /// Source name (from the config).
     pub name: String,
@@ -379,7 +379,7 @@ pub struct Lease {
 }
 
 /// An event a source received but could not store.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RejectedEvent {
     /// Source name.
     pub source: String,

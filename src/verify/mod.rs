@@ -35,7 +35,7 @@ use crate::chain::{Hash, ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::store::{ReaderSource, Store, StoreError, StoreExt};
 
 /// What kind of problem was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
     /// The stored hash is not the SHA-256 of the body.
@@ -80,7 +80,7 @@ pub enum ProblemKind {
 }
 
 /// One problem, located.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stream name.
     pub stream: String,
@@ -101,7 +101,7 @@ pub struct Problem {
 }
 
 /// The result for one stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StreamReport {
     /// Stream name.
     pub stream: String,
@@ -116,7 +116,7 @@ pub struct StreamReport {
 }
 
 /// The result of a verification run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// Whether no problem was found.
     pub ok: bool,
@@ -728,7 +728,9 @@ pub async fn cross_check_archive(
         loop {
             let page = store.archive_batches(Some(&info.name), after, 1000).await?;
             let Some(last) = page.last() else { break };
-            after = last.end_seq;
+            // Pages are by start seq: the next starts after this last start
+            // (by its end, a one-event batch was read again forever).
+            after = last.start_seq + 1;
             for b in &page {
                 let Some(ms) = manifests else {
                     let e = absent.get_or_insert((b.start_seq, b.end_seq, 0));
