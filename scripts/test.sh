@@ -6,7 +6,8 @@
 #   temporary directory on a free port; its URL goes to the tests as
 #   TEST_POSTGRES_URL. Set TEST_POSTGRES_URL yourself to use another server.
 # - moto server (PyPI `moto[server]`): the S3 API, which answers a second
-#   create-only PUT with 412; bucket `trailkeep-test`; TEST_S3_ENDPOINT.
+#   create-only PUT with 412; bucket `trailkeep-test`, and
+#   `trailkeep-test-lock` with Object Lock enabled; TEST_S3_ENDPOINT.
 # - Azurite (npm `azurite`, installed under ~/.cache/trailkeep-tools):
 #   Azure Blob; container `trailkeep-test`; AZURITE_BLOB_STORAGE_URL.
 # - schemathesis (PyPI), into $TOOLS/venv: tests/openapi.rs runs it against
@@ -110,7 +111,7 @@ start_moto() {
     PIDS+=($!)
     wait_port "$port" "moto server" "$log"
     "$py" scripts/test_servers.py s3 "http://127.0.0.1:$port" trailkeep-test
-    export TEST_S3_ENDPOINT="http://127.0.0.1:$port" TEST_S3_BUCKET=trailkeep-test
+    export TEST_S3_ENDPOINT="http://127.0.0.1:$port" TEST_S3_BUCKET=trailkeep-test TEST_S3_LOCK_BUCKET=trailkeep-test-lock
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
     echo "scripts/test.sh: moto S3 on 127.0.0.1:$port" >&2
 }

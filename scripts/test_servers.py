@@ -1,4 +1,4 @@
-"""Creates the bucket and container the archive tests use, on the moto and
+"""Creates the buckets (one plain, one with Object Lock) and the container the archive tests use, on the moto and
 Azurite servers that scripts/test.sh started on 127.0.0.1.
 
 usage: test_servers.py s3 ENDPOINT BUCKET
@@ -23,6 +23,9 @@ def s3(endpoint, bucket):
         aws_secret_access_key="test",
     )
     c.create_bucket(Bucket=bucket)
+    # A second bucket with Object Lock enabled (and no default rule): the
+    # archive sets retention on each object it writes there.
+    c.create_bucket(Bucket=f"{bucket}-lock", ObjectLockEnabledForBucket=True)
 
 
 def azure(endpoint, account, key, container):

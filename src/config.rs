@@ -204,6 +204,12 @@ pub struct RawArchive {
     /// Archive to a store that overwrites on create-only writes (only when
     /// exactly one archiver ever writes there).
     pub single_writer: Option<bool>,
+    /// S3 Object Lock mode set on every archived object: `compliance` or
+    /// `governance` (s3:// archives whose bucket has Object Lock enabled).
+    pub object_lock_mode: Option<String>,
+    /// Days of Object Lock retention from each object's write (with
+    /// `object_lock_mode`).
+    pub object_lock_days: Option<u32>,
     /// Timeout of one object store request, ms (default 60000).
     pub request_timeout_ms: Option<u64>,
     /// Retries of a failed object store request (default 4).
@@ -338,6 +344,38 @@ impl RawArchive {
         if max_retries > 20 {
             return Err(err("archive.max_retries", "must be at most 20"));
         }
+        let object_lock = match (self.object_lock_mode, self.object_lock_days) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(err(
+                    "archive.object_lock_days",
+                    "set object_lock_mode (compliance or governance) too",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    "archive.object_lock_mode",
+                    "set object_lock_days (how long to retain each object) too",
+                ));
+            }
+            (Some(mode), Some(days)) => {
+                let mode = crate::archive::object_lock::LockMode::parse(&mode)
+                    .map_err(|m| err("archive.object_lock_mode", m))?;
+                if !(1..=36_500).contains(&days) {
+                    return Err(err(
+                        "archive.object_lock_days",
+                        "must be between 1 and 36500",
+                    ));
+                }
+                if !url.as_deref().is_some_and(|u| u.starts_with("s3://")) {
+                    return Err(err(
+                        "archive.object_lock_mode",
+                        "Object Lock is an S3 feature: archive.url must be s3://",
+                    ));
+                }
+                Some(crate::archive::object_lock::LockSettings { mode, days })
+            }
+        };
         Ok(ArchiveConfig {
             url,
             settings: crate::archive::ArchiveSettings {
@@ -357,6 +395,7 @@ impl RawArchive {
             bucket: crate::archive::BucketOptions {
                 request_timeout: Duration::from_millis(request_timeout_ms),
                 max_retries,
+                object_lock,
             },
         })
     }
@@ -837,9 +876,38 @@ mod tests {
             ("[archive]\ndaily_hour_utc = 24", "archive.daily_hour_utc"),
             ("[archive]\nsegment_events = 0", "archive.segment_events"),
             ("[archive]\nsegment_bytes = 10", "archive.segment_bytes"),
+            (
+                "[archive]\nurl = \"s3://b/p\"\nobject_lock_mode = \"compliance\"",
+                "archive.object_lock_mode",
+            ),
+            (
+                "[archive]\nurl = \"s3://b/p\"\nobject_lock_days = 30",
+                "archive.object_lock_days",
+            ),
+            (
+                "[archive]\nurl = \"s3://b/p\"\nobject_lock_mode = \"strict\"\nobject_lock_days = 30",
+                "archive.object_lock_mode",
+            ),
+            (
+                "[archive]\nurl = \"s3://b/p\"\nobject_lock_mode = \"governance\"\nobject_lock_days = 0",
+                "archive.object_lock_days",
+            ),
+            (
+                "[archive]\nurl = \"gs://b/p\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 30",
+                "archive.object_lock_mode",
+            ),
         ] {
             assert_eq!(ok(text).expect_err(text).key, key, "{text}");
         }
+        let c = ok("[archive]\nurl = \"s3://b/p\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 2557")
+            .expect("valid");
+        assert_eq!(
+            c.archive.bucket.object_lock,
+            Some(crate::archive::object_lock::LockSettings {
+                mode: crate::archive::object_lock::LockMode::Compliance,
+                days: 2557
+            })
+        );
         let e = RawConfig::parse("[archive]\nbucket = \"x\"").expect_err("unknown");
         assert_eq!(e.key, "bucket");
         let over = Overrides {

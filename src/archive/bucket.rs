@@ -36,6 +36,8 @@ pub struct BucketOptions {
     /// Retries of a failed request inside `object_store` (5xx, throttling,
     /// connection errors), with its exponential backoff.
     pub max_retries: usize,
+    /// S3 Object Lock retention to set on every object created (s3:// only).
+    pub object_lock: Option<super::object_lock::LockSettings>,
 }
 
 impl Default for BucketOptions {
@@ -43,6 +45,7 @@ impl Default for BucketOptions {
         Self {
             request_timeout: Duration::from_secs(60),
             max_retries: 4,
+            object_lock: None,
         }
     }
 }
@@ -73,6 +76,7 @@ pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     prefix: Option<Path>,
     display: String,
+    lock: Option<Arc<super::object_lock::ObjectLock>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -156,6 +160,13 @@ impl Bucket {
         };
         let path_prefix = parsed.path().trim_matches('/');
         let builder_err = |e: object_store::Error| location(format!("{}: {e}", redact(&parsed)));
+        if opts.object_lock.is_some() && parsed.scheme() != "s3" {
+            return Err(location(format!(
+                "Object Lock retention (archive.object_lock_mode) needs an s3:// archive, not {}://",
+                parsed.scheme()
+            )));
+        }
+        let mut lock = None;
         let (store, prefix): (Arc<dyn ObjectStore>, &str) = match parsed.scheme() {
             "file" => {
                 if parsed.host_str().is_some_and(|h| !h.is_empty()) {
@@ -205,7 +216,30 @@ impl Bucket {
                 if get("path_style").is_some() {
                     b = b.with_virtual_hosted_style_request(!flag("path_style")?);
                 }
-                (Arc::new(b.build().map_err(builder_err)?), path_prefix)
+                let s3 = Arc::new(b.clone().build().map_err(builder_err)?);
+                if let Some(settings) = opts.object_lock {
+                    use object_store::aws::AmazonS3ConfigKey as K;
+                    let region = b
+                        .get_config_value(&K::Region)
+                        .unwrap_or_else(|| "us-east-1".to_owned());
+                    let virtual_hosted = b
+                        .get_config_value(&K::VirtualHostedStyleRequest)
+                        .is_some_and(|v| v == "true");
+                    let bucket_url = match (b.get_config_value(&K::Endpoint), virtual_hosted) {
+                        (Some(e), true) => e,
+                        (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+                        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+                        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+                    };
+                    lock = Some(Arc::new(super::object_lock::ObjectLock::new(
+                        s3.clone(),
+                        bucket_url,
+                        region,
+                        settings,
+                        opts.request_timeout,
+                    )?));
+                }
+                (s3, path_prefix)
             }
             "gs" => {
                 let bucket = parsed
@@ -253,6 +287,7 @@ impl Bucket {
             store,
             prefix,
             display: redact(&parsed),
+            lock,
         })
     }
 
@@ -262,6 +297,7 @@ impl Bucket {
             store,
             prefix: prefix.and_then(|p| Path::parse(p).ok()),
             display: display.to_owned(),
+            lock: None,
         }
     }
 
@@ -314,7 +350,27 @@ impl Bucket {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self.store.put_opts(&path, bytes.into(), opts).await {
+        let outcome = self
+            .put_create_once(rel, &path, bytes, want.into(), opts)
+            .await?;
+        // Retention follows every create (and a resumed one: an earlier run
+        // may have crashed between the PUT and this), before the caller
+        // records the batch.
+        if let Some(lock) = &self.lock {
+            lock.retain(path.as_ref()).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn put_create_once(
+        &self,
+        rel: &str,
+        path: &Path,
+        bytes: Bytes,
+        want: [u8; 32],
+        opts: PutOptions,
+    ) -> Result<PutOutcome, ArchiveError> {
+        match self.store.put_opts(path, bytes.into(), opts).await {
             Ok(_) => Ok(PutOutcome::Created),
             Err(
                 object_store::Error::AlreadyExists { .. }
@@ -324,7 +380,7 @@ impl Bucket {
                     location: format!("{}/{rel}", self.display),
                     message: "a create-only write was refused but the object cannot be read".into(),
                 })?;
-                let found = Sha256::digest(&existing);
+                let found: [u8; 32] = Sha256::digest(&existing).into();
                 if found == want {
                     Ok(PutOutcome::AlreadyThere)
                 } else {
@@ -337,6 +393,40 @@ impl Bucket {
             }
             Err(e) => Err(self.err(rel, e)),
         }
+    }
+
+    /// The Object Lock retention S3 reports for `rel`; `None` without
+    /// retention or when no lock is configured.
+    ///
+    /// # Errors
+    /// The bucket's error.
+    pub async fn retention(
+        &self,
+        rel: &str,
+    ) -> Result<Option<super::object_lock::Retention>, ArchiveError> {
+        match &self.lock {
+            Some(lock) => lock.retention(self.path(rel)?.as_ref()).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Tries to delete one version of `rel` for good, as an intruder with
+    /// the bucket's credentials would (tests of Object Lock): the status.
+    ///
+    /// # Errors
+    /// No lock configured (no signed client), or the request failed.
+    pub async fn delete_version(&self, rel: &str, version: &str) -> Result<u16, ArchiveError> {
+        let lock = self
+            .lock
+            .as_ref()
+            .ok_or_else(|| location("no Object Lock configured"))?;
+        let key = self.path(rel)?;
+        lock.delete_version(key.as_ref(), version)
+            .await
+            .map_err(|message| ArchiveError::Store {
+                location: rel.to_owned(),
+                message,
+            })
     }
 
     /// Reads `rel`; `None` when it does not exist.

@@ -814,6 +814,91 @@ mod tests {
         .await;
     }
 
+    /// `[archive] object_lock_mode/days`: every object an archive run
+    /// writes (events, manifests, checkpoints, index) carries the retention,
+    /// set by our own signed PutObjectRetention on moto's Object Lock bucket.
+    #[tokio::test]
+    async fn s3_object_lock_retains_every_object_the_archive_writes() {
+        use crate::archive::object_lock::{LockMode, LockSettings};
+        let Some(endpoint) = required("TEST_S3_ENDPOINT") else {
+            return;
+        };
+        let locked =
+            std::env::var("TEST_S3_LOCK_BUCKET").unwrap_or_else(|_| "trailkeep-test-lock".into());
+        let opts = BucketOptions {
+            object_lock: Some(LockSettings {
+                mode: LockMode::Compliance,
+                days: 3,
+            }),
+            ..BucketOptions::default()
+        };
+        let url = |bucket: &str| {
+            format!(
+                "s3://{bucket}/{}?endpoint={endpoint}&region=us-east-1&path_style=true",
+                unique()
+            )
+        };
+        let b = Bucket::open(&url(&locked), &opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        append(store.as_ref(), "a", 0, 150).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let archiver = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            settings(Compression::Gzip),
+        );
+        let r = archiver
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.events_archived, 150);
+        let keys = b.list("").await.unwrap();
+        assert!(
+            keys.len() >= 5,
+            "objects, manifests, checkpoints, index: {keys:?}"
+        );
+        let low =
+            time::OffsetDateTime::now_utc() + time::Duration::days(3) - time::Duration::minutes(5);
+        let high = low + time::Duration::minutes(10);
+        let mut found = Vec::new();
+        for (key, _) in &keys {
+            found.push((key.clone(), b.retention(key).await.unwrap()));
+        }
+        for (key, r) in found.clone() {
+            let r = r.unwrap_or_else(|| panic!("{key} has no retention: {found:?}"));
+            assert_eq!(r.mode, "COMPLIANCE", "{key}");
+            let until = time::OffsetDateTime::parse(
+                &r.until,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert!(low <= until && until <= high, "{key}: {until}");
+        }
+        // What the lock is for: the bucket's own credentials cannot remove
+        // a version of an archived object.
+        let (key, r) = &found[0];
+        let version = r.as_ref().unwrap().version.clone().expect("a version id");
+        let status = b.delete_version(key, &version).await.unwrap();
+        assert_eq!(status, 403, "deleting a locked version of {key}");
+        assert!(b.get(key).await.unwrap().is_some());
+        // A bucket without Object Lock: the write fails, naming the cause,
+        // and the run records nothing (no batch without its retention).
+        let plain = Bucket::open(
+            &url(&std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into())),
+            &opts,
+        )
+        .unwrap();
+        let e = plain
+            .put_create("x/y", Bytes::from_static(b"z"))
+            .await
+            .expect_err("retention on a bucket without Object Lock");
+        assert!(e.to_string().contains("Object Lock"), "{e}");
+    }
+
     #[tokio::test]
     async fn azure_azurite_passes_the_archive_conformance_suite() {
         let Some(_) = required("AZURITE_BLOB_STORAGE_URL") else {
@@ -879,6 +964,7 @@ mod faults {
         let opts = BucketOptions {
             request_timeout: Duration::from_secs(1),
             max_retries: 0,
+            object_lock: None,
         };
         let b = Bucket::open(&url, &opts).unwrap();
         let a = Archiver::new(

@@ -24,6 +24,7 @@ mod fault_proxy;
 mod gcs_fake;
 pub mod index;
 pub mod manifest;
+pub mod object_lock;
 pub mod restore;
 pub mod segment;
 pub mod verify;

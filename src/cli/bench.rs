@@ -307,6 +307,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
                 archive: None,
             })?;
             cfg.log_name = config.log_name.clone();
+            unlimited(&mut cfg);
             let store = crate::server::open_sqlite(&data_dir)?;
             let (rec, token) = generate(Scope::Ingest, "*", "bench");
             store.create_key(rec).await?;
@@ -532,6 +533,7 @@ async fn postgres_bench(config: &Config, args: &PostgresArgs) -> anyhow::Result<
                     archive: None,
                 })?;
                 cfg.log_name = config.log_name.clone();
+                unlimited(&mut cfg);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 urls.push(format!("http://{}", listener.local_addr()?));
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -604,6 +606,14 @@ async fn raw_limit(
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir)?;
     tokio::task::spawn_blocking(move || raw_sqlite_limit(&dir, rows, streams)).await?
+}
+
+/// The bench measures what the server can take, not the per-key rate
+/// limits (`[server] requests_per_second`, `events_per_second`), which
+/// would cap its one key: both off for its in-process servers.
+fn unlimited(cfg: &mut Config) {
+    cfg.server.requests_per_second = 0;
+    cfg.server.events_per_second = 0;
 }
 
 pub(super) fn tempdir() -> anyhow::Result<std::path::PathBuf> {

@@ -598,6 +598,7 @@ impl RawDestination {
                     bucket: crate::archive::BucketOptions {
                         request_timeout: Duration::from_millis(timeout_ms),
                         max_retries: 2,
+                        object_lock: None,
                     },
                 }
             }
