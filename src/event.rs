@@ -16,6 +16,7 @@
 //!
 //! Not here: seq assignment and chaining (the store's writer does that).
 
+pub mod filter;
 mod parse;
 
 use serde_json::{Map, Value};

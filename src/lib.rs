@@ -47,6 +47,8 @@ pub mod jcs;
 pub mod keyfile;
 pub mod names;
 pub mod net;
+pub mod node;
+pub mod secret;
 pub mod selflog;
 pub mod server;
 pub mod sources;

@@ -17,70 +17,21 @@ use crate::auth::Authenticator;
 use crate::config::{Config, StoreLocation};
 use crate::ingest::{Appender, checkpointer};
 use crate::keyfile;
+use crate::node::NodeId;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+pub use crate::node::{NODE_ID_FILE, NODE_LOCK_FILE};
 
-fn random_node_id() -> String {
-    let mut b = [0u8; 6];
-    let _ = getrandom::fill(&mut b);
-    format!("node-{}-{}", std::process::id(), hex::encode(b))
-}
-
-/// Returns this process's node id: the holder name in leases. `serve` uses
-/// its data directory's persistent id (see [`claim_data_dir`]), so a node
-/// restarted after a crash takes its leases back at once instead of waiting
-/// for them to expire; every other process (`archive run`, …) gets a random
-/// one, so it never shares a lease with a running node.
-pub fn node_id() -> &'static str {
-    NODE_ID.get_or_init(random_node_id)
-}
-
-/// File holding a serve node's persistent id, inside the data directory.
-pub const NODE_ID_FILE: &str = "node.id";
-/// Lock file: one `serve` per data directory.
-pub const NODE_LOCK_FILE: &str = "node.lock";
-
-/// Takes the data directory for this `serve` (an exclusive lock the kernel
-/// releases when the process dies, even by `kill -9`) and adopts the
-/// directory's persistent node id. A second `serve` on the same directory
-/// is refused.
+/// Takes the data directory for this `serve` (see [`NodeId::claim`]).
 ///
 /// # Errors
 /// The directory is in use by another `serve`, or unreadable.
-pub fn claim_data_dir(dir: &Path) -> Result<std::fs::File, ServeError> {
-    let io = |source| ServeError::DataDir {
+pub fn claim_data_dir(dir: &Path) -> Result<(NodeId, std::fs::File), ServeError> {
+    NodeId::claim(dir).map_err(|source| ServeError::DataDir {
         path: dir.to_owned(),
         source,
-    };
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(NODE_LOCK_FILE))
-        .map_err(io)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(io(std::io::Error::other(
-                "another trailkeep serve is running on this data directory",
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-    }
-    let path = dir.join(NODE_ID_FILE);
-    let id = match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
-        _ => {
-            let id = random_node_id();
-            std::fs::write(&path, format!("{id}\n")).map_err(io)?;
-            id
-        }
-    };
-    // In-process servers (tests, benchmarks) share the first id.
-    let _ = NODE_ID.set(id);
-    Ok(lock)
+    })
 }
 
 /// File name of the SQLite database inside the data directory.
@@ -357,19 +308,21 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let node_lock = claim_data_dir(&config.data_dir)?;
+    let (node, node_lock) = claim_data_dir(&config.data_dir)?;
     let store = open_store(config).await?;
     let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
     let (appender, batcher) = Appender::start(store.clone(), config.batch);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let checkpointer = tokio::spawn(checkpointer::run(
         store.clone(),
+        node.clone(),
         signer.clone(),
         config.log_name.clone(),
         config.checkpoint_interval,
         stop_rx,
     ));
-    let archiver = Arc::new(archiver(config, store.clone(), signer.clone())?);
+    let archiver =
+        Arc::new(archiver(config, store.clone(), signer.clone())?.with_node(node.clone()));
     let archive_task = config.archive.enabled.then(|| {
         let index = tokio::spawn(index_worker(archiver.clone(), stop.subscribe()));
         let run = tokio::spawn(archive_worker(
@@ -391,6 +344,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         driver.archive = Some(archiver.bucket().clone());
         destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
             store.clone(),
+            node.clone(),
             dest.clone(),
             driver,
             handle.clone(),
@@ -437,6 +391,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             })?;
             let key = cfg.load_key().map_err(ServeError::Source)?;
             sources.push(tokio::spawn(crate::sources::sse::run(
+                node.clone(),
                 cfg.clone(),
                 key,
                 client,

@@ -233,7 +233,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new(st)
             .args(["--config-file", config, "run", &url])
-            .args(["--max-examples", "25", "--seed", "7", "--workers", "2"])
+            // One worker: CPython 3.11 can fail compiling in two threads at
+            // once ("AST constructor recursion depth mismatch", seen in CI).
+            .args(["--max-examples", "25", "--seed", "7", "--workers", "1"])
             .args(["--no-color", "--header", &header])
             .current_dir(dir.path())
             .output()

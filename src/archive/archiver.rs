@@ -63,7 +63,7 @@ pub struct ArchiveSettings {
     /// The configured destinations (name, filter, `archive_past`): one that
     /// has no cursor on a stream yet holds deletion there at seq 0, and the
     /// config's `archive_past` wins over the one stored with a cursor.
-    pub destinations: Vec<(String, crate::destinations::filter::Filter, bool)>,
+    pub destinations: Vec<(String, crate::event::filter::Filter, bool)>,
 }
 
 impl std::fmt::Debug for ArchiveSettings {
@@ -152,6 +152,7 @@ pub struct Archiver {
     settings: ArchiveSettings,
     probed: tokio::sync::OnceCell<ProbeResult>,
     last_index: std::sync::Mutex<Option<std::time::Instant>>,
+    node: crate::node::NodeId,
 }
 
 const PAGE: usize = 2000;
@@ -210,7 +211,16 @@ impl Archiver {
             settings,
             probed: tokio::sync::OnceCell::new(),
             last_index: std::sync::Mutex::new(None),
+            node: crate::node::NodeId::random(),
         }
+    }
+
+    /// Takes the archiver lease as `node` (a serve node's persistent id),
+    /// not as the random id of a one-off process.
+    #[must_use]
+    pub fn with_node(mut self, node: crate::node::NodeId) -> Self {
+        self.node = node;
+        self
     }
 
     /// The bucket.
@@ -344,11 +354,11 @@ impl Archiver {
         F: FnOnce(Lease) -> Fut,
         Fut: std::future::Future<Output = Result<T, ArchiveError>>,
     {
-        let holder = crate::server::node_id();
+        let holder = self.node.to_string();
         let ttl = self.settings.lease_ttl;
         let lease = self
             .store
-            .acquire_lease(LEASE, holder, ttl)
+            .acquire_lease(LEASE, &holder, ttl)
             .await?
             .ok_or(ArchiveError::Busy)?;
         let renew = {
@@ -356,7 +366,7 @@ impl Archiver {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    match store.acquire_lease(LEASE, holder, ttl).await {
+                    match store.acquire_lease(LEASE, &holder, ttl).await {
                         Ok(Some(_)) => {}
                         // Lost: the run's fenced writes now fail and it stops.
                         Ok(None) => return,

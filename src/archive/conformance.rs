@@ -1172,7 +1172,7 @@ mod faults {
         let url = url::Url::from_directory_path(dir.path().join("archive")).unwrap();
         let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
         let mut s = settings(Compression::Gzip);
-        let only_s = crate::destinations::filter::Filter::new(&["s".to_owned()], &[]).unwrap();
+        let only_s = crate::event::filter::Filter::new(&["s".to_owned()], &[]).unwrap();
         s.destinations = vec![("new-siem".into(), only_s.clone(), false)];
         let a = Archiver::new(
             store.clone(),

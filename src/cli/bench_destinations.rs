@@ -82,8 +82,8 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
     let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(
         &tmp.join("hot.db"),
     )?);
-    let secret = crate::sources::Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
-    let token = crate::sources::Secret::new("bench-token".into());
+    let secret = crate::secret::Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+    let token = crate::secret::Secret::new("bench-token".into());
     let counts: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::default()).collect();
     let hook = counting_receiver(counts[0].clone(), "webhook").await?;
     let hec = counting_receiver(counts[1].clone(), "splunk").await?;
@@ -163,6 +163,7 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
         let h = DriverHandle::default();
         tasks.push(tokio::spawn(drive(
             store.clone(),
+            crate::node::NodeId::random(),
             d.clone(),
             settings.clone(),
             h.clone(),

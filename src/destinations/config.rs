@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::driver::DriverSettings;
-use super::filter::Filter;
-use crate::sources::Secret;
+use crate::event::filter::Filter;
+use crate::secret::Secret;
 
 /// A destination table as written.
 #[derive(Debug, Deserialize)]

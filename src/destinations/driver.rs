@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::filter::Filter;
 use super::{Batch, DeliveryError, Destination, OutEvent};
+use crate::event::filter::Filter;
 use crate::event::{format_received, stored_json};
 use crate::store::{DeadLetter, DeliveryCursor, Lease, Store, StoreError};
 
@@ -155,6 +155,7 @@ impl From<StoreError> for Stop {
 /// Runs `dest` until `stop` turns true. Returns after the batch in flight.
 pub async fn run(
     store: Arc<dyn Store>,
+    node: crate::node::NodeId,
     dest: Arc<dyn Destination>,
     settings: DriverSettings,
     handle: DriverHandle,
@@ -164,7 +165,7 @@ pub async fn run(
     // TTL (a few writes a minute, not one per poll), also while a batch is
     // being retried for a long time; a standby node tries as often.
     let lease_name = format!("{LEASE_PREFIX}{}", settings.name);
-    let holder = crate::server::node_id();
+    let holder = node.to_string();
     let slot: Arc<Mutex<Option<Lease>>> = Arc::default();
     let renewer = {
         let (store, slot, name, ttl) = (
@@ -175,7 +176,7 @@ pub async fn run(
         );
         tokio::spawn(async move {
             loop {
-                let got = match store.acquire_lease(&lease_name, holder, ttl).await {
+                let got = match store.acquire_lease(&lease_name, &holder, ttl).await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(destination = %name, error = %e, "cannot take the destination's lease");

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use super::config::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination, read_answer};
 use crate::net::Policy;
-use crate::sources::Secret;
+use crate::secret::Secret;
 
 fn retryable(message: String) -> DeliveryError {
     DeliveryError::retryable(message)

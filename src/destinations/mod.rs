@@ -20,7 +20,6 @@ pub mod bigquery;
 pub mod config;
 pub mod driver;
 pub mod file;
-pub mod filter;
 pub mod http;
 pub mod object;
 pub mod webhook;
@@ -278,7 +277,7 @@ pub struct StreamLag {
 pub async fn lags(
     store: &dyn crate::store::Store,
     name: &str,
-    filter: &filter::Filter,
+    filter: &crate::event::filter::Filter,
 ) -> Result<Vec<StreamLag>, crate::store::StoreError> {
     let cursors = store.delivery_cursors().await?;
     let mut out = Vec::new();

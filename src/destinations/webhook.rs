@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 
 use super::config::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination, read_answer};
-use crate::sources::Secret;
+use crate::secret::Secret;
 
 /// Sends batches to a webhook receiver.
 pub struct WebhookDestination {

@@ -112,6 +112,7 @@ pub const LEASE: &str = "checkpointer";
 /// the lease skip the round.
 pub async fn run(
     store: Arc<dyn Store>,
+    node: crate::node::NodeId,
     signer: NoteSigner,
     log_name: String,
     interval: Duration,
@@ -126,10 +127,7 @@ pub async fn run(
             _ = tick.tick() => false,
             _ = shutdown.changed() => true,
         };
-        held = match store
-            .acquire_lease(LEASE, crate::server::node_id(), ttl)
-            .await
-        {
+        held = match store.acquire_lease(LEASE, node.as_str(), ttl).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "checkpointer cannot take its lease");

@@ -17,36 +17,11 @@ pub mod backfill;
 pub mod mapping;
 pub mod sse;
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A secret read from the environment or a file. `Debug` never shows it.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// Returns the secret value (for building a request header only).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "Secret(empty)"
-        } else {
-            "Secret(redacted)"
-        })
-    }
-}
+pub use crate::secret::Secret;
 
 /// `[[sources]]` as written in the config file.
 #[derive(Debug, Deserialize)]
@@ -345,14 +320,14 @@ impl SourceConfig {
     pub fn load_key(&self) -> Result<Secret, String> {
         match &self.key_from {
             None => Ok(Secret::default()),
-            Some(KeySource::Env(var)) => std::env::var(var).map(Secret).map_err(|_| {
+            Some(KeySource::Env(var)) => std::env::var(var).map(Secret::new).map_err(|_| {
                 format!(
                     "source {}: environment variable {var} is not set",
                     self.name
                 )
             }),
             Some(KeySource::File(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end().to_owned()))
+                .map(|s| Secret::new(s.trim_end().to_owned()))
                 .map_err(|e| {
                     format!(
                         "source {}: cannot read api_key_file {}: {e}",
@@ -443,7 +418,7 @@ mod tests {
 
     #[test]
     fn the_key_goes_in_the_configured_header() {
-        let key = Secret("k123".into());
+        let key = Secret::new("k123".into());
         let client = reqwest::Client::new();
         let bearer = raw("").validate(0).expect("valid");
         let req = bearer
@@ -473,7 +448,7 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let s = Secret("tk_super_secret".into());
+        let s = Secret::new("tk_super_secret".into());
         assert!(!format!("{s:?}").contains("super"));
     }
 }

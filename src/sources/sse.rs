@@ -33,6 +33,7 @@ enum End {
 }
 
 struct Runner {
+    node: crate::node::NodeId,
     cfg: SourceConfig,
     key: Secret,
     client: reqwest::Client,
@@ -52,6 +53,7 @@ struct Runner {
 /// source's state is read only after taking the lease (it is where the last
 /// holder left it), and every state write is fenced by the lease.
 pub async fn run(
+    node: crate::node::NodeId,
     cfg: SourceConfig,
     key: Secret,
     client: reqwest::Client,
@@ -60,6 +62,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut r = Runner {
+        node,
         cfg,
         key,
         client,
@@ -78,7 +81,7 @@ pub async fn run(
         }
         match r
             .store
-            .acquire_lease(&r.lease_name(), crate::server::node_id(), r.cfg.lease_ttl)
+            .acquire_lease(&r.lease_name(), r.node.as_str(), r.cfg.lease_ttl)
             .await
         {
             Ok(Some(l)) => {
@@ -87,7 +90,7 @@ pub async fn run(
                 r.lease_lost = false;
                 if fresh {
                     r.load_state().await;
-                    tracing::info!(source = %r.cfg.name, node = crate::server::node_id(), "took the source's lease");
+                    tracing::info!(source = %r.cfg.name, node = %r.node, "took the source's lease");
                 }
             }
             outcome => {
@@ -215,11 +218,7 @@ impl Runner {
     async fn renew(&mut self) -> Result<(), String> {
         match self
             .store
-            .acquire_lease(
-                &self.lease_name(),
-                crate::server::node_id(),
-                self.cfg.lease_ttl,
-            )
+            .acquire_lease(&self.lease_name(), self.node.as_str(), self.cfg.lease_ttl)
             .await
         {
             Ok(Some(l)) if self.lease.as_ref().is_some_and(|o| o.token == l.token) => {

@@ -1,6 +1,7 @@
 //! The driver's conformance suite, with a scripted test destination.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::node::NodeId;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -114,7 +115,14 @@ fn settings() -> DriverSettings {
 async fn drive(r: &Rig, s: DriverSettings, done: impl Fn(&Rig) -> bool) -> DriverHandle {
     let handle = DriverHandle::default();
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(r.store.clone(), r.dest.clone(), s, handle.clone(), rx));
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        NodeId::random(),
+        r.dest.clone(),
+        s,
+        handle.clone(),
+        rx,
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done(r) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -333,7 +341,14 @@ async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
     };
     let handle = DriverHandle::default();
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(r.store.clone(), dest.clone(), s, handle.clone(), rx));
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        NodeId::random(),
+        dest.clone(),
+        s,
+        handle.clone(),
+        rx,
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while cursor(&r, "s").await < 5 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -470,6 +485,7 @@ async fn a_paused_destination_sends_nothing_until_resumed() {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(run(
         r.store.clone(),
+        NodeId::random(),
         r.dest.clone(),
         settings(),
         handle.clone(),
@@ -596,6 +612,7 @@ async fn streams_go_in_parallel_up_to_the_concurrency_limit() {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(run(
             store.clone(),
+            NodeId::random(),
             dest.clone(),
             s,
             DriverHandle::default(),

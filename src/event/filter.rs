@@ -1,4 +1,5 @@
-//! Which events a destination takes: stream names and type patterns.
+//! Which events a destination (or the archiver, holding deletion back for
+//! one) takes: stream names and type patterns.
 //!
 //! Type patterns: `grant.created` (exact), `grant.*` (a dotted prefix),
 //! `*` (all); a leading `!` excludes. An event passes when it matches an
