@@ -330,10 +330,7 @@ impl Bucket {
     }
 
     fn err(&self, key: &str, e: object_store::Error) -> ArchiveError {
-        ArchiveError::Store {
-            location: format!("{}/{key}", self.display.trim_end_matches('/')),
-            message: e.to_string(),
-        }
+        ArchiveError::from_store(format!("{}/{key}", self.display.trim_end_matches('/')), e)
     }
 
     /// Writes `bytes` at `rel` create-only. When the key exists (412 /
@@ -379,6 +376,8 @@ impl Bucket {
                 let existing = self.get(rel).await?.ok_or_else(|| ArchiveError::Store {
                     location: format!("{}/{rel}", self.display),
                     message: "a create-only write was refused but the object cannot be read".into(),
+                    retryable: true,
+                    source: None,
                 })?;
                 let found: [u8; 32] = Sha256::digest(&existing).into();
                 if found == want {
@@ -426,6 +425,8 @@ impl Bucket {
             .map_err(|message| ArchiveError::Store {
                 location: rel.to_owned(),
                 message,
+                retryable: false,
+                source: None,
             })
     }
 

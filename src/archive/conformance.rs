@@ -1020,6 +1020,43 @@ mod faults {
         );
     }
 
+    /// A refused credential is not retried: one attempt, then the run stops
+    /// naming the key and the cause (it used to be retried like a 5xx, as
+    /// every store error was "transient").
+    #[tokio::test]
+    async fn a_refused_credential_is_not_retried() {
+        let Some(p) = proxy().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, _) = setup(&p, dir.path()).await;
+        p.inject(
+            Method::PUT,
+            "/events/",
+            Fault::Status(403, "AccessDenied"),
+            1000,
+        );
+        let e = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .expect_err("403");
+        assert!(!e.is_transient(), "{e:?}");
+        assert!(e.to_string().contains("credentials were refused"), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the cause is kept: {e:?}"
+        );
+        let refused = p
+            .log()
+            .iter()
+            .filter(|l| l.contains("AccessDenied"))
+            .count();
+        assert_eq!(refused, 1, "one attempt: {:#?}", p.log());
+        assert_eq!(
+            store.stream("s").await.unwrap().unwrap().archived_seq,
+            None,
+            "nothing recorded"
+        );
+    }
+
     #[tokio::test]
     async fn slowdown_stops_the_run_before_any_hot_delete() {
         let Some(p) = proxy().await else { return };

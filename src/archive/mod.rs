@@ -51,6 +51,13 @@ pub enum ArchiveError {
         location: String,
         /// The store's message.
         message: String,
+        /// Whether a retry may succeed: a network error or a 5xx after the
+        /// client's own retries, not a refused credential or permission, a
+        /// missing bucket or an unsupported request.
+        retryable: bool,
+        /// The object store's error, when it came from there.
+        #[source]
+        source: Option<Box<object_store::Error>>,
     },
     /// A create-only write found a different object at its key; nothing was
     /// overwritten and the run stopped.
@@ -106,9 +113,32 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
-    /// Whether a retry may succeed (store and network errors).
+    /// Whether a retry may succeed: retryable store errors, and a read-back
+    /// that did not match (an eventually consistent listing, a torn read).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Store { .. } | Self::ReadBack { .. })
+        match self {
+            Self::Store { retryable, .. } => *retryable,
+            Self::ReadBack { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A store error from `object_store`, classified by its kind.
+    pub(crate) fn from_store(location: String, e: object_store::Error) -> Self {
+        use object_store::Error as E;
+        let retryable = matches!(e, E::Generic { .. } | E::JoinError { .. });
+        let message = match &e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => format!(
+                "{e} (the credentials were refused: check them and the bucket policy; not retried)"
+            ),
+            _ => e.to_string(),
+        };
+        Self::Store {
+            location,
+            message,
+            retryable,
+            source: Some(Box::new(e)),
+        }
     }
 }
 

@@ -180,21 +180,26 @@ impl ObjectLock {
             "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>",
             self.settings.mode.as_s3()
         );
-        let failed = |message: String| ArchiveError::Store {
+        let failed = |message: String, retryable: bool| ArchiveError::Store {
             location: key.to_owned(),
             message: format!("setting Object Lock retention: {message}"),
+            retryable,
+            source: None,
         };
         let (status, _, text) = self
             .send(http::Method::PUT, key, "?retention", Some(body))
             .await
-            .map_err(failed)?;
+            .map_err(|m| failed(m, true))?;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        Err(failed(format!(
-            "HTTP {status}: {} (is Object Lock enabled on the bucket, and may these credentials call s3:PutObjectRetention?)",
-            xml_field(&text, "Code").unwrap_or("no error code")
-        )))
+        Err(failed(
+            format!(
+                "HTTP {status}: {} (is Object Lock enabled on the bucket, and may these credentials call s3:PutObjectRetention?)",
+                xml_field(&text, "Code").unwrap_or("no error code")
+            ),
+            status >= 500 || status == 429,
+        ))
     }
 
     /// The retention S3 reports for `key` (HeadObject's
@@ -207,11 +212,15 @@ impl ObjectLock {
                 .map_err(|message| ArchiveError::Store {
                     location: key.to_owned(),
                     message,
+                    retryable: true,
+                    source: None,
                 })?;
         if !(200..300).contains(&status) {
             return Err(ArchiveError::Store {
                 location: key.to_owned(),
                 message: format!("reading Object Lock retention: HTTP {status}"),
+                retryable: status >= 500,
+                source: None,
             });
         }
         let h = |name: &str| {

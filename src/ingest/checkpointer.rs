@@ -137,7 +137,11 @@ pub async fn run(
         if held.is_some() {
             round(store.as_ref(), &signer, &log_name).await;
         }
-        if stop || *shutdown.borrow() {
+        // Only a round that began after the stop signal is the last one: a
+        // regular round that overlapped it may have listed the streams before
+        // the batcher's final commits, so the loop comes round once more
+        // (`changed()` is ready at once) instead of leaving them unsigned.
+        if stop {
             break;
         }
     }
