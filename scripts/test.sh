@@ -170,8 +170,10 @@ start_moto
 start_azurite
 install_schemathesis
 
+# `testing`: crash-test failpoints in the binary; `bench`: the bench
+# commands compile and their help is tested. A release build has neither.
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast "$@"
+    cargo nextest run --no-fail-fast --features testing,bench "$@"
 else
-    cargo test --no-fail-fast "$@"
+    cargo test --no-fail-fast --features testing,bench "$@"
 fi

@@ -39,6 +39,8 @@ pub mod cli;
 pub mod config;
 pub mod destinations;
 pub mod event;
+pub mod failpoint;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

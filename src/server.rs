@@ -202,10 +202,14 @@ async fn flush_refusals(
     refusals: Arc<crate::audit::Refusals>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Tests shorten the window (the `testing` feature only).
+    #[cfg(feature = "testing")]
     let window = std::env::var("TRAILKEEP_TEST_REFUSALS_WINDOW_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(REFUSALS_WINDOW, std::time::Duration::from_millis);
+    #[cfg(not(feature = "testing"))]
+    let window = REFUSALS_WINDOW;
     loop {
         tokio::select! {
             () = tokio::time::sleep(window) => {}

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "event",
         "jcs",
         "names",
+        "failpoint",
         "keyfile",
         "net",
         "node",

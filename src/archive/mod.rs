@@ -175,14 +175,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// The longest duration [`parse_duration`] takes.
 pub const MAX_DURATION: Duration = Duration::from_secs(365_000 * 86_400);
 
-/// Test hook: when `TRAILKEEP_TEST_FAILPOINT` names this point, the process
-/// aborts here, as `kill -9` would (crash tests).
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var("TRAILKEEP_TEST_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("trailkeep: failpoint {name}: aborting");
-        std::process::abort();
-    }
-}
+pub(crate) use crate::failpoint::failpoint;
 
 #[cfg(test)]
 mod tests {

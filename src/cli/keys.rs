@@ -64,7 +64,7 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             )
             .await
             .context("cannot record the new key in _audit; no key was created")?;
-            crate::archive::failpoint("key.create.recorded");
+            crate::failpoint::failpoint("key.create.recorded");
             store.create_key(rec.clone()).await?;
             if *json {
                 println!(
@@ -107,7 +107,7 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             if !store.revoke_key(id, &now).await? {
                 anyhow::bail!("no active key with id {id}");
             }
-            crate::archive::failpoint("key.revoke.done");
+            crate::failpoint::failpoint("key.revoke.done");
             crate::audit::record_required(
                 store.as_ref(),
                 "key.revoked",

@@ -4,8 +4,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod archive;
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
 mod bench_archive;
+#[cfg(feature = "bench")]
 mod bench_destinations;
 mod checkpoints;
 mod copy;
@@ -103,6 +106,7 @@ pub enum Command {
     /// /v1/openapi.json).
     Openapi,
     /// Measure performance (prints figures; see BENCHMARKS.md).
+    #[cfg(feature = "bench")]
     Bench {
         /// Benchmark to run.
         #[command(subcommand)]
@@ -233,6 +237,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "bench")]
         Command::Bench { command } => {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(bench::run(&config, command))

@@ -24,6 +24,7 @@
 //!
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
+#[cfg(test)]
 pub mod conformance;
 pub mod pg_tls;
 pub mod postgres;
