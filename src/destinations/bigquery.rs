@@ -59,8 +59,9 @@ pub struct BigQuery {
     token_uri: String,
     key: RsaKeyPair,
     token: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
-    timeout: Duration,
     policy: crate::net::Policy,
+    /// Built once: token requests and inserts reuse their connections.
+    client: Result<reqwest::Client, String>,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -111,7 +112,11 @@ impl BigQuery {
             token_uri: sa.token_uri,
             key,
             token: tokio::sync::Mutex::new(None),
-            timeout,
+            client: policy
+                .client_builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| crate::net::describe(&e)),
             policy,
         })
     }
@@ -209,12 +214,7 @@ impl BigQuery {
 #[async_trait]
 impl Destination for BigQuery {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = self
-            .policy
-            .client_builder()
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| retryable(crate::net::describe(&e)))?;
+        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
         let url = format!(
             "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
             self.endpoint, self.table.project, self.table.dataset, self.table.table
@@ -225,7 +225,7 @@ impl Destination for BigQuery {
             if rows.is_empty() {
                 break;
             }
-            let token = self.access_token(&c).await?;
+            let token = self.access_token(c).await?;
             let req = c
                 .post(&url)
                 .bearer_auth(&token)

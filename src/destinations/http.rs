@@ -30,12 +30,14 @@ fn retryable(message: String) -> DeliveryError {
 /// Most bytes of a HEC answer read (they are a few dozen bytes of JSON).
 const ANSWER_MAX: usize = 64 * 1024;
 
-fn client(policy: &Policy, timeout: Duration) -> Result<reqwest::Client, DeliveryError> {
+/// The destination's one client (guarded resolver, no redirects), built
+/// when the destination is: a batch reuses the connections of the last.
+fn client(policy: &Policy, timeout: Duration) -> Result<reqwest::Client, String> {
     policy
         .client_builder()
         .timeout(timeout)
         .build()
-        .map_err(|e| retryable(crate::net::describe(&e)))
+        .map_err(|e| crate::net::describe(&e))
 }
 
 /// Splunk HEC settings.
@@ -60,10 +62,11 @@ pub struct SplunkHec {
     url: String,
     token: Secret,
     settings: HecSettings,
-    timeout: Duration,
     encoding: Encoding,
     channel: String,
     policy: Policy,
+    /// Built once: every batch reuses its connections.
+    client: Result<reqwest::Client, String>,
 }
 
 impl SplunkHec {
@@ -80,9 +83,9 @@ impl SplunkHec {
             url: url.trim_end_matches('/').to_owned(),
             token,
             settings,
-            timeout,
             encoding,
             channel: uuid_like(),
+            client: client(&policy, timeout),
             policy,
         }
     }
@@ -139,7 +142,7 @@ fn uuid_like() -> String {
 #[async_trait]
 impl Destination for SplunkHec {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = client(&self.policy, self.timeout)?;
+        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
         let auth = format!("Splunk {}", self.token.expose());
         let mut req = c
             .post(format!("{}/services/collector/event", self.url))
@@ -222,9 +225,10 @@ pub struct DatadogLogs {
     url: String,
     key: Secret,
     settings: DatadogSettings,
-    timeout: Duration,
     encoding: Encoding,
     policy: Policy,
+    /// Built once: every batch reuses its connections.
+    client: Result<reqwest::Client, String>,
 }
 
 impl DatadogLogs {
@@ -241,8 +245,8 @@ impl DatadogLogs {
             url: url.trim_end_matches('/').to_owned(),
             key,
             settings,
-            timeout,
             encoding,
+            client: client(&policy, timeout),
             policy,
         }
     }
@@ -303,7 +307,7 @@ impl DatadogLogs {
 #[async_trait]
 impl Destination for DatadogLogs {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = client(&self.policy, self.timeout)?;
+        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
         for body in self.requests(batch)? {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;

@@ -247,3 +247,63 @@ async fn datadog_logs_gzip_entries_within_the_intake_limits() {
         "an entry over 1 MB: {e}"
     );
 }
+
+/// Each destination builds its HTTP client once: five batches reuse one
+/// keep-alive connection (a client per batch opened five).
+#[tokio::test]
+async fn each_destination_reuses_its_connection_across_batches() {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+
+    let peers: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let (p1, p2) = (peers.clone(), peers.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/v2/logs",
+            axum::routing::post(move |ConnectInfo(a): ConnectInfo<SocketAddr>| async move {
+                p1.lock().unwrap().insert(a);
+                StatusCode::ACCEPTED
+            }),
+        )
+        .route(
+            "/services/collector/event",
+            axum::routing::post(move |ConnectInfo(a): ConnectInfo<SocketAddr>| async move {
+                p2.lock().unwrap().insert(a);
+                (StatusCode::OK, r#"{"text":"Success","code":0}"#)
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    let dd = DatadogLogs::new(
+        &url,
+        Secret::new("dd-key-1".into()),
+        DatadogSettings::default(),
+        Duration::from_secs(5),
+        Encoding::Trailkeep,
+        local(),
+    );
+    for _ in 0..5 {
+        dd.deliver(&batch(3, 0)).await.unwrap();
+    }
+    assert_eq!(peers.lock().unwrap().len(), 1, "Datadog: one connection");
+    peers.lock().unwrap().clear();
+    let hec = SplunkHec::new(
+        &url,
+        Secret::new("hec-token-1".into()),
+        hec_settings(false),
+        Duration::from_secs(2),
+        Encoding::Trailkeep,
+        local(),
+    );
+    for _ in 0..5 {
+        hec.deliver(&batch(3, 0)).await.unwrap();
+    }
+    assert_eq!(peers.lock().unwrap().len(), 1, "HEC: one connection");
+}
