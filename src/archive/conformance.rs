@@ -1020,6 +1020,28 @@ mod faults {
         );
     }
 
+    /// A read-back that misses once (an eventually consistent HEAD) is
+    /// retried: the rewrite finds its own bytes, the run completes.
+    #[tokio::test]
+    async fn a_read_back_that_misses_once_is_retried() {
+        let Some(p) = proxy().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = setup(&p, dir.path()).await;
+        p.inject(Method::HEAD, "/events/", Fault::Status(404, "NoSuchKey"), 1);
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((r.events_archived, r.deleted), (250, 250));
+        let missed = p.log().iter().filter(|l| l.contains("NoSuchKey")).count();
+        assert_eq!(missed, 1, "{:#?}", p.log());
+        assert!(verify(&b).await.ok);
+        assert_eq!(
+            store.stream("s").await.unwrap().unwrap().archived_seq,
+            Some(250)
+        );
+    }
+
     /// A refused credential is not retried: one attempt, then the run stops
     /// naming the key and the cause (it used to be retried like a 5xx, as
     /// every store error was "transient").
