@@ -45,6 +45,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port in a "trailkeep serving … listen=127.0.0.1:PORT" log line
+/// (colour codes and all).
+fn serving_port(line: &str) -> Option<u16> {
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
@@ -66,19 +77,45 @@ impl Server {
         Self::start_with_env(data_dir, extra, &[]).await
     }
 
+    /// Starts `serve` on port 0 and learns the port the kernel gave it
+    /// from the server's own "serving" log line (no port is picked, freed
+    /// and hoped to be still free: that raced other tests).
     pub async fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,trailkeep::server=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Drain stderr for the life of the process (a full pipe would block
+        // its logging); the first "serving" line carries the address.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("trailkeep serving")
+                    && let Some(port) = serving_port(&line)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start (no 'trailkeep serving' line)");
+            }
+        };
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
