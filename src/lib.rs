@@ -24,11 +24,17 @@
 //! - [`net`]: outgoing HTTP to configured hosts and upstreams (SSRF guard,
 //!   redirect policy, body limits, redacted errors);
 //! - [`config`]: the config file; [`telemetry`]: logs and metrics;
-//! - [`cli`]: the `trailkeep` command line.
+//! - [`cli`]: the `trailkeep` command line; [`http`]: the listener (TLS,
+//!   timeouts, connection limit);
+//! - [`names`]: stream and config names, checked once by type;
+//! - [`audit`]: the `_audit` stream of administrative acts;
+//! - [`node`]: this process's lease-holder id; [`secret`]: values `Debug`
+//!   never shows; [`failpoint`]: crash-test hooks (`testing` feature only).
 //!
-//! Dependencies point inward: `api`/`cli`/`server` →
-//! `ingest`/`sources`/`archive`/`destinations`/`verify` → `store` →
-//! `chain`/`event`.
+//! Dependencies point down through five layers (ARCHITECTURE.md
+//! "Layers"; `tests/layering.rs` enforces them): `api`/`cli`/`server` →
+//! `archive`/`destinations`/`sources`/`verify`/`audit` → `ingest`/`auth` →
+//! `store` → `chain`/`event` and the other small modules.
 
 pub mod api;
 pub mod archive;

@@ -9,12 +9,10 @@
 //! only after the destination accepted, the lease that lets one node drive
 //! each destination, and status.
 //!
-//! Built so far: the trait, the driver, the filters, the `file`, `webhook`
-//! and object-store (`s3`, `gcs`, `azure_blob`) destinations, the
-//! `[[destinations]]` config, `serve` wiring, `GET /v1/destinations` and
-//! the CLI, Splunk HEC, Datadog Logs and BigQuery. Not yet (issue #5):
-//! feeding a destination from the archive when it fell behind the hot
-//! store, the delivery benchmark.
+//! Here: the trait, the shared driver (which feeds a destination from the
+//! archive when it fell behind the hot store), the `file`, `webhook`,
+//! object-store (`s3`, `gcs`, `azure_blob`), Splunk HEC, Datadog Logs and
+//! BigQuery destinations, and the `[[destinations]]` config.
 
 pub mod bigquery;
 pub mod config;

@@ -1,4 +1,4 @@
-//! The append path: requests from HTTP (and later sources) are gathered by
+//! The append path: requests from HTTP and from sources are gathered by
 //! one batcher task into group commits against the [`Store`].
 //!
 //! - Every request waits for the commit that contains it; the reply is the

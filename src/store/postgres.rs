@@ -16,8 +16,8 @@
 //! checked against the locked head row in every transaction: another node's
 //! append shows up as a different head and the tiles are re-read.
 //!
-//! Not here yet (issue #7): leases, TLS to PostgreSQL, pool settings in the
-//! config file, `trailkeep migrate` and `copy`.
+//! Leases, `sslmode` TLS (`pg_tls`), pool settings, `migrate` and `copy`
+//! work on it as on SQLite; streams are not yet owned by nodes (issue #19).
 
 use std::collections::HashMap;
 use std::str::FromStr;
