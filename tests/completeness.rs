@@ -535,9 +535,18 @@ async fn verify_finishes_when_a_batch_holds_one_event() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    let out = verify_within(&data, 60);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// Runs `verify --json` on `data`; panics (and kills it) when it runs
+/// longer than `secs`.
+fn verify_within(data: &Path, secs: u64) -> std::process::Output {
     let child = std::process::Command::new(common::BIN)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .args(["verify", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -545,18 +554,60 @@ async fn verify_finishes_when_a_batch_holds_one_event() {
         .unwrap();
     let id = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !waiter.is_finished() {
         if std::time::Instant::now() > deadline {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &id.to_string()])
                 .status();
-            panic!("verify did not finish within 60 s on a one-event batch");
+            panic!("verify did not finish within {secs} s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = waiter.join().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{v}");
-    assert_eq!(v["ok"], true, "{v}");
+    waiter.join().unwrap()
+}
+
+/// Found by review: a batch record planted at the highest seq a store
+/// holds made combined verify page the same row forever (and grow its
+/// problem list until memory ran out). It must finish and locate it.
+#[tokio::test]
+async fn a_planted_batch_record_at_the_last_seq_is_located_not_looped_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "admin");
+    let server = Server::start(&data, &[]).await;
+    post(&server, &key, "s", 1, 3).await;
+    server.terminate();
+    let run = trailkeep(&data, &["archive", "run", "--older-than", "0s"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+    c.execute(
+        "INSERT INTO archive_batches SELECT stream_id, 9223372036854775807, 9223372036854775807, 1, \
+         first_time, last_time, last_hash, 'planted', object_sha256, object_size, raw_size, \
+         'planted.json', manifest_sha256, created FROM archive_batches \
+         WHERE stream_id = (SELECT id FROM streams WHERE name = 's')",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let out = verify_within(&data, 60);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    let found = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["problems"].as_array().unwrap())
+        .any(|p| p["key"] == "planted.json");
+    assert!(found, "the planted record is located: {v}");
 }

@@ -414,6 +414,7 @@ impl Bucket {
     ///
     /// # Errors
     /// No lock configured (no signed client), or the request failed.
+    #[cfg(test)]
     pub async fn delete_version(&self, rel: &str, version: &str) -> Result<u16, ArchiveError> {
         let lock = self
             .lock

@@ -92,8 +92,12 @@ impl ObjectLock {
         settings: LockSettings,
         timeout: Duration,
     ) -> Result<Self, ArchiveError> {
+        // No redirects (they would carry the signed headers and the session
+        // token to another host) and no proxy from the environment.
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| ArchiveError::Location(format!("object lock client: {e}")))?;
         Ok(Self {
@@ -161,7 +165,11 @@ impl ObjectLock {
             .map_err(|e| format!("cannot reach the bucket: {}", crate::net::describe(&e)))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
+        // S3's answers here are a few hundred bytes; read no more than 4 KiB.
+        let text = crate::net::read_limited(resp, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b.bytes).into_owned())
+            .unwrap_or_default();
         Ok((status, headers, text))
     }
 
@@ -240,6 +248,7 @@ impl ObjectLock {
 
     /// Deletes one version of `key` for good (what an intruder with the
     /// bucket's credentials would try): the HTTP status S3 answers.
+    #[cfg(test)]
     pub(super) async fn delete_version(&self, key: &str, version: &str) -> Result<u16, String> {
         let query = format!("?versionId={}", utf8_percent_encode(version, SEGMENT));
         Ok(self.send(http::Method::DELETE, key, &query, None).await?.0)

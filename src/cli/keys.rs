@@ -65,7 +65,17 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             .await
             .context("cannot record the new key in _audit; no key was created")?;
             crate::failpoint::failpoint("key.create.recorded");
-            store.create_key(rec.clone()).await?;
+            if let Err(e) = store.create_key(rec.clone()).await {
+                // The record above names a key that now does not exist.
+                crate::audit::record(
+                    store.as_ref(),
+                    "key.create_failed",
+                    crate::audit::Actor::Cli,
+                    serde_json::json!({"key_id": rec.id}),
+                )
+                .await;
+                return Err(e.into());
+            }
             if *json {
                 println!(
                     "{}",

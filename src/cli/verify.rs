@@ -426,7 +426,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
         .await?
         .iter()
         .filter(|s| args.stream.as_ref().is_none_or(|o| *o == s.name))
-        .map(|s| s.head_seq - s.archived_seq.unwrap_or(0))
+        .map(|s| s.head_seq.saturating_sub(s.archived_seq.unwrap_or(0)))
         .sum();
     let bar = ProgressBar::new(total);
     bar.set_style(

@@ -729,8 +729,13 @@ pub async fn cross_check_archive(
             let page = store.archive_batches(Some(&info.name), after, 1000).await?;
             let Some(last) = page.last() else { break };
             // Pages are by start seq: the next starts after this last start
-            // (by its end, a one-event batch was read again forever).
-            after = last.start_seq + 1;
+            // (by its end, a one-event batch was read again forever). A
+            // page that does not move on (a planted row at the highest seq
+            // a store holds) ends the walk instead of repeating it.
+            match last.start_seq.checked_add(1) {
+                Some(next) if next > after => after = next,
+                _ => break,
+            }
             for b in &page {
                 let Some(ms) = manifests else {
                     let e = absent.get_or_insert((b.start_seq, b.end_seq, 0));
