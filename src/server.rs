@@ -292,6 +292,7 @@ pub struct Running {
     batcher: tokio::task::JoinHandle<()>,
     checkpointer: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
     sources: Vec<tokio::task::JoinHandle<()>>,
     stop_sources: tokio::sync::watch::Sender<bool>,
     archive_task: Option<tokio::task::JoinHandle<()>>,
@@ -317,6 +318,9 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
     let (appender, batcher) = Appender::start(store.clone(), config.batch);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    // The archiver and the `_audit` flush stop before the checkpointer's last
+    // round, so what they write at stop is signed by it.
+    let (stop_workers, _) = tokio::sync::watch::channel(false);
     let checkpointer = tokio::spawn(checkpointer::run(
         store.clone(),
         node.clone(),
@@ -328,11 +332,11 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let archiver =
         Arc::new(archiver(config, store.clone(), signer.clone())?.with_node(node.clone()));
     let archive_task = config.archive.enabled.then(|| {
-        let index = tokio::spawn(index_worker(archiver.clone(), stop.subscribe()));
+        let index = tokio::spawn(index_worker(archiver.clone(), stop_workers.subscribe()));
         let run = tokio::spawn(archive_worker(
             archiver.clone(),
             config.archive.schedule,
-            stop.subscribe(),
+            stop_workers.subscribe(),
         ));
         tokio::spawn(async move {
             let _ = tokio::join!(index, run);
@@ -364,7 +368,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let audit_task = tokio::spawn(flush_refusals(
         store.clone(),
         refusals.clone(),
-        stop.subscribe(),
+        stop_workers.subscribe(),
     ));
     let state = Arc::new(crate::api::Shared {
         destinations,
@@ -410,6 +414,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         batcher,
         checkpointer,
         stop,
+        stop_workers,
         sources,
         stop_sources,
         archive_task,
@@ -435,6 +440,7 @@ impl Running {
             batcher,
             checkpointer,
             stop,
+            stop_workers,
             sources,
             stop_sources,
             archive_task,
@@ -456,12 +462,16 @@ impl Running {
         }
         drop(state);
         let _ = batcher.await;
-        let _ = stop.send(true);
-        let _ = checkpointer.await;
+        // The archiver and the last `_audit` flush write through the store
+        // directly: they finish before the checkpointer's last round, so
+        // nothing they write at stop is left unsigned.
+        let _ = stop_workers.send(true);
         let _ = audit_task.await;
         if let Some(t) = archive_task {
             let _ = t.await;
         }
+        let _ = stop.send(true);
+        let _ = checkpointer.await;
     }
 }
 

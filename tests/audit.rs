@@ -397,3 +397,37 @@ async fn a_crash_never_leaves_a_key_unrecorded_or_a_revocation_untrue() {
     let after = keys(&data);
     assert!(after[0]["revoked"].is_string(), "revoked: {after:?}");
 }
+
+/// Found by review: the refusals flushed to `_audit` at stop raced the
+/// checkpointer's last round and could stay unsigned. After a clean stop,
+/// `_audit`'s latest checkpoint covers its head.
+#[tokio::test]
+async fn what_audit_records_at_stop_is_signed_before_the_process_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_key(&data, "admin");
+    for _ in 0..3 {
+        let server = Server::start(&data, &[]).await;
+        let c = reqwest::Client::new();
+        for _ in 0..3 {
+            let r = c
+                .get(format!("{}/v1/streams", server.url))
+                .bearer_auth("tk_nope_nope")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        assert_eq!(server.terminate().code(), Some(0));
+        let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+        let (head, signed): (i64, i64) = c
+            .query_row(
+                "SELECT s.head_seq, COALESCE((SELECT MAX(size) FROM checkpoints k WHERE k.stream_id = s.id), 0) \
+                 FROM streams s WHERE s.name = '_audit'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(signed, head, "_audit's head {head} is signed at stop");
+    }
+}
