@@ -524,17 +524,7 @@ async fn a_checkpoint_held_by_a_destination_catches_a_rewrite_with_checkpoints_r
 #[tokio::test]
 async fn verify_finishes_when_a_batch_holds_one_event() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let key = create_key(&data, "admin");
-    let server = Server::start(&data, &[]).await;
-    post(&server, &key, "one", 1, 1).await;
-    server.terminate();
-    let run = trailkeep(&data, &["archive", "run", "--older-than", "0s"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let data = archived(dir.path(), "one", 1).await;
     let out = verify_within(&data, 60);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{v}");
@@ -573,17 +563,7 @@ fn verify_within(data: &Path, secs: u64) -> std::process::Output {
 #[tokio::test]
 async fn a_planted_batch_record_at_the_last_seq_is_located_not_looped_on() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let key = create_key(&data, "admin");
-    let server = Server::start(&data, &[]).await;
-    post(&server, &key, "s", 1, 3).await;
-    server.terminate();
-    let run = trailkeep(&data, &["archive", "run", "--older-than", "0s"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let data = archived(dir.path(), "s", 3).await;
     let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
     c.execute(
         "INSERT INTO archive_batches SELECT stream_id, 9223372036854775807, 9223372036854775807, 1, \
@@ -610,4 +590,21 @@ async fn a_planted_batch_record_at_the_last_seq_is_located_not_looped_on() {
         .flat_map(|s| s["problems"].as_array().unwrap())
         .any(|p| p["key"] == "planted.json");
     assert!(found, "the planted record is located: {v}");
+}
+
+/// A data directory under `dir` whose `stream` had `n` events, all archived
+/// (and deleted from hot) by `archive run --older-than 0s`.
+async fn archived(dir: &Path, stream: &str, n: usize) -> PathBuf {
+    let data = dir.join("data");
+    let key = create_key(&data, "admin");
+    let server = Server::start(&data, &[]).await;
+    post(&server, &key, stream, 1, n).await;
+    server.terminate();
+    let run = trailkeep(&data, &["archive", "run", "--older-than", "0s"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    data
 }
