@@ -28,13 +28,14 @@
 //!   timeouts, connection limit);
 //! - [`names`]: stream and config names, checked once by type;
 //! - [`audit`]: the `_audit` stream of administrative acts;
-//! - [`node`]: this process's lease-holder id; [`secret`]: values `Debug`
+//! - [`node`]: this process's lease-holder id; [`lease`]: taking and
+//!   keeping a lease (one place for all four jobs); [`secret`]: values `Debug`
 //!   never shows; [`failpoint`]: crash-test hooks (`testing` feature only).
 //!
 //! Dependencies point down through five layers (ARCHITECTURE.md
 //! "Layers"; `tests/layering.rs` enforces them): `api`/`cli`/`server` →
 //! `archive`/`destinations`/`sources`/`verify`/`audit` → `ingest`/`auth` →
-//! `store` → `chain`/`event` and the other small modules.
+//! `store`/`lease` → `chain`/`event` and the other small modules.
 
 pub mod api;
 pub mod archive;
@@ -53,6 +54,7 @@ pub mod http;
 pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
+pub mod lease;
 pub mod names;
 pub mod net;
 pub mod node;

@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "telemetry",
     ],
     // The hot store and what writes the log's own records through it.
-    &["store", "selflog"],
+    &["store", "selflog", "lease"],
     // The append path and API keys.
     &["ingest", "auth"],
     // The services: archive, delivery, sources, verification, self-audit.

@@ -354,30 +354,19 @@ impl Archiver {
         F: FnOnce(Lease) -> Fut,
         Fut: std::future::Future<Output = Result<T, ArchiveError>>,
     {
-        let holder = self.node.to_string();
-        let ttl = self.settings.lease_ttl;
-        let lease = self
-            .store
-            .acquire_lease(LEASE, &holder, ttl)
-            .await?
-            .ok_or(ArchiveError::Busy)?;
-        let renew = {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    match store.acquire_lease(LEASE, &holder, ttl).await {
-                        Ok(Some(_)) => {}
-                        // Lost: the run's fenced writes now fail and it stops.
-                        Ok(None) => return,
-                        Err(e) => tracing::warn!(error = %e, "cannot renew the archiver lease"),
-                    }
-                }
-            })
-        };
-        let out = f(lease.clone()).await;
-        renew.abort();
-        let _ = self.store.release_lease(&lease).await;
+        let keeper = crate::lease::LeaseKeeper::take(
+            self.store.clone(),
+            LEASE,
+            &self.node,
+            self.settings.lease_ttl,
+        )
+        .await?
+        .ok_or(ArchiveError::Busy)?;
+        // Renewed in the background; if it is lost, the run's fenced writes
+        // fail and it stops.
+        let lease = keeper.held().ok_or(ArchiveError::Busy)?;
+        let out = f(lease).await;
+        keeper.release().await;
         out
     }
 

@@ -164,40 +164,18 @@ pub async fn run(
     // The lease is taken and renewed in the background every third of its
     // TTL (a few writes a minute, not one per poll), also while a batch is
     // being retried for a long time; a standby node tries as often.
-    let lease_name = format!("{LEASE_PREFIX}{}", settings.name);
-    let holder = node.to_string();
-    let slot: Arc<Mutex<Option<Lease>>> = Arc::default();
-    let renewer = {
-        let (store, slot, name, ttl) = (
-            store.clone(),
-            slot.clone(),
-            settings.name.clone(),
-            settings.lease_ttl,
-        );
-        tokio::spawn(async move {
-            loop {
-                let got = match store.acquire_lease(&lease_name, &holder, ttl).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(destination = %name, error = %e, "cannot take the destination's lease");
-                        None
-                    }
-                };
-                *slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = got;
-                tokio::time::sleep(ttl / 3).await;
-            }
-        })
-    };
+    let keeper = crate::lease::LeaseKeeper::keep(
+        store.clone(),
+        &format!("{LEASE_PREFIX}{}", settings.name),
+        &node,
+        settings.lease_ttl,
+    )
+    .await;
     loop {
         if *stop.borrow() {
             break;
         }
-        let held = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let held = keeper.held();
         let worked = match (&held, handle.status().paused) {
             (Some(lease), false) => {
                 match round(&store, dest.as_ref(), &settings, &handle, lease, &mut stop).await {
@@ -219,14 +197,7 @@ pub async fn run(
             }
         }
     }
-    renewer.abort();
-    let held = slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
-    if let Some(l) = held {
-        let _ = store.release_lease(&l).await;
-    }
+    keeper.release().await;
 }
 
 fn record_error(handle: &DriverHandle, message: &str, detail: Option<&str>) {

@@ -106,8 +106,8 @@ pub const LEASE: &str = "checkpointer";
 /// Runs the checkpointer until `shutdown` turns true, then runs a final
 /// round and hands the lease over.
 ///
-/// One node signs at a time: each round takes (or renews) the lease
-/// `checkpointer`, asks the store which streams are past their latest
+/// One node signs at a time: it keeps the lease `checkpointer` (renewed
+/// every `interval`); each round asks the store which streams are past their latest
 /// checkpoint (whichever node committed them) and signs those. Nodes without
 /// the lease skip the round.
 pub async fn run(
@@ -121,20 +121,13 @@ pub async fn run(
     let ttl = (interval * 3).max(Duration::from_secs(3));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut held: Option<crate::store::Lease>;
+    let keeper = crate::lease::LeaseKeeper::keep(store.clone(), LEASE, &node, ttl).await;
     loop {
         let stop = tokio::select! {
             _ = tick.tick() => false,
             _ = shutdown.changed() => true,
         };
-        held = match store.acquire_lease(LEASE, node.as_str(), ttl).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpointer cannot take its lease");
-                None
-            }
-        };
-        if held.is_some() {
+        if keeper.held().is_some() {
             round(store.as_ref(), &signer, &log_name).await;
         }
         // Only a round that began after the stop signal is the last one: a
@@ -145,9 +138,7 @@ pub async fn run(
             break;
         }
     }
-    if let Some(l) = held {
-        let _ = store.release_lease(&l).await;
-    }
+    keeper.release().await;
 }
 
 async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {

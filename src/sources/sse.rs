@@ -42,14 +42,16 @@ struct Runner {
     state: SourceState,
     server_retry: Option<Duration>,
     connections: u64,
+    keeper: crate::lease::LeaseKeeper,
+    /// The lease this connection runs under (its writes are fenced by it).
     lease: Option<crate::store::Lease>,
     lease_lost: bool,
 }
 
 /// Runs the source until `shutdown` turns true.
 ///
-/// Exactly one node runs a source: the loop first takes (or renews) the
-/// lease `source:NAME`; a node that cannot stands by and retries. The
+/// Exactly one node runs a source: the one holding the lease `source:NAME`
+/// (kept by a [`crate::lease::LeaseKeeper`]); the others stand by. The
 /// source's state is read only after taking the lease (it is where the last
 /// holder left it), and every state write is fenced by the lease.
 pub async fn run(
@@ -61,7 +63,15 @@ pub async fn run(
     store: Arc<dyn Store>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let keeper = crate::lease::LeaseKeeper::keep(
+        store.clone(),
+        &format!("source:{}", cfg.name),
+        &node,
+        cfg.lease_ttl,
+    )
+    .await;
     let mut r = Runner {
+        keeper,
         node,
         cfg,
         key,
@@ -79,28 +89,21 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        match r
-            .store
-            .acquire_lease(&r.lease_name(), r.node.as_str(), r.cfg.lease_ttl)
-            .await
-        {
-            Ok(Some(l)) => {
+        match r.keeper.held() {
+            Some(l) => {
                 let fresh = r.lease.as_ref().is_none_or(|o| o.token != l.token);
                 r.lease = Some(l);
                 r.lease_lost = false;
                 if fresh {
                     r.load_state().await;
-                    tracing::info!(source = %r.cfg.name, node = %r.node, "took the source's lease");
+                    tracing::info!(source = %r.cfg.name, node = %r.node, "running the source here");
                 }
             }
-            outcome => {
-                if let Err(e) = outcome {
-                    tracing::warn!(source = %r.cfg.name, error = %e, "cannot take the source's lease");
-                }
+            None => {
                 r.lease = None;
                 // Another node runs this source: stand by.
                 tokio::select! {
-                    _ = tokio::time::sleep(r.cfg.lease_ttl / 3) => continue,
+                    () = r.keeper.changed() => continue,
                     _ = shutdown.changed() => break,
                 }
             }
@@ -143,9 +146,7 @@ pub async fn run(
         }
     }
     // Hand the source over at once rather than after the lease expires.
-    if let Some(l) = r.lease.take() {
-        let _ = r.store.release_lease(&l).await;
-    }
+    r.keeper.release().await;
 }
 
 /// Returns a uniformly random duration in `[0, max]` (full jitter).
@@ -168,10 +169,6 @@ impl Runner {
             self.server_retry,
             failures,
         )
-    }
-
-    fn lease_name(&self) -> String {
-        format!("source:{}", self.cfg.name)
     }
 
     /// Reads the state as the last holder left it.
@@ -214,22 +211,18 @@ impl Runner {
         }
     }
 
-    /// Renews the lease; losing it (another token) ends the connection.
-    async fn renew(&mut self) -> Result<(), String> {
-        match self
-            .store
-            .acquire_lease(&self.lease_name(), self.node.as_str(), self.cfg.lease_ttl)
-            .await
-        {
-            Ok(Some(l)) if self.lease.as_ref().is_some_and(|o| o.token == l.token) => {
-                self.lease = Some(l);
-                Ok(())
-            }
-            Ok(_) => {
-                self.lease_lost = true;
-                Err("lease lost to another node".into())
-            }
-            Err(e) => Err(format!("cannot renew the source's lease: {e}")),
+    /// Checks that the keeper still holds the lease this connection runs
+    /// under; losing it (expired, or another token) ends the connection.
+    fn still_held(&mut self) -> Result<(), String> {
+        let same = match (self.keeper.held(), &self.lease) {
+            (Some(now), Some(ours)) => now.token == ours.token,
+            _ => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            self.lease_lost = true;
+            Err("lease lost to another node".into())
         }
     }
 
@@ -273,7 +266,6 @@ impl Runner {
             self.cfg.max_event_bytes,
         ));
         let mut n = 0u64;
-        let mut next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
         let mut last_id = self.state.last_event_id.clone();
         // Per the SSE spec a frame without `id:` inherits the previous id
         // (see `map_frame`).
@@ -283,10 +275,7 @@ impl Runner {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => return Ok(End::Shutdown),
-                    _ = tokio::time::sleep_until(next_renew) => {
-                        self.renew().await?;
-                        next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
-                    }
+                    () = self.keeper.changed() => self.still_held()?,
                     item = events.next() => break item,
                 }
             };
@@ -400,10 +389,7 @@ impl Runner {
             if self.lease_lost {
                 return Err("lease lost to another node".into());
             }
-            if tokio::time::Instant::now() >= next_renew {
-                self.renew().await?;
-                next_renew = tokio::time::Instant::now() + self.cfg.lease_ttl / 3;
-            }
+            self.still_held()?;
             if let Some(f) = failure {
                 return Err(f);
             }
