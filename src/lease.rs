@@ -25,14 +25,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::node::NodeId;
-use crate::store::{Lease, Result, Store};
+use crate::store::{Lease, LeaseStore, Result};
 
 /// What the keeper last learnt: the lease and when the store granted it.
 type Held = Option<(Lease, Instant)>;
 
 /// Keeps one named lease for one node; see the module docs.
 pub struct LeaseKeeper {
-    store: Arc<dyn Store>,
+    store: Arc<dyn LeaseStore>,
     name: String,
     ttl: Duration,
     state: watch::Receiver<Held>,
@@ -52,7 +52,12 @@ impl std::fmt::Debug for LeaseKeeper {
 impl LeaseKeeper {
     /// Starts keeping `name` for `node`: asks once now (a failure is logged
     /// and counts as not held), then every `ttl / 3`.
-    pub async fn keep(store: Arc<dyn Store>, name: &str, node: &NodeId, ttl: Duration) -> Self {
+    pub async fn keep(
+        store: Arc<dyn LeaseStore>,
+        name: &str,
+        node: &NodeId,
+        ttl: Duration,
+    ) -> Self {
         let first = match store.acquire_lease(name, node.as_str(), ttl).await {
             Ok(l) => l,
             Err(e) => {
@@ -69,7 +74,7 @@ impl LeaseKeeper {
     /// # Errors
     /// The store's error on the first attempt.
     pub async fn take(
-        store: Arc<dyn Store>,
+        store: Arc<dyn LeaseStore>,
         name: &str,
         node: &NodeId,
         ttl: Duration,
@@ -81,7 +86,7 @@ impl LeaseKeeper {
     }
 
     fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn LeaseStore>,
         name: &str,
         node: &NodeId,
         ttl: Duration,
@@ -184,7 +189,7 @@ fn report(name: &str, before: Option<&Lease>, now: Option<&Lease>) {
 }
 
 async fn renew(
-    store: Arc<dyn Store>,
+    store: Arc<dyn LeaseStore>,
     name: String,
     holder: String,
     ttl: Duration,
@@ -218,7 +223,7 @@ mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
 
-    async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    async fn store() -> (tempfile::TempDir, Arc<dyn LeaseStore>) {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("hot.db")).unwrap();
         (dir, Arc::new(s))

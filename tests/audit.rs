@@ -3,6 +3,7 @@
 //! the token; and TLS on the listener with a reload on SIGHUP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use trailkeep::store::EventStore;
 mod common;
 
 use std::path::Path;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, Server, create_key, free_port, trailkeep};
 use serde_json::{Value, json};
-use trailkeep::store::Store as _;
 
 async fn audit_events(data: &Path) -> Vec<Value> {
     let out = trailkeep(data, &["verify", "--json"]);

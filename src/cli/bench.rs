@@ -5,6 +5,8 @@
 //! directory (same machine, same cores: the figures include the server's
 //! cost of parsing, validating, hashing and committing).
 
+use crate::store::EventStore;
+use crate::store::KeyStore;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,6 +9,9 @@
 //! signed checkpoint of each stream, source states and rejected events come
 //! along. The target is verified at the end with the same verifier key.
 
+use crate::store::EventStore;
+use crate::store::KeyStore;
+use crate::store::SourceStore;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -19,9 +22,9 @@ use serde_json::Value;
 use crate::chain::note::NoteSigner;
 use crate::config::Config;
 use crate::event::NewEvent;
+use crate::store::AppendGroup;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AppendGroup, Store};
 
 /// Arguments of `copy`.
 #[derive(Debug, Args)]

@@ -24,10 +24,12 @@
 //!
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
+pub(crate) mod append;
 #[cfg(test)]
 pub mod conformance;
 pub mod pg_tls;
 pub mod postgres;
+pub(crate) mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -394,9 +396,9 @@ pub struct RejectedEvent {
     pub raw: String,
 }
 
-/// The hot store. See the module docs for the contract.
+/// Events, heads, tiles and checkpoints: the log itself.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait EventStore: Send + Sync + 'static {
     /// Appends every group in one durable transaction.
     ///
     /// # Errors
@@ -461,7 +463,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn latest_checkpoint(&self, stream: &str) -> Result<Option<StoredCheckpoint>>;
+}
 
+/// API keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Stores a new API key.
     ///
     /// # Errors
@@ -485,32 +491,17 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool>;
+}
 
+/// Sources' resume state and rejected events.
+#[async_trait]
+pub trait SourceStore: Send + Sync + 'static {
     /// Stores a source's state (replacing the previous one). With `fence`,
     /// the lease is checked in the same transaction.
     ///
     /// # Errors
     /// Backend errors; [`StoreError::Fenced`] when `fence` is no longer held.
     async fn put_source_state(&self, state: SourceState, fence: Option<&Lease>) -> Result<()>;
-
-    /// Takes or renews the lease `name` for `holder` for `ttl`: granted when
-    /// free, expired, or already held by `holder` (a renewal keeps the token;
-    /// a new holder gets a larger one). `None` when another node holds it.
-    ///
-    /// # Errors
-    /// Backend errors.
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Lease>>;
-
-    /// Gives a lease up (if still held), so another node can take it at once.
-    ///
-    /// # Errors
-    /// Backend errors.
-    async fn release_lease(&self, lease: &Lease) -> Result<()>;
 
     /// Returns every source's stored state.
     ///
@@ -530,7 +521,34 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>>;
+}
 
+/// Leases: one node at a time per job (see [`crate::lease`]).
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes or renews the lease `name` for `holder` for `ttl`: granted when
+    /// free, expired, or already held by `holder` (a renewal keeps the token;
+    /// a new holder gets a larger one). `None` when another node holds it.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Gives a lease up (if still held), so another node can take it at once.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+}
+
+/// The archive's record of archived batches, hot deletion and restore.
+#[async_trait]
+pub trait ArchiveLedger: Send + Sync + 'static {
     /// Records an archived batch. It must start right after the stream's
     /// last recorded batch (at 1 for the first) and end at or below the
     /// head; recording the same batch again is a no-op. With `fence`, the
@@ -589,7 +607,11 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<RestoredEvent>,
         at: &str,
     ) -> Result<u64>;
+}
 
+/// Destinations' cursors and dead letters.
+#[async_trait]
+pub trait DeliveryLedger: Send + Sync + 'static {
     /// Creates or moves a destination's cursor on a stream.
     ///
     /// # Errors
@@ -637,9 +659,22 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool>;
 }
 
+/// The hot store: every part of it, as one trait object. See the module
+/// docs for the contract; each part is its own trait so a job can be
+/// handed only what it uses (a lease keeper needs only [`LeaseStore`]).
+pub trait Store:
+    EventStore + KeyStore + SourceStore + LeaseStore + ArchiveLedger + DeliveryLedger
+{
+}
+
+impl<T> Store for T where
+    T: EventStore + KeyStore + SourceStore + LeaseStore + ArchiveLedger + DeliveryLedger
+{
+}
+
 /// Checks that an identical batch is being recorded again (the creation
 /// time may differ: a retried run records later).
-pub(crate) fn same_batch(existing: &ArchiveBatch, new: &ArchiveBatch) -> Result<()> {
+fn same_batch(existing: &ArchiveBatch, new: &ArchiveBatch) -> Result<()> {
     let mut a = existing.clone();
     a.created.clone_from(&new.created);
     if a == *new {
@@ -652,12 +687,40 @@ pub(crate) fn same_batch(existing: &ArchiveBatch, new: &ArchiveBatch) -> Result<
     }
 }
 
-/// Checks that `batch` continues the stream's recorded batches.
-pub(crate) fn check_batch_fits(
-    batch: &ArchiveBatch,
-    last_end: Option<u64>,
+/// The rule for recording an archive batch, whichever backend: with
+/// `existing` (the batch recorded at its start seq, if any), `last_end`
+/// (the stream's highest recorded end seq) and `head`, whether `batch` is
+/// new and must be inserted (`false`: the same batch is already recorded).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for a batch that differs from the one recorded
+/// at its start, or does not continue the recorded ones.
+pub(crate) fn batch_is_new(
+    existing: Option<&ArchiveBatch>,
+    last_end: Option<i64>,
     head: u64,
-) -> Result<()> {
+    batch: &ArchiveBatch,
+) -> Result<bool> {
+    if let Some(e) = existing {
+        same_batch(e, batch)?;
+        return Ok(false);
+    }
+    let last_end = last_end
+        .map(|l| {
+            u64::try_from(l).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "stream {}: negative archive batch end {l}",
+                    batch.stream
+                ))
+            })
+        })
+        .transpose()?;
+    check_batch_fits(batch, last_end, head)?;
+    Ok(true)
+}
+
+/// Checks that `batch` continues the stream's recorded batches.
+fn check_batch_fits(batch: &ArchiveBatch, last_end: Option<u64>, head: u64) -> Result<()> {
     let want = last_end.map_or(1, |l| l + 1);
     let bad = |why: String| {
         Err(StoreError::Corrupt(format!(

@@ -19,6 +19,8 @@
 //! Leases, `sslmode` TLS (`pg_tls`), pool settings, `migrate` and `copy`
 //! work on it as on SQLite; streams are not yet owned by nodes (issue #19).
 
+mod append;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -27,41 +29,36 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use super::rows::{BATCH_COLUMNS, KEY_COLUMNS};
 use super::{
-    Accepted, AppendGroup, GroupResult, Head, KeyRecord, Lease, RejectedEvent, Result, SourceState,
-    Store, StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
+    AppendGroup, GroupResult, KeyRecord, Lease, RejectedEvent, Result, SourceState, StoreError,
+    StoredCheckpoint, StoredEvent, StreamInfo,
 };
 use super::{ArchiveBatch, DeadLetter, DeliveryCursor, RestoredEvent};
-use crate::chain::tiles::{TileId, TileWriter, changed_strips, join_strips, partial_tiles};
-use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
-use crate::event::{canonical_bytes, format_received};
+use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
+use crate::chain::tiles::TileId;
+use crate::event::format_received;
+use append::read_tile;
 
 const MIGRATIONS: [&str; 4] = [
-    include_str!("sql/postgres/001_init.sql"),
-    include_str!("sql/postgres/002_leases.sql"),
-    include_str!("sql/postgres/003_archive.sql"),
-    include_str!("sql/postgres/004_dead_letters.sql"),
+    include_str!("../sql/postgres/001_init.sql"),
+    include_str!("../sql/postgres/002_leases.sql"),
+    include_str!("../sql/postgres/003_archive.sql"),
+    include_str!("../sql/postgres/004_dead_letters.sql"),
 ];
 
-const BATCH_COLUMNS: &str = "s.name, b.start_seq, b.end_seq, b.count, b.first_time, b.last_time, b.last_hash, b.object_key, \
-    b.object_sha256, b.object_size, b.raw_size, b.manifest_key, b.manifest_sha256, b.created";
-
-fn batch_from_row(r: &tokio_postgres::Row) -> ArchiveBatch {
-    ArchiveBatch {
-        stream: r.get(0),
-        start_seq: r.get::<_, i64>(1) as u64,
-        end_seq: r.get::<_, i64>(2) as u64,
-        count: r.get::<_, i64>(3) as u64,
-        first_time: r.get(4),
-        last_time: r.get(5),
-        last_hash: r.get(6),
-        object_key: r.get(7),
-        object_sha256: r.get(8),
-        object_size: r.get::<_, i64>(9) as u64,
-        raw_size: r.get::<_, i64>(10) as u64,
-        manifest_key: r.get(11),
-        manifest_sha256: r.get(12),
-        created: r.get(13),
+impl super::rows::Columns for tokio_postgres::Row {
+    fn text(&self, i: usize) -> Result<String> {
+        self.try_get(i).map_err(backend)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.try_get(i).map_err(backend)
+    }
+    fn int(&self, i: usize) -> Result<i64> {
+        self.try_get(i).map_err(backend)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        self.try_get(i).map_err(backend)
     }
 }
 
@@ -111,13 +108,6 @@ enum Tls {
     Rustls(tokio_postgres_rustls::MakeRustlsConnect),
 }
 
-struct StreamCache {
-    id: i64,
-    head_seq: u64,
-    head_hash: String,
-    tiles: TileWriter,
-}
-
 /// Connection pool settings (`[postgres]` in the config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -140,7 +130,7 @@ impl Default for PoolSettings {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    cache: Arc<Mutex<HashMap<String, StreamCache>>>,
+    cache: Arc<Mutex<HashMap<String, crate::store::append::StreamHead>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -274,251 +264,10 @@ impl PostgresStore {
         .map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
-
-    /// One transaction for the whole call. Groups are merged per stream (a
-    /// commit from 64 single-event requests to 4 streams costs 4 rounds of
-    /// statements, not 64), and the streams' head rows are locked in name
-    /// order, so two nodes never wait on each other in a cycle (deadlock).
-    async fn append_tx(
-        &self,
-        groups: Vec<AppendGroup>,
-        taken: &mut HashMap<String, StreamCache>,
-    ) -> Result<Vec<GroupResult>> {
-        let mut per_stream: std::collections::BTreeMap<&str, Vec<(usize, usize)>> =
-            std::collections::BTreeMap::new();
-        for (gi, g) in groups.iter().enumerate() {
-            let refs = per_stream.entry(g.stream.as_str()).or_default();
-            refs.extend((0..g.events.len()).map(|ei| (gi, ei)));
-        }
-        let mut slots: Vec<Vec<Option<Accepted>>> =
-            groups.iter().map(|g| vec![None; g.events.len()]).collect();
-        let mut heads: HashMap<&str, Head> = HashMap::new();
-        // Until COMMIT is sent the server cannot commit this transaction, so
-        // any error before it stores nothing (even on a dropped connection).
-        let rolled = |e: StoreError| match e {
-            StoreError::Backend { message, .. } => {
-                StoreError::RolledBack(format!("postgres: {message}"))
-            }
-            other => other,
-        };
-        let mut client = self.client().await.map_err(rolled)?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(backend)
-            .map_err(rolled)?;
-        let written: Result<()> = async {
-        for (stream, refs) in &per_stream {
-            let stream: &str = stream;
-            let now = format_received(time::OffsetDateTime::now_utc());
-            tx.execute(
-                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
-                &[&stream, &ZERO_HASH_HEX, &now],
-            )
-            .await
-            .map_err(backend)?;
-            let row = tx
-                .query_one(
-                    "SELECT id, head_seq, head_hash FROM streams WHERE name = $1 FOR NO KEY UPDATE",
-                    &[&stream],
-                )
-                .await
-                .map_err(backend)?;
-            let (id, head_seq, head_hash): (i64, i64, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let head_seq = head_seq as u64;
-            let cached = taken.remove(stream).or_else(|| {
-                self.cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(stream)
-            });
-            let mut st = match cached {
-                Some(c) if c.id == id && c.head_seq == head_seq && c.head_hash == head_hash => c,
-                _ => {
-                    let mut fetched = HashMap::new();
-                    for (tid, _) in partial_tiles(head_seq) {
-                        if let Some(d) = read_tile(&tx, id, tid).await? {
-                            fetched.insert(tid, d);
-                        }
-                    }
-                    let tiles = TileWriter::resume(head_seq, |t| fetched.remove(&t))
-                        .map_err(|e| StoreError::Corrupt(format!("stream {stream}: {e}")))?;
-                    StreamCache {
-                        id,
-                        head_seq,
-                        head_hash,
-                        tiles,
-                    }
-                }
-            };
-            // Ids already stored, found in one query under the row lock.
-            let ids: Vec<&str> = refs
-                .iter()
-                .map(|&(gi, ei)| groups[gi].events[ei].id.as_str())
-                .collect();
-            let mut known: HashMap<String, (u64, String)> = HashMap::new();
-            for r in tx
-                .query(
-                    "SELECT id, seq, hash FROM events WHERE stream_id = $1 AND id = ANY($2)",
-                    &[&id, &ids],
-                )
-                .await
-                .map_err(backend)?
-            {
-                known.insert(r.get(0), (r.get::<_, i64>(1) as u64, r.get(2)));
-            }
-            let mut leaves = Vec::new();
-            let (mut seqs, mut eids, mut types, mut times, mut receiveds, mut hashes, mut bodies) = (
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            for &(gi, ei) in refs {
-                let ev = &groups[gi].events[ei];
-                if let Some((seq, hash)) = known.get(&ev.id) {
-                    slots[gi][ei] = Some(Accepted {
-                        id: ev.id.clone(),
-                        seq: *seq,
-                        hash: hash.clone(),
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                let seq = st.head_seq + 1;
-                let body = canonical_bytes(ev, stream, seq, &st.head_hash);
-                let h = event_hash(&body);
-                let hash = hex::encode(h);
-                let body = String::from_utf8(body)
-                    .map_err(|e| StoreError::Corrupt(format!("canonical bytes not UTF-8: {e}")))?;
-                leaves.push(leaf_hash(&h));
-                known.insert(ev.id.clone(), (seq, hash.clone()));
-                st.head_seq = seq;
-                st.head_hash.clone_from(&hash);
-                slots[gi][ei] = Some(Accepted {
-                    id: ev.id.clone(),
-                    seq,
-                    hash: hash.clone(),
-                    duplicate: false,
-                });
-                seqs.push(seq as i64);
-                eids.push(ev.id.as_str());
-                types.push(ev.event_type.as_str());
-                times.push(ev.time.as_str());
-                receiveds.push(ev.received.as_str());
-                hashes.push(hash);
-                bodies.push(body);
-            }
-            if !leaves.is_empty() {
-                tx.execute(
-                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) \
-                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-                    &[&id, &seqs, &eids, &types, &times, &receiveds, &hashes, &bodies],
-                )
-                .await
-                .map_err(backend)?;
-                // Every changed strip in one statement (a strip appears once
-                // per append, so ON CONFLICT touches each row at most once).
-                let (mut levels, mut idxs, mut strips, mut datas) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for t in st.tiles.append(&leaves) {
-                    for (strip, bytes) in changed_strips(&t) {
-                        levels.push(t.id.level as i32);
-                        idxs.push(t.id.index as i64);
-                        strips.push(strip);
-                        datas.push(bytes.to_vec());
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO tiles (stream_id, level, idx, strip, data) \
-                     SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bytea[]) \
-                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
-                    &[&id, &levels, &idxs, &strips, &datas],
-                )
-                .await
-                .map_err(backend)?;
-                tx.execute(
-                    "UPDATE streams SET head_seq = $2, head_hash = $3 WHERE id = $1",
-                    &[&id, &(st.head_seq as i64), &st.head_hash],
-                )
-                .await
-                .map_err(backend)?;
-            }
-            heads.insert(
-                stream,
-                Head {
-                    seq: st.head_seq,
-                    hash: st.head_hash.clone(),
-                },
-            );
-            taken.insert(stream.to_owned(), st);
-        }
-        Ok(())
-        }
-        .await;
-        written.map_err(rolled)?;
-        // A failed COMMIT is ambiguous: it may or may not have been applied.
-        tx.commit().await.map_err(backend)?;
-        groups
-            .iter()
-            .zip(slots)
-            .map(|(g, slot)| {
-                let accepted = slot
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("an event of the call got no result".into())
-                    })?;
-                let head = heads.get(g.stream.as_str()).cloned().unwrap_or(Head {
-                    seq: 0,
-                    hash: ZERO_HASH_HEX.into(),
-                });
-                Ok(GroupResult { accepted, head })
-            })
-            .collect()
-    }
-}
-
-async fn read_tile(
-    c: &impl deadpool_postgres::GenericClient,
-    stream_id: i64,
-    t: TileId,
-) -> Result<Option<Vec<u8>>> {
-    let rows = c
-        .query(
-            "SELECT strip, data FROM tiles WHERE stream_id = $1 AND level = $2 AND idx = $3 ORDER BY strip",
-            &[&stream_id, &(t.level as i32), &(t.index as i64)],
-        )
-        .await
-        .map_err(backend)?;
-    Ok(join_strips(
-        rows.into_iter()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1))),
-    ))
-}
-
-fn key_from_row(r: &tokio_postgres::Row) -> KeyRecord {
-    let hash: Vec<u8> = r.get(3);
-    let mut secret_hash = [0u8; 32];
-    if hash.len() == 32 {
-        secret_hash.copy_from_slice(&hash);
-    }
-    KeyRecord {
-        id: r.get(0),
-        scope: r.get(1),
-        stream: r.get(2),
-        secret_hash,
-        created: r.get(4),
-        revoked: r.get(5),
-    }
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl EventStore for PostgresStore {
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
         let mut taken = HashMap::new();
         let out = self.append_tx(groups, &mut taken).await;
@@ -644,7 +393,10 @@ impl Store for PostgresStore {
             created: r.get(3),
         }))
     }
+}
 
+#[async_trait]
+impl KeyStore for PostgresStore {
     async fn create_key(&self, key: KeyRecord) -> Result<()> {
         let c = self.client().await?;
         c.execute(
@@ -659,19 +411,25 @@ impl Store for PostgresStore {
     async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
         let c = self.client().await?;
         let rows = c
-            .query("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys ORDER BY created, id", &[])
+            .query(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id"),
+                &[],
+            )
             .await
             .map_err(backend)?;
-        Ok(rows.iter().map(key_from_row).collect())
+        rows.iter().map(super::rows::key).collect()
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys WHERE id = $1", &[&id])
+            .query_opt(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"),
+                &[&id],
+            )
             .await
             .map_err(backend)?;
-        Ok(row.as_ref().map(key_from_row))
+        row.as_ref().map(super::rows::key).transpose()
     }
 
     async fn revoke_key(&self, id: &str, at: &str) -> Result<bool> {
@@ -685,7 +443,10 @@ impl Store for PostgresStore {
             .map_err(backend)?;
         Ok(n > 0)
     }
+}
 
+#[async_trait]
+impl SourceStore for PostgresStore {
     async fn put_source_state(&self, st: SourceState, fence: Option<&Lease>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
@@ -717,47 +478,6 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Lease>> {
-        let c = self.client().await?;
-        let ttl = ttl.as_millis() as i64;
-        // The database's clock, so that nodes' clocks do not matter.
-        let row = c
-            .query_opt(
-                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
-                 INSERT INTO leases (name, holder, token, expires_ms) SELECT $1, $2, 1, ms + $3 FROM now \
-                 ON CONFLICT (name) DO UPDATE SET \
-                   token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > (SELECT ms FROM now) THEN leases.token ELSE leases.token + 1 END, \
-                   holder = excluded.holder, expires_ms = excluded.expires_ms \
-                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= (SELECT ms FROM now) \
-                 RETURNING token, expires_ms",
-                &[&name, &holder, &ttl],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(row.map(|r| Lease {
-            name: name.to_owned(),
-            holder: holder.to_owned(),
-            token: r.get(0),
-            expires_ms: r.get(1),
-        }))
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let c = self.client().await?;
-        c.execute(
-            "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND token = $3",
-            &[&lease.name, &lease.holder, &lease.token],
-        )
-        .await
-        .map_err(backend)?;
-        Ok(())
     }
 
     async fn source_states(&self) -> Result<Vec<SourceState>> {
@@ -821,7 +541,54 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl LeaseStore for PostgresStore {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let c = self.client().await?;
+        let ttl = ttl.as_millis() as i64;
+        // The database's clock, so that nodes' clocks do not matter.
+        let row = c
+            .query_opt(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+                 INSERT INTO leases (name, holder, token, expires_ms) SELECT $1, $2, 1, ms + $3 FROM now \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > (SELECT ms FROM now) THEN leases.token ELSE leases.token + 1 END, \
+                   holder = excluded.holder, expires_ms = excluded.expires_ms \
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= (SELECT ms FROM now) \
+                 RETURNING token, expires_ms",
+                &[&name, &holder, &ttl],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| Lease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            token: r.get(0),
+            expires_ms: r.get(1),
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND token = $3",
+            &[&lease.name, &lease.holder, &lease.token],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ArchiveLedger for PostgresStore {
     async fn record_archive_batch(&self, batch: ArchiveBatch, fence: Option<&Lease>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
@@ -834,7 +601,8 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::NotFound(format!("stream {}", batch.stream)))?;
-        let (sid, head): (i64, i64) = (row.get(0), row.get(1));
+        let sid: i64 = row.get(0);
+        let head = super::rows::Columns::count(&row, 1)?;
         let existing = tx
             .query_opt(
                 &format!("SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id WHERE b.stream_id = $1 AND b.start_seq = $2"),
@@ -842,9 +610,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        if let Some(e) = existing {
-            return super::same_batch(&batch_from_row(&e), &batch);
-        }
+        let existing = existing.as_ref().map(super::rows::batch).transpose()?;
         let last: Option<i64> = tx
             .query_one(
                 "SELECT MAX(end_seq) FROM archive_batches WHERE stream_id = $1",
@@ -853,7 +619,9 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?
             .get(0);
-        super::check_batch_fits(&batch, last.map(|l| l as u64), head as u64)?;
+        if !super::batch_is_new(existing.as_ref(), last, head, &batch)? {
+            return Ok(());
+        }
         tx.execute(
             "INSERT INTO archive_batches (stream_id, start_seq, end_seq, count, first_time, last_time, last_hash, object_key, \
              object_sha256, object_size, raw_size, manifest_key, manifest_sha256, created) \
@@ -887,7 +655,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(rows.iter().map(batch_from_row).collect())
+        rows.iter().map(super::rows::batch).collect()
     }
 
     async fn last_archive_batch(&self, stream: &str) -> Result<Option<ArchiveBatch>> {
@@ -902,7 +670,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(row.as_ref().map(batch_from_row))
+        row.as_ref().map(super::rows::batch).transpose()
     }
 
     async fn delete_archived(
@@ -985,7 +753,10 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(backend)?;
         Ok(n)
     }
+}
 
+#[async_trait]
+impl DeliveryLedger for PostgresStore {
     async fn put_delivery_cursor(
         &self,
         cursor: DeliveryCursor,

@@ -14,6 +14,14 @@
 //! writer re-reads each stream's head inside its transaction rather than
 //! trusting a cache.
 
+mod wal;
+mod writer;
+
+use wal::{WAL_MAX_FRAMES, WalControl};
+#[cfg(test)]
+use writer::rolled_back;
+use writer::{Writer, read_tile};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,22 +30,23 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::rows::{BATCH_COLUMNS, KEY_COLUMNS};
 use super::{
-    Accepted, AppendGroup, GroupResult, Head, KeyRecord, RejectedEvent, Result, SourceState, Store,
-    StoreError, StoredCheckpoint, StoredEvent, StreamInfo,
+    AppendGroup, GroupResult, KeyRecord, RejectedEvent, Result, SourceState, StoreError,
+    StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent, SealedEvent};
-use crate::chain::ZERO_HASH_HEX;
-use crate::chain::tiles::{TileId, TileWriter};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent};
+use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
+use crate::chain::tiles::TileId;
 use crate::event::format_received;
 
 const SCHEMA_VERSION: i64 = 5;
 const MIGRATIONS: [&str; 5] = [
-    include_str!("sql/sqlite/001_init.sql"),
-    include_str!("sql/sqlite/002_sources.sql"),
-    include_str!("sql/sqlite/003_leases.sql"),
-    include_str!("sql/sqlite/004_archive.sql"),
-    include_str!("sql/sqlite/005_dead_letters.sql"),
+    include_str!("../sql/sqlite/001_init.sql"),
+    include_str!("../sql/sqlite/002_sources.sql"),
+    include_str!("../sql/sqlite/003_leases.sql"),
+    include_str!("../sql/sqlite/004_archive.sql"),
+    include_str!("../sql/sqlite/005_dead_letters.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -66,186 +75,6 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<std::sync::mpsc::Sender<Job>>,
     readers: Mutex<Vec<Connection>>,
-}
-
-struct StreamState {
-    id: i64,
-    head_seq: u64,
-    head_hash: String,
-    tiles: TileWriter,
-}
-
-struct Writer {
-    conn: Connection,
-    streams: HashMap<String, StreamState>,
-}
-
-/// WAL frames (4 KiB pages) past which the writer finishes a checkpoint
-/// itself: 64 MiB of WAL.
-const WAL_MAX_FRAMES: i64 = 16_384;
-
-/// How far past [`WAL_MAX_FRAMES`] the WAL may grow while the background
-/// checkpointer is mid-pass before the writer waits for that pass.
-const WAL_HARD_FACTOR: i64 = 4;
-
-/// Least time between two background checkpoints when writes keep coming.
-const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
-
-thread_local! {
-    /// Frames in the WAL after this thread's last commit, from SQLite's WAL
-    /// hook (it runs on the committing thread; each store's writer is a
-    /// thread of its own).
-    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
-}
-
-fn record_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_FRAMES.set(i64::from(frames));
-    Ok(())
-}
-
-/// Moves WAL checkpoints off the writer thread.
-///
-/// SQLite's default runs a checkpoint inside the commit that pushes the WAL
-/// past 1,000 pages, on the writer's thread: copying pages to the database
-/// file and fsyncing it took about a fifth of the writer's time under load
-/// (perf). Here a second connection on its own low-priority thread runs
-/// `PASSIVE` checkpoints after writes, concurrently with the next commits.
-/// Durability is unchanged: a commit is durable once its WAL frames are
-/// fsynced (`synchronous=FULL`), and a checkpoint only copies them into the
-/// database file.
-///
-/// A passive checkpoint never waits for the writer, so under constant
-/// writes it never catches up fully and the WAL cannot restart: it would
-/// grow without bound (measured: 1.4 GB in 10 s), and every append past its
-/// end costs the file system a block allocation. So once the WAL holds more
-/// than [`WAL_MAX_FRAMES`] frames the writer, between two commits,
-/// checkpoints the few frames written since the last background pass; with
-/// nothing left behind, its next transaction starts the WAL over from the
-/// beginning of the file. It never waits for a background pass in progress
-/// (that thread runs at low priority and may be slow to get a core; it
-/// starts no new pass until the writer had its turn) unless the WAL reaches
-/// [`WAL_HARD_FACTOR`] times the bound.
-struct WalControl {
-    wake: std::sync::mpsc::SyncSender<()>,
-    /// Held while a checkpoint runs (SQLite allows one at a time).
-    running: Arc<Mutex<()>>,
-    /// Set while the writer waits to finish a checkpoint itself: the
-    /// background thread starts no new pass meanwhile.
-    yield_to_writer: Arc<std::sync::atomic::AtomicBool>,
-    /// [`WAL_MAX_FRAMES`] (smaller in tests).
-    max_frames: i64,
-}
-
-impl WalControl {
-    /// Starts the checkpointer for the database at `path`; the writer's
-    /// connection `conn` gets the WAL hook.
-    fn start(path: &Path, conn: &Connection, max_frames: i64) -> Result<Self> {
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // After the pragma: it installs a WAL hook of its own.
-        conn.wal_hook(Some(record_wal_frames));
-        let ckpt = open_conn(path)?;
-        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let running = Arc::new(Mutex::new(()));
-        let yield_to_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (r, y) = (running.clone(), yield_to_writer.clone());
-        std::thread::Builder::new()
-            .name("tk-sqlite-ckpt".into())
-            .spawn(move || {
-                lower_priority();
-                while rx.recv().is_ok() {
-                    if y.load(std::sync::atomic::Ordering::Acquire) {
-                        continue;
-                    }
-                    {
-                        let _g = r.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        checkpoint(&ckpt);
-                    }
-                    std::thread::sleep(CHECKPOINT_PAUSE);
-                }
-                // The writer is gone: one last pass leaves a short WAL.
-                let _ = checkpoint(&ckpt);
-            })
-            .map_err(|e| StoreError::Backend {
-                backend: "sqlite",
-                message: format!("cannot start checkpointer thread: {e}"),
-            })?;
-        Ok(Self {
-            wake,
-            running,
-            yield_to_writer,
-            max_frames,
-        })
-    }
-
-    /// Called by the writer after each job: finishes a checkpoint when the
-    /// WAL grew past its bound, and wakes the background checkpointer.
-    fn after_write(&self, conn: &Connection) {
-        let frames = WAL_FRAMES.get();
-        if frames > self.max_frames {
-            let guard = if frames > WAL_HARD_FACTOR * self.max_frames {
-                Some(
-                    self.running
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                )
-            } else {
-                self.running.try_lock().ok()
-            };
-            match guard {
-                Some(_g) => {
-                    self.yield_to_writer
-                        .store(false, std::sync::atomic::Ordering::Release);
-                    if checkpoint(conn).is_some_and(|(log, done)| done == log) {
-                        // The next write transaction restarts the WAL.
-                        metrics::counter!("trailkeep_sqlite_wal_restarts_total").increment(1);
-                    }
-                }
-                // A background pass is running: let it be the last until we had our turn.
-                None => self
-                    .yield_to_writer
-                    .store(true, std::sync::atomic::Ordering::Release),
-            }
-        }
-        let _ = self.wake.try_send(());
-    }
-}
-
-/// Lowers the calling thread's CPU priority (nice 19): on a small machine
-/// the checkpointer should take the CPU the writer leaves, not compete with
-/// it; if it falls behind, the writer finishes the checkpoint (see
-/// [`WalControl`]). On Linux the nice value is per thread.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-    }
-}
-
-/// Runs a `PASSIVE` checkpoint; returns (frames in the WAL, frames now in
-/// the database file), or `None` when it could not run (another checkpoint
-/// held the lock) or failed, which is logged: the WAL keeps every committed
-/// frame until a checkpoint succeeds, so nothing is lost, the WAL only grows.
-fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
-    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    });
-    match r {
-        Ok((0, log, done)) => {
-            metrics::gauge!("trailkeep_sqlite_wal_frames").set(log as f64);
-            Some((log, done))
-        }
-        Ok(_) => None,
-        Err(e) => {
-            metrics::counter!("trailkeep_sqlite_checkpoint_errors_total").increment(1);
-            tracing::error!(error = %e, "SQLite WAL checkpoint failed; committed events stay in the WAL");
-            None
-        }
-    }
 }
 
 fn open_conn(path: &Path) -> Result<Connection> {
@@ -390,264 +219,6 @@ fn now() -> String {
     format_received(time::OffsetDateTime::now_utc())
 }
 
-impl Writer {
-    fn append(&mut self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
-        let out = self.append_tx(groups);
-        if out.is_err() {
-            // The cached heads and tiles may be ahead of what is on disk.
-            self.streams.clear();
-        }
-        out
-    }
-
-    fn append_tx(&mut self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
-        let Writer { conn, streams } = self;
-        // Failing to begin stores nothing: not ambiguous.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::RolledBack(format!("sqlite: {e}")))?;
-        let (mut results, touched) = match write_groups(&tx, streams, groups) {
-            Ok(r) => r,
-            Err(StoreError::Backend { message, .. }) => {
-                // A statement failed before COMMIT. Once the rollback is
-                // confirmed nothing of this call is stored; a failed rollback
-                // is ambiguous and poisons like a failed commit.
-                tx.rollback()?;
-                return Err(StoreError::RolledBack(format!("sqlite: {message}")));
-            }
-            // Corruption and the like: dropped (rolled back), and the caller poisons.
-            Err(e) => return Err(e),
-        };
-        // The heads this call moves; if COMMIT fails, the database tells
-        // whether they moved.
-        let moved: Vec<(String, u64)> = touched
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.accepted.iter().any(|a| !a.duplicate))
-            .filter_map(|(name, _)| streams.get(name).map(|st| (name.clone(), st.head_seq)))
-            .collect();
-        if let Err(e) = tx.commit() {
-            // A failed COMMIT is ambiguous, but for a full disk: SQLITE_FULL
-            // means a WAL write failed before the commit frame counted, and
-            // if the database, read again once the transaction is gone,
-            // shows none of its heads moved, nothing of it is stored and
-            // the writer keeps serving. (An I/O error at sync stays
-            // ambiguous: its frames may still surface at recovery.)
-            let full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
-            if !full {
-                return Err(e.into());
-            }
-            return match rolled_back(conn, &moved) {
-                Ok(true) => Err(StoreError::RolledBack(format!(
-                    "sqlite: commit failed and was rolled back: {e}"
-                ))),
-                _ => Err(e.into()),
-            };
-        }
-        // Later groups of a stream in the same call report the final head.
-        for (i, name) in touched.iter().enumerate() {
-            if let Some(st) = streams.get(name) {
-                results[i].head = Head {
-                    seq: st.head_seq,
-                    hash: st.head_hash.clone(),
-                };
-            }
-        }
-        Ok(results)
-    }
-}
-
-/// Whether none of `moved`'s streams is at the head a failed commit would
-/// have given it (all still below): the commit is then certainly undone.
-fn rolled_back(conn: &rusqlite::Connection, moved: &[(String, u64)]) -> Result<bool> {
-    if !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK")?;
-    }
-    let mut q = conn.prepare_cached("SELECT head_seq FROM streams WHERE name = ?1")?;
-    for (name, new_head) in moved {
-        let head: Option<i64> = q.query_row([name], |r| r.get(0)).optional()?;
-        if head.is_some_and(|h| h as u64 >= *new_head) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Runs every statement of one `append` call inside `tx` (no commit).
-fn write_groups(
-    tx: &rusqlite::Transaction<'_>,
-    streams: &mut HashMap<String, StreamState>,
-    groups: Vec<AppendGroup>,
-) -> Result<(Vec<GroupResult>, Vec<String>)> {
-    let mut results = Vec::with_capacity(groups.len());
-    let mut touched: Vec<String> = Vec::new();
-    for group in groups {
-        let st = load_stream(tx, streams, &group.stream)?;
-        let mut accepted = Vec::with_capacity(group.events.len());
-        let mut leaves = Vec::with_capacity(group.events.len());
-        {
-            // Insert first and let the unique index (stream_id, id) detect a
-            // repeated id: one index probe instead of a lookup plus an insert.
-            // Only the rare duplicate pays for the lookup of the original.
-            let mut insert = tx.prepare_cached(
-                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (stream_id, id) DO NOTHING",
-                )?;
-            let mut find =
-                tx.prepare_cached("SELECT seq, hash FROM events WHERE stream_id = ?1 AND id = ?2")?;
-            // The batcher's precomputed chain, if it starts at our head; it
-            // is used up to the first duplicate (see `Sealed`).
-            let offered = group.sealed.is_some();
-            let mut sealed = group
-                .sealed
-                .filter(|s| s.after.seq == st.head_seq && s.after.hash == st.head_hash)
-                .map(|s| s.events.into_iter());
-            if offered {
-                let used = if sealed.is_some() { "yes" } else { "no" };
-                metrics::counter!("trailkeep_sealed_groups_total", "used" => used).increment(1);
-            }
-            for ev in group.events {
-                let seq = st.head_seq + 1;
-                let pre = sealed.as_mut().and_then(Iterator::next);
-                let SealedEvent { body, hash, leaf } = match pre {
-                    Some(s) => s,
-                    None => SealedEvent::compute(&ev, &group.stream, seq, &st.head_hash),
-                };
-                let inserted = insert.execute(params![
-                    st.id,
-                    seq as i64,
-                    ev.id,
-                    ev.event_type,
-                    ev.time,
-                    ev.received,
-                    hash,
-                    body
-                ])?;
-                if inserted == 0 {
-                    // Nothing stored: the rest of the seal chains from an
-                    // event that is not in the log.
-                    sealed = None;
-                    let (seq, hash) = find.query_row(params![st.id, ev.id], |r| {
-                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-                    })?;
-                    accepted.push(Accepted {
-                        id: ev.id,
-                        seq,
-                        hash,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                leaves.push(leaf);
-                st.head_seq = seq;
-                st.head_hash.clone_from(&hash);
-                accepted.push(Accepted {
-                    id: ev.id,
-                    seq,
-                    hash,
-                    duplicate: false,
-                });
-            }
-        }
-        if !leaves.is_empty() {
-            let mut up = tx.prepare_cached(
-                    "INSERT INTO tiles (stream_id, level, idx, strip, data) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
-                )?;
-            for t in st.tiles.append(&leaves) {
-                for (strip, bytes) in crate::chain::tiles::changed_strips(&t) {
-                    up.execute(params![st.id, t.id.level, t.id.index as i64, strip, bytes])?;
-                }
-            }
-            tx.prepare_cached("UPDATE streams SET head_seq = ?2, head_hash = ?3 WHERE id = ?1")?
-                .execute(params![st.id, st.head_seq as i64, st.head_hash])?;
-        }
-        touched.push(group.stream.clone());
-        results.push(GroupResult {
-            accepted,
-            head: Head {
-                seq: st.head_seq,
-                hash: st.head_hash.clone(),
-            },
-        });
-    }
-    Ok((results, touched))
-}
-
-/// Returns the cached state of `name`, (re)loading it when the stored head
-/// differs from the cache (another process wrote, or a previous transaction
-/// failed). Creates the stream when it does not exist.
-fn load_stream<'a>(
-    tx: &rusqlite::Transaction<'_>,
-    streams: &'a mut HashMap<String, StreamState>,
-    name: &str,
-) -> Result<&'a mut StreamState> {
-    let row = tx
-        .prepare_cached("SELECT id, head_seq, head_hash FROM streams WHERE name = ?1")?
-        .query_row([name], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .optional()?;
-    let (id, head_seq, head_hash) = match row {
-        Some(r) => r,
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES (?1, 0, ?2, ?3)",
-            )?
-            .execute(params![name, ZERO_HASH_HEX, now()])?;
-            (tx.last_insert_rowid(), 0, ZERO_HASH_HEX.to_owned())
-        }
-    };
-    let fresh = streams
-        .get(name)
-        .is_some_and(|s| s.id == id && s.head_seq == head_seq && s.head_hash == head_hash);
-    if !fresh {
-        let mut failed = None;
-        let tiles = TileWriter::resume(head_seq, |t| match read_tile(tx, id, t) {
-            Ok(d) => d,
-            Err(e) => {
-                failed = Some(e);
-                None
-            }
-        });
-        if let Some(e) = failed {
-            return Err(backend(e));
-        }
-        let tiles = tiles.map_err(|e| StoreError::Corrupt(format!("stream {name}: {e}")))?;
-        streams.insert(
-            name.to_owned(),
-            StreamState {
-                id,
-                head_seq,
-                head_hash,
-                tiles,
-            },
-        );
-    }
-    streams
-        .get_mut(name)
-        .ok_or_else(|| StoreError::Corrupt(format!("stream {name} vanished from cache")))
-}
-
-/// Reads one tile as its strips concatenated; `None` when it has none.
-///
-/// # Errors
-/// Backend errors; a strip out of place reads as a short tile, which callers
-/// report as corruption.
-fn read_tile(c: &Connection, stream_id: i64, t: TileId) -> rusqlite::Result<Option<Vec<u8>>> {
-    let mut q = c.prepare_cached("SELECT strip, data FROM tiles WHERE stream_id = ?1 AND level = ?2 AND idx = ?3 ORDER BY strip")?;
-    let strips = q
-        .query_map(params![stream_id, t.level, t.index as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(crate::chain::tiles::join_strips(strips))
-}
-
 /// Fails with [`StoreError::Fenced`] unless `fence` (if any) is still held.
 /// Call inside the writer (or its transaction) so nothing interleaves.
 fn check_fence(c: &Connection, fence: Option<&Lease>) -> Result<()> {
@@ -665,46 +236,50 @@ fn check_fence(c: &Connection, fence: Option<&Lease>) -> Result<()> {
     Ok(())
 }
 
-const BATCH_COLUMNS: &str = "s.name, b.start_seq, b.end_seq, b.count, b.first_time, b.last_time, b.last_hash, b.object_key, \
-    b.object_sha256, b.object_size, b.raw_size, b.manifest_key, b.manifest_sha256, b.created";
-
-fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchiveBatch> {
-    Ok(ArchiveBatch {
-        stream: r.get(0)?,
-        start_seq: r.get::<_, i64>(1)? as u64,
-        end_seq: r.get::<_, i64>(2)? as u64,
-        count: r.get::<_, i64>(3)? as u64,
-        first_time: r.get(4)?,
-        last_time: r.get(5)?,
-        last_hash: r.get(6)?,
-        object_key: r.get(7)?,
-        object_sha256: r.get(8)?,
-        object_size: r.get::<_, i64>(9)? as u64,
-        raw_size: r.get::<_, i64>(10)? as u64,
-        manifest_key: r.get(11)?,
-        manifest_sha256: r.get(12)?,
-        created: r.get(13)?,
-    })
+impl super::rows::Columns for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String> {
+        Ok(self.get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.get(i)?)
+    }
+    fn int(&self, i: usize) -> Result<i64> {
+        Ok(self.get(i)?)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        Ok(self.get(i)?)
+    }
 }
 
-fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
-    let hash: Vec<u8> = r.get(3)?;
-    let mut secret_hash = [0u8; 32];
-    if hash.len() == 32 {
-        secret_hash.copy_from_slice(&hash);
-    }
-    Ok(KeyRecord {
-        id: r.get(0)?,
-        scope: r.get(1)?,
-        stream: r.get(2)?,
-        secret_hash,
-        created: r.get(4)?,
-        revoked: r.get(5)?,
-    })
+/// Runs `q` and decodes every row with `decode` (a [`super::rows`] reader).
+fn decode_all<T>(
+    q: &mut rusqlite::CachedStatement<'_>,
+    p: impl rusqlite::Params,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = q.query_map(p, |r| Ok(decode(r)))?;
+    rows.map(|r| r?).collect()
+}
+
+/// Runs `q` and decodes its one row, if any, with `decode`.
+fn decode_opt<T>(
+    q: &mut rusqlite::CachedStatement<'_>,
+    p: impl rusqlite::Params,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    q.query_row(p, |r| Ok(decode(r))).optional()?.transpose()
+}
+
+fn batch_row(r: &rusqlite::Row<'_>) -> Result<ArchiveBatch> {
+    super::rows::batch(r)
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> Result<KeyRecord> {
+    super::rows::key(r)
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl EventStore for SqliteStore {
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
         self.write(move |w| w.append(groups)).await
     }
@@ -827,7 +402,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn create_key(&self, key: KeyRecord) -> Result<()> {
         self.write(move |w| {
             w.conn.execute(
@@ -841,9 +419,10 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
         self.read(|c| {
-            let mut q = c.prepare_cached("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys ORDER BY created, id")?;
-            let rows = q.query_map([], key_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id"
+            ))?;
+            decode_all(&mut q, [], key_row)
         })
         .await
     }
@@ -851,9 +430,9 @@ impl Store for SqliteStore {
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
         let id = id.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, scope, stream, secret_hash, created, revoked FROM api_keys WHERE id = ?1")?
-                .query_row([id], key_from_row)
-                .optional()?)
+            let mut q =
+                c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))?;
+            decode_opt(&mut q, [id], key_row)
         })
         .await
     }
@@ -868,7 +447,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl SourceStore for SqliteStore {
     async fn put_source_state(&self, st: SourceState, fence: Option<&Lease>) -> Result<()> {
         let fence = fence.cloned();
         self.write(move |w| {
@@ -886,45 +468,6 @@ impl Store for SqliteStore {
                     st.name, st.stream, st.connected, st.last_event_id, st.last_event_time, st.taken as i64, st.duplicates as i64,
                     st.rejected as i64, st.filtered as i64, st.reconnects as i64, st.last_error, st.last_error_at, st.updated
                 ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Lease>> {
-        let (name, holder) = (name.to_owned(), holder.to_owned());
-        let ttl = ttl.as_millis() as i64;
-        self.write(move |w| {
-            let now = now_ms();
-            Ok(w.conn
-                .query_row(
-                    "INSERT INTO leases (name, holder, token, expires_ms) VALUES (?1, ?2, 1, ?3 + ?4) \
-                     ON CONFLICT (name) DO UPDATE SET \
-                       token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > ?3 THEN leases.token ELSE leases.token + 1 END, \
-                       holder = excluded.holder, expires_ms = excluded.expires_ms \
-                     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?3 \
-                     RETURNING token, expires_ms",
-                    params![name, holder, now, ttl],
-                    |r| Ok(Lease { name: name.clone(), holder: holder.clone(), token: r.get(0)?, expires_ms: r.get(1)? }),
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let l = lease.clone();
-        self.write(move |w| {
-            // Expire rather than delete: the token must keep growing.
-            w.conn.execute(
-                "UPDATE leases SET expires_ms = 0 WHERE name = ?1 AND holder = ?2 AND token = ?3",
-                params![l.name, l.holder, l.token],
             )?;
             Ok(())
         })
@@ -983,7 +526,52 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let ttl = ttl.as_millis() as i64;
+        self.write(move |w| {
+            let now = now_ms();
+            Ok(w.conn
+                .query_row(
+                    "INSERT INTO leases (name, holder, token, expires_ms) VALUES (?1, ?2, 1, ?3 + ?4) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > ?3 THEN leases.token ELSE leases.token + 1 END, \
+                       holder = excluded.holder, expires_ms = excluded.expires_ms \
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?3 \
+                     RETURNING token, expires_ms",
+                    params![name, holder, now, ttl],
+                    |r| Ok(Lease { name: name.clone(), holder: holder.clone(), token: r.get(0)?, expires_ms: r.get(1)? }),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let l = lease.clone();
+        self.write(move |w| {
+            // Expire rather than delete: the token must keep growing.
+            w.conn.execute(
+                "UPDATE leases SET expires_ms = 0 WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                params![l.name, l.holder, l.token],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ArchiveLedger for SqliteStore {
     async fn record_archive_batch(&self, batch: ArchiveBatch, fence: Option<&Lease>) -> Result<()> {
         let fence = fence.cloned();
         self.write(move |w| {
@@ -995,22 +583,19 @@ impl Store for SqliteStore {
                 })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("stream {}", batch.stream)))?;
-            let existing = tx
-                .query_row(
-                    &format!("SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id WHERE b.stream_id = ?1 AND b.start_seq = ?2"),
-                    params![stream_id, batch.start_seq as i64],
-                    batch_from_row,
-                )
-                .optional()?;
-            if let Some(e) = existing {
-                return super::same_batch(&e, &batch);
-            }
+            let existing = decode_opt(
+                &mut tx.prepare_cached(&format!("SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id WHERE b.stream_id = ?1 AND b.start_seq = ?2"))?,
+                params![stream_id, batch.start_seq as i64],
+                batch_row,
+            )?;
             let last: Option<i64> = tx.query_row(
                 "SELECT MAX(end_seq) FROM archive_batches WHERE stream_id = ?1",
                 [stream_id],
                 |r| r.get(0),
             )?;
-            super::check_batch_fits(&batch, last.map(|l| l as u64), head_seq)?;
+            if !super::batch_is_new(existing.as_ref(), last, head_seq, &batch)? {
+                return Ok(());
+            }
             tx.execute(
                 "INSERT INTO archive_batches (stream_id, start_seq, end_seq, count, first_time, last_time, last_hash, object_key, \
                  object_sha256, object_size, raw_size, manifest_key, manifest_sha256, created) \
@@ -1039,8 +624,7 @@ impl Store for SqliteStore {
                 "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
                  WHERE (?1 IS NULL OR s.name = ?1) AND b.start_seq >= ?2 ORDER BY s.name, b.start_seq LIMIT ?3"
             ))?;
-            let rows = q.query_map(params![stream, super::seq_param(from_start), limit as i64], batch_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            decode_all(&mut q, params![stream, super::seq_param(from_start), limit as i64], batch_row)
         })
         .await
     }
@@ -1052,7 +636,7 @@ impl Store for SqliteStore {
                 "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
                  WHERE s.name = ?1 ORDER BY b.start_seq DESC LIMIT 1"
             ))?;
-            Ok(q.query_row([stream], batch_from_row).optional()?)
+            decode_opt(&mut q, [stream], batch_row)
         })
         .await
     }
@@ -1146,7 +730,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl DeliveryLedger for SqliteStore {
     async fn put_delivery_cursor(
         &self,
         cursor: DeliveryCursor,
@@ -1252,6 +839,35 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::chain::ZERO_HASH_HEX;
+    use crate::store::Head;
+
+    /// A key whose stored secret hash is not 32 bytes was read as all
+    /// zeros (a default); it is corruption, and says which key.
+    #[tokio::test]
+    async fn a_stored_key_hash_of_the_wrong_length_is_corruption() {
+        use crate::store::{KeyStore, StoreError};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = super::SqliteStore::open(&path).expect("open");
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute(
+                "INSERT INTO api_keys (id, scope, stream, secret_hash, created) VALUES ('k1', 'read', '*', x'0102', '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .expect("insert");
+        for e in [
+            store.get_key("k1").await.expect_err("one key"),
+            store.list_keys().await.expect_err("all keys"),
+        ] {
+            assert!(
+                matches!(&e, StoreError::Corrupt(m) if m.contains("k1") && m.contains("2 bytes")),
+                "{e}"
+            );
+        }
+    }
+
     /// After a failed COMMIT, a head that reached the new seq means it may
     /// have committed (ambiguous); one still below means rolled back.
     #[test]
