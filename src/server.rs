@@ -58,9 +58,17 @@ pub enum ServeError {
     /// Serving failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
-    /// A source could not start (its API key, or the HTTP client).
-    #[error("{0}")]
-    Source(String),
+    /// A source's secret could not be loaded.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// A source's HTTP client could not be built.
+    #[error("source {name}: http client: {message}")]
+    SourceClient {
+        /// The source.
+        name: String,
+        /// What failed (redacted).
+        message: String,
+    },
     /// A destination could not start (its secret).
     #[error("{0}")]
     Destination(String),
@@ -100,10 +108,9 @@ pub fn archiver(
         })
         .collect();
     if let Some(f) = &config.archive.hmac_secret_file {
-        let secret = std::fs::read(f).map_err(|e| {
-            ArchiveError::Location(format!("archive.hmac_secret_file {}: {e}", f.display()))
-        })?;
-        let secret = secret.trim_ascii().to_vec();
+        let secret = crate::secret::SecretSource::File(f.clone())
+            .load_bytes("archive.hmac_secret_file")
+            .map_err(|e| ArchiveError::Location(e.to_string()))?;
         if secret.len() < 16 {
             return Err(ArchiveError::Location(format!(
                 "archive.hmac_secret_file {}: the secret must be at least 16 bytes",
@@ -394,10 +401,11 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let mut sources = Vec::new();
     if !config.sources.is_empty() {
         for cfg in &config.sources {
-            let client = cfg.http_client().map_err(|e| {
-                ServeError::Source(format!("http client: {}", crate::net::describe(&e)))
+            let client = cfg.http_client().map_err(|e| ServeError::SourceClient {
+                name: cfg.name.to_string(),
+                message: crate::net::describe(&e),
             })?;
-            let key = cfg.load_key().map_err(ServeError::Source)?;
+            let key = cfg.load_key()?;
             sources.push(tokio::spawn(crate::sources::sse::run(
                 node.clone(),
                 cfg.clone(),

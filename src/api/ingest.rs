@@ -67,7 +67,11 @@ pub(super) async fn post_events(
         .append(stream.to_owned(), events)
         .await
         .map_err(|e| match &e {
-            AppendError::Unavailable(_) => ApiError::unavailable("unavailable", e.to_string(), 30),
+            // Fixed messages: the store's error (paths, SQL) stays in the
+            // server log, where the writer logged it.
+            AppendError::Poisoned(_) | AppendError::Stopped => {
+                ApiError::unavailable("unavailable", e.to_string(), 30)
+            }
             AppendError::NotStored(_) => ApiError::unavailable("not_stored", e.to_string(), 5),
             AppendError::Busy(_) => ApiError::unavailable("overloaded", e.to_string(), 1),
         })?;

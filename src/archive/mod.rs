@@ -113,11 +113,13 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
-    /// Whether a retry may succeed: retryable store errors, and a read-back
-    /// that did not match (an eventually consistent listing, a torn read).
+    /// Whether a retry may succeed: retryable bucket and hot-store errors,
+    /// and a read-back that did not match (an eventually consistent
+    /// listing, a torn read).
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store { retryable, .. } => *retryable,
+            Self::Hot(e) => e.is_retryable(),
             Self::ReadBack { .. } => true,
             _ => false,
         }

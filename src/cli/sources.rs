@@ -127,7 +127,7 @@ pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result
             let mut results = Vec::new();
             for cfg in chosen {
                 let client = cfg.http_client()?;
-                let key = cfg.load_key().map_err(anyhow::Error::msg)?;
+                let key = cfg.load_key()?;
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(
                     ProgressStyle::with_template(

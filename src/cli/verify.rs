@@ -181,10 +181,7 @@ fn load_verifier(config: &Config, args: &VerifyArgs) -> anyhow::Result<NoteVerif
 fn load_hmac(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(match &config.archive.hmac_secret_file {
         Some(f) => Some(
-            std::fs::read(f)
-                .with_context(|| format!("archive.hmac_secret_file {}", f.display()))?
-                .trim_ascii()
-                .to_vec(),
+            crate::secret::SecretSource::File(f.clone()).load_bytes("archive.hmac_secret_file")?,
         ),
         None => None,
     })

@@ -18,17 +18,30 @@ use crate::store::{ReaderSource, Store, StoreError, StoreExt, StoredCheckpoint};
 
 pub use crate::chain::checkpoint::origin;
 
+/// Why a checkpoint was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store failed (or its tiles are missing: [`StoreError::Corrupt`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The checkpoint text could not be signed (a log name the note format
+    /// refuses); it was a "corrupt store" before, which it is not.
+    #[error("cannot sign the checkpoint: {0}")]
+    Sign(#[from] crate::chain::note::NoteError),
+}
+
 /// Signs and stores a checkpoint for `stream` at its current head, unless
 /// the latest checkpoint already has that size. Returns the new checkpoint.
 ///
 /// # Errors
-/// Store errors, or [`StoreError::Corrupt`] when tiles are missing.
+/// Store errors ([`StoreError::Corrupt`] when tiles are missing), or a
+/// text the signer refuses.
 pub async fn checkpoint_stream(
     store: &dyn Store,
     signer: &NoteSigner,
     log_name: &str,
     stream: &str,
-) -> Result<Option<StoredCheckpoint>, StoreError> {
+) -> Result<Option<StoredCheckpoint>, CheckpointError> {
     let Some(info) = store.stream(stream).await? else {
         return Ok(None);
     };
@@ -52,9 +65,7 @@ pub async fn checkpoint_stream(
         root,
     }
     .to_text();
-    let note = signer
-        .sign(&text)
-        .map_err(|e| StoreError::Corrupt(format!("cannot sign checkpoint: {e}")))?;
+    let note = signer.sign(&text)?;
     let cp = StoredCheckpoint {
         size,
         root: hex::encode(root),

@@ -10,7 +10,7 @@
 //!   acknowledging could ack something stored twice or never, so the batcher
 //!   **poisons** itself instead (a call that was certainly rolled back,
 //!   [`crate::store::StoreError::RolledBack`], is only refused with 503): every pending and later request fails with
-//!   [`AppendError::Unavailable`], `/readyz` reports not ready, and the
+//!   [`AppendError::Poisoned`], `/readyz` reports not ready, and the
 //!   operator restarts the process (SQLite's WAL recovery brings the store
 //!   back to its last durable commit).
 //!
@@ -24,22 +24,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::NewEvent;
-use crate::store::{AppendGroup, GroupResult, Store};
+use crate::store::{AppendGroup, GroupResult, Store, StoreError};
 
 /// Why an append was not acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppendError {
-    /// The writer is poisoned or stopped; nothing more is acknowledged.
-    #[error("the log is not accepting writes: {0}")]
-    Unavailable(String),
+    /// A commit failed ambiguously (it may or may not be on disk), now or
+    /// earlier: the writer refuses every append until restarted. The
+    /// commit's own requests carry the store's error as the source.
+    #[error("the log is not accepting writes: a commit failed; restart to recover")]
+    Poisoned(#[source] Option<Arc<StoreError>>),
+    /// The writer stopped (the server is shutting down).
+    #[error("the log is not accepting writes: the writer stopped")]
+    Stopped,
     /// The commit was rolled back (a full disk, say): nothing of the
     /// request is stored and a retry may succeed.
-    #[error("not stored, retry: {0}")]
-    NotStored(String),
+    #[error("not stored (the commit was rolled back); retry")]
+    NotStored(#[source] Arc<StoreError>),
     /// The writer's queue is full: the request was not queued.
     #[error("the writer is saturated ({0} requests queued); retry shortly")]
     Busy(usize),
+}
+
+impl AppendError {
+    /// Whether the same request may succeed if sent again (nothing of it
+    /// is stored): a rolled-back commit or a full queue. A poisoned or
+    /// stopped writer needs a restart first.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::NotStored(_) | Self::Busy(_))
+    }
 }
 
 /// Requests waiting for the writer at most; more are answered 503 at once
@@ -108,7 +122,8 @@ impl Appender {
     /// committed.
     ///
     /// # Errors
-    /// [`AppendError::Unavailable`] when the writer is poisoned or stopped;
+    /// [`AppendError::Poisoned`] or [`AppendError::Stopped`] when the writer
+    /// refuses appends;
     /// the events were then not acknowledged.
     pub async fn append(
         &self,
@@ -116,9 +131,7 @@ impl Appender {
         events: Vec<NewEvent>,
     ) -> Result<GroupResult, AppendError> {
         if self.is_poisoned() {
-            return Err(AppendError::Unavailable(
-                "a previous commit failed; restart to recover".into(),
-            ));
+            return Err(AppendError::Poisoned(None));
         }
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -136,12 +149,9 @@ impl Appender {
                         .increment(1);
                     AppendError::Busy(QUEUE_CAPACITY)
                 }
-                mpsc::error::TrySendError::Closed(_) => {
-                    AppendError::Unavailable("writer stopped".into())
-                }
+                mpsc::error::TrySendError::Closed(_) => AppendError::Stopped,
             })?;
-        rx.await
-            .map_err(|_| AppendError::Unavailable("writer stopped".into()))?
+        rx.await.map_err(|_| AppendError::Stopped)?
     }
 
     /// Returns whether a commit failed and the writer refuses further appends.
@@ -328,9 +338,7 @@ impl Predictor {
 
 fn refuse(replies: Replies) {
     for reply in replies {
-        let _ = reply.send(Err(AppendError::Unavailable(
-            "a previous commit failed; restart to recover".into(),
-        )));
+        let _ = reply.send(Err(AppendError::Poisoned(None)));
     }
 }
 
@@ -360,20 +368,22 @@ fn finish(
                 let _ = reply.send(Ok(res));
             }
         }
-        Err(crate::store::StoreError::RolledBack(msg)) => {
+        Err(e @ StoreError::RolledBack(_)) => {
             // Certainly not stored: refuse these requests, keep serving.
             metrics::counter!("trailkeep_commits_rolled_back_total").increment(1);
-            tracing::warn!(error = %msg, "a group commit was rolled back; its requests were refused and nothing of them is stored");
+            tracing::warn!(error = %e, "a group commit was rolled back; its requests were refused and nothing of them is stored");
+            let e = Arc::new(e);
             for reply in replies {
-                let _ = reply.send(Err(AppendError::NotStored(msg.clone())));
+                let _ = reply.send(Err(AppendError::NotStored(e.clone())));
             }
         }
         Err(e) => {
             poisoned.store(true, Ordering::SeqCst);
             metrics::gauge!("trailkeep_writer_poisoned").set(1.0);
             tracing::error!(error = %e, "commit failed; the writer is poisoned and refuses further appends until restart");
+            let e = Arc::new(e);
             for reply in replies {
-                let _ = reply.send(Err(AppendError::Unavailable(format!("commit failed: {e}"))));
+                let _ = reply.send(Err(AppendError::Poisoned(Some(e.clone()))));
             }
         }
     }
@@ -386,7 +396,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::store::{Accepted, Head, StoreError};
+    use crate::store::{Accepted, Head};
 
     use crate::event::test_event as event;
 
@@ -399,10 +409,10 @@ mod tests {
             Box::pin(async move {
                 if n == 0 {
                     gate.notified().await;
-                    return Err(StoreError::Backend {
-                        backend: "test",
-                        message: "disk I/O error at COMMIT".into(),
-                    });
+                    return Err(StoreError::backend_message(
+                        "test",
+                        "disk I/O error at COMMIT",
+                    ));
                 }
                 Ok(groups
                     .into_iter()
@@ -467,11 +477,11 @@ mod tests {
         let a = a.await.unwrap();
         let b = b.await.unwrap();
         assert!(
-            matches!(a, Err(AppendError::Unavailable(ref m)) if m.contains("commit failed")),
+            matches!(&a, Err(AppendError::Poisoned(Some(e))) if e.to_string().contains("disk I/O error")),
             "{a:?}"
         );
         assert!(
-            matches!(b, Err(AppendError::Unavailable(_))),
+            matches!(b, Err(AppendError::Poisoned(_))),
             "a commit queued behind a failed one must not be acknowledged: {b:?}"
         );
         assert!(app.is_poisoned());

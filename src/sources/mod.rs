@@ -108,7 +108,7 @@ pub struct SourceConfig {
     /// Target stream.
     pub stream: String,
     /// Where the API key comes from (loaded by [`SourceConfig::load_key`]).
-    pub key_from: Option<KeySource>,
+    pub key_from: Option<crate::secret::SecretSource>,
     /// Header name, lowercase.
     pub api_key_header: String,
     /// Types to take; empty: all.
@@ -131,15 +131,6 @@ pub struct SourceConfig {
     pub fields: mapping::Fields,
     /// Backfill endpoint.
     pub backfill: Option<backfill::BackfillConfig>,
-}
-
-/// Where a source's API key is read from.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// An environment variable.
-    Env(String),
-    /// A file (trailing whitespace trimmed).
-    File(std::path::PathBuf),
 }
 
 /// A source configuration error naming the key.
@@ -205,8 +196,8 @@ impl RawSource {
                     "set api_key_env or api_key_file, not both",
                 ));
             }
-            (Some(e), None) => Some(KeySource::Env(e)),
-            (None, Some(f)) => Some(KeySource::File(f)),
+            (Some(e), None) => Some(crate::secret::SecretSource::Env(e)),
+            (None, Some(f)) => Some(crate::secret::SecretSource::File(f)),
             (None, None) => None,
         };
         let header = self.api_key_header.to_ascii_lowercase();
@@ -313,28 +304,20 @@ impl SourceConfig {
             .build()
     }
 
-    /// Reads the API key (environment or file).
+    /// Reads the API key (environment or file), as every secret is read
+    /// ([`crate::secret::SecretSource::load`]).
     ///
     /// # Errors
-    /// A message naming the variable or file, never the key.
-    pub fn load_key(&self) -> Result<Secret, String> {
+    /// An error naming the setting and the variable or file, never the key.
+    pub fn load_key(&self) -> Result<Secret, crate::secret::SecretError> {
         match &self.key_from {
             None => Ok(Secret::default()),
-            Some(KeySource::Env(var)) => std::env::var(var).map(Secret::new).map_err(|_| {
-                format!(
-                    "source {}: environment variable {var} is not set",
-                    self.name
-                )
-            }),
-            Some(KeySource::File(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret::new(s.trim_end().to_owned()))
-                .map_err(|e| {
-                    format!(
-                        "source {}: cannot read api_key_file {}: {e}",
-                        self.name,
-                        path.display()
-                    )
-                }),
+            Some(from @ crate::secret::SecretSource::Env(_)) => {
+                from.load(&format!("sources.{}.api_key_env", self.name))
+            }
+            Some(from @ crate::secret::SecretSource::File(_)) => {
+                from.load(&format!("sources.{}.api_key_file", self.name))
+            }
         }
     }
 

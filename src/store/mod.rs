@@ -46,8 +46,16 @@ pub enum StoreError {
     Backend {
         /// `sqlite` or `postgres`.
         backend: &'static str,
-        /// What happened.
+        /// What happened (the cause's text, with its own causes).
         message: String,
+        /// Whether the same call may succeed later (a busy database, a
+        /// dropped connection, a serialization failure), as the backend
+        /// classified its error; refused credentials, a missing table or a
+        /// read-only file are not.
+        retryable: bool,
+        /// The backend's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Stored data contradicts itself (for example a tile of the wrong width).
     #[error("corrupt store: {0}")]
@@ -71,6 +79,33 @@ pub enum StoreError {
         /// Newest version this binary knows.
         supported: i64,
     },
+}
+
+impl StoreError {
+    /// A backend failure with no error value behind it (a thread that
+    /// stopped, say); not retryable.
+    pub fn backend_message(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::Backend {
+            backend,
+            message: message.into(),
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// Whether the same call may succeed later without anyone changing
+    /// anything: a rolled-back commit and the backend errors it classifies
+    /// as transient. Corruption, a missing thing, a lost lease and a newer
+    /// schema are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Backend { retryable, .. } => *retryable,
+            Self::RolledBack(_) => true,
+            Self::Corrupt(_) | Self::NotFound(_) | Self::Fenced(_) | Self::SchemaTooNew { .. } => {
+                false
+            }
+        }
+    }
 }
 
 /// Shorthand for store results.

@@ -80,10 +80,57 @@ async fn check_fence(tx: &deadpool_postgres::Transaction<'_>, fence: Option<&Lea
     Ok(())
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    let retryable = pg_retryable(&e);
     StoreError::Backend {
         backend: "postgres",
-        message: e.to_string(),
+        message: with_sources(&e),
+        retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// A failure with no error value worth keeping (a bad setting, say): not
+/// retryable.
+fn backend_message(message: impl Into<String>) -> StoreError {
+    StoreError::backend_message("postgres", message)
+}
+
+/// A pool error: a timeout waiting for a connection is retryable; a
+/// connection that could not be made is classified as its cause.
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    let message = with_sources(&e);
+    let retryable = match &e {
+        deadpool_postgres::PoolError::Timeout(_) => true,
+        deadpool_postgres::PoolError::Backend(b) => pg_retryable(b),
+        _ => false,
+    };
+    StoreError::Backend {
+        backend: "postgres",
+        message,
+        retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Whether PostgreSQL's answer may change on its own: a lost or refused
+/// connection (the server restarting), a serialization failure or
+/// deadlock (class 40), too many connections or too little memory (53),
+/// an operator intervention such as a shutdown (57P01-57P03). Refused
+/// credentials (28), missing privileges or objects (42), data errors (22)
+/// and constraint violations (23) are not.
+fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("40")
+                || c.starts_with("53")
+                || c.starts_with("08")
+                || matches!(c, "57P01" | "57P02" | "57P03")
+        }
     }
 }
 
@@ -159,27 +206,25 @@ impl PostgresStore {
         pool: &PoolSettings,
     ) -> Result<Self> {
         let (url, tls) = super::pg_tls::split_tls_params(url)
-            .map_err(|e| backend(format!("connection string: {e}")))?;
-        let tls =
-            match super::pg_tls::client_config(&tls).map_err(|e| backend(format!("tls: {e}")))? {
-                Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
-                None => Tls::None,
-            };
+            .map_err(|e| backend_message(format!("connection string: {e}")))?;
+        let tls = match super::pg_tls::client_config(&tls)
+            .map_err(|e| backend_message(format!("tls: {e}")))?
+        {
+            Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+            None => Tls::None,
+        };
         let mut cfg = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| backend(format!("connection string: {e}")))?;
+            .map_err(|e| backend_message(format!("connection string: {e}")))?;
         cfg.connect_timeout(pool.connect_timeout);
         if let Some(s) = schema {
             if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(backend(format!(
+                return Err(backend_message(format!(
                     "schema name {s:?} must be letters, digits and _"
                 )));
             }
             let (client, task) = match &tls {
                 Tls::None => {
-                    let (client, conn) = cfg
-                        .connect(NoTls)
-                        .await
-                        .map_err(|e| backend(with_sources(&e)))?;
+                    let (client, conn) = cfg.connect(NoTls).await.map_err(backend)?;
                     (
                         client,
                         tokio::spawn(async move {
@@ -188,10 +233,7 @@ impl PostgresStore {
                     )
                 }
                 Tls::Rustls(t) => {
-                    let (client, conn) = cfg
-                        .connect(t.clone())
-                        .await
-                        .map_err(|e| backend(with_sources(&e)))?;
+                    let (client, conn) = cfg.connect(t.clone()).await.map_err(backend)?;
                     (
                         client,
                         tokio::spawn(async move {
@@ -218,7 +260,7 @@ impl PostgresStore {
         let pool = Pool::builder(mgr)
             .max_size(pool.max_connections)
             .build()
-            .map_err(backend)?;
+            .map_err(|e| backend_message(e.to_string()))?;
         let store = Self {
             pool,
             cache: Arc::default(),
@@ -228,7 +270,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| backend(with_sources(&e)))
+        self.pool.get().await.map_err(pool_error)
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -893,6 +935,33 @@ mod tests {
         let mut b = [0u8; 6];
         getrandom::fill(&mut b).expect("random");
         format!("t_{}", hex::encode(b))
+    }
+
+    /// Issue #14: backend errors were all "retryable" text. Now a role the
+    /// server refuses is not retryable (nobody will fix it by waiting),
+    /// a refused connection (a server restarting) is, and the cause is kept.
+    #[tokio::test]
+    async fn refused_credentials_are_not_retryable_and_a_refused_connection_is() {
+        let Some(url) = test_url() else { return };
+        let settings = PoolSettings::default();
+        let bad_role = url.replacen("postgres://postgres@", "postgres://no_such_role@", 1);
+        assert_ne!(bad_role, url, "test URL has the expected shape");
+        let e = PostgresStore::connect_with(&bad_role, None, &settings)
+            .await
+            .expect_err("unknown role");
+        assert!(!e.is_retryable(), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the cause is kept: {e}"
+        );
+        let e = PostgresStore::connect_with(
+            "postgres://postgres@127.0.0.1:1/postgres",
+            None,
+            &settings,
+        )
+        .await
+        .expect_err("nothing listens on port 1");
+        assert!(e.is_retryable(), "{e}");
     }
 
     /// Two stores ("nodes") on one fresh schema.

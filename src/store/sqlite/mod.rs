@@ -50,9 +50,19 @@ const MIGRATIONS: [&str; 5] = [
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    // Another process holds the lock past `busy_timeout`, or the disk is
+    // full: both may clear. A read-only or unopenable file, a corrupt
+    // database, bad SQL or a constraint do not.
+    let retryable = matches!(
+        e.sqlite_error_code(),
+        Some(C::DatabaseBusy | C::DatabaseLocked | C::DiskFull)
+    );
     StoreError::Backend {
         backend: "sqlite",
         message: e.to_string(),
+        retryable,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -134,9 +144,8 @@ impl SqliteStore {
                     wal.after_write(&w.conn);
                 }
             })
-            .map_err(|e| StoreError::Backend {
-                backend: "sqlite",
-                message: format!("cannot start writer thread: {e}"),
+            .map_err(|e| {
+                StoreError::backend_message("sqlite", format!("cannot start writer thread: {e}"))
             })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -165,14 +174,9 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job)
-            .map_err(|_| StoreError::Backend {
-                backend: "sqlite",
-                message: "writer thread stopped".into(),
-            })?;
-        rx.await.map_err(|_| StoreError::Backend {
-            backend: "sqlite",
-            message: "writer thread stopped".into(),
-        })?
+            .map_err(|_| StoreError::backend_message("sqlite", "writer thread stopped"))?;
+        rx.await
+            .map_err(|_| StoreError::backend_message("sqlite", "writer thread stopped"))?
     }
 
     async fn read<T: Send + 'static>(
@@ -201,10 +205,7 @@ impl SqliteStore {
             out
         })
         .await
-        .map_err(|e| StoreError::Backend {
-            backend: "sqlite",
-            message: format!("reader task failed: {e}"),
-        })?
+        .map_err(|e| StoreError::backend_message("sqlite", format!("reader task failed: {e}")))?
     }
 }
 
@@ -841,6 +842,29 @@ impl DeliveryLedger for SqliteStore {
 mod tests {
     use crate::chain::ZERO_HASH_HEX;
     use crate::store::Head;
+
+    /// Issue #14: a busy or locked database or a full disk may clear by
+    /// itself (retryable); a read-only or corrupt file does not; the
+    /// rusqlite error stays the source.
+    #[test]
+    fn sqlite_errors_are_classified_and_keep_their_cause() {
+        use rusqlite::ffi;
+        let err =
+            |code| super::backend(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED, ffi::SQLITE_FULL] {
+            assert!(err(code).is_retryable(), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_CONSTRAINT,
+        ] {
+            let e = err(code);
+            assert!(!e.is_retryable(), "{code}");
+            assert!(std::error::Error::source(&e).is_some());
+        }
+    }
 
     /// A key whose stored secret hash is not 32 bytes was read as all
     /// zeros (a default); it is corruption, and says which key.

@@ -92,9 +92,11 @@ impl WalControl {
                 // The writer is gone: one last pass leaves a short WAL.
                 let _ = checkpoint(&ckpt);
             })
-            .map_err(|e| StoreError::Backend {
-                backend: "sqlite",
-                message: format!("cannot start checkpointer thread: {e}"),
+            .map_err(|e| {
+                StoreError::backend_message(
+                    "sqlite",
+                    format!("cannot start checkpointer thread: {e}"),
+                )
             })?;
         Ok(Self {
             wake,
