@@ -12,7 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::destinations::driver::{DriverHandle, DriverSettings, run as drive};
-use crate::destinations::{Destination, config::Encoding, file, http, object, webhook};
+use crate::destinations::{Destination, encoding::Encoding, file, http, object, webhook};
 use crate::event::{Limits, format_received, validate};
 use crate::store::{AppendGroup, Store};
 

@@ -15,7 +15,7 @@ pub struct FileDestination {
     path: PathBuf,
     rotate_bytes: u64,
     keep: usize,
-    encoding: super::config::Encoding,
+    encoding: super::encoding::Encoding,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -27,14 +27,14 @@ impl FileDestination {
             path,
             rotate_bytes,
             keep: keep.max(1),
-            encoding: super::config::Encoding::Trailkeep,
+            encoding: super::encoding::Encoding::Trailkeep,
             lock: std::sync::Arc::default(),
         }
     }
 
     /// Writes events in `encoding`.
     #[must_use]
-    pub fn with_encoding(mut self, encoding: super::config::Encoding) -> Self {
+    pub fn with_encoding(mut self, encoding: super::encoding::Encoding) -> Self {
         self.encoding = encoding;
         self
     }
@@ -78,7 +78,7 @@ impl Destination for FileDestination {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
         let mut body = Vec::with_capacity(batch.events.iter().map(|e| e.json.len() + 1).sum());
         for e in &batch.events {
-            body.extend_from_slice(super::config::encode(&e.json, self.encoding).as_bytes());
+            body.extend_from_slice(super::encoding::encode(&e.json, self.encoding).as_bytes());
             body.push(b'\n');
         }
         let _guard = self.lock.lock().await;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::config::{Encoding, encode};
+use super::encoding::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination, read_answer};
 use crate::net::Policy;
 use crate::secret::Secret;

@@ -17,6 +17,7 @@
 pub mod bigquery;
 pub mod config;
 pub mod driver;
+pub mod encoding;
 pub mod file;
 pub mod http;
 pub mod object;

@@ -11,12 +11,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::config::{Encoding, encode};
+use super::encoding::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination};
 use crate::archive::{ArchiveError, Bucket};
 
 /// Object compression for destinations (`none` allowed, unlike the archive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ObjectCompression {
     /// Plain NDJSON.
     None,

@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 
-use super::config::{Encoding, encode};
+use super::encoding::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination, read_answer};
 use crate::secret::Secret;
 
