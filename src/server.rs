@@ -61,9 +61,9 @@ pub enum ServeError {
     /// A source could not start (its API key, or the HTTP client).
     #[error("{0}")]
     Source(String),
-    /// A destination could not start (its secret).
-    #[error("{0}")]
-    Destination(String),
+    /// A destination could not start (its secret, its object store).
+    #[error(transparent)]
+    Destination(#[from] crate::destinations::BuildError),
     /// The archive could not be set up (URL, secret file).
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),

@@ -23,7 +23,7 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use super::{Batch, DeliveryError, Destination, excerpt, read_answer};
+use super::{Batch, DeliveryError, Destination, HttpClient, excerpt, read_answer};
 
 /// The service-account file's fields used here.
 #[derive(Deserialize)]
@@ -59,9 +59,23 @@ pub struct BigQuery {
     token_uri: String,
     key: RsaKeyPair,
     token: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
-    policy: crate::net::Policy,
     /// Built once: token requests and inserts reuse their connections.
-    client: Result<reqwest::Client, String>,
+    client: HttpClient,
+}
+
+/// Why a service account cannot be used (never showing its key).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// Not the JSON of a service account file.
+    #[error("service account file: {0}")]
+    Json(#[source] serde_json::Error),
+    /// `private_key` is not PEM PKCS#8.
+    #[error("service account file: private_key is not a PKCS#8 PEM key")]
+    NotPem,
+    /// `private_key` is not an RSA key.
+    #[error("service account file: private_key is not an RSA key")]
+    NotRsa,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -87,24 +101,22 @@ const INSERT_ANSWER_MAX: usize = 16 << 20;
 impl BigQuery {
     /// A destination writing to `table` through `endpoint` (default
     /// `https://bigquery.googleapis.com`), with the service account in
-    /// `account_json`.
+    /// `account_json`, sending through `client`.
     ///
     /// # Errors
-    /// A service-account file without a usable RS256 key (the message never
-    /// contains the key).
+    /// [`AccountError`]: a service-account file without a usable RS256 key
+    /// (the message never contains the key).
     pub fn new(
         endpoint: &str,
         table: Table,
         account_json: &str,
-        timeout: Duration,
-        policy: crate::net::Policy,
-    ) -> Result<Self, String> {
-        let sa: ServiceAccount =
-            serde_json::from_str(account_json).map_err(|e| format!("service account file: {e}"))?;
+        client: HttpClient,
+    ) -> Result<Self, AccountError> {
+        let sa: ServiceAccount = serde_json::from_str(account_json).map_err(AccountError::Json)?;
         let der = PrivatePkcs8KeyDer::from_pem_slice(sa.private_key.as_bytes())
-            .map_err(|_| "service account file: private_key is not a PKCS#8 PEM key".to_owned())?;
-        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
-            .map_err(|_| "service account file: private_key is not an RSA key".to_owned())?;
+            .map_err(|_| AccountError::NotPem)?;
+        let key =
+            RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| AccountError::NotRsa)?;
         Ok(Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             table,
@@ -112,12 +124,7 @@ impl BigQuery {
             token_uri: sa.token_uri,
             key,
             token: tokio::sync::Mutex::new(None),
-            client: policy
-                .client_builder()
-                .timeout(timeout)
-                .build()
-                .map_err(|e| crate::net::describe(&e)),
-            policy,
+            client,
         })
     }
 
@@ -142,22 +149,18 @@ impl BigQuery {
         Ok(format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 
-    async fn access_token(&self, c: &reqwest::Client) -> Result<String, DeliveryError> {
+    async fn access_token(&self) -> Result<String, DeliveryError> {
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref()
             && tokio::time::Instant::now() < *until
         {
             return Ok(t.clone());
         }
-        let req = c.post(&self.token_uri).form(&[
+        let req = self.client.get()?.post(&self.token_uri).form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", &self.assertion()?),
         ]);
-        let resp = self
-            .policy
-            .send(req)
-            .await
-            .map_err(|e| DeliveryError::from_send("token", &e))?;
+        let resp = self.client.send(req, "token").await?;
         let text = read_answer(resp, TOKEN_ANSWER_MAX)
             .await
             .map_err(|e| match e {
@@ -214,7 +217,7 @@ impl BigQuery {
 #[async_trait]
 impl Destination for BigQuery {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
+        let c = self.client.get()?;
         let url = format!(
             "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
             self.endpoint, self.table.project, self.table.dataset, self.table.table
@@ -225,7 +228,7 @@ impl Destination for BigQuery {
             if rows.is_empty() {
                 break;
             }
-            let token = self.access_token(c).await?;
+            let token = self.access_token().await?;
             let req = c
                 .post(&url)
                 .bearer_auth(&token)
@@ -234,11 +237,7 @@ impl Destination for BigQuery {
                     serde_json::json!({"kind": "bigquery#tableDataInsertAllRequest", "rows": rows})
                         .to_string(),
                 );
-            let resp = self
-                .policy
-                .send(req)
-                .await
-                .map_err(|e| DeliveryError::from_send("insertAll", &e))?;
+            let resp = self.client.send(req, "insertAll").await?;
             if resp.status().as_u16() == 401 {
                 *self.token.lock().await = None; // expired early: fetch a new one next time
             }

@@ -261,19 +261,22 @@ impl SecretFrom {
     /// Loads the secret (trimmed).
     ///
     /// # Errors
-    /// A message naming the variable or file (never the value).
-    pub fn load(&self, dest: &str) -> Result<Secret, String> {
+    /// [`super::BuildError::SecretEnv`] or [`super::BuildError::SecretFile`],
+    /// naming the variable or file (never the value).
+    pub fn load(&self, dest: &str) -> Result<Secret, super::BuildError> {
         match self {
             Self::Env(v) => std::env::var(v)
                 .map(|s| Secret::new(s.trim().to_owned()))
-                .map_err(|_| format!("destination {dest}: environment variable {v} is not set")),
+                .map_err(|_| super::BuildError::SecretEnv {
+                    destination: dest.to_owned(),
+                    var: v.clone(),
+                }),
             Self::File(p) => std::fs::read_to_string(p)
                 .map(|s| Secret::new(s.trim().to_owned()))
-                .map_err(|e| {
-                    format!(
-                        "destination {dest}: cannot read secret_file {}: {e}",
-                        p.display()
-                    )
+                .map_err(|source| super::BuildError::SecretFile {
+                    destination: dest.to_owned(),
+                    path: p.clone(),
+                    source,
                 }),
         }
     }

@@ -14,24 +14,33 @@
 //! length-prefixed destination, stream and seq range, hex: stable per batch
 //! and unambiguous whatever the names contain.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 
 use super::encoding::{Encoding, encode};
-use super::{Batch, DeliveryError, Destination, read_answer};
+use super::{Batch, DeliveryError, Destination, HttpClient, read_answer};
 use crate::secret::Secret;
 
 /// Sends batches to a webhook receiver.
 pub struct WebhookDestination {
     url: url::Url,
     key: Vec<u8>,
-    policy: crate::net::Policy,
-    client: reqwest::Client,
+    client: HttpClient,
     encoding: Encoding,
+}
+
+/// Why a webhook destination cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The secret is not `whsec_` + base64.
+    #[error("the webhook secret must be whsec_ followed by base64")]
+    Secret,
+    /// The URL does not parse (config validation has parsed it already).
+    #[error("url is not a URL: {0}")]
+    Url(#[from] url::ParseError),
 }
 
 impl std::fmt::Debug for WebhookDestination {
@@ -73,49 +82,38 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 impl WebhookDestination {
-    /// A webhook destination.
+    /// A webhook destination sending through `client`.
     ///
     /// # Errors
-    /// A secret that is not `whsec_` + base64, a bad URL, or a client that
-    /// cannot be built.
+    /// A secret that is not `whsec_` + base64, or a bad URL.
     pub fn new(
         url: &str,
         secret: &Secret,
-        policy: crate::net::Policy,
-        timeout: Duration,
+        client: HttpClient,
         encoding: Encoding,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, WebhookError> {
         let key = secret
             .expose()
             .strip_prefix("whsec_")
             .and_then(|b| STANDARD.decode(b).ok())
             .filter(|k| !k.is_empty())
-            .ok_or("the webhook secret must be whsec_ followed by base64")?;
-        let client = policy
-            .client_builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| crate::net::describe(&e))?;
+            .ok_or(WebhookError::Secret)?;
         Ok(Self {
-            url: url::Url::parse(url).map_err(|e| e.to_string())?,
+            url: url::Url::parse(url)?,
             key,
-            policy,
             client,
             encoding,
         })
     }
-}
 
-#[async_trait]
-impl Destination for WebhookDestination {
-    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+    /// Returns the request body of `batch` sent at `now`.
+    pub fn body(&self, batch: &Batch, now: time::OffsetDateTime) -> Vec<u8> {
         let events: Vec<serde_json::Value> = batch
             .events
             .iter()
             .map(|e| serde_json::from_str(&encode(&e.json, self.encoding)).unwrap_or_default())
             .collect();
-        let now = time::OffsetDateTime::now_utc();
-        let body = serde_json::to_vec(&serde_json::json!({
+        serde_json::json!({
             "type": "trailkeep.events",
             "timestamp": crate::event::format_received(now),
             "data": {
@@ -125,8 +123,17 @@ impl Destination for WebhookDestination {
                 "end_seq": batch.end_seq,
                 "events": events,
             },
-        }))
-        .map_err(|e| DeliveryError::permanent(None, e.to_string()))?;
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+#[async_trait]
+impl Destination for WebhookDestination {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let now = time::OffsetDateTime::now_utc();
+        let body = self.body(batch, now);
         let id = message_id(
             &batch.destination,
             &batch.stream,
@@ -136,6 +143,7 @@ impl Destination for WebhookDestination {
         let ts = now.unix_timestamp();
         let req = self
             .client
+            .get()?
             .post(self.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &id)
@@ -143,14 +151,10 @@ impl Destination for WebhookDestination {
             .header("webhook-signature", sign(&self.key, &id, ts, &body))
             .body(body);
         let resp = self
-            .policy
-            .send(req)
-            .await
-            .map_err(|e| DeliveryError::from_send(&crate::net::redact_url(&self.url), &e))?;
+            .client
+            .send(req, &crate::net::redact_url(&self.url))
+            .await?;
         // A 2xx body is not needed (and not read); an error's is the detail.
-        if resp.status().is_success() {
-            return Ok(());
-        }
         read_answer(resp, 0).await.map(drop)
     }
 }

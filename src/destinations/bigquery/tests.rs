@@ -135,8 +135,10 @@ fn dest(base: &str) -> BigQuery {
         base,
         table,
         &account.to_string(),
-        Duration::from_secs(5),
-        crate::net::Policy::new(true, "[[destinations]] \"bq\""),
+        HttpClient::new(
+            crate::net::Policy::new(true, "[[destinations]] \"bq\""),
+            Duration::from_secs(5),
+        ),
     )
     .unwrap()
 }
@@ -185,6 +187,7 @@ async fn invalid_rows_are_dead_lettered_and_the_rest_inserted() {
 
 #[test]
 fn a_bad_service_account_says_what_without_the_key() {
-    let e = BigQuery::new("http://x", Table { project: "p".into(), dataset: "d".into(), table: "t".into() }, r#"{"client_email":"a","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#, Duration::from_secs(1), crate::net::Policy::new(false, "bq")).unwrap_err();
+    let e = BigQuery::new("http://x", Table { project: "p".into(), dataset: "d".into(), table: "t".into() }, r#"{"client_email":"a","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#, HttpClient::new(crate::net::Policy::new(false, "bq"), Duration::from_secs(1))).expect_err("no usable key");
+    let e = e.to_string();
     assert!(e.contains("private_key") && !e.contains("AAAA"), "{e}");
 }

@@ -125,9 +125,8 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(false),
-        Duration::from_secs(2),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     plain.deliver(&batch(3, 0)).await.unwrap();
     assert_eq!(h.events.lock().unwrap().len(), 3);
@@ -136,9 +135,8 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(true),
-        Duration::from_secs(2),
         Encoding::Grantex,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     acked.deliver(&batch(2, 0)).await.unwrap();
     assert!(
@@ -222,9 +220,8 @@ async fn datadog_logs_gzip_entries_within_the_intake_limits() {
         &url,
         Secret::new("dd-key-1".into()),
         settings,
-        Duration::from_secs(5),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(5)),
     );
     dd.deliver(&batch(2500, 0)).await.unwrap();
     let sizes: Vec<usize> = d.requests.lock().unwrap().iter().map(Vec::len).collect();
@@ -285,9 +282,8 @@ async fn each_destination_reuses_its_connection_across_batches() {
         &url,
         Secret::new("dd-key-1".into()),
         DatadogSettings::default(),
-        Duration::from_secs(5),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(5)),
     );
     for _ in 0..5 {
         dd.deliver(&batch(3, 0)).await.unwrap();
@@ -298,9 +294,8 @@ async fn each_destination_reuses_its_connection_across_batches() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(false),
-        Duration::from_secs(2),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     for _ in 0..5 {
         hec.deliver(&batch(3, 0)).await.unwrap();

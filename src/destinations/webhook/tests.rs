@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -85,8 +86,10 @@ fn dest(url: &str, allow_private: bool, encoding: Encoding) -> WebhookDestinatio
     WebhookDestination::new(
         url,
         &Secret::new(SECRET.into()),
-        crate::net::Policy::new(allow_private, "[[destinations]] \"hook\""),
-        Duration::from_secs(2),
+        HttpClient::new(
+            crate::net::Policy::new(allow_private, "[[destinations]] \"hook\""),
+            Duration::from_secs(2),
+        ),
         encoding,
     )
     .unwrap()
@@ -191,8 +194,10 @@ async fn responses_are_classified_and_redirects_not_followed() {
     let d2 = WebhookDestination::new(
         &slow_url,
         &Secret::new(SECRET.into()),
-        crate::net::Policy::new(true, "d2"),
-        Duration::from_millis(300),
+        HttpClient::new(
+            crate::net::Policy::new(true, "d2"),
+            Duration::from_millis(300),
+        ),
         Encoding::Trailkeep,
     )
     .unwrap();
@@ -265,8 +270,7 @@ fn secrets_must_be_whsec_and_stay_hidden() {
         WebhookDestination::new(
             "https://e/h",
             &Secret::new("plain".into()),
-            crate::net::Policy::new(false, "d"),
-            Duration::from_secs(1),
+            HttpClient::new(crate::net::Policy::new(false, "d"), Duration::from_secs(1)),
             Encoding::Trailkeep
         )
         .is_err()
