@@ -12,6 +12,10 @@
 //! refused for good; the others (`stopped` because of them, or a backend
 //! error) are sent again at once. When invalid rows remain, the batch is a
 //! dead letter naming their event ids (the valid rows are in the table).
+//!
+//! A batch is cut into requests of at most 500 rows and 9 MB of rows
+//! (BigQuery takes 10 MB per request); a row over 9 MB is refused for good
+//! before anything is sent.
 
 use std::time::Duration;
 
@@ -214,23 +218,66 @@ impl BigQuery {
     }
 }
 
-#[async_trait]
-impl Destination for BigQuery {
-    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+/// Rows per insertAll request: BigQuery's recommended maximum (the hard
+/// limit is 50,000; <https://cloud.google.com/bigquery/quotas#streaming_inserts>).
+pub const MAX_ROWS: usize = 500;
+/// BigQuery's limit on one insertAll HTTP request, bytes.
+pub const MAX_REQUEST: usize = 10_000_000;
+/// Most bytes of rows per request (room left for the request's envelope);
+/// also the largest row sent: a larger one is refused for good.
+pub const MAX_ROW_BYTES: usize = 9_000_000;
+
+/// Cuts `rows` into requests within [`MAX_ROWS`] and [`MAX_ROW_BYTES`].
+///
+/// # Errors
+/// [`DeliveryError::Permanent`] for a row over [`MAX_ROW_BYTES`] (nothing
+/// of the batch is sent).
+fn requests(rows: Vec<serde_json::Value>) -> Result<Vec<Vec<serde_json::Value>>, DeliveryError> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        let len = row.to_string().len() + 1;
+        if len > MAX_ROW_BYTES {
+            return Err(DeliveryError::permanent(
+                None,
+                format!(
+                    "event {} is {len} bytes as a row, over BigQuery's 10 MB request limit",
+                    row["insertId"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        if !cur.is_empty() && (cur.len() >= MAX_ROWS || size + len > MAX_ROW_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += len;
+        cur.push(row);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+impl BigQuery {
+    /// Inserts `rows` (one request's worth): rows BigQuery marks `invalid`
+    /// are added to `invalid`; the others it did not take go again at once,
+    /// up to 5 rounds.
+    async fn insert(
+        &self,
+        url: &str,
+        mut rows: Vec<serde_json::Value>,
+        invalid: &mut Vec<String>,
+    ) -> Result<(), DeliveryError> {
         let c = self.client.get()?;
-        let url = format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
-            self.endpoint, self.table.project, self.table.dataset, self.table.table
-        );
-        let mut rows = Self::rows(batch);
-        let mut invalid: Vec<String> = Vec::new();
         for _round in 0..5 {
             if rows.is_empty() {
-                break;
+                return Ok(());
             }
             let token = self.access_token().await?;
             let req = c
-                .post(&url)
+                .post(url)
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(
@@ -244,8 +291,7 @@ impl Destination for BigQuery {
             let text = read_answer(resp, INSERT_ANSWER_MAX).await?;
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let Some(errors) = v["insertErrors"].as_array().filter(|e| !e.is_empty()) else {
-                rows.clear();
-                break;
+                return Ok(());
             };
             let mut again = Vec::new();
             for err in errors {
@@ -268,11 +314,27 @@ impl Destination for BigQuery {
             }
             rows = again;
         }
-        if !rows.is_empty() {
-            return Err(retryable(format!(
+        if rows.is_empty() {
+            Ok(())
+        } else {
+            Err(retryable(format!(
                 "{} rows still failing after 5 attempts",
                 rows.len()
-            )));
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for BigQuery {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
+            self.endpoint, self.table.project, self.table.dataset, self.table.table
+        );
+        let mut invalid: Vec<String> = Vec::new();
+        for rows in requests(Self::rows(batch))? {
+            self.insert(&url, rows, &mut invalid).await?;
         }
         if invalid.is_empty() {
             Ok(())

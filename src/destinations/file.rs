@@ -155,4 +155,81 @@ mod tests {
         let e = f.deliver(&batch(1, 1)).await.unwrap_err();
         assert!(matches!(e, DeliveryError::Retryable { .. }), "{e}");
     }
+
+    use crate::destinations::conformance::{Decoded, Payload, Subject};
+
+    /// The file destination in the conformance suite. The receiver is the
+    /// file: each delivery's payload is the bytes it appended.
+    struct FileSubject {
+        _dir: tempfile::TempDir,
+        dest: Appends,
+    }
+
+    /// Notes where each accepted delivery's bytes end in the file.
+    struct Appends {
+        inner: FileDestination,
+        path: PathBuf,
+        ends: std::sync::Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Destination for Appends {
+        async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+            self.inner.deliver(batch).await?;
+            let len = std::fs::metadata(&self.path).unwrap().len();
+            self.ends.lock().unwrap().push(len);
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Subject for FileSubject {
+        async fn start() -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.ndjson");
+            let dest = Appends {
+                inner: FileDestination::new(path.clone(), 1 << 30, 1),
+                path,
+                ends: std::sync::Mutex::default(),
+            };
+            Some(Self { _dir: dir, dest })
+        }
+
+        fn destination(&self) -> &dyn Destination {
+            &self.dest
+        }
+
+        async fn received(&self) -> Vec<Payload> {
+            let all = std::fs::read(&self.dest.path).unwrap_or_default();
+            let mut start = 0;
+            let mut out = Vec::new();
+            for &end in self.dest.ends.lock().unwrap().iter() {
+                let end = usize::try_from(end).unwrap();
+                out.push(Payload {
+                    at: "audit.ndjson".into(),
+                    bytes: all[start..end].to_vec(),
+                });
+                start = end;
+            }
+            out
+        }
+
+        fn decode(&self, p: &Payload) -> Decoded {
+            Decoded {
+                ids: String::from_utf8_lossy(&p.bytes)
+                    .lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        v["id"].as_str().unwrap().to_owned()
+                    })
+                    .collect(),
+                size: p.bytes.len(),
+            }
+        }
+    }
+
+    mod conformance {
+        use super::FileSubject;
+        crate::stored_destination_test_suite!(FileSubject);
+    }
 }

@@ -17,6 +17,8 @@
 pub mod bigquery;
 pub mod client;
 pub mod config;
+#[cfg(test)]
+pub mod conformance;
 pub mod driver;
 pub mod encoding;
 pub mod file;

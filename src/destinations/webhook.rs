@@ -106,8 +106,11 @@ impl WebhookDestination {
         })
     }
 
-    /// Returns the request body of `batch` sent at `now`.
-    pub fn body(&self, batch: &Batch, now: time::OffsetDateTime) -> Vec<u8> {
+    /// Returns the request body of `batch`. Its `timestamp` is when the
+    /// batch's last event was received (Standard Webhooks: when the event
+    /// occurred), not the send time, so a batch delivered again is the same
+    /// bytes (the `webhook-timestamp` header is the send time).
+    pub fn body(&self, batch: &Batch) -> Vec<u8> {
         let events: Vec<serde_json::Value> = batch
             .events
             .iter()
@@ -115,7 +118,10 @@ impl WebhookDestination {
             .collect();
         serde_json::json!({
             "type": "trailkeep.events",
-            "timestamp": crate::event::format_received(now),
+            "timestamp": batch.events.last().map_or_else(
+                || crate::event::format_received(time::OffsetDateTime::now_utc()),
+                |e| e.received.clone(),
+            ),
             "data": {
                 "destination": batch.destination,
                 "stream": batch.stream,
@@ -132,15 +138,14 @@ impl WebhookDestination {
 #[async_trait]
 impl Destination for WebhookDestination {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let now = time::OffsetDateTime::now_utc();
-        let body = self.body(batch, now);
+        let body = self.body(batch);
         let id = message_id(
             &batch.destination,
             &batch.stream,
             batch.start_seq,
             batch.end_seq,
         );
-        let ts = now.unix_timestamp();
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp();
         let req = self
             .client
             .get()?

@@ -287,3 +287,55 @@ fn secrets_must_be_whsec_and_stay_hidden() {
     );
     assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 }
+
+/// The webhook in the destination conformance suite, against the receiver
+/// above (which checks every signature).
+struct WebhookSubject {
+    tap: Arc<crate::destinations::conformance::Tap>,
+    dest: WebhookDestination,
+}
+
+#[async_trait::async_trait]
+impl crate::destinations::conformance::Subject for WebhookSubject {
+    async fn start() -> Option<Self> {
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(Arc::new(Receiver::default()));
+        let tap = crate::destinations::conformance::Tap::serve(app, &["/hook"]).await;
+        let dest = dest(&format!("{}/hook", tap.base), true, Encoding::Trailkeep);
+        Some(Self { tap, dest })
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.dest
+    }
+
+    async fn received(&self) -> Vec<crate::destinations::conformance::Payload> {
+        self.tap.received()
+    }
+
+    fn decode(
+        &self,
+        p: &crate::destinations::conformance::Payload,
+    ) -> crate::destinations::conformance::Decoded {
+        let v: serde_json::Value = serde_json::from_slice(&p.bytes).unwrap();
+        crate::destinations::conformance::Decoded {
+            ids: v["data"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect(),
+            size: p.bytes.len(),
+        }
+    }
+
+    fn tap(&self) -> Option<&crate::destinations::conformance::Tap> {
+        Some(&self.tap)
+    }
+}
+
+mod conformance {
+    use super::WebhookSubject;
+    crate::http_destination_test_suite!(WebhookSubject);
+}
