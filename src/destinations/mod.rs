@@ -12,7 +12,10 @@
 //! Here: the trait, the shared driver (which feeds a destination from the
 //! archive when it fell behind the hot store), the `file`, `webhook`,
 //! object-store (`s3`, `gcs`, `azure_blob`), Splunk HEC, Datadog Logs and
-//! BigQuery destinations, and the `[[destinations]]` config.
+//! BigQuery destinations, the `[[destinations]]` config (one raw struct per
+//! type), payload encodings, the one HTTP client and answer classifier
+//! every HTTP destination uses ([`client`]), [`build`], and (tests only)
+//! the conformance suite every destination runs.
 
 pub mod bigquery;
 pub mod client;

@@ -1,8 +1,11 @@
 //! The `webhook` destination: JSON batches signed per the Standard Webhooks
 //! specification (<https://www.standardwebhooks.com/>).
 //!
-//! Headers: `webhook-id` (stable per batch: a retry carries the same id, so
-//! receivers deduplicate), `webhook-timestamp` (Unix seconds) and
+//! The body is `{type, timestamp, data}` with `timestamp` the receipt time of
+//! the batch's last event, so a retried batch is the same bytes. Headers:
+//! `webhook-id` (stable per batch: a retry carries the same id, so
+//! receivers deduplicate), `webhook-timestamp` (Unix seconds, the send
+//! time) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body`
 //! with the `whsec_` secret's base64-decoded bytes. HTTPS only (HTTP to a
 //! loopback address for tests); redirects are never followed; a host that
