@@ -69,9 +69,9 @@ pub enum ServeError {
         /// What failed (redacted).
         message: String,
     },
-    /// A destination could not start (its secret).
-    #[error("{0}")]
-    Destination(String),
+    /// A destination could not start (its secret, its object store).
+    #[error(transparent)]
+    Destination(#[from] crate::destinations::BuildError),
     /// The archive could not be set up (URL, secret file).
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),

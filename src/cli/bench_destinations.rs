@@ -12,7 +12,9 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::destinations::driver::{DriverHandle, DriverSettings, run as drive};
-use crate::destinations::{Destination, config::Encoding, file, http, object, webhook};
+use crate::destinations::{
+    Destination, HttpClient, encoding::Encoding, file, http, object, webhook,
+};
 use crate::event::{Limits, format_received, validate};
 use crate::store::{AppendGroup, Store};
 
@@ -100,16 +102,12 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
     let dests: Vec<(&'static str, Arc<dyn Destination>)> = vec![
         (
             "webhook",
-            Arc::new(
-                webhook::WebhookDestination::new(
-                    &format!("{hook}/hook"),
-                    &secret,
-                    local.clone(),
-                    t,
-                    Encoding::Trailkeep,
-                )
-                .map_err(anyhow::Error::msg)?,
-            ),
+            Arc::new(webhook::WebhookDestination::new(
+                &format!("{hook}/hook"),
+                &secret,
+                HttpClient::new(local.clone(), t),
+                Encoding::Trailkeep,
+            )?),
         ),
         (
             "splunk_hec",
@@ -117,9 +115,8 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                 &hec,
                 token.clone(),
                 http::HecSettings::default(),
-                t,
                 Encoding::Trailkeep,
-                local.clone(),
+                HttpClient::new(local.clone(), t),
             )),
         ),
         (
@@ -128,9 +125,8 @@ pub(super) async fn run(args: &DestinationsBenchArgs) -> anyhow::Result<ExitCode
                 &dd,
                 token,
                 http::DatadogSettings::default(),
-                t,
                 Encoding::Trailkeep,
-                local.clone(),
+                HttpClient::new(local.clone(), t),
             )),
         ),
         (

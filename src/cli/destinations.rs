@@ -107,7 +107,7 @@ pub(super) async fn run(config: &Config, cmd: &DestinationsCommand) -> anyhow::R
                 .ok_or_else(|| {
                     anyhow::anyhow!("destination {} is not in the config", letter.destination)
                 })?;
-            let dest = crate::destinations::build(cfg).map_err(anyhow::Error::msg)?;
+            let dest = crate::destinations::build(cfg)?;
             let delivered = crate::destinations::driver::retry_dead_letter(
                 store.as_ref(),
                 dest.as_ref(),

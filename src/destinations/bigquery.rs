@@ -12,6 +12,10 @@
 //! refused for good; the others (`stopped` because of them, or a backend
 //! error) are sent again at once. When invalid rows remain, the batch is a
 //! dead letter naming their event ids (the valid rows are in the table).
+//!
+//! A batch is cut into requests of at most 500 rows and 9 MB of rows
+//! (BigQuery takes 10 MB per request); a row over 9 MB is refused for good
+//! before anything is sent.
 
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use super::{Batch, DeliveryError, Destination, excerpt, read_answer};
+use super::{Batch, DeliveryError, Destination, HttpClient, excerpt, read_answer};
 
 /// The service-account file's fields used here.
 #[derive(Deserialize)]
@@ -59,9 +63,23 @@ pub struct BigQuery {
     token_uri: String,
     key: RsaKeyPair,
     token: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
-    policy: crate::net::Policy,
     /// Built once: token requests and inserts reuse their connections.
-    client: Result<reqwest::Client, String>,
+    client: HttpClient,
+}
+
+/// Why a service account cannot be used (never showing its key).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// Not the JSON of a service account file.
+    #[error("service account file: {0}")]
+    Json(#[source] serde_json::Error),
+    /// `private_key` is not PEM PKCS#8.
+    #[error("service account file: private_key is not a PKCS#8 PEM key")]
+    NotPem,
+    /// `private_key` is not an RSA key.
+    #[error("service account file: private_key is not an RSA key")]
+    NotRsa,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -87,24 +105,22 @@ const INSERT_ANSWER_MAX: usize = 16 << 20;
 impl BigQuery {
     /// A destination writing to `table` through `endpoint` (default
     /// `https://bigquery.googleapis.com`), with the service account in
-    /// `account_json`.
+    /// `account_json`, sending through `client`.
     ///
     /// # Errors
-    /// A service-account file without a usable RS256 key (the message never
-    /// contains the key).
+    /// [`AccountError`]: a service-account file without a usable RS256 key
+    /// (the message never contains the key).
     pub fn new(
         endpoint: &str,
         table: Table,
         account_json: &str,
-        timeout: Duration,
-        policy: crate::net::Policy,
-    ) -> Result<Self, String> {
-        let sa: ServiceAccount =
-            serde_json::from_str(account_json).map_err(|e| format!("service account file: {e}"))?;
+        client: HttpClient,
+    ) -> Result<Self, AccountError> {
+        let sa: ServiceAccount = serde_json::from_str(account_json).map_err(AccountError::Json)?;
         let der = PrivatePkcs8KeyDer::from_pem_slice(sa.private_key.as_bytes())
-            .map_err(|_| "service account file: private_key is not a PKCS#8 PEM key".to_owned())?;
-        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
-            .map_err(|_| "service account file: private_key is not an RSA key".to_owned())?;
+            .map_err(|_| AccountError::NotPem)?;
+        let key =
+            RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| AccountError::NotRsa)?;
         Ok(Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             table,
@@ -112,12 +128,7 @@ impl BigQuery {
             token_uri: sa.token_uri,
             key,
             token: tokio::sync::Mutex::new(None),
-            client: policy
-                .client_builder()
-                .timeout(timeout)
-                .build()
-                .map_err(|e| crate::net::describe(&e)),
-            policy,
+            client,
         })
     }
 
@@ -142,22 +153,18 @@ impl BigQuery {
         Ok(format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 
-    async fn access_token(&self, c: &reqwest::Client) -> Result<String, DeliveryError> {
+    async fn access_token(&self) -> Result<String, DeliveryError> {
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref()
             && tokio::time::Instant::now() < *until
         {
             return Ok(t.clone());
         }
-        let req = c.post(&self.token_uri).form(&[
+        let req = self.client.get()?.post(&self.token_uri).form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", &self.assertion()?),
         ]);
-        let resp = self
-            .policy
-            .send(req)
-            .await
-            .map_err(|e| DeliveryError::from_send("token", &e))?;
+        let resp = self.client.send(req, "token").await?;
         let text = read_answer(resp, TOKEN_ANSWER_MAX)
             .await
             .map_err(|e| match e {
@@ -211,42 +218,80 @@ impl BigQuery {
     }
 }
 
-#[async_trait]
-impl Destination for BigQuery {
-    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
-        let url = format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
-            self.endpoint, self.table.project, self.table.dataset, self.table.table
-        );
-        let mut rows = Self::rows(batch);
-        let mut invalid: Vec<String> = Vec::new();
+/// Rows per insertAll request: BigQuery's recommended maximum (the hard
+/// limit is 50,000; <https://cloud.google.com/bigquery/quotas#streaming_inserts>).
+pub const MAX_ROWS: usize = 500;
+/// BigQuery's limit on one insertAll HTTP request, bytes.
+pub const MAX_REQUEST: usize = 10_000_000;
+/// Most bytes of rows per request (room left for the request's envelope);
+/// also the largest row sent: a larger one is refused for good.
+pub const MAX_ROW_BYTES: usize = 9_000_000;
+
+/// Cuts `rows` into requests within [`MAX_ROWS`] and [`MAX_ROW_BYTES`].
+///
+/// # Errors
+/// [`DeliveryError::Permanent`] for a row over [`MAX_ROW_BYTES`] (nothing
+/// of the batch is sent).
+fn requests(rows: Vec<serde_json::Value>) -> Result<Vec<Vec<serde_json::Value>>, DeliveryError> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        let len = row.to_string().len() + 1;
+        if len > MAX_ROW_BYTES {
+            return Err(DeliveryError::permanent(
+                None,
+                format!(
+                    "event {} is {len} bytes as a row, over BigQuery's 10 MB request limit",
+                    row["insertId"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        if !cur.is_empty() && (cur.len() >= MAX_ROWS || size + len > MAX_ROW_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += len;
+        cur.push(row);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+impl BigQuery {
+    /// Inserts `rows` (one request's worth): rows BigQuery marks `invalid`
+    /// are added to `invalid`; the others it did not take go again at once,
+    /// up to 5 rounds.
+    async fn insert(
+        &self,
+        url: &str,
+        mut rows: Vec<serde_json::Value>,
+        invalid: &mut Vec<String>,
+    ) -> Result<(), DeliveryError> {
+        let c = self.client.get()?;
         for _round in 0..5 {
             if rows.is_empty() {
-                break;
+                return Ok(());
             }
-            let token = self.access_token(c).await?;
+            let token = self.access_token().await?;
             let req = c
-                .post(&url)
+                .post(url)
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(
                     serde_json::json!({"kind": "bigquery#tableDataInsertAllRequest", "rows": rows})
                         .to_string(),
                 );
-            let resp = self
-                .policy
-                .send(req)
-                .await
-                .map_err(|e| DeliveryError::from_send("insertAll", &e))?;
+            let resp = self.client.send(req, "insertAll").await?;
             if resp.status().as_u16() == 401 {
                 *self.token.lock().await = None; // expired early: fetch a new one next time
             }
             let text = read_answer(resp, INSERT_ANSWER_MAX).await?;
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let Some(errors) = v["insertErrors"].as_array().filter(|e| !e.is_empty()) else {
-                rows.clear();
-                break;
+                return Ok(());
             };
             let mut again = Vec::new();
             for err in errors {
@@ -269,11 +314,27 @@ impl Destination for BigQuery {
             }
             rows = again;
         }
-        if !rows.is_empty() {
-            return Err(retryable(format!(
+        if rows.is_empty() {
+            Ok(())
+        } else {
+            Err(retryable(format!(
                 "{} rows still failing after 5 attempts",
                 rows.len()
-            )));
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for BigQuery {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
+            self.endpoint, self.table.project, self.table.dataset, self.table.table
+        );
+        let mut invalid: Vec<String> = Vec::new();
+        for rows in requests(Self::rows(batch))? {
+            self.insert(&url, rows, &mut invalid).await?;
         }
         if invalid.is_empty() {
             Ok(())

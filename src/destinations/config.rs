@@ -1,23 +1,33 @@
-//! `[[destinations]]` in the config file: one table per destination, its
-//! `type` deciding which keys apply; a key that does not apply to the type
-//! is refused by name, like an unknown one.
+//! `[[destinations]]` in the config file: the keys every destination has
+//! ([`RawDestination`]: name, filters, batching, encoding, backoff), and one
+//! raw struct per `type` with `deny_unknown_fields` ([`RawFile`],
+//! [`RawWebhook`], [`RawObject`], [`RawSplunkHec`], [`RawDatadog`],
+//! [`RawBigQuery`]): a key that is not a setting of the table's type is
+//! refused by name, like an unknown one, and each type's keys are written
+//! once, in its struct.
+//!
+//! Validation is pure (no secrets read, no clients built: that is
+//! [`super::build`]). Payload encodings are [`super::encoding`]'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::driver::DriverSettings;
+use super::encoding::Encoding;
 use crate::event::filter::Filter;
 use crate::secret::Secret;
 
-/// A destination table as written.
+/// A destination table as written: the keys every type shares, and the
+/// rest, checked by the raw struct of its `type`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDestination {
     /// Unique name (cursors, dead letters and status are kept under it).
     pub name: String,
-    /// `file` or `webhook` (more to come, see issue #5).
+    /// `file`, `webhook`, `s3`, `gcs`, `azure_blob`, `splunk_hec`,
+    /// `datadog_logs` or `bigquery`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Streams it takes (default all: `["*"]`).
@@ -44,62 +54,124 @@ pub struct RawDestination {
     pub backoff_max_ms: Option<u64>,
     /// Streams delivered at the same time (default 1).
     pub concurrency: Option<usize>,
-    /// Request timeout, ms (HTTP destinations; default 10000).
-    pub timeout_ms: Option<u64>,
-    /// `file`: the NDJSON file.
-    pub path: Option<PathBuf>,
-    /// `file`: rotate past this size (default 64 MiB).
-    pub rotate_bytes: Option<u64>,
-    /// `file`: rotated files kept (default 5).
-    pub keep: Option<usize>,
-    /// `webhook`: the receiver's URL (HTTPS; HTTP only to loopback).
-    pub url: Option<String>,
-    /// `webhook`: environment variable holding the `whsec_…` secret.
-    pub secret_env: Option<String>,
-    /// `webhook`: file holding the `whsec_…` secret.
-    pub secret_file: Option<PathBuf>,
-    /// `webhook`, `splunk_hec`, `datadog_logs`, `bigquery`: allow addresses
-    /// that are not public (IANA special-purpose, this host's own; default
-    /// false).
-    pub allow_private: Option<bool>,
-    /// `s3`/`gcs`/`azure_blob`: `none`, `gzip` (default) or `zstd`.
-    pub compression: Option<String>,
-    /// `splunk_hec`: `index` field.
-    pub index: Option<String>,
-    /// `splunk_hec`: `source` field (default `trailkeep`).
-    pub source: Option<String>,
-    /// `splunk_hec`: `sourcetype` field (default `_json`).
-    pub sourcetype: Option<String>,
-    /// `splunk_hec`: `host` field.
-    pub host: Option<String>,
-    /// `splunk_hec`: wait for indexer acknowledgement (default false).
-    pub ack: Option<bool>,
-    /// `splunk_hec`: how long to wait for the acknowledgement, ms (default 30000).
-    pub ack_timeout_ms: Option<u64>,
-    /// `datadog_logs`: the site (default `datadoghq.com`); or set `url`.
-    pub site: Option<String>,
-    /// `datadog_logs`: `service` of every entry (default `trailkeep`).
-    pub service: Option<String>,
-    /// `datadog_logs`: `hostname` of every entry.
-    pub hostname: Option<String>,
-    /// `datadog_logs`: extra `ddtags` (`key:value`).
-    pub tags: Option<Vec<String>>,
-    /// `bigquery`: project id.
-    pub project: Option<String>,
-    /// `bigquery`: dataset id.
-    pub dataset: Option<String>,
-    /// `bigquery`: table id.
-    pub table: Option<String>,
+    /// Every other key: the settings of `type`, read into its raw struct
+    /// (which refuses keys it does not have).
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
-/// Payload encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Encoding {
-    /// The stored event, chain fields included.
-    #[default]
-    Trailkeep,
-    /// `{id, type, createdAt, data}`, as the Grantex tools write.
-    Grantex,
+/// `type = "file"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// The NDJSON file.
+    pub path: PathBuf,
+    /// Rotate past this size (default 64 MiB).
+    pub rotate_bytes: Option<u64>,
+    /// Rotated files kept (default 5).
+    pub keep: Option<usize>,
+}
+
+/// `type = "webhook"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// The receiver's URL (HTTPS; HTTP only to loopback).
+    pub url: String,
+    /// Environment variable holding the `whsec_…` secret.
+    pub secret_env: Option<String>,
+    /// File holding the `whsec_…` secret.
+    pub secret_file: Option<PathBuf>,
+    /// Allow addresses that are not public (default false).
+    pub allow_private: Option<bool>,
+    /// Request timeout, ms (default 10000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// `type = "s3" | "gcs" | "azure_blob"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObject {
+    /// `s3://…`, `gs://…` or `az://…` (matching the type), as for the archive.
+    pub url: String,
+    /// `none`, `gzip` (default) or `zstd`.
+    pub compression: Option<super::object::ObjectCompression>,
+    /// Request timeout, ms (default 60000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// `type = "splunk_hec"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplunkHec {
+    /// Base URL (`https://splunk:8088`).
+    pub url: String,
+    /// Environment variable holding the HEC token.
+    pub secret_env: Option<String>,
+    /// File holding the HEC token.
+    pub secret_file: Option<PathBuf>,
+    /// Allow addresses that are not public (default false).
+    pub allow_private: Option<bool>,
+    /// Request timeout, ms (default 10000).
+    pub timeout_ms: Option<u64>,
+    /// `index` field.
+    pub index: Option<String>,
+    /// `source` field (default `trailkeep`).
+    pub source: Option<String>,
+    /// `sourcetype` field (default `_json`).
+    pub sourcetype: Option<String>,
+    /// `host` field.
+    pub host: Option<String>,
+    /// Wait for indexer acknowledgement (default false).
+    pub ack: Option<bool>,
+    /// How long to wait for the acknowledgement, ms (default 30000).
+    pub ack_timeout_ms: Option<u64>,
+}
+
+/// `type = "datadog_logs"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatadog {
+    /// Intake base URL; or set `site`.
+    pub url: Option<String>,
+    /// The site (default `datadoghq.com`).
+    pub site: Option<String>,
+    /// Environment variable holding the API key.
+    pub secret_env: Option<String>,
+    /// File holding the API key.
+    pub secret_file: Option<PathBuf>,
+    /// Allow addresses that are not public (default false).
+    pub allow_private: Option<bool>,
+    /// Request timeout, ms (default 10000).
+    pub timeout_ms: Option<u64>,
+    /// `service` of every entry (default `trailkeep`).
+    pub service: Option<String>,
+    /// `hostname` of every entry.
+    pub hostname: Option<String>,
+    /// Extra `ddtags` (`key:value`).
+    pub tags: Option<Vec<String>>,
+}
+
+/// `type = "bigquery"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBigQuery {
+    /// API base URL (default `https://bigquery.googleapis.com`; for tests).
+    pub url: Option<String>,
+    /// Project id.
+    pub project: Option<String>,
+    /// Dataset id.
+    pub dataset: Option<String>,
+    /// Table id.
+    pub table: Option<String>,
+    /// Environment variable holding the service account JSON itself.
+    pub secret_env: Option<String>,
+    /// The service account JSON file.
+    pub secret_file: Option<PathBuf>,
+    /// Allow addresses that are not public (default false).
+    pub allow_private: Option<bool>,
+    /// Request timeout, ms (default 30000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// What kind of destination, with its own settings.
@@ -176,35 +248,21 @@ pub enum Kind {
     },
 }
 
-/// Where a destination's secret comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretFrom {
-    /// An environment variable.
-    Env(String),
-    /// A file.
-    File(PathBuf),
-}
+/// Where a destination's secret comes from (loaded as every secret is,
+/// see [`crate::secret`]).
+pub type SecretFrom = crate::secret::SecretSource;
 
-impl SecretFrom {
-    /// Loads the secret.
-    ///
-    /// # Errors
-    /// A message naming the variable or file (never the value).
-    pub fn load(&self, dest: &str) -> Result<Secret, String> {
-        match self {
-            Self::Env(v) => std::env::var(v)
-                .map(|s| Secret::new(s.trim().to_owned()))
-                .map_err(|_| format!("destination {dest}: environment variable {v} is not set")),
-            Self::File(p) => std::fs::read_to_string(p)
-                .map(|s| Secret::new(s.trim().to_owned()))
-                .map_err(|e| {
-                    format!(
-                        "destination {dest}: cannot read secret_file {}: {e}",
-                        p.display()
-                    )
-                }),
-        }
-    }
+/// Loads a destination's secret; errors name `destinations.NAME.secret_env`
+/// or `secret_file`, never the value.
+///
+/// # Errors
+/// [`super::BuildError::Secret`].
+pub fn load_secret(from: &SecretFrom, dest: &str) -> Result<Secret, super::BuildError> {
+    let setting = match from {
+        SecretFrom::Env(_) => format!("destinations.{dest}.secret_env"),
+        SecretFrom::File(_) => format!("destinations.{dest}.secret_file"),
+    };
+    Ok(from.load(&setting)?)
 }
 
 /// A validated destination.
@@ -250,6 +308,226 @@ fn bad(key: &str, message: impl Into<String>) -> KeyError {
     }
 }
 
+/// The types, as `type` names them.
+const TYPES: &str = "file, webhook, s3, gcs, azure_blob, splunk_hec, datadog_logs, bigquery";
+
+/// Reads the settings of type `kind` into its raw struct. A key the struct
+/// does not have, a missing required key or a value of the wrong type is
+/// refused naming that key.
+fn settings<T: DeserializeOwned>(kind: &str, table: toml::Table) -> Result<T, KeyError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().to_owned();
+        // Missing fields have no path (the error comes at the table's end);
+        // their name is the message's first `quoted` word, as for unknown ones.
+        let named = msg.split('`').nth(1).unwrap_or_default();
+        if msg.starts_with("missing field ") {
+            return bad(named, format!("is required for type {kind}"));
+        }
+        if msg.starts_with("unknown field ") {
+            let known = msg
+                .split_once(", expected ")
+                .map_or("none", |(_, r)| r.trim_start_matches("one of "));
+            return bad(
+                named,
+                format!("is not a setting of type {kind} (its settings: {known})"),
+            );
+        }
+        let key = if path == "." || path.is_empty() {
+            "type".to_owned()
+        } else {
+            path
+        };
+        bad(&key, msg)
+    })
+}
+
+/// Where the secret comes from: exactly one of `secret_env` and `secret_file`.
+fn secret(env: Option<String>, file: Option<PathBuf>, what: &str) -> Result<SecretFrom, KeyError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(bad("secret_env", "set secret_env or secret_file, not both")),
+        (Some(v), None) => Ok(SecretFrom::Env(v)),
+        (None, Some(f)) => Ok(SecretFrom::File(f)),
+        (None, None) => Err(bad(
+            "secret_env",
+            format!("{what} is required (secret_env or secret_file)"),
+        )),
+    }
+}
+
+/// `timeout_ms`, between 100 and 600000 (`default` when unset).
+fn timeout(ms: Option<u64>, default: u64) -> Result<Duration, KeyError> {
+    let ms = ms.unwrap_or(default);
+    if (100..=600_000).contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(bad("timeout_ms", "must be between 100 and 600000"))
+    }
+}
+
+/// An HTTP(S) `url` the SSRF guard accepts as configured.
+fn http_url(url: String, allow_private: bool) -> Result<String, KeyError> {
+    let parsed = url::Url::parse(&url).map_err(|e| bad("url", e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("url", "must be an http:// or https:// URL"));
+    }
+    crate::net::guard::check_config_url(&parsed, allow_private).map_err(|m| bad("url", m))?;
+    Ok(url)
+}
+
+impl RawFile {
+    fn validate(self) -> Result<Kind, KeyError> {
+        let rotate_bytes = self.rotate_bytes.unwrap_or(64 << 20);
+        if rotate_bytes < 1024 {
+            return Err(bad("rotate_bytes", "must be at least 1024"));
+        }
+        Ok(Kind::File {
+            path: self.path,
+            rotate_bytes,
+            keep: self.keep.unwrap_or(5).clamp(1, 1000),
+        })
+    }
+}
+
+impl RawWebhook {
+    fn validate(self) -> Result<Kind, KeyError> {
+        let allow_private = self.allow_private.unwrap_or(false);
+        let parsed = url::Url::parse(&self.url).map_err(|e| bad("url", e.to_string()))?;
+        let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+            return Err(bad(
+                "url",
+                "must be https:// (http:// only to a loopback address)",
+            ));
+        }
+        Ok(Kind::Webhook {
+            url: http_url(self.url, allow_private)?,
+            secret: secret(self.secret_env, self.secret_file, "a whsec_ secret")?,
+            allow_private,
+            timeout: timeout(self.timeout_ms, 10_000)?,
+        })
+    }
+}
+
+impl RawObject {
+    fn validate(self, kind: &str) -> Result<Kind, KeyError> {
+        let scheme = match kind {
+            "s3" => "s3://",
+            "gcs" => "gs://",
+            _ => "az://",
+        };
+        if !self.url.starts_with(scheme) {
+            return Err(bad("url", format!("type {kind} takes a {scheme} URL")));
+        }
+        Ok(Kind::Object {
+            url: self.url,
+            compression: self
+                .compression
+                .unwrap_or(super::object::ObjectCompression::Gzip),
+            bucket: crate::archive::BucketOptions {
+                request_timeout: timeout(self.timeout_ms, 60_000)?,
+                max_retries: 2,
+                object_lock: None,
+            },
+        })
+    }
+}
+
+impl RawSplunkHec {
+    fn validate(self) -> Result<Kind, KeyError> {
+        let allow_private = self.allow_private.unwrap_or(false);
+        Ok(Kind::SplunkHec {
+            url: http_url(self.url, allow_private)?,
+            secret: secret(self.secret_env, self.secret_file, "the HEC token")?,
+            settings: super::http::HecSettings {
+                host: self.host,
+                source: self.source,
+                sourcetype: self.sourcetype,
+                index: self.index,
+                ack: self.ack.unwrap_or(false),
+                ack_timeout: Duration::from_millis(
+                    self.ack_timeout_ms.unwrap_or(30_000).clamp(100, 3_600_000),
+                ),
+            },
+            timeout: timeout(self.timeout_ms, 10_000)?,
+            allow_private,
+        })
+    }
+}
+
+impl RawDatadog {
+    fn validate(self) -> Result<Kind, KeyError> {
+        let allow_private = self.allow_private.unwrap_or(false);
+        let url = match (self.url, self.site) {
+            (Some(_), Some(_)) => return Err(bad("site", "set site or url, not both")),
+            (Some(u), None) => http_url(u, allow_private)?,
+            (None, site) => {
+                let site = site.unwrap_or_else(|| "datadoghq.com".into());
+                if site.is_empty()
+                    || !site
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                {
+                    return Err(bad(
+                        "site",
+                        "a Datadog site such as datadoghq.com or datadoghq.eu",
+                    ));
+                }
+                format!("https://http-intake.logs.{site}")
+            }
+        };
+        Ok(Kind::Datadog {
+            url,
+            secret: secret(self.secret_env, self.secret_file, "the Datadog API key")?,
+            settings: super::http::DatadogSettings {
+                service: self.service,
+                hostname: self.hostname,
+                tags: self.tags.unwrap_or_default(),
+            },
+            timeout: timeout(self.timeout_ms, 10_000)?,
+            allow_private,
+        })
+    }
+}
+
+impl RawBigQuery {
+    fn validate(self) -> Result<Kind, KeyError> {
+        let allow_private = self.allow_private.unwrap_or(false);
+        let id = |key: &str, v: Option<String>| -> Result<String, KeyError> {
+            match v {
+                Some(s)
+                    if !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) =>
+                {
+                    Ok(s)
+                }
+                Some(_) => Err(bad(key, "letters, digits, _ - . : only")),
+                None => Err(bad(key, "is required for type bigquery")),
+            }
+        };
+        Ok(Kind::BigQuery {
+            url: match self.url {
+                Some(u) => http_url(u, allow_private)?,
+                None => "https://bigquery.googleapis.com".into(),
+            },
+            table: super::bigquery::Table {
+                project: id("project", self.project)?,
+                dataset: id("dataset", self.dataset)?,
+                table: id("table", self.table)?,
+            },
+            secret: secret(
+                self.secret_env,
+                self.secret_file,
+                "the service account JSON",
+            )?,
+            timeout: timeout(self.timeout_ms, 30_000)?,
+            allow_private,
+        })
+    }
+}
+
 impl RawDestination {
     /// Validates one table.
     ///
@@ -266,7 +544,7 @@ impl RawDestination {
             })?;
         }
         let filter = Filter::new(&self.streams, &self.types)
-            .map_err(|m| bad("types", m))?
+            .map_err(|e| bad("types", e.to_string()))?
             .with_checkpoints(self.checkpoints.unwrap_or(false));
         let mut driver = DriverSettings::new(&self.name);
         driver.filter = filter;
@@ -301,313 +579,21 @@ impl RawDestination {
             }
             driver.concurrency = c;
         }
-        let encoding = match self.encoding.as_deref() {
-            None | Some("trailkeep") => Encoding::Trailkeep,
-            Some("grantex") => Encoding::Grantex,
-            Some(_) => return Err(bad("encoding", "must be \"trailkeep\" or \"grantex\"")),
-        };
-        // Type-specific keys: a key set on a type it does not belong to is
-        // refused by name, like an unknown key.
-        let present: Vec<&'static str> = [
-            (self.path.is_some(), "path"),
-            (self.rotate_bytes.is_some(), "rotate_bytes"),
-            (self.keep.is_some(), "keep"),
-            (self.url.is_some(), "url"),
-            (self.secret_env.is_some(), "secret_env"),
-            (self.secret_file.is_some(), "secret_file"),
-            (self.allow_private.is_some(), "allow_private"),
-            (self.timeout_ms.is_some(), "timeout_ms"),
-            (self.compression.is_some(), "compression"),
-            (self.index.is_some(), "index"),
-            (self.source.is_some(), "source"),
-            (self.sourcetype.is_some(), "sourcetype"),
-            (self.host.is_some(), "host"),
-            (self.ack.is_some(), "ack"),
-            (self.ack_timeout_ms.is_some(), "ack_timeout_ms"),
-            (self.site.is_some(), "site"),
-            (self.service.is_some(), "service"),
-            (self.hostname.is_some(), "hostname"),
-            (self.tags.is_some(), "tags"),
-            (self.project.is_some(), "project"),
-            (self.dataset.is_some(), "dataset"),
-            (self.table.is_some(), "table"),
-        ]
-        .into_iter()
-        .filter_map(|(p, k)| p.then_some(k))
-        .collect();
-        let allowed: &[&str] = match self.kind.as_str() {
-            "file" => &["path", "rotate_bytes", "keep"],
-            "webhook" => &[
-                "url",
-                "secret_env",
-                "secret_file",
-                "allow_private",
-                "timeout_ms",
-            ],
-            "s3" | "gcs" | "azure_blob" => &["url", "compression", "timeout_ms"],
-            "splunk_hec" => &[
-                "url",
-                "secret_env",
-                "secret_file",
-                "allow_private",
-                "timeout_ms",
-                "index",
-                "source",
-                "sourcetype",
-                "host",
-                "ack",
-                "ack_timeout_ms",
-            ],
-            "datadog_logs" => &[
-                "url",
-                "site",
-                "secret_env",
-                "secret_file",
-                "allow_private",
-                "timeout_ms",
-                "service",
-                "hostname",
-                "tags",
-            ],
-            "bigquery" => &[
-                "url",
-                "project",
-                "dataset",
-                "table",
-                "secret_env",
-                "secret_file",
-                "allow_private",
-                "timeout_ms",
-            ],
-            _ => &[],
-        };
-        if let Some(k) = present.iter().find(|k| !allowed.contains(k))
-            && !allowed.is_empty()
-        {
-            return Err(bad(k, format!("is not a setting of type {}", self.kind)));
-        }
-        let secret = |what: &str| -> Result<SecretFrom, KeyError> {
-            match (self.secret_env.clone(), self.secret_file.clone()) {
-                (Some(_), Some(_)) => {
-                    Err(bad("secret_env", "set secret_env or secret_file, not both"))
-                }
-                (Some(v), None) => Ok(SecretFrom::Env(v)),
-                (None, Some(f)) => Ok(SecretFrom::File(f)),
-                (None, None) => Err(bad(
-                    "secret_env",
-                    format!("{what} is required (secret_env or secret_file)"),
-                )),
-            }
-        };
-        let timeout = |default: u64| -> Result<Duration, KeyError> {
-            let ms = self.timeout_ms.unwrap_or(default);
-            if (100..=600_000).contains(&ms) {
-                Ok(Duration::from_millis(ms))
-            } else {
-                Err(bad("timeout_ms", "must be between 100 and 600000"))
-            }
-        };
-        let allow_private = self.allow_private.unwrap_or(false);
-        let http_url = |url: Option<String>| -> Result<String, KeyError> {
-            let url =
-                url.ok_or_else(|| bad("url", format!("is required for type {}", self.kind)))?;
-            let parsed = url::Url::parse(&url).map_err(|e| bad("url", e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad("url", "must be an http:// or https:// URL"));
-            }
-            crate::net::guard::check_config_url(&parsed, allow_private)
-                .map_err(|m| bad("url", m))?;
-            Ok(url)
-        };
-        if self.kind == "splunk_hec" {
-            let settings = super::http::HecSettings {
-                host: self.host.clone(),
-                source: self.source.clone(),
-                sourcetype: self.sourcetype.clone(),
-                index: self.index.clone(),
-                ack: self.ack.unwrap_or(false),
-                ack_timeout: Duration::from_millis(
-                    self.ack_timeout_ms.unwrap_or(30_000).clamp(100, 3_600_000),
-                ),
-            };
-            let kind = Kind::SplunkHec {
-                url: http_url(self.url.clone())?,
-                secret: secret("the HEC token")?,
-                settings,
-                timeout: timeout(10_000)?,
-                allow_private,
-            };
-            return Ok(DestinationConfig {
-                driver,
-                encoding,
-                kind,
-            });
-        }
-        if self.kind == "bigquery" {
-            let id = |key: &str, v: &Option<String>| -> Result<String, KeyError> {
-                match v {
-                    Some(s)
-                        if !s.is_empty()
-                            && s.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) =>
-                    {
-                        Ok(s.clone())
-                    }
-                    Some(_) => Err(bad(key, "letters, digits, _ - . : only")),
-                    None => Err(bad(key, "is required for type bigquery")),
-                }
-            };
-            let kind = Kind::BigQuery {
-                url: match &self.url {
-                    Some(u) => http_url(Some(u.clone()))?,
-                    None => "https://bigquery.googleapis.com".into(),
-                },
-                table: super::bigquery::Table {
-                    project: id("project", &self.project)?,
-                    dataset: id("dataset", &self.dataset)?,
-                    table: id("table", &self.table)?,
-                },
-                secret: secret("the service account JSON")?,
-                timeout: timeout(30_000)?,
-                allow_private,
-            };
-            return Ok(DestinationConfig {
-                driver,
-                encoding,
-                kind,
-            });
-        }
-        if self.kind == "datadog_logs" {
-            let url = match (&self.url, &self.site) {
-                (Some(_), Some(_)) => return Err(bad("site", "set site or url, not both")),
-                (Some(u), None) => http_url(Some(u.clone()))?,
-                (None, site) => {
-                    let site = site.clone().unwrap_or_else(|| "datadoghq.com".into());
-                    if site.is_empty()
-                        || !site
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-                    {
-                        return Err(bad(
-                            "site",
-                            "a Datadog site such as datadoghq.com or datadoghq.eu",
-                        ));
-                    }
-                    format!("https://http-intake.logs.{site}")
-                }
-            };
-            let settings = super::http::DatadogSettings {
-                service: self.service.clone(),
-                hostname: self.hostname.clone(),
-                tags: self.tags.clone().unwrap_or_default(),
-            };
-            let kind = Kind::Datadog {
-                url,
-                secret: secret("the Datadog API key")?,
-                settings,
-                timeout: timeout(10_000)?,
-                allow_private,
-            };
-            return Ok(DestinationConfig {
-                driver,
-                encoding,
-                kind,
-            });
-        }
-        let kind = match self.kind.as_str() {
-            "file" => {
-                let path = self
-                    .path
-                    .ok_or_else(|| bad("path", "is required for type file"))?;
-                let rotate_bytes = self.rotate_bytes.unwrap_or(64 << 20);
-                if rotate_bytes < 1024 {
-                    return Err(bad("rotate_bytes", "must be at least 1024"));
-                }
-                Kind::File {
-                    path,
-                    rotate_bytes,
-                    keep: self.keep.unwrap_or(5).clamp(1, 1000),
-                }
-            }
-            "webhook" => {
-                let url = self
-                    .url
-                    .ok_or_else(|| bad("url", "is required for type webhook"))?;
-                let parsed = url::Url::parse(&url).map_err(|e| bad("url", e.to_string()))?;
-                let loopback =
-                    matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-                    return Err(bad(
-                        "url",
-                        "must be https:// (http:// only to a loopback address)",
-                    ));
-                }
-                crate::net::guard::check_config_url(&parsed, allow_private)
-                    .map_err(|m| bad("url", m))?;
-                let secret = match (self.secret_env, self.secret_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(bad("secret_env", "set secret_env or secret_file, not both"));
-                    }
-                    (Some(v), None) => SecretFrom::Env(v),
-                    (None, Some(f)) => SecretFrom::File(f),
-                    (None, None) => {
-                        return Err(bad(
-                            "secret_env",
-                            "a whsec_ secret is required (secret_env or secret_file)",
-                        ));
-                    }
-                };
-                let timeout_ms = self.timeout_ms.unwrap_or(10_000);
-                if !(100..=600_000).contains(&timeout_ms) {
-                    return Err(bad("timeout_ms", "must be between 100 and 600000"));
-                }
-                Kind::Webhook {
-                    url,
-                    secret,
-                    allow_private: self.allow_private.unwrap_or(false),
-                    timeout: Duration::from_millis(timeout_ms),
-                }
-            }
-            kind @ ("s3" | "gcs" | "azure_blob") => {
-                let url = self
-                    .url
-                    .ok_or_else(|| bad("url", format!("is required for type {kind}")))?;
-                let scheme = match kind {
-                    "s3" => "s3://",
-                    "gcs" => "gs://",
-                    _ => "az://",
-                };
-                if !url.starts_with(scheme) {
-                    return Err(bad("url", format!("type {kind} takes a {scheme} URL")));
-                }
-                let compression = match self.compression.as_deref() {
-                    None | Some("gzip") => super::object::ObjectCompression::Gzip,
-                    Some("zstd") => super::object::ObjectCompression::Zstd,
-                    Some("none") => super::object::ObjectCompression::None,
-                    Some(_) => {
-                        return Err(bad("compression", "must be \"none\", \"gzip\" or \"zstd\""));
-                    }
-                };
-                let timeout_ms = self.timeout_ms.unwrap_or(60_000);
-                if !(100..=600_000).contains(&timeout_ms) {
-                    return Err(bad("timeout_ms", "must be between 100 and 600000"));
-                }
-                Kind::Object {
-                    url,
-                    compression,
-                    bucket: crate::archive::BucketOptions {
-                        request_timeout: Duration::from_millis(timeout_ms),
-                        max_retries: 2,
-                        object_lock: None,
-                    },
-                }
-            }
+        let encoding = Encoding::parse(self.encoding.as_deref())
+            .ok_or_else(|| bad("encoding", "must be \"trailkeep\" or \"grantex\""))?;
+        let kind = self.kind.as_str();
+        let table = self.settings;
+        let kind = match kind {
+            "file" => settings::<RawFile>(kind, table)?.validate()?,
+            "webhook" => settings::<RawWebhook>(kind, table)?.validate()?,
+            "s3" | "gcs" | "azure_blob" => settings::<RawObject>(kind, table)?.validate(kind)?,
+            "splunk_hec" => settings::<RawSplunkHec>(kind, table)?.validate()?,
+            "datadog_logs" => settings::<RawDatadog>(kind, table)?.validate()?,
+            "bigquery" => settings::<RawBigQuery>(kind, table)?.validate()?,
             other => {
                 return Err(bad(
                     "type",
-                    format!(
-                        "{other:?} is not a destination type (file, webhook, s3, gcs, azure_blob, splunk_hec, datadog_logs, bigquery)"
-                    ),
+                    format!("{other:?} is not a destination type ({TYPES})"),
                 ));
             }
         };
@@ -616,25 +602,6 @@ impl RawDestination {
             encoding,
             kind,
         })
-    }
-}
-
-/// The payload of one event in `encoding`.
-pub fn encode(json: &str, encoding: Encoding) -> String {
-    match encoding {
-        Encoding::Trailkeep => json.to_owned(),
-        Encoding::Grantex => {
-            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-            let mut out = serde_json::json!({
-                "id": v["id"],
-                "type": v["type"],
-                "createdAt": v["time"],
-            });
-            if !v["data"].is_null() {
-                out["data"] = v["data"].clone();
-            }
-            out.to_string()
-        }
     }
 }
 
@@ -771,15 +738,39 @@ mod tests {
         }
     }
 
+    /// Each type's raw struct names the bad key: one the type does not have
+    /// (with the ones it has), a value of the wrong type, a misspelt one.
     #[test]
-    fn grantex_encoding_has_the_grantex_shape() {
-        let stored = r#"{"actor":{"id":"u"},"data":{"k":1},"hash":"ab","id":"e1","prev":"00","received":"r","seq":3,"stream":"s","time":"2026-01-01T00:00:00Z","type":"grant.created"}"#;
-        let g: serde_json::Value =
-            serde_json::from_str(&encode(stored, Encoding::Grantex)).unwrap();
-        assert_eq!(
-            g,
-            serde_json::json!({"id":"e1","type":"grant.created","createdAt":"2026-01-01T00:00:00Z","data":{"k":1}})
+    fn a_bad_key_is_named_with_what_the_type_takes() {
+        let e = parse(
+            "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nurl = \"https://a\"",
+        )
+        .expect_err("url is not a file setting");
+        assert_eq!(e.key, "url");
+        assert!(
+            e.message.contains("is not a setting of type file")
+                && e.message.contains("`path`")
+                && e.message.contains("`keep`"),
+            "{}",
+            e.message
         );
-        assert_eq!(encode(stored, Encoding::Trailkeep), stored);
+        let e = parse(
+            "[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nkeep = \"five\"",
+        )
+        .expect_err("keep is a number");
+        assert_eq!(e.key, "keep", "{}", e.message);
+        let e =
+            parse("[[destinations]]\nname = \"f\"\ntype = \"file\"\npath = \"/x\"\nmax_event = 5")
+                .expect_err("a typo");
+        assert_eq!(e.key, "max_event", "{}", e.message);
+        let e = parse("[[destinations]]\nname = \"s\"\ntype = \"s3\"\nurl = \"s3://b\"\ncompression = \"lz4\"")
+            .expect_err("no lz4");
+        assert!(e.message.contains("zstd"), "{}", e.message);
+        let e =
+            parse("[[destinations]]\nname = \"f\"\ntype = \"file\"").expect_err("path is required");
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("path", "is required for type file")
+        );
     }
 }

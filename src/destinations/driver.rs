@@ -124,19 +124,24 @@ impl DriverHandle {
 const LEASE_PREFIX: &str = "destination:";
 
 /// The fields the driver needs from a stored body.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize)]
 struct Meta {
-    #[serde(default)]
     id: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     event_type: String,
-    #[serde(default)]
     received: String,
 }
 
 impl Meta {
-    fn of(body: &str) -> Self {
-        serde_json::from_str(body).unwrap_or_default()
+    /// Reads a stored body. One that is not an event is corruption: it
+    /// stops the destination (and says where) rather than going out, or
+    /// being filtered out, as an event with an empty type (issue #14).
+    fn of(stream: &str, seq: u64, body: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(body).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "stream {stream} seq {seq}: the stored body is not an event ({e}); run trailkeep verify"
+            ))
+        })
     }
 }
 
@@ -323,7 +328,7 @@ async fn next_batch(
             full = true;
             break;
         }
-        let meta = Meta::of(&row.body);
+        let meta = Meta::of(stream, row.seq, &row.body)?;
         oldest.get_or_insert_with(|| meta.received.clone());
         end = row.seq;
         if settings.filter.takes(stream, &meta.event_type) {
@@ -563,7 +568,7 @@ pub async fn retry_dead_letter(
         }
         for row in rows.into_iter().take_while(|r| r.seq <= letter.end_seq) {
             next = row.seq + 1;
-            let meta = Meta::of(&row.body);
+            let meta = Meta::of(&letter.stream, row.seq, &row.body).map_err(|e| e.to_string())?;
             if settings.filter.takes(&letter.stream, &meta.event_type) {
                 events.push(OutEvent {
                     seq: row.seq,

@@ -15,7 +15,7 @@ pub struct FileDestination {
     path: PathBuf,
     rotate_bytes: u64,
     keep: usize,
-    encoding: super::config::Encoding,
+    encoding: super::encoding::Encoding,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -27,14 +27,14 @@ impl FileDestination {
             path,
             rotate_bytes,
             keep: keep.max(1),
-            encoding: super::config::Encoding::Trailkeep,
+            encoding: super::encoding::Encoding::Trailkeep,
             lock: std::sync::Arc::default(),
         }
     }
 
     /// Writes events in `encoding`.
     #[must_use]
-    pub fn with_encoding(mut self, encoding: super::config::Encoding) -> Self {
+    pub fn with_encoding(mut self, encoding: super::encoding::Encoding) -> Self {
         self.encoding = encoding;
         self
     }
@@ -78,7 +78,7 @@ impl Destination for FileDestination {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
         let mut body = Vec::with_capacity(batch.events.iter().map(|e| e.json.len() + 1).sum());
         for e in &batch.events {
-            body.extend_from_slice(super::config::encode(&e.json, self.encoding).as_bytes());
+            body.extend_from_slice(super::encoding::encode(&e.json, self.encoding).as_bytes());
             body.push(b'\n');
         }
         let _guard = self.lock.lock().await;
@@ -154,5 +154,82 @@ mod tests {
         let f = FileDestination::new(PathBuf::from("/proc/nope/audit.ndjson"), 1 << 20, 1);
         let e = f.deliver(&batch(1, 1)).await.unwrap_err();
         assert!(matches!(e, DeliveryError::Retryable { .. }), "{e}");
+    }
+
+    use crate::destinations::conformance::{Decoded, Payload, Subject};
+
+    /// The file destination in the conformance suite. The receiver is the
+    /// file: each delivery's payload is the bytes it appended.
+    struct FileSubject {
+        _dir: tempfile::TempDir,
+        dest: Appends,
+    }
+
+    /// Notes where each accepted delivery's bytes end in the file.
+    struct Appends {
+        inner: FileDestination,
+        path: PathBuf,
+        ends: std::sync::Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Destination for Appends {
+        async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+            self.inner.deliver(batch).await?;
+            let len = std::fs::metadata(&self.path).unwrap().len();
+            self.ends.lock().unwrap().push(len);
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Subject for FileSubject {
+        async fn start() -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.ndjson");
+            let dest = Appends {
+                inner: FileDestination::new(path.clone(), 1 << 30, 1),
+                path,
+                ends: std::sync::Mutex::default(),
+            };
+            Some(Self { _dir: dir, dest })
+        }
+
+        fn destination(&self) -> &dyn Destination {
+            &self.dest
+        }
+
+        async fn received(&self) -> Vec<Payload> {
+            let all = std::fs::read(&self.dest.path).unwrap_or_default();
+            let mut start = 0;
+            let mut out = Vec::new();
+            for &end in self.dest.ends.lock().unwrap().iter() {
+                let end = usize::try_from(end).unwrap();
+                out.push(Payload {
+                    at: "audit.ndjson".into(),
+                    bytes: all[start..end].to_vec(),
+                });
+                start = end;
+            }
+            out
+        }
+
+        fn decode(&self, p: &Payload) -> Decoded {
+            Decoded {
+                ids: String::from_utf8_lossy(&p.bytes)
+                    .lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        v["id"].as_str().unwrap().to_owned()
+                    })
+                    .collect(),
+                size: p.bytes.len(),
+            }
+        }
+    }
+
+    mod conformance {
+        use super::FileSubject;
+        crate::stored_destination_test_suite!(FileSubject);
     }
 }

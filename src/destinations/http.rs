@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::config::{Encoding, encode};
-use super::{Batch, DeliveryError, Destination, read_answer};
-use crate::net::Policy;
+use super::encoding::{Encoding, encode};
+use super::{Batch, DeliveryError, Destination, HttpClient, read_answer};
 use crate::secret::Secret;
 
 fn retryable(message: String) -> DeliveryError {
@@ -29,16 +28,6 @@ fn retryable(message: String) -> DeliveryError {
 
 /// Most bytes of a HEC answer read (they are a few dozen bytes of JSON).
 const ANSWER_MAX: usize = 64 * 1024;
-
-/// The destination's one client (guarded resolver, no redirects), built
-/// when the destination is: a batch reuses the connections of the last.
-fn client(policy: &Policy, timeout: Duration) -> Result<reqwest::Client, String> {
-    policy
-        .client_builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| crate::net::describe(&e))
-}
 
 /// Splunk HEC settings.
 #[derive(Debug, Clone, Default)]
@@ -64,9 +53,8 @@ pub struct SplunkHec {
     settings: HecSettings,
     encoding: Encoding,
     channel: String,
-    policy: Policy,
     /// Built once: every batch reuses its connections.
-    client: Result<reqwest::Client, String>,
+    client: HttpClient,
 }
 
 impl SplunkHec {
@@ -75,9 +63,8 @@ impl SplunkHec {
         url: &str,
         token: Secret,
         settings: HecSettings,
-        timeout: Duration,
         encoding: Encoding,
-        policy: Policy,
+        client: HttpClient,
     ) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -85,8 +72,7 @@ impl SplunkHec {
             settings,
             encoding,
             channel: uuid_like(),
-            client: client(&policy, timeout),
-            policy,
+            client,
         }
     }
 
@@ -142,7 +128,7 @@ fn uuid_like() -> String {
 #[async_trait]
 impl Destination for SplunkHec {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
+        let c = self.client.get()?;
         let auth = format!("Splunk {}", self.token.expose());
         let mut req = c
             .post(format!("{}/services/collector/event", self.url))
@@ -153,10 +139,9 @@ impl Destination for SplunkHec {
             req = req.header("x-splunk-request-channel", &self.channel);
         }
         let resp = self
-            .policy
-            .send(req)
-            .await
-            .map_err(|e| DeliveryError::from_send(&crate::net::redact_urls(&self.url), &e))?;
+            .client
+            .send(req, &crate::net::redact_urls(&self.url))
+            .await?;
         let text = read_answer(resp, ANSWER_MAX).await?;
         if !self.settings.ack {
             return Ok(());
@@ -180,12 +165,13 @@ impl Destination for SplunkHec {
                 .header("x-splunk-request-channel", &self.channel)
                 .header("content-type", "application/json")
                 .body(serde_json::json!({"acks": [ack_id]}).to_string());
-            let resp = self.policy.send(req).await.map_err(|e| {
-                DeliveryError::from_send(
+            let resp = self
+                .client
+                .send(
+                    req,
                     &format!("{} (ack)", crate::net::redact_urls(&self.url)),
-                    &e,
                 )
-            })?;
+                .await?;
             let text = read_answer(resp, ANSWER_MAX).await?;
             let done = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -226,9 +212,8 @@ pub struct DatadogLogs {
     key: Secret,
     settings: DatadogSettings,
     encoding: Encoding,
-    policy: Policy,
     /// Built once: every batch reuses its connections.
-    client: Result<reqwest::Client, String>,
+    client: HttpClient,
 }
 
 impl DatadogLogs {
@@ -237,17 +222,15 @@ impl DatadogLogs {
         url: &str,
         key: Secret,
         settings: DatadogSettings,
-        timeout: Duration,
         encoding: Encoding,
-        policy: Policy,
+        client: HttpClient,
     ) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             key,
             settings,
             encoding,
-            client: client(&policy, timeout),
-            policy,
+            client,
         }
     }
 
@@ -307,7 +290,7 @@ impl DatadogLogs {
 #[async_trait]
 impl Destination for DatadogLogs {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
-        let c = self.client.as_ref().map_err(|e| retryable(e.clone()))?;
+        let c = self.client.get()?;
         for body in self.requests(batch)? {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
@@ -318,10 +301,10 @@ impl Destination for DatadogLogs {
                 .header("content-type", "application/json")
                 .header("content-encoding", "gzip")
                 .body(gz);
-            let resp =
-                self.policy.send(req).await.map_err(|e| {
-                    DeliveryError::from_send(&crate::net::redact_urls(&self.url), &e)
-                })?;
+            let resp = self
+                .client
+                .send(req, &crate::net::redact_urls(&self.url))
+                .await?;
             read_answer(resp, ANSWER_MAX).await?;
         }
         Ok(())

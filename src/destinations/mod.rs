@@ -12,11 +12,18 @@
 //! Here: the trait, the shared driver (which feeds a destination from the
 //! archive when it fell behind the hot store), the `file`, `webhook`,
 //! object-store (`s3`, `gcs`, `azure_blob`), Splunk HEC, Datadog Logs and
-//! BigQuery destinations, and the `[[destinations]]` config.
+//! BigQuery destinations, the `[[destinations]]` config (one raw struct per
+//! type), payload encodings, the one HTTP client and answer classifier
+//! every HTTP destination uses ([`client`]), [`build`], and (tests only)
+//! the conformance suite every destination runs.
 
 pub mod bigquery;
+pub mod client;
 pub mod config;
+#[cfg(test)]
+pub mod conformance;
 pub mod driver;
+pub mod encoding;
 pub mod file;
 pub mod http;
 pub mod object;
@@ -25,6 +32,10 @@ pub mod webhook;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use client::{
+    ERROR_BODY_MAX, HttpClient, classify_http, excerpt, parse_retry_after, read_answer,
+};
 
 /// One event as destinations receive it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +74,10 @@ pub struct Batch {
 /// with its query, credentials or the receiver's body. The receiver's
 /// answer (status and a redacted excerpt of at most 512 characters) is
 /// `detail`, for admins only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
     /// Worth retrying: network, timeout, 408, 429, 5xx.
+    #[error("retryable: {message}")]
     Retryable {
         /// What happened.
         message: String,
@@ -76,6 +88,7 @@ pub enum DeliveryError {
         detail: Option<String>,
     },
     /// Refused for good (other 4xx): the batch goes to the dead letters.
+    #[error("permanent: {message}")]
     Permanent {
         /// Response status, when there was one.
         status: Option<u16>,
@@ -130,15 +143,6 @@ impl DeliveryError {
     }
 }
 
-impl std::fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Retryable { message, .. } => write!(f, "retryable: {message}"),
-            Self::Permanent { message, .. } => write!(f, "permanent: {message}"),
-        }
-    }
-}
-
 /// A destination: delivers a batch, says whether it was accepted.
 #[async_trait]
 pub trait Destination: Send + Sync + 'static {
@@ -150,42 +154,81 @@ pub trait Destination: Send + Sync + 'static {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError>;
 }
 
-/// Builds the destination a config describes (loading its secret).
+/// Why a destination could not be built. Messages name the destination and
+/// where its secret comes from, never a secret or a URL's credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The secret cannot be loaded (its variable or file, never its value).
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// The webhook's secret or URL is unusable.
+    #[error("destination {destination}: {source}")]
+    Webhook {
+        /// Destination name.
+        destination: String,
+        /// What is wrong.
+        source: webhook::WebhookError,
+    },
+    /// The BigQuery service account is unusable.
+    #[error("destination {destination}: {source}")]
+    ServiceAccount {
+        /// Destination name.
+        destination: String,
+        /// What is wrong.
+        source: bigquery::AccountError,
+    },
+    /// The object store cannot be opened (its URL or options).
+    #[error("destination {destination}: {source}")]
+    Bucket {
+        /// Destination name.
+        destination: String,
+        /// What is wrong.
+        source: Box<crate::archive::ArchiveError>,
+    },
+}
+
+/// Builds the destination a config describes: loads its secret and builds
+/// its one HTTP client (or object-store handle).
 ///
 /// # Errors
-/// A secret that cannot be loaded or is malformed (the message names where
-/// it comes from, never the value).
-pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Destination>, String> {
-    let policy = |allow_private: bool| {
-        crate::net::Policy::new(
-            allow_private,
-            format!("[[destinations]] {:?}", cfg.driver.name),
+/// [`BuildError`]: a secret that cannot be loaded or is malformed, an
+/// object store that cannot be opened.
+pub fn build(
+    cfg: &config::DestinationConfig,
+) -> Result<std::sync::Arc<dyn Destination>, BuildError> {
+    use config::Kind;
+    use std::sync::Arc;
+    let name = &cfg.driver.name;
+    let client = |allow_private: bool, timeout: Duration| {
+        HttpClient::new(
+            crate::net::Policy::new(allow_private, format!("[[destinations]] {name:?}")),
+            timeout,
         )
     };
     Ok(match &cfg.kind {
-        config::Kind::File {
+        Kind::File {
             path,
             rotate_bytes,
             keep,
-        } => std::sync::Arc::new(
+        } => Arc::new(
             file::FileDestination::new(path.clone(), *rotate_bytes, *keep)
                 .with_encoding(cfg.encoding),
         ),
-        config::Kind::SplunkHec {
+        Kind::SplunkHec {
             url,
             secret,
             settings,
             timeout,
             allow_private,
-        } => std::sync::Arc::new(http::SplunkHec::new(
+        } => Arc::new(http::SplunkHec::new(
             url,
-            secret.load(&cfg.driver.name)?,
+            config::load_secret(secret, name)?,
             settings.clone(),
-            *timeout,
             cfg.encoding,
-            policy(*allow_private),
+            client(*allow_private, *timeout),
         )),
-        config::Kind::BigQuery {
+        Kind::BigQuery {
             url,
             table,
             secret,
@@ -193,63 +236,66 @@ pub fn build(cfg: &config::DestinationConfig) -> Result<std::sync::Arc<dyn Desti
             allow_private,
         } => {
             // secret_file names the JSON file; secret_env holds the JSON itself.
-            let json = secret.load(&cfg.driver.name)?;
-            std::sync::Arc::new(
+            let json = config::load_secret(secret, name)?;
+            Arc::new(
                 bigquery::BigQuery::new(
                     url,
                     table.clone(),
                     json.expose(),
-                    *timeout,
-                    policy(*allow_private),
+                    client(*allow_private, *timeout),
                 )
-                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+                .map_err(|source| BuildError::ServiceAccount {
+                    destination: name.clone(),
+                    source,
+                })?,
             )
         }
-        config::Kind::Datadog {
+        Kind::Datadog {
             url,
             secret,
             settings,
             timeout,
             allow_private,
-        } => std::sync::Arc::new(http::DatadogLogs::new(
+        } => Arc::new(http::DatadogLogs::new(
             url,
-            secret.load(&cfg.driver.name)?,
+            config::load_secret(secret, name)?,
             settings.clone(),
-            *timeout,
             cfg.encoding,
-            policy(*allow_private),
+            client(*allow_private, *timeout),
         )),
-        config::Kind::Object {
+        Kind::Object {
             url,
             compression,
             bucket,
         } => {
-            let b = crate::archive::Bucket::open(url, bucket)
-                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?;
-            std::sync::Arc::new(object::ObjectDestination::new(
+            let b =
+                crate::archive::Bucket::open(url, bucket).map_err(|source| BuildError::Bucket {
+                    destination: name.clone(),
+                    source: Box::new(source),
+                })?;
+            Arc::new(object::ObjectDestination::new(
                 b,
                 *compression,
                 cfg.encoding,
             ))
         }
-        config::Kind::Webhook {
+        Kind::Webhook {
             url,
             secret,
             allow_private,
             timeout,
-        } => {
-            let s = secret.load(&cfg.driver.name)?;
-            std::sync::Arc::new(
-                webhook::WebhookDestination::new(
-                    url,
-                    &s,
-                    policy(*allow_private),
-                    *timeout,
-                    cfg.encoding,
-                )
-                .map_err(|e| format!("destination {}: {e}", cfg.driver.name))?,
+        } => Arc::new(
+            webhook::WebhookDestination::new(
+                url,
+                &config::load_secret(secret, name)?,
+                client(*allow_private, *timeout),
+                cfg.encoding,
             )
-        }
+            .map_err(|source| BuildError::Webhook {
+                destination: name.clone(),
+                source,
+            })?,
+        ),
     })
 }
 
@@ -315,145 +361,4 @@ pub async fn lags(
         });
     }
     Ok(out)
-}
-
-/// The first 512 characters of a response body, redacted, for details and
-/// dead letters.
-pub fn excerpt(body: &str) -> String {
-    crate::net::excerpt(body.as_bytes(), 512)
-}
-
-/// Most bytes of a receiver's error body read (the excerpt comes from it).
-pub const ERROR_BODY_MAX: usize = 4096;
-
-/// Classifies an HTTP response the way every HTTP destination does: 2xx
-/// accepted; 408, 429 and 5xx retryable (with `Retry-After` in seconds or as
-/// an HTTP date); any other status permanent. The message names the status
-/// only; the body's excerpt is the detail.
-///
-/// # Errors
-/// The classified failure.
-pub fn classify_http(
-    status: u16,
-    retry_after: Option<&str>,
-    body: &str,
-) -> Result<(), DeliveryError> {
-    let detail = (!body.is_empty()).then(|| format!("HTTP {status}: {}", excerpt(body)));
-    match status {
-        200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(DeliveryError::Retryable {
-            message: format!("receiver answered HTTP {status}"),
-            retry_after: retry_after.and_then(parse_retry_after),
-            detail,
-        }),
-        _ => Err(DeliveryError::Permanent {
-            status: Some(status),
-            message: format!("receiver answered HTTP {status}"),
-            detail,
-        }),
-    }
-}
-
-/// Reads a receiver's answer and classifies it: a success body is read up
-/// to `ok_max` bytes (more is an error: the answer is not what the API
-/// sends), an error body up to [`ERROR_BODY_MAX`] for the detail.
-///
-/// # Errors
-/// The classified failure.
-pub async fn read_answer(resp: reqwest::Response, ok_max: usize) -> Result<String, DeliveryError> {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let max = if (200..300).contains(&status) {
-        ok_max
-    } else {
-        ERROR_BODY_MAX
-    };
-    let body = crate::net::read_limited(resp, max).await.map_err(|e| {
-        DeliveryError::retryable(format!("reading the answer: {}", crate::net::describe(&e)))
-    })?;
-    let text = String::from_utf8_lossy(&body.bytes).into_owned();
-    classify_http(status, retry_after.as_deref(), &text)?;
-    if body.truncated {
-        return Err(DeliveryError::retryable(format!(
-            "the receiver's answer is over {ok_max} bytes; not read"
-        )));
-    }
-    Ok(text)
-}
-
-/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s.min(u64::from(u32::MAX))));
-    }
-    let f = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(v, &f).ok()?.assume_utc();
-    let d = at - time::OffsetDateTime::now_utc();
-    Some(d.try_into().unwrap_or(Duration::ZERO))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn http_statuses_are_classified() {
-        assert!(classify_http(200, None, "").is_ok());
-        assert!(classify_http(204, None, "").is_ok());
-        for s in [408, 429, 500, 502, 503] {
-            assert!(
-                matches!(
-                    classify_http(s, None, "x"),
-                    Err(DeliveryError::Retryable { .. })
-                ),
-                "{s}"
-            );
-        }
-        for s in [400, 401, 403, 404, 413, 422] {
-            assert!(
-                matches!(classify_http(s, None, "x"), Err(DeliveryError::Permanent { status: Some(x), .. }) if x == s),
-                "{s}"
-            );
-        }
-        let Err(DeliveryError::Retryable { retry_after, .. }) = classify_http(429, Some("7"), "")
-        else {
-            panic!("retryable")
-        };
-        assert_eq!(retry_after, Some(Duration::from_secs(7)));
-        let long = "y".repeat(2000);
-        let Err(DeliveryError::Permanent { message, .. }) = classify_http(400, None, &long) else {
-            panic!("permanent")
-        };
-        assert!(!message.contains('y'), "the body is the detail only");
-        let detail = classify_http(400, None, &long).unwrap_err();
-        assert!(detail.detail().unwrap().len() < 600);
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_a_date() {
-        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO),
-            "a past date: now"
-        );
-        let future = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
-        let f = time::macros::format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        );
-        let d = parse_retry_after(&future.format(&f).unwrap()).unwrap();
-        assert!(
-            d > Duration::from_secs(85) && d <= Duration::from_secs(90),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 }

@@ -11,12 +11,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::config::{Encoding, encode};
+use super::encoding::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination};
 use crate::archive::{ArchiveError, Bucket};
 
 /// Object compression for destinations (`none` allowed, unlike the archive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ObjectCompression {
     /// Plain NDJSON.
     None,
@@ -191,5 +192,138 @@ mod tests {
             ulid::Ulid::new().to_string().to_lowercase()
         );
         check(Bucket::open(&url, &BucketOptions::default()).unwrap()).await;
+    }
+
+    use crate::destinations::conformance::{Decoded, Payload, Redelivery, Subject, required};
+
+    /// Where an [`Objects`] subject's bucket is.
+    trait Backend: Send + Sync + 'static {
+        /// A fresh prefix in the backend's bucket; `None` when its server is
+        /// not available here.
+        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)>;
+    }
+
+    fn unique() -> String {
+        ulid::Ulid::new().to_string().to_lowercase()
+    }
+
+    struct LocalDir;
+    impl Backend for LocalDir {
+        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+            let dir = tempfile::tempdir().unwrap();
+            let url = url::Url::from_directory_path(dir.path()).unwrap();
+            let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
+            Some((b, Some(dir)))
+        }
+    }
+
+    /// moto (scripts/test.sh).
+    struct S3;
+    impl Backend for S3 {
+        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+            let endpoint = required("TEST_S3_ENDPOINT")?;
+            let bucket =
+                std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into());
+            let url = format!(
+                "s3://{bucket}/dest-{}?endpoint={endpoint}&region=us-east-1&path_style=true",
+                unique()
+            );
+            Some((Bucket::open(&url, &BucketOptions::default()).unwrap(), None))
+        }
+    }
+
+    /// Azurite (scripts/test.sh).
+    struct Azure;
+    impl Backend for Azure {
+        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+            required("AZURITE_BLOB_STORAGE_URL")?;
+            let container =
+                std::env::var("TEST_AZURE_CONTAINER").unwrap_or_else(|_| "trailkeep-test".into());
+            let url = format!("az://{container}/dest-{}?emulator=true", unique());
+            Some((Bucket::open(&url, &BucketOptions::default()).unwrap(), None))
+        }
+    }
+
+    /// An object destination in the conformance suite: the receiver is the
+    /// bucket, each object a payload.
+    struct Objects<B> {
+        bucket: Bucket,
+        dest: ObjectDestination,
+        _dir: Option<tempfile::TempDir>,
+        _backend: std::marker::PhantomData<B>,
+    }
+
+    #[async_trait]
+    impl<B: Backend> Subject for Objects<B> {
+        async fn start() -> Option<Self> {
+            let (bucket, dir) = B::open()?;
+            Some(Self {
+                dest: ObjectDestination::new(
+                    bucket.clone(),
+                    ObjectCompression::Gzip,
+                    Encoding::Trailkeep,
+                ),
+                bucket,
+                _dir: dir,
+                _backend: std::marker::PhantomData,
+            })
+        }
+
+        fn destination(&self) -> &dyn Destination {
+            &self.dest
+        }
+
+        async fn received(&self) -> Vec<Payload> {
+            let mut keys: Vec<String> = self
+                .bucket
+                .list("auth")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort();
+            let mut out = Vec::new();
+            for at in keys {
+                let bytes = self.bucket.get(&at).await.unwrap().unwrap().to_vec();
+                out.push(Payload { at, bytes });
+            }
+            out
+        }
+
+        fn decode(&self, p: &Payload) -> Decoded {
+            let raw = crate::archive::segment::decompress(
+                &p.bytes,
+                crate::archive::Compression::Gzip,
+                1 << 30,
+            )
+            .unwrap();
+            Decoded {
+                ids: String::from_utf8_lossy(&raw)
+                    .lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        v["id"].as_str().unwrap().to_owned()
+                    })
+                    .collect(),
+                size: raw.len(),
+            }
+        }
+
+        fn redelivery(&self) -> Redelivery {
+            Redelivery::Idempotent
+        }
+    }
+
+    mod local_dir_conformance {
+        crate::stored_destination_test_suite!(super::Objects<super::LocalDir>);
+    }
+
+    mod s3_moto_conformance {
+        crate::stored_destination_test_suite!(super::Objects<super::S3>);
+    }
+
+    mod azure_azurite_conformance {
+        crate::stored_destination_test_suite!(super::Objects<super::Azure>);
     }
 }

@@ -1,8 +1,11 @@
 //! The `webhook` destination: JSON batches signed per the Standard Webhooks
 //! specification (<https://www.standardwebhooks.com/>).
 //!
-//! Headers: `webhook-id` (stable per batch: a retry carries the same id, so
-//! receivers deduplicate), `webhook-timestamp` (Unix seconds) and
+//! The body is `{type, timestamp, data}` with `timestamp` the receipt time of
+//! the batch's last event, so a retried batch is the same bytes. Headers:
+//! `webhook-id` (stable per batch: a retry carries the same id, so
+//! receivers deduplicate), `webhook-timestamp` (Unix seconds, the send
+//! time) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256>` over `id.timestamp.body`
 //! with the `whsec_` secret's base64-decoded bytes. HTTPS only (HTTP to a
 //! loopback address for tests); redirects are never followed; a host that
@@ -14,24 +17,33 @@
 //! length-prefixed destination, stream and seq range, hex: stable per batch
 //! and unambiguous whatever the names contain.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 
-use super::config::{Encoding, encode};
-use super::{Batch, DeliveryError, Destination, read_answer};
+use super::encoding::{Encoding, encode};
+use super::{Batch, DeliveryError, Destination, HttpClient, read_answer};
 use crate::secret::Secret;
 
 /// Sends batches to a webhook receiver.
 pub struct WebhookDestination {
     url: url::Url,
     key: Vec<u8>,
-    policy: crate::net::Policy,
-    client: reqwest::Client,
+    client: HttpClient,
     encoding: Encoding,
+}
+
+/// Why a webhook destination cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The secret is not `whsec_` + base64.
+    #[error("the webhook secret must be whsec_ followed by base64")]
+    Secret,
+    /// The URL does not parse (config validation has parsed it already).
+    #[error("url is not a URL: {0}")]
+    Url(#[from] url::ParseError),
 }
 
 impl std::fmt::Debug for WebhookDestination {
@@ -73,51 +85,46 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 impl WebhookDestination {
-    /// A webhook destination.
+    /// A webhook destination sending through `client`.
     ///
     /// # Errors
-    /// A secret that is not `whsec_` + base64, a bad URL, or a client that
-    /// cannot be built.
+    /// A secret that is not `whsec_` + base64, or a bad URL.
     pub fn new(
         url: &str,
         secret: &Secret,
-        policy: crate::net::Policy,
-        timeout: Duration,
+        client: HttpClient,
         encoding: Encoding,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, WebhookError> {
         let key = secret
             .expose()
             .strip_prefix("whsec_")
             .and_then(|b| STANDARD.decode(b).ok())
             .filter(|k| !k.is_empty())
-            .ok_or("the webhook secret must be whsec_ followed by base64")?;
-        let client = policy
-            .client_builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| crate::net::describe(&e))?;
+            .ok_or(WebhookError::Secret)?;
         Ok(Self {
-            url: url::Url::parse(url).map_err(|e| e.to_string())?,
+            url: url::Url::parse(url)?,
             key,
-            policy,
             client,
             encoding,
         })
     }
-}
 
-#[async_trait]
-impl Destination for WebhookDestination {
-    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+    /// Returns the request body of `batch`. Its `timestamp` is when the
+    /// batch's last event was received (Standard Webhooks: when the event
+    /// occurred), not the send time, so a batch delivered again is the same
+    /// bytes (the `webhook-timestamp` header is the send time).
+    pub fn body(&self, batch: &Batch) -> Vec<u8> {
         let events: Vec<serde_json::Value> = batch
             .events
             .iter()
             .map(|e| serde_json::from_str(&encode(&e.json, self.encoding)).unwrap_or_default())
             .collect();
-        let now = time::OffsetDateTime::now_utc();
-        let body = serde_json::to_vec(&serde_json::json!({
+        serde_json::json!({
             "type": "trailkeep.events",
-            "timestamp": crate::event::format_received(now),
+            "timestamp": batch.events.last().map_or_else(
+                || crate::event::format_received(time::OffsetDateTime::now_utc()),
+                |e| e.received.clone(),
+            ),
             "data": {
                 "destination": batch.destination,
                 "stream": batch.stream,
@@ -125,17 +132,26 @@ impl Destination for WebhookDestination {
                 "end_seq": batch.end_seq,
                 "events": events,
             },
-        }))
-        .map_err(|e| DeliveryError::permanent(None, e.to_string()))?;
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+#[async_trait]
+impl Destination for WebhookDestination {
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let body = self.body(batch);
         let id = message_id(
             &batch.destination,
             &batch.stream,
             batch.start_seq,
             batch.end_seq,
         );
-        let ts = now.unix_timestamp();
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp();
         let req = self
             .client
+            .get()?
             .post(self.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &id)
@@ -143,14 +159,10 @@ impl Destination for WebhookDestination {
             .header("webhook-signature", sign(&self.key, &id, ts, &body))
             .body(body);
         let resp = self
-            .policy
-            .send(req)
-            .await
-            .map_err(|e| DeliveryError::from_send(&crate::net::redact_url(&self.url), &e))?;
+            .client
+            .send(req, &crate::net::redact_url(&self.url))
+            .await?;
         // A 2xx body is not needed (and not read); an error's is the detail.
-        if resp.status().is_success() {
-            return Ok(());
-        }
         read_answer(resp, 0).await.map(drop)
     }
 }

@@ -26,12 +26,27 @@ fn matches(pattern: &str, t: &str) -> bool {
     }
 }
 
+/// A type pattern that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// Empty, or `*` other than as a whole dotted part at the end.
+    #[error(
+        "type pattern {pattern:?}: use a type, a prefix such as grant.*, or *, optionally after !"
+    )]
+    BadPattern {
+        /// The pattern as written.
+        pattern: String,
+    },
+}
+
 impl Filter {
     /// Builds filters; `streams` empty or containing `*` means every stream.
     ///
     /// # Errors
-    /// A pattern that is empty or has `*` other than as a whole dotted part at the end.
-    pub fn new(streams: &[String], types: &[String]) -> Result<Self, String> {
+    /// [`FilterError::BadPattern`]: a pattern that is empty or has `*` other
+    /// than as a whole dotted part at the end.
+    pub fn new(streams: &[String], types: &[String]) -> Result<Self, FilterError> {
         let mut f = Self {
             streams: if streams.iter().any(|s| s == "*") {
                 Vec::new()
@@ -47,9 +62,7 @@ impl Filter {
             };
             let body = pat.strip_suffix(".*").unwrap_or(pat);
             if pat.is_empty() || (pat != "*" && (body.is_empty() || body.contains('*'))) {
-                return Err(format!(
-                    "type pattern {p:?}: use a type, a prefix such as grant.*, or *, optionally after !"
-                ));
+                return Err(FilterError::BadPattern { pattern: p.clone() });
             }
             list.push(pat.to_owned());
         }

@@ -135,8 +135,10 @@ fn dest(base: &str) -> BigQuery {
         base,
         table,
         &account.to_string(),
-        Duration::from_secs(5),
-        crate::net::Policy::new(true, "[[destinations]] \"bq\""),
+        HttpClient::new(
+            crate::net::Policy::new(true, "[[destinations]] \"bq\""),
+            Duration::from_secs(5),
+        ),
     )
     .unwrap()
 }
@@ -185,6 +187,71 @@ async fn invalid_rows_are_dead_lettered_and_the_rest_inserted() {
 
 #[test]
 fn a_bad_service_account_says_what_without_the_key() {
-    let e = BigQuery::new("http://x", Table { project: "p".into(), dataset: "d".into(), table: "t".into() }, r#"{"client_email":"a","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#, Duration::from_secs(1), crate::net::Policy::new(false, "bq")).unwrap_err();
+    let e = BigQuery::new("http://x", Table { project: "p".into(), dataset: "d".into(), table: "t".into() }, r#"{"client_email":"a","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#, HttpClient::new(crate::net::Policy::new(false, "bq"), Duration::from_secs(1))).expect_err("no usable key");
+    let e = e.to_string();
     assert!(e.contains("private_key") && !e.contains("AAAA"), "{e}");
+}
+
+use crate::destinations::conformance::{Decoded, Limits, Payload, Subject, Tap};
+
+const INSERT_PATH: &str = "/bigquery/v2/projects/p/datasets/d/tables/t/insertAll";
+
+/// BigQuery in the destination conformance suite, against the token
+/// exchange and `insert_all` above.
+struct BigQuerySubject {
+    tap: Arc<Tap>,
+    dest: BigQuery,
+}
+
+#[async_trait::async_trait]
+impl Subject for BigQuerySubject {
+    async fn start() -> Option<Self> {
+        let g = Arc::new(Google::default());
+        let app = axum::Router::new()
+            .route("/token", axum::routing::post(token))
+            .route(INSERT_PATH, axum::routing::post(insert_all))
+            .with_state(g.clone());
+        let tap = Tap::serve(app, &[INSERT_PATH]).await;
+        *g.base.lock().unwrap() = tap.base.clone();
+        let dest = dest(&tap.base);
+        Some(Self { tap, dest })
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.dest
+    }
+
+    async fn received(&self) -> Vec<Payload> {
+        self.tap.received()
+    }
+
+    fn decode(&self, p: &Payload) -> Decoded {
+        let v: serde_json::Value = serde_json::from_slice(&p.bytes).unwrap();
+        Decoded {
+            ids: v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["insertId"].as_str().unwrap().to_owned())
+                .collect(),
+            size: p.bytes.len(),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: Some(MAX_ROWS),
+            max_bytes: Some(MAX_REQUEST),
+            max_entry_bytes: Some(MAX_ROW_BYTES),
+        }
+    }
+
+    fn tap(&self) -> Option<&Tap> {
+        Some(&self.tap)
+    }
+}
+
+mod conformance {
+    use super::BigQuerySubject;
+    crate::http_destination_test_suite!(BigQuerySubject);
 }

@@ -656,3 +656,54 @@ fn backoff_is_capped_full_jitter_with_a_floor() {
         (0..50).map(|_| backoff(&s, 10, None).as_micros()).collect();
     assert!(spread.len() > 10, "jittered");
 }
+
+/// Issue #14: a stored body that is not an event was read as an event with
+/// an empty type: with a type filter it was skipped and the cursor moved
+/// past it, silently. Now the destination stops at it and says where.
+#[tokio::test]
+async fn an_unreadable_stored_body_stops_the_destination_instead_of_being_skipped() {
+    let r = rig(vec![]).await;
+    append(r.store.as_ref(), "s", &["grant.created"], 5, 0).await;
+    // Database write access: one body replaced by something that is not an event.
+    let db = r._dir.path().join("hot.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE events SET body = '[1,2]' WHERE seq = 3", [])
+        .unwrap();
+    let types = ["grant.*".to_owned()];
+    let s = DriverSettings {
+        filter: Filter::new(&["s".to_owned()], &types).unwrap(),
+        ..settings()
+    };
+    let h = DriverHandle::default();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        NodeId::random(),
+        r.dest.clone(),
+        s,
+        h.clone(),
+        rx,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.status().last_error.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    assert!(
+        cursor(&r, "s").await < 3,
+        "the cursor does not pass the unreadable event"
+    );
+    assert!(
+        r.dest
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|b| b.end_seq < 3),
+        "nothing at or after it is delivered"
+    );
+    let err = h.status().last_error.unwrap_or_default();
+    assert!(err.contains("stream s seq 3"), "{err}");
+}

@@ -125,9 +125,8 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(false),
-        Duration::from_secs(2),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     plain.deliver(&batch(3, 0)).await.unwrap();
     assert_eq!(h.events.lock().unwrap().len(), 3);
@@ -136,9 +135,8 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(true),
-        Duration::from_secs(2),
         Encoding::Grantex,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     acked.deliver(&batch(2, 0)).await.unwrap();
     assert!(
@@ -222,9 +220,8 @@ async fn datadog_logs_gzip_entries_within_the_intake_limits() {
         &url,
         Secret::new("dd-key-1".into()),
         settings,
-        Duration::from_secs(5),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(5)),
     );
     dd.deliver(&batch(2500, 0)).await.unwrap();
     let sizes: Vec<usize> = d.requests.lock().unwrap().iter().map(Vec::len).collect();
@@ -285,9 +282,8 @@ async fn each_destination_reuses_its_connection_across_batches() {
         &url,
         Secret::new("dd-key-1".into()),
         DatadogSettings::default(),
-        Duration::from_secs(5),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(5)),
     );
     for _ in 0..5 {
         dd.deliver(&batch(3, 0)).await.unwrap();
@@ -298,12 +294,138 @@ async fn each_destination_reuses_its_connection_across_batches() {
         &url,
         Secret::new("hec-token-1".into()),
         hec_settings(false),
-        Duration::from_secs(2),
         Encoding::Trailkeep,
-        local(),
+        HttpClient::new(local(), Duration::from_secs(2)),
     );
     for _ in 0..5 {
         hec.deliver(&batch(3, 0)).await.unwrap();
     }
     assert_eq!(peers.lock().unwrap().len(), 1, "HEC: one connection");
+}
+
+use crate::destinations::conformance::{Decoded, Limits, Payload, Subject, Tap};
+
+/// Splunk HEC in the destination conformance suite, against `hec_event`.
+struct HecSubject {
+    tap: Arc<Tap>,
+    dest: SplunkHec,
+}
+
+#[async_trait::async_trait]
+impl Subject for HecSubject {
+    async fn start() -> Option<Self> {
+        let app = axum::Router::new()
+            .route("/services/collector/event", axum::routing::post(hec_event))
+            .route("/services/collector/ack", axum::routing::post(hec_ack))
+            .with_state(Arc::new(Hec::default()));
+        let tap = Tap::serve(app, &["/services/collector/event"]).await;
+        let dest = SplunkHec::new(
+            &tap.base,
+            Secret::new("hec-token-1".into()),
+            hec_settings(false),
+            Encoding::Trailkeep,
+            HttpClient::new(local(), Duration::from_secs(5)),
+        );
+        Some(Self { tap, dest })
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.dest
+    }
+
+    async fn received(&self) -> Vec<Payload> {
+        self.tap.received()
+    }
+
+    fn decode(&self, p: &Payload) -> Decoded {
+        Decoded {
+            ids: serde_json::Deserializer::from_slice(&p.bytes)
+                .into_iter::<serde_json::Value>()
+                .map(|v| v.unwrap()["event"]["id"].as_str().unwrap().to_owned())
+                .collect(),
+            size: p.bytes.len(),
+        }
+    }
+
+    fn tap(&self) -> Option<&Tap> {
+        Some(&self.tap)
+    }
+}
+
+mod hec_conformance {
+    use super::HecSubject;
+    crate::http_destination_test_suite!(HecSubject);
+}
+
+/// Datadog Logs in the destination conformance suite, against `dd_logs`.
+struct DatadogSubject {
+    tap: Arc<Tap>,
+    dest: DatadogLogs,
+}
+
+#[async_trait::async_trait]
+impl Subject for DatadogSubject {
+    async fn start() -> Option<Self> {
+        let app = axum::Router::new()
+            .route("/api/v2/logs", axum::routing::post(dd_logs))
+            .with_state(Arc::new(Dd::default()));
+        let tap = Tap::serve(app, &["/api/v2/logs"]).await;
+        let dest = DatadogLogs::new(
+            &tap.base,
+            Secret::new("dd-key-1".into()),
+            DatadogSettings {
+                service: Some("audit-svc".into()),
+                hostname: None,
+                tags: vec!["env:test".into()],
+            },
+            Encoding::Trailkeep,
+            HttpClient::new(local(), Duration::from_secs(10)),
+        );
+        Some(Self { tap, dest })
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.dest
+    }
+
+    async fn received(&self) -> Vec<Payload> {
+        self.tap.received()
+    }
+
+    /// The limits apply to the uncompressed array.
+    fn decode(&self, p: &Payload) -> Decoded {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&p.bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&raw).unwrap();
+        Decoded {
+            ids: entries
+                .iter()
+                .map(|e| {
+                    let m: serde_json::Value =
+                        serde_json::from_str(e["message"].as_str().unwrap()).unwrap();
+                    m["id"].as_str().unwrap().to_owned()
+                })
+                .collect(),
+            size: raw.len(),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: Some(DD_MAX_ENTRIES),
+            max_bytes: Some(DD_MAX_REQUEST),
+            max_entry_bytes: Some(DD_MAX_ENTRY),
+        }
+    }
+
+    fn tap(&self) -> Option<&Tap> {
+        Some(&self.tap)
+    }
+}
+
+mod datadog_conformance {
+    use super::DatadogSubject;
+    crate::http_destination_test_suite!(DatadogSubject);
 }

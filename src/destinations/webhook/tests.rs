@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -85,8 +86,10 @@ fn dest(url: &str, allow_private: bool, encoding: Encoding) -> WebhookDestinatio
     WebhookDestination::new(
         url,
         &Secret::new(SECRET.into()),
-        crate::net::Policy::new(allow_private, "[[destinations]] \"hook\""),
-        Duration::from_secs(2),
+        HttpClient::new(
+            crate::net::Policy::new(allow_private, "[[destinations]] \"hook\""),
+            Duration::from_secs(2),
+        ),
         encoding,
     )
     .unwrap()
@@ -191,8 +194,10 @@ async fn responses_are_classified_and_redirects_not_followed() {
     let d2 = WebhookDestination::new(
         &slow_url,
         &Secret::new(SECRET.into()),
-        crate::net::Policy::new(true, "d2"),
-        Duration::from_millis(300),
+        HttpClient::new(
+            crate::net::Policy::new(true, "d2"),
+            Duration::from_millis(300),
+        ),
         Encoding::Trailkeep,
     )
     .unwrap();
@@ -265,8 +270,7 @@ fn secrets_must_be_whsec_and_stay_hidden() {
         WebhookDestination::new(
             "https://e/h",
             &Secret::new("plain".into()),
-            crate::net::Policy::new(false, "d"),
-            Duration::from_secs(1),
+            HttpClient::new(crate::net::Policy::new(false, "d"), Duration::from_secs(1)),
             Encoding::Trailkeep
         )
         .is_err()
@@ -282,4 +286,56 @@ fn secrets_must_be_whsec_and_stay_hidden() {
         br#"{"test": 2432232314}"#,
     );
     assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+/// The webhook in the destination conformance suite, against the receiver
+/// above (which checks every signature).
+struct WebhookSubject {
+    tap: Arc<crate::destinations::conformance::Tap>,
+    dest: WebhookDestination,
+}
+
+#[async_trait::async_trait]
+impl crate::destinations::conformance::Subject for WebhookSubject {
+    async fn start() -> Option<Self> {
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(Arc::new(Receiver::default()));
+        let tap = crate::destinations::conformance::Tap::serve(app, &["/hook"]).await;
+        let dest = dest(&format!("{}/hook", tap.base), true, Encoding::Trailkeep);
+        Some(Self { tap, dest })
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.dest
+    }
+
+    async fn received(&self) -> Vec<crate::destinations::conformance::Payload> {
+        self.tap.received()
+    }
+
+    fn decode(
+        &self,
+        p: &crate::destinations::conformance::Payload,
+    ) -> crate::destinations::conformance::Decoded {
+        let v: serde_json::Value = serde_json::from_slice(&p.bytes).unwrap();
+        crate::destinations::conformance::Decoded {
+            ids: v["data"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect(),
+            size: p.bytes.len(),
+        }
+    }
+
+    fn tap(&self) -> Option<&crate::destinations::conformance::Tap> {
+        Some(&self.tap)
+    }
+}
+
+mod conformance {
+    use super::WebhookSubject;
+    crate::http_destination_test_suite!(WebhookSubject);
 }
