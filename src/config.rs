@@ -359,7 +359,7 @@ impl RawArchive {
                 ));
             }
             (Some(mode), Some(days)) => {
-                let mode = crate::archive::object_lock::LockMode::parse(&mode)
+                let mode = crate::objstore::object_lock::LockMode::parse(&mode)
                     .map_err(|m| err("archive.object_lock_mode", m))?;
                 if !(1..=36_500).contains(&days) {
                     return Err(err(
@@ -373,7 +373,7 @@ impl RawArchive {
                         "Object Lock is an S3 feature: archive.url must be s3://",
                     ));
                 }
-                Some(crate::archive::object_lock::LockSettings { mode, days })
+                Some(crate::objstore::object_lock::LockSettings { mode, days })
             }
         };
         Ok(ArchiveConfig {
@@ -903,8 +903,8 @@ mod tests {
             .expect("valid");
         assert_eq!(
             c.archive.bucket.object_lock,
-            Some(crate::archive::object_lock::LockSettings {
-                mode: crate::archive::object_lock::LockMode::Compliance,
+            Some(crate::objstore::object_lock::LockSettings {
+                mode: crate::objstore::object_lock::LockMode::Compliance,
                 days: 2557
             })
         );

@@ -15,7 +15,9 @@
 //! - [`selflog`]: the log's own stream `_trailkeep` (its checkpoints and
 //!   archive indexes, recorded as events);
 //! - [`sources`]: SSE sources pulled into streams;
-//! - [`archive`]: the cold archive (object stores, signed manifests,
+//! - [`objstore`]: object storage behind a URL (create-only writes,
+//!   Object Lock, compression), below archive and destinations;
+//! - [`archive`]: the cold archive (layout, signed manifests,
 //!   restore, offline verify);
 //! - [`destinations`]: at-least-once delivery from per-destination cursors;
 //! - [`verify`]: read-only verification of the hot store;
@@ -58,6 +60,7 @@ pub mod lease;
 pub mod names;
 pub mod net;
 pub mod node;
+pub mod objstore;
 pub mod secret;
 pub mod selflog;
 pub mod server;

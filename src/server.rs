@@ -94,7 +94,7 @@ pub fn archiver(
     let url = config
         .archive_url()
         .map_err(|e| ArchiveError::Location(e.to_string()))?;
-    let bucket = Bucket::open(&url, &config.archive.bucket)?;
+    let bucket = Bucket::open(&url, &config.archive.bucket).map_err(ArchiveError::from)?;
     let mut settings = config.archive.settings.clone();
     settings.destinations = config
         .destinations
@@ -356,7 +356,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         let dest = crate::destinations::build(cfg).map_err(ServeError::Destination)?;
         let handle = crate::destinations::driver::DriverHandle::default();
         let mut driver = cfg.driver.clone();
-        driver.archive = Some(archiver.bucket().clone());
+        driver.archive = Some(Arc::new(ArchiveFeed(archiver.clone())));
         destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
             store.clone(),
             node.clone(),
@@ -510,6 +510,35 @@ pub async fn run(
     running.stop().await;
     tracing::info!("trailkeep stopped");
     Ok(served?)
+}
+
+/// The archive as a destination's [`crate::destinations::driver::ColdFeed`]:
+/// wired here so that destinations do not depend on the archive.
+pub struct ArchiveFeed(pub Arc<crate::archive::Archiver>);
+
+impl std::fmt::Debug for ArchiveFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ArchiveFeed")
+            .field(&self.0.bucket().display())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::destinations::driver::ColdFeed for ArchiveFeed {
+    async fn read(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
+        let events = self
+            .0
+            .read_archived(stream, from_seq, max)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(events.map(|v| v.into_iter().map(Into::into).collect()))
+    }
 }
 
 #[cfg(test)]

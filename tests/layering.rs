@@ -24,6 +24,8 @@ const LAYERS: &[&[&str]] = &[
     ],
     // The hot store and what writes the log's own records through it.
     &["store", "selflog", "lease"],
+    // Object storage: below the archive and the object destinations.
+    &["objstore"],
     // The append path and API keys.
     &["ingest", "auth"],
     // The services: archive, delivery, sources, verification, self-audit.

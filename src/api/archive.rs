@@ -13,6 +13,7 @@ use crate::archive::ArchiveError;
 use crate::archive::archiver::RunReport;
 use crate::archive::restore::RestoreReport;
 use crate::auth::{Scope, Target};
+use crate::objstore::ObjStoreError;
 use crate::store::ArchiveBatch;
 
 fn archive_error(e: &ArchiveError) -> ApiError {
@@ -20,10 +21,9 @@ fn archive_error(e: &ArchiveError) -> ApiError {
         ArchiveError::Busy => ApiError::new(StatusCode::CONFLICT, "archive_busy", e.to_string()),
         ArchiveError::Location(_) => ApiError::bad_request("bad_range", e.to_string()),
         // Keys, checksums and seqs only: no secrets in archive errors.
-        ArchiveError::Conflict { .. }
+        ArchiveError::Bucket(ObjStoreError::Conflict { .. } | ObjStoreError::ReadBack { .. })
         | ArchiveError::NotCreateOnly(_)
-        | ArchiveError::Chain { .. }
-        | ArchiveError::ReadBack { .. } => {
+        | ArchiveError::Chain { .. } => {
             ApiError::new(StatusCode::CONFLICT, "archive_refused", e.to_string())
         }
         _ => {

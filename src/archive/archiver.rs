@@ -27,7 +27,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::bucket::{Bucket, ProbeResult, PutOutcome, layout};
+use super::layout;
 use super::manifest::{self, Manifest, ObjectInfo};
 use super::segment::{Compression, Segment, SegmentBuilder};
 use super::{ArchiveError, failpoint};
@@ -37,6 +37,7 @@ use crate::chain::note::NoteSigner;
 use crate::chain::{ZERO_HASH_HEX, event_hash, merkle};
 use crate::event::{format_received, stored_json};
 use crate::names::StreamName;
+use crate::objstore::{Bucket, ProbeResult, PutOutcome};
 use crate::store::{ArchiveBatch, Lease, ReaderSource, Store, StoreExt, StoredCheckpoint};
 
 /// Archive settings (`[archive]` in the config file).
@@ -221,6 +222,29 @@ impl Archiver {
     pub fn with_node(mut self, node: crate::node::NodeId) -> Self {
         self.node = node;
         self
+    }
+
+    /// Archived events of `stream` from `from_seq` on, checked against
+    /// this archiver's key (see [`super::restore::read_archived`]).
+    ///
+    /// # Errors
+    /// As [`super::restore::read_archived`].
+    pub async fn read_archived(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Option<Vec<crate::store::RestoredEvent>>, ArchiveError> {
+        super::restore::read_archived(
+            self.store.as_ref(),
+            &self.bucket,
+            &self.signer.verifier(),
+            self.settings.hmac_key.as_deref(),
+            stream,
+            from_seq,
+            max,
+        )
+        .await
     }
 
     /// The bucket.
@@ -717,7 +741,7 @@ impl Archiver {
             .await
         {
             Ok(_) => manifest.to_bytes(),
-            Err(ArchiveError::Conflict { .. }) => {
+            Err(ArchiveError::Bucket(crate::objstore::ObjStoreError::Conflict { .. })) => {
                 self.adopt_manifest(&manifest_key, &manifest).await?
             }
             Err(e) => return Err(e),
@@ -756,7 +780,7 @@ impl Archiver {
     /// batch, else stop.
     async fn adopt_manifest(&self, key: &str, ours: &Manifest) -> Result<Vec<u8>, ArchiveError> {
         let existing = self.bucket.get(key).await?.unwrap_or_default();
-        let conflict = |why: &str| ArchiveError::Conflict {
+        let conflict = |why: &str| crate::objstore::ObjStoreError::Conflict {
             key: key.to_owned(),
             expected: format!("a manifest for the same batch ({why})"),
             found: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&existing)),
@@ -766,7 +790,7 @@ impl Archiver {
             .verify_signature(&self.signer.verifier())
             .map_err(|e| conflict(&e.to_string()))?;
         if !theirs.same_batch(ours) {
-            return Err(conflict("it describes other contents"));
+            return Err(conflict("it describes other contents").into());
         }
         self.bucket
             .confirm(

@@ -47,7 +47,10 @@ pub async fn create_only_writes(b: &Bucket) {
         .put_create("s/x", Bytes::from_static(b"two"))
         .await
         .unwrap_err();
-    assert!(matches!(e, ArchiveError::Conflict { .. }), "{e}");
+    assert!(
+        matches!(e, crate::objstore::ObjStoreError::Conflict { .. }),
+        "{e}"
+    );
     assert_eq!(
         b.get("s/x").await.unwrap().unwrap(),
         one,
@@ -384,7 +387,7 @@ pub async fn completeness(b: &Bucket) {
         report.streams
     );
     assert_eq!(report.newest_index.as_ref().unwrap().number, 2);
-    let cp30 = crate::archive::bucket::layout::checkpoint_key(
+    let cp30 = crate::archive::layout::checkpoint_key(
         &crate::names::StreamName::parse("a").expect("valid"),
         30,
     );
@@ -648,7 +651,7 @@ pub async fn completeness(b: &Bucket) {
         .await
         .unwrap();
     assert!(verify(b).await.ok);
-    let cp35 = crate::archive::bucket::layout::checkpoint_key(
+    let cp35 = crate::archive::layout::checkpoint_key(
         &crate::names::StreamName::parse("a").expect("valid"),
         35,
     );
@@ -725,7 +728,7 @@ pub async fn completeness(b: &Bucket) {
     // Inside the archive, but the archive no longer starts at seq 1: no
     // root can be recomputed there, and verify says why.
     let t20 = trusted(
-        &b.get(&crate::archive::bucket::layout::checkpoint_key(
+        &b.get(&crate::archive::layout::checkpoint_key(
             &crate::names::StreamName::parse("a").expect("valid"),
             20,
         ))
@@ -819,7 +822,7 @@ mod tests {
     /// set by our own signed PutObjectRetention on moto's Object Lock bucket.
     #[tokio::test]
     async fn s3_object_lock_retains_every_object_the_archive_writes() {
-        use crate::archive::object_lock::{LockMode, LockSettings};
+        use crate::objstore::object_lock::{LockMode, LockSettings};
         let Some(endpoint) = required("TEST_S3_ENDPOINT") else {
             return;
         };
@@ -918,7 +921,7 @@ mod tests {
 
     #[tokio::test]
     async fn gcs_fake_passes_the_archive_conformance_suite() {
-        let fake = crate::archive::gcs_fake::GcsFake::start().await;
+        let fake = crate::objstore::gcs_fake::GcsFake::start().await;
         let dir = tempfile::tempdir().unwrap();
         let account = fake.service_account(dir.path());
         run_all(|| {
@@ -1280,7 +1283,7 @@ mod faults {
 
     #[tokio::test]
     async fn a_store_that_overwrites_is_refused_unless_single_writer() {
-        let fake = crate::archive::gcs_fake::GcsFake::start_overwriting().await;
+        let fake = crate::objstore::gcs_fake::GcsFake::start_overwriting().await;
         let dir = tempfile::tempdir().unwrap();
         let account = fake.service_account(dir.path());
         let b = Bucket::open(

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ArchiveError;
-use super::bucket::{Bucket, layout};
+use super::layout;
 use super::manifest::{Signature, SignedDoc};
 use crate::chain::note::{NoteSigner, NoteVerifier};
 use crate::names::StreamName;
+use crate::objstore::Bucket;
 use crate::store::Store;
 
 /// Index format version written by this build.

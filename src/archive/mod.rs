@@ -2,8 +2,8 @@
 //! object storage as compressed NDJSON with signed manifests, and leave the
 //! hot store only after both are confirmed and the batch is recorded.
 //!
-//! - [`bucket`]: the object store behind a URL, create-only writes with
-//!   read-back, the create-only probe, the cold layout's keys;
+//! - [`layout`]: the cold layout's keys (the bucket itself, create-only
+//!   writes and the probe are [`crate::objstore`], a layer below);
 //! - [`segment`]: encoding objects;
 //! - [`manifest`]: the signed manifest format;
 //! - [`index`]: the signed, chained index of every stream (completeness);
@@ -12,28 +12,28 @@
 //! - [`restore`]: archived ranges back into the hot store;
 //! - [`verify`]: offline verification from the bucket and a public key.
 //!
-//! Depends on `store` and `chain`; nothing but `server`/`cli` depends on it.
+//! Depends on `objstore`, `store` and `chain`; nothing but `server`/`cli`/`api`
+//! depends on it (destinations get archived events through
+//! `destinations::driver::ColdFeed`, wired by `server`).
 
 pub mod archiver;
-pub mod bucket;
 #[cfg(test)]
 pub mod conformance;
 #[cfg(test)]
 mod fault_proxy;
-#[cfg(test)]
-mod gcs_fake;
 pub mod index;
+pub mod layout;
 pub mod manifest;
-pub mod object_lock;
 pub mod restore;
 pub mod segment;
 pub mod verify;
 
 use std::time::Duration;
 
+pub use crate::objstore::{
+    Bucket, BucketOptions, Compression, ObjStoreError, ProbeResult, PutOutcome,
+};
 pub use archiver::{ArchiveSettings, Archiver, RunReport};
-pub use bucket::{Bucket, BucketOptions, ProbeResult, PutOutcome};
-pub use segment::Compression;
 
 use crate::store::StoreError;
 
@@ -44,42 +44,10 @@ pub enum ArchiveError {
     /// The archive URL or its options are wrong.
     #[error("archive location: {0}")]
     Location(String),
-    /// The object store failed.
-    #[error("object store: {location}: {message}")]
-    Store {
-        /// URL and key (no query, no credentials).
-        location: String,
-        /// The store's message.
-        message: String,
-        /// Whether a retry may succeed: a network error or a 5xx after the
-        /// client's own retries, not a refused credential or permission, a
-        /// missing bucket or an unsupported request.
-        retryable: bool,
-        /// The object store's error, when it came from there.
-        #[source]
-        source: Option<Box<object_store::Error>>,
-    },
-    /// A create-only write found a different object at its key; nothing was
-    /// overwritten and the run stopped.
-    #[error(
-        "{key} already exists with other contents (sha256 {found}, this run's {expected}); not overwritten, run stopped"
-    )]
-    Conflict {
-        /// Relative key.
-        key: String,
-        /// SHA-256 of what this run would write.
-        expected: String,
-        /// SHA-256 of what is there.
-        found: String,
-    },
-    /// An object read back after its write differs.
-    #[error("{key}: read-back check failed: {message}")]
-    ReadBack {
-        /// Relative key.
-        key: String,
-        /// What differs.
-        message: String,
-    },
+    /// The object store failed, or refused to overwrite (see
+    /// [`ObjStoreError`]).
+    #[error(transparent)]
+    Bucket(#[from] ObjStoreError),
     /// The store overwrites on create-only writes and single-writer mode is off.
     #[error(
         "{0} accepted a second create-only write of the same key (it silently overwrites), so it cannot guarantee that archive objects are never replaced; refusing to archive there. Use a store that honours If-None-Match, or set archive.single_writer = true if exactly one archiver ever writes to it"
@@ -118,28 +86,9 @@ impl ArchiveError {
     /// listing, a torn read).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Store { retryable, .. } => *retryable,
+            Self::Bucket(e) => e.is_transient(),
             Self::Hot(e) => e.is_retryable(),
-            Self::ReadBack { .. } => true,
             _ => false,
-        }
-    }
-
-    /// A store error from `object_store`, classified by its kind.
-    pub(crate) fn from_store(location: String, e: object_store::Error) -> Self {
-        use object_store::Error as E;
-        let retryable = matches!(e, E::Generic { .. } | E::JoinError { .. });
-        let message = match &e {
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => format!(
-                "{e} (the credentials were refused: check them and the bucket policy; not retried)"
-            ),
-            _ => e.to_string(),
-        };
-        Self::Store {
-            location,
-            message,
-            retryable,
-            source: Some(Box::new(e)),
         }
     }
 }

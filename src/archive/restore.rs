@@ -11,13 +11,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::ArchiveError;
-use super::bucket::Bucket;
 use super::manifest::Manifest;
 use super::segment::{Compression, decompress};
 use crate::chain::merkle::MemoryTree;
 use crate::chain::note::NoteVerifier;
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::split_stored_line;
+use crate::objstore::Bucket;
 use crate::store::{ArchiveBatch, RestoredEvent, Store};
 
 /// What a restore did.
@@ -55,6 +55,185 @@ fn bad(batch: &ArchiveBatch, key: &str, message: String) -> ArchiveError {
         seq: batch.start_seq,
         message: format!("{key}: {message}; nothing restored"),
     }
+}
+
+/// One archived batch read back and checked as restore checks it: the
+/// manifest's SHA-256 against the recorded one, its signature (and HMAC),
+/// its link to `prev`, the object's SHA-256 and size, then every event's
+/// hash, seq, link and stream, the count, Merkle root and last hash.
+/// Compression comes from the manifest, never from the key's suffix.
+pub(crate) struct BatchEvents {
+    /// The events `keep` chose.
+    pub events: Vec<RestoredEvent>,
+    /// The batch's last hash (the next batch's `prev`).
+    pub last_hash: String,
+    /// Events checked.
+    pub checked: u64,
+}
+
+/// Reads and checks `b` (see [`BatchEvents`]); keeps the events whose seq
+/// `keep` takes.
+///
+/// # Errors
+/// [`ArchiveError::Chain`] naming the key of whatever fails its check;
+/// bucket errors.
+pub(crate) async fn read_batch(
+    bucket: &Bucket,
+    verifier: &NoteVerifier,
+    hmac_key: Option<&[u8]>,
+    b: &ArchiveBatch,
+    prev: &str,
+    keep: &(dyn Fn(u64) -> bool + Sync),
+) -> Result<BatchEvents, ArchiveError> {
+    let stream = b.stream.as_str();
+    let mut prev = prev.to_owned();
+    let mut rows = Vec::new();
+    let mut checked = 0u64;
+    let mbytes = bucket
+        .get(&b.manifest_key)
+        .await?
+        .ok_or_else(|| bad(b, &b.manifest_key, "missing from the archive".into()))?;
+    let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&mbytes));
+    if msha != b.manifest_sha256 {
+        return Err(bad(
+            b,
+            &b.manifest_key,
+            format!(
+                "sha256 {msha} differs from the recorded {}",
+                b.manifest_sha256
+            ),
+        ));
+    }
+    let m = Manifest::parse(&mbytes).map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
+    m.verify_signature(verifier)
+        .map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
+    if let Some(k) = hmac_key {
+        m.verify_hmac(k)
+            .map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
+    }
+    if m.prev_hash != prev {
+        return Err(bad(
+            b,
+            &b.manifest_key,
+            format!("prevHash {} does not link to {prev}", m.prev_hash),
+        ));
+    }
+    let obj = bucket
+        .get(&m.object.key)
+        .await?
+        .ok_or_else(|| bad(b, &m.object.key, "missing from the archive".into()))?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&obj));
+    if sha != m.object.sha256 || obj.len() as u64 != m.object.size {
+        return Err(bad(
+            b,
+            &m.object.key,
+            format!(
+                "sha256 {sha} / size {} differ from the manifest's",
+                obj.len()
+            ),
+        ));
+    }
+    let c = Compression::parse(&m.object.compression).ok_or_else(|| {
+        bad(
+            b,
+            &m.object.key,
+            format!("compression {:?} unknown", m.object.compression),
+        )
+    })?;
+    let raw = decompress(&obj, c, m.object.uncompressed_size + 1)
+        .map_err(|e| bad(b, &m.object.key, e))?;
+    let text = std::str::from_utf8(&raw).map_err(|e| bad(b, &m.object.key, e.to_string()))?;
+    let mut tree = MemoryTree::new();
+    let mut seq = m.start_seq;
+    for line in text.lines() {
+        let (body, hash) = split_stored_line(line)
+            .ok_or_else(|| bad(b, &m.object.key, format!("seq {seq}: not a stored event")))?;
+        let h = event_hash(body.as_bytes());
+        if hex::encode(h) != hash {
+            return Err(bad(
+                b,
+                &m.object.key,
+                format!("seq {seq}: hash does not match the event"),
+            ));
+        }
+        let meta: Meta = serde_json::from_str(&body)
+            .map_err(|e| bad(b, &m.object.key, format!("seq {seq}: {e}")))?;
+        if meta.seq != seq || meta.prev != prev || meta.stream != stream {
+            return Err(bad(
+                b,
+                &m.object.key,
+                format!("seq {seq}: seq, link or stream does not follow"),
+            ));
+        }
+        tree.push(leaf_hash(&h));
+        if keep(seq) {
+            rows.push(RestoredEvent {
+                seq,
+                id: meta.id,
+                event_type: meta.event_type,
+                time: meta.time,
+                received: meta.received,
+                hash: hash.clone(),
+                body,
+            });
+        }
+        prev = hash;
+        seq += 1;
+        checked += 1;
+    }
+    if seq != m.end_seq + 1 || hex::encode(tree.root()) != m.merkle_root || prev != m.last_hash {
+        return Err(bad(
+            b,
+            &m.object.key,
+            "count, Merkle root or last hash differs from the manifest".into(),
+        ));
+    }
+    Ok(BatchEvents {
+        events: rows,
+        last_hash: prev,
+        checked,
+    })
+}
+
+/// Archived events of `stream` from `from_seq` on (at most `max`), read
+/// from the recorded batch that holds `from_seq` and checked as
+/// [`read_batch`] checks them (what feeds a destination whose cursor fell
+/// behind the hot store). `None` when no recorded batch holds `from_seq`.
+///
+/// # Errors
+/// As [`read_batch`]; store errors.
+pub async fn read_archived(
+    store: &dyn Store,
+    bucket: &Bucket,
+    verifier: &NoteVerifier,
+    hmac_key: Option<&[u8]>,
+    stream: &str,
+    from_seq: u64,
+    max: usize,
+) -> Result<Option<Vec<RestoredEvent>>, ArchiveError> {
+    let mut prev = ZERO_HASH_HEX.to_owned();
+    let mut next = 0;
+    let batch = 'find: loop {
+        let page = store.archive_batches(Some(stream), next, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        next = last.start_seq + 1;
+        for b in page {
+            if b.end_seq < from_seq {
+                prev.clone_from(&b.last_hash);
+            } else if b.start_seq <= from_seq {
+                break 'find b;
+            } else {
+                return Ok(None);
+            }
+        }
+    };
+    let got = read_batch(bucket, verifier, hmac_key, &batch, &prev, &|seq| {
+        seq >= from_seq
+    })
+    .await?;
+    Ok(Some(got.events.into_iter().take(max).collect()))
 }
 
 /// What to restore: seqs `from..=to` of `stream`.
@@ -116,109 +295,12 @@ pub async fn restore(
     let mut rows = Vec::new();
     let mut checked = 0u64;
     for b in &batches {
-        let mbytes = bucket
-            .get(&b.manifest_key)
-            .await?
-            .ok_or_else(|| bad(b, &b.manifest_key, "missing from the archive".into()))?;
-        let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&mbytes));
-        if msha != b.manifest_sha256 {
-            return Err(bad(
-                b,
-                &b.manifest_key,
-                format!(
-                    "sha256 {msha} differs from the recorded {}",
-                    b.manifest_sha256
-                ),
-            ));
-        }
-        let m = Manifest::parse(&mbytes).map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
-        m.verify_signature(verifier)
-            .map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
-        if let Some(k) = hmac_key {
-            m.verify_hmac(k)
-                .map_err(|e| bad(b, &b.manifest_key, e.to_string()))?;
-        }
-        if m.prev_hash != prev {
-            return Err(bad(
-                b,
-                &b.manifest_key,
-                format!("prevHash {} does not link to {prev}", m.prev_hash),
-            ));
-        }
-        let obj = bucket
-            .get(&m.object.key)
-            .await?
-            .ok_or_else(|| bad(b, &m.object.key, "missing from the archive".into()))?;
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&obj));
-        if sha != m.object.sha256 || obj.len() as u64 != m.object.size {
-            return Err(bad(
-                b,
-                &m.object.key,
-                format!(
-                    "sha256 {sha} / size {} differ from the manifest's",
-                    obj.len()
-                ),
-            ));
-        }
-        let c = Compression::parse(&m.object.compression).ok_or_else(|| {
-            bad(
-                b,
-                &m.object.key,
-                format!("compression {:?} unknown", m.object.compression),
-            )
-        })?;
-        let raw = decompress(&obj, c, m.object.uncompressed_size + 1)
-            .map_err(|e| bad(b, &m.object.key, e))?;
-        let text = std::str::from_utf8(&raw).map_err(|e| bad(b, &m.object.key, e.to_string()))?;
-        let mut tree = MemoryTree::new();
-        let mut seq = m.start_seq;
-        for line in text.lines() {
-            let (body, hash) = split_stored_line(line)
-                .ok_or_else(|| bad(b, &m.object.key, format!("seq {seq}: not a stored event")))?;
-            let h = event_hash(body.as_bytes());
-            if hex::encode(h) != hash {
-                return Err(bad(
-                    b,
-                    &m.object.key,
-                    format!("seq {seq}: hash does not match the event"),
-                ));
-            }
-            let meta: Meta = serde_json::from_str(&body)
-                .map_err(|e| bad(b, &m.object.key, format!("seq {seq}: {e}")))?;
-            if meta.seq != seq || meta.prev != prev || meta.stream != stream {
-                return Err(bad(
-                    b,
-                    &m.object.key,
-                    format!("seq {seq}: seq, link or stream does not follow"),
-                ));
-            }
-            tree.push(leaf_hash(&h));
-            if (from..=to).contains(&seq) {
-                rows.push(RestoredEvent {
-                    seq,
-                    id: meta.id,
-                    event_type: meta.event_type,
-                    time: meta.time,
-                    received: meta.received,
-                    hash: hash.clone(),
-                    body,
-                });
-            }
-            prev = hash;
-            seq += 1;
-            checked += 1;
-            if checked.is_multiple_of(4096) {
-                progress(checked);
-            }
-        }
-        if seq != m.end_seq + 1 || hex::encode(tree.root()) != m.merkle_root || prev != m.last_hash
-        {
-            return Err(bad(
-                b,
-                &m.object.key,
-                "count, Merkle root or last hash differs from the manifest".into(),
-            ));
-        }
+        let keep = |seq: u64| (from..=to).contains(&seq);
+        let got = read_batch(bucket, verifier, hmac_key, b, &prev, &keep).await?;
+        checked += got.checked;
+        progress(checked);
+        prev = got.last_hash;
+        rows.extend(got.events);
     }
     let wanted = rows.len() as u64;
     let mut restored = 0;

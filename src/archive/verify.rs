@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::ArchiveError;
-use super::bucket::{Bucket, layout};
+use super::layout;
 use super::manifest::Manifest;
 use super::segment::Compression;
 use crate::chain::checkpoint::Checkpoint;
@@ -27,6 +27,7 @@ use crate::chain::merkle::{Frontier, MemoryTree};
 use crate::chain::note::{NoteVerifier, open};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
 use crate::event::{scan_stored, split_stored_line};
+use crate::objstore::Bucket;
 use sha2::Digest as _;
 
 /// What the decompressing thread finds out about one line.
@@ -444,7 +445,7 @@ pub async fn verify_archive(
         match first {
             // Probe keys of a run in progress (and of builds before the
             // probe moved out of the log's own stream folder).
-            super::bucket::PROBE_FOLDER => {}
+            crate::objstore::bucket::PROBE_FOLDER => {}
             crate::event::SELF_STREAM if rest.starts_with("probe/") => {}
             super::index::FOLDER => match super::index::number_of(&key) {
                 Some(n) => index_keys.push((n, key)),

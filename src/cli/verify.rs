@@ -369,8 +369,14 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
     let mut cold_missing: Option<String> = None;
     match check_archive(config, opts, &url, &verifier).await {
         Ok(r) => cold = Some(r),
-        Err(crate::archive::ArchiveError::Location(why)) if required => cold_missing = Some(why),
-        Err(crate::archive::ArchiveError::Location(_)) => {}
+        Err(
+            crate::archive::ArchiveError::Location(why)
+            | crate::archive::ArchiveError::Bucket(crate::objstore::ObjStoreError::Location(why)),
+        ) if required => cold_missing = Some(why),
+        Err(
+            crate::archive::ArchiveError::Location(_)
+            | crate::archive::ArchiveError::Bucket(crate::objstore::ObjStoreError::Location(_)),
+        ) => {}
         Err(e) => return Err(e.into()),
     }
     let mut hot = crate::verify::HotOptions {
@@ -409,7 +415,7 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
                         // Names held come from keys verify already checked.
                         source: crate::names::StreamName::parse(stream).map_or_else(
                             |e| e.to_string(),
-                            |n| crate::archive::bucket::layout::checkpoint_key(&n, *size),
+                            |n| crate::archive::layout::checkpoint_key(&n, *size),
                         ),
                         size: *size,
                         root: *root,

@@ -193,7 +193,7 @@ pub enum Kind {
         /// Object compression.
         compression: super::object::ObjectCompression,
         /// Client settings.
-        bucket: crate::archive::BucketOptions,
+        bucket: crate::objstore::BucketOptions,
     },
     /// Splunk HTTP Event Collector.
     SplunkHec {
@@ -425,7 +425,7 @@ impl RawObject {
             compression: self
                 .compression
                 .unwrap_or(super::object::ObjectCompression::Gzip),
-            bucket: crate::archive::BucketOptions {
+            bucket: crate::objstore::BucketOptions {
                 request_timeout: timeout(self.timeout_ms, 60_000)?,
                 max_retries: 2,
                 object_lock: None,

@@ -51,7 +51,7 @@ pub struct DriverSettings {
     pub concurrency: usize,
     /// The archive, to feed a destination whose cursor fell behind the hot
     /// store (its events were archived and deleted past it, `archive_past`).
-    pub archive: Option<crate::archive::Bucket>,
+    pub archive: Option<Arc<dyn ColdFeed>>,
 }
 
 impl DriverSettings {
@@ -72,6 +72,25 @@ impl DriverSettings {
             archive: None,
         }
     }
+}
+
+/// Where a destination whose cursor fell behind the hot store reads the
+/// events it missed: the archive, wired in by `server` (destinations do
+/// not read archive objects themselves; the archive checks what it hands
+/// over: manifest signature, object SHA-256, every hash and link).
+#[async_trait::async_trait]
+pub trait ColdFeed: Send + Sync + std::fmt::Debug {
+    /// Events of `stream` from `from_seq` on, at most `max`, from the
+    /// archived batch that holds `from_seq`; `None` when none holds it.
+    ///
+    /// # Errors
+    /// What failed, for the destination's `last_error`.
+    async fn read(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String>;
 }
 
 /// What the driver has done, for status pages and metrics.
@@ -300,7 +319,7 @@ async fn next_batch(
     let rows = if first.seq == cursor + 1 {
         rows
     } else {
-        match from_archive(store, settings, stream, cursor).await {
+        match from_archive(settings, stream, cursor).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 tracing::warn!(destination = %settings.name, stream, cursor, oldest_hot = first.seq,
@@ -362,77 +381,16 @@ async fn next_batch(
     }))
 }
 
-/// Events after `cursor` from the archive object that holds them, checked
-/// against the recorded batch (SHA-256 of the object, hash of each event).
+/// Events after `cursor` from the archive (see [`ColdFeed`]).
 async fn from_archive(
-    store: &dyn Store,
     settings: &DriverSettings,
     stream: &str,
     cursor: u64,
 ) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
-    let Some(bucket) = &settings.archive else {
-        return Ok(None);
-    };
-    let want = cursor + 1;
-    let mut from = 0;
-    let batch = loop {
-        let page = store
-            .archive_batches(Some(stream), from, 1000)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else {
-            return Ok(None);
-        };
-        from = last.start_seq + 1;
-        if let Some(b) = page
-            .into_iter()
-            .find(|b| b.start_seq <= want && want <= b.end_seq)
-        {
-            break b;
-        }
-    };
-    let bytes = bucket
-        .get(&batch.object_key)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} is missing from the archive", batch.object_key))?;
-    if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != batch.object_sha256 {
-        return Err(format!(
-            "{} does not match its recorded SHA-256",
-            batch.object_key
-        ));
+    match &settings.archive {
+        Some(feed) => feed.read(stream, cursor + 1, settings.max_events).await,
+        None => Ok(None),
     }
-    let compression = if batch.object_key.ends_with(".zst") {
-        crate::archive::Compression::Zstd
-    } else {
-        crate::archive::Compression::Gzip
-    };
-    let raw = crate::archive::segment::decompress(&bytes, compression, batch.raw_size + 1)?;
-    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let (body, hash) = crate::event::split_stored_line(line)
-            .ok_or("an archived line is not a stored event")?;
-        if hex::encode(crate::chain::event_hash(body.as_bytes())) != hash {
-            return Err(format!(
-                "{}: an event's hash does not match",
-                batch.object_key
-            ));
-        }
-        let seq = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["seq"].as_u64())
-            .ok_or("an archived event has no seq")?;
-        if seq >= want && out.len() < settings.max_events {
-            out.push(crate::store::StoredEvent {
-                seq,
-                hash,
-                body,
-                restored: false,
-            });
-        }
-    }
-    Ok(Some(out))
 }
 
 /// Full jitter: a random delay in `[0, min(max, initial * 2^attempt)]`,

@@ -184,7 +184,7 @@ pub enum BuildError {
         /// Destination name.
         destination: String,
         /// What is wrong.
-        source: Box<crate::archive::ArchiveError>,
+        source: Box<crate::objstore::ObjStoreError>,
     },
 }
 
@@ -268,11 +268,12 @@ pub fn build(
             compression,
             bucket,
         } => {
-            let b =
-                crate::archive::Bucket::open(url, bucket).map_err(|source| BuildError::Bucket {
+            let b = crate::objstore::Bucket::open(url, bucket).map_err(|source| {
+                BuildError::Bucket {
                     destination: name.clone(),
                     source: Box::new(source),
-                })?;
+                }
+            })?;
             Arc::new(object::ObjectDestination::new(
                 b,
                 *compression,

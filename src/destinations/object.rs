@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::encoding::{Encoding, encode};
 use super::{Batch, DeliveryError, Destination};
-use crate::archive::{ArchiveError, Bucket};
+use crate::objstore::{Bucket, ObjStoreError};
 
 /// Object compression for destinations (`none` allowed, unlike the archive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -99,7 +99,7 @@ impl Destination for ObjectDestination {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e @ ArchiveError::Conflict { .. }) => Err(DeliveryError::Permanent {
+            Err(e @ ObjStoreError::Conflict { .. }) => Err(DeliveryError::Permanent {
                 status: None,
                 message: e.to_string(),
                 detail: None,
@@ -118,7 +118,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::OutEvent;
     use super::*;
-    use crate::archive::BucketOptions;
+    use crate::objstore::BucketOptions;
 
     fn batch(from: u64, n: u64, tag: &str) -> Batch {
         Batch {
@@ -151,9 +151,12 @@ mod tests {
         let listed = bucket.list("auth").await.unwrap();
         assert_eq!(listed.len(), 1, "never a second object: {listed:?}");
         let got = bucket.get(&d.key(&b)).await.unwrap().unwrap();
-        let raw =
-            crate::archive::segment::decompress(&got, crate::archive::Compression::Gzip, 1 << 20)
-                .unwrap();
+        let raw = crate::objstore::compression::decompress(
+            &got,
+            crate::objstore::Compression::Gzip,
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(raw).unwrap(),
             "{\"id\":\"e1\",\"tag\":\"x\"}\n{\"id\":\"e2\",\"tag\":\"x\"}\n{\"id\":\"e3\",\"tag\":\"x\"}\n"
@@ -196,11 +199,16 @@ mod tests {
 
     use crate::destinations::conformance::{Decoded, Payload, Redelivery, Subject, required};
 
+    /// What keeps a backend alive while a subject uses it (a directory, a
+    /// fake server).
+    type Guard = Box<dyn std::any::Any + Send + Sync>;
+
     /// Where an [`Objects`] subject's bucket is.
+    #[async_trait]
     trait Backend: Send + Sync + 'static {
         /// A fresh prefix in the backend's bucket; `None` when its server is
         /// not available here.
-        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)>;
+        async fn open() -> Option<(Bucket, Guard)>;
     }
 
     fn unique() -> String {
@@ -208,19 +216,40 @@ mod tests {
     }
 
     struct LocalDir;
+    #[async_trait]
     impl Backend for LocalDir {
-        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+        async fn open() -> Option<(Bucket, Guard)> {
             let dir = tempfile::tempdir().unwrap();
             let url = url::Url::from_directory_path(dir.path()).unwrap();
             let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
-            Some((b, Some(dir)))
+            Some((b, Box::new(dir)))
+        }
+    }
+
+    /// The in-test GCS XML API fake (no local GCS emulator honours
+    /// create-only preconditions; see `objstore::gcs_fake`).
+    struct Gcs;
+    #[async_trait]
+    impl Backend for Gcs {
+        async fn open() -> Option<(Bucket, Guard)> {
+            let fake = crate::objstore::gcs_fake::GcsFake::start().await;
+            let dir = tempfile::tempdir().unwrap();
+            let account = fake.service_account(dir.path());
+            let url = format!(
+                "gs://trailkeep-test/dest-{}?service_account={}",
+                unique(),
+                account.display()
+            );
+            let b = Bucket::open(&url, &BucketOptions::default()).unwrap();
+            Some((b, Box::new((fake, dir))))
         }
     }
 
     /// moto (scripts/test.sh).
     struct S3;
+    #[async_trait]
     impl Backend for S3 {
-        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+        async fn open() -> Option<(Bucket, Guard)> {
             let endpoint = required("TEST_S3_ENDPOINT")?;
             let bucket =
                 std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into());
@@ -228,19 +257,26 @@ mod tests {
                 "s3://{bucket}/dest-{}?endpoint={endpoint}&region=us-east-1&path_style=true",
                 unique()
             );
-            Some((Bucket::open(&url, &BucketOptions::default()).unwrap(), None))
+            Some((
+                Bucket::open(&url, &BucketOptions::default()).unwrap(),
+                Box::new(()),
+            ))
         }
     }
 
     /// Azurite (scripts/test.sh).
     struct Azure;
+    #[async_trait]
     impl Backend for Azure {
-        fn open() -> Option<(Bucket, Option<tempfile::TempDir>)> {
+        async fn open() -> Option<(Bucket, Guard)> {
             required("AZURITE_BLOB_STORAGE_URL")?;
             let container =
                 std::env::var("TEST_AZURE_CONTAINER").unwrap_or_else(|_| "trailkeep-test".into());
             let url = format!("az://{container}/dest-{}?emulator=true", unique());
-            Some((Bucket::open(&url, &BucketOptions::default()).unwrap(), None))
+            Some((
+                Bucket::open(&url, &BucketOptions::default()).unwrap(),
+                Box::new(()),
+            ))
         }
     }
 
@@ -249,14 +285,14 @@ mod tests {
     struct Objects<B> {
         bucket: Bucket,
         dest: ObjectDestination,
-        _dir: Option<tempfile::TempDir>,
+        _guard: Guard,
         _backend: std::marker::PhantomData<B>,
     }
 
     #[async_trait]
     impl<B: Backend> Subject for Objects<B> {
         async fn start() -> Option<Self> {
-            let (bucket, dir) = B::open()?;
+            let (bucket, guard) = B::open().await?;
             Some(Self {
                 dest: ObjectDestination::new(
                     bucket.clone(),
@@ -264,7 +300,7 @@ mod tests {
                     Encoding::Trailkeep,
                 ),
                 bucket,
-                _dir: dir,
+                _guard: guard,
                 _backend: std::marker::PhantomData,
             })
         }
@@ -292,9 +328,9 @@ mod tests {
         }
 
         fn decode(&self, p: &Payload) -> Decoded {
-            let raw = crate::archive::segment::decompress(
+            let raw = crate::objstore::compression::decompress(
                 &p.bytes,
-                crate::archive::Compression::Gzip,
+                crate::objstore::Compression::Gzip,
                 1 << 30,
             )
             .unwrap();
@@ -325,5 +361,9 @@ mod tests {
 
     mod azure_azurite_conformance {
         crate::stored_destination_test_suite!(super::Objects<super::Azure>);
+    }
+
+    mod gcs_fake_conformance {
+        crate::stored_destination_test_suite!(super::Objects<super::Gcs>);
     }
 }

@@ -339,6 +339,19 @@ pub struct RestoredEvent {
     pub body: String,
 }
 
+impl From<RestoredEvent> for StoredEvent {
+    /// The event as the hot store returns it (not yet marked restored:
+    /// that happens when it is written back).
+    fn from(e: RestoredEvent) -> Self {
+        Self {
+            seq: e.seq,
+            hash: e.hash,
+            body: e.body,
+            restored: false,
+        }
+    }
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {

@@ -503,6 +503,32 @@ async fn a_paused_destination_sends_nothing_until_resumed() {
     assert_eq!(delivered(&r), 5);
 }
 
+/// The archive as a feed, as `server::ArchiveFeed` wires it.
+struct Feed(crate::archive::Archiver);
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Feed")
+    }
+}
+
+#[async_trait]
+impl ColdFeed for Feed {
+    async fn read(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
+        let got = self
+            .0
+            .read_archived(stream, from_seq, max)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(got.map(|v| v.into_iter().map(Into::into).collect()))
+    }
+}
+
 #[tokio::test]
 async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
     use crate::archive::{ArchiveSettings, Archiver, Bucket, BucketOptions};
@@ -544,7 +570,7 @@ async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
     assert_eq!(report.deleted, 250, "nothing left hot");
     append(r.store.as_ref(), "s", &["a.b"], 20, 0).await;
     let s = DriverSettings {
-        archive: Some(bucket),
+        archive: Some(Arc::new(Feed(archiver))),
         ..settings()
     };
     drive(&r, s, |r| delivered(r) == 270).await;

@@ -22,7 +22,7 @@ use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::HttpRequestBody;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::ArchiveError;
+use super::ObjStoreError;
 
 /// Object Lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl ObjectLock {
         region: String,
         settings: LockSettings,
         timeout: Duration,
-    ) -> Result<Self, ArchiveError> {
+    ) -> Result<Self, ObjStoreError> {
         // No redirects (they would carry the signed headers and the session
         // token to another host) and no proxy from the environment.
         let http = reqwest::Client::builder()
@@ -99,7 +99,7 @@ impl ObjectLock {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .map_err(|e| ArchiveError::Location(format!("object lock client: {e}")))?;
+            .map_err(|e| ObjStoreError::Location(format!("object lock client: {e}")))?;
         Ok(Self {
             s3,
             bucket_url,
@@ -176,19 +176,19 @@ impl ObjectLock {
     /// Sets retention until `days` from now on `key` (the full key, prefix
     /// included). Extending an existing retention is allowed; S3 refuses to
     /// shorten a COMPLIANCE one, which a later date never asks for.
-    pub(super) async fn retain(&self, key: &str) -> Result<(), ArchiveError> {
+    pub(super) async fn retain(&self, key: &str) -> Result<(), ObjStoreError> {
         let until =
             time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(self.settings.days));
         let until = until
             .replace_nanosecond(0)
             .unwrap_or(until)
             .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| ArchiveError::Location(e.to_string()))?;
+            .map_err(|e| ObjStoreError::Location(e.to_string()))?;
         let body = format!(
             "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>",
             self.settings.mode.as_s3()
         );
-        let failed = |message: String, retryable: bool| ArchiveError::Store {
+        let failed = |message: String, retryable: bool| ObjStoreError::Store {
             location: key.to_owned(),
             message: format!("setting Object Lock retention: {message}"),
             retryable,
@@ -213,18 +213,18 @@ impl ObjectLock {
     /// The retention S3 reports for `key` (HeadObject's
     /// `x-amz-object-lock-*` headers, which need `s3:GetObjectRetention`):
     /// mode, retain-until date and the version id it protects.
-    pub(super) async fn retention(&self, key: &str) -> Result<Option<Retention>, ArchiveError> {
+    pub(super) async fn retention(&self, key: &str) -> Result<Option<Retention>, ObjStoreError> {
         let (status, headers, _) =
             self.send(http::Method::HEAD, key, "", None)
                 .await
-                .map_err(|message| ArchiveError::Store {
+                .map_err(|message| ObjStoreError::Store {
                     location: key.to_owned(),
                     message,
                     retryable: true,
                     source: None,
                 })?;
         if !(200..300).contains(&status) {
-            return Err(ArchiveError::Store {
+            return Err(ObjStoreError::Store {
                 location: key.to_owned(),
                 message: format!("reading Object Lock retention: HTTP {status}"),
                 retryable: status >= 500,

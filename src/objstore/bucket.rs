@@ -1,6 +1,6 @@
-//! The archive's object store: a URL opened through the `object_store`
-//! crate, the cold layout's keys, create-only writes with read-back, and the
-//! create-only probe.
+//! An object store behind a URL, opened through the `object_store` crate:
+//! create-only writes with read-back, and the create-only probe. The
+//! archive and the object destinations both write through it.
 //!
 //! URLs:
 //! - `file:///abs/dir` (the embedded default is `DATA_DIR/archive`);
@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
 use sha2::{Digest, Sha256};
 
-use super::ArchiveError;
+use super::ObjStoreError;
 
 /// Connection settings for remote stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,17 +85,17 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
-fn location(msg: impl Into<String>) -> ArchiveError {
-    ArchiveError::Location(msg.into())
+fn location(msg: impl Into<String>) -> ObjStoreError {
+    ObjStoreError::Location(msg.into())
 }
 
 impl Bucket {
     /// Opens `url`.
     ///
     /// # Errors
-    /// [`ArchiveError::Location`] naming the bad part (scheme, query key,
+    /// [`ObjStoreError::Location`] naming the bad part (scheme, query key,
     /// missing bucket), or the store's builder error.
-    pub fn open(url: &str, opts: &BucketOptions) -> Result<Self, ArchiveError> {
+    pub fn open(url: &str, opts: &BucketOptions) -> Result<Self, ObjStoreError> {
         Self::open_with(url, opts, true)
     }
 
@@ -103,13 +103,13 @@ impl Bucket {
     /// never created), so a mistyped path is an error, not an empty archive.
     ///
     /// # Errors
-    /// As [`Bucket::open`], and [`ArchiveError::Location`] when the
+    /// As [`Bucket::open`], and [`ObjStoreError::Location`] when the
     /// directory does not exist.
-    pub fn open_existing(url: &str, opts: &BucketOptions) -> Result<Self, ArchiveError> {
+    pub fn open_existing(url: &str, opts: &BucketOptions) -> Result<Self, ObjStoreError> {
         Self::open_with(url, opts, false)
     }
 
-    fn open_with(url: &str, opts: &BucketOptions, create: bool) -> Result<Self, ArchiveError> {
+    fn open_with(url: &str, opts: &BucketOptions, create: bool) -> Result<Self, ObjStoreError> {
         let parsed = url::Url::parse(url).map_err(|e| location(format!("{url:?}: {e}")))?;
         let query: Vec<(String, String)> = parsed
             .query_pairs()
@@ -138,7 +138,7 @@ impl Bucket {
             )));
         }
         let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
-        let flag = |k: &str| -> Result<bool, ArchiveError> {
+        let flag = |k: &str| -> Result<bool, ObjStoreError> {
             match get(k).as_deref() {
                 None | Some("false") => Ok(false),
                 Some("true") => Ok(true),
@@ -306,7 +306,7 @@ impl Bucket {
         &self.display
     }
 
-    fn path(&self, rel: &str) -> Result<Path, ArchiveError> {
+    fn path(&self, rel: &str) -> Result<Path, ObjStoreError> {
         let rel = Path::parse(rel).map_err(|e| location(format!("key {rel:?}: {e}")))?;
         Ok(match &self.prefix {
             Some(p) => p.parts().chain(rel.parts()).collect(),
@@ -329,18 +329,18 @@ impl Bucket {
         }
     }
 
-    fn err(&self, key: &str, e: object_store::Error) -> ArchiveError {
-        ArchiveError::from_store(format!("{}/{key}", self.display.trim_end_matches('/')), e)
+    fn err(&self, key: &str, e: object_store::Error) -> ObjStoreError {
+        ObjStoreError::from_store(format!("{}/{key}", self.display.trim_end_matches('/')), e)
     }
 
     /// Writes `bytes` at `rel` create-only. When the key exists (412 /
     /// already exists), or a retry follows an ambiguous failure, the
     /// existing object is read back: the same SHA-256 means done, another
-    /// means [`ArchiveError::Conflict`] and nothing is overwritten.
+    /// means [`ObjStoreError::Conflict`] and nothing is overwritten.
     ///
     /// # Errors
-    /// [`ArchiveError::Conflict`], or the store's error.
-    pub async fn put_create(&self, rel: &str, bytes: Bytes) -> Result<PutOutcome, ArchiveError> {
+    /// [`ObjStoreError::Conflict`], or the store's error.
+    pub async fn put_create(&self, rel: &str, bytes: Bytes) -> Result<PutOutcome, ObjStoreError> {
         let path = self.path(rel)?;
         let want = Sha256::digest(&bytes);
         let opts = PutOptions {
@@ -366,14 +366,14 @@ impl Bucket {
         bytes: Bytes,
         want: [u8; 32],
         opts: PutOptions,
-    ) -> Result<PutOutcome, ArchiveError> {
+    ) -> Result<PutOutcome, ObjStoreError> {
         match self.store.put_opts(path, bytes.into(), opts).await {
             Ok(_) => Ok(PutOutcome::Created),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
             ) => {
-                let existing = self.get(rel).await?.ok_or_else(|| ArchiveError::Store {
+                let existing = self.get(rel).await?.ok_or_else(|| ObjStoreError::Store {
                     location: format!("{}/{rel}", self.display),
                     message: "a create-only write was refused but the object cannot be read".into(),
                     retryable: true,
@@ -383,7 +383,7 @@ impl Bucket {
                 if found == want {
                     Ok(PutOutcome::AlreadyThere)
                 } else {
-                    Err(ArchiveError::Conflict {
+                    Err(ObjStoreError::Conflict {
                         key: rel.to_owned(),
                         expected: hex::encode(want),
                         found: hex::encode(found),
@@ -402,7 +402,7 @@ impl Bucket {
     pub async fn retention(
         &self,
         rel: &str,
-    ) -> Result<Option<super::object_lock::Retention>, ArchiveError> {
+    ) -> Result<Option<super::object_lock::Retention>, ObjStoreError> {
         match &self.lock {
             Some(lock) => lock.retention(self.path(rel)?.as_ref()).await,
             None => Ok(None),
@@ -415,7 +415,7 @@ impl Bucket {
     /// # Errors
     /// No lock configured (no signed client), or the request failed.
     #[cfg(test)]
-    pub async fn delete_version(&self, rel: &str, version: &str) -> Result<u16, ArchiveError> {
+    pub async fn delete_version(&self, rel: &str, version: &str) -> Result<u16, ObjStoreError> {
         let lock = self
             .lock
             .as_ref()
@@ -423,7 +423,7 @@ impl Bucket {
         let key = self.path(rel)?;
         lock.delete_version(key.as_ref(), version)
             .await
-            .map_err(|message| ArchiveError::Store {
+            .map_err(|message| ObjStoreError::Store {
                 location: rel.to_owned(),
                 message,
                 retryable: false,
@@ -435,7 +435,7 @@ impl Bucket {
     ///
     /// # Errors
     /// The store's error.
-    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, ArchiveError> {
+    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, ObjStoreError> {
         let path = self.path(rel)?;
         match self.store.get(&path).await {
             Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.err(rel, e))?)),
@@ -447,13 +447,13 @@ impl Bucket {
     /// Reads `rel` back and checks its size and SHA-256.
     ///
     /// # Errors
-    /// [`ArchiveError::ReadBack`] on any difference, or the store's error.
-    pub async fn confirm(&self, rel: &str, size: u64, sha256: &str) -> Result<(), ArchiveError> {
+    /// [`ObjStoreError::ReadBack`] on any difference, or the store's error.
+    pub async fn confirm(&self, rel: &str, size: u64, sha256: &str) -> Result<(), ObjStoreError> {
         let path = self.path(rel)?;
         let meta = match self.store.head(&path).await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(ArchiveError::ReadBack {
+                return Err(ObjStoreError::ReadBack {
                     key: rel.to_owned(),
                     message: "missing after write".into(),
                 });
@@ -461,18 +461,21 @@ impl Bucket {
             Err(e) => return Err(self.err(rel, e)),
         };
         if meta.size != size {
-            return Err(ArchiveError::ReadBack {
+            return Err(ObjStoreError::ReadBack {
                 key: rel.to_owned(),
                 message: format!("size {} after write, expected {size}", meta.size),
             });
         }
-        let body = self.get(rel).await?.ok_or_else(|| ArchiveError::ReadBack {
-            key: rel.to_owned(),
-            message: "missing after write".into(),
-        })?;
+        let body = self
+            .get(rel)
+            .await?
+            .ok_or_else(|| ObjStoreError::ReadBack {
+                key: rel.to_owned(),
+                message: "missing after write".into(),
+            })?;
         let found = hex::encode(Sha256::digest(&body));
         if found != sha256 {
-            return Err(ArchiveError::ReadBack {
+            return Err(ObjStoreError::ReadBack {
                 key: rel.to_owned(),
                 message: format!("sha256 {found} after write, expected {sha256}"),
             });
@@ -485,7 +488,7 @@ impl Bucket {
     ///
     /// # Errors
     /// The store's error.
-    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<(String, u64)>, ArchiveError> {
+    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<(String, u64)>, ObjStoreError> {
         let p = if rel_prefix.is_empty() {
             self.prefix.clone()
         } else {
@@ -522,7 +525,7 @@ impl Bucket {
     }
 
     /// Deletes `rel` (probe keys only: the archiver never deletes).
-    async fn delete(&self, rel: &str) -> Result<(), ArchiveError> {
+    async fn delete(&self, rel: &str) -> Result<(), ObjStoreError> {
         let path = self.path(rel)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -535,7 +538,7 @@ impl Bucket {
     ///
     /// # Errors
     /// When the first write or the read-back fails.
-    pub async fn probe(&self) -> Result<ProbeResult, ArchiveError> {
+    pub async fn probe(&self) -> Result<ProbeResult, ObjStoreError> {
         let rel = format!("{PROBE_FOLDER}/{}", ulid::Ulid::new());
         let opts = || PutOptions {
             mode: PutMode::Create,
@@ -666,52 +669,6 @@ fn parse_credentials(text: &str, profile: &str) -> Option<ProfileCredentials> {
     })
 }
 
-/// Keys of the cold layout, relative to the prefix.
-pub mod layout {
-    use super::super::segment::Compression;
-    use crate::names::StreamName;
-
-    /// `{stream}/events/dt=YYYY-MM-DD/{start:020}-{end:020}.ndjson.gz|zst`
-    pub fn object_key(
-        stream: &StreamName,
-        day: &str,
-        start: u64,
-        end: u64,
-        c: Compression,
-    ) -> String {
-        format!(
-            "{stream}/events/dt={day}/{start:020}-{end:020}.ndjson.{}",
-            c.extension()
-        )
-    }
-
-    /// `{stream}/manifests/dt=YYYY-MM-DD/{start:020}-{end:020}.json`
-    pub fn manifest_key(stream: &StreamName, day: &str, start: u64, end: u64) -> String {
-        format!("{stream}/manifests/dt={day}/{start:020}-{end:020}.json")
-    }
-
-    /// `{stream}/checkpoints/{size:020}`
-    pub fn checkpoint_key(stream: &StreamName, size: u64) -> String {
-        format!("{stream}/checkpoints/{size:020}")
-    }
-
-    /// `keys/{keyId}.pub`
-    pub fn verifier_key(key_id: u32) -> String {
-        format!("keys/{key_id:08x}.pub")
-    }
-
-    /// Parses `{start:020}-{end:020}` from a manifest or object key's file name.
-    pub fn range_of(key: &str) -> Option<(u64, u64)> {
-        let name = key.rsplit('/').next()?;
-        let stem = name.split('.').next()?;
-        let (a, b) = stem.split_once('-')?;
-        if a.len() != 20 || b.len() != 20 {
-            return None;
-        }
-        Some((a.parse().ok()?, b.parse().ok()?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -763,22 +720,6 @@ mod tests {
         assert!(!format!("{c:?}").contains("S2"));
     }
 
-    #[test]
-    fn layout_keys_sort_by_seq_and_parse_back() {
-        use super::super::segment::Compression;
-        let s = &crate::names::StreamName::parse("s").unwrap();
-        let k = layout::object_key(s, "2026-01-02", 1, 100, Compression::Gzip);
-        assert_eq!(
-            k,
-            "s/events/dt=2026-01-02/00000000000000000001-00000000000000000100.ndjson.gz"
-        );
-        assert_eq!(layout::range_of(&k), Some((1, 100)));
-        let m = layout::manifest_key(s, "2026-01-02", 101, 200);
-        assert_eq!(layout::range_of(&m), Some((101, 200)));
-        assert!(layout::manifest_key(s, "d", 9, 9) < layout::manifest_key(s, "d", 10, 10));
-        assert_eq!(layout::range_of("s/events/x.json"), None);
-    }
-
     #[tokio::test]
     async fn local_directory_is_create_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -801,7 +742,7 @@ mod tests {
             .put_create("s/a", Bytes::from_static(b"other"))
             .await
             .unwrap_err();
-        assert!(matches!(e, ArchiveError::Conflict { .. }), "{e}");
+        assert!(matches!(e, ObjStoreError::Conflict { .. }), "{e}");
         assert_eq!(
             b.get("s/a").await.unwrap().unwrap(),
             data,
