@@ -8,15 +8,16 @@
 //! restore stores nothing. Restored events keep their seq and hash, are
 //! marked restored, and are never archived again.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::ArchiveError;
 use super::manifest::Manifest;
 use super::segment::{Compression, decompress};
 use crate::chain::merkle::MemoryTree;
 use crate::chain::note::NoteVerifier;
-use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
+use crate::chain::{ZERO_HASH_HEX, leaf_hash};
 use crate::event::split_stored_line;
+use crate::event::stored::check_link;
 use crate::objstore::Bucket;
 use crate::store::{ArchiveBatch, RestoredEvent, Store};
 
@@ -35,18 +36,6 @@ pub struct RestoreReport {
     pub restored: u64,
     /// Events of the range that were already hot.
     pub already_hot: u64,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    seq: u64,
-    id: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    time: String,
-    received: String,
-    prev: String,
-    stream: String,
 }
 
 fn bad(batch: &ArchiveBatch, key: &str, message: String) -> ArchiveError {
@@ -148,31 +137,20 @@ pub(crate) async fn read_batch(
     for line in text.lines() {
         let (body, hash) = split_stored_line(line)
             .ok_or_else(|| bad(b, &m.object.key, format!("seq {seq}: not a stored event")))?;
-        let h = event_hash(body.as_bytes());
-        if hex::encode(h) != hash {
-            return Err(bad(
-                b,
-                &m.object.key,
-                format!("seq {seq}: hash does not match the event"),
-            ));
+        let link = check_link(&body, &hash, stream, seq, Some(&prev));
+        if let Some(fault) = link.first_fault() {
+            return Err(bad(b, &m.object.key, format!("seq {seq}: {fault}")));
         }
-        let meta: Meta = serde_json::from_str(&body)
-            .map_err(|e| bad(b, &m.object.key, format!("seq {seq}: {e}")))?;
-        if meta.seq != seq || meta.prev != prev || meta.stream != stream {
-            return Err(bad(
-                b,
-                &m.object.key,
-                format!("seq {seq}: seq, link or stream does not follow"),
-            ));
-        }
-        tree.push(leaf_hash(&h));
-        if keep(seq) {
+        tree.push(leaf_hash(&link.computed));
+        if keep(seq)
+            && let Some(f) = link.fields
+        {
             rows.push(RestoredEvent {
                 seq,
-                id: meta.id,
-                event_type: meta.event_type,
-                time: meta.time,
-                received: meta.received,
+                id: f.id.into_owned(),
+                event_type: f.event_type.into_owned(),
+                time: f.time.into_owned(),
+                received: f.received.into_owned(),
                 hash: hash.clone(),
                 body,
             });

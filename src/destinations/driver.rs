@@ -142,26 +142,19 @@ impl DriverHandle {
 
 const LEASE_PREFIX: &str = "destination:";
 
-/// The fields the driver needs from a stored body.
-#[derive(serde::Deserialize)]
-struct Meta {
-    id: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    received: String,
-}
-
-impl Meta {
-    /// Reads a stored body. One that is not an event is corruption: it
-    /// stops the destination (and says where) rather than going out, or
-    /// being filtered out, as an event with an empty type (issue #14).
-    fn of(stream: &str, seq: u64, body: &str) -> Result<Self, StoreError> {
-        serde_json::from_str(body).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "stream {stream} seq {seq}: the stored body is not an event ({e}); run trailkeep verify"
-            ))
-        })
-    }
+/// Reads a stored body. One that is not an event is corruption: it stops
+/// the destination (and says where) rather than going out, or being
+/// filtered out, as an event with an empty type (issue #14).
+fn fields_of<'a>(
+    stream: &str,
+    seq: u64,
+    body: &'a str,
+) -> Result<crate::event::StoredFields<'a>, StoreError> {
+    crate::event::StoredFields::read(body).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "stream {stream} seq {seq}: the stored body is not an event ({e}); run trailkeep verify"
+        ))
+    })
 }
 
 /// Why a round stopped early.
@@ -347,16 +340,16 @@ async fn next_batch(
             full = true;
             break;
         }
-        let meta = Meta::of(stream, row.seq, &row.body)?;
-        oldest.get_or_insert_with(|| meta.received.clone());
+        let meta = fields_of(stream, row.seq, &row.body)?;
+        oldest.get_or_insert_with(|| meta.received.clone().into_owned());
         end = row.seq;
         if settings.filter.takes(stream, &meta.event_type) {
             bytes += json.len();
             events.push(OutEvent {
                 seq: row.seq,
-                id: meta.id,
-                event_type: meta.event_type,
-                received: meta.received,
+                id: meta.id.into_owned(),
+                event_type: meta.event_type.into_owned(),
+                received: meta.received.into_owned(),
                 json,
             });
         }
@@ -526,13 +519,13 @@ pub async fn retry_dead_letter(
         }
         for row in rows.into_iter().take_while(|r| r.seq <= letter.end_seq) {
             next = row.seq + 1;
-            let meta = Meta::of(&letter.stream, row.seq, &row.body).map_err(|e| e.to_string())?;
+            let meta = fields_of(&letter.stream, row.seq, &row.body).map_err(|e| e.to_string())?;
             if settings.filter.takes(&letter.stream, &meta.event_type) {
                 events.push(OutEvent {
                     seq: row.seq,
-                    id: meta.id,
-                    event_type: meta.event_type,
-                    received: meta.received,
+                    id: meta.id.into_owned(),
+                    event_type: meta.event_type.into_owned(),
+                    received: meta.received.into_owned(),
                     json: stored_json(&row.body, &row.hash),
                 });
             }
