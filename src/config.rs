@@ -263,13 +263,15 @@ impl std::fmt::Debug for ArchiveConfig {
 impl RawArchive {
     fn validate(self, over: Option<String>) -> Result<ArchiveConfig, ConfigError> {
         let d = crate::archive::ArchiveSettings::default();
-        let dur =
-            |key: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-                match v {
-                    None => Ok(default),
-                    Some(s) => crate::archive::parse_duration(&s).map_err(|m| err(key, m)),
-                }
-            };
+        let dur = |key: &str,
+                   v: Option<String>,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => crate::archive::parse_duration(&s).map_err(|e| err(key, e.to_string())),
+            }
+        };
         let older_than = dur("archive.older_than", self.older_than, d.older_than)?;
         let url = over.or(self.url);
         if let Some(u) = &url
@@ -606,21 +608,11 @@ impl Config {
     }
 }
 
-/// A configuration error naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {key}: {message}")]
-pub struct ConfigError {
-    /// The offending key, dotted (`ingest.max_event_bytes`).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
+/// A configuration error naming the key (see [`crate::setting`]).
+pub type ConfigError = crate::setting::SettingError;
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::new(key, message)
 }
 
 /// Values given on the command line (or `TRAILKEEP_*`), which win over the file.
@@ -728,8 +720,8 @@ impl RawConfig {
         let mut sources = Vec::new();
         for (i, raw) in self.sources.into_iter().enumerate() {
             let s = raw
-                .validate(i)
-                .map_err(|e| err(&format!("sources[{i}].{}", e.key), e.message))?;
+                .validate()
+                .map_err(|e| e.within(&format!("sources[{i}]")))?;
             if sources
                 .iter()
                 .any(|o: &crate::sources::SourceConfig| o.name == s.name)
@@ -758,7 +750,7 @@ impl RawConfig {
         for (i, raw) in self.destinations.into_iter().enumerate() {
             let d = raw
                 .validate()
-                .map_err(|e| err(&format!("destinations[{i}].{}", e.key), e.message))?;
+                .map_err(|e| e.within(&format!("destinations[{i}]")))?;
             if destinations.iter().any(|o| o.driver.name == d.driver.name) {
                 return Err(err(
                     &format!("destinations[{i}].name"),

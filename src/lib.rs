@@ -25,7 +25,8 @@
 //! - [`api`]: HTTP routes; [`server`]: wiring for `serve`;
 //! - [`net`]: outgoing HTTP to configured hosts and upstreams (SSRF guard,
 //!   redirect policy, body limits, redacted errors);
-//! - [`config`]: the config file; [`telemetry`]: logs and metrics;
+//! - [`config`]: the config file; [`setting`]: its one error type;
+//!   [`telemetry`]: logs and metrics;
 //! - [`cli`]: the `trailkeep` command line; [`http`]: the listener (TLS,
 //!   timeouts, connection limit);
 //! - [`names`]: stream and config names, checked once by type;
@@ -64,6 +65,7 @@ pub mod objstore;
 pub mod secret;
 pub mod selflog;
 pub mod server;
+pub mod setting;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -531,12 +531,9 @@ impl crate::destinations::driver::ColdFeed for ArchiveFeed {
         stream: &str,
         from_seq: u64,
         max: usize,
-    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
-        let events = self
-            .0
-            .read_archived(stream, from_seq, max)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, crate::destinations::driver::ColdFeedError>
+    {
+        let events = self.0.read_archived(stream, from_seq, max).await?;
         Ok(events.map(|v| v.into_iter().map(Into::into).collect()))
     }
 }

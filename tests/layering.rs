@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "net",
         "node",
         "secret",
+        "setting",
         "telemetry",
     ],
     // The hot store and what writes the log's own records through it.

@@ -123,7 +123,7 @@ pub(super) async fn run(
         .transpose()
         .map_err(|m| ApiError {
             field: Some("older_than".into()),
-            ..ApiError::bad_request("invalid_duration", m)
+            ..ApiError::bad_request("invalid_duration", m.to_string())
         })?;
     let run = st.archiver.run_leased(older_than, &|_| {}).await;
     crate::audit::record(

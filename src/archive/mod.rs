@@ -93,17 +93,27 @@ impl ArchiveError {
     }
 }
 
+/// A duration the settings and flags refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number followed by a unit.
+    #[error("{0:?} is not a duration such as 90d, 12h, 30m, 45s")]
+    Malformed(String),
+    /// Past [`MAX_DURATION`] (it is subtracted from the clock).
+    #[error("{0:?} is longer than 1000 years (365000d); no audit record is that old")]
+    TooLong(String),
+}
+
 /// Parses a duration such as `90d`, `12h`, `30m`, `45s` or `500ms`.
 ///
 /// # Errors
-/// A message saying what is accepted.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// [`DurationError`], saying what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
+    let malformed = || DurationError::Malformed(s.to_owned());
+    let n: u64 = n.parse().map_err(|_| malformed())?;
     let d = match unit {
         "d" => n.checked_mul(86_400).map(Duration::from_secs),
         "h" => n.checked_mul(3600).map(Duration::from_secs),
@@ -112,13 +122,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Some(Duration::from_millis(n)),
         _ => None,
     }
-    .ok_or_else(|| format!("{s:?} is not a duration such as 90d, 12h, 30m, 45s"))?;
+    .ok_or_else(malformed)?;
     // Subtracted from the clock by its callers: a duration reaching before
     // year 1 would overflow the date arithmetic.
     if d > MAX_DURATION {
-        return Err(format!(
-            "{s:?} is longer than 1000 years (365000d); no audit record is that old"
-        ));
+        return Err(DurationError::TooLong(s.to_owned()));
     }
     Ok(d)
 }
@@ -149,7 +157,10 @@ mod tests {
         assert_eq!(parse_duration("365000d").unwrap(), MAX_DURATION);
         for long in ["365001d", "10000000d", "99999999999999h"] {
             let e = parse_duration(long).expect_err(long);
-            assert!(e.contains("1000 years"), "{e}");
+            assert!(
+                matches!(&e, DurationError::TooLong(_)) && e.to_string().contains("1000 years"),
+                "{e}"
+            );
         }
     }
 }

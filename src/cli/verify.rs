@@ -37,7 +37,7 @@ pub struct VerifyArgs {
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
-    crate::archive::parse_duration(s)
+    crate::archive::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Reads every `--trusted-checkpoint`: each signed note must verify with

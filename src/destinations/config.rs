@@ -293,19 +293,10 @@ impl DestinationConfig {
 }
 
 /// A config error: the key (relative to the table) and what is wrong.
-#[derive(Debug)]
-pub struct KeyError {
-    /// Key.
-    pub key: String,
-    /// Message.
-    pub message: String,
-}
+pub type KeyError = crate::setting::SettingError;
 
 fn bad(key: &str, message: impl Into<String>) -> KeyError {
-    KeyError {
-        key: key.into(),
-        message: message.into(),
-    }
+    KeyError::new(key, message)
 }
 
 /// The types, as `type` names them.

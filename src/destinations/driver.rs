@@ -74,6 +74,9 @@ impl DriverSettings {
     }
 }
 
+/// Why archived events could not be read for a destination.
+pub type ColdFeedError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where a destination whose cursor fell behind the hot store reads the
 /// events it missed: the archive, wired in by `server` (destinations do
 /// not read archive objects themselves; the archive checks what it hands
@@ -84,13 +87,14 @@ pub trait ColdFeed: Send + Sync + std::fmt::Debug {
     /// archived batch that holds `from_seq`; `None` when none holds it.
     ///
     /// # Errors
-    /// What failed, for the destination's `last_error`.
+    /// What failed (the archive's own error, as the source), logged and
+    /// retried by the driver.
     async fn read(
         &self,
         stream: &str,
         from_seq: u64,
         max: usize,
-    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String>;
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, ColdFeedError>;
 }
 
 /// What the driver has done, for status pages and metrics.
@@ -379,7 +383,7 @@ async fn from_archive(
     settings: &DriverSettings,
     stream: &str,
     cursor: u64,
-) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
+) -> Result<Option<Vec<crate::store::StoredEvent>>, ColdFeedError> {
     match &settings.archive {
         Some(feed) => feed.read(stream, cursor + 1, settings.max_events).await,
         None => Ok(None),

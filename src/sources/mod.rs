@@ -17,6 +17,7 @@ pub mod backfill;
 pub mod mapping;
 pub mod sse;
 
+use crate::setting::SettingError;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -133,24 +134,8 @@ pub struct SourceConfig {
     pub backfill: Option<backfill::BackfillConfig>,
 }
 
-/// A source configuration error naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("sources[{index}].{key}: {message}")]
-pub struct SourceConfigError {
-    /// Position in `[[sources]]`.
-    pub index: usize,
-    /// The offending key.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn cfg_err(index: usize, key: &str, message: impl Into<String>) -> SourceConfigError {
-    SourceConfigError {
-        index,
-        key: key.into(),
-        message: message.into(),
-    }
+fn cfg_err(key: &str, message: impl Into<String>) -> SettingError {
+    SettingError::new(key, message)
 }
 
 impl RawSource {
@@ -158,24 +143,21 @@ impl RawSource {
     ///
     /// # Errors
     /// The first invalid value, by key.
-    pub fn validate(self, index: usize) -> Result<SourceConfig, SourceConfigError> {
+    pub fn validate(self) -> Result<SourceConfig, SettingError> {
         if self.kind != "sse" {
             return Err(cfg_err(
-                index,
                 "type",
                 format!("unknown source type {:?}; supported: \"sse\"", self.kind),
             ));
         }
-        crate::names::ConfigName::parse(&self.name)
-            .map_err(|e| cfg_err(index, "name", e.to_string()))?;
+        crate::names::ConfigName::parse(&self.name).map_err(|e| cfg_err("name", e.to_string()))?;
         crate::names::StreamName::producer(&self.stream)
-            .map_err(|e| cfg_err(index, "stream", e.to_string()))?;
-        let url = parse_http_url(&self.url).map_err(|m| cfg_err(index, "url", m))?;
+            .map_err(|e| cfg_err("stream", e.to_string()))?;
+        let url = parse_http_url(&self.url).map_err(|m| cfg_err("url", m))?;
         crate::net::guard::check_config_url(&url, self.allow_private)
-            .map_err(|m| cfg_err(index, "url", m))?;
+            .map_err(|m| cfg_err("url", m))?;
         if !(1024..=(64 << 20)).contains(&self.max_event_bytes) {
             return Err(cfg_err(
-                index,
                 "max_event_bytes",
                 "must be between 1024 and 67108864",
             ));
@@ -183,7 +165,6 @@ impl RawSource {
         let max_line_bytes = self.max_line_bytes.unwrap_or(self.max_event_bytes);
         if !(1024..=self.max_event_bytes).contains(&max_line_bytes) {
             return Err(cfg_err(
-                index,
                 "max_line_bytes",
                 "must be at least 1024 and at most max_event_bytes",
             ));
@@ -191,7 +172,6 @@ impl RawSource {
         let key_from = match (self.api_key_env, self.api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(cfg_err(
-                    index,
                     "api_key_env",
                     "set api_key_env or api_key_file, not both",
                 ));
@@ -202,11 +182,7 @@ impl RawSource {
         };
         let header = self.api_key_header.to_ascii_lowercase();
         if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            return Err(cfg_err(
-                index,
-                "api_key_header",
-                "is not a valid HTTP header name",
-            ));
+            return Err(cfg_err("api_key_header", "is not a valid HTTP header name"));
         }
         for t in &self.types {
             if crate::event::validate(
@@ -217,38 +193,25 @@ impl RawSource {
             )
             .is_err()
             {
-                return Err(cfg_err(
-                    index,
-                    "types",
-                    format!("{t:?} is not an event type"),
-                ));
+                return Err(cfg_err("types", format!("{t:?} is not an event type")));
             }
         }
         if self.reconnect_initial_ms == 0 || self.reconnect_initial_ms > self.reconnect_max_ms {
             return Err(cfg_err(
-                index,
                 "reconnect_initial_ms",
                 "must be at least 1 and at most reconnect_max_ms",
             ));
         }
         if !(300..=3_600_000).contains(&self.lease_ttl_ms) {
-            return Err(cfg_err(
-                index,
-                "lease_ttl_ms",
-                "must be between 300 and 3600000",
-            ));
+            return Err(cfg_err("lease_ttl_ms", "must be between 300 and 3600000"));
         }
         if self.reconnect_max_ms > 3_600_000 {
-            return Err(cfg_err(
-                index,
-                "reconnect_max_ms",
-                "must be at most 3600000",
-            ));
+            return Err(cfg_err("reconnect_max_ms", "must be at most 3600000"));
         }
         let backfill = match self.backfill {
             Some(b) => Some(
                 b.validate(self.allow_private)
-                    .map_err(|(k, m)| cfg_err(index, &format!("backfill.{k}"), m))?,
+                    .map_err(|(k, m)| cfg_err(&format!("backfill.{k}"), m))?,
             ),
             None => None,
         };
@@ -376,17 +339,17 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        assert!(raw("").validate(0).is_ok());
+        assert!(raw("").validate().is_ok());
         let e = raw("types = [\"bad type\"]")
-            .validate(2)
+            .validate()
             .expect_err("bad type");
-        assert_eq!((e.index, e.key.as_str()), (2, "types"));
+        assert_eq!(e.key, "types");
         let e = raw("reconnect_initial_ms = 0")
-            .validate(0)
+            .validate()
             .expect_err("zero");
         assert_eq!(e.key, "reconnect_initial_ms");
         let e = raw("api_key_env = \"A\"\napi_key_file = \"/x\"")
-            .validate(0)
+            .validate()
             .expect_err("both");
         assert_eq!(e.key, "api_key_env");
         let e: Result<RawSource, _> = toml::from_str(
@@ -396,14 +359,14 @@ mod tests {
         let bad_url: RawSource =
             toml::from_str("name = \"up\"\ntype = \"sse\"\nurl = \"ftp://x\"\nstream = \"s\"")
                 .expect("parses");
-        assert_eq!(bad_url.validate(0).expect_err("ftp").key, "url");
+        assert_eq!(bad_url.validate().expect_err("ftp").key, "url");
     }
 
     #[test]
     fn the_key_goes_in_the_configured_header() {
         let key = Secret::new("k123".into());
         let client = reqwest::Client::new();
-        let bearer = raw("").validate(0).expect("valid");
+        let bearer = raw("").validate().expect("valid");
         let req = bearer
             .authorize(client.get("http://127.0.0.1:1/"), &key)
             .build()
@@ -414,7 +377,7 @@ mod tests {
             "kept out of debug output"
         );
         let custom = raw("api_key_header = \"X-Api-Key\"")
-            .validate(0)
+            .validate()
             .expect("valid");
         let req = custom
             .authorize(client.get("http://127.0.0.1:1/"), &key)

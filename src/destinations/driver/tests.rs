@@ -519,12 +519,9 @@ impl ColdFeed for Feed {
         stream: &str,
         from_seq: u64,
         max: usize,
-    ) -> Result<Option<Vec<crate::store::StoredEvent>>, String> {
-        let got = self
-            .0
-            .read_archived(stream, from_seq, max)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Option<Vec<crate::store::StoredEvent>>, crate::destinations::driver::ColdFeedError>
+    {
+        let got = self.0.read_archived(stream, from_seq, max).await?;
         Ok(got.map(|v| v.into_iter().map(Into::into).collect()))
     }
 }
