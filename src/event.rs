@@ -795,7 +795,7 @@ mod tests {
         // ULIDs carry milliseconds (ids of one millisecond sort at random):
         // wait for the clock to reach the next one.
         let ms = ulid::Ulid::from_string(&a["evt_".len()..])
-            .unwrap()
+            .expect("a generated id is evt_ and a ULID")
             .timestamp_ms();
         while ulid::Ulid::new().timestamp_ms() <= ms {
             std::thread::yield_now();
