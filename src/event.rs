@@ -600,7 +600,14 @@ mod tests {
     #[test]
     fn generated_ids_sort_by_time() {
         let a = generate_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        // ULIDs carry milliseconds (ids of one millisecond sort at random):
+        // wait for the clock to reach the next one.
+        let ms = ulid::Ulid::from_string(&a["evt_".len()..])
+            .expect("a generated id is evt_ and a ULID")
+            .timestamp_ms();
+        while ulid::Ulid::new().timestamp_ms() <= ms {
+            std::thread::yield_now();
+        }
         let b = generate_id();
         assert!(a < b, "{a} !< {b}");
     }

@@ -269,6 +269,8 @@ mod tests {
         let token = ka.held().unwrap().token;
         let mut kb = LeaseKeeper::keep(store.clone(), "job", &b, ttl).await;
         // Two TTLs: A renews, so B never gets it and A's token stays.
+        // Wall-clock on purpose: leases expire by the store's clock, and
+        // "B never gets it" needs a window to hold in.
         tokio::time::sleep(ttl * 2).await;
         assert_eq!(ka.held().unwrap().token, token, "renewal keeps the token");
         assert!(kb.held().is_none());

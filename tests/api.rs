@@ -1,6 +1,8 @@
 //! HTTP API tests through `router().oneshot(..)` on a real SQLite store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
@@ -331,6 +333,8 @@ async fn keys_are_scoped_by_kind_and_stream() {
     // Revocation reaches the running server within the cache TTL.
     let id = &read_a[3..19];
     assert!(h.running.state.store.revoke_key(id, "now").await.unwrap());
+    // Wall-clock on purpose: the claim is "within the key cache's TTL",
+    // and that TTL runs on the server's clock.
     tokio::time::sleep(trailkeep::auth::KEY_CACHE_TTL + std::time::Duration::from_millis(100))
         .await;
     assert_eq!(
@@ -366,23 +370,23 @@ async fn checkpoints_are_signed_and_proofs_verify_against_them() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let verifier = NoteVerifier::parse(pk.trim()).unwrap();
-    let mut note = String::new();
-    for _ in 0..100 {
-        let (s, b) = h
-            .call(
-                "GET",
-                "/v1/streams/p/checkpoint",
-                Some(&read),
-                None,
-                Body::empty(),
-            )
-            .await;
-        if s == StatusCode::OK {
-            note = b;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let note = common::poll(
+        std::time::Duration::from_secs(20),
+        "a checkpoint of stream p",
+        async || {
+            let (s, b) = h
+                .call(
+                    "GET",
+                    "/v1/streams/p/checkpoint",
+                    Some(&read),
+                    None,
+                    Body::empty(),
+                )
+                .await;
+            (s == StatusCode::OK).then_some(b)
+        },
+    )
+    .await;
     let cp =
         Checkpoint::parse(open(&note, &verifier).expect("checkpoint signature verifies")).unwrap();
     assert_eq!(cp.origin, "trailkeep.local/p");

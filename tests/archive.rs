@@ -437,14 +437,18 @@ async fn serve_archives_on_its_interval() {
     std::fs::write(&cfg, "[archive]\ninterval = \"1s\"\nolder_than = \"0s\"\n").unwrap();
     let server = Server::start(&dir, &["--config", cfg.to_str().unwrap()]).await;
     let admin = create_key(&dir, "admin");
-    let mut batches = Value::Null;
-    for _ in 0..100 {
-        batches = common::get_json(&format!("{}/v1/archives?stream=s", server.url), &admin).await;
-        if batches["batches"].as_array().is_some_and(|b| !b.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let batches = common::poll(
+        std::time::Duration::from_secs(20),
+        "the interval's archive run to record a batch",
+        async || {
+            let b = common::get_json(&format!("{}/v1/archives?stream=s", server.url), &admin).await;
+            b["batches"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+                .then_some(b)
+        },
+    )
+    .await;
     assert_eq!(batches["batches"][0]["end_seq"], 500, "{batches:#}");
     assert!(server.terminate().success());
     assert_eq!(hot_info(&dir, "s"), (None, Some(500), 0));
@@ -514,6 +518,7 @@ async fn a_crash_after_any_archive_step_loses_and_duplicates_nothing() {
         // Run again once the crashed run's lease has expired: complete, no
         // duplicate, nothing overwritten or missing. (A shorter lease lost
         // its renewal to a busy SQLite writer on a loaded 2-core CI run.)
+        // Wall-clock on purpose: the lease's TTL runs on the clock.
         std::thread::sleep(std::time::Duration::from_millis(1600));
         let out = archive_now(&dir, cfg);
         assert!(
@@ -596,6 +601,8 @@ async fn on_postgres_a_killed_archiver_holds_others_off_only_until_its_lease_exp
         "{}",
         String::from_utf8_lossy(&blocked.stderr)
     );
+    // Wall-clock on purpose: waiting past the killed holder's lease TTL
+    // (1.5 s) is what this test is about.
     std::thread::sleep(std::time::Duration::from_millis(1700));
     let done = run(None);
     assert!(
@@ -629,7 +636,7 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
         "[archive]\ninterval = \"1s\"\nolder_than = \"0s\"\nsegment_events = 1000\nlease_ttl_ms = 2000\n",
     )
     .unwrap();
-    let node = |failpoint: Option<&str>, port: u16| {
+    let node = |failpoint: Option<&str>| {
         let mut c = Command::new(BIN);
         c.args([
             "--data-dir",
@@ -644,7 +651,7 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
             cfg.to_str().unwrap(),
             "serve",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -654,18 +661,19 @@ async fn on_postgres_another_serve_node_finishes_the_archive_of_a_killed_one() {
         }
         c.spawn().unwrap()
     };
-    let mut a = node(Some("archive.after_record"), common::free_port());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = a.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node A never reached the failpoint"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    // Node A dies at the failpoint before anyone talks to it: any port.
+    let mut a = node(Some("archive.after_record"));
+    let mut status = None;
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "node A to reach the failpoint",
+        || {
+            status = a.try_wait().unwrap();
+            status.is_some()
+        },
+    )
+    .await;
+    let status = status.unwrap();
     assert!(!status.success(), "node A died mid-run");
     assert_eq!(
         count(&archive, ".ndjson.gz"),

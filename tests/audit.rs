@@ -8,9 +8,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BIN, Server, create_key, free_port, trailkeep};
+use common::{BIN, Server, create_key, trailkeep};
 use serde_json::{Value, json};
 
 async fn audit_events(data: &Path) -> Vec<Value> {
@@ -266,33 +266,26 @@ async fn tls_serves_https_only_and_reloads_on_sighup() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // On port 0: the port comes from the "serving" line.
+    let common::Serving {
+        mut child,
+        port,
+        log,
+    } = common::spawn_serving(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn,trailkeep::server=info"),
+    );
     let https = format!("https://127.0.0.1:{port}/healthz");
     let trusts_a = client_trusting(&a_ca);
     let trusts_b = client_trusting(&b_ca);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while trusts_a.get(&https).send().await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no HTTPS answer: {}",
-            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for(Duration::from_secs(20), "an HTTPS answer", async || {
+        trusts_a.get(&https).send().await.is_ok()
+    })
+    .await;
     assert!(
         trusts_b.get(&https).send().await.is_err(),
         "serves a, not b"
@@ -314,20 +307,27 @@ async fn tls_serves_https_only_and_reloads_on_sighup() {
     // A broken pair: refused, a stays in use.
     std::fs::write(&key, "not a key").unwrap();
     hup(child.id());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::wait_until(
+        Duration::from_secs(10),
+        "the failed reload to be logged",
+        || log.contains("TLS reload failed"),
+    )
+    .await;
     assert!(
         trusts_a.get(&https).send().await.is_ok(),
-        "a stays after a failed reload"
+        "a stays after a failed reload: {}",
+        log.text()
     );
     // b's pair: served after SIGHUP, without a restart.
     std::fs::copy(&b_crt, &crt).unwrap();
     std::fs::copy(&b_key, &key).unwrap();
     hup(child.id());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while trusts_b.get(&https).send().await.is_err() {
-        assert!(Instant::now() < deadline, "b not served after SIGHUP");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for(
+        Duration::from_secs(10),
+        "b to be served after SIGHUP",
+        async || trusts_b.get(&https).send().await.is_ok(),
+    )
+    .await;
     assert!(
         trusts_a.get(&https).send().await.is_err(),
         "a no longer served"

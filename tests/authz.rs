@@ -8,6 +8,8 @@
 //! `bravo`, `dest-b` or `src-b` in any answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
@@ -158,14 +160,16 @@ impl World {
             .await
             .unwrap();
         // Checkpoints for both streams.
-        for _ in 0..100 {
-            let a = store.latest_checkpoint("alpha").await.unwrap();
-            let b = store.latest_checkpoint("bravo").await.unwrap();
-            if a.is_some() && b.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        common::wait_for(
+            std::time::Duration::from_secs(20),
+            "checkpoints of alpha and bravo",
+            async || {
+                let a = store.latest_checkpoint("alpha").await.unwrap();
+                let b = store.latest_checkpoint("bravo").await.unwrap();
+                a.is_some() && b.is_some()
+            },
+        )
+        .await;
         (w, shared_bravo, b_letter)
     }
 

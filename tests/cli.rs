@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -101,6 +101,8 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
                 }
             }));
         }
+        // Wall-clock on purpose: the kill lands at a random moment of the
+        // load, which is what this test is about.
         tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
         server.kill9();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -154,20 +156,20 @@ async fn tamper_fixture(dir: &Path) -> PathBuf {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client
-            .get(format!("{}/v1/streams/t/checkpoint", server.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() && r.text().await.unwrap().contains("\n20\n") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for(
+        Duration::from_secs(10),
+        "a checkpoint of t at 20",
+        async || {
+            let r = client
+                .get(format!("{}/v1/streams/t/checkpoint", server.url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            r.status().is_success() && r.text().await.unwrap().contains("\n20\n")
+        },
+    )
+    .await;
     assert_eq!(server.terminate().code(), Some(0));
     data
 }
@@ -366,6 +368,8 @@ async fn keys_work_on_the_data_dir_while_serve_runs() {
         "list never shows the secret"
     );
     assert!(trailkeep(&data, &["keys", "revoke", &id]).status.success());
+    // Wall-clock on purpose: "within a second" is the server's key cache
+    // TTL, which runs on its clock.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(post(token).await, 401, "revoked within a second");
     #[cfg(unix)]
@@ -415,7 +419,13 @@ async fn sigterm_finishes_in_flight_commits() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // SIGTERM once commits are landing, with requests still in flight.
+    common::wait_until(
+        Duration::from_secs(20),
+        "a first commit of stream g",
+        || stored_events(&data, "g") > 0,
+    )
+    .await;
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
     let stored = events_in_db(&data);
@@ -503,7 +513,11 @@ async fn verify_while_serving_under_load_reports_no_false_problem() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Verify under load: once both streams hold a few hundred events.
+    common::wait_until(Duration::from_secs(20), "load on both streams", || {
+        stored_events(&data, "live0") >= 200 && stored_events(&data, "live1") >= 200
+    })
+    .await;
     for _ in 0..5 {
         let data = data.clone();
         let (code, report) = tokio::task::spawn_blocking(move || verify_json(&data))
@@ -722,29 +736,71 @@ async fn three_nodes_on_one_postgres_keep_every_stream_gapless() {
     for t in tasks {
         t.await.unwrap();
     }
-    // One node signs for all (the checkpointer lease): within two intervals
-    // exactly one node has signed checkpoints.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut signers = 0;
-    for n in &nodes {
-        let metrics = reqwest::get(format!("{}/metrics", n.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let signed = metrics
-            .lines()
-            .find(|l| l.starts_with("trailkeep_checkpoints_signed_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if signed > 0.0 {
-            signers += 1;
+    // One node signs for all (the checkpointer lease): once checkpoints
+    // cover every acknowledged event, exactly one node has signed.
+    let signers = async || {
+        let mut signers = 0;
+        for n in &nodes {
+            let metrics = reqwest::get(format!("{}/metrics", n.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let signed = metrics
+                .lines()
+                .find(|l| l.starts_with("trailkeep_checkpoints_signed_total"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if signed > 0.0 {
+                signers += 1;
+            }
         }
-    }
+        signers
+    };
+    let heads = {
+        let acked = acked.lock().unwrap();
+        ["shared0", "shared1"].map(|s| {
+            acked
+                .iter()
+                .filter(|a| a.0 == s)
+                .map(|a| a.2)
+                .max()
+                .unwrap()
+        })
+    };
+    let read = with(&["keys", "create", "--scope", "read"]);
+    assert!(read.status.success());
+    let read = String::from_utf8(read.stdout).unwrap().trim().to_owned();
+    common::wait_for(
+        Duration::from_secs(20),
+        "checkpoints covering every acknowledged event",
+        async || {
+            let mut covered = true;
+            for (stream, head) in ["shared0", "shared1"].iter().zip(heads) {
+                let note = reqwest::Client::new()
+                    .get(format!("{}/v1/streams/{stream}/checkpoint", nodes[0].url))
+                    .bearer_auth(&read)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                covered &= note
+                    .lines()
+                    .nth(1)
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .is_some_and(|size| size >= head);
+            }
+            covered
+        },
+    )
+    .await;
     assert_eq!(
-        signers, 1,
+        signers().await,
+        1,
         "exactly one node holds the checkpointer lease and signs"
     );
     for n in nodes {
@@ -1030,12 +1086,12 @@ async fn files_the_server_creates_are_private_whatever_the_directory() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    for _ in 0..100 {
-        if out_file.join("events.ndjson").try_exists().unwrap() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until(
+        Duration::from_secs(10),
+        "the file destination to write events.ndjson",
+        || out_file.join("events.ndjson").try_exists().unwrap(),
+    )
+    .await;
     let mut seen = Vec::new();
     for root in [&data, &out_file] {
         for entry in std::fs::read_dir(root).unwrap() {
@@ -1050,4 +1106,21 @@ async fn files_the_server_creates_are_private_whatever_the_directory() {
     for want in ["trailkeep.db", "signing.key", "events.ndjson"] {
         assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
     }
+}
+
+/// How many events `stream` holds in the SQLite store under `data` (0
+/// before the store exists).
+fn stored_events(data: &Path, stream: &str) -> u64 {
+    let Ok(c) = rusqlite::Connection::open_with_flags(
+        data.join("trailkeep.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ?1",
+        [stream],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |n| n as u64)
 }

@@ -543,18 +543,17 @@ fn verify_within(data: &Path, secs: u64) -> std::process::Output {
         .spawn()
         .unwrap();
     let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !waiter.is_finished() {
-        if std::time::Instant::now() > deadline {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out,
+        Err(_) => {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &id.to_string()])
                 .status();
             panic!("verify did not finish within {secs} s");
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    waiter.join().unwrap()
 }
 
 /// Found by review: a batch record planted at the highest seq a store

@@ -26,6 +26,7 @@ struct Receiver {
 
 async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let delay = *r.delay.lock().unwrap();
+    // The fake's own pace (a slow receiver), not a wait for anything.
     tokio::time::sleep(delay).await;
     if let Some(s) = r.script.lock().unwrap().pop_front() {
         return StatusCode::from_u16(s).unwrap();
@@ -231,6 +232,8 @@ async fn refused_batches_become_dead_letters_an_operator_retries() {
         .await
         .unwrap();
     post(&server.url, &key, "s", 100, 10).await;
+    // Wall-clock on purpose: "nothing is delivered while paused" needs a
+    // window to hold in.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rx.ids.lock().unwrap().len(), 100, "paused");
     c.post(format!("{}/v1/destinations/hook/resume", server.url))
@@ -330,19 +333,20 @@ async fn hec_and_datadog_refuse_private_addresses_before_connecting() {
     let read = create_key(&dir, "admin");
     post(&server.url, &key, "s", 0, 5).await;
     let url = format!("{}/v1/destinations", server.url);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let st = loop {
-        let st: Value = common::get_json(&url, &read).await;
-        let all_failed = st["destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["last_error"].is_string());
-        if all_failed || std::time::Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let st = common::poll(
+        Duration::from_secs(20),
+        "every destination to record an error",
+        async || {
+            let st: Value = common::get_json(&url, &read).await;
+            let all_failed = st["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["last_error"].is_string());
+            all_failed.then_some(st)
+        },
+    )
+    .await;
     for d in st["destinations"].as_array().unwrap() {
         let e = d["last_error"].as_str().unwrap_or_default();
         assert!(
@@ -353,6 +357,8 @@ async fn hec_and_datadog_refuse_private_addresses_before_connecting() {
             "{d:#}"
         );
     }
+    // Wall-clock on purpose: "no connection is made" needs a window to
+    // hold in (a late retry would connect within it).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
@@ -392,15 +398,16 @@ async fn last_error_carries_no_query_token_nor_receiver_body() {
     let read = create_key(&dir, "admin");
     post(&server.url, &key, "s", 0, 3).await;
     let url = format!("{}/v1/destinations", server.url);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let d = loop {
-        let st: Value = common::get_json(&url, &read).await;
-        let d = st["destinations"][0].clone();
-        if d["last_error"].is_string() || std::time::Instant::now() > deadline {
-            break d;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let d = common::poll(
+        Duration::from_secs(20),
+        "the destination to record an error",
+        async || {
+            let st: Value = common::get_json(&url, &read).await;
+            let d = st["destinations"][0].clone();
+            d["last_error"].is_string().then_some(d)
+        },
+    )
+    .await;
     let e = d["last_error"].as_str().unwrap();
     assert!(e.contains("500"), "the status stays: {d:#}");
     assert!(

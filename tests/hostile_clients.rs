@@ -64,6 +64,8 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
         for s in &mut slow {
             let _ = s.write_all(format!("X-{i}: y\r\n").as_bytes());
         }
+        // Wall-clock on purpose: a slowloris client is slow in real time,
+        // past the server's header timeout.
         std::thread::sleep(Duration::from_millis(100));
     }
     let open_idle = idle
@@ -96,10 +98,11 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     let cfg = config(dir.path(), "max_connections = 20\nheader_timeout_ms = 3000");
     let server = Server::start(&dir.path().join("data"), &["--config", &cfg]).await;
     let a = addr(&server.url);
-    // readyz polling may have left keep-alive connections: let them go.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `Server::start` probes readyz with `Connection: close`, so no
+    // keep-alive connection of its own is left to hold a slot. The server
+    // accepts in order and takes a slot at accept, so by the time it
+    // accepts the 21st the 20 held ones hold every slot.
     let held: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(&a).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
     let over = TcpStream::connect(&a).unwrap();
     assert!(
         closed_within(&over, Duration::from_millis(1000)),
@@ -110,11 +113,17 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
         "the held ones stay until their header timeout"
     );
     drop(held);
-    std::thread::sleep(Duration::from_millis(200));
-    let r = reqwest::get(format!("{}/healthz", server.url))
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    // The server frees the slots as it sees the closes.
+    common::wait_for(
+        Duration::from_secs(10),
+        "/healthz to be served once the held connections are gone",
+        async || {
+            reqwest::get(format!("{}/healthz", server.url))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
+    .await;
     server.kill9();
 }
 
@@ -171,6 +180,9 @@ async fn shutdown_does_not_wait_on_a_slow_client_beyond_the_grace() {
         .as_bytes(),
     )
     .unwrap();
+    // Wall-clock on purpose: nothing outside the server shows that it has
+    // read the head and is waiting on the body; if it has not, the request
+    // is not yet in flight and the test passes without testing the grace.
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let status = server.terminate();
@@ -221,6 +233,9 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(post(&other, 1).await.unwrap().status().is_success());
     // Events per second: one request over the burst is refused whole.
+    // Wall-clock on purpose: the rate buckets refill on the server's clock;
+    // a second on, `other`'s request budget is whole again, so a 429 here
+    // comes from the event rate.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = post(&other, 60).await.unwrap();
     assert_eq!(r.status(), 429);
@@ -293,25 +308,21 @@ async fn a_full_disk_refuses_cleanly_and_recovers_when_space_returns() {
     assert!(refused >= 3, "the disk never filled");
     // Space returns.
     std::fs::remove_file(&filler).unwrap();
-    let mut back = false;
-    for _ in 0..50 {
-        let r = c
-            .post(format!("{}/v1/streams/s/events", server.url))
-            .bearer_auth(&token)
-            .json(&json!({"type": "x", "id": "after"}))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        back,
-        "ingest works again once space returns, without a restart"
-    );
+    common::wait_for(
+        Duration::from_secs(10),
+        "ingest to work again once space returns, without a restart",
+        async || {
+            c.post(format!("{}/v1/streams/s/events", server.url))
+                .bearer_auth(&token)
+                .json(&json!({"type": "x", "id": "after"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        },
+    )
+    .await;
     let ready = reqwest::get(format!("{}/readyz", server.url))
         .await
         .unwrap();

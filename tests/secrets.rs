@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, create_key, free_port, trailkeep};
+use common::{BIN, create_key, trailkeep};
 
 #[tokio::test]
 async fn no_secret_reaches_a_log_an_error_or_a_page() {
@@ -29,11 +29,10 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
             "[archive]\nhmac_secret_file = \"{}\"\ninterval = \"1s\"\nolder_than = \"0s\"\n\n\
              [[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"http://127.0.0.1:1/v1/events/stream\"\nstream = \"up\"\nallow_private = true\n\
              api_key_file = \"{}\"\nreconnect_initial_ms = 50\nreconnect_max_ms = 100\n\n\
-             [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://user:{url_token}@127.0.0.1:{dead}/hook?token={url_token}\"\n\
+             [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://user:{url_token}@127.0.0.1:1/hook?token={url_token}\"\n\
              secret_env = \"TK_TEST_WHSEC\"\nallow_private = true\nmax_age_ms = 50\nbackoff_max_ms = 100\n",
             tmp.path().join("hmac").display(),
             tmp.path().join("upstream").display(),
-            dead = free_port(),
         ),
     )
     .unwrap();
@@ -41,38 +40,34 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
     let ingest = create_key(&dir, "ingest");
     let secret_of = |t: &str| t.splitn(3, '_').nth(2).unwrap().to_owned();
 
-    let log = tmp.path().join("serve.log");
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "debug")
-        .env("TK_TEST_WHSEC", whsec)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // Port 0, learnt from the "serving" line; stderr is collected (every
+    // log line is searched for secrets below).
+    let common::Serving {
+        mut child,
+        port,
+        log,
+    } = common::spawn_serving(
+        Command::new(BIN)
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "debug")
+            .env("TK_TEST_WHSEC", whsec),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let c = reqwest::Client::new();
     // Ready means started: the signing key exists by then.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !c
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for(Duration::from_secs(20), "serve to be ready", async || {
+        c.get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
     let signing = std::fs::read_to_string(dir.join("signing.key")).unwrap();
     // PRIVATE+KEY+name+keyid+base64: base64 may itself contain '+'.
     let signing_secret = signing
@@ -119,8 +114,20 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
     get(c.post(format!("{url}/v1/verify")).bearer_auth(&admin)).await;
     get(c.get(format!("{url}/metrics"))).await;
     // Let the source and the destination fail a few times, and the
-    // archiver run; then read what admins see of those failures.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // archiver run on its interval; then read what admins see of those
+    // failures.
+    common::wait_for(
+        Duration::from_secs(20),
+        "the source to fail twice, the destination to record its error and the archiver to run",
+        async || {
+            let dests: serde_json::Value =
+                common::get_json(&format!("{url}/v1/destinations"), &admin).await;
+            log.text().matches("event source failed").count() >= 2
+                && dests["destinations"][0]["last_error"].is_string()
+                && log.contains("archive run finished")
+        },
+    )
+    .await;
     get(c.get(format!("{url}/v1/destinations")).bearer_auth(&admin)).await;
     get(c.get(format!("{url}/v1/sources")).bearer_auth(&admin)).await;
     get(c
@@ -218,7 +225,7 @@ async fn no_secret_reaches_a_log_an_error_or_a_page() {
         "admins saw the destination's failures: {pages}"
     );
 
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = log.text();
     assert!(
         logs.contains("DEBUG") || logs.contains("INFO"),
         "the log was captured: {logs}"

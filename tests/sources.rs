@@ -73,13 +73,15 @@ async fn stream_handler(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         for f in script.frames {
+            // The fake upstream's own pace (a live stream), not a wait.
             tokio::time::sleep(script.delay).await;
             if tx.send(Ok(Bytes::from(f))).await.is_err() {
                 return;
             }
         }
         if !script.close {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            // Keep the stream open (the sender alive) for good.
+            std::future::pending::<()>().await;
         }
     });
     let body =
@@ -384,11 +386,18 @@ async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = start_serve(&data, &write_config(dir.path(), &base, "", true), "sqlite").await;
-    wait_until(Duration::from_secs(10), "nine events", || {
-        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 9
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "nine events and the overlap answered as duplicates",
+        || {
+            data.join("trailkeep.db").metadata().is_ok()
+                && stored(&data).len() >= 9
+                && status(&data)["duplicates"].as_u64().unwrap_or(0) >= 1
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A clean stop: whatever was in flight is stored before we look.
+    assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(&data, &(1..=9).map(|i| format!("e{i}")).collect::<Vec<_>>());
     let seen = seen.lock().unwrap();
     assert!(
@@ -406,7 +415,6 @@ async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
         st["duplicates"].as_u64().unwrap() >= 1,
         "the overlap was answered as duplicates: {st}"
     );
-    server.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,11 +439,18 @@ async fn malformed_events_are_counted_logged_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = start_serve(&data, &write_config(dir.path(), &base, "", false), "sqlite").await;
-    wait_until(Duration::from_secs(10), "the valid event", || {
-        data.join("trailkeep.db").metadata().is_ok() && !stored(&data).is_empty()
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the valid event and four rejections",
+        || {
+            data.join("trailkeep.db").metadata().is_ok()
+                && !stored(&data).is_empty()
+                && status(&data)["rejected"].as_u64().unwrap_or(0) >= 4
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A clean stop: whatever was in flight is stored before we look.
+    assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(&data, &["e5".to_owned()]);
     let st = status(&data);
     assert_eq!(st["rejected"], 4, "{st}");
@@ -466,7 +481,6 @@ async fn malformed_events_are_counted_logged_and_kept() {
         "{}",
         rows[3]
     );
-    server.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,18 +511,24 @@ async fn the_type_filter_is_sent_upstream_and_enforced_here() {
         "sqlite",
     )
     .await;
-    wait_until(Duration::from_secs(10), "two events", || {
-        data.join("trailkeep.db").metadata().is_ok() && stored(&data).len() >= 2
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "two events and one filtered",
+        || {
+            data.join("trailkeep.db").metadata().is_ok()
+                && stored(&data).len() >= 2
+                && status(&data)["filtered"].as_u64().unwrap_or(0) >= 1
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A clean stop: whatever was in flight is stored before we look.
+    assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(&data, &["e1".to_owned(), "e3".to_owned()]);
     assert_eq!(
         seen.lock().unwrap().queries[0].as_deref(),
         Some("types=grant.created%2Cgrant.revoked")
     );
     assert_eq!(status(&data)["filtered"], 1);
-    server.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,9 +551,14 @@ async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &base, "", false);
-    for round in 0..4 {
+    for _ in 0..4 {
         let server = start_serve(&data, &config, "sqlite").await;
-        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        // Kill mid-stream, once this run has stored some events of its own.
+        let before = stored(&data).len();
+        wait_until(Duration::from_secs(30), "this run to store events", || {
+            stored(&data).len() >= (before + 40).min(TOTAL)
+        })
+        .await;
         server.kill9();
     }
     let server = start_serve(&data, &config, "sqlite").await;
@@ -541,12 +566,12 @@ async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
         stored(&data).len() >= TOTAL
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A clean stop: whatever was in flight is stored before we look.
+    assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(
         &data,
         &(1..=TOTAL).map(|i| format!("e{i}")).collect::<Vec<_>>(),
     );
-    assert_eq!(server.terminate().code(), Some(0));
     let (code, report) = verify_json(&data);
     assert_eq!(code, 0, "{report}");
 }
@@ -715,6 +740,8 @@ async fn the_source_lease_fails_over_between_nodes() {
     })
     .await;
     let b = start_serve(&b_dir, &config, &pg.url).await;
+    // Wall-clock on purpose: "b stands by" needs a window to hold in, past
+    // a lease TTL (1 s) in which b would take a free lease.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         seen.lock().unwrap().last_event_ids.len(),
@@ -744,19 +771,18 @@ async fn the_source_lease_fails_over_between_nodes() {
             .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
             .unwrap()
     };
-    for _ in 0..400 {
-        if count().await.0 >= TOTAL as i64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::wait_for(Duration::from_secs(20), "every event stored", async || {
+        count().await.0 >= TOTAL as i64
+    })
+    .await;
+    // A clean stop: whatever was in flight is stored before we count.
+    assert_eq!(b.terminate().code(), Some(0));
     let (n, distinct) = count().await;
     assert_eq!(
         (n, distinct),
         (TOTAL as i64, TOTAL as i64),
         "every event once, none twice"
     );
-    assert_eq!(b.terminate().code(), Some(0));
 }
 
 fn source_config(dir: &Path, text: &str) -> PathBuf {
@@ -789,14 +815,11 @@ async fn a_source_refuses_private_addresses_before_connecting() {
         ),
     );
     let server = start_serve(&data, &config, "sqlite").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let st = loop {
+    let st = common::poll(Duration::from_secs(20), "the source's error", async || {
         let st = status(&data);
-        if st["last_error"].is_string() || std::time::Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        st["last_error"].is_string().then_some(st)
+    })
+    .await;
     let e = st["last_error"].as_str().unwrap_or_default();
     assert!(
         e.contains("localhost")
@@ -805,6 +828,8 @@ async fn a_source_refuses_private_addresses_before_connecting() {
             && e.contains("\"up\""),
         "{st}"
     );
+    // Wall-clock on purpose: "no connection is made" needs a window to
+    // hold in (a retry would connect within it).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
@@ -887,20 +912,35 @@ async fn a_cross_origin_redirect_is_refused_and_the_key_stays_home() {
 /// counted, and each connection is dropped after little more than that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_data_line_is_cut_off_and_rejected() {
-    // Bytes each connection got out before the source dropped it.
-    let sent: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>> = Arc::default();
+    // Bytes each connection got out before the source dropped it, and
+    // whether its body is gone (the server drops it when the connection
+    // closes).
+    type Sent = (
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicBool>,
+    );
+    struct Closed(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let rec = sent.clone();
     let app = axum::Router::new().route(
         "/stream",
         get(move || {
             let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            rec.lock().unwrap().push(counter.clone());
+            let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            rec.lock().unwrap().push((counter.clone(), closed.clone()));
+            let guard = Closed(closed);
             async move {
                 let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
                 let first = futures_util::stream::once(async {
                     Ok::<_, Infallible>(Bytes::from_static(b"data: "))
                 });
                 let endless = futures_util::stream::repeat(chunk).map(move |c| {
+                    let _alive = &guard;
                     counter.fetch_add(c.len(), std::sync::atomic::Ordering::SeqCst);
                     Ok::<_, Infallible>(c)
                 });
@@ -925,19 +965,11 @@ async fn an_endless_data_line_is_cut_off_and_rejected() {
         ),
     );
     let server = start_serve(&data, &config, "sqlite").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let st = loop {
+    let st = common::poll(Duration::from_secs(30), "a rejected event", async || {
         let st = status(&data);
-        if st["rejected"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        st["rejected"].as_u64().unwrap_or(0) >= 1,
-        "{st} after {} connections",
-        sent.lock().unwrap().len()
-    );
+        (st["rejected"].as_u64().unwrap_or(0) >= 1).then_some(st)
+    })
+    .await;
     let e = st["last_error"].as_str().unwrap_or_default();
     // One endless line: the line limit (by default the event limit) cuts it.
     assert!(
@@ -947,11 +979,14 @@ async fn an_endless_data_line_is_cut_off_and_rejected() {
     // The first connection was dropped: what it sent stays bounded (the
     // 64 KiB limit, plus what socket buffers held). The default lease TTL:
     // a loaded debug build may take a while on the cut-off event.
-    let first = sent.lock().unwrap()[0].clone();
+    let (first, closed) = sent.lock().unwrap()[0].clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the first connection to be closed (its body dropped)",
+        || closed.load(std::sync::atomic::Ordering::SeqCst),
+    )
+    .await;
     let a = first.load(std::sync::atomic::Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = first.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(a, b, "the first connection is closed");
     assert!(a < 64 << 20, "{a} bytes sent into one endless line");
     server.kill9();
 }

@@ -78,6 +78,17 @@ pub(crate) fn signer() -> NoteSigner {
     NoteSigner::from_seed("log.test", &[9; 32]).unwrap()
 }
 
+/// Waits until the wall clock has moved past its current microsecond.
+/// Events appended before the call carry a `received` stamp from that
+/// clock, so they are then strictly older than a cutoff read after it
+/// (`older_than = 0`). A wait on the condition, not a fixed sleep.
+pub(crate) async fn clock_past_now() {
+    let now = crate::event::format_received(time::OffsetDateTime::now_utc());
+    while crate::event::format_received(time::OffsetDateTime::now_utc()) <= now {
+        tokio::task::yield_now().await;
+    }
+}
+
 pub(crate) async fn append(store: &dyn Store, stream: &str, from: usize, n: usize) {
     let events = (from..from + n)
         .map(|i| {
@@ -140,7 +151,7 @@ pub async fn archive_verify_and_tamper(b: &Bucket) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
     append(store.as_ref(), "a", 0, 250).await;
     append(store.as_ref(), "b", 0, 30).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    crate::archive::conformance::clock_past_now().await;
     let gz = Archiver::new(
         store.clone(),
         b.clone(),
@@ -178,7 +189,7 @@ pub async fn archive_verify_and_tamper(b: &Bucket) {
         .unwrap();
     assert_eq!((again.events_archived, again.deleted), (0, 0));
     append(store.as_ref(), "a", 250, 20).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    crate::archive::conformance::clock_past_now().await;
     let zst = Archiver::new(
         store.clone(),
         b.clone(),
@@ -347,7 +358,7 @@ pub async fn completeness(b: &Bucket) {
     )
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    crate::archive::conformance::clock_past_now().await;
     let mut s = settings(Compression::Gzip);
     s.segment_events = 10;
     let arch = Archiver::new(store.clone(), b.clone(), signer(), "log.test".into(), s);
@@ -362,7 +373,7 @@ pub async fn completeness(b: &Bucket) {
     );
     // A second run with newer events, and a checkpoint beyond the archive.
     append(store.as_ref(), "a", 20, 10).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    crate::archive::conformance::clock_past_now().await;
     let second = arch
         .run(time::OffsetDateTime::now_utc(), None, &|_| {})
         .await
@@ -503,6 +514,8 @@ pub async fn completeness(b: &Bucket) {
         "a truncated tail with its index is self-consistent: {:#?}",
         t.problems
     );
+    // Wall-clock on purpose: the index must be older than `max_age` (1 s)
+    // by the bucket's object timestamps.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let t = verify_with(
         b,
@@ -846,7 +859,7 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
         append(store.as_ref(), "a", 0, 150).await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        crate::archive::conformance::clock_past_now().await;
         let archiver = Archiver::new(
             store.clone(),
             b.clone(),
@@ -957,7 +970,7 @@ mod faults {
     ) -> (Arc<dyn Store>, Archiver, Bucket) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("hot.db")).unwrap());
         append(store.as_ref(), "s", 0, 250).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::archive::conformance::clock_past_now().await;
         let bucket = std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "trailkeep-test".into());
         let url = format!(
             "s3://{bucket}/{}?endpoint={}&region=us-east-1&path_style=true",
@@ -1156,7 +1169,7 @@ mod faults {
             Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
         append(store.as_ref(), "s", 0, 250).await;
         append(store.as_ref(), "t", 0, 20).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::archive::conformance::clock_past_now().await;
         let cursor = |seq, past| DeliveryCursor {
             destination: "siem".into(),
             stream: "s".into(),
@@ -1230,7 +1243,7 @@ mod faults {
             Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
         append(store.as_ref(), "s", 0, 50).await;
         append(store.as_ref(), "other", 0, 10).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::archive::conformance::clock_past_now().await;
         let url = url::Url::from_directory_path(dir.path().join("archive")).unwrap();
         let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
         let mut s = settings(Compression::Gzip);

@@ -437,21 +437,32 @@ mod tests {
         })
     }
 
-    async fn wait_for(calls: &AtomicUsize, n: usize) {
-        for _ in 0..500 {
-            if calls.load(Ordering::SeqCst) >= n {
-                return;
-            }
+    /// Waits until `f` holds, or panics naming `what`. These tests run on
+    /// paused tokio time (nothing here does real I/O): the deadline is on
+    /// that clock, so a busy machine cannot run it out.
+    async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !f() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        panic!("commit {n} was never started");
+    }
+
+    async fn wait_for(calls: &AtomicUsize, n: usize) {
+        wait_until(&format!("commit {n} to start"), || {
+            calls.load(Ordering::SeqCst) >= n
+        })
+        .await;
     }
 
     /// The second group commit is handed to the store while the first is
     /// still running (the pipeline), yet when the first fails ambiguously
     /// the second is not acknowledged even though it succeeded: nothing is
     /// acknowledged after a failed commit.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn nothing_queued_behind_a_failed_commit_is_acknowledged() {
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
@@ -492,7 +503,7 @@ mod tests {
 
     /// A full queue is refused at once (503 upstream), not waited on: the
     /// request used to sit in `send().await` without bound.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_full_queue_is_refused_at_once() {
         let calls = Arc::new(AtomicUsize::new(0));
         let never = Arc::new(tokio::sync::Notify::new());
@@ -516,13 +527,7 @@ mod tests {
                 app.append("s".into(), vec![event(&format!("q{i}"))]).await
             }));
         }
-        for _ in 0..1000 {
-            if app.tx.capacity() == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        assert_eq!(app.tx.capacity(), 0, "the queue filled");
+        wait_until("the queue to fill", || app.tx.capacity() == 0).await;
         let over = tokio::time::timeout(
             std::time::Duration::from_secs(2),
             app.append("s".into(), vec![event("over")]),
@@ -636,6 +641,8 @@ mod tests {
                 })
                 .collect();
             Box::pin(async move {
+                // The fake store's commit latency (on paused time), so
+                // commits overlap.
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 Ok(results)
             })
@@ -645,7 +652,7 @@ mod tests {
     /// Under concurrent load over several streams, with duplicate ids now and
     /// then, the batcher's seals are right nearly always, every chain is
     /// intact, and after each duplicate it recovers.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn seals_follow_the_store_through_duplicates() {
         let m = Arc::new(std::sync::Mutex::new(Mini::default()));
         let (app, _task) = Appender::start_with(

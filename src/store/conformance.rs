@@ -482,6 +482,7 @@ pub async fn leases_are_exclusive_expire_and_fence<S: Store>(store: &S) {
         .put_source_state(st.clone(), Some(&renewed))
         .await
         .unwrap();
+    // Wall-clock on purpose: the lease expires by the store's clock.
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     let b = store
         .acquire_lease("job", "node-b", ttl)

@@ -800,7 +800,7 @@ mod tests {
         let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
         append(store.as_ref(), "a", 0, 20).await;
         append(store.as_ref(), "b", 0, 3).await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        crate::archive::conformance::clock_past_now().await;
         let bucket = crate::archive::Bucket::open(
             url::Url::from_directory_path(dir.path().join("archive"))
                 .unwrap()

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,14 +38,6 @@ pub fn create_key(data_dir: &Path, scope: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The port in a "trailkeep serving … listen=127.0.0.1:PORT" log line
 /// (colour codes and all).
 fn serving_port(line: &str) -> Option<u16> {
@@ -56,9 +49,80 @@ fn serving_port(line: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
+/// Everything a spawned process wrote to stderr so far.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().contains(needle)
+    }
+}
+
+/// A `serve` process started on port 0, with the port it was given.
+pub struct Serving {
+    pub child: Child,
+    pub port: u16,
+    /// Its stderr, collected for the life of the process.
+    pub log: Log,
+}
+
+/// Spawns `cmd` (a `serve … --listen 127.0.0.1:0`; its log level must show
+/// `trailkeep::server` at info), drains its stderr into a [`Log`] and
+/// returns once the "trailkeep serving" line names the port the kernel
+/// gave it. No port is picked, freed and hoped to be still free: that
+/// raced other tests.
+pub fn spawn_serving(cmd: &mut Command) -> Serving {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Log::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    // Drain stderr for the life of the process (a full pipe would block
+    // its logging); the first "serving" line carries the address.
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            {
+                let mut all = sink.0.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+            if line.contains("trailkeep serving")
+                && let Some(port) = serving_port(&line)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(port) => Serving { child, port, log },
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "server did not start (no 'trailkeep serving' line within 20 s):\n{}",
+                log.text()
+            );
+        }
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
+    pub log: Log,
 }
 
 /// A test that panics must not leave its server running (it would keep
@@ -77,58 +141,45 @@ impl Server {
         Self::start_with_env(data_dir, extra, &[]).await
     }
 
-    /// Starts `serve` on port 0 and learns the port the kernel gave it
-    /// from the server's own "serving" log line (no port is picked, freed
-    /// and hoped to be still free: that raced other tests).
+    /// Starts `serve` on port 0 ([`spawn_serving`]) and waits until
+    /// `/readyz` answers.
     pub async fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn,trailkeep::server=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Drain stderr for the life of the process (a full pipe would block
-        // its logging); the first "serving" line carries the address.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("trailkeep serving")
-                    && let Some(port) = serving_port(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start (no 'trailkeep serving' line)");
-            }
+        let Serving { child, port, log } = spawn_serving(
+            Command::new(BIN)
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "warn,trailkeep::server=info"),
+        );
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
         };
-        let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, url }
+        // `Connection: close` and no idle pool: the server closes each
+        // probe's connection itself, so none is left open to count against
+        // a test's connection limit.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let readyz = format!("{}/readyz", server.url);
+        wait_for(
+            Duration::from_secs(20),
+            "the server to be ready",
+            async || {
+                client
+                    .get(&readyz)
+                    .header("connection", "close")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
+        .await;
+        server
     }
 
     pub fn kill9(mut self) {
@@ -189,10 +240,48 @@ pub async fn get_json(url: &str, token: &str) -> Value {
 pub async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
     }
 }
+
+/// [`wait_until`] for an async condition (an HTTP answer, a query).
+pub async fn wait_for(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    poll(timeout, what, async || f().await.then_some(())).await;
+}
+
+/// Polls `f` until it gives a value, or panics with `what` after `timeout`.
+pub async fn poll<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] for plain threads (no runtime).
+pub fn wait_until_blocking(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How often the waits above look again.
+const POLL: Duration = Duration::from_millis(25);
 
 /// A fresh PostgreSQL database on the server `scripts/test.sh` started.
 pub struct FreshPostgres {

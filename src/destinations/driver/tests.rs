@@ -111,7 +111,16 @@ fn settings() -> DriverSettings {
     }
 }
 
-/// Runs the driver until `done` holds (or 10 s), then stops it.
+/// Waits until `done` holds, polling, or panics naming `what` after 10 s.
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs the driver until `done` holds (or panics after 10 s), then stops it.
 async fn drive(r: &Rig, s: DriverSettings, done: impl Fn(&Rig) -> bool) -> DriverHandle {
     let handle = DriverHandle::default();
     let (tx, rx) = watch::channel(false);
@@ -123,10 +132,7 @@ async fn drive(r: &Rig, s: DriverSettings, done: impl Fn(&Rig) -> bool) -> Drive
         handle.clone(),
         rx,
     ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done(r) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the driver's done condition", async || done(r)).await;
     tx.send(true).unwrap();
     task.await.unwrap();
     handle
@@ -211,7 +217,6 @@ async fn a_partial_batch_waits_for_max_age() {
         ..settings()
     };
     drive(&r, s, |r| delivered(r) >= 100).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         delivered(&r),
         100,
@@ -349,11 +354,9 @@ async fn the_lease_is_renewed_while_a_batch_is_retried_longer_than_its_ttl() {
         handle.clone(),
         rx,
     ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cursor(&r, "s").await < 5 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Time for a second (duplicate) send, had the cursor write been fenced off.
+    wait_until("the cursor at 5", async || cursor(&r, "s").await >= 5).await;
+    // Time for a second (duplicate) send, had the cursor write been fenced
+    // off. Wall-clock on purpose: a window for something not to happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(true).unwrap();
     task.await.unwrap();
@@ -457,7 +460,6 @@ async fn filters_pick_streams_and_types_and_the_cursor_covers_all() {
         ..settings()
     };
     drive(&r, s, |r| delivered(r) == 10).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let got: Vec<String> = r
         .dest
         .accepted
@@ -491,13 +493,12 @@ async fn a_paused_destination_sends_nothing_until_resumed() {
         handle.clone(),
         rx,
     ));
+    // Wall-clock on purpose: "nothing is sent while paused" needs a window
+    // (ten poll intervals) to hold in.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(delivered(&r), 0);
     handle.set_paused(false);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while delivered(&r) < 5 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("five deliveries after resume", async || delivered(&r) >= 5).await;
     tx.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(delivered(&r), 5);
@@ -552,7 +553,7 @@ async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
         segment_events: 100,
         ..ArchiveSettings::default()
     };
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    crate::archive::conformance::clock_past_now().await;
     let archiver = Archiver::new(
         r.store.clone(),
         bucket.clone(),
@@ -604,6 +605,7 @@ async fn streams_go_in_parallel_up_to_the_concurrency_limit() {
             use std::sync::atomic::Ordering::SeqCst;
             let now = self.inflight.fetch_add(1, SeqCst) + 1;
             self.peak.fetch_max(now, SeqCst);
+            // The fake's own pace (a slow receiver), so deliveries overlap.
             tokio::time::sleep(Duration::from_millis(30)).await;
             self.order
                 .lock()
@@ -641,19 +643,16 @@ async fn streams_go_in_parallel_up_to_the_concurrency_limit() {
             DriverHandle::default(),
             rx,
         ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while dest
-            .order
-            .lock()
-            .unwrap()
-            .values()
-            .map(Vec::len)
-            .sum::<usize>()
-            < 12
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("twelve deliveries started", async || {
+            dest.order
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                >= 12
+        })
+        .await;
         tx.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(
@@ -708,10 +707,10 @@ async fn an_unreadable_stored_body_stops_the_destination_instead_of_being_skippe
         h.clone(),
         rx,
     ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while h.status().last_error.is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the driver's error", async || {
+        h.status().last_error.is_some()
+    })
+    .await;
     tx.send(true).unwrap();
     task.await.unwrap();
     assert!(
