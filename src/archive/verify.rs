@@ -26,6 +26,7 @@ use crate::chain::checkpoint::Checkpoint;
 use crate::chain::merkle::{Frontier, MemoryTree};
 use crate::chain::note::{NoteVerifier, open};
 use crate::chain::{ZERO_HASH_HEX, event_hash, leaf_hash};
+use crate::event::stored::hex_is;
 use crate::event::{scan_stored, split_stored_line};
 use crate::objstore::Bucket;
 use sha2::Digest as _;
@@ -78,15 +79,6 @@ fn digest_chunk(chunk: Vec<u8>) -> (String, Vec<LineFacts>) {
         });
     }
     (text, facts)
-}
-
-/// Whether lowercase hex `s` spells `bin`.
-fn hex_is(s: &str, bin: &[u8; 32]) -> bool {
-    let mut b = [0u8; 32];
-    s.len() == 64
-        && hex::decode_to_slice(s, &mut b).is_ok()
-        && b == *bin
-        && !s.bytes().any(|c| c.is_ascii_uppercase())
 }
 
 /// Status of one key in the bucket.

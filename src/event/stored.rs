@@ -400,7 +400,7 @@ pub fn check_link<'a>(
 
 /// Whether lowercase hex `s` spells `bin` (an uppercase spelling is not the
 /// recorded form, so it does not match).
-fn hex_is(s: &str, bin: &Hash) -> bool {
+pub fn hex_is(s: &str, bin: &Hash) -> bool {
     let mut b = [0u8; 32];
     s.len() == 64
         && !s.bytes().any(|c| c.is_ascii_uppercase())
