@@ -175,11 +175,11 @@ pub(crate) async fn read_batch(
 
 /// Archived events of `stream` from `from_seq` on (at most `max`), read
 /// from the recorded batch that holds `from_seq` and checked as
-/// [`read_batch`] checks them (what feeds a destination whose cursor fell
+/// `read_batch` checks them (what feeds a destination whose cursor fell
 /// behind the hot store). `None` when no recorded batch holds `from_seq`.
 ///
 /// # Errors
-/// As [`read_batch`]; store errors.
+/// As `read_batch`: the key and seq of what failed its check; store errors.
 pub async fn read_archived(
     store: &dyn Store,
     bucket: &Bucket,

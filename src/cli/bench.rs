@@ -405,7 +405,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Returns events/s of [`Store::append`] alone: the same events as the HTTP
+/// Returns events/s of [`EventStore::append`] alone: the same events as the HTTP
 /// load, validated up front, committed as 64 groups of 100 per call (what
 /// the batcher gathers from 64 clients), spread over `streams` streams.
 async fn store_only_rate(

@@ -2,7 +2,7 @@
 //! one batcher task into group commits against the [`Store`].
 //!
 //! - Every request waits for the commit that contains it; the reply is the
-//!   acknowledgement. Nothing is acknowledged before [`Store::append`]
+//!   acknowledgement. Nothing is acknowledged before [`EventStore::append`](crate::store::EventStore::append)
 //!   returned `Ok`.
 //! - One batcher owns seq assignment (it is the only caller of `append`),
 //!   so concurrent requests for a stream are serialized without locks.
@@ -165,16 +165,16 @@ type Replies = Vec<oneshot::Sender<Result<GroupResult, AppendError>>>;
 /// How the batcher overlaps commits.
 #[derive(Debug, Clone, Copy)]
 struct Pipeline {
-    /// Group commits in flight at once ([`Store::pipeline_depth`]). With
+    /// Group commits in flight at once ([`EventStore::pipeline_depth`](crate::store::EventStore::pipeline_depth)). With
     /// more than one, one commits while the next already waits at the store, so the
     /// writer starts it the moment the previous one is durable instead of
     /// waiting for this task to be scheduled, answer and gather again.
     depth: usize,
-    /// Whether to seal groups ahead of their commit ([`Store::uses_seals`]).
+    /// Whether to seal groups ahead of their commit ([`EventStore::uses_seals`](crate::store::EventStore::uses_seals)).
     seal: bool,
 }
 
-/// One group commit: [`Store::append`] in production.
+/// One group commit: [`EventStore::append`](crate::store::EventStore::append) in production.
 type CommitFn = Arc<
     dyn Fn(
             Vec<AppendGroup>,

@@ -7,7 +7,7 @@
 //! trait.
 //!
 //! # Contract
-//! - [`Store::append`] commits all groups in **one** durable transaction (one
+//! - [`EventStore::append`] commits all groups in **one** durable transaction (one
 //!   fsync) or none of them. It assigns each new event the next seq of its
 //!   stream, `prev` = the previous event's hash, and the hash of its
 //!   canonical bytes ([`crate::event::canonical_bytes`]). An event whose `id`
@@ -127,7 +127,7 @@ pub struct AppendGroup {
 ///
 /// The batcher predicts each stream's head and computes every event's
 /// canonical body, hash and Merkle leaf from it while the previous commit
-/// is still running. A store that supports it ([`Store::uses_seals`]) takes
+/// is still running. A store that supports it ([`EventStore::uses_seals`]) takes
 /// them only when `after` is exactly the head it finds, and only up to the
 /// first duplicate id (which stores nothing, so the later events' `prev`
 /// would be wrong); anything else it computes itself. A wrong prediction
@@ -453,7 +453,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Any backend error; the outcome may be ambiguous (see module docs).
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>>;
 
-    /// Whether [`Store::append`] takes [`AppendGroup::sealed`] chains.
+    /// Whether [`EventStore::append`] takes [`AppendGroup::sealed`] chains.
     /// Worth it only where one process is the only writer, so the batcher's
     /// head predictions hold (SQLite); the default ignores them.
     fn uses_seals(&self) -> bool {

@@ -173,7 +173,7 @@ impl Default for PoolSettings {
     }
 }
 
-/// The PostgreSQL [`Store`].
+/// The PostgreSQL [`Store`](crate::store::Store).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,

@@ -1,7 +1,7 @@
 //! The embedded SQLite hot store.
 //!
 //! One dedicated writer thread owns the only writing connection: it runs
-//! [`Store::append`] batches as `BEGIN IMMEDIATE … COMMIT` in WAL mode with
+//! [`EventStore::append`] batches as `BEGIN IMMEDIATE … COMMIT` in WAL mode with
 //! `synchronous=FULL`, so each commit is one fsync of the WAL and a returned
 //! `Ok` means the events survive a crash or power loss. Reads use a small
 //! pool of separate connections (WAL readers never block the writer).
@@ -74,7 +74,7 @@ impl From<rusqlite::Error> for StoreError {
 
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
-/// The SQLite [`Store`].
+/// The SQLite [`Store`](crate::store::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
