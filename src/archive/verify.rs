@@ -965,13 +965,19 @@ fn check_trusted(
     out
 }
 
-async fn verify_stream(
-    bucket: &Bucket,
+/// The keys under one stream's folder, sorted by kind: manifests (with
+/// the seq range their name gives), objects and checkpoints; any other key
+/// is reported as not covered.
+#[allow(clippy::type_complexity)]
+fn sort_keys(
     w: &mut Walk<'_>,
     stream: &str,
     keys: Vec<(String, u64)>,
-    extra_sizes: &BTreeSet<u64>,
-) -> Result<(ArchiveStreamReport, StreamArchive, HashMap<u64, [u8; 32]>), ArchiveError> {
+) -> (
+    Vec<(u64, u64, String)>,
+    BTreeSet<String>,
+    Vec<(u64, String)>,
+) {
     use ArchiveProblemKind as K;
     let mut manifests: Vec<(u64, u64, String)> = Vec::new();
     let mut objects: BTreeSet<String> = BTreeSet::new();
@@ -1022,94 +1028,87 @@ async fn verify_stream(
     }
     manifests.sort();
     checkpoints.sort();
-    let cp_sizes: BTreeSet<u64> = checkpoints
-        .iter()
-        .map(|c| c.0)
-        .chain(extra_sizes.iter().copied())
-        .collect();
-    let mut held = StreamArchive::default();
-    let mut roots_at: HashMap<u64, [u8; 32]> = HashMap::new();
+    (manifests, objects, checkpoints)
+}
 
-    let mut report = ArchiveStreamReport {
-        stream: stream.to_owned(),
-        first_seq: None,
-        last_seq: None,
-        events: 0,
-        manifests: 0,
-        checkpoints_checked: 0,
-        notes: Vec::new(),
-    };
-    let mut frontier: Option<Frontier> = None;
-    let mut next_seq: Option<u64> = None;
-    let mut prev_hash: Option<String> = None;
-    let mut prev_manifest_sha: Option<String> = None;
-    let mut covered: BTreeSet<String> = BTreeSet::new();
+/// What a manifest says about itself: its signature (and HMAC), and that
+/// its stream, seq range, count and object key agree with its own key.
+/// Returns the reasons it is invalid (each also reported as a problem).
+fn check_claims(
+    w: &mut Walk<'_>,
+    stream: &str,
+    (start, end): (u64, u64),
+    mkey: &str,
+    m: &Manifest,
+) -> Vec<String> {
+    use ArchiveProblemKind as K;
+    let mut reasons: Vec<String> = Vec::new();
+    if let Err(e) = m.verify_signature(w.verifier) {
+        reasons.push(e.to_string());
+        w.problem(
+            stream,
+            Some(start),
+            Some(mkey),
+            K::BadSignature,
+            e.to_string(),
+        );
+    }
+    if let Some(k) = &w.opts.hmac_key
+        && let Err(e) = m.verify_hmac(k)
+    {
+        reasons.push(e.to_string());
+        w.problem(stream, Some(start), Some(mkey), K::BadHmac, e.to_string());
+    }
+    let object_ok_key = m.object.key.starts_with(&format!("{stream}/events/"))
+        && layout::range_of(&m.object.key) == Some((m.start_seq, m.end_seq));
+    if m.stream != stream
+        || (m.start_seq, m.end_seq) != (start, end)
+        || m.count != end.saturating_sub(start) + 1
+        || !object_ok_key
+    {
+        let msg = format!(
+            "manifest says stream {} seqs {}-{} (count {}, object {}), its key says stream {stream} seqs {start}-{end}",
+            m.stream, m.start_seq, m.end_seq, m.count, m.object.key
+        );
+        reasons.push(msg.clone());
+        w.problem(stream, Some(start), Some(mkey), K::ManifestKeyMismatch, msg);
+    }
+    reasons
+}
 
-    for (start, end, mkey) in manifests {
-        report.manifests += 1;
-        let Some(bytes) = bucket.get(&mkey).await? else {
-            continue; // listed a moment ago; vanished: the next run sees it missing
-        };
-        let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        held.manifests
-            .push((start, end, mkey.clone(), msha.clone()));
-        let m = match Manifest::parse(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                w.key(&mkey, "manifest", Status::Invalid, Some(e.to_string()));
-                w.problem(
-                    stream,
-                    Some(start),
-                    Some(&mkey),
-                    K::ManifestMalformed,
-                    e.to_string(),
-                );
-                prev_manifest_sha = Some(msha);
-                next_seq = Some(end + 1);
-                prev_hash = None;
-                frontier = None;
-                continue;
-            }
-        };
-        let mut reasons: Vec<String> = Vec::new();
-        if let Err(e) = m.verify_signature(w.verifier) {
-            reasons.push(e.to_string());
-            w.problem(
-                stream,
-                Some(start),
-                Some(&mkey),
-                K::BadSignature,
-                e.to_string(),
-            );
-        }
-        if let Some(k) = &w.opts.hmac_key
-            && let Err(e) = m.verify_hmac(k)
-        {
-            reasons.push(e.to_string());
-            w.problem(stream, Some(start), Some(&mkey), K::BadHmac, e.to_string());
-        }
-        let object_ok_key = m.object.key.starts_with(&format!("{stream}/events/"))
-            && layout::range_of(&m.object.key) == Some((m.start_seq, m.end_seq));
-        if m.stream != stream
-            || (m.start_seq, m.end_seq) != (start, end)
-            || m.count != end.saturating_sub(start) + 1
-            || !object_ok_key
-        {
-            let msg = format!(
-                "manifest says stream {} seqs {}-{} (count {}, object {}), its key says stream {stream} seqs {start}-{end}",
-                m.stream, m.start_seq, m.end_seq, m.count, m.object.key
-            );
-            reasons.push(msg.clone());
-            w.problem(
-                stream,
-                Some(start),
-                Some(&mkey),
-                K::ManifestKeyMismatch,
-                msg,
-            );
-        }
-        // Continuity with the previous manifest.
-        match next_seq {
+/// Where the walk along one stream's manifests stands: the next seq, the
+/// last hash and manifest SHA-256 seen, and the Merkle frontier (while the
+/// archive is known from seq 1 without a gap).
+#[derive(Default)]
+struct Chain {
+    frontier: Option<Frontier>,
+    next_seq: Option<u64>,
+    prev_hash: Option<String>,
+    prev_manifest_sha: Option<String>,
+}
+
+impl Chain {
+    /// Checks that the manifest continues the previous one: no gap, no
+    /// overlap, `prevManifestSha256` and `prevHash` link. Returns what
+    /// makes the manifest invalid (each also reported as a problem).
+    fn link(
+        &mut self,
+        w: &mut Walk<'_>,
+        report: &mut ArchiveStreamReport,
+        stream: &str,
+        start: u64,
+        mkey: &str,
+        m: &Manifest,
+    ) -> Vec<String> {
+        use ArchiveProblemKind as K;
+        let mut reasons = Vec::new();
+        let Self {
+            frontier,
+            next_seq,
+            prev_hash,
+            prev_manifest_sha,
+        } = self;
+        match *next_seq {
             None => {
                 if start != 1 {
                     report.notes.push(format!(
@@ -1121,16 +1120,10 @@ async fn verify_stream(
                         "the first manifest links to a previous manifest that is not in the bucket"
                             .to_owned();
                     reasons.push(msg.clone());
-                    w.problem(
-                        stream,
-                        Some(start),
-                        Some(&mkey),
-                        K::ManifestChainBroken,
-                        msg,
-                    );
+                    w.problem(stream, Some(start), Some(mkey), K::ManifestChainBroken, msg);
                 }
                 if start == 1 {
-                    frontier = Some(Frontier::new());
+                    *frontier = Some(Frontier::new());
                 }
                 report.first_seq = Some(start);
             }
@@ -1138,21 +1131,21 @@ async fn verify_stream(
                 w.problem(
                     stream,
                     Some(n),
-                    Some(&mkey),
+                    Some(mkey),
                     K::Gap,
                     format!(
                         "seqs {n}-{} are covered by no manifest (a batch was removed)",
                         start - 1
                     ),
                 );
-                frontier = None;
-                prev_hash = None;
+                *frontier = None;
+                *prev_hash = None;
             }
             Some(n) if start < n => {
                 w.problem(
                     stream,
                     Some(start),
-                    Some(&mkey),
+                    Some(mkey),
                     K::Overlap,
                     format!(
                         "covers seqs from {start}, but the previous manifest ends at {}",
@@ -1162,22 +1155,16 @@ async fn verify_stream(
             }
             Some(_) => {}
         }
-        if next_seq.is_some() && m.prev_manifest_sha256 != prev_manifest_sha {
+        if next_seq.is_some() && m.prev_manifest_sha256 != *prev_manifest_sha {
             let msg = format!(
                 "prevManifestSha256 {} does not match the previous manifest ({})",
                 m.prev_manifest_sha256.as_deref().unwrap_or("null"),
                 prev_manifest_sha.as_deref().unwrap_or("none")
             );
             reasons.push(msg.clone());
-            w.problem(
-                stream,
-                Some(start),
-                Some(&mkey),
-                K::ManifestChainBroken,
-                msg,
-            );
+            w.problem(stream, Some(start), Some(mkey), K::ManifestChainBroken, msg);
         }
-        if let Some(p) = &prev_hash
+        if let Some(p) = prev_hash.as_ref()
             && *p != m.prev_hash
         {
             let msg = format!(
@@ -1185,44 +1172,21 @@ async fn verify_stream(
                 m.prev_hash
             );
             reasons.push(msg.clone());
-            w.problem(stream, Some(start), Some(&mkey), K::BrokenLink, msg);
+            w.problem(stream, Some(start), Some(mkey), K::BrokenLink, msg);
         }
-
-        // The object.
-        covered.insert(m.object.key.clone());
-        let expected_prev = prev_hash.clone().unwrap_or_else(|| m.prev_hash.clone());
-        let checked = check_object(
-            bucket,
-            w,
-            stream,
-            &m,
-            &expected_prev,
-            frontier.as_mut(),
-            &cp_sizes,
-            &mut roots_at,
-        )
-        .await?;
-        report.events += checked.events;
-        if !checked.ok {
-            reasons.push(format!("object {} does not check out", m.object.key));
-        }
-        w.key(
-            &mkey,
-            "manifest",
-            if reasons.is_empty() {
-                Status::Valid
-            } else {
-                Status::Invalid
-            },
-            (!reasons.is_empty()).then(|| reasons.join("; ")),
-        );
-        prev_manifest_sha = Some(msha);
-        prev_hash = Some(checked.last_hash.unwrap_or_else(|| m.last_hash.clone()));
-        next_seq = Some(end + 1);
-        report.last_seq = Some(end);
+        reasons
     }
+}
 
-    for key in objects.difference(&covered) {
+/// Reports the objects in the stream's folder that no manifest names.
+fn report_uncovered(
+    w: &mut Walk<'_>,
+    stream: &str,
+    objects: &BTreeSet<String>,
+    covered: &BTreeSet<String>,
+) {
+    use ArchiveProblemKind as K;
+    for key in objects.difference(covered) {
         w.key(
             key,
             "object",
@@ -1237,8 +1201,22 @@ async fn verify_stream(
             "object covered by no manifest (added, or its manifest was removed)".into(),
         );
     }
+}
 
-    // Checkpoints.
+/// Checks every signed checkpoint in the stream's folder: its signature and
+/// origin, and its root against the root of the archived events at its
+/// size (when the archive holds them from seq 1). Valid ones are held for
+/// the hot pass.
+async fn check_checkpoints(
+    bucket: &Bucket,
+    w: &mut Walk<'_>,
+    stream: &str,
+    checkpoints: Vec<(u64, String)>,
+    roots_at: &HashMap<u64, [u8; 32]>,
+    report: &mut ArchiveStreamReport,
+    held: &mut StreamArchive,
+) -> Result<(), ArchiveError> {
+    use ArchiveProblemKind as K;
     for (size, key) in checkpoints {
         let Some(bytes) = bucket.get(&key).await? else {
             continue;
@@ -1283,12 +1261,243 @@ async fn verify_stream(
             }
         }
     }
+    Ok(())
+}
+
+async fn verify_stream(
+    bucket: &Bucket,
+    w: &mut Walk<'_>,
+    stream: &str,
+    keys: Vec<(String, u64)>,
+    extra_sizes: &BTreeSet<u64>,
+) -> Result<(ArchiveStreamReport, StreamArchive, HashMap<u64, [u8; 32]>), ArchiveError> {
+    use ArchiveProblemKind as K;
+    let (manifests, objects, checkpoints) = sort_keys(w, stream, keys);
+    let cp_sizes: BTreeSet<u64> = checkpoints
+        .iter()
+        .map(|c| c.0)
+        .chain(extra_sizes.iter().copied())
+        .collect();
+    let mut held = StreamArchive::default();
+    let mut roots_at: HashMap<u64, [u8; 32]> = HashMap::new();
+
+    let mut report = ArchiveStreamReport {
+        stream: stream.to_owned(),
+        first_seq: None,
+        last_seq: None,
+        events: 0,
+        manifests: 0,
+        checkpoints_checked: 0,
+        notes: Vec::new(),
+    };
+    let mut chain = Chain::default();
+    let mut covered: BTreeSet<String> = BTreeSet::new();
+
+    for (start, end, mkey) in manifests {
+        report.manifests += 1;
+        let Some(bytes) = bucket.get(&mkey).await? else {
+            continue; // listed a moment ago; vanished: the next run sees it missing
+        };
+        let msha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        held.manifests
+            .push((start, end, mkey.clone(), msha.clone()));
+        let m = match Manifest::parse(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                w.key(&mkey, "manifest", Status::Invalid, Some(e.to_string()));
+                w.problem(
+                    stream,
+                    Some(start),
+                    Some(&mkey),
+                    K::ManifestMalformed,
+                    e.to_string(),
+                );
+                chain.prev_manifest_sha = Some(msha);
+                chain.next_seq = Some(end + 1);
+                chain.prev_hash = None;
+                chain.frontier = None;
+                continue;
+            }
+        };
+        let mut reasons = check_claims(w, stream, (start, end), &mkey, &m);
+        let linked = chain.link(w, &mut report, stream, start, &mkey, &m);
+        reasons.extend(linked);
+
+        // The object.
+        covered.insert(m.object.key.clone());
+        let expected_prev = chain
+            .prev_hash
+            .clone()
+            .unwrap_or_else(|| m.prev_hash.clone());
+        let checked = check_object(
+            bucket,
+            w,
+            stream,
+            &m,
+            &expected_prev,
+            chain.frontier.as_mut(),
+            &cp_sizes,
+            &mut roots_at,
+        )
+        .await?;
+        report.events += checked.events;
+        if !checked.ok {
+            reasons.push(format!("object {} does not check out", m.object.key));
+        }
+        w.key(
+            &mkey,
+            "manifest",
+            if reasons.is_empty() {
+                Status::Valid
+            } else {
+                Status::Invalid
+            },
+            (!reasons.is_empty()).then(|| reasons.join("; ")),
+        );
+        chain.prev_manifest_sha = Some(msha);
+        chain.prev_hash = Some(checked.last_hash.unwrap_or_else(|| m.last_hash.clone()));
+        chain.next_seq = Some(end + 1);
+        report.last_seq = Some(end);
+    }
+
+    report_uncovered(w, stream, &objects, &covered);
+
+    check_checkpoints(
+        bucket,
+        w,
+        stream,
+        checkpoints,
+        &roots_at,
+        &mut report,
+        &mut held,
+    )
+    .await?;
     held.end = report.last_seq.map(|last_seq| StreamEnd {
         last_seq,
-        last_hash: prev_hash.unwrap_or_else(|| ZERO_HASH_HEX.to_owned()),
-        frontier,
+        last_hash: chain.prev_hash.unwrap_or_else(|| ZERO_HASH_HEX.to_owned()),
+        frontier: chain.frontier,
     });
     Ok((report, held, roots_at))
+}
+
+/// The checks of one archived line from its facts: the seq it holds, its
+/// stream, its link to the previous event and its hash. Returns whether it
+/// passed; each failure is reported as a problem at `key`.
+#[allow(clippy::too_many_arguments)]
+fn check_line(
+    w: &mut Walk<'_>,
+    stream: &str,
+    key: &str,
+    n: u64,
+    seq_here: u64,
+    parsed: Result<Meta<'_>, String>,
+    hash: &str,
+    computed: &[u8; 32],
+    prev_bin: &[u8; 32],
+) -> bool {
+    use ArchiveProblemKind as K;
+    let mut ok = true;
+    match parsed {
+        Err(e) => {
+            w.problem(
+                stream,
+                Some(seq_here),
+                Some(key),
+                K::MalformedEvent,
+                format!("line {n}: {e}"),
+            );
+            ok = false;
+        }
+        Ok(meta) => {
+            if meta.seq != seq_here {
+                w.problem(
+                    stream,
+                    Some(seq_here),
+                    Some(key),
+                    K::Reordered,
+                    format!("line {n} holds seq {}, expected seq {seq_here}", meta.seq),
+                );
+                ok = false;
+            }
+            if meta.stream != stream {
+                w.problem(
+                    stream,
+                    Some(meta.seq),
+                    Some(key),
+                    K::WrongStream,
+                    format!("event names stream {}", meta.stream),
+                );
+                ok = false;
+            }
+            if !hex_is(&meta.prev, prev_bin) {
+                w.problem(
+                    stream,
+                    Some(meta.seq),
+                    Some(key),
+                    K::BrokenLink,
+                    format!(
+                        "prev {} does not link to the previous event's hash {}",
+                        meta.prev,
+                        hex::encode(prev_bin)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !hex_is(hash, computed) {
+        w.problem(
+            stream,
+            Some(seq_here),
+            Some(key),
+            K::HashMismatch,
+            format!(
+                "line {n}: stored hash {hash}, SHA-256 of the event {}",
+                hex::encode(computed)
+            ),
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// The object's bytes against its manifest: size and SHA-256. Returns
+/// the reasons it differs (each also reported as a problem).
+fn check_object_bytes(w: &mut Walk<'_>, stream: &str, m: &Manifest, bytes: &[u8]) -> Vec<String> {
+    use ArchiveProblemKind as K;
+    let key = m.object.key.as_str();
+    let mut reasons: Vec<String> = Vec::new();
+    if bytes.len() as u64 != m.object.size {
+        let r = format!(
+            "size {} differs from the manifest's {}",
+            bytes.len(),
+            m.object.size
+        );
+        w.problem(
+            stream,
+            Some(m.start_seq),
+            Some(key),
+            K::ObjectSizeMismatch,
+            r.clone(),
+        );
+        reasons.push(r);
+    }
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    if sha != m.object.sha256 {
+        let r = format!(
+            "sha256 {sha} differs from the manifest's {}",
+            m.object.sha256
+        );
+        w.problem(
+            stream,
+            Some(m.start_seq),
+            Some(key),
+            K::ObjectSha256Mismatch,
+            r.clone(),
+        );
+        reasons.push(r);
+    }
+    reasons
 }
 
 struct Checked {
@@ -1331,40 +1540,8 @@ async fn check_object(
             None,
         ));
     };
-    let mut reasons: Vec<String> = Vec::new();
-    let mut ok = true;
-    if bytes.len() as u64 != m.object.size {
-        let r = format!(
-            "size {} differs from the manifest's {}",
-            bytes.len(),
-            m.object.size
-        );
-        w.problem(
-            stream,
-            Some(m.start_seq),
-            Some(key),
-            K::ObjectSizeMismatch,
-            r.clone(),
-        );
-        reasons.push(r);
-        ok = false;
-    }
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if sha != m.object.sha256 {
-        let r = format!(
-            "sha256 {sha} differs from the manifest's {}",
-            m.object.sha256
-        );
-        w.problem(
-            stream,
-            Some(m.start_seq),
-            Some(key),
-            K::ObjectSha256Mismatch,
-            r.clone(),
-        );
-        reasons.push(r);
-        ok = false;
-    }
+    let mut reasons = check_object_bytes(w, stream, m, &bytes);
+    let mut ok = reasons.is_empty();
     let Some(c) = Compression::parse(&m.object.compression) else {
         return Ok(fail(
             w,
@@ -1441,65 +1618,9 @@ async fn check_object(
                     (event_hash(slow.as_bytes()), hash.into(), meta)
                 }
             };
-            match parsed {
-                Err(e) => {
-                    w.problem(
-                        stream,
-                        Some(seq_here),
-                        Some(key),
-                        K::MalformedEvent,
-                        format!("line {n}: {e}"),
-                    );
-                    ok = false;
-                }
-                Ok(meta) => {
-                    if meta.seq != seq_here {
-                        w.problem(
-                            stream,
-                            Some(seq_here),
-                            Some(key),
-                            K::Reordered,
-                            format!("line {n} holds seq {}, expected seq {seq_here}", meta.seq),
-                        );
-                        ok = false;
-                    }
-                    if meta.stream != stream {
-                        w.problem(
-                            stream,
-                            Some(meta.seq),
-                            Some(key),
-                            K::WrongStream,
-                            format!("event names stream {}", meta.stream),
-                        );
-                        ok = false;
-                    }
-                    if !hex_is(&meta.prev, &prev_bin) {
-                        w.problem(
-                            stream,
-                            Some(meta.seq),
-                            Some(key),
-                            K::BrokenLink,
-                            format!(
-                                "prev {} does not link to the previous event's hash {}",
-                                meta.prev,
-                                hex::encode(prev_bin)
-                            ),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-            if !hex_is(&hash, &computed) {
-                w.problem(
-                    stream,
-                    Some(seq_here),
-                    Some(key),
-                    K::HashMismatch,
-                    format!(
-                        "line {n}: stored hash {hash}, SHA-256 of the event {}",
-                        hex::encode(computed)
-                    ),
-                );
+            if !check_line(
+                w, stream, key, n, seq_here, parsed, &hash, &computed, &prev_bin,
+            ) {
                 ok = false;
             }
             let leaf = leaf_hash(&computed);
