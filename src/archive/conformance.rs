@@ -783,6 +783,97 @@ mod tests {
     use super::*;
     use crate::archive::BucketOptions;
 
+    /// The archiver archives only a hot chain that holds: a body that does
+    /// not hash to its recorded hash, one whose prev does not link, or one
+    /// that names another stream (each rehashed, as someone with write
+    /// access to the database would) stops the run at that seq, and
+    /// nothing is written to the bucket, recorded or deleted.
+    #[tokio::test]
+    async fn the_archiver_refuses_a_hot_chain_that_does_not_hold() {
+        let zero = "0".repeat(64);
+        let cases: [(&str, &str, bool); 3] = [
+            (
+                "hash does not match",
+                "replace(body, '\"i\":4', '\"i\":9')",
+                false,
+            ),
+            (
+                "does not link",
+                &format!("replace(body, prev, '{zero}')"),
+                true,
+            ),
+            (
+                "belongs to stream",
+                "replace(body, '\"stream\":\"s\"', '\"stream\":\"t\"')",
+                true,
+            ),
+        ];
+        for (want, edit, rehash) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("hot.db");
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+            append(store.as_ref(), "s", 0, 20).await;
+            let c = rusqlite::Connection::open(&path).unwrap();
+            let (prev, body): (String, String) = c
+                .query_row("SELECT (SELECT hash FROM events WHERE seq = 4), body FROM events WHERE seq = 5", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            let sql = edit.replace("body,", "?1,").replace("prev,", "?2,");
+            let new: String = c
+                .query_row(
+                    &format!("SELECT {sql}, ?2"),
+                    rusqlite::params![body, prev],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_ne!(new, body, "{want}: the edit changed the body");
+            let hash = if rehash {
+                hex::encode(crate::chain::event_hash(new.as_bytes()))
+            } else {
+                c.query_row("SELECT hash FROM events WHERE seq = 5", [], |r| r.get(0))
+                    .unwrap()
+            };
+            c.execute(
+                "UPDATE events SET body = ?1, hash = ?2 WHERE seq = 5",
+                rusqlite::params![new, hash],
+            )
+            .unwrap();
+            clock_past_now().await;
+            let url = url::Url::from_directory_path(dir.path().join("archive")).unwrap();
+            std::fs::create_dir(dir.path().join("archive")).unwrap();
+            let b = Bucket::open(url.as_str(), &BucketOptions::default()).unwrap();
+            let a = Archiver::new(
+                store.clone(),
+                b.clone(),
+                signer(),
+                "log.test".into(),
+                settings(Compression::Gzip),
+            );
+            let e = a
+                .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+                .await
+                .expect_err(want);
+            assert!(
+                matches!(&e, ArchiveError::Chain { seq: 5, message, .. } if message.contains(want)),
+                "{want}: {e}"
+            );
+            assert!(
+                store.last_archive_batch("s").await.unwrap().is_none(),
+                "{want}: nothing recorded"
+            );
+            assert!(
+                b.list("s").await.unwrap().is_empty(),
+                "{want}: nothing written"
+            );
+            assert_eq!(
+                store.read_events("s", 1, 100).await.unwrap().len(),
+                20,
+                "{want}: nothing deleted"
+            );
+        }
+    }
+
     fn required(var: &str) -> Option<String> {
         match std::env::var(var) {
             Ok(v) if !v.is_empty() => Some(v),
