@@ -810,10 +810,10 @@ impl RawConfig {
                         format!("{e} (or \"off\" to turn scheduled verification off)"),
                     )
                 })?;
-                if d < Duration::from_secs(60) {
+                if d < Duration::from_secs(1) {
                     return Err(err(
                         "verify.interval",
-                        "must be at least 1m (each run reads the whole hot store)",
+                        "must be at least 1s (each run reads the whole hot store: hours suit most stores)",
                     ));
                 }
                 Some(d)

@@ -346,3 +346,53 @@ async fn metrics_move_by_what_happened() {
     })
     .await;
 }
+
+/// `[verify] interval`: the server verifies the whole hot store on its
+/// own; a body changed behind its back (database write access) turns
+/// `trailkeep_verify_last_ok` to 0 with the problem counted, which is what
+/// the `TrailkeepVerificationFailed` alert watches, and the log says so.
+#[tokio::test]
+async fn scheduled_verification_reports_tampering_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(&cfg, "[verify]\ninterval = \"1s\"\n").unwrap();
+    let ingest = create_key(&data, "ingest");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/streams/t/events", server.url))
+        .bearer_auth(&ingest)
+        .json(&serde_json::json!([{"type": "a", "id": "e1"}, {"type": "b", "id": "e2"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for(Duration::from_secs(20), "a clean scheduled verification", async || {
+        let (m, _) = scrape(&server.url).await;
+        m.get("trailkeep_verify_runs_total{outcome=\"ok\"}") >= Some(&1.0)
+            && m.get("trailkeep_verify_last_ok") == Some(&1.0)
+    })
+    .await;
+    let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let changed = c
+        .execute(
+            "UPDATE events SET body = replace(body, '\"type\":\"b\"', '\"type\":\"c\"') \
+             WHERE stream_id = (SELECT id FROM streams WHERE name = 't') AND seq = 2",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let m = poll(Duration::from_secs(20), "a failed scheduled verification", async || {
+        let (m, _) = scrape(&server.url).await;
+        (m.get("trailkeep_verify_last_ok") == Some(&0.0)).then_some(m)
+    })
+    .await;
+    assert!(value(&m, "trailkeep_verify_runs_total{outcome=\"problems\"}") >= 1.0);
+    assert!(value(&m, "trailkeep_verify_last_problems") >= 1.0);
+    assert!(value(&m, "trailkeep_verify_last_timestamp_seconds") > 1.7e9);
+    common::wait_until(Duration::from_secs(10), "the error in the log", || {
+        server.log.contains("scheduled verification found problems")
+    })
+    .await;
+}
