@@ -247,6 +247,11 @@ async fn metrics_move_by_what_happened() {
         1.0
     );
     assert_eq!(delta("trailkeep_events_duplicate_total"), 1.0);
+    // The three bodies read (the unauthenticated one never is).
+    let bodies = "{\"type\":\"a\"}\n{\"type\":\"b\"}\n{\"type\":\"c\",\"id\":\"x1\"}\n".len()
+        + "{\"type\":\"c\",\"id\":\"x1\"}\n".len()
+        + "not json\n".len();
+    assert_eq!(delta("trailkeep_ingest_bytes_total"), bodies as f64);
     assert!(
         delta("trailkeep_events_appended_total") >= 3.0,
         "3 events, and the log's own records"

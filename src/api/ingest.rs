@@ -43,6 +43,7 @@ pub(super) async fn post_events(
     let stream = stream.as_str();
     let received = format_received(time::OffsetDateTime::now_utc());
     let bytes = read_body(&st, body, st.limits.max_request_bytes).await?;
+    metrics::counter!("trailkeep_ingest_bytes_total").increment(bytes.len() as u64);
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
