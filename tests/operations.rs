@@ -372,11 +372,15 @@ async fn scheduled_verification_reports_tampering_in_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    wait_for(Duration::from_secs(20), "a clean scheduled verification", async || {
-        let (m, _) = scrape(&server.url).await;
-        m.get("trailkeep_verify_runs_total{outcome=\"ok\"}") >= Some(&1.0)
-            && m.get("trailkeep_verify_last_ok") == Some(&1.0)
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "a clean scheduled verification",
+        async || {
+            let (m, _) = scrape(&server.url).await;
+            m.get("trailkeep_verify_runs_total{outcome=\"ok\"}") >= Some(&1.0)
+                && m.get("trailkeep_verify_last_ok") == Some(&1.0)
+        },
+    )
     .await;
     let c = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -388,10 +392,14 @@ async fn scheduled_verification_reports_tampering_in_metrics() {
         )
         .unwrap();
     assert_eq!(changed, 1);
-    let m = poll(Duration::from_secs(20), "a failed scheduled verification", async || {
-        let (m, _) = scrape(&server.url).await;
-        (m.get("trailkeep_verify_last_ok") == Some(&0.0)).then_some(m)
-    })
+    let m = poll(
+        Duration::from_secs(20),
+        "a failed scheduled verification",
+        async || {
+            let (m, _) = scrape(&server.url).await;
+            (m.get("trailkeep_verify_last_ok") == Some(&0.0)).then_some(m)
+        },
+    )
     .await;
     assert!(value(&m, "trailkeep_verify_runs_total{outcome=\"problems\"}") >= 1.0);
     assert!(value(&m, "trailkeep_verify_last_problems") >= 1.0);
@@ -400,4 +408,51 @@ async fn scheduled_verification_reports_tampering_in_metrics() {
         server.log.contains("scheduled verification found problems")
     })
     .await;
+}
+
+/// `/metrics` needs no key, and anyone can send requests: invented methods,
+/// random paths, stream names. None of them becomes a label value, so no
+/// client can grow the series kept in memory (or learn a stream's name).
+#[tokio::test]
+async fn clients_cannot_add_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ingest = create_key(&data, "ingest");
+    let server = Server::start(&data, &[]).await;
+    let c = reqwest::Client::new();
+    let warm = |i: usize| {
+        let c = c.clone();
+        let url = server.url.clone();
+        let ingest = ingest.clone();
+        async move {
+            let m = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            c.request(m, format!("{url}/x/{i}")).send().await.unwrap();
+            c.get(format!("{url}/v1/streams/secret-{i}/events"))
+                .send()
+                .await
+                .unwrap();
+            c.post(format!("{url}/v1/streams/secret-{i}/events"))
+                .bearer_auth(&ingest)
+                .json(&serde_json::json!({"type": "a"}))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    warm(0).await;
+    // The first scrape adds `/metrics`'s own series.
+    scrape(&server.url).await;
+    let (before, _) = scrape(&server.url).await;
+    for i in 1..40 {
+        warm(i).await;
+    }
+    let (after, text) = scrape(&server.url).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "no new series"
+    );
+    assert!(!text.contains("secret-"), "no stream name:\n{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(text.contains("route=\"unmatched\""), "{text}");
 }

@@ -24,24 +24,40 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status();
     metrics::histogram!("trailkeep_http_request_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
-    if route == INGEST_ROUTE && method == Method::POST {
+    if route == INGEST_ROUTE && method == "POST" {
         metrics::counter!("trailkeep_ingest_requests_total", "outcome" => ingest_outcome(status))
             .increment(1);
     }
     metrics::counter!(
         "trailkeep_http_requests_total",
         "route" => route,
-        "method" => method.as_str().to_owned(),
+        "method" => method,
         "status" => status.as_str().to_owned()
     )
     .increment(1);
     res
+}
+
+/// A method as a label: the standard ones by name, any other `other`
+/// (HTTP lets a client invent methods; each would otherwise be a new
+/// series, kept for the life of the process).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The outcome label of an ingest answer (see the catalogue's help text).

@@ -123,9 +123,12 @@ pub const METRICS: &[Metric] = &[
         "trailkeep_commits_rolled_back_total",
         "Group commits certainly rolled back (their requests got 503, nothing stored)",
     ),
-    counter(
-        "trailkeep_sealed_groups_total",
-        "Group commits sealed ahead by the batcher (SQLite pipelining)",
+    labelled(
+        counter(
+            "trailkeep_sealed_groups_total",
+            "Group commits the batcher sealed ahead (SQLite pipelining), by whether the writer used the seal (no: the head had moved)",
+        ),
+        &[("used", &["yes", "no"])],
     ),
     gauge(
         "trailkeep_writer_poisoned",
