@@ -469,6 +469,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         log_name: config.log_name.clone(),
         metrics,
         stream_labels: config.metrics.stream_labels,
+        scraped: tokio::sync::Mutex::default(),
         rate: crate::api::RateLimits::new(&config.server),
         refusals: refusals.clone(),
     });

@@ -63,6 +63,9 @@ pub struct Shared {
     /// Whether per-stream series (stream names as labels) are exported
     /// (`[metrics] stream_labels`).
     pub stream_labels: bool,
+    /// When the store-derived gauges were last read (`/metrics` reads
+    /// them at most once a second, one scrape at a time).
+    pub scraped: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The archiver (runs on demand through the API as well).
     pub archiver: Arc<crate::archive::Archiver>,
     /// Configured destinations and their running drivers.

@@ -14,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
+/// The store-derived gauges are read at most this often.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The ingest route's template, whose requests are also counted by outcome.
 const INGEST_ROUTE: &str = "/v1/streams/{stream}/events";
 
@@ -77,8 +80,16 @@ fn ingest_outcome(status: StatusCode) -> &'static str {
 /// renders every series. A store that cannot answer leaves those gauges at
 /// their last value (and says so in the log); the rest still renders.
 pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    if let Err(e) = refresh(&st).await {
-        tracing::warn!(error = %e, "metrics: cannot read the store; store-derived gauges keep their last values");
+    // `/metrics` needs no key: a flood of scrapes costs the store at most
+    // one read of these a second, one at a time.
+    {
+        let mut last = st.scraped.lock().await;
+        if last.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+            if let Err(e) = refresh(&st).await {
+                tracing::warn!(error = %e, "metrics: cannot read the store; store-derived gauges keep their last values");
+            }
+            *last = Some(Instant::now());
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
