@@ -438,6 +438,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         let handle = crate::destinations::driver::DriverHandle::default();
         let mut driver = cfg.driver.clone();
         driver.archive = Some(Arc::new(ArchiveFeed(archiver.clone())));
+        driver.commits = Some(appender.commits());
         destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
             store.clone(),
             node.clone(),

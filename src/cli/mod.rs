@@ -10,6 +10,8 @@ mod bench;
 mod bench_archive;
 #[cfg(feature = "bench")]
 mod bench_destinations;
+#[cfg(feature = "bench")]
+mod bench_latency;
 mod checkpoints;
 mod copy;
 mod destinations;

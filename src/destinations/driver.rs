@@ -52,6 +52,9 @@ pub struct DriverSettings {
     /// The archive, to feed a destination whose cursor fell behind the hot
     /// store (its events were archived and deleted past it, `archive_past`).
     pub archive: Option<Arc<dyn ColdFeed>>,
+    /// Changes after each commit of this node (wired in by `server`): an
+    /// idle driver wakes on it at once instead of at its next poll.
+    pub commits: Option<watch::Receiver<u64>>,
 }
 
 impl DriverSettings {
@@ -70,6 +73,7 @@ impl DriverSettings {
             lease_ttl: Duration::from_secs(15),
             concurrency: 1,
             archive: None,
+            commits: None,
         }
     }
 }
@@ -193,6 +197,10 @@ pub async fn run(
         settings.lease_ttl,
     )
     .await;
+    let mut commits = settings.commits.clone();
+    if let Some(c) = &mut commits {
+        c.mark_unchanged();
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -213,13 +221,31 @@ pub async fn run(
             _ => false,
         };
         if !worked {
+            // Idle: the next commit of this node, the poll (another node's
+            // commits, a partial batch coming of age) or the stop.
             tokio::select! {
                 () = tokio::time::sleep(settings.poll) => {}
                 _ = stop.changed() => {}
+                () = committed(&mut commits) => {}
             }
         }
     }
     keeper.release().await;
+}
+
+/// Resolves at the next commit (never without a commit signal). A commit
+/// while the driver was busy counts: `changed` sees what it has not seen.
+async fn committed(commits: &mut Option<watch::Receiver<u64>>) {
+    match commits {
+        Some(c) => {
+            if c.changed().await.is_err() {
+                // The appender is gone (stopping): poll and stop as before.
+                *commits = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn record_error(handle: &DriverHandle, message: &str, detail: Option<&str>) {

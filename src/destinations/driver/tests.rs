@@ -730,3 +730,45 @@ async fn an_unreadable_stored_body_stops_the_destination_instead_of_being_skippe
     let err = h.status().last_error.unwrap_or_default();
     assert!(err.contains("stream s seq 3"), "{err}");
 }
+
+/// Issue #18: an idle driver is woken by a commit, not by its next poll:
+/// with a poll of a minute, an event committed (and signalled) is
+/// delivered at once; without the signal it waits for the poll.
+#[tokio::test]
+async fn a_commit_wakes_an_idle_driver() {
+    let r = rig(vec![]).await;
+    let (commit_tx, commit_rx) = watch::channel(0u64);
+    let s = DriverSettings {
+        poll: Duration::from_secs(60),
+        commits: Some(commit_rx),
+        ..settings()
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        NodeId::random(),
+        r.dest.clone(),
+        s,
+        DriverHandle::default(),
+        stop_rx,
+    ));
+    // Its first round delivers what is there; then it is idle.
+    append(r.store.as_ref(), "s", &["a.b"], 1, 0).await;
+    wait_until("the first round", async || delivered(&r) == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for round in 2..=4 {
+        append(r.store.as_ref(), "s", &["a.b"], 1, 0).await;
+        let asked = Instant::now();
+        commit_tx.send_modify(|n| *n += 1);
+        wait_until("delivery after the commit signal", async || {
+            delivered(&r) == round
+        })
+        .await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "woken by the commit, not the 60 s poll"
+        );
+    }
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
