@@ -111,7 +111,11 @@ async fn measure(args: &LatencyBenchArgs, on_commit: bool) -> anyhow::Result<Mod
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
     Ok(Mode {
-        mode: if on_commit { "woken by commits" } else { "polling (200 ms)" },
+        mode: if on_commit {
+            "woken by commits"
+        } else {
+            "polling (200 ms)"
+        },
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         max_ms: at(1.0),
@@ -133,7 +137,10 @@ pub(super) async fn run(args: &LatencyBenchArgs) -> anyhow::Result<ExitCode> {
             "ack to arrival at a local webhook, {} single events on an idle system (target p99 < 50 ms)",
             args.events
         );
-        println!("{:<18} {:>8} {:>8} {:>8}", "mode", "p50 ms", "p99 ms", "max ms");
+        println!(
+            "{:<18} {:>8} {:>8} {:>8}",
+            "mode", "p50 ms", "p99 ms", "max ms"
+        );
         for m in [&commit, &poll] {
             println!(
                 "{:<18} {:>8.1} {:>8.1} {:>8.1}",

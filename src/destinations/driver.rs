@@ -430,6 +430,9 @@ fn backoff(settings: &DriverSettings, attempt: u32, floor: Option<Duration>) -> 
     cap.mul_f64(frac).max(floor.unwrap_or(Duration::ZERO))
 }
 
+/// While a batch is retried, a WARN at most this often.
+const RETRY_WARN_EVERY: Duration = Duration::from_secs(30);
+
 async fn deliver(
     store: &dyn Store,
     dest: &dyn Destination,
@@ -440,6 +443,7 @@ async fn deliver(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Stop> {
     let mut attempt = 0u32;
+    let mut last_warn: Option<std::time::Instant> = None;
     loop {
         let outcome = if batch.events.is_empty() {
             Ok(()) // everything filtered out: nothing to send, the cursor still moves
@@ -460,6 +464,9 @@ async fn deliver(
                         Some(lease),
                     )
                     .await?;
+                if attempt > 0 {
+                    tracing::info!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, retries = attempt, "delivered after retries");
+                }
                 let mut s = handle.lock();
                 s.delivered += batch.events.len() as u64;
                 s.batches += u64::from(!batch.events.is_empty());
@@ -512,7 +519,14 @@ async fn deliver(
                     .increment(1);
                 let wait = backoff(settings, attempt, capped_retry_after(settings, retry_after));
                 attempt = attempt.saturating_add(1);
-                tracing::debug!(destination = %settings.name, error = %message, ?wait, "delivery failed; retrying");
+                // An outage must show in the log at WARN, once when it
+                // starts and then every half minute, not once per attempt.
+                if last_warn.is_none_or(|t| t.elapsed() >= RETRY_WARN_EVERY) {
+                    last_warn = Some(std::time::Instant::now());
+                    tracing::warn!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, attempt, error = %message, ?wait, "delivery failed; retrying");
+                } else {
+                    tracing::debug!(destination = %settings.name, attempt, error = %message, ?wait, "delivery failed; retrying");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Err(Stop::Shutdown),

@@ -772,3 +772,54 @@ async fn a_commit_wakes_an_idle_driver() {
     stop_tx.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// Issue #18: an outage shows in the log at WARN (retries were DEBUG only),
+/// once per half minute rather than once per attempt, and the recovery at
+/// INFO.
+#[tokio::test]
+async fn retries_are_logged_at_warn_rate_limited() {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let retry = || DeliveryError::Retryable {
+        message: "connection refused".into(),
+        retry_after: None,
+        detail: None,
+    };
+    let r = rig(vec![Err(retry()), Err(retry()), Err(retry()), Ok(())]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    drive(&r, settings(), |r| delivered(r) == 5).await;
+    let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("delivery failed; retrying"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN for three quick retries:\n{log}");
+    assert!(
+        warns[0].contains("destination=test") && warns[0].contains("connection refused"),
+        "names the destination and the cause: {}",
+        warns[0]
+    );
+    assert!(
+        log.lines().any(|l| l.contains("INFO")
+            && l.contains("delivered after retries")
+            && l.contains("retries=3")),
+        "{log}"
+    );
+}
