@@ -26,7 +26,7 @@ pub enum CheckpointError {
     Store(#[from] StoreError),
     /// The checkpoint text could not be signed (a log name the note format
     /// refuses); it was a "corrupt store" before, which it is not.
-    #[error("cannot sign the checkpoint: {0}")]
+    #[error("cannot sign the checkpoint")]
     Sign(#[from] crate::chain::note::NoteError),
 }
 
@@ -95,11 +95,11 @@ pub async fn sign_and_record(
         match checkpoint_stream(store, signer, log_name, s).await {
             Ok(Some(cp)) => signed.push((s.clone(), cp)),
             Ok(None) => {}
-            Err(e) => tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry"),
+            Err(e) => tracing::error!(stream = %s, error = %crate::report::Chain(&e), "checkpoint failed; will retry"),
         }
     }
     if let Err(e) = crate::selflog::record_checkpoints(store, log_name, &signed).await {
-        tracing::warn!(checkpoints = signed.len(), error = %e, "cannot record checkpoints in the log's own stream");
+        tracing::warn!(checkpoints = signed.len(), error = %crate::report::Chain(&e), "cannot record checkpoints in the log's own stream");
     }
     sign_self(store, signer, log_name).await;
 }
@@ -107,7 +107,7 @@ pub async fn sign_and_record(
 /// Signs the log's own stream at its head (after something was recorded there).
 pub async fn sign_self(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
     if let Err(e) = checkpoint_stream(store, signer, log_name, SELF_STREAM).await {
-        tracing::error!(stream = SELF_STREAM, error = %e, "checkpoint failed; will retry");
+        tracing::error!(stream = SELF_STREAM, error = %crate::report::Chain(&e), "checkpoint failed; will retry");
     }
 }
 
@@ -156,7 +156,7 @@ async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
     let behind = match store.streams_behind_checkpoint().await {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!(error = %e, "checkpointer cannot list streams; will retry");
+            tracing::error!(error = %crate::report::Chain(&e), "checkpointer cannot list streams; will retry");
             return;
         }
     };

@@ -262,7 +262,7 @@ pub fn own_addresses() -> Vec<IpAddr> {
     match if_addrs::get_if_addrs() {
         Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read this host's interface addresses");
+            tracing::warn!(error = %crate::report::Chain(&e), "cannot read this host's interface addresses");
             Vec::new()
         }
     }
@@ -277,6 +277,18 @@ pub fn check_config_url(url: &url::Url, allow_private: bool) -> Result<(), Strin
     let ip = match url.host() {
         Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
         Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
+        // RFC 6761: `localhost` and its subdomains are loopback, whatever
+        // DNS says; refused here, at startup, rather than by the resolver
+        // on every delivery (issue #15: a webhook on localhost started,
+        // then dead-lettered every batch).
+        Some(url::Host::Domain(d)) if is_localhost(d) => {
+            if allow_private {
+                return Ok(());
+            }
+            return Err(format!(
+                "{d} is loopback, not a public address; set allow_private = true in this table to allow it"
+            ));
+        }
         _ => return Ok(()),
     };
     match special_purpose(ip) {
@@ -285,6 +297,13 @@ pub fn check_config_url(url: &url::Url, allow_private: bool) -> Result<(), Strin
         )),
         _ => Ok(()),
     }
+}
+
+/// Returns whether `host` is `localhost` or a name below it (RFC 6761
+/// §6.3: always loopback).
+fn is_localhost(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
 }
 
 /// An address refused by the guard, before any connection.
