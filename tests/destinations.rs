@@ -416,3 +416,103 @@ async fn last_error_carries_no_query_token_nor_receiver_body() {
     );
     assert!(server.terminate().success());
 }
+
+/// A TLS server on 127.0.0.1 with the given pair: it completes handshakes
+/// the client accepts and answers nothing else.
+async fn tls_server(cert: &Path, key: &Path) -> u16 {
+    let config = trailkeep::http::load_tls(&trailkeep::config::TlsFiles {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+    })
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let a = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = a.accept(s).await;
+            });
+        }
+    });
+    port
+}
+
+/// Issue #15: every failed connection read `cannot connect: error sending
+/// request`. Each usual cause, made real on 127.0.0.1, is now told apart
+/// and says what to do: a closed port, a name that does not resolve, a
+/// server that accepts and never answers, a certificate from an unknown
+/// issuer, a certificate for another name.
+#[tokio::test]
+async fn connection_failures_say_why() {
+    use trailkeep::net::Policy;
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = Policy::new(true, "[[destinations]] \"t\"");
+    let client = |ca: Option<&Path>| {
+        let mut b = policy
+            .client_builder()
+            .timeout(Duration::from_millis(500))
+            .pool_max_idle_per_host(0);
+        if let Some(ca) = ca {
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+            );
+        }
+        b.build().unwrap()
+    };
+    let fail = async |c: reqwest::Client, url: String| -> String {
+        let e = policy.send(c.get(&url)).await.expect_err(&url).to_string();
+        assert!(!e.contains("error sending request"), "{e}");
+        e
+    };
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let m = fail(client(None), format!("http://127.0.0.1:{closed}/x?token=t0k")).await;
+    assert!(
+        m.contains(&format!("connection refused: nothing is listening on 127.0.0.1:{closed}"))
+            && m.contains("is the receiver running")
+            && !m.contains("t0k"),
+        "{m}"
+    );
+
+    let m = fail(client(None), "https://nothing.invalid/x".into()).await;
+    assert!(m.contains("cannot resolve nothing.invalid"), "{m}");
+    assert!(m.contains("is the host name right"), "{m}");
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            open.push(c);
+        }
+    });
+    let m = fail(client(None), format!("http://127.0.0.1:{port}/x")).await;
+    assert!(
+        m.contains(&format!("no answer from 127.0.0.1:{port} in time")) && m.contains("timeout_ms"),
+        "{m}"
+    );
+    held.abort();
+
+    let (crt, key, _ca) = common::tls_cert(tmp.path(), "self", "IP:127.0.0.1");
+    let port = tls_server(&crt, &key).await;
+    let m = fail(client(None), format!("https://127.0.0.1:{port}/x")).await;
+    assert!(
+        m.contains(&format!("TLS handshake with 127.0.0.1:{port} failed"))
+            && m.contains("unknown issuer")
+            && m.contains("public CA"),
+        "{m}"
+    );
+
+    let (crt, key, ca) = common::tls_cert(tmp.path(), "other", "DNS:other.example");
+    let port = tls_server(&crt, &key).await;
+    let m = fail(client(Some(&ca)), format!("https://127.0.0.1:{port}/x")).await;
+    assert!(
+        m.contains("not valid for the name 127.0.0.1 (name mismatch)"),
+        "{m}"
+    );
+}

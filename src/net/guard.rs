@@ -306,6 +306,18 @@ fn is_localhost(host: &str) -> bool {
     h == "localhost" || h.ends_with(".localhost")
 }
 
+/// A name the system resolver could not resolve (typed, so
+/// [`super::describe`] tells it apart from a refused connection).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {host}")]
+pub struct ResolveFailed {
+    /// The host as written in the URL.
+    pub host: String,
+    /// The resolver's error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// An address refused by the guard, before any connection.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -361,8 +373,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             // Port 0: the connector sets the URL's port on each address.
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|source| ResolveFailed {
+                    host: host.clone(),
+                    source,
+                })?
+                .collect();
             if !allow_private {
                 check(&host, addrs.iter().map(SocketAddr::ip), &owner)?;
             }
