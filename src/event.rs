@@ -184,6 +184,35 @@ pub fn format_received(t: OffsetDateTime) -> String {
     )
 }
 
+/// Orders two event times (RFC 3339, as stored: UTC, `Z`). Stored times
+/// differ in their fraction digits (`…:00Z` vs `…:00.5Z`), so text order is
+/// not time order; the date and seconds compare as text, then the
+/// fractions as decimals. A time of another shape is parsed; one that does
+/// not parse sorts first.
+pub fn cmp_time(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(t: &str) -> Option<(&str, &str)> {
+        let body = t.strip_suffix('Z')?;
+        let (secs, frac) = body.split_at_checked(19)?;
+        let frac = match frac.strip_prefix('.') {
+            Some(f) if f.bytes().all(|c| c.is_ascii_digit()) => f,
+            None if frac.is_empty() => "",
+            _ => return None,
+        };
+        (secs.len() == 19 && secs.as_bytes()[10] == b'T').then_some((secs, frac))
+    }
+    match (split(a), split(b)) {
+        (Some((sa, fa)), Some((sb, fb))) => sa.cmp(sb).then_with(|| {
+            let n = fa.len().max(fb.len());
+            let pad = |f: &str| format!("{f:0<n$}");
+            pad(fa).cmp(&pad(fb))
+        }),
+        _ => {
+            let p = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+            p(a).cmp(&p(b))
+        }
+    }
+}
+
 fn normalize_time(s: &str) -> Option<String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
