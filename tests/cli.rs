@@ -1125,6 +1125,31 @@ fn stored_events(data: &Path, stream: &str) -> u64 {
     .map_or(0, |n| n as u64)
 }
 
+/// Runs `cmd` to its end, or kills it after `limit` and fails (a build
+/// without the fix under test may hang: a server that starts, a client that
+/// retries the metadata service).
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// The parts of an error line (`a: b: c`) repeated in it, ignoring short
 /// ones (`config`, a port).
 fn repeated_fragments(text: &str) -> Vec<String> {
@@ -1297,12 +1322,13 @@ fn a_loopback_webhook_needs_allow_private_at_startup() {
         "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://localhost:9/hook\"\nsecret_env = \"TK_TEST_WHSEC\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
-        .args(["--config", cfg.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
-        .env("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(BIN)
+            .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
+            .args(["--config", cfg.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+            .env("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        Duration::from_secs(20),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -1378,16 +1404,16 @@ fn missing_cloud_credentials_are_named() {
         l.local_addr().unwrap().port()
     };
     let run = |url: &str| {
-        let out = Command::new(BIN)
-            .args(["--data-dir", dir.to_str().unwrap(), "verify", "--archive", url])
-            .args(["--public-key", pubkey.to_str().unwrap()])
-            // No cloud credentials from this machine or the test script.
-            .env_clear()
-            .env("HOME", tmp.path())
-            .env("AWS_METADATA_ENDPOINT", format!("http://127.0.0.1:{closed}"))
-            .env("AWS_EC2_METADATA_TIMEOUT", "1")
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(BIN)
+                .args(["--data-dir", dir.to_str().unwrap(), "verify", "--archive", url])
+                .args(["--public-key", pubkey.to_str().unwrap()])
+                // No cloud credentials from this machine or the test script.
+                .env_clear()
+                .env("HOME", tmp.path())
+                .env("AWS_METADATA_ENDPOINT", format!("http://127.0.0.1:{closed}")),
+            Duration::from_secs(30),
+        );
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     for (scheme, names) in [
