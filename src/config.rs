@@ -645,7 +645,7 @@ impl RawConfig {
             // The message alone, and where: `check::render` shows the
             // line and a caret under it on lines of their own (toml's own
             // Display does, without the file name; issue #15).
-            let mut e2 = err(&key.to_owned(), msg.clone());
+            let mut e2 = err(key, msg.clone());
             e2.span = e.span();
             e2
         })

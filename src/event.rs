@@ -567,6 +567,37 @@ mod tests {
 
     const RECEIVED: &str = "2026-11-23T10:00:00.000000Z";
 
+    /// Stored times differ in fraction digits: text order is not time
+    /// order (`…:00Z` sorts after `…:00.5Z` as text).
+    #[test]
+    fn times_compare_as_instants() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z"),
+            Less
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00.5Z", "2026-01-01T00:00:00.50Z"),
+            Equal
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00.25Z", "2026-01-01T00:00:00.5Z"),
+            Less
+        );
+        assert_eq!(
+            cmp_time("2026-01-02T00:00:00Z", "2026-01-01T23:59:59.999999Z"),
+            Greater
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00.1Z"),
+            Less
+        );
+        for t in ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123Z"] {
+            let n = normalize_time(t).expect("valid");
+            assert_eq!(cmp_time(&n, t), Equal, "{n}");
+        }
+    }
+
     /// Runs `v` as event 3 of a request through both parsers (the `Value`
     /// one sources use, and the streaming one HTTP uses) and asserts they
     /// agree on the event or on the refusal (code, index, field).

@@ -1194,13 +1194,21 @@ async fn errors_say_each_cause_once() {
         )),
         "{err}"
     );
-    assert_eq!(&lines[1..], ["  |", "3 | max_evnt_bytes = 1", "  | ^^^^^^^^^^^^^^"], "{err}");
+    assert_eq!(
+        &lines[1..],
+        ["  |", "3 | max_evnt_bytes = 1", "  | ^^^^^^^^^^^^^^"],
+        "{err}"
+    );
     all.push(err);
 
     let key_dir = tmp.path().join("key-is-a-dir");
     std::fs::create_dir_all(&key_dir).unwrap();
     let cfg = tmp.path().join("key.toml");
-    std::fs::write(&cfg, format!("signing_key_file = {:?}\n", key_dir.display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("signing_key_file = {:?}\n", key_dir.display().to_string()),
+    )
+    .unwrap();
     let out = trailkeep(&dir, &["--config", cfg.to_str().unwrap(), "migrate"]);
     assert_eq!(out.status.code(), Some(2));
     all.push(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -1211,13 +1219,24 @@ async fn errors_say_each_cause_once() {
         "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example/x\"\nsecret_file = \"/nonexistent/whsec\"\n",
     )
     .unwrap();
-    let out = trailkeep(&dir, &["--config", cfg.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     all.push(String::from_utf8_lossy(&out.stderr).into_owned());
 
     for err in &all {
         // (Log lines may come first.)
-        let at = err.find("trailkeep: error: ").unwrap_or_else(|| panic!("{err}"));
+        let at = err
+            .find("trailkeep: error: ")
+            .unwrap_or_else(|| panic!("{err}"));
         let err = &err[at..];
         let again = repeated_fragments(err);
         assert!(again.is_empty(), "said twice: {again:?} in\n{err}");
@@ -1236,7 +1255,12 @@ fn check_config_names_each_problem_where_it_is() {
         let f = tmp.path().join("c.toml");
         std::fs::write(&f, text).unwrap();
         let out = Command::new(BIN)
-            .args(["--data-dir", dir.to_str().unwrap(), "check-config", f.to_str().unwrap()])
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "check-config",
+                f.to_str().unwrap(),
+            ])
             // No cloud credentials from this machine or the test script.
             .env_clear()
             .env("HOME", tmp.path())
@@ -1252,7 +1276,10 @@ fn check_config_names_each_problem_where_it_is() {
     };
     let (code, out, _) = check("log_name = \"ok\"\n", &[]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.starts_with("FILE: ok: store sqlite, 0 source(s), 0 destination(s)"), "{out}");
+    assert!(
+        out.starts_with("FILE: ok: store sqlite, 0 source(s), 0 destination(s)"),
+        "{out}"
+    );
 
     let secret_file = tmp.path().join("empty-secret");
     std::fs::write(&secret_file, "").unwrap();
@@ -1285,7 +1312,10 @@ fn check_config_names_each_problem_where_it_is() {
     );
     let (code, _, err) = check(
         &text,
-        &[("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), ("TK_TEST_NOT_WHSEC", "SECRETMARK-not-whsec")],
+        &[
+            ("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("TK_TEST_NOT_WHSEC", "SECRETMARK-not-whsec"),
+        ],
     );
     assert_eq!(code, Some(2), "{err}");
     for want in [
@@ -1296,11 +1326,17 @@ fn check_config_names_each_problem_where_it_is() {
         "FILE:19:15: destinations[2].secret_file:",
         "FILE:24:14: destinations[3].secret_env:",
     ] {
-        assert!(err.lines().any(|l| l.starts_with(want)), "missing {want:?} in\n{err}");
+        assert!(
+            err.lines().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{err}"
+        );
     }
     assert!(err.contains("?credentials=metadata"), "{err}");
     assert!(err.contains("FILE: 6 problem(s)"), "{err}");
-    assert!(!err.contains("SECRETMARK") && !err.contains("MfKQ9r8"), "no secret shown:\n{err}");
+    assert!(
+        !err.contains("SECRETMARK") && !err.contains("MfKQ9r8"),
+        "no secret shown:\n{err}"
+    );
     assert!(
         std::fs::metadata(&dir).is_err(),
         "nothing is created: no data directory"
@@ -1308,8 +1344,14 @@ fn check_config_names_each_problem_where_it_is() {
 
     let (code, _, err) = check("[server]\nmax_conections = 3\n", &[]);
     assert_eq!(code, Some(2));
-    assert!(err.starts_with("FILE:2:1: server.max_conections: unknown field"), "{err}");
-    assert!(err.contains("2 | max_conections = 3\n  | ^^^^^^^^^^^^^^"), "{err}");
+    assert!(
+        err.starts_with("FILE:2:1: server.max_conections: unknown field"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 | max_conections = 3\n  | ^^^^^^^^^^^^^^"),
+        "{err}"
+    );
 }
 
 /// Issue #15: a webhook on loopback without `allow_private` started and
@@ -1327,7 +1369,13 @@ fn a_loopback_webhook_needs_allow_private_at_startup() {
     let out = output_within(
         Command::new(BIN)
             .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
-            .args(["--config", cfg.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .env("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         Duration::from_secs(20),
     );
@@ -1408,15 +1456,27 @@ fn missing_cloud_credentials_are_named() {
     let run = |url: &str| {
         let out = output_within(
             Command::new(BIN)
-                .args(["--data-dir", dir.to_str().unwrap(), "verify", "--archive", url])
+                .args([
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "verify",
+                    "--archive",
+                    url,
+                ])
                 .args(["--public-key", pubkey.to_str().unwrap()])
                 // No cloud credentials from this machine or the test script.
                 .env_clear()
                 .env("HOME", tmp.path())
-                .env("AWS_METADATA_ENDPOINT", format!("http://127.0.0.1:{closed}")),
+                .env(
+                    "AWS_METADATA_ENDPOINT",
+                    format!("http://127.0.0.1:{closed}"),
+                ),
             Duration::from_secs(30),
         );
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     for (scheme, names) in [
         ("s3://audit-bucket/p", "AWS_ACCESS_KEY_ID"),
@@ -1426,7 +1486,9 @@ fn missing_cloud_credentials_are_named() {
         let (code, err) = run(scheme);
         assert_eq!(code, Some(2), "{err}");
         assert!(
-            err.contains("no credentials for") && err.contains(names) && err.contains("?credentials=metadata"),
+            err.contains("no credentials for")
+                && err.contains(names)
+                && err.contains("?credentials=metadata"),
             "{scheme}: {err}"
         );
         assert!(!err.contains("169.254"), "{err}");

@@ -323,11 +323,18 @@ async fn hec_and_datadog_refuse_private_addresses_before_connecting() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let (port, accepted) = counting_listener();
-    let hec = format!("[[destinations]]\nname = \"hec\"\ntype = \"splunk_hec\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\n");
-    let dd = format!("[[destinations]]\nname = \"dd\"\ntype = \"datadog_logs\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\n");
+    let hec = format!(
+        "[[destinations]]\nname = \"hec\"\ntype = \"splunk_hec\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\n"
+    );
+    let dd = format!(
+        "[[destinations]]\nname = \"dd\"\ntype = \"datadog_logs\"\nurl = \"http://localhost:{port}\"\nsecret_env = \"TK_TEST_WHSEC\"\n"
+    );
     for text in [&hec, &dd] {
         let cfg = write_cfg(tmp.path(), text);
-        let out = trailkeep(&dir, &["--config", &cfg, "serve", "--listen", "127.0.0.1:0"]);
+        let out = trailkeep(
+            &dir,
+            &["--config", &cfg, "serve", "--listen", "127.0.0.1:0"],
+        );
         let e = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{e}");
         assert!(
@@ -446,10 +453,15 @@ async fn connection_failures_say_why() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let m = fail(client(None), format!("http://127.0.0.1:{closed}/x?token=t0k")).await;
+    let m = fail(
+        client(None),
+        format!("http://127.0.0.1:{closed}/x?token=t0k"),
+    )
+    .await;
     assert!(
-        m.contains(&format!("connection refused: nothing is listening on 127.0.0.1:{closed}"))
-            && m.contains("is the receiver running")
+        m.contains(&format!(
+            "connection refused: nothing is listening on 127.0.0.1:{closed}"
+        )) && m.contains("is the receiver running")
             && !m.contains("t0k"),
         "{m}"
     );

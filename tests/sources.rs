@@ -811,12 +811,20 @@ fn a_source_refuses_private_addresses_before_connecting() {
     );
     let out = trailkeep(
         &data,
-        &["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(
-        e.contains("sources[0].url") && e.contains("localhost is loopback") && e.contains("allow_private = true"),
+        e.contains("sources[0].url")
+            && e.contains("localhost is loopback")
+            && e.contains("allow_private = true"),
         "{e}"
     );
     assert!(

@@ -1451,25 +1451,36 @@ mod faults {
             resigned(l)
         };
         let mismatch = |t: &super::super::verify::ArchiveReport, key: &str| {
-            t.problems
-                .iter()
-                .any(|p| p.kind == K::ManifestMismatch && p.key.as_deref() == Some(key) && p.message.contains("Time"))
+            t.problems.iter().any(|p| {
+                p.kind == K::ManifestMismatch
+                    && p.key.as_deref() == Some(key)
+                    && p.message.contains("Time")
+            })
         };
 
         // Signed with the key, but lying about the range: the object is named.
-        b.overwrite(&mkey, lying("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", 2).into())
-            .await;
+        b.overwrite(
+            &mkey,
+            lying("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", 2).into(),
+        )
+        .await;
         let t = verify(&b).await;
         assert!(!t.ok && mismatch(&t, &okey), "{:#?}", t.problems);
         // First after last: the manifest alone shows it.
-        b.overwrite(&mkey, lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 2).into())
-            .await;
+        b.overwrite(
+            &mkey,
+            lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 2).into(),
+        )
+        .await;
         let t = verify(&b).await;
         assert!(mismatch(&t, &mkey), "{:#?}", t.problems);
 
         // Version 1 (what earlier builds wrote): the first and last by seq.
-        b.overwrite(&mkey, lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 1).into())
-            .await;
+        b.overwrite(
+            &mkey,
+            lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 1).into(),
+        )
+        .await;
         let t = verify(&b).await;
         // (The index pins the replaced file's SHA-256, as it pins every
         // manifest: in a bucket an old build wrote, it names the old one.)
@@ -1478,10 +1489,17 @@ mod faults {
             "an old manifest still verifies: {:#?}",
             t.problems
         );
-        b.overwrite(&mkey, lying("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", 1).into())
-            .await;
+        b.overwrite(
+            &mkey,
+            lying("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", 1).into(),
+        )
+        .await;
         let t = verify(&b).await;
-        assert!(mismatch(&t, &okey), "version 1 is held to its own claim: {:#?}", t.problems);
+        assert!(
+            mismatch(&t, &okey),
+            "version 1 is held to its own claim: {:#?}",
+            t.problems
+        );
         b.overwrite(&mkey, original).await;
         assert!(verify(&b).await.ok);
     }

@@ -85,7 +85,10 @@ pub(super) fn locate(text: &str, key: &str) -> Option<Range<usize>> {
     let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
     for step in steps(key) {
         let next = match (step, table, cur) {
-            (Step::Key(k), Some(t), _) => t.iter().find(|(name, _)| name.get_ref() == k).map(|(_, v)| v),
+            (Step::Key(k), Some(t), _) => t
+                .iter()
+                .find(|(name, _)| name.get_ref() == k)
+                .map(|(_, v)| v),
             (Step::Index(i), _, Some(DeValue::Array(a))) => a.get(i),
             _ => None,
         };
@@ -266,7 +269,10 @@ pub(super) fn check(file: &Path, over: &Overrides) -> Result<Config, Vec<Problem
                     push(at(&text, &e), &mut problems);
                 }
             }
-            Err(e) => push(at(&text, &e.within(&format!("sources[{i}]"))), &mut problems),
+            Err(e) => push(
+                at(&text, &e.within(&format!("sources[{i}]"))),
+                &mut problems,
+            ),
         }
     }
     for (i, d) in parse()?.destinations.into_iter().enumerate() {
@@ -411,7 +417,10 @@ mod tests {
     #[test]
     fn keys_are_found_with_their_line_and_column() {
         let text = "log_name = \"x\"\n[ingest]\nmax_event_bytes = 10\n\n[[destinations]]\nname = \"a\"\n\n[[destinations]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/x\"\n";
-        let e = SettingError::new("ingest.max_event_bytes", "must be between 1024 and 16777216");
+        let e = SettingError::new(
+            "ingest.max_event_bytes",
+            "must be between 1024 and 16777216",
+        );
         let p = problem(Path::new("t.toml"), text, &e);
         assert_eq!(p.at, Some((3, 19)), "{p}");
         assert_eq!(
@@ -440,7 +449,11 @@ mod tests {
         assert_eq!(p.key, "ingest.max_evnt_bytes", "{p}");
         let shown = p.to_string();
         let lines: Vec<&str> = shown.lines().collect();
-        assert!(lines[0].starts_with("c.toml:2:1: ingest.max_evnt_bytes: unknown field `max_evnt_bytes`"), "{shown}");
+        assert!(
+            lines[0]
+                .starts_with("c.toml:2:1: ingest.max_evnt_bytes: unknown field `max_evnt_bytes`"),
+            "{shown}"
+        );
         assert_eq!(lines[2], "2 | max_evnt_bytes = 1", "{shown}");
         assert_eq!(lines[3], "  | ^^^^^^^^^^^^^^", "{shown}");
         let text = "a = \n";

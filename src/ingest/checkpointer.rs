@@ -95,7 +95,9 @@ pub async fn sign_and_record(
         match checkpoint_stream(store, signer, log_name, s).await {
             Ok(Some(cp)) => signed.push((s.clone(), cp)),
             Ok(None) => {}
-            Err(e) => tracing::error!(stream = %s, error = %crate::report::Chain(&e), "checkpoint failed; will retry"),
+            Err(e) => {
+                tracing::error!(stream = %s, error = %crate::report::Chain(&e), "checkpoint failed; will retry")
+            }
         }
     }
     if let Err(e) = crate::selflog::record_checkpoints(store, log_name, &signed).await {

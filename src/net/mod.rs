@@ -226,9 +226,11 @@ fn connect_cause(e: &reqwest::Error, target: &str) -> Option<String> {
             rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
                 format!("{host}'s certificate has expired: renew it on the receiver")
             }
-            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => format!(
-                "{host}'s certificate is not valid yet: check the clocks of this machine and the receiver"
-            ),
+            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+                format!(
+                    "{host}'s certificate is not valid yet: check the clocks of this machine and the receiver"
+                )
+            }
             rustls::Error::InvalidCertificate(
                 C::NotValidForName | C::NotValidForNameContext { .. },
             ) => format!(
@@ -258,12 +260,12 @@ fn connect_cause(e: &reqwest::Error, target: &str) -> Option<String> {
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => format!(
                 "{target} closed the connection ({io}): is it the right port and protocol (http:// vs https://)?"
             ),
-            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => format!(
-                "{target} is unreachable ({io}): check the address, routes and firewalls"
-            ),
-            ErrorKind::TimedOut => format!(
-                "connecting to {target} timed out ({io}): is a firewall dropping packets?"
-            ),
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                format!("{target} is unreachable ({io}): check the address, routes and firewalls")
+            }
+            ErrorKind::TimedOut => {
+                format!("connecting to {target} timed out ({io}): is a firewall dropping packets?")
+            }
             _ => return None,
         };
         return Some(format!("cannot connect to {target}: {why}"));
