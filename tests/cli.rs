@@ -1307,7 +1307,13 @@ fn check_config_names_each_problem_where_it_is() {
          name = \"bad-secret\"\n\
          type = \"webhook\"\n\
          url = \"https://hooks.example/y\"\n\
-         secret_env = \"TK_TEST_NOT_WHSEC\"\n",
+         secret_env = \"TK_TEST_NOT_WHSEC\"\n\
+         [[sources]]\n\
+         name = \"up\"\n\
+         type = \"sse\"\n\
+         url = \"https://up.example/stream\"\n\
+         stream = \"up\"\n\
+         api_key_env = \"TK_TEST_UNSET_KEY\"\n",
         secret_file.display().to_string()
     );
     let (code, _, err) = check(
@@ -1325,6 +1331,7 @@ fn check_config_names_each_problem_where_it_is() {
         "FILE:14:14: destinations[1].secret_env: destinations.hook.secret_env: environment variable TK_TEST_UNSET_SECRET is not set",
         "FILE:19:15: destinations[2].secret_file:",
         "FILE:24:14: destinations[3].secret_env:",
+        "FILE:30:15: sources[0].api_key_env: sources.up.api_key_env: environment variable TK_TEST_UNSET_KEY is not set",
     ] {
         assert!(
             err.lines().any(|l| l.starts_with(want)),
@@ -1332,7 +1339,7 @@ fn check_config_names_each_problem_where_it_is() {
         );
     }
     assert!(err.contains("?credentials=metadata"), "{err}");
-    assert!(err.contains("FILE: 6 problem(s)"), "{err}");
+    assert!(err.contains("FILE: 7 problem(s)"), "{err}");
     assert!(
         !err.contains("SECRETMARK") && !err.contains("MfKQ9r8"),
         "no secret shown:\n{err}"
