@@ -390,7 +390,7 @@ impl RawWebhook {
         if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
             return Err(bad(
                 "url",
-                "must be https:// (http:// only to a loopback address)",
+                "must be https:// (http:// only to a loopback address, with allow_private = true)",
             ));
         }
         Ok(Kind::Webhook {

@@ -213,7 +213,7 @@ pub async fn run(
                     Err(Stop::Shutdown) => break,
                     Err(Stop::Store(e)) => {
                         record_error(&handle, &format!("store: {e}"), None);
-                        tracing::error!(destination = %settings.name, error = %e, "destination round failed; will retry");
+                        tracing::error!(destination = %settings.name, error = %crate::report::Chain(&e), "destination round failed; will retry");
                         false
                     }
                 }
@@ -351,7 +351,7 @@ async fn next_batch(
                 return Ok(None);
             }
             Err(e) => {
-                tracing::warn!(destination = %settings.name, stream, cursor, error = %e,
+                tracing::warn!(destination = %settings.name, stream, cursor, error = %crate::report::Chain(&*e),
                     "destination is behind the hot store; reading the archive failed, will retry");
                 return Ok(None);
             }

@@ -403,7 +403,7 @@ fn finish(
         Err(e @ StoreError::RolledBack(_)) => {
             // Certainly not stored: refuse these requests, keep serving.
             metrics::counter!("trailkeep_commits_rolled_back_total").increment(1);
-            tracing::warn!(error = %e, "a group commit was rolled back; its requests were refused and nothing of them is stored");
+            tracing::warn!(error = %crate::report::Chain(&e), "a group commit was rolled back; its requests were refused and nothing of them is stored");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(AppendError::NotStored(e.clone())));
@@ -413,7 +413,7 @@ fn finish(
         Err(e) => {
             poisoned.store(true, Ordering::SeqCst);
             metrics::gauge!("trailkeep_writer_poisoned").set(1.0);
-            tracing::error!(error = %e, "commit failed; the writer is poisoned and refuses further appends until restart");
+            tracing::error!(error = %crate::report::Chain(&e), "commit failed; the writer is poisoned and refuses further appends until restart");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(AppendError::Poisoned(Some(e.clone()))));
