@@ -563,16 +563,18 @@ export class TrailkeepClient {
       if (outcome.kind === 'refused') {
         const { status, error } = outcome;
         const index = error.index;
-        if (status === 400 && typeof index === 'number' && index >= 0 && index < this.inFlight.length) {
-          // trailkeep refuses a request whole at its first invalid event
-          // and stores nothing: report that one, send the others again.
+        if ((status === 400 || status === 413) && typeof index === 'number' && index >= 0 && index < this.inFlight.length) {
+          // trailkeep refuses a request whole at its first invalid (or too
+          // large) event and stores nothing: report that one, send the
+          // others again.
           const [bad] = this.inFlight.splice(index, 1);
           this.report([{ event: bad!.event, reason: 'refused', status, error }]);
           continue;
         }
         if (status === 413 && this.inFlight.length > 1) {
-          // Too large for this server's limits: send the first half now,
-          // the second half next (order kept).
+          // The request is over this server's limits (bytes or events per
+          // request): send the first half now, the second half next (order
+          // kept).
           const half = Math.ceil(this.inFlight.length / 2);
           this.buffer.unshift(...this.inFlight.splice(half));
           continue;

@@ -277,6 +277,24 @@ describe('against a real trailkeep', () => {
     await server.kill9();
   });
 
+  test("a batch over the server's request limit is split; an event over its event limit is reported alone", async () => {
+    const store = provision();
+    const config = configFile(store.dataDir, '[ingest]\nmax_request_bytes = 4096\nmax_event_bytes = 2048\n');
+    const server = await Server.start(store.dataDir, ['--config', config]);
+    const client = new TrailkeepClient({ url: server.url, stream: 'auth', token: store.ingest, ...fast });
+    const batch: TrailkeepEventInput[] = events(40).map((e) => ({ ...e, data: { ...e.data, pad: 'x'.repeat(200) } }));
+    batch[17] = { type: 'grant.created', data: { n: 17, pad: 'x'.repeat(3000) } };
+    const sent = client.offer(batch) as { id: string }[];
+    const report = await client.close();
+    assert.equal(report.delivered, 39);
+    assert.deepEqual(
+      report.undelivered.map((u) => [u.event.id, u.reason, u.status, u.error?.code]),
+      [[sent[17]!.id, 'refused', 413, 'event_too_large']],
+    );
+    await assertStored(server.url, 'auth', store.read, sent.filter((_, i) => i !== 17).map((e) => e.id));
+    await server.kill9();
+  });
+
   test('a key trailkeep does not know is refused with 401 and not retried', async () => {
     const store = provision();
     const server = await Server.start(store.dataDir);
