@@ -6,7 +6,7 @@
  * at a restarted server. Waits are on conditions, never fixed sleeps.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,9 @@ function bin(): string {
     throw new Error(
       'TRAILKEEP_BIN is not set: build trailkeep (cargo build --features testing,bench) and set TRAILKEEP_BIN to target/debug/trailkeep, or run scripts/test.sh',
     );
+  }
+  if (!existsSync(b)) {
+    throw new Error(`TRAILKEEP_BIN=${b} does not exist: build it (cargo build --features testing,bench) or point TRAILKEEP_BIN at a trailkeep binary`);
   }
   return b;
 }
