@@ -18,6 +18,9 @@
 #   tests start their own fake of the XML API subset object_store uses.
 # - SQLite is compiled in; every other server the tests need (trailkeep
 #   itself, SSE upstreams, fault-injecting proxies) is started by the tests.
+# - Node.js >= 20 and npm (the machine's, else Debian's `nodejs`, `npm`):
+#   after the cargo tests, `npm ci` and `npm test` in clients/node run the
+#   Node client's suite against the trailkeep binary cargo just built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -185,10 +188,44 @@ start_azurite
 install_schemathesis
 install_promtool
 
+# The Node client's suite (clients/node, `node --test`): against the
+# trailkeep binary the cargo run below builds, on Node.js >= 20 (its global
+# fetch and AbortSignal.any). Skipped, saying so, when only Node < 20 can be
+# had (Debian 12's own nodejs is 18).
+# (Called in an `||` list, where `set -e` does not apply: every step is
+# chained with && instead.)
+node_tests() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing Node.js and npm from Debian's packages" >&2
+        as_root apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null \
+            || return 1
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]') || return 1
+    if [ "$major" -lt 20 ]; then
+        echo "scripts/test.sh: SKIPPED clients/node: it needs Node.js >= 20, this machine has $(node --version)" >&2
+        return 0
+    fi
+    (cd clients/node \
+        && npm ci --no-audit --no-fund --loglevel=error \
+        && TRAILKEEP_BIN="$CARGO_TARGET_DIR/debug/trailkeep" npm test)
+}
+
 # `testing`: crash-test failpoints in the binary; `bench`: the bench
 # commands compile and their help is tested. A release build has neither.
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast --features testing,bench "$@"
+    cargo nextest run --no-fail-fast --features testing,bench "$@" || status=$?
 else
-    cargo test --no-fail-fast --features testing,bench "$@"
+    cargo test --no-fail-fast --features testing,bench "$@" || status=$?
 fi
+
+# A filtered run (arguments for cargo) is about the Rust tests: the Node
+# suite runs with the whole suite only (or: cd clients/node && npm test,
+# with TRAILKEEP_BIN set). It runs even when a cargo test failed, so one
+# run shows both; either failing fails the script.
+if [ $# -eq 0 ]; then
+    node_tests || { echo "scripts/test.sh: the Node client's tests (clients/node) failed" >&2; status=1; }
+fi
+exit "$status"
