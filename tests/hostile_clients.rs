@@ -232,13 +232,24 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(post(&other, 1).await.unwrap().status().is_success());
-    // Events per second: one request over the burst is refused whole.
+    // Events per second: one request over the burst is refused whole, and
+    // for good: 413 naming the setting, no Retry-After (it was a 429 with
+    // `Retry-After: 1`, which a client honouring it retried forever).
     // Wall-clock on purpose: the rate buckets refill on the server's clock;
-    // a second on, `other`'s request budget is whole again, so a 429 here
-    // comes from the event rate.
+    // a second on, `other`'s request budget is whole again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = post(&other, 60).await.unwrap();
-    assert_eq!(r.status(), 429);
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("retry-after").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "over_event_rate", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events_per_second = 50"),
+        "{body}"
+    );
     server.kill9();
 }
 

@@ -24,7 +24,7 @@ use crate::ingest::AppendError;
     responses(
         (status = 200, description = "Stored (or already stored)", body = Accepted),
         (status = 408, description = "The body did not arrive within [server] body_timeout_ms", body = ErrorBody),
-        (status = 413, description = "Too large: raise [ingest] max_request_bytes or send less", body = ErrorBody),
+        (status = 413, description = "Too large: raise [ingest] max_request_bytes or send less; or more events than [server] events_per_second allows in one request (over_event_rate)", body = ErrorBody),
         (status = 503, description = "Saturated or the disk is full; nothing was stored; see Retry-After", body = ErrorBody)))]
 pub(super) async fn post_events(
     State(st): State<AppState>,

@@ -15,6 +15,7 @@ use super::ApiError;
 pub struct RateLimits {
     requests: Option<DefaultKeyedRateLimiter<String>>,
     events: Option<DefaultKeyedRateLimiter<String>>,
+    events_per_second: u32,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
 }
@@ -29,6 +30,7 @@ impl RateLimits {
         Self {
             requests: limiter(settings.requests_per_second),
             events: limiter(settings.events_per_second),
+            events_per_second: settings.events_per_second,
             body_timeout: settings.body_timeout,
         }
     }
@@ -55,8 +57,9 @@ impl RateLimits {
     /// Counts `n` events appended with key `id`.
     ///
     /// # Errors
-    /// 429 with `Retry-After` when the key is over its rate, or when one
-    /// request holds more events than a second's worth.
+    /// 429 with `Retry-After` when the key is over its rate; 413 when one
+    /// request holds more events than a second's worth (waiting would never
+    /// let it through: a client honouring 429 would retry it forever).
     pub fn events(&self, id: &str, n: usize) -> Result<(), ApiError> {
         let (Some(l), Some(n)) = (
             &self.events,
@@ -70,7 +73,14 @@ impl RateLimits {
                 "events",
                 not_until.wait_time_from(DefaultClock::default().now()),
             )),
-            Err(_) => Err(too_many("events", Duration::from_secs(1))),
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "over_event_rate",
+                format!(
+                    "this request holds {n} events, more than this key may send in a second ([server] events_per_second = {}); send at most that many per request, or raise the setting",
+                    self.events_per_second
+                ),
+            )),
         }
     }
 
