@@ -69,10 +69,10 @@ impl ApiError {
             None => "nothing after them is in the hot store yet".to_owned(),
         };
         let message = format!(
-            "{} of stream {} are archived: moved to the cold archive and deleted from the hot store; {goes_on}. \
+            "{} archived in stream {}: moved to the cold archive and deleted from the hot store; {goes_on}. \
              To read them, bring them back with `{}` or {} (an admin key) and read again, \
              or read the archive objects named in error.archived.objects (compressed NDJSON, each with a signed manifest)",
-            range.seqs(),
+            range.seqs_are(),
             range.stream,
             range.restore_command(),
             range.restore_request(),

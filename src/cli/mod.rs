@@ -13,8 +13,11 @@ mod bench_destinations;
 mod checkpoints;
 mod copy;
 mod destinations;
+mod events;
 mod keys;
+mod reader;
 mod sources;
+mod streams;
 mod verify;
 
 use std::path::PathBuf;
@@ -102,6 +105,12 @@ pub enum Command {
     /// Bring an archived seq range back into the hot store, checking every
     /// hash, link and manifest signature on the way in.
     Restore(archive::RestoreArgs),
+    /// List the streams: head seq, oldest hot seq, archived seq, when the
+    /// last event arrived (the store read-only, or --server).
+    Streams(streams::StreamsArgs),
+    /// Print a stream's events, or follow them as they commit (--follow);
+    /// the store read-only, or --server.
+    Events(events::EventsArgs),
     /// Print the HTTP API's OpenAPI 3.1 description (as served at
     /// /v1/openapi.json).
     Openapi,
@@ -233,6 +242,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(archive::restore(&config, args))
         }
+        Command::Streams(args) => {
+            runtime()?.block_on(streams::run(args, || load_config(&cli, None)))
+        }
+        Command::Events(args) => runtime()?.block_on(events::run(args, || load_config(&cli, None))),
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
@@ -278,6 +291,17 @@ async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn cra
         })?;
     }
     Ok(crate::server::open_store(config).await?)
+}
+
+/// Prints `text` on stdout; a reader that went away (`| head`) ends the
+/// output quietly instead of a panic.
+pub(crate) fn print_text(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// Prints `v` as pretty JSON on stdout; a reader that went away (`| head`)

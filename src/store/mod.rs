@@ -225,7 +225,7 @@ pub struct GroupResult {
 }
 
 /// A stream as listed by `GET /v1/streams`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// Stream name.
     pub name: String,

@@ -55,12 +55,12 @@ pub struct ArchivedRange {
 }
 
 impl ArchivedRange {
-    /// `seq 4` or `seqs 4-6`.
-    pub fn seqs(&self) -> String {
+    /// `seq 4 is` or `seqs 4-6 are`.
+    pub fn seqs_are(&self) -> String {
         if self.from_seq == self.to_seq {
-            format!("seq {}", self.from_seq)
+            format!("seq {} is", self.from_seq)
         } else {
-            format!("seqs {}-{}", self.from_seq, self.to_seq)
+            format!("seqs {}-{} are", self.from_seq, self.to_seq)
         }
     }
 
@@ -115,14 +115,14 @@ pub(super) async fn read_page<S: Store + ?Sized>(
         return Ok(EventPage::Events(rows));
     }
     // `from` is not hot. Deletion passes only seqs already recorded as
-    // archived, and the stream is read after the events, so a seq the
-    // read missed for deletion is at most this `archived_seq`.
-    let Some(info) = store.stream(stream).await? else {
-        return Ok(EventPage::Events(Vec::new()));
-    };
+    // archived, and the batches are read after the events, so a seq the
+    // read missed for deletion is at most this archived seq. (One index
+    // lookup: a reader following the head asks this on every idle poll.)
     let next_hot = rows.first().map(|r| r.seq);
-    match info.archived_seq {
+    let archived = store.last_archive_batch(stream).await?.map(|b| b.end_seq);
+    match archived {
         Some(archived) if from <= archived => {
+            let info = store.stream(stream).await?;
             let to_seq = next_hot.map_or(archived, |n| (n - 1).min(archived));
             let mut objects = Vec::new();
             if let Some(first) = store.archive_batch_at(stream, from).await? {
@@ -145,9 +145,9 @@ pub(super) async fn read_page<S: Store + ?Sized>(
                 from_seq: from,
                 to_seq,
                 archived_seq: archived,
-                oldest_hot_seq: info.oldest_hot_seq,
+                oldest_hot_seq: info.as_ref().and_then(|i| i.oldest_hot_seq),
                 next_hot_seq: next_hot,
-                head_seq: info.head_seq,
+                head_seq: info.map_or(archived, |i| i.head_seq),
                 objects,
             }))
         }
