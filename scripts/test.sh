@@ -10,6 +10,8 @@
 #   `trailkeep-test-lock` with Object Lock enabled; TEST_S3_ENDPOINT.
 # - Azurite (npm `azurite`, installed under ~/.cache/trailkeep-tools):
 #   Azure Blob; container `trailkeep-test`; AZURITE_BLOB_STORAGE_URL.
+# - promtool (Debian `prometheus`): checks deploy/'s alert rules and lints
+#   /metrics (tests/operations.rs).
 # - schemathesis (PyPI), into $TOOLS/venv: tests/openapi.rs runs it against
 #   a local server (TEST_SCHEMATHESIS).
 # - GCS has no local emulator that honours create-only preconditions: the
@@ -156,6 +158,18 @@ install_schemathesis() {
     export TEST_SCHEMATHESIS="$TOOLS/venv/bin/schemathesis"
 }
 
+# promtool (Debian's `prometheus` package): tests/operations.rs checks the
+# alert rules in deploy/ (check rules, test rules) and lints /metrics.
+install_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing promtool (Debian's prometheus package)" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        # The package enables its own server; tests need only promtool.
+        as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+}
+
 stop_all() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -n "${PG_STOP+x}" ]; then
@@ -169,6 +183,7 @@ start_postgres
 start_moto
 start_azurite
 install_schemathesis
+install_promtool
 
 # `testing`: crash-test failpoints in the binary; `bench`: the bench
 # commands compile and their help is tested. A release build has neither.

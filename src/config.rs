@@ -50,7 +50,43 @@ pub struct RawConfig {
     /// `[server]` table: the HTTP listener's limits and TLS.
     #[serde(default)]
     pub server: RawServer,
+    /// `[metrics]` table: what `/metrics` exports.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// `[verify]` table: scheduled verification of the hot store.
+    #[serde(default)]
+    pub verify: RawVerify,
 }
+
+/// `[metrics]`: what `/metrics` exports.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Export per-stream series with the stream name as a label (default
+    /// false: `/metrics` needs no key, and a stream's name is visible only
+    /// to keys for it; with many streams, each costs series).
+    pub stream_labels: Option<bool>,
+}
+
+/// `[verify]`: scheduled verification of the hot store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// Verify every hash, link, seq and checkpoint of the hot store this
+    /// often (default `24h`; `off` disables). One node verifies at a time
+    /// (lease `verifier`); the result is in `/metrics`.
+    pub interval: Option<String>,
+}
+
+/// The validated `[metrics]` table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetricsSettings {
+    /// Export per-stream series.
+    pub stream_labels: bool,
+}
+
+/// How often `serve` verifies the hot store unless `[verify] interval` says.
+pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// `[server]`: how the listener treats slow, idle, numerous or greedy
 /// clients, and TLS.
@@ -547,6 +583,10 @@ pub struct Config {
     pub destinations: Vec<crate::destinations::config::DestinationConfig>,
     /// The HTTP listener's limits and TLS.
     pub server: ServerSettings,
+    /// What `/metrics` exports.
+    pub metrics: MetricsSettings,
+    /// How often `serve` verifies the hot store (`None`: never).
+    pub verify_interval: Option<Duration>,
 }
 
 impl Config {
@@ -760,7 +800,30 @@ impl RawConfig {
             destinations.push(d);
         }
         let server = self.server.validate()?;
+        let verify_interval = match self.verify.interval.as_deref() {
+            Some("off") => None,
+            None => Some(DEFAULT_VERIFY_INTERVAL),
+            Some(v) => {
+                let d = crate::archive::parse_duration(v).map_err(|e| {
+                    err(
+                        "verify.interval",
+                        format!("{e} (or \"off\" to turn scheduled verification off)"),
+                    )
+                })?;
+                if d < Duration::from_secs(1) {
+                    return Err(err(
+                        "verify.interval",
+                        "must be at least 1s (each run reads the whole hot store: hours suit most stores)",
+                    ));
+                }
+                Some(d)
+            }
+        };
         Ok(Config {
+            metrics: MetricsSettings {
+                stream_labels: self.metrics.stream_labels.unwrap_or(false),
+            },
+            verify_interval,
             server,
             destinations,
             archive,

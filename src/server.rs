@@ -199,6 +199,73 @@ async fn archive_worker(
     }
 }
 
+/// Lease of the scheduled verification: one node at a time reads the whole
+/// store.
+const VERIFY_LEASE: &str = "verifier";
+
+/// Verifies the whole hot store every `every` (the first run one interval
+/// after start) under the `verifier` lease, and records the result in
+/// `/metrics` and, when something is wrong, in the log as an error.
+async fn verify_worker(
+    state: AppState,
+    node: crate::node::NodeId,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let ttl = std::time::Duration::from_secs(60);
+        let keeper = match crate::lease::LeaseKeeper::take(
+            state.store.clone(),
+            VERIFY_LEASE,
+            &node,
+            ttl,
+        )
+        .await
+        {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                tracing::debug!("scheduled verification skipped: another node is verifying");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled verification skipped: cannot take its lease");
+                continue;
+            }
+        };
+        let run = crate::verify::verify_store(
+            state.store.as_ref(),
+            &state.verifier,
+            &state.log_name,
+            None,
+            &|_| {},
+        );
+        let report = tokio::select! {
+            r = run => r,
+            _ = stop.changed() => {
+                keeper.release().await;
+                return;
+            }
+        };
+        keeper.release().await;
+        crate::verify::record_run(&report);
+        match &report {
+            Ok(r) if r.ok => {
+                tracing::info!(events = r.events, "scheduled verification found no problem")
+            }
+            Ok(r) => tracing::error!(
+                problems = r.problem_count,
+                events = r.events,
+                "scheduled verification found problems; run `trailkeep verify` for where"
+            ),
+            Err(e) => tracing::error!(error = %e, "scheduled verification could not run"),
+        }
+    }
+}
+
 /// How often refused authentications are written to `_audit`.
 const REFUSALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -304,6 +371,7 @@ pub struct Running {
     stop_sources: tokio::sync::watch::Sender<bool>,
     archive_task: Option<tokio::task::JoinHandle<()>>,
     audit_task: tokio::task::JoinHandle<()>,
+    verify_task: Option<tokio::task::JoinHandle<()>>,
     destination_tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_destinations: tokio::sync::watch::Sender<bool>,
     /// Held while running: one `serve` per data directory.
@@ -321,6 +389,8 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         source,
     })?;
     let (node, node_lock) = claim_data_dir(&config.data_dir)?;
+    // Installed before anything records: every series from the start.
+    let metrics = crate::telemetry::prometheus();
     let store = open_store(config).await?;
     let signer = keyfile::load_or_create(&config.signing_key_path(), &config.log_name)?;
     let (appender, batcher) = Appender::start(store.clone(), config.batch);
@@ -354,6 +424,17 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let mut destination_tasks = Vec::new();
     for cfg in &config.destinations {
         let dest = crate::destinations::build(cfg).map_err(ServeError::Destination)?;
+        for metric in [
+            "trailkeep_destination_delivered_total",
+            "trailkeep_destination_retries_total",
+            "trailkeep_destination_dead_letters_total",
+            "trailkeep_destination_dead_letters_open",
+            "trailkeep_destination_lag_events",
+            "trailkeep_destination_lag_seconds",
+            "trailkeep_destination_paused",
+        ] {
+            crate::telemetry::register(metric, "destination", &cfg.driver.name);
+        }
         let handle = crate::destinations::driver::DriverHandle::default();
         let mut driver = cfg.driver.clone();
         driver.archive = Some(Arc::new(ArchiveFeed(archiver.clone())));
@@ -386,7 +467,9 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         limits: config.limits,
         verifier: signer.verifier(),
         log_name: config.log_name.clone(),
-        metrics: crate::telemetry::prometheus(),
+        metrics,
+        stream_labels: config.metrics.stream_labels,
+        scraped: tokio::sync::Mutex::default(),
         rate: crate::api::RateLimits::new(&config.server),
         refusals: refusals.clone(),
     });
@@ -398,6 +481,15 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     )
     .await;
     let (stop_sources, sources_rx) = tokio::sync::watch::channel(false);
+    // Stops with the sources (it holds the state, and so the appender).
+    let verify_task = config.verify_interval.map(|every| {
+        tokio::spawn(verify_worker(
+            state.clone(),
+            node.clone(),
+            every,
+            stop_sources.subscribe(),
+        ))
+    });
     let mut sources = Vec::new();
     if !config.sources.is_empty() {
         for cfg in &config.sources {
@@ -427,6 +519,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         stop_sources,
         archive_task,
         audit_task,
+        verify_task,
         destination_tasks,
         stop_destinations,
         _node_lock: node_lock,
@@ -453,6 +546,7 @@ impl Running {
             stop_sources,
             archive_task,
             audit_task,
+            verify_task,
             destination_tasks,
             stop_destinations,
             _node_lock,
@@ -467,6 +561,11 @@ impl Running {
         let _ = stop_destinations.send(true);
         for d in destination_tasks {
             let _ = d.await;
+        }
+        // A verification under way is only reading: it was dropped with the
+        // sources' stop; it holds the state, so it ends before the batcher.
+        if let Some(t) = verify_task {
+            let _ = t.await;
         }
         drop(state);
         let _ = batcher.await;

@@ -449,6 +449,34 @@ async fn malformed_events_are_counted_logged_and_kept() {
         },
     )
     .await;
+    // Issue #15: the source's series say the same (connected, what was
+    // taken and rejected, when the last event came).
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(series("trailkeep_source_connected{source=\"up\"}"), 1.0);
+    assert_eq!(
+        series("trailkeep_source_events_total{source=\"up\",outcome=\"rejected\"}"),
+        4.0
+    );
+    assert_eq!(
+        series("trailkeep_source_events_total{source=\"up\",outcome=\"taken\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("trailkeep_source_events_total{source=\"up\",outcome=\"filtered\"}"),
+        0.0
+    );
+    assert!(series("trailkeep_source_last_event_timestamp_seconds{source=\"up\"}") > 1.7e9);
     // A clean stop: whatever was in flight is stored before we look.
     assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(&data, &["e5".to_owned()]);

@@ -32,11 +32,14 @@ pub(super) struct DestinationStatus {
     kind: String,
     /// Whether an operator paused it.
     paused: bool,
-    /// Events accepted by the destination since this process started.
+    /// Events accepted by the destination from the streams the key may
+    /// see, in total (kept in the store across restarts; operators'
+    /// dead-letter retries included).
     delivered: u64,
-    /// Batches accepted since this process started.
+    /// Batches accepted since this process started (on this node).
     batches: u64,
-    /// Failed attempts that were retried.
+    /// Failed attempts that were retried, since this process started (on
+    /// this node).
     retries: u64,
     /// Open dead letters of the streams the key may see.
     dead_letters: usize,
@@ -125,6 +128,11 @@ pub(super) async fn status(
     // Receivers' errors can name hosts and echo other streams' data: admin
     // keys only.
     let admin = key.scope == Scope::Admin.as_str();
+    let cursors = st
+        .store
+        .delivery_cursors()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let mut out = Vec::new();
     for d in st.destinations.iter().filter(|d| visible(&key, d)) {
         let name = &d.config.driver.name;
@@ -140,6 +148,11 @@ pub(super) async fn status(
             .iter()
             .filter(|l| sees(&key, &l.stream))
             .count();
+        let delivered = cursors
+            .iter()
+            .filter(|c| c.destination == *name && sees(&key, &c.stream))
+            .map(|c| c.delivered)
+            .sum();
         let mut s = d.handle.status();
         if !admin {
             s.last_error = None;
@@ -150,7 +163,7 @@ pub(super) async fn status(
             name: name.clone(),
             kind: d.config.type_name().to_owned(),
             paused: s.paused,
-            delivered: s.delivered,
+            delivered,
             batches: s.batches,
             retries: s.retries,
             dead_letters: open,

@@ -71,9 +71,13 @@ pub(super) async fn post_events(
         let body: &[u8] = if coding == Coding::Identity {
             &bytes
         } else {
-            decoded = body::decode(&bytes, coding, max).map_err(|e| decode_error(e, max))?;
+            decoded = body::decode(&bytes, coding, max).map_err(|e| {
+                metrics::counter!("trailkeep_ingest_bytes_total").increment(bytes.len() as u64);
+                decode_error(e, max)
+            })?;
             &decoded
         };
+        metrics::counter!("trailkeep_ingest_bytes_total").increment(body.len() as u64);
         parse_request(body, ndjson, &received, &limits).map_err(refusal)
     };
     let events = if blocking {

@@ -19,6 +19,7 @@ mod ingest;
 mod limits;
 mod openapi;
 mod read;
+mod scrape;
 
 use std::sync::Arc;
 
@@ -60,6 +61,12 @@ pub struct Shared {
     pub log_name: String,
     /// Prometheus exposition.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Whether per-stream series (stream names as labels) are exported
+    /// (`[metrics] stream_labels`).
+    pub stream_labels: bool,
+    /// When the store-derived gauges were last read (`/metrics` reads
+    /// them at most once a second, one scrape at a time).
+    pub scraped: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The archiver (runs on demand through the API as well).
     pub archiver: Arc<crate::archive::Archiver>,
     /// Configured destinations and their running drivers.
@@ -99,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
+        .layer(axum::middleware::from_fn(scrape::track))
         .with_state(state)
 }
 
@@ -155,14 +163,12 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus exposition (no metric carries a stream name).
+/// Prometheus exposition: every series with `# HELP` and `# TYPE`; stream
+/// names only with `[metrics] stream_labels = true`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
+async fn metrics(st: State<AppState>) -> impl IntoResponse {
+    scrape::metrics(st).await
 }
 
 /// Authenticates the request: the active key its bearer token proves.

@@ -372,8 +372,11 @@ pub(super) async fn verify(
         only.as_deref(),
         &|_| {},
     )
-    .await
-    .map_err(|e| match e {
+    .await;
+    if only.is_none() {
+        crate::verify::record_run(&report);
+    }
+    let report = report.map_err(|e| match e {
         crate::store::StoreError::NotFound(what) => {
             ApiError::not_found(format!("{what} not found"))
         }

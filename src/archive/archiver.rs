@@ -186,6 +186,28 @@ async fn delete_through(
     }
 }
 
+/// Records a run in `/metrics` (`trailkeep_archive_*`); a run that did not
+/// take place because another process holds the lease is not a run.
+fn record_run(report: &Result<RunReport, ArchiveError>, took: Duration) {
+    let outcome = match report {
+        Err(ArchiveError::Busy) => return,
+        Ok(r) => {
+            metrics::gauge!("trailkeep_archive_last_success_timestamp_seconds")
+                .set(OffsetDateTime::now_utc().unix_timestamp() as f64);
+            let held: u64 = r
+                .held_back
+                .iter()
+                .map(|h| h.archived_seq.saturating_sub(h.cursor_seq))
+                .sum();
+            metrics::gauge!("trailkeep_archive_held_back_events").set(held as f64);
+            "ok"
+        }
+        Err(_) => "failed",
+    };
+    metrics::counter!("trailkeep_archive_runs_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("trailkeep_archive_run_seconds").record(took.as_secs_f64());
+}
+
 impl Archiver {
     /// A new archiver.
     pub fn new(
@@ -284,9 +306,12 @@ impl Archiver {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<RunReport, ArchiveError> {
         let cutoff = OffsetDateTime::now_utc() - older_than.unwrap_or(self.settings.older_than);
+        let started = std::time::Instant::now();
         let report = self
             .with_lease(|lease| async move { self.run(cutoff, Some(&lease), progress).await })
-            .await?;
+            .await;
+        record_run(&report, started.elapsed());
+        let report = report?;
         if let Some(w) = &report.index {
             self.record_index(w).await;
         }
@@ -446,6 +471,7 @@ impl Archiver {
                         stream: info.name.clone(),
                         seq: 0,
                         archive_past: *archive_past,
+                        delivered: 0,
                     });
                 }
             }

@@ -1266,6 +1266,7 @@ mod faults {
             stream: "s".into(),
             seq,
             archive_past: past,
+            delivered: 0,
         };
         store
             .put_delivery_cursor(cursor(120, false), None)

@@ -100,7 +100,8 @@ pub trait ColdFeed: Send + Sync + std::fmt::Debug {
 /// What the driver has done, for status pages and metrics.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DriverStatus {
-    /// Events accepted by the destination.
+    /// Events accepted by the destination since this driver started (the
+    /// stored total is the cursors' `delivered`).
     pub delivered: u64,
     /// Batches accepted.
     pub batches: u64,
@@ -428,6 +429,7 @@ async fn deliver(
                             stream: batch.stream.clone(),
                             seq: batch.end_seq,
                             archive_past: settings.archive_past,
+                            delivered: batch.events.len() as u64,
                         },
                         Some(lease),
                     )
@@ -435,8 +437,6 @@ async fn deliver(
                 let mut s = handle.lock();
                 s.delivered += batch.events.len() as u64;
                 s.batches += u64::from(!batch.events.is_empty());
-                metrics::counter!("trailkeep_destination_delivered_total", "destination" => settings.name.clone())
-                    .increment(batch.events.len() as u64);
                 return Ok(());
             }
             Err(DeliveryError::Permanent {

@@ -95,7 +95,10 @@ pub async fn sign_and_record(
         match checkpoint_stream(store, signer, log_name, s).await {
             Ok(Some(cp)) => signed.push((s.clone(), cp)),
             Ok(None) => {}
-            Err(e) => tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry"),
+            Err(e) => {
+                metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
+                tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry");
+            }
         }
     }
     if let Err(e) = crate::selflog::record_checkpoints(store, log_name, &signed).await {
@@ -107,6 +110,7 @@ pub async fn sign_and_record(
 /// Signs the log's own stream at its head (after something was recorded there).
 pub async fn sign_self(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
     if let Err(e) = checkpoint_stream(store, signer, log_name, SELF_STREAM).await {
+        metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
         tracing::error!(stream = SELF_STREAM, error = %e, "checkpoint failed; will retry");
     }
 }
@@ -156,9 +160,12 @@ async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
     let behind = match store.streams_behind_checkpoint().await {
         Ok(b) => b,
         Err(e) => {
+            metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
             tracing::error!(error = %e, "checkpointer cannot list streams; will retry");
             return;
         }
     };
     sign_and_record(store, signer, log_name, &behind).await;
+    metrics::gauge!("trailkeep_checkpoint_last_round_timestamp_seconds")
+        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
 }

@@ -360,12 +360,18 @@ fn finish(
         Ok(results) => {
             metrics::histogram!("trailkeep_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("trailkeep_commit_events").record(events as f64);
+            let mut appended = 0;
             for (reply, res) in replies.into_iter().zip(results) {
                 let new = res.accepted.iter().filter(|a| !a.duplicate).count();
                 metrics::counter!("trailkeep_events_appended_total").increment(new as u64);
+                appended += new;
                 metrics::counter!("trailkeep_events_duplicate_total")
                     .increment((res.accepted.len() - new) as u64);
                 let _ = reply.send(Ok(res));
+            }
+            if appended > 0 {
+                metrics::gauge!("trailkeep_last_append_timestamp_seconds")
+                    .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
             }
         }
         Err(e @ StoreError::RolledBack(_)) => {

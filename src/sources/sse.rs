@@ -84,6 +84,14 @@ pub async fn run(
         lease: None,
         lease_lost: false,
     };
+    for name in [
+        "trailkeep_source_connected",
+        "trailkeep_source_last_event_timestamp_seconds",
+        "trailkeep_source_events_total",
+        "trailkeep_source_reconnects_total",
+    ] {
+        crate::telemetry::register(name, "source", &r.cfg.name);
+    }
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
@@ -96,6 +104,9 @@ pub async fn run(
                 r.lease_lost = false;
                 if fresh {
                     r.load_state().await;
+                    if let Some(t) = r.state.last_event_time.as_deref().and_then(unix_time) {
+                        last_event_gauge(&r.cfg.name).set(t);
+                    }
                     tracing::info!(source = %r.cfg.name, node = %r.node, "running the source here");
                 }
             }
@@ -111,6 +122,7 @@ pub async fn run(
         let before = r.connections;
         let outcome = r.connect_once(&mut shutdown).await;
         r.state.connected = false;
+        metrics::gauge!("trailkeep_source_connected", "source" => r.cfg.name.clone()).set(0.0);
         match outcome {
             Ok(End::Shutdown) => {
                 r.persist().await;
@@ -252,6 +264,7 @@ impl Runner {
         }
         self.connections += 1;
         self.state.connected = true;
+        metrics::gauge!("trailkeep_source_connected", "source" => self.cfg.name.clone()).set(1.0);
         self.persist().await;
         if self.lease_lost {
             return Err("lease lost to another node".into());
@@ -382,6 +395,10 @@ impl Runner {
                 }
                 let new = res.accepted.iter().filter(|a| !a.duplicate).count() as u64;
                 metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "taken").increment(new);
+                if new > 0 {
+                    last_event_gauge(&self.cfg.name)
+                        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+                }
             }
             // Only now, after the commit, does the resume position advance.
             self.state.last_event_id = last_id.clone();
@@ -669,6 +686,18 @@ fn position(connection: u64, n: u64, last_id: Option<&str>) -> String {
         "connection {connection}, event {n}, after id {}",
         last_id.unwrap_or("-")
     )
+}
+
+/// `trailkeep_source_last_event_timestamp_seconds` of a source.
+fn last_event_gauge(source: &str) -> metrics::Gauge {
+    metrics::gauge!("trailkeep_source_last_event_timestamp_seconds", "source" => source.to_owned())
+}
+
+/// An RFC 3339 time as Unix seconds.
+fn unix_time(t: &str) -> Option<f64> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp() as f64)
 }
 
 #[cfg(test)]

@@ -139,7 +139,8 @@ pub async fn dead_letters_move_the_cursor_and_resolve<S: Store>(store: &S) {
             destination: "hook".into(),
             stream: "s".into(),
             seq: 20,
-            archive_past: false
+            archive_past: false,
+            delivered: 0,
         }]
     );
     // A late dead letter for an older range never moves the cursor back.
@@ -169,6 +170,9 @@ pub async fn dead_letters_move_the_cursor_and_resolve<S: Store>(store: &S) {
             .unwrap(),
         "only once"
     );
+    // The retry delivered 1..=10: counted once with the cursor's deliveries
+    // (issue #15: `delivered` missed dead-letter retries).
+    assert_eq!(store.delivery_cursors().await.unwrap()[0].delivered, 10);
     assert_eq!(store.dead_letters(None, false).await.unwrap().len(), 2);
     let all = store.dead_letters(None, true).await.unwrap();
     assert_eq!(
@@ -532,27 +536,35 @@ pub async fn pages_never_pass_archived_seqs<S: Store>(store: &S) {
 pub async fn delivery_cursors_round_trip<S: Store>(store: &S) {
     use super::DeliveryCursor;
     assert!(store.delivery_cursors().await.unwrap().is_empty());
-    let c = |d: &str, s: &str, seq, past| DeliveryCursor {
+    let c = |d: &str, s: &str, seq, past, delivered| DeliveryCursor {
         destination: d.into(),
         stream: s.into(),
         seq,
         archive_past: past,
+        delivered,
     };
     store
-        .put_delivery_cursor(c("b", "s", 3, false), None)
+        .put_delivery_cursor(c("b", "s", 3, false, 3), None)
         .await
         .unwrap();
     store
-        .put_delivery_cursor(c("a", "s", 1, true), None)
+        .put_delivery_cursor(c("a", "s", 1, true, 1), None)
         .await
         .unwrap();
     store
-        .put_delivery_cursor(c("b", "s", 5, false), None)
+        .put_delivery_cursor(c("b", "s", 5, false, 2), None)
         .await
         .unwrap();
+    // A move that delivered nothing (a skip) keeps the total.
+    store
+        .put_delivery_cursor(c("b", "s", 9, false, 0), None)
+        .await
+        .unwrap();
+    // Issue #15: `delivered` is the stored total (it restarted from zero
+    // with the process), each move adding what it delivered.
     assert_eq!(
         store.delivery_cursors().await.unwrap(),
-        vec![c("a", "s", 1, true), c("b", "s", 5, false)]
+        vec![c("a", "s", 1, true, 1), c("b", "s", 9, false, 5)]
     );
 }
 

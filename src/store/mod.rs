@@ -301,6 +301,12 @@ pub struct DeliveryCursor {
     /// Whether the operator lets hot deletion pass this cursor (the
     /// destination is then fed from the archive).
     pub archive_past: bool,
+    /// Events delivered. Read: the total for this destination and stream
+    /// (kept across restarts, operators' dead-letter retries included).
+    /// Given to [`DeliveryLedger::put_delivery_cursor`]: the events this
+    /// move delivered, added to the total (0 for a move that delivered
+    /// nothing, such as a skip past archived events).
+    pub delivered: u64,
 }
 
 /// A batch a destination refused permanently.
@@ -713,7 +719,9 @@ pub trait DeliveryLedger: Send + Sync + 'static {
         include_resolved: bool,
     ) -> Result<Vec<DeadLetter>>;
 
-    /// Marks a dead letter resolved at `at`; returns whether it was open.
+    /// Marks a dead letter resolved at `at` (an operator's retry delivered
+    /// it) and adds its events to the cursor's `delivered`, in one
+    /// transaction; returns whether it was open.
     ///
     /// # Errors
     /// Backend errors.

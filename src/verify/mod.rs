@@ -129,6 +129,23 @@ pub struct Report {
     pub streams: Vec<StreamReport>,
 }
 
+/// Records a whole-store verification's result in `/metrics`
+/// (`trailkeep_verify_*`): runs by outcome, the last result, when, and
+/// how many problems. A run over one stream is not recorded: it says
+/// nothing about the others.
+pub fn record_run(result: &Result<Report, StoreError>) {
+    let (outcome, ok, problems) = match result {
+        Ok(r) if r.ok => ("ok", 1.0, 0),
+        Ok(r) => ("problems", 0.0, r.problem_count),
+        Err(_) => ("failed", 0.0, 0),
+    };
+    metrics::counter!("trailkeep_verify_runs_total", "outcome" => outcome).increment(1);
+    metrics::gauge!("trailkeep_verify_last_ok").set(ok);
+    metrics::gauge!("trailkeep_verify_last_problems").set(problems as f64);
+    metrics::gauge!("trailkeep_verify_last_timestamp_seconds")
+        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+}
+
 const PAGE: usize = 5_000;
 
 /// Where a stream's hot part starts: after the archive.

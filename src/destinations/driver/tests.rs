@@ -540,6 +540,7 @@ async fn a_destination_behind_the_hot_store_is_fed_from_the_archive() {
                 stream: "s".into(),
                 seq: 0,
                 archive_past: true,
+                delivered: 0,
             },
             None,
         )

@@ -40,11 +40,12 @@ use crate::chain::tiles::TileId;
 use crate::event::format_received;
 use append::read_tile;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../sql/postgres/001_init.sql"),
     include_str!("../sql/postgres/002_leases.sql"),
     include_str!("../sql/postgres/003_archive.sql"),
     include_str!("../sql/postgres/004_dead_letters.sql"),
+    include_str!("../sql/postgres/005_delivered.sql"),
 ];
 
 impl super::rows::Columns for tokio_postgres::Row {
@@ -874,9 +875,10 @@ impl DeliveryLedger for PostgresStore {
         let tx = c.transaction().await.map_err(backend)?;
         check_fence(&tx, fence).await?;
         tx.execute(
-            "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated",
-            &[&cursor.destination, &cursor.stream, &(cursor.seq as i64), &cursor.archive_past, &format_received(time::OffsetDateTime::now_utc())],
+            "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated, delivered) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated, \
+             delivered = delivery_cursors.delivered + excluded.delivered",
+            &[&cursor.destination, &cursor.stream, &(cursor.seq as i64), &cursor.archive_past, &format_received(time::OffsetDateTime::now_utc()), &(cursor.delivered as i64)],
         )
         .await
         .map_err(backend)?;
@@ -887,7 +889,7 @@ impl DeliveryLedger for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT destination, stream, seq, archive_past FROM delivery_cursors ORDER BY destination, stream",
+                "SELECT destination, stream, seq, archive_past, delivered FROM delivery_cursors ORDER BY destination, stream",
                 &[],
             )
             .await
@@ -899,6 +901,7 @@ impl DeliveryLedger for PostgresStore {
                 stream: r.get(1),
                 seq: r.get::<_, i64>(2) as u64,
                 archive_past: r.get(3),
+                delivered: r.get::<_, i64>(4) as u64,
             })
             .collect())
     }
@@ -966,14 +969,20 @@ impl DeliveryLedger for PostgresStore {
 
     async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE dead_letters SET resolved = $2 WHERE id = $1 AND resolved IS NULL",
+        // The retry delivered the letter's events: one statement (one
+        // transaction) resolves it and counts them with the cursor's.
+        let row = c
+            .query_one(
+                "WITH r AS (UPDATE dead_letters SET resolved = $2 WHERE id = $1 AND resolved IS NULL \
+                 RETURNING destination, stream, end_seq - start_seq + 1 AS events), \
+                 d AS (UPDATE delivery_cursors c SET delivered = c.delivered + r.events FROM r \
+                 WHERE c.destination = r.destination AND c.stream = r.stream) \
+                 SELECT count(*) FROM r",
                 &[&id, &at],
             )
             .await
             .map_err(backend)?;
-        Ok(n == 1)
+        Ok(row.get::<_, i64>(0) == 1)
     }
 }
 

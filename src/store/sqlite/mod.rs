@@ -40,13 +40,14 @@ use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, Sou
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
 
-const SCHEMA_VERSION: i64 = 5;
-const MIGRATIONS: [&str; 5] = [
+const SCHEMA_VERSION: i64 = 6;
+const MIGRATIONS: [&str; 6] = [
     include_str!("../sql/sqlite/001_init.sql"),
     include_str!("../sql/sqlite/002_sources.sql"),
     include_str!("../sql/sqlite/003_leases.sql"),
     include_str!("../sql/sqlite/004_archive.sql"),
     include_str!("../sql/sqlite/005_dead_letters.sql"),
+    include_str!("../sql/sqlite/006_delivered.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -817,9 +818,10 @@ impl DeliveryLedger for SqliteStore {
         self.write(move |w| {
             check_fence(&w.conn, fence.as_ref())?;
             w.conn.execute(
-                "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated",
-                params![cursor.destination, cursor.stream, cursor.seq as i64, cursor.archive_past, now()],
+                "INSERT INTO delivery_cursors (destination, stream, seq, archive_past, updated, delivered) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (destination, stream) DO UPDATE SET seq = excluded.seq, archive_past = excluded.archive_past, updated = excluded.updated, \
+                 delivered = delivered + excluded.delivered",
+                params![cursor.destination, cursor.stream, cursor.seq as i64, cursor.archive_past, now(), cursor.delivered as i64],
             )?;
             Ok(())
         })
@@ -829,7 +831,7 @@ impl DeliveryLedger for SqliteStore {
     async fn delivery_cursors(&self) -> Result<Vec<DeliveryCursor>> {
         self.read(|c| {
             let mut q = c.prepare_cached(
-                "SELECT destination, stream, seq, archive_past FROM delivery_cursors ORDER BY destination, stream",
+                "SELECT destination, stream, seq, archive_past, delivered FROM delivery_cursors ORDER BY destination, stream",
             )?;
             let rows = q.query_map([], |r| {
                 Ok(DeliveryCursor {
@@ -837,6 +839,7 @@ impl DeliveryLedger for SqliteStore {
                     stream: r.get(1)?,
                     seq: r.get::<_, i64>(2)? as u64,
                     archive_past: r.get(3)?,
+                    delivered: r.get::<_, i64>(4)? as u64,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -902,10 +905,21 @@ impl DeliveryLedger for SqliteStore {
     async fn resolve_dead_letter(&self, id: i64, at: &str) -> Result<bool> {
         let at = at.to_owned();
         self.write(move |w| {
-            Ok(w.conn.execute(
+            let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let open = tx.execute(
                 "UPDATE dead_letters SET resolved = ?2 WHERE id = ?1 AND resolved IS NULL",
                 params![id, at],
-            )? == 1)
+            )? == 1;
+            if open {
+                tx.execute(
+                    "UPDATE delivery_cursors SET delivered = delivered + \
+                     (SELECT end_seq - start_seq + 1 FROM dead_letters WHERE id = ?1) \
+                     WHERE (destination, stream) = (SELECT destination, stream FROM dead_letters WHERE id = ?1)",
+                    params![id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(open)
         })
         .await
     }
