@@ -9,9 +9,9 @@
 //! range is named on stderr with how to get it, then reading goes on where
 //! the hot store does.
 //!
-//! `--follow` polls (ARCHITECTURE.md "Following a stream"): when a read
-//! comes back short it waits `--poll-interval`, when it comes back full it
-//! reads on at once. Ctrl-C (SIGINT), SIGTERM and a reader that went away
+//! `--follow` polls (ARCHITECTURE.md "Following a stream polls"): when a
+//! read comes back empty it waits `--poll-interval`, otherwise it reads on
+//! at once. Ctrl-C (SIGINT), SIGTERM and a reader that went away
 //! (`| head`) end it quietly with status 0.
 
 use std::process::ExitCode;
@@ -168,10 +168,22 @@ async fn print(
         return Ok(());
     }
     loop {
-        let full = match reader.page(stream, next, PAGE).await? {
+        // Whether to read on at once: a page that brought anything may end
+        // early at a gap in the hot store, so only an empty one means the
+        // head was reached.
+        let more = match reader.page(stream, next, PAGE).await? {
             Page::Events(lines) => {
-                let full = lines.len() == PAGE;
+                let more = !lines.is_empty();
                 for line in lines {
+                    if line.seq != next {
+                        // Never from this version's pages; an older
+                        // server's reads skipped archived seqs this way.
+                        flush(&mut out)?;
+                        eprintln!(
+                            "trailkeep: stream {stream}: seqs {next}-{} were not returned (archived? `trailkeep archive list --stream {stream}` shows what is)",
+                            line.seq.saturating_sub(1)
+                        );
+                    }
                     next = line.seq + 1;
                     let event: Value = serde_json::from_str(&line.json)
                         .with_context(|| format!("seq {}: not JSON", line.seq))?;
@@ -188,11 +200,13 @@ async fn print(
                     }
                 }
                 flush(&mut out)?;
-                full
+                more
             }
             Page::Archived(range) => {
                 flush(&mut out)?;
-                eprint!("{}", archived_notice(&range));
+                for line in archived_notice(&range).lines() {
+                    eprintln!("{}", super::printable(line));
+                }
                 match range.next_hot_seq {
                     Some(n) => {
                         next = n;
@@ -219,7 +233,7 @@ async fn print(
                 )));
             }
         };
-        if !full {
+        if !more {
             if !args.follow {
                 return Ok(());
             }
@@ -298,7 +312,7 @@ fn human(event: &Value) -> String {
         };
         line.push_str(&format!("  {k}={shown}"));
     }
-    escape_controls(&line)
+    super::printable(&line)
 }
 
 /// A string that reads the same bare: no spaces, quotes, `=` or controls.
@@ -306,24 +320,6 @@ fn is_plain(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:@/+-#".contains(c))
-}
-
-/// Escapes control characters (C0, DEL, C1) and bidirectional controls as
-/// `\u{…}`.
-fn escape_controls(s: &str) -> String {
-    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !s.chars().any(|c| c.is_control() || bidi(c)) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() || bidi(c) {
-                format!("\\u{{{:04x}}}", u32::from(c))
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

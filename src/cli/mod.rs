@@ -293,6 +293,25 @@ async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn cra
     Ok(crate::server::open_store(config).await?)
 }
 
+/// Returns `s` with control characters (C0, DEL, C1) and bidirectional
+/// controls escaped as `\u{…}`: text that came from producers or a server
+/// cannot move the cursor, recolour or reorder what a terminal shows.
+pub(crate) fn printable(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(|c| c.is_control() || bidi(c)) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                format!("\\u{{{:04x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Prints `text` on stdout; a reader that went away (`| head`) ends the
 /// output quietly instead of a panic.
 pub(crate) fn print_text(text: &str) -> anyhow::Result<()> {

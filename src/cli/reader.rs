@@ -250,17 +250,19 @@ impl Answer {
                 "{}: {} {}: {}{hint}",
                 self.what,
                 self.status,
-                e.error.code,
-                e.error.message
+                super::printable(&e.error.code),
+                super::printable(&e.error.message)
             ),
             None => anyhow::anyhow!(
                 "{}: {}: {}{hint}",
                 self.what,
                 self.status,
-                String::from_utf8_lossy(&self.body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
+                super::printable(
+                    &String::from_utf8_lossy(&self.body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                )
             ),
         }
     }

@@ -50,11 +50,13 @@ fn table(streams: &[StreamInfo]) -> String {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                super::printable(&s.name),
                 s.head_seq.to_string(),
                 opt(s.oldest_hot_seq),
                 opt(s.archived_seq),
-                s.head_received.clone().unwrap_or_else(|| "-".into()),
+                s.head_received
+                    .as_deref()
+                    .map_or_else(|| "-".into(), super::printable),
             ]
         })
         .collect();
