@@ -115,31 +115,12 @@ pub(super) async fn run(
     let out = std::io::BufWriter::new(std::io::stdout());
     let result = tokio::select! {
         r = print(&reader, &stream, &filter, args, out) => r,
-        () = interrupted() => Ok(()),
+        () = super::interrupted() => Ok(()),
     };
     match result {
         Ok(()) | Err(Stop::Closed) => Ok(ExitCode::SUCCESS),
         Err(Stop::Failed(e)) => Err(e),
     }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the end of a `--follow`.
-async fn interrupted() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
 async fn print(

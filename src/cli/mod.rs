@@ -258,8 +258,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM, logging that serve is stopping.
 async fn shutdown_signal() {
+    interrupted().await;
+    tracing::info!("shutdown signal received; finishing in-flight commits");
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -275,22 +281,27 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown signal received; finishing in-flight commits");
 }
 
 /// Opens the configured store; a SQLite store must exist already (never
 /// creates one), a PostgreSQL store is reached and migrated.
 async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
     if config.store == crate::config::StoreLocation::Sqlite {
-        let db = config.data_dir.join(crate::server::DB_FILE);
-        std::fs::metadata(&db).with_context(|| {
-            format!(
-                "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
-                db.display()
-            )
-        })?;
+        existing_db(config)?;
     }
     Ok(crate::server::open_store(config).await?)
+}
+
+/// The data directory's SQLite file, which must exist.
+fn existing_db(config: &Config) -> anyhow::Result<PathBuf> {
+    let db = config.data_dir.join(crate::server::DB_FILE);
+    std::fs::metadata(&db).with_context(|| {
+        format!(
+            "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
+            db.display()
+        )
+    })?;
+    Ok(db)
 }
 
 /// Returns `s` with control characters (C0, DEL, C1) and bidirectional

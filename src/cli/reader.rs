@@ -187,13 +187,7 @@ impl Reader {
 async fn open_read_only(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.store {
         StoreLocation::Sqlite => {
-            let db = config.data_dir.join(crate::server::DB_FILE);
-            std::fs::metadata(&db).with_context(|| {
-                format!(
-                    "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
-                    db.display()
-                )
-            })?;
+            let db = super::existing_db(config)?;
             Arc::new(
                 crate::store::sqlite::SqliteStore::open_read_only(&db)
                     .with_context(|| format!("opening {} read-only", db.display()))?,

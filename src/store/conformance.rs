@@ -225,8 +225,25 @@ fn batch_of(
     }
 }
 
+/// `events` as restore brings them back (ids `{prefix}{seq - 1}`, as
+/// appended by these checks).
+fn as_restored(events: &[super::StoredEvent], prefix: &str) -> Vec<super::RestoredEvent> {
+    events
+        .iter()
+        .map(|e| super::RestoredEvent {
+            seq: e.seq,
+            id: format!("{prefix}{}", e.seq - 1),
+            event_type: "test.event".into(),
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            received: "2026-01-01T00:00:00.000000Z".into(),
+            hash: e.hash.clone(),
+            body: e.body.clone(),
+        })
+        .collect()
+}
+
 pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
-    use super::{RestoredEvent, StoreError};
+    use super::StoreError;
     let ids: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     store.append(vec![group("s", &refs)]).await.unwrap();
@@ -334,18 +351,7 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
     );
 
     // Restore brings rows back, marked, skipping those present; never past the archive.
-    let restored: Vec<RestoredEvent> = all[1..3]
-        .iter()
-        .map(|e| RestoredEvent {
-            seq: e.seq,
-            id: format!("a{}", e.seq - 1),
-            event_type: "test.event".into(),
-            time: "2026-01-01T00:00:00.000000Z".into(),
-            received: "2026-01-01T00:00:00.000000Z".into(),
-            hash: e.hash.clone(),
-            body: e.body.clone(),
-        })
-        .collect();
+    let restored = as_restored(&all[1..3], "a");
     assert_eq!(
         store
             .restore_events("s", restored.clone(), now)
@@ -430,7 +436,7 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
 /// seq that is no longer hot is answered with its range, where the hot
 /// store goes on, and the objects holding it, never skipped.
 pub async fn pages_never_pass_archived_seqs<S: Store>(store: &S) {
-    use super::{ArchivedObject, EventPage, RestoredEvent};
+    use super::{ArchivedObject, EventPage};
     let ids: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     store.append(vec![group("s", &refs)]).await.unwrap();
@@ -469,18 +475,7 @@ pub async fn pages_never_pass_archived_seqs<S: Store>(store: &S) {
             .unwrap(),
         6
     );
-    let restored: Vec<RestoredEvent> = all[1..3]
-        .iter()
-        .map(|e| RestoredEvent {
-            seq: e.seq,
-            id: format!("p{}", e.seq - 1),
-            event_type: "test.event".into(),
-            time: "2026-01-01T00:00:00.000000Z".into(),
-            received: "2026-01-01T00:00:00.000000Z".into(),
-            hash: e.hash.clone(),
-            body: e.body.clone(),
-        })
-        .collect();
+    let restored = as_restored(&all[1..3], "p");
     store.restore_events("s", restored, now).await.unwrap();
     let object = |start: u64, end: u64| ArchivedObject {
         start_seq: start,
