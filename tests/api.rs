@@ -46,44 +46,19 @@ impl Harness {
         token
     }
 
-    async fn call(
+    /// Sends a request through the router: status, headers, body.
+    async fn send(
         &self,
         method: &str,
         uri: &str,
         token: Option<&str>,
-        content_type: Option<&str>,
+        headers: &[(&str, &str)],
         body: impl Into<Body>,
-    ) -> (StatusCode, String) {
+    ) -> (StatusCode, http::HeaderMap, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        let resp = self
-            .running
-            .router()
-            .oneshot(req.body(body.into()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(bytes.to_vec()).unwrap())
-    }
-
-    /// POSTs `body` to `stream` with `headers`; the answer as JSON.
-    async fn post_with(
-        &self,
-        stream: &str,
-        token: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> (StatusCode, http::HeaderMap, Value) {
-        let mut req = Request::builder()
-            .method("POST")
-            .uri(format!("/v1/streams/{stream}/events"))
-            .header("authorization", format!("Bearer {token}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -95,6 +70,35 @@ impl Harness {
             .unwrap();
         let (status, headers) = (resp.status(), resp.headers().clone());
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, String) {
+        let ct: Vec<(&str, &str)> = content_type
+            .map(|ct| ("content-type", ct))
+            .into_iter()
+            .collect();
+        let (status, _, bytes) = self.send(method, uri, token, &ct, body).await;
+        (status, String::from_utf8(bytes).unwrap())
+    }
+
+    /// POSTs `body` to `stream` with `headers`; the answer as JSON.
+    async fn post_with(
+        &self,
+        stream: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let uri = format!("/v1/streams/{stream}/events");
+        let (status, headers, bytes) = self.send("POST", &uri, Some(token), headers, body).await;
         let v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, headers, v)
