@@ -47,7 +47,7 @@ impl Actor<'_> {
 /// has happened, and the store that refused the record is failing anyway.
 pub async fn record(store: &dyn Store, event_type: &str, actor: Actor<'_>, data: Value) {
     if let Err(e) = record_required(store, event_type, actor, data).await {
-        tracing::error!(error = %e, event_type, "cannot record an administrative act in _audit");
+        tracing::error!(error = %crate::report::Chain(&e), event_type, "cannot record an administrative act in _audit");
     }
 }
 
@@ -148,6 +148,6 @@ pub fn archive_run(run: &Result<crate::archive::RunReport, crate::archive::Archi
             "events_archived": r.events_archived,
             "deleted": r.deleted,
         }),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
+        Err(e) => json!({"ok": false, "error": crate::report::Chain(e).to_string()}),
     }
 }

@@ -158,7 +158,7 @@ pub struct TlsFiles {
 }
 
 impl RawServer {
-    fn validate(self) -> Result<ServerSettings, ConfigError> {
+    pub(crate) fn validate(self) -> Result<ServerSettings, ConfigError> {
         let d = ServerSettings::default();
         let ms = |v: Option<u64>, key: &str, def: Duration| -> Result<Duration, ConfigError> {
             match v {
@@ -297,7 +297,7 @@ impl std::fmt::Debug for ArchiveConfig {
 }
 
 impl RawArchive {
-    fn validate(self, over: Option<String>) -> Result<ArchiveConfig, ConfigError> {
+    pub(crate) fn validate(self, over: Option<String>) -> Result<ArchiveConfig, ConfigError> {
         let d = crate::archive::ArchiveSettings::default();
         let dur = |key: &str,
                    v: Option<String>,
@@ -675,14 +675,19 @@ impl RawConfig {
     /// Syntax errors and unknown keys, with the key's name and position.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_owned();
+            let msg = e.message().trim().to_owned();
             let key = match msg.split('`').nth(1) {
                 // The empty key, as TOML spells it (`'' = 1`).
                 Some("") => "\"\"",
                 Some(k) => k,
                 None => "(file)",
             };
-            err(key, e.to_string().trim().replace('\n', " "))
+            // The message alone, and where: `check::render` shows the
+            // line and a caret under it on lines of their own (toml's own
+            // Display does, without the file name; issue #15).
+            let mut e2 = err(key, msg.clone());
+            e2.span = e.span();
+            e2
         })
     }
 

@@ -184,6 +184,40 @@ pub fn format_received(t: OffsetDateTime) -> String {
     )
 }
 
+/// Orders two event times (RFC 3339, as stored: UTC, `Z`). Stored times
+/// differ in their fraction digits (`…:00Z` vs `…:00.5Z`), so text order is
+/// not time order; the date and seconds compare as text, then the
+/// fractions as decimals. A time of another shape is parsed; one that does
+/// not parse sorts first.
+pub fn cmp_time(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(t: &str) -> Option<(&str, &str)> {
+        let body = t.strip_suffix('Z')?;
+        let (secs, frac) = body.split_at_checked(19)?;
+        let frac = match frac.strip_prefix('.') {
+            Some(f) if f.bytes().all(|c| c.is_ascii_digit()) => f,
+            None if frac.is_empty() => "",
+            _ => return None,
+        };
+        (secs.len() == 19 && secs.as_bytes()[10] == b'T').then_some((secs, frac))
+    }
+    match (split(a), split(b)) {
+        // The fractions as decimals: digit by digit, the shorter padded
+        // with zeros (no allocation: the offline verifier compares every
+        // event's time).
+        (Some((sa, fa)), Some((sb, fb))) => sa.cmp(sb).then_with(|| {
+            let digit = |f: &str, i: usize| f.as_bytes().get(i).copied().unwrap_or(b'0');
+            (0..fa.len().max(fb.len()))
+                .map(|i| digit(fa, i).cmp(&digit(fb, i)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        }),
+        _ => {
+            let p = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+            p(a).cmp(&p(b))
+        }
+    }
+}
+
 fn normalize_time(s: &str) -> Option<String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
@@ -558,6 +592,37 @@ mod tests {
     use serde_json::json;
 
     const RECEIVED: &str = "2026-11-23T10:00:00.000000Z";
+
+    /// Stored times differ in fraction digits: text order is not time
+    /// order (`…:00Z` sorts after `…:00.5Z` as text).
+    #[test]
+    fn times_compare_as_instants() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z"),
+            Less
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00.5Z", "2026-01-01T00:00:00.50Z"),
+            Equal
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T00:00:00.25Z", "2026-01-01T00:00:00.5Z"),
+            Less
+        );
+        assert_eq!(
+            cmp_time("2026-01-02T00:00:00Z", "2026-01-01T23:59:59.999999Z"),
+            Greater
+        );
+        assert_eq!(
+            cmp_time("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00.1Z"),
+            Less
+        );
+        for t in ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123Z"] {
+            let n = normalize_time(t).expect("valid");
+            assert_eq!(cmp_time(&n, t), Equal, "{n}");
+        }
+    }
 
     /// Runs `v` as event 3 of a request through both parsers (the `Value`
     /// one sources use, and the streaming one HTTP uses) and asserts they

@@ -111,7 +111,7 @@ impl Tls {
                 metrics::counter!("trailkeep_tls_reloads_total", "outcome" => "ok").increment(1);
             }
             Err(e) => {
-                tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use");
+                tracing::error!(error = %crate::report::Chain(&e), "TLS reload failed; the previous certificate stays in use");
                 metrics::counter!("trailkeep_tls_reloads_total", "outcome" => "failed")
                     .increment(1);
             }
@@ -158,7 +158,7 @@ pub async fn serve(
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little
                         // rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %crate::report::Chain(&e), "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -15,7 +15,7 @@ pub const FILE_NAME: &str = "signing.key";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Reading or writing the file failed.
-    #[error("signing key {path}: {source}")]
+    #[error("signing key {path}")]
     Io {
         /// The file.
         path: String,

@@ -61,7 +61,7 @@ impl LeaseKeeper {
         let first = match store.acquire_lease(name, node.as_str(), ttl).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(lease = %name, error = %e, "cannot take the lease; will retry");
+                tracing::warn!(lease = %name, error = %crate::report::Chain(&e), "cannot take the lease; will retry");
                 None
             }
         };
@@ -154,7 +154,7 @@ impl LeaseKeeper {
         if let Some(l) = held
             && let Err(e) = self.store.release_lease(&l).await
         {
-            tracing::warn!(lease = %self.name, error = %e, "cannot give the lease up; it will expire");
+            tracing::warn!(lease = %self.name, error = %crate::report::Chain(&e), "cannot give the lease up; it will expire");
         }
         metrics::gauge!("trailkeep_lease_held", "lease" => self.name.clone()).set(0.0);
     }
@@ -207,7 +207,7 @@ async fn renew(
             Err(e) => {
                 // Keep the last answer: it still holds until its TTL runs
                 // out (`held` stops answering then).
-                tracing::warn!(lease = %name, error = %e, "cannot renew the lease; will retry");
+                tracing::warn!(lease = %name, error = %crate::report::Chain(&e), "cannot renew the lease; will retry");
                 if before.is_none() {
                     report(&name, None, None);
                 }

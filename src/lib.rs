@@ -33,7 +33,8 @@
 //! - [`audit`]: the `_audit` stream of administrative acts;
 //! - [`node`]: this process's lease-holder id; [`lease`]: taking and
 //!   keeping a lease (one place for all four jobs); [`secret`]: values `Debug`
-//!   never shows; [`failpoint`]: crash-test hooks (`testing` feature only).
+//!   never shows; [`failpoint`]: crash-test hooks (`testing` feature only);
+//!   [`report`]: an error and its causes as one line, each said once.
 //!
 //! Dependencies point down through five layers (ARCHITECTURE.md
 //! "Layers"; `tests/layering.rs` enforces them): `api`/`cli`/`server` →
@@ -62,6 +63,7 @@ pub mod names;
 pub mod net;
 pub mod node;
 pub mod objstore;
+pub mod report;
 pub mod secret;
 pub mod selflog;
 pub mod server;

@@ -32,7 +32,7 @@ pub enum SecretError {
         var: String,
     },
     /// The file cannot be read.
-    #[error("{setting}: cannot read {}: {source}", path.display())]
+    #[error("{setting}: cannot read {}", path.display())]
     File {
         /// The setting that names the file.
         setting: String,

@@ -42,7 +42,7 @@ pub const DB_FILE: &str = "trailkeep.db";
 #[non_exhaustive]
 pub enum ServeError {
     /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -93,7 +93,7 @@ pub fn archiver(
     use crate::archive::{ArchiveError, Archiver, Bucket};
     let url = config
         .archive_url()
-        .map_err(|e| ArchiveError::Location(e.to_string()))?;
+        .map_err(|e| ArchiveError::Location(crate::report::Chain(&e).to_string()))?;
     let bucket = Bucket::open(&url, &config.archive.bucket).map_err(ArchiveError::from)?;
     let mut settings = config.archive.settings.clone();
     settings.destinations = config
@@ -110,7 +110,7 @@ pub fn archiver(
     if let Some(f) = &config.archive.hmac_secret_file {
         let secret = crate::secret::SecretSource::File(f.clone())
             .load_bytes("archive.hmac_secret_file")
-            .map_err(|e| ArchiveError::Location(e.to_string()))?;
+            .map_err(|e| ArchiveError::Location(crate::report::Chain(&e).to_string()))?;
         if secret.len() < 16 {
             return Err(ArchiveError::Location(format!(
                 "archive.hmac_secret_file {}: the secret must be at least 16 bytes",
@@ -153,7 +153,7 @@ async fn archive_worker(
             tracing::info!(archive = %archiver.bucket().display(), probe = ?r, "archive store probed")
         }
         Err(e) => {
-            tracing::error!(archive = %archiver.bucket().display(), error = %e, "archive store refused; archive runs will fail until this is fixed")
+            tracing::error!(archive = %archiver.bucket().display(), error = %crate::report::Chain(&e), "archive store refused; archive runs will fail until this is fixed")
         }
     }
     loop {
@@ -193,7 +193,7 @@ async fn archive_worker(
             }
             Err(e) => {
                 metrics::counter!("trailkeep_archive_failures_total").increment(1);
-                tracing::error!(error = %e, "archive run failed; the next run goes on from the last recorded batch");
+                tracing::error!(error = %crate::report::Chain(&e), "archive run failed; the next run goes on from the last recorded batch");
             }
         }
     }
@@ -315,7 +315,7 @@ async fn index_worker(
             Ok(_) | Err(crate::archive::ArchiveError::Busy) => {}
             Err(e) => {
                 metrics::counter!("trailkeep_archive_index_failures_total").increment(1);
-                tracing::error!(error = %e, "cannot write the archive index; will retry");
+                tracing::error!(error = %crate::report::Chain(&e), "cannot write the archive index; will retry");
             }
         }
     }
@@ -438,6 +438,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         let handle = crate::destinations::driver::DriverHandle::default();
         let mut driver = cfg.driver.clone();
         driver.archive = Some(Arc::new(ArchiveFeed(archiver.clone())));
+        driver.commits = Some(appender.commits());
         destination_tasks.push(tokio::spawn(crate::destinations::driver::run(
             store.clone(),
             node.clone(),

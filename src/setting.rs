@@ -12,6 +12,10 @@ pub struct SettingError {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// Where in the file, when the parser said (bytes); otherwise the key
+    /// is looked up in the file to show where it is
+    /// (`config::check::locate`).
+    pub span: Option<std::ops::Range<usize>>,
 }
 
 impl SettingError {
@@ -20,6 +24,7 @@ impl SettingError {
         Self {
             key: key.to_owned(),
             message: message.into(),
+            span: None,
         }
     }
 

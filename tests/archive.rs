@@ -220,6 +220,47 @@ async fn archive_verify_restore_round_trip() {
     seed(&dir, &[("orders", 10)], &[]).await; // ids repeat? no: orders-0..9 are archived, so these are new rows
     let (code, v) = common::verify_json(&dir);
     assert_eq!(code, 0, "{v:#}");
+    // Issue #15: counts said the hot events only. Per stream and in all,
+    // hot (`events`), archived and their total.
+    let orders = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "orders")
+        .unwrap();
+    assert_eq!(
+        (
+            orders["events"].as_u64(),
+            orders["events_archived"].as_u64(),
+            orders["events_total"].as_u64()
+        ),
+        (Some(10), Some(2500), Some(2510)),
+        "{orders:#}"
+    );
+    assert_eq!(
+        v["events_archived"], v["archive"]["summary"]["events"],
+        "{v:#}"
+    );
+    assert_eq!(
+        v["events_total"].as_u64(),
+        Some(v["events"].as_u64().unwrap() + v["events_archived"].as_u64().unwrap())
+    );
+    let out = trailkeep(&dir, &["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("valid stream=orders events=10 archived=2500 ")),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    let total = v["events_total"].as_u64().unwrap();
+    assert!(
+        last.contains(&format!(
+            "{total} events ({} hot, {} archived)",
+            v["events"], v["events_archived"]
+        )),
+        "{last}"
+    );
 
     // Restore a range across two objects; it is marked, verified, and never archived again.
     let out = trailkeep(

@@ -7,7 +7,7 @@ use trailkeep::store::EventStore;
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, Server, create_key, trailkeep};
@@ -151,85 +151,9 @@ async fn administrative_acts_are_recorded_in_audit() {
     assert_eq!(r["forbidden"][&read_id], 1, "{r}");
 }
 
-/// Produces a CA and a leaf certificate for 127.0.0.1 signed by it, with
-/// openssl (rustls refuses a CA certificate as the server's own).
+/// A CA and a leaf certificate for 127.0.0.1 signed by it.
 fn cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |ext: &str| dir.join(format!("{name}.{ext}"));
-    let run = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "openssl {args:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (ca_key, ca_crt) = (format!("{name}-ca.key"), format!("{name}-ca.crt"));
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}-ca"),
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca_crt,
-        ],
-    ]
-    .concat());
-    let (key, csr, crt, ext) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-        format!("{name}.ext"),
-    );
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        p("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_crt,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        &crt,
-        "-extfile",
-        &ext,
-    ]);
-    (p("crt"), p("key"), dir.join(ca_crt))
+    common::tls_cert(dir, name, "IP:127.0.0.1")
 }
 
 fn client_trusting(cert: &Path) -> reqwest::Client {

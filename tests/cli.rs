@@ -830,7 +830,11 @@ async fn events_name_archived_ranges_and_end_quietly_on_a_closed_pipe() {
         .await
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "quiet, as `cat` in a pipe: {err}"
+    );
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
     assert!(server.terminate().success());
 }
@@ -1618,4 +1622,385 @@ fn stored_events(data: &Path, stream: &str) -> u64 {
         |r| r.get::<_, i64>(0),
     )
     .map_or(0, |n| n as u64)
+}
+
+/// Runs `cmd` to its end, or kills it after `limit` and fails (a build
+/// without the fix under test may hang: a server that starts, a client that
+/// retries the metadata service).
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The parts of an error line (`a: b: c`) repeated in it, ignoring short
+/// ones (`config`, a port).
+fn repeated_fragments(text: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        for part in line.split(": ").map(str::trim).filter(|p| p.len() > 12) {
+            if !seen.insert(part.to_owned()) {
+                out.push(part.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Issue #15: errors said their cause twice (`data directory d: another
+/// trailkeep serve is running on it: another trailkeep serve is running on
+/// it`) and flattened toml's position and caret onto one line. Several
+/// failing commands, each message said once; config errors lead with
+/// FILE:LINE:COLUMN, the line and the caret on lines of their own.
+#[tokio::test]
+async fn errors_say_each_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let server = Server::start(&dir, &[]).await;
+    let second = trailkeep(&dir, &["serve", "--listen", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(err.contains("another trailkeep serve is running"), "{err}");
+    let mut all = vec![err];
+    drop(server);
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "log_name = \"x\"\n[ingest]\nmax_evnt_bytes = 1\n").unwrap();
+    let out = trailkeep(&dir, &["--config", bad.to_str().unwrap(), "verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "trailkeep: error: {}:3:1: ingest.max_evnt_bytes: unknown field `max_evnt_bytes`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        &lines[1..],
+        ["  |", "3 | max_evnt_bytes = 1", "  | ^^^^^^^^^^^^^^"],
+        "{err}"
+    );
+    all.push(err);
+
+    let key_dir = tmp.path().join("key-is-a-dir");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let cfg = tmp.path().join("key.toml");
+    std::fs::write(
+        &cfg,
+        format!("signing_key_file = {:?}\n", key_dir.display().to_string()),
+    )
+    .unwrap();
+    let out = trailkeep(&dir, &["--config", cfg.to_str().unwrap(), "migrate"]);
+    assert_eq!(out.status.code(), Some(2));
+    all.push(String::from_utf8_lossy(&out.stderr).into_owned());
+
+    let cfg = tmp.path().join("secret.toml");
+    std::fs::write(
+        &cfg,
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example/x\"\nsecret_file = \"/nonexistent/whsec\"\n",
+    )
+    .unwrap();
+    let out = trailkeep(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    all.push(String::from_utf8_lossy(&out.stderr).into_owned());
+
+    for err in &all {
+        // (Log lines may come first.)
+        let at = err
+            .find("trailkeep: error: ")
+            .unwrap_or_else(|| panic!("{err}"));
+        let err = &err[at..];
+        let again = repeated_fragments(err);
+        assert!(again.is_empty(), "said twice: {again:?} in\n{err}");
+    }
+}
+
+/// Issue #15: `check-config FILE` checks everything `serve` would refuse
+/// (syntax, keys, types, values, URLs and their SSRF rules, secrets,
+/// object-store credentials) without starting anything, and names each
+/// problem by FILE:LINE:COLUMN and key; it never shows a secret.
+#[test]
+fn check_config_names_each_problem_where_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let check = |text: &str, env: &[(&str, &str)]| {
+        let f = tmp.path().join("c.toml");
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "check-config",
+                f.to_str().unwrap(),
+            ])
+            // No cloud credentials from this machine or the test script.
+            .env_clear()
+            .env("HOME", tmp.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let f = f.display().to_string();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).replace(&f, "FILE"),
+            String::from_utf8_lossy(&out.stderr).replace(&f, "FILE"),
+        )
+    };
+    let (code, out, _) = check("log_name = \"ok\"\n", &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("FILE: ok: store sqlite, 0 source(s), 0 destination(s)"),
+        "{out}"
+    );
+
+    let secret_file = tmp.path().join("empty-secret");
+    std::fs::write(&secret_file, "").unwrap();
+    let text = format!(
+        "[ingest]\n\
+         max_event_bytes = 10\n\
+         [archive]\n\
+         url = \"s3://audit-bucket/trailkeep\"\n\
+         [[destinations]]\n\
+         name = \"local-hook\"\n\
+         type = \"webhook\"\n\
+         url = \"http://localhost:9000/hook\"\n\
+         secret_env = \"TK_TEST_WHSEC\"\n\
+         [[destinations]]\n\
+         name = \"hook\"\n\
+         type = \"webhook\"\n\
+         url = \"https://hooks.example/x\"\n\
+         secret_env = \"TK_TEST_UNSET_SECRET\"\n\
+         [[destinations]]\n\
+         name = \"hec\"\n\
+         type = \"splunk_hec\"\n\
+         url = \"https://splunk.example:8088\"\n\
+         secret_file = {:?}\n\
+         [[destinations]]\n\
+         name = \"bad-secret\"\n\
+         type = \"webhook\"\n\
+         url = \"https://hooks.example/y\"\n\
+         secret_env = \"TK_TEST_NOT_WHSEC\"\n\
+         [[sources]]\n\
+         name = \"up\"\n\
+         type = \"sse\"\n\
+         url = \"https://up.example/stream\"\n\
+         stream = \"up\"\n\
+         api_key_env = \"TK_TEST_UNSET_KEY\"\n",
+        secret_file.display().to_string()
+    );
+    let (code, _, err) = check(
+        &text,
+        &[
+            ("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("TK_TEST_NOT_WHSEC", "SECRETMARK-not-whsec"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    for want in [
+        "FILE:2:19: ingest.max_event_bytes: must be between 1024 and 16777216",
+        "FILE:4:7: archive.url: no credentials for s3://audit-bucket/trailkeep: set AWS_ACCESS_KEY_ID",
+        "FILE:8:7: destinations[0].url: localhost is loopback, not a public address; set allow_private = true",
+        "FILE:14:14: destinations[1].secret_env: destinations.hook.secret_env: environment variable TK_TEST_UNSET_SECRET is not set",
+        "FILE:19:15: destinations[2].secret_file:",
+        "FILE:24:14: destinations[3].secret_env:",
+        "FILE:30:15: sources[0].api_key_env: sources.up.api_key_env: environment variable TK_TEST_UNSET_KEY is not set",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(want)),
+            "missing {want:?} in\n{err}"
+        );
+    }
+    assert!(err.contains("?credentials=metadata"), "{err}");
+    assert!(err.contains("FILE: 7 problem(s)"), "{err}");
+    assert!(
+        !err.contains("SECRETMARK") && !err.contains("MfKQ9r8"),
+        "no secret shown:\n{err}"
+    );
+    assert!(
+        std::fs::metadata(&dir).is_err(),
+        "nothing is created: no data directory"
+    );
+
+    let (code, _, err) = check("[server]\nmax_conections = 3\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("FILE:2:1: server.max_conections: unknown field"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 | max_conections = 3\n  | ^^^^^^^^^^^^^^"),
+        "{err}"
+    );
+}
+
+/// Issue #15: a webhook on loopback without `allow_private` started and
+/// then dead-lettered every batch (the guard refuses loopback at connect
+/// time). It is refused at startup, naming the setting.
+#[test]
+fn a_loopback_webhook_needs_allow_private_at_startup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://localhost:9/hook\"\nsecret_env = \"TK_TEST_WHSEC\"\n",
+    )
+    .unwrap();
+    let out = output_within(
+        Command::new(BIN)
+            .args(["--data-dir", tmp.path().join("d").to_str().unwrap()])
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("destinations[0].url: localhost is loopback")
+            && err.contains("set allow_private = true"),
+        "{err}"
+    );
+}
+
+/// Issue #15: `verify --json | head -1` panicked on the broken pipe (exit
+/// 101). The reader goes away before verify writes: it ends quietly with
+/// the status `SIGPIPE` would give (141), no panic message.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    create_key(&dir, "admin");
+    for args in [&["verify", "--json"][..], &["verify"][..], &["openapi"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // closed before anything is written
+        let out = Command::new(BIN)
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// Issue #15: logs written to a file (stderr not a terminal) carried ANSI
+/// colour codes; `--log-format json` writes one JSON object a line.
+#[tokio::test]
+async fn logs_off_a_terminal_are_plain_or_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let server = Server::start(&dir, &[]).await;
+    let text = server.log.text();
+    assert!(server.terminate().success());
+    assert!(text.contains("trailkeep serving"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes: {text:?}");
+
+    let server = Server::start(&dir, &["--log-format", "json"]).await;
+    let text = server.log.text();
+    assert!(server.terminate().success());
+    let mut lines = 0;
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        lines += 1;
+    }
+    assert!(lines > 0 && text.contains("trailkeep serving"), "{text}");
+}
+
+/// Issue #15: an s3:// archive with no credentials failed on first use
+/// with `Error performing PUT http://169.254.169.254/latest/api/token …`
+/// (object_store asking the EC2 metadata service). It is named as missing
+/// credentials, with the settings that provide them, before anything is
+/// contacted; `?credentials=metadata` opts into the metadata service.
+#[test]
+fn missing_cloud_credentials_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    create_key(&dir, "admin");
+    let pubkey = tmp.path().join("verifier.pub");
+    std::fs::write(&pubkey, trailkeep(&dir, &["keys", "public"]).stdout).unwrap();
+    // A metadata service that is not there (off-cloud), answered at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let run = |url: &str| {
+        let out = output_within(
+            Command::new(BIN)
+                .args([
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "verify",
+                    "--archive",
+                    url,
+                ])
+                .args(["--public-key", pubkey.to_str().unwrap()])
+                // No cloud credentials from this machine or the test script.
+                .env_clear()
+                .env("HOME", tmp.path())
+                .env(
+                    "AWS_METADATA_ENDPOINT",
+                    format!("http://127.0.0.1:{closed}"),
+                ),
+            Duration::from_secs(30),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (scheme, names) in [
+        ("s3://audit-bucket/p", "AWS_ACCESS_KEY_ID"),
+        ("gs://audit-bucket/p", "GOOGLE_APPLICATION_CREDENTIALS"),
+        ("az://audit/p?account=acct", "AZURE_STORAGE_ACCOUNT_KEY"),
+    ] {
+        let (code, err) = run(scheme);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("no credentials for")
+                && err.contains(names)
+                && err.contains("?credentials=metadata"),
+            "{scheme}: {err}"
+        );
+        assert!(!err.contains("169.254"), "{err}");
+    }
+    // Opted in: the metadata service is asked (and is not there).
+    let (code, err) = run("s3://audit-bucket/p?credentials=metadata");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("no credentials for"), "{err}");
 }

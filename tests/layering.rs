@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "keyfile",
         "net",
         "node",
+        "report",
         "secret",
         "setting",
         "telemetry",

@@ -380,7 +380,7 @@ impl Archiver {
         )
         .await
         {
-            tracing::warn!(key = %w.key, error = %e, "cannot record the index in the log's own stream");
+            tracing::warn!(key = %w.key, error = %crate::report::Chain(&e), "cannot record the index in the log's own stream");
         }
         // Signed at once, so a CLI run with no server leaves nothing unsigned.
         crate::ingest::checkpointer::sign_self(self.store.as_ref(), &self.signer, &self.log_name)
@@ -691,7 +691,7 @@ impl Archiver {
                     .with_jitter(),
             )
             .when(ArchiveError::is_transient)
-            .notify(|e, d| tracing::warn!(key, error = %e, retry_in = ?d, "archive write failed; retrying"))
+            .notify(|e, d| tracing::warn!(key, error = %crate::report::Chain(e), retry_in = ?d, "archive write failed; retrying"))
             .await
     }
 

@@ -1376,6 +1376,135 @@ mod faults {
         assert_eq!((r.deleted, r.held_back.len()), (50, 0));
     }
 
+    /// Issue #15: a manifest's `lastTime` could be earlier than its
+    /// `firstTime` (they were the times of the first and last events by
+    /// seq, and producers' clocks do not follow seqs), and verify checked
+    /// neither. Version 2 claims the earliest and latest time; verify checks
+    /// each version's claim against the events and names the object;
+    /// version 1 manifests (already in buckets) still verify.
+    #[tokio::test]
+    async fn manifest_times_are_the_range_and_verify_checks_them() {
+        use crate::archive::manifest::Manifest;
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path().join("archive"))
+            .unwrap()
+            .to_string();
+        let b = Bucket::open(&url, &crate::objstore::BucketOptions::default()).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("hot.db")).unwrap());
+        // Out of seq order, and `…:00Z` after `…:00.5Z` as text.
+        let times = [
+            "2026-01-03T00:00:00Z",
+            "2026-01-01T00:00:00.5Z",
+            "2026-01-02T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+        ];
+        let events = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                validate(
+                    i,
+                    serde_json::json!({"id": format!("e{i}"), "type": "t", "time": t, "data": {}}),
+                    &crate::event::format_received(time::OffsetDateTime::now_utc()),
+                    &Limits::default(),
+                )
+                .unwrap()
+            })
+            .collect();
+        store
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "t".into(),
+                events,
+            }])
+            .await
+            .unwrap();
+        clock_past_now().await;
+        let a = Archiver::new(
+            store.clone(),
+            b.clone(),
+            signer(),
+            "log.test".into(),
+            settings(Compression::Gzip),
+        );
+        let r = a
+            .run(time::OffsetDateTime::now_utc(), None, &|_| {})
+            .await
+            .unwrap();
+        let batch = r.batches.iter().find(|x| x.stream == "t").unwrap();
+        let (mkey, okey) = (batch.manifest_key.clone(), batch.object_key.clone());
+        let original = b.get(&mkey).await.unwrap().unwrap();
+        let m = Manifest::parse(&original).unwrap();
+        assert_eq!(m.version, 2);
+        assert_eq!(
+            (m.first_time.as_str(), m.last_time.as_str()),
+            ("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"),
+            "the earliest and latest time"
+        );
+        assert!(verify(&b).await.ok);
+        let resigned = |m: Manifest| m.sign(&signer(), Some(b"shared")).to_bytes();
+        let lying = |first: &str, last: &str, version: u32| {
+            let mut l = m.clone();
+            l.version = version;
+            l.first_time = first.to_owned();
+            l.last_time = last.to_owned();
+            resigned(l)
+        };
+        let mismatch = |t: &super::super::verify::ArchiveReport, key: &str| {
+            t.problems.iter().any(|p| {
+                p.kind == K::ManifestMismatch
+                    && p.key.as_deref() == Some(key)
+                    && p.message.contains("Time")
+            })
+        };
+
+        // Signed with the key, but lying about the range: the object is named.
+        b.overwrite(
+            &mkey,
+            lying("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", 2).into(),
+        )
+        .await;
+        let t = verify(&b).await;
+        assert!(!t.ok && mismatch(&t, &okey), "{:#?}", t.problems);
+        // First after last: the manifest alone shows it.
+        b.overwrite(
+            &mkey,
+            lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 2).into(),
+        )
+        .await;
+        let t = verify(&b).await;
+        assert!(mismatch(&t, &mkey), "{:#?}", t.problems);
+
+        // Version 1 (what earlier builds wrote): the first and last by seq.
+        b.overwrite(
+            &mkey,
+            lying("2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", 1).into(),
+        )
+        .await;
+        let t = verify(&b).await;
+        // (The index pins the replaced file's SHA-256, as it pins every
+        // manifest: in a bucket an old build wrote, it names the old one.)
+        assert!(
+            t.problems.iter().all(|p| p.kind == K::BatchMissing),
+            "an old manifest still verifies: {:#?}",
+            t.problems
+        );
+        b.overwrite(
+            &mkey,
+            lying("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", 1).into(),
+        )
+        .await;
+        let t = verify(&b).await;
+        assert!(
+            mismatch(&t, &okey),
+            "version 1 is held to its own claim: {:#?}",
+            t.problems
+        );
+        b.overwrite(&mkey, original).await;
+        assert!(verify(&b).await.ok);
+    }
+
     #[test]
     fn settings_never_show_the_hmac_secret() {
         let s = settings(Compression::Gzip);

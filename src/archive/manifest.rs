@@ -14,8 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::note::{NoteSigner, NoteVerifier};
 
-/// Manifest format version written by this build.
-pub const VERSION: u32 = 1;
+/// Manifest format version written by this build. Version 2 (issue #15):
+/// `firstTime`/`lastTime` are the earliest and latest event `time` in the
+/// object, so `firstTime <= lastTime`; in version 1 they were the times of
+/// the first and last event by seq, which producers' clocks need not order.
+/// Both are read; the verifier checks each by its own meaning.
+pub const VERSION: u32 = 2;
+/// Versions this build reads.
+pub const READS: [u32; 2] = [1, 2];
 /// Signing context prefix.
 const CONTEXT: &[u8] = b"trailkeep-manifest-v1\n";
 
@@ -67,9 +73,11 @@ pub struct Manifest {
     pub end_seq: u64,
     /// Number of events.
     pub count: u64,
-    /// `time` of the first event.
+    /// The earliest event `time` in the object (version 1: the `time` of
+    /// the event at `startSeq`).
     pub first_time: String,
-    /// `time` of the last event.
+    /// The latest event `time` in the object (version 1: the `time` of the
+    /// event at `endSeq`).
     pub last_time: String,
     /// Hash of the event before `startSeq` (64 zeros at seq 1).
     pub prev_hash: String,
@@ -191,7 +199,7 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         let m: Self =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        if m.version != VERSION {
+        if !READS.contains(&m.version) {
             return Err(ManifestError::Version(m.version));
         }
         exact_integers(&m).map_err(ManifestError::Malformed)?;
@@ -216,16 +224,31 @@ impl Manifest {
     }
 
     /// Whether `other` describes the same batch: equal in everything but
-    /// creation time and signatures (a retried run re-signs at a new time).
+    /// creation time and signatures (a retried run re-signs at a new time),
+    /// and, between format versions (a run the previous version left half
+    /// done), the version and the time fields whose meaning changed.
     pub fn same_batch(&self, other: &Self) -> bool {
+        let across = self.version != other.version;
         let strip = |m: &Self| {
             let mut m = m.clone();
             m.created = String::new();
             m.signature = None;
             m.hmac_sha256 = None;
+            if across {
+                m.version = 0;
+                m.first_time = String::new();
+                m.last_time = String::new();
+            }
             m
         };
         strip(self) == strip(other)
+    }
+
+    /// Whether `firstTime`/`lastTime` claim the earliest and latest event
+    /// time (version 2 on); version 1 claims the times of the events at
+    /// `startSeq` and `endSeq`.
+    pub fn claims_min_max(&self) -> bool {
+        self.version >= 2
     }
 }
 

@@ -68,7 +68,7 @@ pub enum ArchiveError {
     Hot(#[from] StoreError),
     /// The hot store holds a stream name that cannot become an object key
     /// (only a database edited by hand can); nothing was written for it.
-    #[error("stored stream name refused: {0}")]
+    #[error("stored stream name refused")]
     Name(#[from] crate::names::NameError),
     /// Another process holds the archiver lease.
     #[error(
@@ -76,7 +76,7 @@ pub enum ArchiveError {
     )]
     Busy,
     /// Encoding failed.
-    #[error("encoding: {0}")]
+    #[error("encoding")]
     Encode(#[from] std::io::Error),
 }
 

@@ -130,9 +130,10 @@ pub struct Segment {
     pub start_seq: u64,
     /// Last seq.
     pub end_seq: u64,
-    /// `time` of the first event.
+    /// The earliest `time` of the segment's events (manifest v2's
+    /// `firstTime`: producers' times are not in seq order).
     pub first_time: String,
-    /// `time` of the last event.
+    /// The latest `time` of the segment's events (`lastTime`).
     pub last_time: String,
     /// Hash of the event before `start_seq` (64 zeros for seq 1).
     pub prev_hash: String,
@@ -194,10 +195,14 @@ impl SegmentBuilder {
     pub fn push(&mut self, seq: u64, hash: &Hash, line: &str, time: &str) -> std::io::Result<()> {
         if self.tree.size() == 0 {
             self.start_seq = seq;
-            self.first_time = time.to_owned();
+            time.clone_into(&mut self.first_time);
+            time.clone_into(&mut self.last_time);
+        } else if crate::event::cmp_time(time, &self.first_time).is_lt() {
+            time.clone_into(&mut self.first_time);
+        } else if crate::event::cmp_time(time, &self.last_time).is_gt() {
+            time.clone_into(&mut self.last_time);
         }
         self.end_seq = seq;
-        time.clone_into(&mut self.last_time);
         self.last_hash = hex::encode(hash);
         self.tree.push(leaf_hash(hash));
         self.line.clear();

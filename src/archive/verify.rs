@@ -43,6 +43,8 @@ struct FastFacts {
     hash: std::ops::Range<usize>,
     prev: std::ops::Range<usize>,
     stream: std::ops::Range<usize>,
+    /// The event's `time` (empty when absent: the slow path reports it).
+    time: std::ops::Range<usize>,
     seq: u64,
 }
 
@@ -61,7 +63,7 @@ fn digest_chunk(chunk: Vec<u8>) -> (String, Vec<LineFacts>) {
         let start = offset(line);
         let fast = scan_stored(line).and_then(|sc| {
             let (h, range) = sc.hash.clone()?;
-            let (prev, stream) = (sc.prev?, sc.stream?);
+            let (prev, stream, time) = (sc.prev?, sc.stream?, sc.time?);
             let mut hasher = sha2::Sha256::new();
             hasher.update(&line.as_bytes()[..range.start]);
             hasher.update(&line.as_bytes()[range.end..]);
@@ -70,6 +72,7 @@ fn digest_chunk(chunk: Vec<u8>) -> (String, Vec<LineFacts>) {
                 hash: offset(h)..offset(h) + h.len(),
                 prev: offset(prev)..offset(prev) + prev.len(),
                 stream: offset(stream)..offset(stream) + stream.len(),
+                time: offset(time)..offset(time) + time.len(),
                 seq: sc.seq?,
             })
         });
@@ -147,7 +150,8 @@ pub enum ArchiveProblemKind {
     MalformedEvent,
     /// The object holds another number of events than the manifest says.
     CountMismatch,
-    /// The object's events do not give the manifest's Merkle root or last hash.
+    /// The object's events do not give the manifest's Merkle root, last
+    /// hash or time range (`firstTime`/`lastTime`, by the manifest's version).
     ManifestMismatch,
     /// A key in the bucket that no manifest covers.
     NotCovered,
@@ -344,6 +348,8 @@ struct Meta<'a> {
     prev: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     stream: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    time: std::borrow::Cow<'a, str>,
 }
 
 const MAX_OBJECT_RAW: u64 = 4 << 30;
@@ -1059,6 +1065,14 @@ fn check_claims(
         reasons.push(e.to_string());
         w.problem(stream, Some(start), Some(mkey), K::BadHmac, e.to_string());
     }
+    if m.claims_min_max() && crate::event::cmp_time(&m.first_time, &m.last_time).is_gt() {
+        let msg = format!(
+            "firstTime {} is after lastTime {} (version {} claims the earliest and latest event time)",
+            m.first_time, m.last_time, m.version
+        );
+        reasons.push(msg.clone());
+        w.problem(stream, Some(start), Some(mkey), K::ManifestMismatch, msg);
+    }
     let object_ok_key = m.object.key.starts_with(&format!("{stream}/events/"))
         && layout::range_of(&m.object.key) == Some((m.start_seq, m.end_seq));
     if m.stream != stream
@@ -1500,6 +1514,49 @@ fn check_object_bytes(w: &mut Walk<'_>, stream: &str, m: &Manifest, bytes: &[u8]
     reasons
 }
 
+/// The event times of one object: the first and last by seq, the
+/// earliest and latest (what manifests of version 1 and 2 claim).
+#[derive(Default)]
+struct Times {
+    first: Option<String>,
+    last: String,
+    min: String,
+    max: String,
+}
+
+impl Times {
+    fn see(&mut self, t: &str) {
+        use crate::event::cmp_time;
+        if self.first.is_none() {
+            self.first = Some(t.to_owned());
+            t.clone_into(&mut self.min);
+            t.clone_into(&mut self.max);
+        } else if cmp_time(t, &self.min).is_lt() {
+            t.clone_into(&mut self.min);
+        } else if cmp_time(t, &self.max).is_gt() {
+            t.clone_into(&mut self.max);
+        }
+        t.clone_into(&mut self.last);
+    }
+
+    /// What the manifest's `firstTime`/`lastTime` claim that the events do
+    /// not give, by the manifest's version.
+    fn differs_from(&self, m: &Manifest) -> Option<String> {
+        let first = self.first.as_deref()?;
+        let (a, b, what) = if m.claims_min_max() {
+            (self.min.as_str(), self.max.as_str(), "earliest and latest")
+        } else {
+            (first, self.last.as_str(), "first and last")
+        };
+        (m.first_time != a || m.last_time != b).then(|| {
+            format!(
+                "the events' {what} times are {a} and {b}; the manifest (version {}) says firstTime {} and lastTime {}",
+                m.version, m.first_time, m.last_time
+            )
+        })
+    }
+}
+
 struct Checked {
     ok: bool,
     events: u64,
@@ -1566,6 +1623,7 @@ async fn check_object(
     }
     let mut expected = m.start_seq;
     let mut n = 0u64;
+    let mut times = Times::default();
     while let Some(chunk) = chunks.recv().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -1599,6 +1657,7 @@ async fn check_object(
                         seq: f.seq,
                         prev: text[f.prev.clone()].into(),
                         stream: text[f.stream.clone()].into(),
+                        time: text[f.time.clone()].into(),
                     }),
                 ),
                 None => {
@@ -1618,6 +1677,9 @@ async fn check_object(
                     (event_hash(slow.as_bytes()), hash.into(), meta)
                 }
             };
+            if let Ok(meta) = &parsed {
+                times.see(&meta.time);
+            }
             if !check_line(
                 w, stream, key, n, seq_here, parsed, &hash, &computed, &prev_bin,
             ) {
@@ -1660,6 +1722,19 @@ async fn check_object(
         w.problem(
             stream,
             Some(m.end_seq),
+            Some(key),
+            K::ManifestMismatch,
+            r.clone(),
+        );
+        reasons.push(r);
+        ok = false;
+    }
+    if n == m.count
+        && let Some(r) = times.differs_from(m)
+    {
+        w.problem(
+            stream,
+            Some(m.start_seq),
             Some(key),
             K::ManifestMismatch,
             r.clone(),

@@ -36,6 +36,9 @@ pub enum BenchCommand {
     /// Delivery to local receivers (webhook, Splunk HEC, Datadog, file,
     /// object store) under sustained ingest: events/s and lag.
     Destinations(super::bench_destinations::DestinationsBenchArgs),
+    /// Delivery latency on an idle system: ack to arrival at a local
+    /// webhook, drivers woken by commits beside polling drivers.
+    Latency(super::bench_latency::LatencyBenchArgs),
 }
 
 /// Arguments of `bench postgres`.
@@ -290,6 +293,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
         BenchCommand::Postgres(a) => return postgres_bench(config, a).await,
         BenchCommand::Archive(a) => return super::bench_archive::run(a).await,
         BenchCommand::Destinations(a) => return super::bench_destinations::run(a).await,
+        BenchCommand::Latency(a) => return super::bench_latency::run(a).await,
     };
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {

@@ -11,8 +11,8 @@
 //!
 //! `--follow` polls (ARCHITECTURE.md "Following a stream polls"): when a
 //! read comes back empty it waits `--poll-interval`, otherwise it reads on
-//! at once. Ctrl-C (SIGINT), SIGTERM and a reader that went away
-//! (`| head`) end it quietly with status 0.
+//! at once. Ctrl-C (SIGINT) and SIGTERM end it quietly with status 0; a
+//! reader that went away (`| head`) quietly with 141, as every command.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -118,7 +118,9 @@ pub(super) async fn run(
         () = super::interrupted() => Ok(()),
     };
     match result {
-        Ok(()) | Err(Stop::Closed) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // As every command ends on a closed pipe, quietly (`cat`'s status).
+        Err(Stop::Closed) => Ok(ExitCode::from(super::BROKEN_PIPE_EXIT as u8)),
         Err(Stop::Failed(e)) => Err(e),
     }
 }

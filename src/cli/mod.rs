@@ -3,6 +3,19 @@
 //! 1 verification found a problem, 2 usage, configuration or I/O error.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+/// `println!` for the commands below: a reader that went away (`| head`)
+/// ends the process quietly, as `SIGPIPE` ends `cat` (see [`write_stdout`]).
+macro_rules! println {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!`, as [`println!`] above.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
 mod archive;
 #[cfg(feature = "bench")]
 mod bench;
@@ -10,6 +23,9 @@ mod bench;
 mod bench_archive;
 #[cfg(feature = "bench")]
 mod bench_destinations;
+#[cfg(feature = "bench")]
+mod bench_latency;
+mod check_config;
 mod checkpoints;
 mod copy;
 mod destinations;
@@ -51,9 +67,28 @@ pub struct Cli {
     /// `file://DATA_DIR/archive` or `archive.url` from the config.
     #[arg(long, global = true, env = "TRAILKEEP_ARCHIVE", value_name = "URL")]
     pub archive: Option<String>,
+    /// Log lines on stderr: `text` (coloured only on a terminal without
+    /// NO_COLOR) or `json` (one object a line).
+    #[arg(
+        long,
+        global = true,
+        env = "TRAILKEEP_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Subcommands.
@@ -111,6 +146,14 @@ pub enum Command {
     /// Print a stream's events, or follow them as they commit (--follow);
     /// the store read-only, or --server.
     Events(events::EventsArgs),
+    /// Check a config file completely without starting anything: exit 0
+    /// with a summary, or 2 listing each problem with FILE:LINE:COLUMN and
+    /// its key.
+    CheckConfig {
+        /// The config file (default: --config).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Print the HTTP API's OpenAPI 3.1 description (as served at
     /// /v1/openapi.json).
     Openapi,
@@ -125,20 +168,21 @@ pub enum Command {
 
 /// Loads the config file (if any) and applies the flags.
 fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
-    let raw = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            RawConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => RawConfig::default(),
-    };
-    Ok(raw.validate(&Overrides {
+    let over = Overrides {
         data_dir: cli.data_dir.clone(),
         listen,
         store: cli.store.clone(),
         archive: cli.archive.clone(),
-    })?)
+    };
+    match &cli.config {
+        Some(path) => {
+            let (text, raw) = check_config::read(path)?;
+            Ok(raw
+                .validate(&over)
+                .map_err(|e| check_config::problem(path, &text, &e))?)
+        }
+        None => Ok(RawConfig::default().validate(&over)?),
+    }
 }
 
 /// Returns the runtime: one worker thread fewer than there are cores (at
@@ -166,13 +210,34 @@ fn private_files() {
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     private_files();
-    crate::telemetry::init_logging();
+    crate::telemetry::init_logging(cli.log_format == LogFormat::Json);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("trailkeep: error: {e:#}");
+            // Each cause once (issue #15), lines inside a message kept.
+            eprintln!("trailkeep: error: {}", crate::report::Chain(e.as_ref()));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Exit status when stdout's reader went away: what a shell reports for a
+/// process `SIGPIPE` ended (128 + 13), as `cat` or `grep` end in a pipe.
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Writes to stdout; a reader that went away (`| head`) ends the process
+/// quietly with [`BROKEN_PIPE_EXIT`] (no panic: Rust ignores `SIGPIPE`, so
+/// `println!` would panic on `EPIPE`). Any other write failure ends it
+/// with 2 and says why.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        eprintln!("trailkeep: error: cannot write to stdout: {e}");
+        std::process::exit(2);
     }
 }
 
@@ -246,6 +311,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(streams::run(args, || load_config(&cli, None)))
         }
         Command::Events(args) => runtime()?.block_on(events::run(args, || load_config(&cli, None))),
+        Command::CheckConfig { file } => {
+            let Some(file) = file.as_ref().or(cli.config.as_ref()) else {
+                anyhow::bail!("check-config needs a FILE (or --config FILE)");
+            };
+            let over = Overrides {
+                data_dir: cli.data_dir.clone(),
+                listen: None,
+                store: cli.store.clone(),
+                archive: cli.archive.clone(),
+            };
+            match check_config::check(file, &over) {
+                Ok(config) => {
+                    println!("{}", check_config::summary(file, &config));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    eprintln!("{}: {} problem(s)", file.display(), problems.len());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
@@ -323,17 +412,6 @@ pub(crate) fn printable(s: &str) -> String {
         .collect()
 }
 
-/// Prints `text` on stdout; a reader that went away (`| head`) ends the
-/// output quietly instead of a panic.
-pub(crate) fn print_text(text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
-}
-
 /// Prints `v` as pretty JSON on stdout; a reader that went away (`| head`)
 /// ends the output quietly instead of a panic.
 pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
@@ -344,7 +422,9 @@ pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush());
     match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(BROKEN_PIPE_EXIT)
+        }
         r => Ok(r?),
     }
 }

@@ -309,7 +309,9 @@ impl Client {
                 .bearer_auth(self.token.expose())
                 .send()
                 .await
-                .with_context(|| format!("cannot reach {}", self.base))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot reach {}: {}", self.base, crate::net::describe(&e))
+                })?;
             let status = resp.status().as_u16();
             let wait = resp
                 .headers()
@@ -320,10 +322,9 @@ impl Client {
                 tokio::time::sleep(Duration::from_secs(secs.clamp(1, 60))).await;
                 continue;
             }
-            let body = resp
-                .bytes()
-                .await
-                .with_context(|| format!("{what}: reading the answer"))?;
+            let body = resp.bytes().await.map_err(|e| {
+                anyhow::anyhow!("{what}: reading the answer: {}", crate::net::describe(&e))
+            })?;
             return Ok(Answer {
                 status,
                 what: what.clone(),

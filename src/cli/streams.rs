@@ -30,7 +30,7 @@ pub(super) async fn run(
     if args.json {
         super::print_json(&serde_json::json!({ "streams": streams }))?;
     } else {
-        super::print_text(&table(&streams))?;
+        super::write_stdout(format_args!("{}", table(&streams)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -483,9 +483,30 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
     let ok = report.ok && cold.as_ref().is_none_or(|c| c.ok);
     let cold_events = cold.as_ref().map_or(0, |c| c.summary.events);
     let cold_problems = cold.as_ref().map_or(0, |c| c.problems.len());
+    // Per stream, what the archive holds (issue #15: counts said hot only).
+    let archived_of = |stream: &str| -> u64 {
+        cold.as_ref().map_or(0, |c| {
+            c.streams
+                .iter()
+                .filter(|s| s.stream == stream)
+                .map(|s| s.events)
+                .sum()
+        })
+    };
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = ok.into();
+        // `events` stays the hot count it always was.
+        v["events_archived"] = cold_events.into();
+        v["events_total"] = (report.events + cold_events).into();
+        if let Some(streams) = v["streams"].as_array_mut() {
+            for s in streams {
+                let hot = s["events"].as_u64().unwrap_or(0);
+                let archived = archived_of(s["stream"].as_str().unwrap_or_default());
+                s["events_archived"] = archived.into();
+                s["events_total"] = (hot + archived).into();
+            }
+        }
         if let Some(c) = &cold {
             v["archive"] = serde_json::to_value(c)?;
         }
@@ -522,8 +543,9 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
             } else {
                 "INVALID"
             };
+            let archived = archived_of(&s.stream);
             println!(
-                "{status} stream={} events={} head={} {cp} problems={}",
+                "{status} stream={} events={} archived={archived} head={} {cp} problems={}",
                 s.stream,
                 s.events,
                 s.head_seq,

@@ -72,7 +72,7 @@ pub struct BigQuery {
 #[non_exhaustive]
 pub enum AccountError {
     /// Not the JSON of a service account file.
-    #[error("service account file: {0}")]
+    #[error("service account file is not valid JSON")]
     Json(#[source] serde_json::Error),
     /// `private_key` is not PEM PKCS#8.
     #[error("service account file: private_key is not a PKCS#8 PEM key")]

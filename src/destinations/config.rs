@@ -40,7 +40,8 @@ pub struct RawDestination {
     pub max_events: Option<usize>,
     /// Most bytes per batch (default 4 MiB).
     pub max_bytes: Option<usize>,
-    /// Longest wait before a partial batch goes (default 1000 ms).
+    /// Longest wait before a partial batch goes (default 0 ms: as soon as
+    /// the driver is free; 1000 ms for object stores, one object per batch).
     pub max_age_ms: Option<u64>,
     /// `trailkeep` (stored events, default) or `grantex` (`{id, type, createdAt, data}`).
     pub encoding: Option<String>,
@@ -389,7 +390,7 @@ impl RawWebhook {
         if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
             return Err(bad(
                 "url",
-                "must be https:// (http:// only to a loopback address)",
+                "must be https:// (http:// only to a loopback address, with allow_private = true)",
             ));
         }
         Ok(Kind::Webhook {
@@ -551,12 +552,18 @@ impl RawDestination {
             }
             driver.max_bytes = n;
         }
-        if let Some(ms) = self.max_age_ms {
-            if ms > 3_600_000 {
+        // A partial batch goes as soon as the driver is free (events gather
+        // while a batch is in flight), except to object stores, where each
+        // batch is an object: there it waits up to 1 s for company.
+        let object = matches!(self.kind.as_str(), "s3" | "gcs" | "azure_blob");
+        driver.max_age = match self.max_age_ms {
+            Some(ms) if ms > 3_600_000 => {
                 return Err(bad("max_age_ms", "must be at most 3600000"));
             }
-            driver.max_age = Duration::from_millis(ms);
-        }
+            Some(ms) => Duration::from_millis(ms),
+            None if object => Duration::from_secs(1),
+            None => Duration::ZERO,
+        };
         if let Some(ms) = self.backoff_max_ms {
             if !(100..=3_600_000).contains(&ms) {
                 return Err(bad("backoff_max_ms", "must be between 100 and 3600000"));

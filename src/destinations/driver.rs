@@ -52,6 +52,9 @@ pub struct DriverSettings {
     /// The archive, to feed a destination whose cursor fell behind the hot
     /// store (its events were archived and deleted past it, `archive_past`).
     pub archive: Option<Arc<dyn ColdFeed>>,
+    /// Changes after each commit of this node (wired in by `server`): an
+    /// idle driver wakes on it at once instead of at its next poll.
+    pub commits: Option<watch::Receiver<u64>>,
 }
 
 impl DriverSettings {
@@ -70,6 +73,7 @@ impl DriverSettings {
             lease_ttl: Duration::from_secs(15),
             concurrency: 1,
             archive: None,
+            commits: None,
         }
     }
 }
@@ -193,6 +197,10 @@ pub async fn run(
         settings.lease_ttl,
     )
     .await;
+    let mut commits = settings.commits.clone();
+    if let Some(c) = &mut commits {
+        c.mark_unchanged();
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -205,7 +213,7 @@ pub async fn run(
                     Err(Stop::Shutdown) => break,
                     Err(Stop::Store(e)) => {
                         record_error(&handle, &format!("store: {e}"), None);
-                        tracing::error!(destination = %settings.name, error = %e, "destination round failed; will retry");
+                        tracing::error!(destination = %settings.name, error = %crate::report::Chain(&e), "destination round failed; will retry");
                         false
                     }
                 }
@@ -213,13 +221,31 @@ pub async fn run(
             _ => false,
         };
         if !worked {
+            // Idle: the next commit of this node, the poll (another node's
+            // commits, a partial batch coming of age) or the stop.
             tokio::select! {
                 () = tokio::time::sleep(settings.poll) => {}
                 _ = stop.changed() => {}
+                () = committed(&mut commits) => {}
             }
         }
     }
     keeper.release().await;
+}
+
+/// Resolves at the next commit (never without a commit signal). A commit
+/// while the driver was busy counts: `changed` sees what it has not seen.
+async fn committed(commits: &mut Option<watch::Receiver<u64>>) {
+    match commits {
+        Some(c) => {
+            if c.changed().await.is_err() {
+                // The appender is gone (stopping): poll and stop as before.
+                *commits = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn record_error(handle: &DriverHandle, message: &str, detail: Option<&str>) {
@@ -325,7 +351,7 @@ async fn next_batch(
                 return Ok(None);
             }
             Err(e) => {
-                tracing::warn!(destination = %settings.name, stream, cursor, error = %e,
+                tracing::warn!(destination = %settings.name, stream, cursor, error = %crate::report::Chain(&*e),
                     "destination is behind the hot store; reading the archive failed, will retry");
                 return Ok(None);
             }
@@ -404,6 +430,9 @@ fn backoff(settings: &DriverSettings, attempt: u32, floor: Option<Duration>) -> 
     cap.mul_f64(frac).max(floor.unwrap_or(Duration::ZERO))
 }
 
+/// While a batch is retried, a WARN at most this often.
+const RETRY_WARN_EVERY: Duration = Duration::from_secs(30);
+
 async fn deliver(
     store: &dyn Store,
     dest: &dyn Destination,
@@ -414,6 +443,7 @@ async fn deliver(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Stop> {
     let mut attempt = 0u32;
+    let mut last_warn: Option<std::time::Instant> = None;
     loop {
         let outcome = if batch.events.is_empty() {
             Ok(()) // everything filtered out: nothing to send, the cursor still moves
@@ -434,6 +464,9 @@ async fn deliver(
                         Some(lease),
                     )
                     .await?;
+                if attempt > 0 {
+                    tracing::info!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, retries = attempt, "delivered after retries");
+                }
                 let mut s = handle.lock();
                 s.delivered += batch.events.len() as u64;
                 s.batches += u64::from(!batch.events.is_empty());
@@ -486,7 +519,14 @@ async fn deliver(
                     .increment(1);
                 let wait = backoff(settings, attempt, capped_retry_after(settings, retry_after));
                 attempt = attempt.saturating_add(1);
-                tracing::debug!(destination = %settings.name, error = %message, ?wait, "delivery failed; retrying");
+                // An outage must show in the log at WARN, once when it
+                // starts and then every half minute, not once per attempt.
+                if last_warn.is_none_or(|t| t.elapsed() >= RETRY_WARN_EVERY) {
+                    last_warn = Some(std::time::Instant::now());
+                    tracing::warn!(destination = %settings.name, stream = %batch.stream, start = batch.start_seq, end = batch.end_seq, attempt, error = %message, ?wait, "delivery failed; retrying");
+                } else {
+                    tracing::debug!(destination = %settings.name, attempt, error = %message, ?wait, "delivery failed; retrying");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Err(Stop::Shutdown),

@@ -163,7 +163,7 @@ pub enum BuildError {
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
     /// The webhook's secret or URL is unusable.
-    #[error("destination {destination}: {source}")]
+    #[error("destination {destination}")]
     Webhook {
         /// Destination name.
         destination: String,
@@ -171,7 +171,7 @@ pub enum BuildError {
         source: webhook::WebhookError,
     },
     /// The BigQuery service account is unusable.
-    #[error("destination {destination}: {source}")]
+    #[error("destination {destination}")]
     ServiceAccount {
         /// Destination name.
         destination: String,
@@ -179,7 +179,7 @@ pub enum BuildError {
         source: bigquery::AccountError,
     },
     /// The object store cannot be opened (its URL or options).
-    #[error("destination {destination}: {source}")]
+    #[error("destination {destination}")]
     Bucket {
         /// Destination name.
         destination: String,

@@ -42,7 +42,7 @@ pub enum WebhookError {
     #[error("the webhook secret must be whsec_ followed by base64")]
     Secret,
     /// The URL does not parse (config validation has parsed it already).
-    #[error("url is not a URL: {0}")]
+    #[error("url is not a URL")]
     Url(#[from] url::ParseError),
 }
 

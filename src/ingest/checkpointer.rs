@@ -26,7 +26,7 @@ pub enum CheckpointError {
     Store(#[from] StoreError),
     /// The checkpoint text could not be signed (a log name the note format
     /// refuses); it was a "corrupt store" before, which it is not.
-    #[error("cannot sign the checkpoint: {0}")]
+    #[error("cannot sign the checkpoint")]
     Sign(#[from] crate::chain::note::NoteError),
 }
 
@@ -97,12 +97,12 @@ pub async fn sign_and_record(
             Ok(None) => {}
             Err(e) => {
                 metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
-                tracing::error!(stream = %s, error = %e, "checkpoint failed; will retry");
+                tracing::error!(stream = %s, error = %crate::report::Chain(&e), "checkpoint failed; will retry");
             }
         }
     }
     if let Err(e) = crate::selflog::record_checkpoints(store, log_name, &signed).await {
-        tracing::warn!(checkpoints = signed.len(), error = %e, "cannot record checkpoints in the log's own stream");
+        tracing::warn!(checkpoints = signed.len(), error = %crate::report::Chain(&e), "cannot record checkpoints in the log's own stream");
     }
     sign_self(store, signer, log_name).await;
 }
@@ -111,7 +111,7 @@ pub async fn sign_and_record(
 pub async fn sign_self(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
     if let Err(e) = checkpoint_stream(store, signer, log_name, SELF_STREAM).await {
         metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
-        tracing::error!(stream = SELF_STREAM, error = %e, "checkpoint failed; will retry");
+        tracing::error!(stream = SELF_STREAM, error = %crate::report::Chain(&e), "checkpoint failed; will retry");
     }
 }
 
@@ -161,7 +161,7 @@ async fn round(store: &dyn Store, signer: &NoteSigner, log_name: &str) {
         Ok(b) => b,
         Err(e) => {
             metrics::counter!("trailkeep_checkpoint_errors_total").increment(1);
-            tracing::error!(error = %e, "checkpointer cannot list streams; will retry");
+            tracing::error!(error = %crate::report::Chain(&e), "checkpointer cannot list streams; will retry");
             return;
         }
     };

@@ -21,7 +21,7 @@ pub mod checkpointer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::NewEvent;
 use crate::store::{AppendGroup, GroupResult, Store, StoreError};
@@ -85,6 +85,7 @@ impl Default for BatchLimits {
 pub struct Appender {
     tx: mpsc::Sender<Request>,
     poisoned: Arc<AtomicBool>,
+    committed: watch::Receiver<u64>,
 }
 
 impl Appender {
@@ -114,8 +115,29 @@ impl Appender {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(commit, rx, limits, poisoned.clone(), pipe));
-        (Self { tx, poisoned }, task)
+        let (committed_tx, committed) = watch::channel(0);
+        let task = tokio::spawn(run(
+            commit,
+            rx,
+            limits,
+            (poisoned.clone(), committed_tx),
+            pipe,
+        ));
+        (
+            Self {
+                tx,
+                poisoned,
+                committed,
+            },
+            task,
+        )
+    }
+
+    /// Changes after every commit of this node that stored a new event:
+    /// what destination drivers wait on instead of polling (a commit on
+    /// another node is not seen here; drivers still poll for those).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Appends `events` to `stream` and returns once they are durably
@@ -188,7 +210,7 @@ async fn run(
     commit: CommitFn,
     mut rx: mpsc::Receiver<Request>,
     limits: BatchLimits,
-    poisoned: Arc<AtomicBool>,
+    (poisoned, committed): (Arc<AtomicBool>, watch::Sender<u64>),
     pipe: Pipeline,
 ) {
     let Pipeline { depth, seal } = pipe;
@@ -205,7 +227,9 @@ async fn run(
                 if seal {
                     heads.finished(&expected, &res);
                 }
-                finish(replies, events, started, res, &poisoned);
+                if finish(replies, events, started, res, &poisoned) {
+                    committed.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }
             first = rx.recv(), if open && held.is_none() && inflight.len() < depth => {
                 let Some(first) = first else {
@@ -342,19 +366,20 @@ fn refuse(replies: Replies) {
     }
 }
 
-/// Answers the requests of one finished group commit, in commit order.
+/// Answers the requests of one finished group commit, in commit order;
+/// returns whether it stored a new event.
 fn finish(
     replies: Replies,
     events: usize,
     started: std::time::Instant,
     res: crate::store::Result<Vec<GroupResult>>,
     poisoned: &AtomicBool,
-) {
+) -> bool {
     if poisoned.load(Ordering::SeqCst) {
         // Queued behind a commit that failed: it may even have been stored,
         // but nothing is acknowledged after a failed commit.
         refuse(replies);
-        return;
+        return false;
     }
     match res {
         Ok(results) => {
@@ -373,24 +398,27 @@ fn finish(
                 metrics::gauge!("trailkeep_last_append_timestamp_seconds")
                     .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
             }
+            appended > 0
         }
         Err(e @ StoreError::RolledBack(_)) => {
             // Certainly not stored: refuse these requests, keep serving.
             metrics::counter!("trailkeep_commits_rolled_back_total").increment(1);
-            tracing::warn!(error = %e, "a group commit was rolled back; its requests were refused and nothing of them is stored");
+            tracing::warn!(error = %crate::report::Chain(&e), "a group commit was rolled back; its requests were refused and nothing of them is stored");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(AppendError::NotStored(e.clone())));
             }
+            false
         }
         Err(e) => {
             poisoned.store(true, Ordering::SeqCst);
             metrics::gauge!("trailkeep_writer_poisoned").set(1.0);
-            tracing::error!(error = %e, "commit failed; the writer is poisoned and refuses further appends until restart");
+            tracing::error!(error = %crate::report::Chain(&e), "commit failed; the writer is poisoned and refuses further appends until restart");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(AppendError::Poisoned(Some(e.clone()))));
             }
+            false
         }
     }
 }

@@ -262,7 +262,7 @@ pub fn own_addresses() -> Vec<IpAddr> {
     match if_addrs::get_if_addrs() {
         Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read this host's interface addresses");
+            tracing::warn!(error = %crate::report::Chain(&e), "cannot read this host's interface addresses");
             Vec::new()
         }
     }
@@ -277,6 +277,18 @@ pub fn check_config_url(url: &url::Url, allow_private: bool) -> Result<(), Strin
     let ip = match url.host() {
         Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
         Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
+        // RFC 6761: `localhost` and its subdomains are loopback, whatever
+        // DNS says; refused here, at startup, rather than by the resolver
+        // on every delivery (issue #15: a webhook on localhost started,
+        // then dead-lettered every batch).
+        Some(url::Host::Domain(d)) if is_localhost(d) => {
+            if allow_private {
+                return Ok(());
+            }
+            return Err(format!(
+                "{d} is loopback, not a public address; set allow_private = true in this table to allow it"
+            ));
+        }
         _ => return Ok(()),
     };
     match special_purpose(ip) {
@@ -285,6 +297,25 @@ pub fn check_config_url(url: &url::Url, allow_private: bool) -> Result<(), Strin
         )),
         _ => Ok(()),
     }
+}
+
+/// Returns whether `host` is `localhost` or a name below it (RFC 6761
+/// §6.3: always loopback).
+fn is_localhost(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
+}
+
+/// A name the system resolver could not resolve (typed, so
+/// [`super::describe`] tells it apart from a refused connection).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {host}")]
+pub struct ResolveFailed {
+    /// The host as written in the URL.
+    pub host: String,
+    /// The resolver's error.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// An address refused by the guard, before any connection.
@@ -342,8 +373,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             // Port 0: the connector sets the URL's port on each address.
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|source| ResolveFailed {
+                    host: host.clone(),
+                    source,
+                })?
+                .collect();
             if !allow_private {
                 check(&host, addrs.iter().map(SocketAddr::ip), &owner)?;
             }

@@ -38,9 +38,17 @@ pub enum SendError {
     #[error(transparent)]
     Refused(#[from] Refused),
     /// Anything else (a guard refusal of a resolved name is found in its
-    /// source chain: see [`SendError::refused`]).
+    /// source chain: see [`SendError::refused`]). Its text is
+    /// [`describe`]'s, which already says the causes, so the reqwest error
+    /// is not exposed as `source()` (each cause is said once).
     #[error("{}", describe(.0))]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e)
+    }
 }
 
 impl SendError {
@@ -150,14 +158,28 @@ fn find_in_chain<'a, T: std::error::Error + 'static>(
     None
 }
 
-/// Returns a reqwest error as text without its URL: what failed and its
-/// causes (a guard or redirect refusal alone, as it says everything).
+/// Returns a reqwest error as text without its URL: what failed, told
+/// apart by the error's source chain (connection refused, a name that does
+/// not resolve, the TLS certificate and why, a timeout), with what to do;
+/// otherwise what failed and its causes (a guard or redirect refusal
+/// alone, as it says everything).
 pub fn describe(e: &reqwest::Error) -> String {
     if let Some(r) = find_in_chain::<Refused>(e) {
         return r.to_string();
     }
     if let Some(r) = find_in_chain::<RedirectRefused>(e) {
         return r.to_string();
+    }
+    let target = e.url().map_or_else(
+        || "the receiver".to_owned(),
+        |u| match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => "the receiver".to_owned(),
+        },
+    );
+    if let Some(cause) = connect_cause(e, &target) {
+        return redact_urls(&cause);
     }
     let what = if e.is_timeout() {
         "timed out"
@@ -180,6 +202,102 @@ pub fn describe(e: &reqwest::Error) -> String {
         cur = s.source();
     }
     redact_urls(&out)
+}
+
+/// Why a request to `target` (`host:port`) failed, when the chain says
+/// which of the usual reasons it is, with what to do about it.
+fn connect_cause(e: &reqwest::Error, target: &str) -> Option<String> {
+    use std::io::ErrorKind;
+    if let Some(r) = find_in_chain::<guard::ResolveFailed>(e) {
+        return Some(format!(
+            "cannot resolve {}: {} (is the host name right? this machine's resolver, /etc/resolv.conf or /etc/hosts, does not know it)",
+            r.host, r.source
+        ));
+    }
+    if let Some(t) = find_tls(e) {
+        let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+        use rustls::CertificateError as C;
+        let why = match t {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
+                "{host}'s certificate is not signed by a CA trailkeep trusts (unknown issuer: self-signed or a private CA); \
+                 trailkeep trusts the Mozilla root CAs built into it and has no setting for another CA: \
+                 give the receiver a certificate from a public CA"
+            ),
+            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                format!("{host}'s certificate has expired: renew it on the receiver")
+            }
+            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+                format!(
+                    "{host}'s certificate is not valid yet: check the clocks of this machine and the receiver"
+                )
+            }
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => format!(
+                "{host}'s certificate is not valid for the name {host} (name mismatch): use a host name the certificate lists in the URL, or fix the certificate"
+            ),
+            rustls::Error::InvalidCertificate(C::Revoked) => {
+                format!("{host}'s certificate has been revoked")
+            }
+            rustls::Error::InvalidMessage(_) => format!(
+                "{target} did not answer in TLS: is it an https:// port? (use http:// only for a plain-HTTP receiver)"
+            ),
+            other => format!("{other}"),
+        };
+        return Some(format!("TLS handshake with {target} failed: {why}"));
+    }
+    if e.is_timeout() {
+        return Some(format!(
+            "no answer from {target} in time: the connection or the response timed out \
+             (is the receiver overloaded, or a firewall dropping packets? timeout_ms sets how long to wait)"
+        ));
+    }
+    if let Some(io) = find_io(e) {
+        let why = match io.kind() {
+            ErrorKind::ConnectionRefused => format!(
+                "connection refused: nothing is listening on {target} (is the receiver running on {target}, and is the port right?)"
+            ),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => format!(
+                "{target} closed the connection ({io}): is it the right port and protocol (http:// vs https://)?"
+            ),
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                format!("{target} is unreachable ({io}): check the address, routes and firewalls")
+            }
+            ErrorKind::TimedOut => {
+                format!("connecting to {target} timed out ({io}): is a firewall dropping packets?")
+            }
+            _ => return None,
+        };
+        return Some(format!("cannot connect to {target}: {why}"));
+    }
+    None
+}
+
+/// The `rustls::Error` in `e`'s chain: tokio-rustls wraps it in an
+/// `io::Error` (and reqwest that in another), whose `source()` skips it,
+/// so each `io::Error`'s inner errors are looked at too.
+fn find_tls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // reqwest wraps the handshake's io::Error in another one.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t);
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The first `io::Error` in `e`'s chain.
+fn find_io<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    find_in_chain::<std::io::Error>(e)
 }
 
 /// Returns `url` as `scheme://host[:port]/path`: no userinfo, query or

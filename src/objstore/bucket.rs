@@ -96,7 +96,17 @@ impl Bucket {
     /// [`ObjStoreError::Location`] naming the bad part (scheme, query key,
     /// missing bucket), or the store's builder error.
     pub fn open(url: &str, opts: &BucketOptions) -> Result<Self, ObjStoreError> {
-        Self::open_with(url, opts, true)
+        Self::open_with(url, opts, Open::Create)
+    }
+
+    /// Checks `url` as [`Bucket::open`] would, without touching anything:
+    /// a `file://` directory is neither created nor required, nothing is
+    /// contacted (`trailkeep check-config`).
+    ///
+    /// # Errors
+    /// As [`Bucket::open`].
+    pub fn check(url: &str, opts: &BucketOptions) -> Result<(), ObjStoreError> {
+        Self::open_with(url, opts, Open::Check).map(drop)
     }
 
     /// Opens `url` to read it only: a `file://` directory must exist (it is
@@ -106,10 +116,10 @@ impl Bucket {
     /// As [`Bucket::open`], and [`ObjStoreError::Location`] when the
     /// directory does not exist.
     pub fn open_existing(url: &str, opts: &BucketOptions) -> Result<Self, ObjStoreError> {
-        Self::open_with(url, opts, false)
+        Self::open_with(url, opts, Open::Existing)
     }
 
-    fn open_with(url: &str, opts: &BucketOptions, create: bool) -> Result<Self, ObjStoreError> {
+    fn open_with(url: &str, opts: &BucketOptions, mode: Open) -> Result<Self, ObjStoreError> {
         let parsed = url::Url::parse(url).map_err(|e| location(format!("{url:?}: {e}")))?;
         let query: Vec<(String, String)> = parsed
             .query_pairs()
@@ -117,9 +127,9 @@ impl Bucket {
             .collect();
         let allowed: &[&str] = match parsed.scheme() {
             "file" => &[],
-            "s3" => &["endpoint", "region", "path_style"],
-            "gs" => &["service_account"],
-            "az" => &["account", "endpoint", "emulator"],
+            "s3" => &["endpoint", "region", "path_style", "credentials"],
+            "gs" => &["service_account", "credentials"],
+            "az" => &["account", "endpoint", "emulator", "credentials"],
             other => {
                 return Err(location(format!(
                     "scheme {other:?} is not supported (file://, s3://, gs://, az://)"
@@ -159,6 +169,22 @@ impl Bucket {
             ..RetryConfig::default()
         };
         let path_prefix = parsed.path().trim_matches('/');
+        // `credentials=metadata`: the operator says the instance's or
+        // workload's identity provides them (EC2/ECS/EKS roles, GKE
+        // workload identity, Azure managed identity).
+        let metadata = match get("credentials").as_deref() {
+            None => false,
+            Some("metadata") => true,
+            Some(v) => {
+                return Err(location(format!(
+                    "query key \"credentials\": {v:?} is not supported (only credentials=metadata)"
+                )));
+            }
+        };
+        let missing = |hint: &'static str| ObjStoreError::MissingCredentials {
+            location: redact(&parsed),
+            hint,
+        };
         let builder_err = |e: object_store::Error| location(format!("{}: {e}", redact(&parsed)));
         if opts.object_lock.is_some() && parsed.scheme() != "s3" {
             return Err(location(format!(
@@ -175,7 +201,14 @@ impl Bucket {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|()| location(format!("{url:?} is not a local path")))?;
-                if create {
+                if mode == Open::Check {
+                    return Ok(Self::from_store(
+                        Arc::new(object_store::memory::InMemory::new()),
+                        None,
+                        &redact(&parsed),
+                    ));
+                }
+                if mode == Open::Create {
                     std::fs::create_dir_all(&dir)
                         .map_err(|e| location(format!("{}: {e}", dir.display())))?;
                 } else if !dir.is_dir() {
@@ -216,6 +249,9 @@ impl Bucket {
                 if get("path_style").is_some() {
                     b = b.with_virtual_hosted_style_request(!flag("path_style")?);
                 }
+                if !metadata && !s3_has_credentials(&b) {
+                    return Err(missing(S3_CREDENTIALS));
+                }
                 let s3 = Arc::new(b.clone().build().map_err(builder_err)?);
                 if let Some(settings) = opts.object_lock {
                     use object_store::aws::AmazonS3ConfigKey as K;
@@ -253,8 +289,12 @@ impl Bucket {
                     .with_client_options(
                         client(None).with_allow_http(gcs_allows_http(account.as_deref())),
                     );
+                let explicit = account.is_some();
                 if let Some(a) = account {
                     b = b.with_service_account_path(a);
+                }
+                if !metadata && !explicit && !gcs_has_credentials(&b) {
+                    return Err(missing(GCS_CREDENTIALS));
                 }
                 (Arc::new(b.build().map_err(builder_err)?), path_prefix)
             }
@@ -274,6 +314,9 @@ impl Bucket {
                 }
                 if flag("emulator")? {
                     b = b.with_use_emulator(true);
+                }
+                if !metadata && !azure_has_credentials(&b) {
+                    return Err(missing(AZURE_CREDENTIALS));
                 }
                 (Arc::new(b.build().map_err(builder_err)?), path_prefix)
             }
@@ -576,6 +619,76 @@ impl Bucket {
 /// Earlier builds used `_trailkeep/probe/`, which is now the log's own
 /// stream's folder; verify still ignores probe keys left there.
 pub const PROBE_FOLDER: &str = "_probe";
+
+/// How [`Bucket::open_with`] treats a `file://` directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// Create it.
+    Create,
+    /// It must exist.
+    Existing,
+    /// Touch nothing (check the URL and credentials only).
+    Check,
+}
+
+const S3_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), \
+or AWS_PROFILE naming a profile in ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE), \
+or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN (EKS IRSA); \
+on EC2, ECS or EKS with an instance or task role, add ?credentials=metadata to the URL";
+const GCS_CREDENTIALS: &str = "add ?service_account=FILE to the URL, or set GOOGLE_SERVICE_ACCOUNT (a key file) \
+or GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`; \
+on GCE or GKE with a service account or workload identity, add ?credentials=metadata to the URL";
+const AZURE_CREDENTIALS: &str = "set AZURE_STORAGE_ACCOUNT_KEY, or AZURE_STORAGE_SAS_KEY, \
+or AZURE_CLIENT_ID with AZURE_CLIENT_SECRET and AZURE_TENANT_ID (a service principal), \
+or AZURE_FEDERATED_TOKEN_FILE with AZURE_CLIENT_ID and AZURE_TENANT_ID (AKS workload identity); \
+with a managed identity, add ?credentials=metadata to the URL";
+
+/// Whether the builder has credentials other than the EC2 metadata
+/// service's (keys, a web identity, a container's, or none needed).
+fn s3_has_credentials(b: &object_store::aws::AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let has = |k: K| b.get_config_value(&k).is_some_and(|v| !v.is_empty());
+    has(K::AccessKeyId)
+        || has(K::SecretAccessKey)
+        || (has(K::WebIdentityTokenFile) && has(K::RoleArn))
+        || has(K::ContainerCredentialsRelativeUri)
+        || (has(K::ContainerCredentialsFullUri) && has(K::ContainerAuthorizationTokenFile))
+        || b.get_config_value(&K::SkipSignature).as_deref() == Some("true")
+}
+
+/// Whether the builder has credentials other than the GCE metadata
+/// server's (a service account, application default credentials).
+fn gcs_has_credentials(b: &object_store::gcp::GoogleCloudStorageBuilder) -> bool {
+    use object_store::gcp::GoogleConfigKey as K;
+    let has = |k: K| b.get_config_value(&k).is_some_and(|v| !v.is_empty());
+    let adc = std::env::var_os("HOME").is_some_and(|h| {
+        std::path::Path::new(&h)
+            .join(".config/gcloud/application_default_credentials.json")
+            .is_file()
+    });
+    has(K::ServiceAccount)
+        || has(K::ServiceAccountKey)
+        || has(K::ApplicationCredentials)
+        || b.get_config_value(&K::SkipSignature).as_deref() == Some("true")
+        || adc
+}
+
+/// Whether the builder has credentials other than Azure's managed
+/// identity endpoint (a key, a SAS, a service principal, a federated
+/// token, the emulator's, the Azure CLI's, or none needed).
+fn azure_has_credentials(b: &object_store::azure::MicrosoftAzureBuilder) -> bool {
+    use object_store::azure::AzureConfigKey as K;
+    let has = |k: K| b.get_config_value(&k).is_some_and(|v| !v.is_empty());
+    let yes = |k: K| b.get_config_value(&k).as_deref() == Some("true");
+    has(K::AccessKey)
+        || has(K::SasKey)
+        || has(K::Token)
+        || (has(K::ClientId) && has(K::ClientSecret))
+        || (has(K::FederatedTokenFile) && has(K::ClientId))
+        || yes(K::UseEmulator)
+        || yes(K::UseAzureCli)
+        || yes(K::SkipSignature)
+}
 
 /// `scheme://host/path`, without query or credentials.
 fn redact(u: &url::Url) -> String {

@@ -48,6 +48,18 @@ pub enum ObjStoreError {
         /// SHA-256 of what is there.
         found: String,
     },
+    /// No credentials are configured for a cloud bucket, and instance
+    /// metadata was not opted into (`?credentials=metadata`): without this
+    /// check `object_store` asks the cloud's metadata service, and off the
+    /// cloud the first write fails with an unrelated-looking 403 from
+    /// 169.254.169.254 (issue #15).
+    #[error("no credentials for {location}: {hint}")]
+    MissingCredentials {
+        /// The URL (no query, no credentials).
+        location: String,
+        /// Which settings provide them.
+        hint: &'static str,
+    },
     /// An object read back after its write differs.
     #[error("{key}: read-back check failed: {message}")]
     ReadBack {
@@ -65,7 +77,7 @@ impl ObjStoreError {
         match self {
             Self::Store { retryable, .. } => *retryable,
             Self::ReadBack { .. } => true,
-            Self::Location(_) | Self::Conflict { .. } => false,
+            Self::Location(_) | Self::Conflict { .. } | Self::MissingCredentials { .. } => false,
         }
     }
 

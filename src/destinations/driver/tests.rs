@@ -730,3 +730,96 @@ async fn an_unreadable_stored_body_stops_the_destination_instead_of_being_skippe
     let err = h.status().last_error.unwrap_or_default();
     assert!(err.contains("stream s seq 3"), "{err}");
 }
+
+/// Issue #18: an idle driver is woken by a commit, not by its next poll:
+/// with a poll of a minute, an event committed (and signalled) is
+/// delivered at once; without the signal it waits for the poll.
+#[tokio::test]
+async fn a_commit_wakes_an_idle_driver() {
+    let r = rig(vec![]).await;
+    let (commit_tx, commit_rx) = watch::channel(0u64);
+    let s = DriverSettings {
+        poll: Duration::from_secs(60),
+        commits: Some(commit_rx),
+        ..settings()
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        r.store.clone(),
+        NodeId::random(),
+        r.dest.clone(),
+        s,
+        DriverHandle::default(),
+        stop_rx,
+    ));
+    // Its first round delivers what is there; then it is idle.
+    append(r.store.as_ref(), "s", &["a.b"], 1, 0).await;
+    wait_until("the first round", async || delivered(&r) == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for round in 2..=4 {
+        append(r.store.as_ref(), "s", &["a.b"], 1, 0).await;
+        let asked = Instant::now();
+        commit_tx.send_modify(|n| *n += 1);
+        wait_until("delivery after the commit signal", async || {
+            delivered(&r) == round
+        })
+        .await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "woken by the commit, not the 60 s poll"
+        );
+    }
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// Issue #18: an outage shows in the log at WARN (retries were DEBUG only),
+/// once per half minute rather than once per attempt, and the recovery at
+/// INFO.
+#[tokio::test]
+async fn retries_are_logged_at_warn_rate_limited() {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let retry = || DeliveryError::Retryable {
+        message: "connection refused".into(),
+        retry_after: None,
+        detail: None,
+    };
+    let r = rig(vec![Err(retry()), Err(retry()), Err(retry()), Ok(())]).await;
+    append(r.store.as_ref(), "s", &["a.b"], 5, 0).await;
+    drive(&r, settings(), |r| delivered(r) == 5).await;
+    let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("delivery failed; retrying"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN for three quick retries:\n{log}");
+    assert!(
+        warns[0].contains("destination=test") && warns[0].contains("connection refused"),
+        "names the destination and the cause: {}",
+        warns[0]
+    );
+    assert!(
+        log.lines().any(|l| l.contains("INFO")
+            && l.contains("delivered after retries")
+            && l.contains("retries=3")),
+        "{log}"
+    );
+}

@@ -171,7 +171,7 @@ fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
         Ok(_) => None,
         Err(e) => {
             metrics::counter!("trailkeep_sqlite_checkpoint_errors_total").increment(1);
-            tracing::error!(error = %e, "SQLite WAL checkpoint failed; committed events stay in the WAL");
+            tracing::error!(error = %crate::report::Chain(&e), "SQLite WAL checkpoint failed; committed events stay in the WAL");
             None
         }
     }
