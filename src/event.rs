@@ -480,7 +480,10 @@ pub fn parse_request(
         if out.len() >= limits.max_events_per_request {
             return Err(too_many(limits));
         }
-        out.push(parse::parse_line(i, line, received, limits)?);
+        out.push(
+            parse::parse_line(i, line, received, limits)
+                .map_err(|r| json_sent_as_ndjson(r, line))?,
+        );
     }
     if out.is_empty() {
         return Err(Rejection::request(
@@ -490,6 +493,24 @@ pub fn parse_request(
         ));
     }
     Ok(out)
+}
+
+/// Adds a hint to the refusal of NDJSON's first line when the body looks
+/// like JSON sent with an NDJSON type: an array, or one object spread over
+/// several lines.
+fn json_sent_as_ndjson(mut r: Rejection, line: &[u8]) -> Rejection {
+    let start = line.iter().find(|b| !b.is_ascii_whitespace());
+    let hint = match (r.index, r.code, start) {
+        (Some(0), "not_an_object", Some(b'[')) => {
+            "; the body is sent as NDJSON (one event object per line) but starts with an array: send a JSON array with Content-Type: application/json"
+        }
+        (Some(0), "invalid_json", Some(b'{')) if r.message.contains("EOF while parsing") => {
+            "; NDJSON takes one whole event per line: send an object spread over several lines with Content-Type: application/json"
+        }
+        _ => return r,
+    };
+    r.message.push_str(hint);
+    r
 }
 
 fn too_many(limits: &Limits) -> Rejection {

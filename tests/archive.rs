@@ -451,20 +451,166 @@ async fn archive_api_lists_runs_and_restores() {
         .await
         .unwrap();
     assert_eq!(r["restored"], 10, "{r:#}");
-    let ev: String = c
-        .get(format!(
-            "{}/v1/streams/s/events?from_seq=1&limit=100",
+    // Seqs 1-9 are still archived: a read from 1 says so (it used to skip
+    // to seq 10 in silence); the restored range reads from 10 and ends
+    // where it ends.
+    let read = |from: u64| {
+        c.get(format!(
+            "{}/v1/streams/s/events?from_seq={from}&limit=100",
             server.url
         ))
         .bearer_auth(&admin)
         .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    };
+    let r = read(1).await.unwrap();
+    assert_eq!(r.status(), 410);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            e["error"]["archived"]["to_seq"].as_u64(),
+            e["error"]["archived"]["next_hot_seq"].as_u64()
+        ),
+        (Some(9), Some(10)),
+        "{e:#}"
+    );
+    let ev = read(10).await.unwrap().text().await.unwrap();
     assert_eq!(ev.lines().count(), 10);
     assert!(ev.lines().next().unwrap().contains("\"seq\":10"));
+    assert!(server.terminate().success());
+}
+
+/// Issue #15: a read from an archived seq (moved to the cold archive and
+/// deleted from hot) answered an empty 200, so a script paging the stream
+/// believed it was empty. It is 410 `archived` with the range, where the
+/// hot store goes on, the archive object holding it, and how to restore
+/// it; a read key bound to the stream gets the same.
+#[tokio::test]
+async fn reading_archived_seqs_answers_410_with_the_range_and_how_to_get_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(&dir, &[("s", 5)], &[]).await;
+    let server = Server::start(&dir, &[]).await;
+    let admin = create_key(&dir, "admin");
+    let ingest = create_key(&dir, "ingest");
+    let out = trailkeep(
+        &dir,
+        &["keys", "create", "--scope", "read", "--stream", "s"],
+    );
+    let reader = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/v1/archive/run?older_than=0s", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let get = |from: u64, key: &str| {
+        c.get(format!(
+            "{}/v1/streams/s/events?from_seq={from}",
+            server.url
+        ))
+        .bearer_auth(key)
+        .send()
+    };
+    let r = get(2, &reader).await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "archived");
+    assert_eq!(e["error"]["field"], "from_seq");
+    let a = &e["error"]["archived"];
+    assert_eq!(
+        (
+            a["stream"].as_str(),
+            a["from_seq"].as_u64(),
+            a["to_seq"].as_u64(),
+            a["archived_seq"].as_u64(),
+            a["head_seq"].as_u64()
+        ),
+        (Some("s"), Some(2), Some(5), Some(5), Some(5)),
+        "{e:#}"
+    );
+    assert_eq!(a["oldest_hot_seq"], Value::Null);
+    assert_eq!(a["next_hot_seq"], Value::Null);
+    assert_eq!(
+        a["restore_command"],
+        "trailkeep restore --stream s --from 2 --to 5"
+    );
+    assert_eq!(
+        a["restore_request"],
+        "POST /v1/streams/s/restore?from=2&to=5"
+    );
+    let key = a["objects"][0]["object_key"].as_str().unwrap();
+    assert!(
+        std::fs::metadata(dir.join("archive").join(key)).is_ok(),
+        "the object named is in the archive: {key}"
+    );
+    let m = e["error"]["message"].as_str().unwrap();
+    for needle in [
+        "seqs 2-5",
+        "trailkeep restore --stream s --from 2 --to 5",
+        "/restore?from=2&to=5",
+    ] {
+        assert!(m.contains(needle), "{needle}: {m}");
+    }
+    // New events go on after the archived ones: a read from 1 (a script
+    // paging from the start) is told where the hot store goes on.
+    let r = c
+        .post(format!("{}/v1/streams/s/events", server.url))
+        .bearer_auth(&ingest)
+        .json(&json!([{"type": "a"}, {"type": "b"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e: Value = get(1, &reader).await.unwrap().json().await.unwrap();
+    let a = &e["error"]["archived"];
+    assert_eq!(
+        (
+            a["from_seq"].as_u64(),
+            a["to_seq"].as_u64(),
+            a["next_hot_seq"].as_u64(),
+            a["oldest_hot_seq"].as_u64()
+        ),
+        (Some(1), Some(5), Some(6), Some(6)),
+        "{e:#}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("from_seq=6")
+    );
+    // From a hot seq, and past the head: as before.
+    let r = get(6, &reader).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap().lines().count(), 2);
+    let r = get(8, &reader).await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, String::new())
+    );
+    // The documented restore brings them back.
+    let r = c
+        .post(format!("{}/v1/streams/s/restore?from=2&to=5", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get(2, &reader).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let seqs: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
     assert!(server.terminate().success());
 }
 

@@ -392,6 +392,505 @@ async fn keys_work_on_the_data_dir_while_serve_runs() {
     server.kill9();
 }
 
+/// `trailkeep …` on `data` with the environment `env`: status, stdout, stderr.
+fn run_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// POSTs `events` (a JSON array) to `stream` and asserts it was stored.
+async fn post_events(url: &str, token: &str, stream: &str, events: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/streams/{stream}/events"))
+        .bearer_auth(token)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Issue #15: `streams` and `events` read the data directory (read-only,
+/// while `serve` runs on it) and a server (`--server`, with the key's
+/// stream scope), in a table or readable lines and with `--json`, and
+/// `--type` filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_events_read_the_data_dir_and_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]).await;
+    let ingest = create_key(&data, "ingest");
+    let out = trailkeep(
+        &data,
+        &["keys", "create", "--scope", "read", "--stream", "auth"],
+    );
+    let auth_reader = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    post_events(
+        &server.url,
+        &ingest,
+        "auth",
+        json!([
+            {"type": "grant.created", "actor": {"id": "user_1"}, "subject": "agent_7", "data": {"n": 1}},
+            {"type": "token.issued", "actor": "user_1"},
+            {"type": "grant.revoked", "subject": "agent_7"}
+        ]),
+    )
+    .await;
+    post_events(&server.url, &ingest, "other", json!([{"type": "x"}])).await;
+    let srv: &[&str] = &["--server", &server.url];
+    let as_reader = [("TRAILKEEP_TOKEN", auth_reader.as_str())];
+
+    // streams: a table on the data directory (serve holds it), JSON as the API's.
+    let (code, table, err) = run_env(&data, &["streams"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("STREAM") && header.contains("HEAD") && header.contains("OLDEST HOT"),
+        "{table}"
+    );
+    let auth_row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("auth "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&auth_row[..4], ["auth", "3", "1", "-"], "{table}");
+    let (code, json_out, _) = run_env(&data, &["streams", "--json"], &[]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&json_out).unwrap();
+    let auth = listed["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "auth")
+        .unwrap();
+    assert_eq!(
+        (auth["head_seq"].as_u64(), auth["oldest_hot_seq"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(auth["archived_seq"], Value::Null);
+    assert_eq!(auth["head_hash"].as_str().unwrap().len(), 64);
+    assert!(auth["head_received"].as_str().unwrap().ends_with('Z'));
+    // Through the server, a key bound to `auth` sees `auth` only.
+    let (code, json_out, err) = run_env(&data, &[&["streams", "--json"], srv].concat(), &as_reader);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&json_out).unwrap();
+    let names: Vec<&str> = listed["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["auth"]);
+
+    // events: readable lines, NDJSON as stored, the same through the server.
+    let (code, text, err) = run_env(&data, &["events", "--stream", "auth"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("grant.created")
+            && lines[0].contains("actor={\"id\":\"user_1\"}")
+            && lines[0].contains("subject=agent_7"),
+        "{text}"
+    );
+    assert!(lines[1].trim_start().starts_with("2 ") && lines[1].contains("actor=user_1"));
+    let (code, local, _) = run_env(&data, &["events", "--stream", "auth", "--json"], &[]);
+    assert_eq!(code, 0);
+    let events = ndjson(&local);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(events[1]["prev"], events[0]["hash"]);
+    let api: String = reqwest::Client::new()
+        .get(format!("{}/v1/streams/auth/events", server.url))
+        .bearer_auth(&auth_reader)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        local, api,
+        "--json prints events exactly as the API serves them"
+    );
+    let (code, remote, err) = run_env(
+        &data,
+        &[&["events", "--stream", "auth", "--json"], srv].concat(),
+        &as_reader,
+    );
+    assert_eq!((code, remote.as_str()), (0, local.as_str()), "{err}");
+
+    // --type: a type, a prefix, an exclusion; --limit; --from-seq.
+    for (args, seqs) in [
+        (vec!["--type", "grant.created"], vec![1]),
+        (vec!["--type", "grant.*"], vec![1, 3]),
+        (vec!["--type", "!token.issued"], vec![1, 3]),
+        (vec!["--type", "token.issued,grant.revoked"], vec![2, 3]),
+        (vec!["--type", "grant.*", "--limit", "1"], vec![1]),
+        (vec!["--from-seq", "2"], vec![2, 3]),
+        (vec!["--last", "1"], vec![3]),
+    ] {
+        for remote in [false, true] {
+            let mut a = vec!["events", "--stream", "auth", "--json"];
+            a.extend(&args);
+            if remote {
+                a.extend(srv);
+            }
+            let (code, out, err) = run_env(&data, &a, &as_reader);
+            assert_eq!(code, 0, "{a:?}: {err}");
+            let got: Vec<u64> = ndjson(&out)
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
+            assert_eq!(got, seqs, "{a:?}");
+        }
+    }
+
+    // The server enforces the key's stream; the token is never printed.
+    let (code, out, err) = run_env(
+        &data,
+        &[&["events", "--stream", "other"], srv].concat(),
+        &as_reader,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("403"), "{err}");
+    let secret = auth_reader.rsplit('_').next().unwrap();
+    assert!(!err.contains(secret) && !out.contains(secret), "{err}");
+    let (_, help, _) = run_env(&data, &["events", "--help"], &as_reader);
+    assert!(
+        !help.contains(secret),
+        "--help shows TRAILKEEP_TOKEN's value"
+    );
+    let (code, _, err) = run_env(&data, &["events", "--stream", "nope"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no stream nope"), "{err}");
+    let (code, _, err) = run_env(&data, &[&["events", "--stream", "auth"], srv].concat(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--token"), "{err}");
+    assert!(server.terminate().success());
+
+    // The data directory with no serve running: read the same.
+    let (code, after, err) = run_env(&data, &["events", "--stream", "auth", "--json"], &[]);
+    assert_eq!((code, after.as_str()), (0, local.as_str()), "{err}");
+}
+
+/// A running `trailkeep events --follow`, its stdout collected line by line.
+struct Follower {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Follower {
+    fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["events", "--follow", "--poll-interval", "50ms"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    async fn wait_lines(&self, n: usize, what: &str) -> Vec<String> {
+        let lines = self.lines.clone();
+        wait_until(Duration::from_secs(20), what, || {
+            lines.lock().unwrap().len() >= n
+        })
+        .await;
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Ctrl-C: the follow ends quietly with status 0.
+    fn interrupt(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(0), "{err}");
+        err
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Issue #15 (required): `events --follow` prints an event posted after
+/// it started, reading the data directory while `serve` runs and reading
+/// through the server; Ctrl-C ends it quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_sees_an_event_posted_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]).await;
+    let ingest = create_key(&data, "ingest");
+    let reader = create_key(&data, "read");
+    post_events(&server.url, &ingest, "live", json!([{"type": "before"}])).await;
+    let on_disk = Follower::start(&data, &["--stream", "live", "--json"], &[]);
+    let remote = Follower::start(
+        &data,
+        &["--stream", "live", "--server", &server.url],
+        &[("TRAILKEEP_TOKEN", &reader)],
+    );
+    // A stream nobody has written yet is waited for.
+    let newcomer = Follower::start(&data, &["--stream", "later", "--type", "wanted"], &[]);
+    on_disk
+        .wait_lines(1, "the data-dir follower to print seq 1")
+        .await;
+    remote
+        .wait_lines(1, "the server follower to print seq 1")
+        .await;
+    post_events(
+        &server.url,
+        &ingest,
+        "live",
+        json!([{"type": "after", "data": {"n": 2}}]),
+    )
+    .await;
+    post_events(
+        &server.url,
+        &ingest,
+        "later",
+        json!([{"type": "unwanted"}, {"type": "wanted"}]),
+    )
+    .await;
+    let got = on_disk
+        .wait_lines(2, "the data-dir follower to print seq 2")
+        .await;
+    let second: Value = serde_json::from_str(&got[1]).unwrap();
+    assert_eq!(
+        (second["seq"].as_u64(), second["type"].as_str()),
+        (Some(2), Some("after"))
+    );
+    let got = remote
+        .wait_lines(2, "the server follower to print seq 2")
+        .await;
+    assert!(
+        got[1].trim_start().starts_with("2 ") && got[1].contains("after"),
+        "{got:?}"
+    );
+    let got = newcomer
+        .wait_lines(1, "the new stream's wanted event")
+        .await;
+    assert!(
+        got[0].contains("wanted") && !got[0].contains("unwanted"),
+        "{got:?}"
+    );
+    // Nothing else arrives, and each ends quietly on Ctrl-C.
+    for f in [on_disk, remote] {
+        assert_eq!(f.lines.lock().unwrap().len(), 2);
+        assert_eq!(f.interrupt(), "");
+    }
+    assert!(newcomer.interrupt().contains("waiting"));
+    assert!(server.terminate().success());
+}
+
+/// Issue #15: `events` never skips archived seqs in silence: stderr names
+/// each archived range and how to get it, stdout goes on with the hot
+/// events; and a reader that goes away (`| head -1`) ends it quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_archived_ranges_and_end_quietly_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]).await;
+    let ingest = create_key(&data, "ingest");
+    let admin = create_key(&data, "admin");
+    post_events(
+        &server.url,
+        &ingest,
+        "s",
+        json!([{"type": "a"}, {"type": "b"}]),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/archive/run?older_than=0s", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    post_events(&server.url, &ingest, "s", json!([{"type": "c"}])).await;
+    // `events --stream s --json` on the data directory, then through the
+    // server: the seqs printed and stderr.
+    let read = |remote: bool| {
+        let mut args = vec!["events", "--stream", "s", "--json"];
+        if remote {
+            args.extend(["--server", server.url.as_str()]);
+        }
+        let (code, out, err) = run_env(&data, &args, &[("TRAILKEEP_TOKEN", &admin)]);
+        assert_eq!(code, 0, "{err}");
+        let seqs: Vec<u64> = ndjson(&out)
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        (seqs, err)
+    };
+    for remote in [false, true] {
+        let (seqs, err) = read(remote);
+        assert_eq!(seqs, [3], "remote {remote}");
+        for needle in [
+            "stream s: seqs 1-2 are archived",
+            "going on at seq 3",
+            "trailkeep restore --stream s --from 1 --to 2",
+            "s/events/dt=",
+        ] {
+            assert!(err.contains(needle), "remote {remote}: {needle}: {err}");
+        }
+    }
+    // Seq 1 restored: hot holds 1 and 3. Reading from 1 prints 1, names
+    // seq 2, and goes on to 3 (a page ending at a gap is not the end).
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/streams/s/restore?from=1&to=1", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for remote in [false, true] {
+        let (seqs, err) = read(remote);
+        assert_eq!(seqs, [1, 3], "remote {remote}: {err}");
+        assert!(
+            err.contains("seq 2 is archived") && err.contains("going on at seq 3"),
+            "{err}"
+        );
+    }
+    // `| head -1` on a follow: the next write finds the pipe closed.
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "events",
+            "--stream",
+            "s",
+            "--follow",
+            "--poll-interval",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.contains(" a "), "{first}");
+    drop(stdout);
+    post_events(&server.url, &ingest, "s", json!([{"type": "d"}])).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "quiet, as `cat` in a pipe: {err}"
+    );
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert!(server.terminate().success());
+}
+
+/// Issue #15: `streams` and `events` read PostgreSQL (`--store`) as they
+/// read a data directory, with a read-only session, while `serve` writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_events_read_postgres() {
+    let Some(pg) = fresh_postgres("tk_cli_read").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: &[&str] = &["--store", &pg.url];
+    let server = Server::start(&data, store).await;
+    let out = trailkeep(
+        &data,
+        &[store, &["keys", "create", "--scope", "ingest"]].concat(),
+    );
+    let ingest = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    post_events(
+        &server.url,
+        &ingest,
+        "pg",
+        json!([{"type": "a"}, {"type": "b.c"}]),
+    )
+    .await;
+    let (code, out, err) = run_env(&data, &[store, &["streams", "--json"]].concat(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        listed["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "pg" && s["head_seq"] == 2),
+        "{listed}"
+    );
+    let follower = Follower::start(
+        &data,
+        &[store, &["--stream", "pg", "--type", "b.*"]].concat(),
+        &[],
+    );
+    let got = follower
+        .wait_lines(1, "the PostgreSQL follower to print seq 2")
+        .await;
+    assert!(got[0].contains("b.c"), "{got:?}");
+    post_events(&server.url, &ingest, "pg", json!([{"type": "b.d"}])).await;
+    let got = follower
+        .wait_lines(2, "the PostgreSQL follower to print seq 3")
+        .await;
+    assert!(got[1].contains("b.d"), "{got:?}");
+    assert_eq!(follower.interrupt(), "");
+    assert!(server.terminate().success());
+}
+
 /// SIGTERM lets in-flight commits finish: every 200 is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_commits() {

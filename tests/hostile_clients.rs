@@ -353,3 +353,75 @@ async fn a_full_disk_refuses_cleanly_and_recovers_when_space_returns() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Issue #15: request bodies may be gzip'd (what log shippers send), so a
+/// gzip bomb must not be inflated: 512 KiB that inflate to 512 MiB are
+/// refused with 413 naming `[ingest] max_request_bytes`, and the server's
+/// peak memory stays far below what inflating them would have taken.
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_without_inflating_it() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(&cfg, "[ingest]\nmax_request_bytes = 1048576\n").unwrap();
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let key = create_key(&data, "ingest");
+    let gzip = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    // Concatenated gzip members (RFC 1952 §2.2): 1 MiB of zeros each, about
+    // 1 KiB compressed.
+    let bomb = gzip(&vec![0u8; 1 << 20]).repeat(512);
+    assert!(bomb.len() < 1 << 20, "the bomb fits the body limit as sent");
+    let before = peak_rss(server.child.id());
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/v1/streams/s/events", server.url))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large");
+    let m = body["error"]["message"].as_str().unwrap();
+    assert!(m.contains("[ingest] max_request_bytes = 1048576"), "{m}");
+    let after = peak_rss(server.child.id());
+    assert!(
+        after < before + (64 << 20),
+        "peak memory grew from {before} to {after} bytes: the bomb was inflated"
+    );
+    // The server goes on, and a gzip body within the limit is stored.
+    let r = c
+        .post(format!("{}/v1/streams/s/events", server.url))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(gzip(b"{\"type\":\"a\"}\n{\"type\":\"b\"}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.kill9();
+}

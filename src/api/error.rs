@@ -1,10 +1,11 @@
 //! The JSON error body: `{"error":{"code","message","index","field"}}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::event::Rejection;
+use crate::store::ArchivedRange;
 
 /// An HTTP error with a machine-readable code.
 #[derive(Debug)]
@@ -21,6 +22,17 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds to wait before retrying (429, 503): sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// What few answers carry (boxed: every handler returns this type).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The parts of an [`ApiError`] few answers have.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// Headers the answer carries (`Accept-Encoding` on a 415).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The archived range a read asked for (`410 archived`).
+    pub archived: Option<Archived>,
 }
 
 impl ApiError {
@@ -33,6 +45,52 @@ impl ApiError {
             index: None,
             field: None,
             retry_after: None,
+            extra: None,
+        }
+    }
+
+    /// Returns the error with `name: value` added to its answer's headers.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.extra
+            .get_or_insert_with(Box::default)
+            .headers
+            .push((name, value));
+        self
+    }
+
+    /// 410 `archived`: the seqs a read starts at were moved to the cold
+    /// archive and deleted from the hot store. Names the range, where the
+    /// hot store goes on, and how to get them; `Cache-Control: no-store`,
+    /// since a restore brings them back.
+    pub fn archived(range: ArchivedRange) -> Self {
+        let goes_on = match range.next_hot_seq {
+            Some(n) => format!("the hot store goes on at seq {n} (read from_seq={n} to skip them)"),
+            None => "nothing after them is in the hot store yet".to_owned(),
+        };
+        let message = format!(
+            "{} archived in stream {}: moved to the cold archive and deleted from the hot store; {goes_on}. \
+             To read them, bring them back with `{}` or {} (an admin key) and read again, \
+             or read the archive objects named in error.archived.objects (compressed NDJSON, each with a signed manifest)",
+            range.seqs_are(),
+            range.stream,
+            range.restore_command(),
+            range.restore_request(),
+        );
+        Self {
+            field: Some("from_seq".into()),
+            extra: Some(Box::new(Extra {
+                headers: vec![(
+                    axum::http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                )],
+                archived: Some(Archived {
+                    restore_command: range.restore_command(),
+                    restore_request: range.restore_request(),
+                    range,
+                }),
+            })),
+            ..Self::new(StatusCode::GONE, "archived", message)
         }
     }
 
@@ -98,6 +156,7 @@ impl From<Rejection> for ApiError {
             index: r.index,
             field: r.field,
             retry_after: None,
+            extra: None,
         }
     }
 }
@@ -120,22 +179,45 @@ pub struct ErrorDetail {
     pub index: Option<usize>,
     /// The offending field or parameter.
     pub field: Option<String>,
+    /// With code `archived` (410) only: the archived range the read asked
+    /// for and how to get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<Archived>,
+}
+
+/// `error.archived` of a `410 archived` answer: the seqs asked for that
+/// are archived and no longer hot, where the hot store goes on, the
+/// archive objects holding them, and how to bring them back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Archived {
+    /// The range and where the hot store goes on.
+    #[serde(flatten)]
+    pub range: ArchivedRange,
+    /// The command that restores the range into the hot store (run where
+    /// the server's store is; then read again).
+    pub restore_command: String,
+    /// The request that does the same, with an admin key.
+    pub restore_request: String,
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
                 index: self.index,
                 field: self.field,
+                archived: self.extra.as_mut().and_then(|e| e.archived.take()),
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        for (name, value) in self.extra.map(|e| e.headers).unwrap_or_default() {
+            resp.headers_mut().insert(name, value);
         }
         resp
     }

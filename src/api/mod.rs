@@ -11,6 +11,7 @@
 //! comes before any body is parsed.
 
 mod archive;
+mod body;
 mod destinations;
 mod error;
 mod extract;
@@ -31,7 +32,7 @@ use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::{ApiError, Archived, ErrorBody, ErrorDetail, Extra};
 pub use limits::RateLimits;
 
 use crate::auth::{Authenticator, Scope, Target, allows};
@@ -197,11 +198,14 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, A
     Ok(key)
 }
 
-/// Reads a request body of at most `max` bytes within the body timeout.
+/// Reads a request body of at most `max` bytes within the body timeout;
+/// a larger one is refused with 413 and `too_large()` as the message (which
+/// names the limit and how to stay under it).
 async fn read_body(
     st: &AppState,
     body: axum::body::Body,
     max: usize,
+    too_large: impl FnOnce() -> String,
 ) -> Result<axum::body::Bytes, ApiError> {
     match tokio::time::timeout(st.rate.body_timeout, axum::body::to_bytes(body, max)).await {
         Err(_) => Err(ApiError::new(
@@ -215,9 +219,22 @@ async fn read_body(
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
-            format!("request body exceeds {max} bytes"),
+            too_large(),
         )),
         Ok(Ok(b)) => Ok(b),
+    }
+}
+
+/// `8388608 bytes (8 MiB)`: a limit as configured, and as people read it.
+fn bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{n} bytes ({} MiB)", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{n} bytes ({} KiB)", n / KIB)
+    } else {
+        format!("{n} bytes")
     }
 }
 

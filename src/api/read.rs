@@ -15,7 +15,7 @@ use super::{ApiError, AppState, authenticate, authorize, permit, read_body, stre
 use crate::auth::{Scope, Target, sees};
 use crate::chain::merkle;
 use crate::event::stored_json;
-use crate::store::{ReaderSource, RejectedEvent, SourceState, StoreExt, StreamInfo};
+use crate::store::{EventPage, ReaderSource, RejectedEvent, SourceState, StoreExt, StreamInfo};
 
 /// `GET /v1/streams`.
 #[derive(Serialize, ToSchema)]
@@ -54,7 +54,8 @@ async fn existing(st: &AppState, stream: &str) -> Result<StreamInfo, ApiError> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
-    /// First seq to return (default 1).
+    /// First seq to return (default 1). Archived seqs no longer in the hot
+    /// store answer 410 with the range and where the hot store goes on.
     #[param(maximum = 9223372036854775807_u64)]
     #[serde(default, deserialize_with = "super::extract::seq")]
     from_seq: Option<u64>,
@@ -63,14 +64,21 @@ pub(super) struct EventsQuery {
     limit: Option<usize>,
 }
 
-/// The stream's hot events from `from_seq` on, as stored (hash included),
-/// one JSON object per line.
+/// The stream's events from `from_seq` on, as stored (hash included), one
+/// JSON object per line: consecutive seqs starting at `from_seq`, up to
+/// `limit`, ending early at a gap in the hot store. When `from_seq` was
+/// archived and is no longer hot, 410 `archived` names the archived range,
+/// where the hot store goes on, and how to get them; a reader never skips
+/// seqs without being told.
 #[utoipa::path(get, path = "/v1/streams/{stream}/events", tag = "read",
     security(("bearer" = [])),
     params(("stream" = String, Path, description = "Stream name", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), EventsQuery),
     responses(
-        (status = 200, description = "NDJSON of stored events", body = String, content_type = "application/x-ndjson"),
-        (status = 404, description = "No such stream", body = super::ErrorBody)))]
+        (status = 200, description = "NDJSON of stored events: consecutive seqs from from_seq (empty past the head)", body = String, content_type = "application/x-ndjson"),
+        (status = 404, description = "No such stream", body = super::ErrorBody),
+        (status = 410, description = "from_seq is archived and no longer in the hot store (code `archived`): \
+`error.archived` has the range (`from_seq`-`to_seq`), `next_hot_seq` (read from there to skip it), \
+the archive objects holding it, and the restore command and request that bring it back", body = super::ErrorBody)))]
 pub(super) async fn get_events(
     State(st): State<AppState>,
     Path(stream): Path<String>,
@@ -81,11 +89,15 @@ pub(super) async fn get_events(
     authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     existing(&st, &stream).await?;
     let limit = super::limit_param(q.limit, 1000)?;
-    let rows = st
+    let page = st
         .store
-        .read_events(&stream, q.from_seq.unwrap_or(1), limit)
+        .read_page(&stream, q.from_seq.unwrap_or(1), limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    let rows = match page {
+        EventPage::Events(rows) => rows,
+        EventPage::Archived(range) => return Err(ApiError::archived(range)),
+    };
     let mut out = String::new();
     for r in rows {
         out.push_str(&stored_json(&r.body, &r.hash));
@@ -333,7 +345,10 @@ pub(super) async fn verify(
     // whatever it sends, and nobody gets to send more than a small body.
     let key = authenticate(&st, &headers).await?;
     permit(&st, &key, Scope::Admin, Target::Listing)?;
-    let body = read_body(&st, body, 4096).await?;
+    let body = read_body(&st, body, 4096, || {
+        "the request body is larger than 4096 bytes, the most POST /v1/verify takes (it is {\"stream\": \"…\"} or nothing)".into()
+    })
+    .await?;
     let req: VerifyBody = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyBody::default()
     } else {

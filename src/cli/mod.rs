@@ -29,8 +29,11 @@ mod check_config;
 mod checkpoints;
 mod copy;
 mod destinations;
+mod events;
 mod keys;
+mod reader;
 mod sources;
+mod streams;
 mod verify;
 
 use std::path::PathBuf;
@@ -137,6 +140,12 @@ pub enum Command {
     /// Bring an archived seq range back into the hot store, checking every
     /// hash, link and manifest signature on the way in.
     Restore(archive::RestoreArgs),
+    /// List the streams: head seq, oldest hot seq, archived seq, when the
+    /// last event arrived (the store read-only, or --server).
+    Streams(streams::StreamsArgs),
+    /// Print a stream's events, or follow them as they commit (--follow);
+    /// the store read-only, or --server.
+    Events(events::EventsArgs),
     /// Check a config file completely without starting anything: exit 0
     /// with a summary, or 2 listing each problem with FILE:LINE:COLUMN and
     /// its key.
@@ -298,6 +307,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, None)?;
             runtime()?.block_on(archive::restore(&config, args))
         }
+        Command::Streams(args) => {
+            runtime()?.block_on(streams::run(args, || load_config(&cli, None)))
+        }
+        Command::Events(args) => runtime()?.block_on(events::run(args, || load_config(&cli, None))),
         Command::CheckConfig { file } => {
             let Some(file) = file.as_ref().or(cli.config.as_ref()) else {
                 anyhow::bail!("check-config needs a FILE (or --config FILE)");
@@ -334,8 +347,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM, logging that serve is stopping.
 async fn shutdown_signal() {
+    interrupted().await;
+    tracing::info!("shutdown signal received; finishing in-flight commits");
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -351,22 +370,46 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown signal received; finishing in-flight commits");
 }
 
 /// Opens the configured store; a SQLite store must exist already (never
 /// creates one), a PostgreSQL store is reached and migrated.
 async fn open_existing(config: &Config) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
     if config.store == crate::config::StoreLocation::Sqlite {
-        let db = config.data_dir.join(crate::server::DB_FILE);
-        std::fs::metadata(&db).with_context(|| {
-            format!(
-                "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
-                db.display()
-            )
-        })?;
+        existing_db(config)?;
     }
     Ok(crate::server::open_store(config).await?)
+}
+
+/// The data directory's SQLite file, which must exist.
+fn existing_db(config: &Config) -> anyhow::Result<PathBuf> {
+    let db = config.data_dir.join(crate::server::DB_FILE);
+    std::fs::metadata(&db).with_context(|| {
+        format!(
+            "no trailkeep store at {} (is --data-dir right? `trailkeep serve` or `trailkeep migrate` creates one)",
+            db.display()
+        )
+    })?;
+    Ok(db)
+}
+
+/// Returns `s` with control characters (C0, DEL, C1) and bidirectional
+/// controls escaped as `\u{…}`: text that came from producers or a server
+/// cannot move the cursor, recolour or reorder what a terminal shows.
+pub(crate) fn printable(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(|c| c.is_control() || bidi(c)) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                format!("\\u{{{:04x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Prints `v` as pretty JSON on stdout; a reader that went away (`| head`)

@@ -79,9 +79,20 @@ pub(super) fn parse_body(
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| {
             ctx.take(e, |e| {
-                Rejection::request("invalid_json", format!("body is not JSON: {e}"), false)
+                let hint = if looks_like_ndjson(&e) {
+                    "; it looks like NDJSON (one JSON value per line): send it with Content-Type: application/x-ndjson, or as one JSON array"
+                } else {
+                    ""
+                };
+                Rejection::request("invalid_json", format!("body is not JSON: {e}{hint}"), false)
             })
         })
+}
+
+/// Whether a JSON body failed because more values follow the first on
+/// later lines: what NDJSON sent as `application/json` looks like.
+fn looks_like_ndjson(e: &serde_json::Error) -> bool {
+    e.line() > 1 && e.to_string().starts_with("trailing characters")
 }
 
 /// Parses one NDJSON line as event `index`.

@@ -53,6 +53,7 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     delivery_cursors_round_trip(&make()).await;
     dead_letters_move_the_cursor_and_resolve(&make()).await;
     seals_never_change_what_is_stored(&make()).await;
+    pages_never_pass_archived_seqs(&make()).await;
 }
 
 fn sealed(stream: &str, ids: &[&str], after: super::Head) -> (AppendGroup, super::Head) {
@@ -224,8 +225,25 @@ fn batch_of(
     }
 }
 
+/// `events` as restore brings them back (ids `{prefix}{seq - 1}`, as
+/// appended by these checks).
+fn as_restored(events: &[super::StoredEvent], prefix: &str) -> Vec<super::RestoredEvent> {
+    events
+        .iter()
+        .map(|e| super::RestoredEvent {
+            seq: e.seq,
+            id: format!("{prefix}{}", e.seq - 1),
+            event_type: "test.event".into(),
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            received: "2026-01-01T00:00:00.000000Z".into(),
+            hash: e.hash.clone(),
+            body: e.body.clone(),
+        })
+        .collect()
+}
+
 pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
-    use super::{RestoredEvent, StoreError};
+    use super::StoreError;
     let ids: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     store.append(vec![group("s", &refs)]).await.unwrap();
@@ -333,18 +351,7 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
     );
 
     // Restore brings rows back, marked, skipping those present; never past the archive.
-    let restored: Vec<RestoredEvent> = all[1..3]
-        .iter()
-        .map(|e| RestoredEvent {
-            seq: e.seq,
-            id: format!("a{}", e.seq - 1),
-            event_type: "test.event".into(),
-            time: "2026-01-01T00:00:00.000000Z".into(),
-            received: "2026-01-01T00:00:00.000000Z".into(),
-            hash: e.hash.clone(),
-            body: e.body.clone(),
-        })
-        .collect();
+    let restored = as_restored(&all[1..3], "a");
     assert_eq!(
         store
             .restore_events("s", restored.clone(), now)
@@ -423,6 +430,102 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
             .end_seq,
         6
     );
+}
+
+/// A page is a run of consecutive seqs from the one asked for; an archived
+/// seq that is no longer hot is answered with its range, where the hot
+/// store goes on, and the objects holding it, never skipped.
+pub async fn pages_never_pass_archived_seqs<S: Store>(store: &S) {
+    use super::{ArchivedObject, EventPage};
+    let ids: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.append(vec![group("s", &refs)]).await.unwrap();
+    let all = store.read_events("s", 1, 100).await.unwrap();
+    let info = store.stream("s").await.unwrap().unwrap();
+    assert_eq!(
+        info.head_received.as_deref(),
+        Some("2026-01-01T00:00:00.000000Z"),
+        "the head's receipt time is listed"
+    );
+    let seqs = |p: &EventPage| match p {
+        EventPage::Events(e) => e.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        EventPage::Archived(r) => panic!("archived: {r:?}"),
+    };
+    // Nothing archived: pages as before, from 1 when asked for 0, and
+    // empty past the head.
+    assert_eq!(seqs(&store.read_page("s", 0, 3).await.unwrap()), [1, 2, 3]);
+    assert_eq!(seqs(&store.read_page("s", 9, 5).await.unwrap()), [9, 10]);
+    assert!(seqs(&store.read_page("s", 11, 5).await.unwrap()).is_empty());
+    assert!(seqs(&store.read_page("nope", 1, 5).await.unwrap()).is_empty());
+
+    // 1-4 and 5-6 archived and deleted, 2-3 restored: hot holds 2, 3, 7-10.
+    store
+        .record_archive_batch(batch_of("s", &all, 1, 4), None)
+        .await
+        .unwrap();
+    store
+        .record_archive_batch(batch_of("s", &all, 5, 6), None)
+        .await
+        .unwrap();
+    let now = "2026-03-01T00:00:00.000000Z";
+    assert_eq!(
+        store
+            .delete_archived("s", 100, now, 100, None)
+            .await
+            .unwrap(),
+        6
+    );
+    let restored = as_restored(&all[1..3], "p");
+    store.restore_events("s", restored, now).await.unwrap();
+    let object = |start: u64, end: u64| ArchivedObject {
+        start_seq: start,
+        end_seq: end,
+        object_key: format!("s/events/{start}-{end}"),
+        manifest_key: format!("s/manifests/{start}-{end}"),
+    };
+    let archived = |from: u64| async move {
+        match store.read_page("s", from, 100).await.unwrap() {
+            EventPage::Archived(r) => r,
+            EventPage::Events(e) => panic!("seq {from}: events {e:?}"),
+        }
+    };
+    let r = archived(1).await;
+    assert_eq!(
+        (r.from_seq, r.to_seq, r.next_hot_seq, r.oldest_hot_seq),
+        (1, 1, Some(2), Some(2)),
+        "{r:?}"
+    );
+    assert_eq!((r.archived_seq, r.head_seq), (6, 10));
+    assert_eq!(r.objects, [object(1, 4)]);
+    assert_eq!(
+        archived(0).await,
+        r,
+        "0 reads from 1, which is archived: not from the oldest hot seq"
+    );
+    // The restored island is read up to its end, not on past the gap.
+    assert_eq!(seqs(&store.read_page("s", 2, 100).await.unwrap()), [2, 3]);
+    let r = archived(4).await;
+    assert_eq!(
+        (r.from_seq, r.to_seq, r.next_hot_seq),
+        (4, 6, Some(7)),
+        "{r:?}"
+    );
+    assert_eq!(r.objects, [object(1, 4), object(5, 6)]);
+    assert_eq!(archived(6).await.objects, [object(5, 6)]);
+    assert_eq!(
+        seqs(&store.read_page("s", 7, 100).await.unwrap()),
+        [7, 8, 9, 10]
+    );
+    assert_eq!(
+        store
+            .archive_batch_at("s", 4)
+            .await
+            .unwrap()
+            .map(|b| b.end_seq),
+        Some(4)
+    );
+    assert!(store.archive_batch_at("s", 7).await.unwrap().is_none());
+    assert!(store.archive_batch_at("nope", 1).await.unwrap().is_none());
 }
 
 pub async fn delivery_cursors_round_trip<S: Store>(store: &S) {

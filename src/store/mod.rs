@@ -27,10 +27,13 @@
 pub(crate) mod append;
 #[cfg(test)]
 pub mod conformance;
+mod page;
 pub mod pg_tls;
 pub mod postgres;
 pub(crate) mod rows;
 pub mod sqlite;
+
+pub use page::{ArchivedObject, ArchivedRange, EventPage};
 
 use async_trait::async_trait;
 
@@ -222,7 +225,7 @@ pub struct GroupResult {
 }
 
 /// A stream as listed by `GET /v1/streams`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// Stream name.
     pub name: String,
@@ -234,6 +237,9 @@ pub struct StreamInfo {
     pub oldest_hot_seq: Option<u64>,
     /// Highest seq recorded as archived (None before the first batch).
     pub archived_seq: Option<u64>,
+    /// When the head event was received (RFC 3339), while it is in the hot
+    /// store (None for an empty stream or an archived head).
+    pub head_received: Option<String>,
 }
 
 /// One stored event row.
@@ -632,6 +638,13 @@ pub trait ArchiveLedger: Send + Sync + 'static {
     /// Backend errors.
     async fn last_archive_batch(&self, stream: &str) -> Result<Option<ArchiveBatch>>;
 
+    /// Returns the recorded batch of `stream` that holds `seq`, if any (one
+    /// index lookup: a read of an archived seq names its object).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn archive_batch_at(&self, stream: &str, seq: u64) -> Result<Option<ArchiveBatch>>;
+
     /// Deletes up to `max_rows` events of `stream`, lowest seq first, with
     /// seq ≤ `through_seq` **and** ≤ the stream's highest archived seq (the
     /// store checks this itself). Restored rows go only when restored
@@ -805,6 +818,18 @@ pub trait StoreExt: Store {
     /// Backend errors.
     async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
         Ok(self.streams().await?.into_iter().find(|s| s.name == name))
+    }
+
+    /// Returns up to `limit` events of `stream` with consecutive seqs from
+    /// `from_seq` (1 when 0), or, when `from_seq` is archived and no longer
+    /// hot, the archived range that starts there (see [`EventPage`]). Never
+    /// skips a seq: a page ends where the hot store has a gap.
+    ///
+    /// # Errors
+    /// Backend errors; [`StoreError::Corrupt`] for a gap in the hot store
+    /// that no archive batch explains.
+    async fn read_page(&self, stream: &str, from_seq: u64, limit: usize) -> Result<EventPage> {
+        page::read_page(self, stream, from_seq, limit).await
     }
 
     /// Returns a [`crate::chain::tiles::TileSource`] holding every tile that

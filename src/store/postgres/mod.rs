@@ -206,6 +206,49 @@ impl PostgresStore {
         schema: Option<&str>,
         pool: &PoolSettings,
     ) -> Result<Self> {
+        let store = Self::open_pool(url, schema, pool, false).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to `url` to read only: every session is
+    /// `default_transaction_read_only` (a role with SELECT rights is
+    /// enough), and nothing is migrated; the schema must be current.
+    ///
+    /// # Errors
+    /// Connection failures; a schema that is not this binary's (older: run
+    /// `trailkeep migrate`; newer: [`StoreError::SchemaTooNew`]).
+    pub async fn connect_read_only(url: &str, pool: &PoolSettings) -> Result<Self> {
+        let store = Self::open_pool(url, None, pool, true).await?;
+        let c = store.client().await?;
+        let version: i64 = match c.query_opt("SELECT version FROM schema_version", &[]).await {
+            Ok(row) => row.map_or(0, |r| r.get(0)),
+            // No table at all: nothing was ever migrated here.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(backend(e)),
+        };
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        if version < supported {
+            return Err(backend_message(format!(
+                "schema version {version}, older than this binary's {supported}; `trailkeep migrate --store URL` (or serve) upgrades it"
+            )));
+        }
+        drop(c);
+        Ok(store)
+    }
+
+    async fn open_pool(
+        url: &str,
+        schema: Option<&str>,
+        pool: &PoolSettings,
+        read_only: bool,
+    ) -> Result<Self> {
         let (url, tls) = super::pg_tls::split_tls_params(url)
             .map_err(|e| backend_message(format!("connection string: {e}")))?;
         let tls = match super::pg_tls::client_config(&tls)
@@ -251,6 +294,13 @@ impl PostgresStore {
             let _ = task.await;
             cfg.options(format!("-c search_path={s}"));
         }
+        if read_only {
+            let options = match cfg.get_options() {
+                Some(o) if !o.is_empty() => format!("{o} -c default_transaction_read_only=on"),
+                _ => "-c default_transaction_read_only=on".to_owned(),
+            };
+            cfg.options(options);
+        }
         let mcfg = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -262,12 +312,10 @@ impl PostgresStore {
             .max_size(pool.max_connections)
             .build()
             .map_err(|e| backend_message(e.to_string()))?;
-        let store = Self {
+        Ok(Self {
             pool,
             cache: Arc::default(),
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -329,7 +377,8 @@ impl EventStore for PostgresStore {
         let rows = c
             .query(
                 "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
-                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id) FROM streams s ORDER BY s.name",
+                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), \
+                 (SELECT received FROM events e WHERE e.stream_id = s.id AND e.seq = s.head_seq) FROM streams s ORDER BY s.name",
                 &[],
             )
             .await
@@ -342,6 +391,7 @@ impl EventStore for PostgresStore {
                 head_hash: r.get(2),
                 oldest_hot_seq: r.get::<_, Option<i64>>(3).map(|s| s as u64),
                 archived_seq: r.get::<_, Option<i64>>(4).map(|s| s as u64),
+                head_received: r.get(5),
             })
             .collect())
     }
@@ -716,6 +766,22 @@ impl ArchiveLedger for PostgresStore {
         row.as_ref().map(super::rows::batch).transpose()
     }
 
+    async fn archive_batch_at(&self, stream: &str, seq: u64) -> Result<Option<ArchiveBatch>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                     WHERE s.name = $1 AND b.start_seq <= $2 ORDER BY b.start_seq DESC LIMIT 1"
+                ),
+                &[&stream, &super::seq_param(seq)],
+            )
+            .await
+            .map_err(backend)?;
+        let found = row.as_ref().map(super::rows::batch).transpose()?;
+        Ok(found.filter(|b| b.end_seq >= seq))
+    }
+
     async fn delete_archived(
         &self,
         stream: &str,
@@ -946,6 +1012,51 @@ mod tests {
         format!("t_{}", hex::encode(b))
     }
 
+    /// `events`/`streams` read with a read-only session: they read what
+    /// serve wrote, cannot write, and migrate nothing (issue #15).
+    #[tokio::test]
+    async fn a_read_only_connection_reads_and_cannot_write() {
+        let Some(url) = test_url() else { return };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let fresh = schema();
+        let in_schema = |s: &str| format!("{url}{sep}options=-c%20search_path%3D{s}");
+        let other = schema();
+        let c = PostgresStore::connect(&url, Some(&fresh))
+            .await
+            .expect("connect");
+        c.append(vec![AppendGroup {
+            sealed: None,
+            stream: "s".into(),
+            events: vec![ev("a", "x.y")],
+        }])
+        .await
+        .expect("append");
+        let ro = PostgresStore::connect_read_only(&in_schema(&fresh), &PoolSettings::default())
+            .await
+            .expect("read-only connect");
+        assert_eq!(ro.streams().await.expect("streams")[0].head_seq, 1);
+        let e = ro
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "s".into(),
+                events: vec![ev("b", "x.y")],
+            }])
+            .await
+            .expect_err("a read-only session cannot append");
+        assert!(e.to_string().contains("read-only"), "{e}");
+        // A schema nobody migrated: refused, naming the fix, and still empty.
+        c.client()
+            .await
+            .expect("client")
+            .batch_execute(&format!("CREATE SCHEMA {other}"))
+            .await
+            .expect("schema");
+        let e = PostgresStore::connect_read_only(&in_schema(&other), &PoolSettings::default())
+            .await
+            .expect_err("unmigrated");
+        assert!(e.to_string().contains("trailkeep migrate"), "{e}");
+    }
+
     /// Issue #14: backend errors were all "retryable" text. Now a role the
     /// server refuses is not retryable (nobody will fix it by waiting),
     /// a refused connection (a server restarting) is, and the cause is kept.
@@ -999,7 +1110,7 @@ mod tests {
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
-        for _ in 0..12 {
+        for _ in 0..13 {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
                     .await

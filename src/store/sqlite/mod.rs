@@ -84,7 +84,8 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// The writer thread's queue; `None` for a store opened read-only.
+    writer: Option<Mutex<std::sync::mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -96,6 +97,20 @@ fn open_conn(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 8 MiB page cache (negative = KiB). Larger caches cost more per commit:
     // SQLite scans the whole cache when a transaction ends (measured).
+    conn.pragma_update(None, "cache_size", -8192)?;
+    Ok(conn)
+}
+
+/// A connection that cannot write: opened `SQLITE_OPEN_READ_ONLY` and
+/// `query_only`. WAL readers take no lock a writer waits on.
+fn open_read_only_conn(path: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "query_only", true)?;
     conn.pragma_update(None, "cache_size", -8192)?;
     Ok(conn)
 }
@@ -151,8 +166,45 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(tx),
+                writer: Some(Mutex::new(tx)),
                 readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Opens an existing store for reading only, beside a `serve` that may
+    /// be writing to it: no migration, no writer or checkpoint thread, and
+    /// connections that cannot write (`SQLITE_OPEN_READ_ONLY`,
+    /// `query_only`). A WAL reader takes no lock the writer waits on, and
+    /// the data directory's `node.lock` is not touched. Every write method
+    /// fails.
+    ///
+    /// # Errors
+    /// When the file cannot be opened, or its schema is not the one this
+    /// binary reads ([`StoreError::SchemaTooNew`], or older: run `migrate`).
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let conn = open_read_only_conn(path)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::backend_message(
+                "sqlite",
+                format!(
+                    "{}: schema version {version}, older than this binary's {SCHEMA_VERSION}; `trailkeep migrate` (or serve) upgrades it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: None,
+                readers: Mutex::new(vec![conn]),
             }),
         })
     }
@@ -170,8 +222,13 @@ impl SqliteStore {
         let job: Job = Box::new(move |w| {
             let _ = tx.send(f(w));
         });
-        self.inner
-            .writer
+        let Some(writer) = &self.inner.writer else {
+            return Err(StoreError::backend_message(
+                "sqlite",
+                "the store was opened read-only",
+            ));
+        };
+        writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job)
@@ -193,6 +250,7 @@ impl SqliteStore {
                 .pop();
             let conn = match conn {
                 Some(c) => c,
+                None if inner.writer.is_none() => open_read_only_conn(&inner.path)?,
                 None => open_conn(&inner.path)?,
             };
             let out = f(&conn);
@@ -302,7 +360,8 @@ impl EventStore for SqliteStore {
         self.read(|c| {
             let mut q = c.prepare_cached(
                 "SELECT s.name, s.head_seq, s.head_hash, (SELECT MIN(seq) FROM events e WHERE e.stream_id = s.id), \
-                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id) \
+                 (SELECT MAX(end_seq) FROM archive_batches b WHERE b.stream_id = s.id), \
+                 (SELECT received FROM events e WHERE e.stream_id = s.id AND e.seq = s.head_seq) \
                  FROM streams s ORDER BY s.name",
             )?;
             let rows = q.query_map([], |r| {
@@ -312,6 +371,7 @@ impl EventStore for SqliteStore {
                     head_hash: r.get(2)?,
                     oldest_hot_seq: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
                     archived_seq: r.get::<_, Option<i64>>(4)?.map(|s| s as u64),
+                    head_received: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -643,6 +703,19 @@ impl ArchiveLedger for SqliteStore {
         .await
     }
 
+    async fn archive_batch_at(&self, stream: &str, seq: u64) -> Result<Option<ArchiveBatch>> {
+        let stream = stream.to_owned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                 WHERE s.name = ?1 AND b.start_seq <= ?2 ORDER BY b.start_seq DESC LIMIT 1"
+            ))?;
+            let found = decode_opt(&mut q, params![stream, super::seq_param(seq)], batch_row)?;
+            Ok(found.filter(|b| b.end_seq >= seq))
+        })
+        .await
+    }
+
     async fn delete_archived(
         &self,
         stream: &str,
@@ -904,6 +977,61 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// `events` and `streams` open the store read-only beside a running
+    /// serve (issue #15): they see its commits as they land, the writer
+    /// never waits on them, they cannot write, and a missing file is not
+    /// created.
+    #[tokio::test]
+    async fn a_read_only_store_reads_beside_the_writer_and_never_writes() {
+        use crate::event::{Limits, validate};
+        use crate::store::{AppendGroup, EventStore, KeyStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let missing = super::SqliteStore::open_read_only(&path).expect_err("no file");
+        assert!(!missing.is_retryable(), "{missing}");
+        assert!(
+            std::fs::metadata(&path).is_err(),
+            "a reader creates nothing"
+        );
+        let ev = |id: &str| {
+            validate(
+                0,
+                serde_json::json!({"id": id, "type": "t"}),
+                "2026-01-01T00:00:00.000000Z",
+                &Limits::default(),
+            )
+            .expect("valid")
+        };
+        let group = |id: &str| AppendGroup {
+            sealed: None,
+            stream: "s".into(),
+            events: vec![ev(id)],
+        };
+        let writer = super::SqliteStore::open(&path).expect("open");
+        writer.append(vec![group("a")]).await.expect("append");
+        let reader = super::SqliteStore::open_read_only(&path).expect("read-only");
+        assert_eq!(reader.read_events("s", 1, 10).await.expect("read").len(), 1);
+        // The writer goes on while the reader holds its connection, and the
+        // reader sees the new commit on its next read.
+        writer
+            .append(vec![group("b")])
+            .await
+            .expect("append beside a reader");
+        assert_eq!(reader.read_events("s", 1, 10).await.expect("read").len(), 2);
+        let e = reader
+            .append(vec![group("c")])
+            .await
+            .expect_err("read-only");
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert!(
+            reader
+                .revoke_key("k", "2026-01-01T00:00:00Z")
+                .await
+                .is_err()
+        );
+        assert_eq!(writer.streams().await.expect("streams")[0].head_seq, 2);
     }
 
     /// After a failed COMMIT, a head that reached the new seq means it may
