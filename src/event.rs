@@ -190,17 +190,7 @@ pub fn format_received(t: OffsetDateTime) -> String {
 /// fractions as decimals. A time of another shape is parsed; one that does
 /// not parse sorts first.
 pub fn cmp_time(a: &str, b: &str) -> std::cmp::Ordering {
-    fn split(t: &str) -> Option<(&str, &str)> {
-        let body = t.strip_suffix('Z')?;
-        let (secs, frac) = body.split_at_checked(19)?;
-        let frac = match frac.strip_prefix('.') {
-            Some(f) if f.bytes().all(|c| c.is_ascii_digit()) => f,
-            None if frac.is_empty() => "",
-            _ => return None,
-        };
-        (secs.len() == 19 && secs.as_bytes()[10] == b'T').then_some((secs, frac))
-    }
-    match (split(a), split(b)) {
+    match (stored_time_parts(a), stored_time_parts(b)) {
         // The fractions as decimals: digit by digit, the shorter padded
         // with zeros (no allocation: the offline verifier compares every
         // event's time).
@@ -216,6 +206,20 @@ pub fn cmp_time(a: &str, b: &str) -> std::cmp::Ordering {
             p(a).cmp(&p(b))
         }
     }
+}
+
+/// A stored time's date and seconds (`YYYY-MM-DDTHH:MM:SS`) and fraction
+/// digits, when it has the stored shape (UTC, `Z`): the fast path of
+/// [`cmp_time`], taken for every stored event without parsing.
+fn stored_time_parts(t: &str) -> Option<(&str, &str)> {
+    let body = t.strip_suffix('Z')?;
+    let (secs, frac) = body.split_at_checked(19)?;
+    let frac = match frac.strip_prefix('.') {
+        Some(f) if f.bytes().all(|c| c.is_ascii_digit()) => f,
+        None if frac.is_empty() => "",
+        _ => return None,
+    };
+    (secs.len() == 19 && secs.as_bytes()[10] == b'T').then_some((secs, frac))
 }
 
 fn normalize_time(s: &str) -> Option<String> {
@@ -592,6 +596,33 @@ mod tests {
     use serde_json::json;
 
     const RECEIVED: &str = "2026-11-23T10:00:00.000000Z";
+
+    /// The stored shapes take the fast path (no parsing: the offline
+    /// verifier compares every event's time); anything else is parsed.
+    #[test]
+    fn stored_times_split_without_parsing() {
+        let p = stored_time_parts;
+        assert_eq!(p("2026-01-01T00:00:00Z"), Some(("2026-01-01T00:00:00", "")));
+        assert_eq!(
+            p("2026-01-01T00:00:00.120Z"),
+            Some(("2026-01-01T00:00:00", "120"))
+        );
+        for other in [
+            "2026-01-01T01:00:00+01:00",
+            "2026-01-01T00:00:00.5xZ",
+            "2026-01-01T00:00:00xZ",
+            "2026-01-01 00:00:00Z",
+            "2026-1-1T0:0:0Z",
+        ] {
+            assert_eq!(p(other), None, "{other}");
+        }
+        // Stored shapes compare as text, not through the parser (which
+        // refuses a 13th month).
+        assert_eq!(
+            cmp_time("2026-13-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+            std::cmp::Ordering::Greater
+        );
+    }
 
     /// Stored times differ in fraction digits: text order is not time
     /// order (`…:00Z` sorts after `…:00.5Z` as text).
