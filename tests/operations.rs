@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, create_key, poll, wait_for};
+use common::{Server, create_key, poll, scrape, wait_for};
 use trailkeep::telemetry::catalog::{self, Kind};
 
 fn repo(path: &str) -> std::path::PathBuf {
@@ -42,25 +42,6 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-/// A scrape as `series (with labels) -> value`, and the text.
-async fn scrape(url: &str) -> (BTreeMap<String, f64>, String) {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut series = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (name, value) = line.rsplit_once(' ').unwrap();
-        series.insert(name.to_owned(), value.parse().unwrap());
-    }
-    (series, text)
 }
 
 fn value(series: &BTreeMap<String, f64>, name: &str) -> f64 {

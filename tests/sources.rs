@@ -451,17 +451,11 @@ async fn malformed_events_are_counted_logged_and_kept() {
     .await;
     // Issue #15: the source's series say the same (connected, what was
     // taken and rejected, when the last event came).
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (metrics, _) = common::scrape(&server.url).await;
     let series = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        *metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
     };
     assert_eq!(series("trailkeep_source_connected{source=\"up\"}"), 1.0);
     assert_eq!(

@@ -471,3 +471,23 @@ pub fn tls_cert(
     ]);
     (p("crt"), p("key"), dir.join(ca_crt))
 }
+
+/// Scrapes `/metrics` of the server at `url`: every series (name with its
+/// labels, as rendered) and its value, and the text itself.
+pub async fn scrape(url: &str) -> (std::collections::BTreeMap<String, f64>, String) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut series = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        series.insert(name.to_owned(), value.parse().unwrap());
+    }
+    (series, text)
+}
