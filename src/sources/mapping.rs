@@ -65,6 +65,37 @@ pub enum Mapped {
     Rejected(String),
 }
 
+/// The reason an upstream item is refused for a number RFC 8785 would
+/// change: its path in the upstream's object, then what would happen.
+pub(crate) fn number_reason(c: &crate::jcs::NumberChange) -> String {
+    format!("{}: {c}", c.path.trim_start_matches('.'))
+}
+
+/// For each item of a backfill page (`page`: its JSON text; the items are
+/// the array at `items_field`, else the page) that holds a number RFC 8785
+/// would change, the reason it is refused.
+pub(crate) fn changed_numbers_by_item(
+    page: &[u8],
+    items_field: Option<&str>,
+) -> std::collections::HashMap<usize, String> {
+    let prefix = items_field.map_or(String::new(), |f| format!(".{f}"));
+    let mut out = std::collections::HashMap::new();
+    for mut c in crate::jcs::changed_numbers(page, false) {
+        let Some((i, rest)) = c
+            .path
+            .strip_prefix(prefix.as_str())
+            .and_then(|p| p.strip_prefix('['))
+            .and_then(|p| p.split_once(']'))
+            .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest.to_owned())))
+        else {
+            continue;
+        };
+        c.path = rest;
+        out.entry(i).or_insert_with(|| number_reason(&c));
+    }
+    out
+}
+
 /// Maps and validates one upstream object.
 pub fn map_item(
     item: Value,
