@@ -235,7 +235,10 @@ fn unsafe_number(v: &Value) -> Option<crate::jcs::NumberChange> {
         Value::Number(n) => {
             let (text, ok) = match (n.as_u64(), n.as_i64()) {
                 (Some(u), _) => (u.to_string(), crate::jcs::integer_survives(u)),
-                (None, Some(i)) => (i.to_string(), crate::jcs::integer_survives(i.unsigned_abs())),
+                (None, Some(i)) => (
+                    i.to_string(),
+                    crate::jcs::integer_survives(i.unsigned_abs()),
+                ),
                 _ => return None,
             };
             (!ok).then(|| crate::jcs::NumberChange {
@@ -908,13 +911,28 @@ mod tests {
         match (&a, &b, &c) {
             (Ok(a), Ok(b), Ok(c)) => {
                 let x = a[0].data.clone().expect("data");
-                assert_eq!(b[1].data.as_deref(), Some(format!(r#"{{"l":[1,{x}]}}"#).as_str()));
+                assert_eq!(
+                    b[1].data.as_deref(),
+                    Some(format!(r#"{{"l":[1,{x}]}}"#).as_str())
+                );
                 assert_eq!(c[1].data.as_ref(), Some(&x));
             }
             (Err(a), Err(b), Err(c)) => {
-                assert_eq!((a.index, a.field.as_deref()), (Some(0), Some("data.x")), "{text}");
-                assert_eq!((b.index, b.field.as_deref()), (Some(1), Some("data.l[1].x")), "{text}");
-                assert_eq!((c.index, c.field.as_deref()), (Some(1), Some("data.x")), "{text}");
+                assert_eq!(
+                    (a.index, a.field.as_deref()),
+                    (Some(0), Some("data.x")),
+                    "{text}"
+                );
+                assert_eq!(
+                    (b.index, b.field.as_deref()),
+                    (Some(1), Some("data.l[1].x")),
+                    "{text}"
+                );
+                assert_eq!(
+                    (c.index, c.field.as_deref()),
+                    (Some(1), Some("data.x")),
+                    "{text}"
+                );
                 for r in [a, b, c] {
                     assert_eq!((r.code, &r.message), (a.code, &a.message), "{text}");
                 }
@@ -958,13 +976,34 @@ mod tests {
     #[test]
     fn numbers_rfc8785_would_change_are_refused_by_path_and_value() {
         for (text, says) in [
-            ("9007199254740993", "number 9007199254740993 would be stored as 9007199254740992"),
-            ("-9007199254740993", "number -9007199254740993 would be stored as -9007199254740992"),
-            ("18446744073709551615", "would be stored as 18446744073709552000"),
-            ("18446744073709551616", "number 18446744073709551616 would be stored as 18446744073709552000"),
-            ("1152921504606846976", "would be stored as 1152921504606847000"),
-            ("-9223372036854775808", "would be stored as -9223372036854776000"),
-            ("0.1000000000000000000001", "number 0.1000000000000000000001 would be stored as 0.1"),
+            (
+                "9007199254740993",
+                "number 9007199254740993 would be stored as 9007199254740992",
+            ),
+            (
+                "-9007199254740993",
+                "number -9007199254740993 would be stored as -9007199254740992",
+            ),
+            (
+                "18446744073709551615",
+                "would be stored as 18446744073709552000",
+            ),
+            (
+                "18446744073709551616",
+                "number 18446744073709551616 would be stored as 18446744073709552000",
+            ),
+            (
+                "1152921504606846976",
+                "would be stored as 1152921504606847000",
+            ),
+            (
+                "-9223372036854775808",
+                "would be stored as -9223372036854776000",
+            ),
+            (
+                "0.1000000000000000000001",
+                "number 0.1000000000000000000001 would be stored as 0.1",
+            ),
             ("333333333.33333329", "would be stored as 333333333.3333333"),
             ("1e-400", "number 1e-400 would be stored as 0"),
         ] {
@@ -978,11 +1017,34 @@ mod tests {
     /// Sources hand over a `Value`: its integers are judged the same way.
     #[test]
     fn value_integers_are_judged_like_their_text() {
-        let ok = validate(0, json!({"type":"a","data":{"n":9007199254740994u64,"m":-9007199254740994i64}}), RECEIVED, &Limits::default()).expect("kept");
-        assert_eq!(ok.data.as_deref(), Some(r#"{"m":-9007199254740994,"n":9007199254740994}"#));
-        let r = validate(2, json!({"type":"a","actor":{"l":[0,{"n":u64::MAX}]}}), RECEIVED, &Limits::default()).expect_err("changes");
-        assert_eq!((r.code, r.index, r.field.as_deref()), ("unsafe_number", Some(2), Some("actor.l[1].n")));
-        assert!(r.message.starts_with("number 18446744073709551615 would be stored as 18446744073709552000"), "{}", r.message);
+        let ok = validate(
+            0,
+            json!({"type":"a","data":{"n":9007199254740994u64,"m":-9007199254740994i64}}),
+            RECEIVED,
+            &Limits::default(),
+        )
+        .expect("kept");
+        assert_eq!(
+            ok.data.as_deref(),
+            Some(r#"{"m":-9007199254740994,"n":9007199254740994}"#)
+        );
+        let r = validate(
+            2,
+            json!({"type":"a","actor":{"l":[0,{"n":u64::MAX}]}}),
+            RECEIVED,
+            &Limits::default(),
+        )
+        .expect_err("changes");
+        assert_eq!(
+            (r.code, r.index, r.field.as_deref()),
+            ("unsafe_number", Some(2), Some("actor.l[1].n"))
+        );
+        assert!(
+            r.message
+                .starts_with("number 18446744073709551615 would be stored as 18446744073709552000"),
+            "{}",
+            r.message
+        );
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

@@ -655,14 +655,28 @@ async fn numbers_are_stored_as_sent_or_refused_naming_them() {
     let read = h.key(Scope::Read, "*").await;
     let kept = r#"{"id":"n1","type":"budget.threshold","data":{"big":9007199254740994,"huge":1152921504606847000,"max":1e21,"ratio":4.50}}"#;
     let (s, b) = h
-        .call("POST", "/v1/streams/n/events", Some(&ingest), Some("application/json"), kept)
+        .call(
+            "POST",
+            "/v1/streams/n/events",
+            Some(&ingest),
+            Some("application/json"),
+            kept,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (_, text) = h
-        .call("GET", "/v1/streams/n/events", Some(&read), None, Body::empty())
+        .call(
+            "GET",
+            "/v1/streams/n/events",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
         .await;
     assert!(
-        text.contains(r#""data":{"big":9007199254740994,"huge":1152921504606847000,"max":1e+21,"ratio":4.5}"#),
+        text.contains(
+            r#""data":{"big":9007199254740994,"huge":1152921504606847000,"max":1e+21,"ratio":4.5}"#
+        ),
         "{text}"
     );
     for (body, index, field, says) in [
@@ -680,15 +694,27 @@ async fn numbers_are_stored_as_sent_or_refused_naming_them() {
         ),
     ] {
         let (s, b) = h
-            .call("POST", "/v1/streams/n/events", Some(&ingest), Some("application/json"), body)
+            .call(
+                "POST",
+                "/v1/streams/n/events",
+                Some(&ingest),
+                Some("application/json"),
+                body,
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
         let err: Value = serde_json::from_str(&b).unwrap();
         assert_eq!(err["error"]["code"], "unsafe_number", "{b}");
         assert_eq!(err["error"]["index"], index, "{b}");
         assert_eq!(err["error"]["field"], field, "{b}");
-        assert!(err["error"]["message"].as_str().unwrap().starts_with(says), "{b}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().starts_with(says),
+            "{b}"
+        );
     }
     let (_, streams) = h.get_json("/v1/streams", &read).await;
-    assert_eq!(streams["streams"][0]["head_seq"], 1, "refused requests stored nothing");
+    assert_eq!(
+        streams["streams"][0]["head_seq"], 1,
+        "refused requests stored nothing"
+    );
 }

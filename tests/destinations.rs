@@ -530,10 +530,7 @@ async fn capture(
             picked.insert(h.into(), v.to_str().unwrap().into());
         }
     }
-    let body = if headers
-        .get("content-encoding")
-        .is_some_and(|v| v == "gzip")
-    {
+    let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut s = String::new();
         flate2::read::GzDecoder::new(&body[..])
             .read_to_string(&mut s)
@@ -599,8 +596,7 @@ async fn grantex_encoding_matches_the_golden_payloads() {
         .collect();
     let golden = |name: &str| -> Vec<Value> {
         let v: Value =
-            serde_json::from_str(&std::fs::read_to_string(golden_dir.join(name)).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(golden_dir.join(name)).unwrap()).unwrap();
         v["requests"].as_array().unwrap().clone()
     };
     let upstream = grantex_upstream(lines.clone()).await;
@@ -655,10 +651,7 @@ async fn grantex_encoding_matches_the_golden_payloads() {
             );
             let want_body = want["body"].as_str().unwrap();
             if i == 0 {
-                assert_eq!(
-                    body, want_body,
-                    "{name} request {i}: body, byte for byte"
-                );
+                assert_eq!(body, want_body, "{name} request {i}: body, byte for byte");
             } else {
                 assert_eq!(
                     comparable(body),

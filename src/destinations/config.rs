@@ -438,7 +438,9 @@ impl RawObject {
 /// no intake indexes usefully.
 fn field(key: &str, v: Option<String>) -> Result<Option<String>, KeyError> {
     match v {
-        Some(s) if s.is_empty() => Err(bad(key, "must not be empty (leave it out for the default)")),
+        Some(s) if s.is_empty() => {
+            Err(bad(key, "must not be empty (leave it out for the default)"))
+        }
         Some(s) if s.len() > 200 => Err(bad(key, "must be at most 200 bytes")),
         Some(s) if s.chars().any(char::is_control) => {
             Err(bad(key, "must not contain control characters"))
@@ -458,7 +460,9 @@ impl RawSplunkHec {
         {
             return Err(bad(
                 "index",
-                format!("{i:?} is not a Splunk index name (lowercase letters, digits, _ and - only)"),
+                format!(
+                    "{i:?} is not a Splunk index name (lowercase letters, digits, _ and - only)"
+                ),
             ));
         }
         let (host, source, sourcetype) = (
@@ -793,23 +797,64 @@ mod tests {
                 settings.index.as_deref(),
                 settings.host.as_deref()
             ),
-            (Some("grantex"), Some("grantex:event"), Some("main"), Some("h1"))
+            (
+                Some("grantex"),
+                Some("grantex:event"),
+                Some("main"),
+                Some("h1")
+            )
         );
         let dd = "[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsecret_env = \"K\"\n";
         let hec = "[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://s\"\nsecret_env = \"T\"\n";
         for (t, key, says) in [
-            (format!("{dd}ddsource = \"\""), "ddsource", "must not be empty"),
-            (format!("{dd}service = \"a\\nb\""), "service", "control characters"),
-            (format!("{dd}hostname = \"{}\"", "h".repeat(201)), "hostname", "at most 200"),
-            (format!("{dd}tags = [\"a:b,c:d\"]"), "tags", "\"a:b,c:d\" is not a Datadog tag"),
+            (
+                format!("{dd}ddsource = \"\""),
+                "ddsource",
+                "must not be empty",
+            ),
+            (
+                format!("{dd}service = \"a\\nb\""),
+                "service",
+                "control characters",
+            ),
+            (
+                format!("{dd}hostname = \"{}\"", "h".repeat(201)),
+                "hostname",
+                "at most 200",
+            ),
+            (
+                format!("{dd}tags = [\"a:b,c:d\"]"),
+                "tags",
+                "\"a:b,c:d\" is not a Datadog tag",
+            ),
             (format!("{dd}tags = [\"\"]"), "tags", "not a Datadog tag"),
-            (format!("{dd}compression = \"zstd\""), "compression", "\"zstd\" is not a compression here (gzip or none)"),
-            (format!("{dd}source = \"x\""), "source", "is not a setting of type datadog_logs"),
-            (format!("{hec}index = \"Audit\""), "index", "\"Audit\" is not a Splunk index name"),
+            (
+                format!("{dd}compression = \"zstd\""),
+                "compression",
+                "\"zstd\" is not a compression here (gzip or none)",
+            ),
+            (
+                format!("{dd}source = \"x\""),
+                "source",
+                "is not a setting of type datadog_logs",
+            ),
+            (
+                format!("{hec}index = \"Audit\""),
+                "index",
+                "\"Audit\" is not a Splunk index name",
+            ),
             (format!("{hec}source = \"\""), "source", "must not be empty"),
-            (format!("{hec}sourcetype = \"\\t\""), "sourcetype", "control characters"),
+            (
+                format!("{hec}sourcetype = \"\\t\""),
+                "sourcetype",
+                "control characters",
+            ),
             (format!("{hec}host = \"\""), "host", "must not be empty"),
-            (format!("{hec}ddsource = \"x\""), "ddsource", "is not a setting of type splunk_hec"),
+            (
+                format!("{hec}ddsource = \"x\""),
+                "ddsource",
+                "is not a setting of type splunk_hec",
+            ),
         ] {
             let e = parse(&t).unwrap_err();
             assert_eq!(e.key, key, "{t}");

@@ -172,7 +172,10 @@ mod tests {
     fn splunk_seconds_round_down_like_math_floor() {
         assert_eq!(unix_seconds_floor("1970-01-01T00:00:01.999Z"), Some(1));
         assert_eq!(unix_seconds_floor("1969-12-31T23:59:59.9Z"), Some(-1));
-        assert_eq!(unix_seconds_floor("2026-11-23T10:00:00Z"), Some(1_795_428_000));
+        assert_eq!(
+            unix_seconds_floor("2026-11-23T10:00:00Z"),
+            Some(1_795_428_000)
+        );
         assert_eq!(unix_seconds_floor("x"), None);
     }
 

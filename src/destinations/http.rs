@@ -391,8 +391,7 @@ impl Destination for DatadogLogs {
                 .header("content-type", "application/json")
                 .header("dd-api-key", self.key.expose());
             req = if gzip {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
                 gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
                 let gz = gz.finish().map_err(|e| retryable(e.to_string()))?;
                 req.header("content-encoding", "gzip").body(gz)

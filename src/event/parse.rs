@@ -21,8 +21,7 @@ use serde::Deserializer as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    FORBIDDEN, Fields, Limits, NewEvent, Rejection, assemble, normalize_time, valid_id,
-    valid_type,
+    FORBIDDEN, Fields, Limits, NewEvent, Rejection, assemble, normalize_time, valid_id, valid_type,
 };
 
 /// What one parse shares: the request's receipt time and limits, and the
@@ -54,7 +53,11 @@ fn check_numbers(body: &[u8], line: Option<usize>) -> Result<(), Rejection> {
         }
         (line, _) => (line.unwrap_or(0), c.path.as_str()),
     };
-    Err(super::changed_number(index, field.trim_start_matches('.'), &c))
+    Err(super::changed_number(
+        index,
+        field.trim_start_matches('.'),
+        &c,
+    ))
 }
 
 impl Ctx<'_> {
