@@ -31,7 +31,7 @@
 //! naming them ([`number_change`], [`first_changed_number`]); every other
 //! number is kept, however large (`9007199254740994`, `1e+21`). The test
 //! is on values, not text: `1.0`, `1E2` and `-0` become `1`, `100` and `0`,
-//! the same numbers. Accepted numbers are written by [`write`], which this
+//! the same numbers. Accepted numbers are written by [`write()`], which this
 //! check does not touch, so stored events hash as they always did.
 
 use std::cmp::Ordering;
