@@ -501,6 +501,16 @@ mod tests {
         assert_eq!(decimal("1e99999999999999999999").2, i64::MAX);
     }
 
+    /// The scan is meant for parsed JSON, but any bytes must not panic it
+    /// (an unterminated string or escape at the end stops it).
+    #[test]
+    fn the_scan_stops_at_the_end_of_any_bytes() {
+        for j in ["{\"a\":\"abc", "[\"x\\", "\"", "[1e400,\"", "{\"k\":-"] {
+            let _ = changed_numbers(j.as_bytes(), false);
+        }
+        assert_eq!(changed_numbers(b"[1e400,\"", false)[0].path, "[0]");
+    }
+
     #[test]
     fn changed_numbers_are_found_with_their_path_and_only_outside_strings() {
         let find = |j: &str| first_changed_number(j.as_bytes()).map(|c| (c.path, c.text));
