@@ -107,7 +107,6 @@ pub struct NewEvent {
 }
 
 const FORBIDDEN: [&str; 5] = ["stream", "seq", "received", "prev", "hash"];
-const MAX_SAFE_INT: u64 = (1 << 53) - 1;
 
 /// The log's own stream: every checkpoint it signs and every archive index
 /// it writes is recorded here as an event (`checkpoint.signed`,
@@ -227,38 +226,56 @@ fn normalize_time(s: &str) -> Option<String> {
     t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok()
 }
 
-/// Returns the path (below the field) of the first number JCS cannot carry
-/// exactly (an integer beyond ±(2^53−1)). The path is built only on the way
-/// back from a failure: valid events allocate nothing here.
-fn unsafe_number(v: &Value) -> Option<String> {
+/// Returns the first number below `v` that RFC 8785 would change, with
+/// its path below the field ([`crate::jcs::number_change`]).
+///
+/// A `Value` holds integers exactly and other numbers as the double they
+/// parsed to: integers are checked here, doubles are what they are (their
+/// text, where there was one, is checked before it is parsed: HTTP ingest
+/// in [`parse`], sources on the upstream's text). The path is built only on
+/// the way back from a failure: valid events allocate nothing here.
+fn unsafe_number(v: &Value) -> Option<crate::jcs::NumberChange> {
     match v {
         Value::Number(n) => {
-            let bad = match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) => u > MAX_SAFE_INT,
-                (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INT,
-                _ => false,
+            let (text, ok) = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => (u.to_string(), crate::jcs::integer_survives(u)),
+                (None, Some(i)) => (
+                    i.to_string(),
+                    crate::jcs::integer_survives(i.unsigned_abs()),
+                ),
+                _ => return None,
             };
-            bad.then(String::new)
+            (!ok).then(|| crate::jcs::NumberChange {
+                path: String::new(),
+                canonical: crate::jcs::number_change(&text).flatten(),
+                text,
+            })
         }
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| unsafe_number(x).map(|rest| format!("[{i}]{rest}"))),
-        Value::Object(o) => o
-            .iter()
-            .find_map(|(k, x)| unsafe_number(x).map(|rest| format!(".{k}{rest}"))),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+            unsafe_number(x).map(|mut c| {
+                c.path.insert_str(0, &format!("[{i}]"));
+                c
+            })
+        }),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            unsafe_number(x).map(|mut c| {
+                c.path.insert_str(0, &format!(".{k}"));
+                c
+            })
+        }),
         _ => None,
     }
 }
 
+/// The refusal of a number RFC 8785 would change, at `field` of event
+/// `index`.
+pub(crate) fn changed_number(index: usize, field: &str, c: &crate::jcs::NumberChange) -> Rejection {
+    Rejection::at(index, field, "unsafe_number", c.to_string())
+}
+
 fn canonical_value(index: usize, field: &str, v: &Value) -> Result<String, Rejection> {
-    if let Some(below) = unsafe_number(v) {
-        return Err(Rejection::at(
-            index,
-            &format!("{field}{below}"),
-            "unsafe_number",
-            "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
-        ));
+    if let Some(c) = unsafe_number(v) {
+        return Err(changed_number(index, &format!("{field}{}", c.path), &c));
     }
     Ok(crate::jcs::to_string(v))
 }
@@ -803,7 +820,7 @@ mod tests {
                 "invalid_value",
             ),
             (
-                json!({"type":"a","data":{"n":{"big":9007199254740992u64}}}),
+                json!({"type":"a","data":{"n":{"big":9007199254740993u64}}}),
                 Some("data.n.big"),
                 "unsafe_number",
             ),
@@ -933,6 +950,155 @@ mod tests {
         assert_eq!(serde_json_canonicalizer::to_string(&v).expect("jcs"), full);
     }
 
+    /// The stored `data` of `{"type":"a","data":{"x":<text>}}` sent over
+    /// HTTP (one event, an array, NDJSON: all three must agree).
+    fn ingest_number(text: &str) -> Result<String, Rejection> {
+        let one = format!(r#"{{"type":"a","data":{{"x":{text}}}}}"#);
+        let array = format!(r#"[{{"type":"a"}},{{"type":"a","data":{{"l":[1,{{"x":{text}}}]}}}}]"#);
+        let lines = format!("{{\"type\":\"a\"}}\n{one}\n");
+        let limits = Limits::default();
+        let a = parse_request(one.as_bytes(), false, RECEIVED, &limits);
+        let b = parse_request(array.as_bytes(), false, RECEIVED, &limits);
+        let c = parse_request(lines.as_bytes(), true, RECEIVED, &limits);
+        match (&a, &b, &c) {
+            (Ok(a), Ok(b), Ok(c)) => {
+                let x = a[0].data.clone().expect("data");
+                assert_eq!(
+                    b[1].data.as_deref(),
+                    Some(format!(r#"{{"l":[1,{x}]}}"#).as_str())
+                );
+                assert_eq!(c[1].data.as_ref(), Some(&x));
+            }
+            (Err(a), Err(b), Err(c)) => {
+                assert_eq!(
+                    (a.index, a.field.as_deref()),
+                    (Some(0), Some("data.x")),
+                    "{text}"
+                );
+                assert_eq!(
+                    (b.index, b.field.as_deref()),
+                    (Some(1), Some("data.l[1].x")),
+                    "{text}"
+                );
+                assert_eq!(
+                    (c.index, c.field.as_deref()),
+                    (Some(1), Some("data.x")),
+                    "{text}"
+                );
+                for r in [a, b, c] {
+                    assert_eq!((r.code, &r.message), (a.code, &a.message), "{text}");
+                }
+            }
+            _ => panic!("{text}: one event {a:?}, array {b:?}, lines {c:?}"),
+        }
+        a.map(|mut e| e.remove(0).data.expect("data"))
+    }
+
+    /// Issue #18: an integer past 2^53-1 was refused even when RFC 8785
+    /// writes it unchanged. Now every number whose canonical form keeps its
+    /// value is stored (in that form), and only numbers that would change
+    /// are refused, naming the path, the number and what it would become.
+    #[test]
+    fn numbers_are_kept_when_rfc8785_keeps_their_value() {
+        for (text, stored) in [
+            ("9007199254740991", "9007199254740991"),
+            ("9007199254740992", "9007199254740992"),
+            ("9007199254740994", "9007199254740994"),
+            ("-9007199254740994", "-9007199254740994"),
+            ("18014398509481984", "18014398509481984"),
+            ("1152921504606847000", "1152921504606847000"),
+            ("100000000000000000000", "100000000000000000000"),
+            ("1e21", "1e+21"),
+            ("1E30", "1e+30"),
+            ("4.50", "4.5"),
+            ("2e-3", "0.002"),
+            ("-0", "0"),
+            ("1.0", "1"),
+            ("0.1", "0.1"),
+            ("5e-324", "5e-324"),
+        ] {
+            assert_eq!(
+                ingest_number(text).expect(text),
+                format!(r#"{{"x":{stored}}}"#),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_rfc8785_would_change_are_refused_by_path_and_value() {
+        for (text, says) in [
+            (
+                "9007199254740993",
+                "number 9007199254740993 would be stored as 9007199254740992",
+            ),
+            (
+                "-9007199254740993",
+                "number -9007199254740993 would be stored as -9007199254740992",
+            ),
+            (
+                "18446744073709551615",
+                "would be stored as 18446744073709552000",
+            ),
+            (
+                "18446744073709551616",
+                "number 18446744073709551616 would be stored as 18446744073709552000",
+            ),
+            (
+                "1152921504606846976",
+                "would be stored as 1152921504606847000",
+            ),
+            (
+                "-9223372036854775808",
+                "would be stored as -9223372036854776000",
+            ),
+            (
+                "0.1000000000000000000001",
+                "number 0.1000000000000000000001 would be stored as 0.1",
+            ),
+            ("333333333.33333329", "would be stored as 333333333.3333333"),
+            ("1e-400", "number 1e-400 would be stored as 0"),
+        ] {
+            let r = ingest_number(text).expect_err(text);
+            assert_eq!(r.code, "unsafe_number", "{text}");
+            assert!(r.message.contains(says), "{text}: {}", r.message);
+            assert!(r.message.ends_with("send it as a string"), "{}", r.message);
+        }
+    }
+
+    /// Sources hand over a `Value`: its integers are judged the same way.
+    #[test]
+    fn value_integers_are_judged_like_their_text() {
+        let ok = validate(
+            0,
+            json!({"type":"a","data":{"n":9007199254740994u64,"m":-9007199254740994i64}}),
+            RECEIVED,
+            &Limits::default(),
+        )
+        .expect("kept");
+        assert_eq!(
+            ok.data.as_deref(),
+            Some(r#"{"m":-9007199254740994,"n":9007199254740994}"#)
+        );
+        let r = validate(
+            2,
+            json!({"type":"a","actor":{"l":[0,{"n":u64::MAX}]}}),
+            RECEIVED,
+            &Limits::default(),
+        )
+        .expect_err("changes");
+        assert_eq!(
+            (r.code, r.index, r.field.as_deref()),
+            ("unsafe_number", Some(2), Some("actor.l[1].n"))
+        );
+        assert!(
+            r.message
+                .starts_with("number 18446744073709551615 would be stored as 18446744073709552000"),
+            "{}",
+            r.message
+        );
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -991,6 +1157,39 @@ mod tests {
             if let Some(t) = time { obj["time"] = Value::String(t); }
             let limits = Limits { max_event_bytes: if big { 1 << 30 } else { 600 }, ..Limits::default() };
             let _ = both(obj, &limits);
+        }
+
+        /// Whatever a number's spelling, HTTP ingest either stores it with
+        /// the same decimal value or refuses it as `unsafe_number` exactly
+        /// when RFC 8785 would change it.
+        #[test]
+        fn ingest_stores_numbers_with_their_value_or_refuses_them(
+            f in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            u in any::<u64>(),
+            extra in "[0-9]{0,25}",
+            exp in -30i32..30,
+            pick in 0u8..4,
+        ) {
+            let text = match pick {
+                0 => format!("{f:e}"),
+                1 => u.to_string(),
+                2 => format!("-{}{extra}", u.max(1)),
+                _ => format!("{}.{extra}1e{exp}", u % 1000),
+            };
+            match ingest_number(&text) {
+                Ok(data) => {
+                    let stored = data.trim_start_matches("{\"x\":").trim_end_matches('}');
+                    prop_assert_eq!(crate::jcs::number_change(&text), None, "{}", text);
+                    // Same value: the stored text, canonicalized again, is
+                    // itself, and says what the sent one said.
+                    prop_assert_eq!(crate::jcs::number_change(stored), None);
+                    prop_assert_eq!(crate::jcs::decimal(stored), crate::jcs::decimal(&text));
+                }
+                Err(r) => {
+                    prop_assert_eq!(r.code, "unsafe_number", "{}: {:?}", text, r);
+                    prop_assert!(crate::jcs::number_change(&text).is_some());
+                }
+            }
         }
 
         /// Splicing `hash` into the canonical body gives what parsing gives.

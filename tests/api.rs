@@ -853,3 +853,79 @@ async fn reserved_and_dot_stream_names_are_refused_at_ingest() {
         "nothing of the refused requests reached the log's own stream: {own}"
     );
 }
+
+/// Issue #18: numbers are kept when RFC 8785 writes them with the same
+/// value (integers past 2^53 among them; they were refused), stored in
+/// that form and chained; a number it would change is refused naming the
+/// event, the path, the number and what it would become (a long fraction
+/// was silently rounded).
+#[tokio::test]
+async fn numbers_are_stored_as_sent_or_refused_naming_them() {
+    let h = Harness::new("").await;
+    let ingest = h.key(Scope::Ingest, "*").await;
+    let read = h.key(Scope::Read, "*").await;
+    let kept = r#"{"id":"n1","type":"budget.threshold","data":{"big":9007199254740994,"huge":1152921504606847000,"max":1e21,"ratio":4.50}}"#;
+    let (s, b) = h
+        .call(
+            "POST",
+            "/v1/streams/n/events",
+            Some(&ingest),
+            Some("application/json"),
+            kept,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, text) = h
+        .call(
+            "GET",
+            "/v1/streams/n/events",
+            Some(&read),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert!(
+        text.contains(
+            r#""data":{"big":9007199254740994,"huge":1152921504606847000,"max":1e+21,"ratio":4.5}"#
+        ),
+        "{text}"
+    );
+    for (body, index, field, says) in [
+        (
+            r#"[{"type":"a"},{"type":"a","data":{"l":[{"n":9007199254740993}]}}]"#,
+            1,
+            "data.l[0].n",
+            "number 9007199254740993 would be stored as 9007199254740992",
+        ),
+        (
+            r#"{"type":"a","actor":{"score":0.1000000000000000000001}}"#,
+            0,
+            "actor.score",
+            "number 0.1000000000000000000001 would be stored as 0.1",
+        ),
+    ] {
+        let (s, b) = h
+            .call(
+                "POST",
+                "/v1/streams/n/events",
+                Some(&ingest),
+                Some("application/json"),
+                body,
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        let err: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(err["error"]["code"], "unsafe_number", "{b}");
+        assert_eq!(err["error"]["index"], index, "{b}");
+        assert_eq!(err["error"]["field"], field, "{b}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().starts_with(says),
+            "{b}"
+        );
+    }
+    let (_, streams) = h.get_json("/v1/streams", &read).await;
+    assert_eq!(
+        streams["streams"][0]["head_seq"], 1,
+        "refused requests stored nothing"
+    );
+}

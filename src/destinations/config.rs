@@ -115,13 +115,13 @@ pub struct RawSplunkHec {
     pub allow_private: Option<bool>,
     /// Request timeout, ms (default 10000).
     pub timeout_ms: Option<u64>,
-    /// `index` field.
+    /// `index` field (default: the token's; `main` with `encoding = "grantex"`).
     pub index: Option<String>,
-    /// `source` field (default `trailkeep`).
+    /// `source` field (default `trailkeep`; `grantex` with `encoding = "grantex"`).
     pub source: Option<String>,
     /// `sourcetype` field (default `_json`).
     pub sourcetype: Option<String>,
-    /// `host` field.
+    /// `host` field (default: the HEC's own).
     pub host: Option<String>,
     /// Wait for indexer acknowledgement (default false).
     pub ack: Option<bool>,
@@ -145,12 +145,19 @@ pub struct RawDatadog {
     pub allow_private: Option<bool>,
     /// Request timeout, ms (default 10000).
     pub timeout_ms: Option<u64>,
-    /// `service` of every entry (default `trailkeep`).
+    /// `ddsource` of every entry (default `trailkeep`; `grantex` with
+    /// `encoding = "grantex"`).
+    pub ddsource: Option<String>,
+    /// `service` of every entry (default `trailkeep`; `grantex` with
+    /// `encoding = "grantex"`).
     pub service: Option<String>,
-    /// `hostname` of every entry.
+    /// `hostname` of every entry (default: none; `grantex-auth-service`
+    /// with `encoding = "grantex"`).
     pub hostname: Option<String>,
-    /// Extra `ddtags` (`key:value`).
+    /// Extra `ddtags` (`key:value`), after the event's own.
     pub tags: Option<Vec<String>>,
+    /// `gzip` or `none` (default `gzip`; `none` with `encoding = "grantex"`).
+    pub compression: Option<String>,
 }
 
 /// `type = "bigquery"`.
@@ -426,17 +433,51 @@ impl RawObject {
     }
 }
 
+/// A field value a destination sends (`source`, `service`, …): refused
+/// when empty, longer than 200 bytes or holding a control character, which
+/// no intake indexes usefully.
+fn field(key: &str, v: Option<String>) -> Result<Option<String>, KeyError> {
+    match v {
+        Some(s) if s.is_empty() => {
+            Err(bad(key, "must not be empty (leave it out for the default)"))
+        }
+        Some(s) if s.len() > 200 => Err(bad(key, "must be at most 200 bytes")),
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(bad(key, "must not contain control characters"))
+        }
+        v => Ok(v),
+    }
+}
+
 impl RawSplunkHec {
     fn validate(self) -> Result<Kind, KeyError> {
         let allow_private = self.allow_private.unwrap_or(false);
+        let index = field("index", self.index)?;
+        if let Some(i) = &index
+            && !i
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                "index",
+                format!(
+                    "{i:?} is not a Splunk index name (lowercase letters, digits, _ and - only)"
+                ),
+            ));
+        }
+        let (host, source, sourcetype) = (
+            field("host", self.host)?,
+            field("source", self.source)?,
+            field("sourcetype", self.sourcetype)?,
+        );
         Ok(Kind::SplunkHec {
             url: http_url(self.url, allow_private)?,
             secret: secret(self.secret_env, self.secret_file, "the HEC token")?,
             settings: super::http::HecSettings {
-                host: self.host,
-                source: self.source,
-                sourcetype: self.sourcetype,
-                index: self.index,
+                host,
+                source,
+                sourcetype,
+                index,
                 ack: self.ack.unwrap_or(false),
                 ack_timeout: Duration::from_millis(
                     self.ack_timeout_ms.unwrap_or(30_000).clamp(100, 3_600_000),
@@ -469,13 +510,36 @@ impl RawDatadog {
                 format!("https://http-intake.logs.{site}")
             }
         };
+        let tags = self.tags.unwrap_or_default();
+        if let Some(t) = tags
+            .iter()
+            .find(|t| t.is_empty() || t.contains(',') || t.chars().any(char::is_control))
+        {
+            return Err(bad(
+                "tags",
+                format!("{t:?} is not a Datadog tag (one key:value, not empty, no commas)"),
+            ));
+        }
+        let gzip = match self.compression.as_deref() {
+            None => None,
+            Some("gzip") => Some(true),
+            Some("none") => Some(false),
+            Some(other) => {
+                return Err(bad(
+                    "compression",
+                    format!("{other:?} is not a compression here (gzip or none)"),
+                ));
+            }
+        };
         Ok(Kind::Datadog {
             url,
             secret: secret(self.secret_env, self.secret_file, "the Datadog API key")?,
             settings: super::http::DatadogSettings {
-                service: self.service,
-                hostname: self.hostname,
-                tags: self.tags.unwrap_or_default(),
+                ddsource: field("ddsource", self.ddsource)?,
+                service: field("service", self.service)?,
+                hostname: field("hostname", self.hostname)?,
+                tags,
+                gzip,
             },
             timeout: timeout(self.timeout_ms, 10_000)?,
             allow_private,
@@ -707,6 +771,94 @@ mod tests {
             ),
         ] {
             assert_eq!(parse(t).unwrap_err().key, key, "{t}");
+        }
+        // Every field a user filters on is a key; bad values are named.
+        let d = parse("[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsecret_env = \"K\"\nencoding = \"grantex\"\nddsource = \"grantex\"\nservice = \"auth\"\nhostname = \"h1\"\ntags = [\"env:prod\"]\ncompression = \"gzip\"").unwrap();
+        let Kind::Datadog { settings, .. } = &d.kind else {
+            panic!("datadog")
+        };
+        assert_eq!(
+            (
+                settings.ddsource.as_deref(),
+                settings.service.as_deref(),
+                settings.hostname.as_deref(),
+                settings.gzip
+            ),
+            (Some("grantex"), Some("auth"), Some("h1"), Some(true))
+        );
+        let h = parse("[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://s\"\nsecret_env = \"T\"\nsource = \"grantex\"\nsourcetype = \"grantex:event\"\nindex = \"main\"\nhost = \"h1\"").unwrap();
+        let Kind::SplunkHec { settings, .. } = &h.kind else {
+            panic!("hec")
+        };
+        assert_eq!(
+            (
+                settings.source.as_deref(),
+                settings.sourcetype.as_deref(),
+                settings.index.as_deref(),
+                settings.host.as_deref()
+            ),
+            (
+                Some("grantex"),
+                Some("grantex:event"),
+                Some("main"),
+                Some("h1")
+            )
+        );
+        let dd = "[[destinations]]\nname = \"d\"\ntype = \"datadog_logs\"\nsecret_env = \"K\"\n";
+        let hec = "[[destinations]]\nname = \"h\"\ntype = \"splunk_hec\"\nurl = \"https://s\"\nsecret_env = \"T\"\n";
+        for (t, key, says) in [
+            (
+                format!("{dd}ddsource = \"\""),
+                "ddsource",
+                "must not be empty",
+            ),
+            (
+                format!("{dd}service = \"a\\nb\""),
+                "service",
+                "control characters",
+            ),
+            (
+                format!("{dd}hostname = \"{}\"", "h".repeat(201)),
+                "hostname",
+                "at most 200",
+            ),
+            (
+                format!("{dd}tags = [\"a:b,c:d\"]"),
+                "tags",
+                "\"a:b,c:d\" is not a Datadog tag",
+            ),
+            (format!("{dd}tags = [\"\"]"), "tags", "not a Datadog tag"),
+            (
+                format!("{dd}compression = \"zstd\""),
+                "compression",
+                "\"zstd\" is not a compression here (gzip or none)",
+            ),
+            (
+                format!("{dd}source = \"x\""),
+                "source",
+                "is not a setting of type datadog_logs",
+            ),
+            (
+                format!("{hec}index = \"Audit\""),
+                "index",
+                "\"Audit\" is not a Splunk index name",
+            ),
+            (format!("{hec}source = \"\""), "source", "must not be empty"),
+            (
+                format!("{hec}sourcetype = \"\\t\""),
+                "sourcetype",
+                "control characters",
+            ),
+            (format!("{hec}host = \"\""), "host", "must not be empty"),
+            (
+                format!("{hec}ddsource = \"x\""),
+                "ddsource",
+                "is not a setting of type splunk_hec",
+            ),
+        ] {
+            let e = parse(&t).unwrap_err();
+            assert_eq!(e.key, key, "{t}");
+            assert!(e.to_string().contains(says), "{t}: {e}");
         }
         let g = parse("[[destinations]]\nname = \"g\"\ntype = \"gcs\"\nurl = \"gs://b/p\"\ncompression = \"zstd\"").unwrap();
         assert_eq!(g.type_name(), "gcs");

@@ -7,11 +7,21 @@
 //!   carry `X-Splunk-Request-Channel`, the answer's `ackId` is polled at
 //!   `/services/collector/ack?channel=…` and the batch counts as accepted
 //!   only once it reports `true` (a timeout retries the batch).
+//!   With `encoding = "grantex"` the objects are Grantex's
+//!   (`{event, time, source, sourcetype, index}` in that order, `time` in
+//!   whole seconds rounded down, `index` defaulting to `main`), joined by
+//!   newlines as its `SplunkDestination` sends them.
 //! - Datadog Logs v2 (<https://docs.datadoghq.com/api/latest/logs/#send-logs>):
 //!   `POST {url}/api/v2/logs`, `DD-API-KEY`, gzip JSON arrays of entries
 //!   `{ddsource, ddtags, hostname, service, message}`, split to the intake
 //!   limits (1,000 entries and 5 MB per request; an entry over 1 MB is
-//!   refused for good rather than truncated by the intake).
+//!   refused for good rather than truncated by the intake). With
+//!   `encoding = "grantex"` the entries are Grantex's `DatadogDestination`'s
+//!   (`ddsource`/`service` `grantex`, `hostname` `grantex-auth-service`,
+//!   `ddtags` `type:…`) and the body goes uncompressed, as it sends it.
+//!
+//! Every field a user filters on is configurable; the defaults follow the
+//! encoding ([`HecSettings`], [`DatadogSettings`]).
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -29,16 +39,17 @@ fn retryable(message: String) -> DeliveryError {
 /// Most bytes of a HEC answer read (they are a few dozen bytes of JSON).
 const ANSWER_MAX: usize = 64 * 1024;
 
-/// Splunk HEC settings.
+/// Splunk HEC settings. Unset fields take the encoding's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct HecSettings {
-    /// `host` field.
+    /// `host` field (default: none, the HEC's own).
     pub host: Option<String>,
-    /// `source` field (default `trailkeep`).
+    /// `source` field (default `trailkeep`; `grantex` in that encoding).
     pub source: Option<String>,
     /// `sourcetype` field (default `_json`).
     pub sourcetype: Option<String>,
-    /// `index` field.
+    /// `index` field (default: none, the token's; `main` in the `grantex`
+    /// encoding, as Grantex sends).
     pub index: Option<String>,
     /// Wait for indexer acknowledgement.
     pub ack: bool,
@@ -78,6 +89,9 @@ impl SplunkHec {
 
     /// The request body: one event object per event, concatenated.
     pub fn body(&self, batch: &Batch) -> Vec<u8> {
+        if self.encoding == Encoding::Grantex {
+            return self.grantex_body(batch);
+        }
         let mut out = Vec::new();
         for e in &batch.events {
             let event: serde_json::Value =
@@ -107,6 +121,53 @@ impl SplunkHec {
         }
         out
     }
+
+    /// The body Grantex's `SplunkDestination` sends: per event
+    /// `{"event":…,"time":…,"source":…,"sourcetype":…,"index":…}` in that
+    /// order (`host` after them when set), `time` the event time in whole
+    /// seconds rounded down, the objects joined by `\n`.
+    fn grantex_body(&self, batch: &Batch) -> Vec<u8> {
+        let s = &self.settings;
+        let source = s.source.as_deref().unwrap_or("grantex");
+        let sourcetype = s.sourcetype.as_deref().unwrap_or("_json");
+        let index = s.index.as_deref().unwrap_or("main");
+        let mut out = String::new();
+        for (i, e) in batch.events.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str("{\"event\":");
+            super::encoding::write_grantex(&mut out, &e.json);
+            out.push_str(",\"time\":");
+            let secs = serde_json::from_str::<StoredTime<'_>>(&e.json)
+                .ok()
+                .and_then(|t| super::encoding::unix_seconds_floor(&t.time))
+                .unwrap_or(0);
+            out.push_str(itoa::Buffer::new().format(secs));
+            for (k, v) in [
+                ("source", Some(source)),
+                ("sourcetype", Some(sourcetype)),
+                ("index", Some(index)),
+                ("host", s.host.as_deref()),
+            ] {
+                if let Some(v) = v {
+                    out.push_str(",\"");
+                    out.push_str(k);
+                    out.push_str("\":");
+                    crate::jcs::write_str(&mut out, v);
+                }
+            }
+            out.push('}');
+        }
+        out.into_bytes()
+    }
+}
+
+/// The `time` of a stored event, borrowed.
+#[derive(serde::Deserialize)]
+struct StoredTime<'a> {
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
 }
 
 fn uuid_like() -> String {
@@ -190,15 +251,24 @@ impl Destination for SplunkHec {
     }
 }
 
-/// Datadog settings.
+/// Datadog settings. Unset fields take the encoding's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct DatadogSettings {
-    /// `service` of every entry (default `trailkeep`).
+    /// `ddsource` of every entry (default `trailkeep`; `grantex` in that
+    /// encoding).
+    pub ddsource: Option<String>,
+    /// `service` of every entry (default `trailkeep`; `grantex` in that
+    /// encoding).
     pub service: Option<String>,
-    /// `hostname` of every entry.
+    /// `hostname` of every entry (default: none; `grantex-auth-service` in
+    /// the `grantex` encoding, as Grantex sends).
     pub hostname: Option<String>,
-    /// Extra tags (`key:value`).
+    /// Tags (`key:value`) after the event's own in `ddtags` (`type:…`, and
+    /// `stream:…` in the `trailkeep` encoding).
     pub tags: Vec<String>,
+    /// Gzip the body (default: yes; no in the `grantex` encoding, which
+    /// Grantex sends uncompressed).
+    pub gzip: Option<bool>,
 }
 
 /// Intake limits.
@@ -242,22 +312,42 @@ impl DatadogLogs {
         let mut out = Vec::new();
         let mut cur: Vec<String> = Vec::new();
         let mut size = 2;
+        let grantex = self.encoding == Encoding::Grantex;
+        let st = &self.settings;
+        let default = if grantex { "grantex" } else { "trailkeep" };
+        let ddsource = st.ddsource.as_deref().unwrap_or(default);
+        let service = st.service.as_deref().unwrap_or(default);
+        let hostname = match &st.hostname {
+            Some(h) => Some(h.as_str()),
+            None if grantex => Some("grantex-auth-service"),
+            None => None,
+        };
         for e in &batch.events {
-            let mut tags = vec![
-                format!("type:{}", e.event_type),
-                format!("stream:{}", batch.stream),
-            ];
-            tags.extend(self.settings.tags.iter().cloned());
-            let mut entry = serde_json::json!({
-                "ddsource": "trailkeep",
-                "ddtags": tags.join(","),
-                "service": self.settings.service.as_deref().unwrap_or("trailkeep"),
-                "message": encode(&e.json, self.encoding),
-            });
-            if let Some(h) = &self.settings.hostname {
-                entry["hostname"] = h.clone().into();
+            let mut tags = format!("type:{}", e.event_type);
+            if !grantex {
+                tags.push_str(",stream:");
+                tags.push_str(&batch.stream);
             }
-            let s = entry.to_string();
+            for t in &st.tags {
+                tags.push(',');
+                tags.push_str(t);
+            }
+            // Members in the order Grantex's entries have them (which is
+            // also sorted order).
+            let mut s = String::with_capacity(e.json.len() + 160);
+            s.push_str("{\"ddsource\":");
+            crate::jcs::write_str(&mut s, ddsource);
+            s.push_str(",\"ddtags\":");
+            crate::jcs::write_str(&mut s, &tags);
+            if let Some(h) = hostname {
+                s.push_str(",\"hostname\":");
+                crate::jcs::write_str(&mut s, h);
+            }
+            s.push_str(",\"message\":");
+            crate::jcs::write_str(&mut s, &encode(&e.json, self.encoding));
+            s.push_str(",\"service\":");
+            crate::jcs::write_str(&mut s, service);
+            s.push('}');
             if s.len() > DD_MAX_ENTRY {
                 return Err(DeliveryError::permanent(
                     None,
@@ -291,16 +381,23 @@ impl DatadogLogs {
 impl Destination for DatadogLogs {
     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
         let c = self.client.get()?;
+        let gzip = self
+            .settings
+            .gzip
+            .unwrap_or(self.encoding != Encoding::Grantex);
         for body in self.requests(batch)? {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-            gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
-            let gz = gz.finish().map_err(|e| retryable(e.to_string()))?;
-            let req = c
+            let mut req = c
                 .post(format!("{}/api/v2/logs", self.url))
-                .header("dd-api-key", self.key.expose())
                 .header("content-type", "application/json")
-                .header("content-encoding", "gzip")
-                .body(gz);
+                .header("dd-api-key", self.key.expose());
+            req = if gzip {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                gz.write_all(&body).map_err(|e| retryable(e.to_string()))?;
+                let gz = gz.finish().map_err(|e| retryable(e.to_string()))?;
+                req.header("content-encoding", "gzip").body(gz)
+            } else {
+                req.body(body)
+            };
             let resp = self
                 .client
                 .send(req, &crate::net::redact_urls(&self.url))

@@ -21,8 +21,7 @@ use serde::Deserializer as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    FORBIDDEN, Fields, Limits, MAX_SAFE_INT, NewEvent, Rejection, assemble, normalize_time,
-    valid_id, valid_type,
+    FORBIDDEN, Fields, Limits, NewEvent, Rejection, assemble, normalize_time, valid_id, valid_type,
 };
 
 /// What one parse shares: the request's receipt time and limits, and the
@@ -32,6 +31,33 @@ struct Ctx<'a> {
     received: &'a str,
     limits: &'a Limits,
     rejection: RefCell<Option<Rejection>>,
+    /// A number arrived as a double (a fraction, an exponent, or an
+    /// integer past 64 bits): whether RFC 8785 keeps its value depends on
+    /// its text, which the parser does not hand over, so the body is
+    /// scanned for such numbers once it parsed ([`check_numbers`]).
+    doubles: std::cell::Cell<bool>,
+}
+
+/// Refuses the first number in `body` (the request, or one NDJSON line,
+/// event `line`) whose value RFC 8785 would change, naming the event and
+/// the path below it.
+fn check_numbers(body: &[u8], line: Option<usize>) -> Result<(), Rejection> {
+    let Some(c) = crate::jcs::first_changed_number(body) else {
+        return Ok(());
+    };
+    // `[i].data.x` in an array of events, `.data.x` in one event.
+    let (index, field) = match (line, c.path.strip_prefix('[')) {
+        (None, Some(rest)) => {
+            let (i, field) = rest.split_once(']').unwrap_or((rest, ""));
+            (i.parse().unwrap_or(0), field)
+        }
+        (line, _) => (line.unwrap_or(0), c.path.as_str()),
+    };
+    Err(super::changed_number(
+        index,
+        field.trim_start_matches('.'),
+        &c,
+    ))
 }
 
 impl Ctx<'_> {
@@ -73,9 +99,11 @@ pub(super) fn parse_body(
         received,
         limits,
         rejection: RefCell::new(None),
+        doubles: std::cell::Cell::new(false),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    de.deserialize_any(RequestVisitor { ctx: &ctx })
+    let events = de
+        .deserialize_any(RequestVisitor { ctx: &ctx })
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| {
             ctx.take(e, |e| {
@@ -86,7 +114,11 @@ pub(super) fn parse_body(
                 };
                 Rejection::request("invalid_json", format!("body is not JSON: {e}{hint}"), false)
             })
-        })
+        })?;
+    if ctx.doubles.get() {
+        check_numbers(body, None)?;
+    }
+    Ok(events)
 }
 
 /// Whether a JSON body failed because more values follow the first on
@@ -106,9 +138,10 @@ pub(super) fn parse_line(
         received,
         limits,
         rejection: RefCell::new(None),
+        doubles: std::cell::Cell::new(false),
     };
     let mut de = serde_json::Deserializer::from_slice(line);
-    EventSeed { ctx: &ctx, index }
+    let event = EventSeed { ctx: &ctx, index }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| {
@@ -119,7 +152,11 @@ pub(super) fn parse_line(
                 field: None,
                 too_large: false,
             })
-        })
+        })?;
+    if ctx.doubles.get() {
+        check_numbers(line, Some(index))?;
+    }
+    Ok(event)
 }
 
 fn not_an_object(index: usize) -> Rejection {
@@ -493,13 +530,19 @@ impl Canon<'_, '_, '_> {
         )))
     }
 
-    fn unsafe_number<E: de::Error>(&self) -> E {
-        self.ctx.reject(Rejection::at(
-            self.index,
-            "",
-            "unsafe_number",
-            "integer outside ±(2^53−1) cannot be hashed exactly under RFC 8785; send it as a string",
-        ))
+    /// Refuses the integer `v` (its sign: `negative`) when RFC 8785 would
+    /// change it; the path is prefixed on the way out.
+    fn integer<E: de::Error>(&self, negative: bool, v: u64) -> Result<(), E> {
+        if crate::jcs::integer_survives(v) {
+            return Ok(());
+        }
+        let text = format!("{}{v}", if negative { "-" } else { "" });
+        let c = crate::jcs::NumberChange {
+            path: String::new(),
+            canonical: crate::jcs::number_change(&text).flatten(),
+            text,
+        };
+        Err(self.ctx.reject(super::changed_number(self.index, "", &c)))
     }
 }
 
@@ -532,24 +575,21 @@ impl<'de> Visitor<'de> for Canon<'_, '_, '_> {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
         self.kind_ok(false, false)?;
-        if v > MAX_SAFE_INT {
-            return Err(self.unsafe_number());
-        }
-        self.out.push_str(itoa::Buffer::new().format(v));
+        self.integer(false, v)?;
+        crate::jcs::write(self.out, &serde_json::Value::from(v));
         Ok(())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
         self.kind_ok(false, false)?;
-        if v.unsigned_abs() > MAX_SAFE_INT {
-            return Err(self.unsafe_number());
-        }
-        self.out.push_str(itoa::Buffer::new().format(v));
+        self.integer(v < 0, v.unsigned_abs())?;
+        crate::jcs::write(self.out, &serde_json::Value::from(v));
         Ok(())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         self.kind_ok(false, false)?;
+        self.ctx.doubles.set(true);
         crate::jcs::write_f64(self.out, v);
         Ok(())
     }

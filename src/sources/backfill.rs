@@ -222,16 +222,24 @@ pub async fn run(
         }
         let received = super::now();
         let mut events = Vec::new();
+        // Numbers are judged on the page's text (a parsed value no longer
+        // says how they were written).
+        let mut bad_numbers =
+            super::mapping::changed_numbers_by_item(&got.bytes, b.items_field.as_deref());
         for (i, item) in items.into_iter().enumerate() {
             let raw = item.to_string();
-            match map_item(
-                item,
-                &b.fields,
-                &cfg.name,
-                None,
-                |t| cfg.wants(t),
-                &received,
-            ) {
+            let mapped = match bad_numbers.remove(&i) {
+                Some(reason) => Mapped::Rejected(reason),
+                None => map_item(
+                    item,
+                    &b.fields,
+                    &cfg.name,
+                    None,
+                    |t| cfg.wants(t),
+                    &received,
+                ),
+            };
+            match mapped {
                 Mapped::Event(ev) => events.push(ev),
                 Mapped::Filtered => stats.filtered += 1,
                 Mapped::Rejected(reason) => {

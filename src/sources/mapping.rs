@@ -6,7 +6,7 @@
 //! - `actor` and `subject` pass through when present;
 //! - every other field goes into `data`, so nothing is dropped. An object
 //!   whose only other field is a `data` object (`{id, type, createdAt, data}`,
-//!   as Grantex sends) keeps that object as `data`;
+//!   as Grantex sends) keeps that object as `data`, even when it is `{}`;
 //! - with no id in the object, the SSE `id:` is used; with neither, the id is
 //!   derived from the source name and the content (`src_` + 32 hex of
 //!   SHA-256), so a re-delivered event is recognised as a duplicate.
@@ -65,6 +65,37 @@ pub enum Mapped {
     Rejected(String),
 }
 
+/// The reason an upstream item is refused for a number RFC 8785 would
+/// change: its path in the upstream's object, then what would happen.
+pub(crate) fn number_reason(c: &crate::jcs::NumberChange) -> String {
+    format!("{}: {c}", c.path.trim_start_matches('.'))
+}
+
+/// For each item of a backfill page (`page`: its JSON text; the items are
+/// the array at `items_field`, else the page) that holds a number RFC 8785
+/// would change, the reason it is refused.
+pub(crate) fn changed_numbers_by_item(
+    page: &[u8],
+    items_field: Option<&str>,
+) -> std::collections::HashMap<usize, String> {
+    let prefix = items_field.map_or(String::new(), |f| format!(".{f}"));
+    let mut out = std::collections::HashMap::new();
+    for mut c in crate::jcs::changed_numbers(page, false) {
+        let Some((i, rest)) = c
+            .path
+            .strip_prefix(prefix.as_str())
+            .and_then(|p| p.strip_prefix('['))
+            .and_then(|p| p.split_once(']'))
+            .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest.to_owned())))
+        else {
+            continue;
+        };
+        c.path = rest;
+        out.entry(i).or_insert_with(|| number_reason(&c));
+    }
+    out
+}
+
 /// Maps and validates one upstream object.
 pub fn map_item(
     item: Value,
@@ -120,15 +151,18 @@ pub fn map_item(
             out.insert(k.into(), v);
         }
     }
-    let data = match obj.remove("data") {
-        Some(Value::Object(d)) if obj.is_empty() => Value::Object(d),
+    // The upstream's own `data` object is kept even when empty (`data: {}`
+    // is what Grantex sends for an event without details, and the
+    // `grantex` encoding passes it on); gathered fields only when any.
+    let (data, explicit) = match obj.remove("data") {
+        Some(Value::Object(d)) if obj.is_empty() => (Value::Object(d), true),
         Some(other) => {
             obj.insert("data".into(), other);
-            Value::Object(obj)
+            (Value::Object(obj), false)
         }
-        None => Value::Object(obj),
+        None => (Value::Object(obj), false),
     };
-    if data.as_object().is_some_and(|d| !d.is_empty()) {
+    if explicit || data.as_object().is_some_and(|d| !d.is_empty()) {
         out.insert("data".into(), data);
     }
     match crate::event::validate(0, Value::Object(out), received, &Limits::default()) {
@@ -166,6 +200,31 @@ mod tests {
             ("evt_1", "grant.created", "2026-01-02T03:04:05Z")
         );
         assert_eq!(ev.data.as_deref(), Some(r#"{"grantId":"g"}"#));
+    }
+
+    /// `data: {}` from the upstream is stored as sent (it was dropped, so
+    /// the `grantex` encoding could not give it back); an object with no
+    /// other fields still gets no `data`.
+    #[test]
+    fn an_empty_upstream_data_object_is_kept() {
+        let m = map(
+            json!({"id":"evt_2","type":"token.issued","createdAt":"2026-01-02T03:04:05.000Z","data":{}}),
+            &Fields::default(),
+            None,
+        );
+        let Mapped::Event(ev) = m else {
+            panic!("not mapped: {m:?}")
+        };
+        assert_eq!(ev.data.as_deref(), Some("{}"));
+        let m = map(
+            json!({"id":"evt_3","type":"token.issued"}),
+            &Fields::default(),
+            None,
+        );
+        let Mapped::Event(ev) = m else {
+            panic!("not mapped: {m:?}")
+        };
+        assert_eq!(ev.data, None);
     }
 
     #[test]

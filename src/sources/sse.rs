@@ -675,6 +675,11 @@ pub(crate) fn map_frame(
         Ok(v) => v,
         Err(e) => return Some(Mapped::Rejected(format!("data is not JSON: {e}"))),
     };
+    // The parsed value no longer says how a number was written; its text
+    // does (see `jcs::number_change`).
+    if let Some(c) = crate::jcs::first_changed_number(ev.data.as_bytes()) {
+        return Some(Mapped::Rejected(super::mapping::number_reason(&c)));
+    }
     let fresh_id = !ev.id.is_empty() && ev.id != *prev_frame_id;
     prev_frame_id.clone_from(&ev.id);
     let sse_id = fresh_id.then_some(ev.id.as_str());

@@ -145,8 +145,8 @@ async fn splunk_hec_events_and_indexer_acknowledgement() {
     );
     assert_eq!(
         h.events.lock().unwrap()[3]["createdAt"],
-        "2026-11-23T10:00:00.5Z",
-        "grantex encoding"
+        "2026-11-23T10:00:00.500Z",
+        "grantex encoding: createdAt as toISOString writes it"
     );
     *h.fail_with.lock().unwrap() = Some(503);
     assert!(matches!(
@@ -213,8 +213,8 @@ async fn datadog_logs_gzip_entries_within_the_intake_limits() {
     let url = serve(app).await;
     let settings = DatadogSettings {
         service: Some("audit-svc".into()),
-        hostname: None,
         tags: vec!["env:test".into()],
+        ..DatadogSettings::default()
     };
     let dd = DatadogLogs::new(
         &url,
@@ -375,8 +375,8 @@ impl Subject for DatadogSubject {
             Secret::new("dd-key-1".into()),
             DatadogSettings {
                 service: Some("audit-svc".into()),
-                hostname: None,
                 tags: vec!["env:test".into()],
+                ..DatadogSettings::default()
             },
             Encoding::Trailkeep,
             HttpClient::new(local(), Duration::from_secs(10)),

@@ -132,7 +132,7 @@ async fn signed_batches_in_the_standard_webhooks_format() {
     let g: serde_json::Value = serde_json::from_slice(&got[1].1).unwrap();
     assert_eq!(
         g["data"]["events"][2],
-        serde_json::json!({"id":"e6","type":"grant.created","createdAt":"2026-01-01T00:00:00Z","data":{"n":6}})
+        serde_json::json!({"id":"e6","type":"grant.created","createdAt":"2026-01-01T00:00:00.000Z","data":{"n":6}})
     );
 }
 
