@@ -63,6 +63,7 @@ pub mod names;
 pub mod net;
 pub mod node;
 pub mod objstore;
+pub mod query;
 pub mod report;
 pub mod secret;
 pub mod selflog;

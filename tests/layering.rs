@@ -31,7 +31,14 @@ const LAYERS: &[&[&str]] = &[
     // The append path and API keys.
     &["ingest", "auth"],
     // The services: archive, delivery, sources, verification, self-audit.
-    &["archive", "destinations", "sources", "verify", "audit"],
+    &[
+        "archive",
+        "destinations",
+        "sources",
+        "verify",
+        "audit",
+        "query",
+    ],
     // What wires them up and faces users.
     &["api", "http", "config", "server", "cli", "fuzzing"],
 ];

@@ -364,6 +364,32 @@ impl From<RestoredEvent> for StoredEvent {
     }
 }
 
+/// A filtered read of one stream's hot events, for queries
+/// ([`EventStore::scan_events`]). Every bound narrows; the store may return
+/// more than matches the time bounds (the caller filters again) but never
+/// less.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventScan {
+    /// The stream.
+    pub stream: String,
+    /// Lowest seq (inclusive).
+    pub from_seq: u64,
+    /// Highest seq (inclusive).
+    pub to_seq: u64,
+    /// Stored `time` text ≥ this (a `YYYY-MM-DDTHH:MM:SS` prefix).
+    pub time_from: Option<String>,
+    /// Stored `time` text < this.
+    pub time_before: Option<String>,
+    /// Stored `received` text ≥ this.
+    pub received_from: Option<String>,
+    /// Stored `received` text < this.
+    pub received_before: Option<String>,
+    /// Only these types (None: any).
+    pub types: Option<Vec<String>>,
+    /// At most this many rows, lowest seq first.
+    pub limit: usize,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -498,6 +524,20 @@ pub trait EventStore: Send + Sync + 'static {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>>;
+
+    /// Returns the hot events `scan` selects, in seq order (see
+    /// [`EventScan`]: a superset of the time bounds is allowed).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scan_events(&self, scan: &EventScan) -> Result<Vec<StoredEvent>>;
+
+    /// Returns the runs of consecutive seqs of `stream` in `from..=to` that
+    /// the hot store holds, as inclusive `(first, last)` pairs in order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn hot_ranges(&self, stream: &str, from: u64, to: u64) -> Result<Vec<(u64, u64)>>;
 
     /// Returns the given tiles of `stream` that exist.
     ///

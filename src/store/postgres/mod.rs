@@ -34,7 +34,7 @@ use super::{
     AppendGroup, GroupResult, KeyRecord, Lease, RejectedEvent, Result, SourceState, StoreError,
     StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, RestoredEvent};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, RestoredEvent};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
@@ -420,6 +420,59 @@ impl EventStore for PostgresStore {
                 body: r.get(2),
                 restored: r.get(3),
             })
+            .collect())
+    }
+
+    async fn scan_events(&self, scan: &EventScan) -> Result<Vec<StoredEvent>> {
+        let c = self.client().await?;
+        let limit = scan.limit.min(i64::MAX as usize) as i64;
+        let rows = c
+            .query(
+                "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = $1 AND e.seq >= $2 AND e.seq <= $3 \
+                 AND ($4::text IS NULL OR e.time >= $4) AND ($5::text IS NULL OR e.time < $5) \
+                 AND ($6::text IS NULL OR e.received >= $6) AND ($7::text IS NULL OR e.received < $7) \
+                 AND ($8::text[] IS NULL OR e.type = ANY($8)) \
+                 ORDER BY e.seq LIMIT $9",
+                &[
+                    &scan.stream,
+                    &super::seq_param(scan.from_seq),
+                    &super::seq_param(scan.to_seq),
+                    &scan.time_from,
+                    &scan.time_before,
+                    &scan.received_from,
+                    &scan.received_before,
+                    &scan.types,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent {
+                seq: r.get::<_, i64>(0) as u64,
+                hash: r.get(1),
+                body: r.get(2),
+                restored: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn hot_ranges(&self, stream: &str, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT MIN(seq), MAX(seq) FROM (SELECT e.seq, e.seq - ROW_NUMBER() OVER (ORDER BY e.seq) AS g \
+                 FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = $1 AND e.seq >= $2 AND e.seq <= $3) r \
+                 GROUP BY g ORDER BY 1",
+                &[&stream, &super::seq_param(from), &super::seq_param(to)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
             .collect())
     }
 

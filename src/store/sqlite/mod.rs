@@ -35,7 +35,7 @@ use super::{
     AppendGroup, GroupResult, KeyRecord, RejectedEvent, Result, SourceState, StoreError,
     StoredCheckpoint, StoredEvent, StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, Lease, RestoredEvent};
+use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
@@ -399,6 +399,64 @@ impl EventStore for SqliteStore {
                     restored: r.get(3)?,
                 })
             })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn scan_events(&self, scan: &EventScan) -> Result<Vec<StoredEvent>> {
+        let scan = scan.clone();
+        self.read(move |c| {
+            let types = scan
+                .types
+                .as_ref()
+                .map(|t| serde_json::Value::from(t.clone()).to_string());
+            let mut q = c.prepare_cached(
+                "SELECT e.seq, e.hash, e.body, e.restored IS NOT NULL FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = ?1 AND e.seq >= ?2 AND e.seq <= ?3 \
+                 AND (?4 IS NULL OR e.time >= ?4) AND (?5 IS NULL OR e.time < ?5) \
+                 AND (?6 IS NULL OR e.received >= ?6) AND (?7 IS NULL OR e.received < ?7) \
+                 AND (?8 IS NULL OR e.type IN (SELECT value FROM json_each(?8))) \
+                 ORDER BY e.seq LIMIT ?9",
+            )?;
+            let rows = q.query_map(
+                params![
+                    scan.stream,
+                    super::seq_param(scan.from_seq),
+                    super::seq_param(scan.to_seq),
+                    scan.time_from,
+                    scan.time_before,
+                    scan.received_from,
+                    scan.received_before,
+                    types,
+                    scan.limit.min(i64::MAX as usize) as i64
+                ],
+                |r| {
+                    Ok(StoredEvent {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        hash: r.get(1)?,
+                        body: r.get(2)?,
+                        restored: r.get(3)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn hot_ranges(&self, stream: &str, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
+        let stream = stream.to_owned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT MIN(seq), MAX(seq) FROM (SELECT e.seq, e.seq - ROW_NUMBER() OVER (ORDER BY e.seq) AS g \
+                 FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ?1 AND e.seq >= ?2 AND e.seq <= ?3) \
+                 GROUP BY g ORDER BY 1",
+            )?;
+            let rows = q.query_map(
+                params![stream, super::seq_param(from), super::seq_param(to)],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
