@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// `[verify]` table: scheduled verification of the hot store.
     #[serde(default)]
     pub verify: RawVerify,
+    /// `[query]` table: limits of SQL queries.
+    #[serde(default)]
+    pub query: crate::query::RawQuery,
 }
 
 /// `[metrics]`: what `/metrics` exports.
@@ -587,6 +590,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// How often `serve` verifies the hot store (`None`: never).
     pub verify_interval: Option<Duration>,
+    /// Limits of SQL queries.
+    pub query: crate::query::QuerySettings,
 }
 
 impl Config {
@@ -824,7 +829,9 @@ impl RawConfig {
                 Some(d)
             }
         };
+        let query = self.query.validate().map_err(|e| e.within("query"))?;
         Ok(Config {
+            query,
             metrics: MetricsSettings {
                 stream_labels: self.metrics.stream_labels.unwrap_or(false),
             },

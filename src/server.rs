@@ -473,6 +473,11 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         scraped: tokio::sync::Mutex::default(),
         rate: crate::api::RateLimits::new(&config.server),
         refusals: refusals.clone(),
+        query: crate::query::Engine::new(
+            store.clone(),
+            Some(archiver.bucket().clone()),
+            config.query.clone(),
+        ),
     });
     crate::audit::record(
         store.as_ref(),

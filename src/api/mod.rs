@@ -18,6 +18,7 @@ mod extract;
 mod ingest;
 mod limits;
 mod openapi;
+mod query;
 mod read;
 mod scrape;
 
@@ -75,6 +76,8 @@ pub struct Shared {
     pub rate: RateLimits,
     /// Refused authentications, flushed to `_audit` once a minute.
     pub refusals: Arc<crate::audit::Refusals>,
+    /// SQL over hot and archived events (`POST /v1/query`).
+    pub query: crate::query::Engine,
 }
 
 /// One configured destination, as the API sees it.
@@ -136,6 +139,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(archive::list))
         .routes(routes!(archive::run))
         .routes(routes!(archive::restore))
+        .routes(routes!(query::query))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))

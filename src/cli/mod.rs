@@ -31,6 +31,7 @@ mod copy;
 mod destinations;
 mod events;
 mod keys;
+mod query;
 mod reader;
 mod sources;
 mod streams;
@@ -146,6 +147,9 @@ pub enum Command {
     /// Print a stream's events, or follow them as they commit (--follow);
     /// the store read-only, or --server.
     Events(events::EventsArgs),
+    /// Answer SQL over every event, hot and archived, as one table
+    /// `events` (the store read-only and the archive, or --server).
+    Query(query::QueryArgs),
     /// Check a config file completely without starting anything: exit 0
     /// with a summary, or 2 listing each problem with FILE:LINE:COLUMN and
     /// its key.
@@ -241,6 +245,19 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// [`write_stdout`] for bytes (Parquet, Arrow).
+pub(crate) fn write_stdout_bytes(bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        eprintln!("trailkeep: error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { listen } => {
@@ -311,6 +328,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(streams::run(args, || load_config(&cli, None)))
         }
         Command::Events(args) => runtime()?.block_on(events::run(args, || load_config(&cli, None))),
+        Command::Query(args) => runtime()?.block_on(query::run(args, || load_config(&cli, None))),
         Command::CheckConfig { file } => {
             let Some(file) = file.as_ref().or(cli.config.as_ref()) else {
                 anyhow::bail!("check-config needs a FILE (or --config FILE)");

@@ -184,7 +184,7 @@ impl Reader {
 
 /// Opens the configured store read-only: never creates or migrates one,
 /// never takes the writer's lock (see `SqliteStore::open_read_only`).
-async fn open_read_only(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub(super) async fn open_read_only(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.store {
         StoreLocation::Sqlite => {
             let db = super::existing_db(config)?;
@@ -212,6 +212,8 @@ pub(super) struct Client {
 /// A server's answer.
 struct Answer {
     status: u16,
+    /// The answer's headers.
+    headers: reqwest::header::HeaderMap,
     /// `URL GET PATH` (for messages; never the key).
     what: String,
     body: Vec<u8>,
@@ -295,17 +297,44 @@ impl Client {
 
     /// GETs `path`, waiting out `Retry-After` on 429 and 503.
     async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(path, None).await
+    }
+
+    /// POSTs `body` as JSON to `path`: the headers and body of a 2xx
+    /// answer, else the server's error (429 and 503 waited out as for GET).
+    pub(super) async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, Vec<u8>)> {
+        let a = self.send(path, Some(body)).await?;
+        if (200..300).contains(&a.status) {
+            Ok((a.headers, a.body))
+        } else {
+            Err(a.failure())
+        }
+    }
+
+    async fn send(&self, path: &str, json: Option<&serde_json::Value>) -> anyhow::Result<Answer> {
         let what = format!(
-            "{} GET {}",
+            "{} {} {}",
             self.base,
+            if json.is_some() { "POST" } else { "GET" },
             path.split('?').next().unwrap_or(path)
         );
         let mut tries = 0;
         loop {
             tries += 1;
-            let resp = self
-                .http
-                .get(format!("{}{path}", self.base))
+            let url = format!("{}{path}", self.base);
+            let req = match json {
+                Some(b) => self
+                    .http
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_string()),
+                None => self.http.get(url),
+            };
+            let resp = req
                 .bearer_auth(self.token.expose())
                 .send()
                 .await
@@ -313,6 +342,7 @@ impl Client {
                     anyhow::anyhow!("cannot reach {}: {}", self.base, crate::net::describe(&e))
                 })?;
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let wait = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -329,6 +359,7 @@ impl Client {
                 status,
                 what: what.clone(),
                 body: body.to_vec(),
+                headers,
             });
         }
     }

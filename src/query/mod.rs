@@ -100,8 +100,12 @@ impl QueryError {
             DataFusionError::SQL(p, _) => {
                 let message = p.to_string();
                 let (line, column) = position(&message);
+                let message = message.trim_start_matches("sql parser error: ");
+                let message = message
+                    .rfind(" at Line: ")
+                    .map_or(message, |at| &message[..at]);
                 Self::Sql {
-                    message: message.trim_start_matches("sql parser error: ").to_owned(),
+                    message: message.to_owned(),
                     line,
                     column,
                 }
