@@ -929,3 +929,111 @@ async fn numbers_are_stored_as_sent_or_refused_naming_them() {
         "refused requests stored nothing"
     );
 }
+
+/// `POST /v1/query` with `key`: status and body as JSON (or text).
+async fn query(h: &Harness, key: &str, body: Value) -> (StatusCode, http::HeaderMap, Value) {
+    let (s, headers, b) = h
+        .send(
+            "POST",
+            "/v1/query",
+            Some(key),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    let v = serde_json::from_slice(&b)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()));
+    (s, headers, v)
+}
+
+#[tokio::test]
+async fn sql_over_http_shows_a_stream_bound_key_only_its_stream() {
+    let h = Harness::new("[query]\nmax_rows = 50\n").await;
+    let ing = h.key(Scope::Ingest, "*").await;
+    for s in ["app", "secret"] {
+        let events: Vec<Value> = (0..5)
+            .map(|i| json!({"type": "grant.created", "data": {"principalId": format!("{s}-{i}")}}))
+            .collect();
+        assert_eq!(h.post(s, &ing, json!(events)).await.0, StatusCode::OK);
+    }
+    let app = h.key(Scope::Read, "app").await;
+    for sql in [
+        "SELECT stream, data FROM events",
+        "SELECT stream, data FROM events WHERE stream = 'secret'",
+        "SELECT stream, data FROM events UNION ALL SELECT stream, data FROM events WHERE stream <> 'app'",
+        "SELECT stream, data FROM (SELECT * FROM events WHERE stream IN ('secret')) x",
+        "SELECT e.stream, e.data FROM events e JOIN events f ON e.seq = f.seq WHERE f.stream = 'secret'",
+        "SELECT table_name AS stream, table_schema AS data FROM information_schema.tables",
+        "SELECT name AS stream, value AS data FROM information_schema.df_settings WHERE value LIKE '%secret%'",
+    ] {
+        let (s, _, v) = query(&h, &app, json!({ "sql": sql })).await;
+        assert_eq!(s, StatusCode::OK, "{sql}: {v}");
+        assert!(!v.to_string().contains("secret"), "{sql} leaked: {v}");
+    }
+    let (_, _, v) = query(&h, &app, json!({"sql": "SELECT count(*) AS n FROM events"})).await;
+    assert_eq!(v["rows"][0]["n"], 5, "{v}");
+    let all = h.key(Scope::Read, "*").await;
+    let (_, _, v) = query(
+        &h,
+        &all,
+        json!({"sql": "SELECT count(*) AS n FROM events WHERE stream IN ('app', 'secret')"}),
+    )
+    .await;
+    assert_eq!(v["rows"][0]["n"], 10, "{v}");
+
+    let (s, _, v) = query(&h, &ing, json!({"sql": "SELECT 1"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an ingest key cannot query: {v}");
+    let (s, _, v) = query(
+        &h,
+        &app,
+        json!({"sql": "SELECT *\n  FROM events WHER seq = 1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_sql");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("found: seq (line 2, column 20)"),
+        "{v}"
+    );
+    let (s, _, v) = query(&h, &app, json!({"sql": "DELETE FROM events"})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query")),
+        "{v}"
+    );
+    let (s, _, v) = query(
+        &h,
+        &app,
+        json!({"sql": "SELECT a.seq FROM events a, events b, events c"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_rows = 50"),
+        "{v}"
+    );
+    let (s, _, v) = query(&h, &app, json!({"sql": "SELECT 1", "format": "xml"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ndjson"),
+        "names the formats: {v}"
+    );
+
+    let (s, headers, v) = query(
+        &h,
+        &app,
+        json!({"sql": "SELECT seq FROM events ORDER BY seq", "format": "csv"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, Value::String("seq\n1\n2\n3\n4\n5\n".into()));
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(headers["trailkeep-rows"], "5");
+    assert_eq!(headers["trailkeep-hot-rows-read"], "5");
+}

@@ -60,10 +60,18 @@ fn query_error(e: &QueryError) -> ApiError {
             setting: "max_concurrent",
             ..
         } => ApiError::unavailable("query_busy", e.to_string(), 1),
-        QueryError::Limit { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_limit", e.to_string()),
+        QueryError::Limit { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query_limit",
+            e.to_string(),
+        ),
         _ => {
             tracing::error!(error = %crate::report::Chain(e), "query failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "query_failed", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "query_failed",
+                e.to_string(),
+            )
         }
     }
 }
@@ -94,7 +102,10 @@ pub(super) async fn query(
     let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("{e}: send {{\"sql\": \"SELECT …\", \"format\": \"json\"}} (formats: {})", Format::NAMES),
+            format!(
+                "{e}: send {{\"sql\": \"SELECT …\", \"format\": \"json\"}} (formats: {})",
+                Format::NAMES
+            ),
         )
     })?;
     let format = req.format.unwrap_or(Format::Json);
@@ -109,11 +120,20 @@ pub(super) async fn query(
         .await
         .map_err(|e| query_error(&e))?;
     let mut out = Vec::new();
-    crate::query::output::write(format, &answer.schema, &answer.batches, &answer.stats, &mut out)
-        .map_err(|e| ApiError::internal(&e))?;
+    crate::query::output::write(
+        format,
+        &answer.schema,
+        &answer.batches,
+        &answer.stats,
+        &mut out,
+    )
+    .map_err(|e| ApiError::internal(&e))?;
     let s = answer.stats;
     let mut resp = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
         out,
     )
         .into_response();

@@ -23,14 +23,16 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 /// Arguments of `query`.
 #[derive(Debug, Args)]
-#[command(after_help = "The table `events` has one row per event, hot or archived, each seq once:\n  \
+#[command(
+    after_help = "The table `events` has one row per event, hot or archived, each seq once:\n  \
 stream, seq, id, type, time, received, actor, subject, data (JSON text), prev, hash,\n  \
 tier ('hot' or 'cold'), dt (the day of `received`, the archive's partition).\n\
 JSON paths: json_get_str(data, 'principalId'), data->>'principalId', json_get_int(...).\n\n\
 Examples:\n  \
 trailkeep query \"SELECT type, count(*) FROM events WHERE time >= now() - INTERVAL '7 days' GROUP BY type\"\n  \
 trailkeep query --format csv \"SELECT * FROM events WHERE json_get_str(data, 'principalId') = 'user-123'\"\n  \
-trailkeep query \"EXPLAIN SELECT * FROM events WHERE stream = 'grants' AND dt = '2026-03-01'\"")]
+trailkeep query \"EXPLAIN SELECT * FROM events WHERE stream = 'grants' AND dt = '2026-03-01'\""
+)]
 pub struct QueryArgs {
     /// One SQL statement over `events` (`-` reads it from stdin).
     pub sql: String,
@@ -83,7 +85,12 @@ fn summary(s: &QueryStats) -> String {
 fn caret(sql: &str, line: Option<u64>, column: Option<u64>) -> Option<String> {
     let (l, c) = (line?, column?);
     let text = sql.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?)?;
-    let pad = " ".repeat(usize::try_from(c).ok()?.saturating_sub(1).min(text.chars().count()));
+    let pad = " ".repeat(
+        usize::try_from(c)
+            .ok()?
+            .saturating_sub(1)
+            .min(text.chars().count()),
+    );
     Some(format!("  {}\n  {pad}^", super::printable(text)))
 }
 
@@ -95,13 +102,23 @@ pub(super) async fn run(
     if matches!(format, Format::Parquet | Format::Arrow) && std::io::stdout().is_terminal() {
         anyhow::bail!(
             "--format {} is binary: send stdout to a file (> answer.{}) or a pipe",
-            if format == Format::Parquet { "parquet" } else { "arrow" },
-            if format == Format::Parquet { "parquet" } else { "arrows" }
+            if format == Format::Parquet {
+                "parquet"
+            } else {
+                "arrow"
+            },
+            if format == Format::Parquet {
+                "parquet"
+            } else {
+                "arrows"
+            }
         );
     }
     let sql = if args.sql == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading the SQL from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the SQL from stdin")?;
         s
     } else {
         args.sql.clone()
@@ -114,13 +131,17 @@ pub(super) async fn run(
         };
         let spinner = show.then(|| progress("waiting for the server"));
         let answer = client
-            .post_json("/v1/query", &serde_json::json!({ "sql": sql, "format": "arrow" }))
+            .post_json(
+                "/v1/query",
+                &serde_json::json!({ "sql": sql, "format": "arrow" }),
+            )
             .await;
         if let Some(p) = spinner {
             p.finish_and_clear();
         }
         let (headers, body) = answer?;
-        let (schema, batches) = output::read_arrow(&body).context("the server's answer is not an Arrow stream")?;
+        let (schema, batches) =
+            output::read_arrow(&body).context("the server's answer is not an Arrow stream")?;
         let h = |name: &str| {
             headers
                 .get(name)
@@ -228,7 +249,14 @@ mod tests {
             "  FRM events\n  ^"
         );
         assert_eq!(caret("x", Some(3), Some(1)), None);
-        assert!(summary(&QueryStats { rows: 1, objects_read: 2, bytes_read: 3 << 20, ..QueryStats::default() })
-            .contains("1 row in 0.00 s; read 0 hot rows and 2 archive objects (3.0 MiB)"));
+        assert!(
+            summary(&QueryStats {
+                rows: 1,
+                objects_read: 2,
+                bytes_read: 3 << 20,
+                ..QueryStats::default()
+            })
+            .contains("1 row in 0.00 s; read 0 hot rows and 2 archive objects (3.0 MiB)")
+        );
     }
 }
