@@ -15,6 +15,7 @@
 
 mod bounds;
 mod decode;
+mod functions;
 pub mod output;
 mod scan;
 mod settings;
@@ -290,6 +291,9 @@ impl Engine {
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        for f in functions::all() {
+            ctx.register_udf(f);
+        }
         let table = scan::EventsTable {
             store: self.store.clone(),
             bucket: self.bucket.clone(),

@@ -137,6 +137,34 @@ const SEED: &str = "SELECT type, date_trunc('day', time) AS day, count(*) AS n F
                     WHERE json_get_str(data, 'principalId') = 'user-1' GROUP BY 1, 2 ORDER BY 1, 2";
 
 #[tokio::test]
+async fn the_seed_guides_athena_functions_run_unchanged() {
+    let f = fixture().await;
+    let (a, _) = f
+        .run(
+            "SELECT json_extract_scalar(data, '$.principalId') AS p, count(*) AS n FROM events \
+              WHERE json_extract_scalar(data, '$.principalId') = 'user-1' GROUP BY 1",
+        )
+        .await;
+    let (b, _) = f
+        .run("SELECT data->>'principalId' AS p, count(*) AS n FROM events WHERE (data->>'principalId') = 'user-1' GROUP BY 1")
+        .await;
+    assert_eq!(a, b);
+    assert!(a.contains("| user-1 | 96 |"), "83 of s and 13 of t: {a}");
+    let (n, _) = f.run("SELECT json_extract_scalar(data, '$.n') AS n, json_extract(data, '$') AS d FROM events WHERE stream = 't' AND seq = 2").await;
+    assert!(
+        n.contains(r#"| 1 | {"n":1,"principalId":"user-1"} |"#),
+        "{n}"
+    );
+    let e = refused(
+        &f,
+        QuerySettings::default(),
+        "SELECT json_extract_scalar(data, 'principalId') FROM events",
+    )
+    .await;
+    assert!(e.to_string().contains("not a JSONPath"), "{e}");
+}
+
+#[tokio::test]
 async fn answers_are_the_same_hot_archived_deleted_and_restored() {
     let f = fixture().await;
     let (hot, _) = f.run(EVERYTHING).await;
