@@ -54,6 +54,7 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     dead_letters_move_the_cursor_and_resolve(&make()).await;
     seals_never_change_what_is_stored(&make()).await;
     pages_never_pass_archived_seqs(&make()).await;
+    scans_narrow_and_hot_ranges_find_islands(&make()).await;
 }
 
 fn sealed(stream: &str, ids: &[&str], after: super::Head) -> (AppendGroup, super::Head) {
@@ -939,4 +940,150 @@ pub async fn reopen_keeps_chain<S: Store, F: FnMut() -> S>(mut open: F) {
         .await
         .unwrap();
     assert_eq!(root, mem.root());
+}
+
+/// A query's scan ([`super::EventScan`]) narrows by seq, time text, type
+/// and count, and [`super::EventStore::hot_ranges`] finds the runs the hot
+/// store holds, restored islands included.
+pub async fn scans_narrow_and_hot_ranges_find_islands<S: Store>(store: &S) {
+    use super::EventScan;
+    let events: Vec<NewEvent> = (0..10)
+        .map(|i| {
+            validate(
+                i,
+                serde_json::json!({
+                    "id": format!("q{i}"),
+                    "type": if i % 2 == 0 { "a.even" } else { "a.odd" },
+                    "time": format!("2026-01-0{}T00:00:00.5Z", i % 5 + 1),
+                }),
+                &format!("2026-02-0{}T00:00:00.000000Z", i / 3 + 1),
+                &Limits::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    store
+        .append(vec![AppendGroup {
+            sealed: None,
+            stream: "s".into(),
+            events,
+        }])
+        .await
+        .unwrap();
+    let all = EventScan {
+        stream: "s".into(),
+        from_seq: 1,
+        to_seq: u64::MAX,
+        limit: 100,
+        ..EventScan::default()
+    };
+    let seqs = |scan: EventScan| async move {
+        store
+            .scan_events(&scan)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(all.clone()).await, (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(EventScan {
+            from_seq: 3,
+            to_seq: 5,
+            ..all.clone()
+        })
+        .await,
+        [3, 4, 5]
+    );
+    assert_eq!(
+        seqs(EventScan {
+            limit: 2,
+            ..all.clone()
+        })
+        .await,
+        [1, 2]
+    );
+    assert_eq!(
+        seqs(EventScan {
+            types: Some(vec!["a.odd".into()]),
+            ..all.clone()
+        })
+        .await,
+        [2, 4, 6, 8, 10]
+    );
+    assert!(
+        seqs(EventScan {
+            types: Some(vec![]),
+            ..all.clone()
+        })
+        .await
+        .is_empty(),
+        "no type allowed: nothing"
+    );
+    // time of seq n is 2026-01-0{(n-1)%5+1}T00:00:00.5Z.
+    assert_eq!(
+        seqs(EventScan {
+            time_from: Some("2026-01-02T00:00:00".into()),
+            time_before: Some("2026-01-03T00:00:00".into()),
+            ..all.clone()
+        })
+        .await,
+        [2, 7]
+    );
+    // received of seq n is 2026-02-0{(n-1)/3+1}.
+    assert_eq!(
+        seqs(EventScan {
+            received_from: Some("2026-02-02T00:00:00".into()),
+            received_before: Some("2026-02-03T00:00:00".into()),
+            ..all.clone()
+        })
+        .await,
+        [4, 5, 6]
+    );
+    assert!(
+        seqs(EventScan {
+            stream: "nope".into(),
+            ..all.clone()
+        })
+        .await
+        .is_empty()
+    );
+
+    assert_eq!(store.hot_ranges("s", 1, 100).await.unwrap(), [(1, 10)]);
+    assert_eq!(store.hot_ranges("s", 4, 6).await.unwrap(), [(4, 6)]);
+    assert!(store.hot_ranges("nope", 1, 100).await.unwrap().is_empty());
+    let rows = store.read_events("s", 1, 100).await.unwrap();
+    store
+        .record_archive_batch(batch_of("s", &rows, 1, 8), None)
+        .await
+        .unwrap();
+    let now = "2026-03-01T00:00:00.000000Z";
+    store.delete_archived("s", 8, now, 100, None).await.unwrap();
+    assert_eq!(store.hot_ranges("s", 1, 100).await.unwrap(), [(9, 10)]);
+    store
+        .restore_events("s", as_restored(&rows[1..3], "q"), now)
+        .await
+        .unwrap();
+    store
+        .restore_events("s", as_restored(&rows[5..6], "q"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.hot_ranges("s", 1, 100).await.unwrap(),
+        [(2, 3), (6, 6), (9, 10)]
+    );
+    assert_eq!(
+        store.hot_ranges("s", 3, 9).await.unwrap(),
+        [(3, 3), (6, 6), (9, 9)]
+    );
+    let restored = store
+        .scan_events(&EventScan {
+            from_seq: 2,
+            to_seq: 3,
+            ..all
+        })
+        .await
+        .unwrap();
+    assert!(restored.iter().all(|e| e.restored), "{restored:?}");
 }

@@ -1163,7 +1163,7 @@ mod tests {
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
-        for _ in 0..13 {
+        for _ in 0..14 {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
                     .await
