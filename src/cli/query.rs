@@ -47,10 +47,6 @@ pub struct QueryArgs {
     /// read.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Read the archive at this URL instead of the configured one (local
-    /// reads only).
-    #[arg(long, value_name = "URL", conflicts_with = "server")]
-    pub archive: Option<String>,
     /// Where to read.
     #[command(flatten)]
     pub remote: Remote,
@@ -161,10 +157,7 @@ pub(super) async fn run(
     } else {
         let config = config()?;
         let store = super::reader::open_read_only(&config).await?;
-        let url = match &args.archive {
-            Some(u) => u.clone(),
-            None => config.archive_url().context("the archive URL")?,
-        };
+        let url = config.archive_url().context("the archive URL")?;
         let bucket = match crate::objstore::Bucket::open_existing(&url, &config.archive.bucket) {
             Ok(b) => Some(b),
             Err(e) => {
