@@ -211,14 +211,22 @@ async fn engine_counts_what_was_written(engine: &str, python: &Path) {
     let total: u64 = w.per_stream.values().sum();
     let counts = |m: &BTreeMap<String, u64>| json!(m);
     assert_eq!(got["total"], json!(total), "{engine} total: {got}");
-    assert_eq!(got["per_stream"], counts(&w.per_stream), "{engine} per stream");
+    assert_eq!(
+        got["per_stream"],
+        counts(&w.per_stream),
+        "{engine} per stream"
+    );
     assert_eq!(got["per_type"], counts(&w.per_type), "{engine} per type");
     assert_eq!(
         got["per_stream_dt"],
         counts(&w.per_stream_dt),
         "{engine} per stream and dt (dt is the day of received, not of time)"
     );
-    assert_eq!(w.per_stream_dt.len(), STREAMS.len() * 4, "two streams over four days");
+    assert_eq!(
+        w.per_stream_dt.len(),
+        STREAMS.len() * 4,
+        "two streams over four days"
+    );
     // Every column typed and present: time and received parsed (a 9-digit
     // fraction included), dt from the folder, data as JSON; actor on half.
     let actors: u64 = w.per_stream_dt.values().map(|n| n.div_ceil(2)).sum();
@@ -232,7 +240,10 @@ async fn engine_counts_what_was_written(engine: &str, python: &Path) {
     // The log's own streams are folders starting with `_`, which Hadoop
     // and some globbing hide: the archive run recorded itself in `_audit`.
     for stream in ["auth", "billing.v2", "_audit"] {
-        assert!(complete.contains_key(stream), "{engine} lacks {stream}: {got}");
+        assert!(
+            complete.contains_key(stream),
+            "{engine} lacks {stream}: {got}"
+        );
     }
     for (stream, v) in complete {
         assert_eq!(v[0], v[1], "{engine} {stream}: duplicates");
@@ -284,7 +295,11 @@ fn sqlglot_parses_every_engine_dialect() {
         ("athena", "s3://bkt/archive?region=eu-west-1", &streams),
         ("athena", "s3://bkt", &[]),
         ("bigquery", "gs://bkt/archive", &streams),
-        ("duckdb", "s3://bkt/archive?endpoint=http://127.0.0.1:9000&path_style=true", &[]),
+        (
+            "duckdb",
+            "s3://bkt/archive?endpoint=http://127.0.0.1:9000&path_style=true",
+            &[],
+        ),
         ("trino", "s3://bkt/archive", &streams),
         ("spark", "s3://bkt/archive", &[]),
         ("spark", "az://ctr/archive?account=acct", &[]),
@@ -309,10 +324,18 @@ print(n)
     let script_file = dir.path().join("parse.py");
     std::fs::write(&script_file, script).unwrap();
     for (engine, url, extra) in cases {
-        let table = if engine == "bigquery" { "analytics.trailkeep_events" } else { "trailkeep_events" };
+        let table = if engine == "bigquery" {
+            "analytics.trailkeep_events"
+        } else {
+            "trailkeep_events"
+        };
         let sql = ddl(
             &data,
-            &[&["--archive", url, "--engine", engine, "--table", table], extra].concat(),
+            &[
+                &["--archive", url, "--engine", engine, "--table", table],
+                extra,
+            ]
+            .concat(),
         );
         let file = dir.path().join(format!("{engine}.sql"));
         std::fs::write(&file, &sql).unwrap();
@@ -342,11 +365,24 @@ fn ddl_refuses_an_archive_the_engine_cannot_read() {
     let data = dir.path().join("data");
     let out = trailkeep(
         &data,
-        &["--archive", "s3://bkt/p?region=eu-west-1", "ddl", "--engine", "bigquery", "--table", "ds.t", "--stream", "a"],
+        &[
+            "--archive",
+            "s3://bkt/p?region=eu-west-1",
+            "ddl",
+            "--engine",
+            "bigquery",
+            "--table",
+            "ds.t",
+            "--stream",
+            "a",
+        ],
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gs://") && err.contains("--archive") && !err.contains("region"), "{err}");
+    assert!(
+        err.contains("gs://") && err.contains("--archive") && !err.contains("region"),
+        "{err}"
+    );
     let out = trailkeep(&data, &["ddl", "--engine", "trino"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--stream NAME"));

@@ -154,7 +154,9 @@ impl Location {
             other => {
                 return Err(bad(
                     format!("{other}://…"),
-                    format!("scheme {other:?} is not an archive scheme (file://, s3://, gs://, az://)"),
+                    format!(
+                        "scheme {other:?} is not an archive scheme (file://, s3://, gs://, az://)"
+                    ),
                 ));
             }
         };
@@ -309,7 +311,9 @@ pub fn generate(req: &Request<'_>) -> Result<String, DdlError> {
 
 fn plain_table(t: &str) -> bool {
     let part = |p: &str| {
-        p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     let parts: Vec<&str> = t.split('.').collect();
@@ -319,9 +323,13 @@ fn plain_table(t: &str) -> bool {
 fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 /// `{table}_{stream}` with `.` and `-` of the stream as `_`.
@@ -703,7 +711,10 @@ mod tests {
     use super::*;
 
     fn streams(names: &[&str]) -> Vec<StreamName> {
-        names.iter().map(|n| StreamName::parse(n).unwrap()).collect()
+        names
+            .iter()
+            .map(|n| StreamName::parse(n).unwrap())
+            .collect()
     }
 
     fn gen_with(engine: Engine, url: &str, streams: &[StreamName]) -> Result<String, DdlError> {
@@ -737,19 +748,54 @@ mod tests {
     fn header_names_version_archive_and_dt_and_no_query_or_userinfo() {
         let s = streams(&["auth"]);
         for (engine, url, shown) in [
-            (Engine::Athena, "s3://user:pw@bkt/pre/?region=eu-west-1&endpoint=https://e.example", "s3://bkt/pre"),
-            (Engine::Bigquery, "gs://bkt/pre?service_account=/etc/secret-sa.json", "gs://bkt/pre"),
-            (Engine::Duckdb, "s3://user:pw@bkt/pre?region=eu-west-1", "s3://bkt/pre"),
-            (Engine::Trino, "az://ctr/pre?account=acct&credentials=metadata", "az://ctr/pre"),
-            (Engine::Spark, "s3://bkt?endpoint=http://127.0.0.1:9000&path_style=true", "s3://bkt"),
+            (
+                Engine::Athena,
+                "s3://user:pw@bkt/pre/?region=eu-west-1&endpoint=https://e.example",
+                "s3://bkt/pre",
+            ),
+            (
+                Engine::Bigquery,
+                "gs://bkt/pre?service_account=/etc/secret-sa.json",
+                "gs://bkt/pre",
+            ),
+            (
+                Engine::Duckdb,
+                "s3://user:pw@bkt/pre?region=eu-west-1",
+                "s3://bkt/pre",
+            ),
+            (
+                Engine::Trino,
+                "az://ctr/pre?account=acct&credentials=metadata",
+                "az://ctr/pre",
+            ),
+            (
+                Engine::Spark,
+                "s3://bkt?endpoint=http://127.0.0.1:9000&path_style=true",
+                "s3://bkt",
+            ),
         ] {
             let out = gen_with(engine, url, &s).unwrap();
             let first = out.lines().next().unwrap();
             assert!(first.starts_with("-- trailkeep 9.9.9 "), "{first}");
-            assert!(first.ends_with(&format!("the cold archive at {shown}")), "{first}");
-            assert!(out.contains("dt          the UTC day of `received`"), "{out}");
-            for secret in ["pw", "user:", "secret-sa", "service_account", "credentials="] {
-                assert!(!out.contains(secret), "{engine:?} printed {secret:?}:\n{out}");
+            assert!(
+                first.ends_with(&format!("the cold archive at {shown}")),
+                "{first}"
+            );
+            assert!(
+                out.contains("dt          the UTC day of `received`"),
+                "{out}"
+            );
+            for secret in [
+                "pw",
+                "user:",
+                "secret-sa",
+                "service_account",
+                "credentials=",
+            ] {
+                assert!(
+                    !out.contains(secret),
+                    "{engine:?} printed {secret:?}:\n{out}"
+                );
             }
         }
     }
@@ -758,28 +804,74 @@ mod tests {
     fn each_engine_addresses_the_archive_its_own_way() {
         let s = streams(&["auth", "billing.v2"]);
         let duck = gen_with(Engine::Duckdb, "file:///var/lib/tk/archive/", &s).unwrap();
-        assert!(duck.contains("'/var/lib/tk/archive/*/events/dt=*/*.ndjson.*'"), "{duck}");
-        let duck = gen_with(Engine::Duckdb, "s3://b/p?endpoint=http://127.0.0.1:9000&path_style=true", &s).unwrap();
-        assert!(duck.contains("'s3://b/p/*/events/dt=*/*.ndjson.*'"), "{duck}");
-        assert!(duck.contains("ENDPOINT '127.0.0.1:9000', USE_SSL false, URL_STYLE 'path'"), "{duck}");
+        assert!(
+            duck.contains("'/var/lib/tk/archive/*/events/dt=*/*.ndjson.*'"),
+            "{duck}"
+        );
+        let duck = gen_with(
+            Engine::Duckdb,
+            "s3://b/p?endpoint=http://127.0.0.1:9000&path_style=true",
+            &s,
+        )
+        .unwrap();
+        assert!(
+            duck.contains("'s3://b/p/*/events/dt=*/*.ndjson.*'"),
+            "{duck}"
+        );
+        assert!(
+            duck.contains("ENDPOINT '127.0.0.1:9000', USE_SSL false, URL_STYLE 'path'"),
+            "{duck}"
+        );
         let spark = gen_with(Engine::Spark, "s3://b/p", &s).unwrap();
-        assert!(spark.contains("path 's3a://b/p/*/events/dt=*/*.ndjson.{gz,zst}'"), "{spark}");
+        assert!(
+            spark.contains("path 's3a://b/p/*/events/dt=*/*.ndjson.{gz,zst}'"),
+            "{spark}"
+        );
         let spark = gen_with(Engine::Spark, "az://c/p?account=acct", &s).unwrap();
-        assert!(spark.contains("abfss://c@acct.dfs.core.windows.net/p/*/events"), "{spark}");
+        assert!(
+            spark.contains("abfss://c@acct.dfs.core.windows.net/p/*/events"),
+            "{spark}"
+        );
         let athena = gen_with(Engine::Athena, "s3://b/p", &s).unwrap();
-        assert!(athena.contains("'storage.location.template' = 's3://b/p/${stream}/events/dt=${dt}/'"), "{athena}");
-        assert!(athena.contains("'projection.stream.values' = 'auth,billing.v2'"), "{athena}");
-        assert!(athena.contains("'projection.dt.range' = '2026-01-01,NOW'"), "{athena}");
+        assert!(
+            athena.contains("'storage.location.template' = 's3://b/p/${stream}/events/dt=${dt}/'"),
+            "{athena}"
+        );
+        assert!(
+            athena.contains("'projection.stream.values' = 'auth,billing.v2'"),
+            "{athena}"
+        );
+        assert!(
+            athena.contains("'projection.dt.range' = '2026-01-01,NOW'"),
+            "{athena}"
+        );
         let injected = gen_with(Engine::Athena, "s3://b", &[]).unwrap();
-        assert!(injected.contains("'projection.stream.type' = 'injected'"), "{injected}");
+        assert!(
+            injected.contains("'projection.stream.type' = 'injected'"),
+            "{injected}"
+        );
         assert!(injected.contains("LOCATION 's3://b/'"), "{injected}");
         let bq = gen_with(Engine::Bigquery, "gs://b/p", &s).unwrap();
-        assert!(bq.contains("CREATE OR REPLACE EXTERNAL TABLE `ds.trailkeep_events_billing_v2`"), "{bq}");
-        assert!(bq.contains("hive_partition_uri_prefix = 'gs://b/p/billing.v2/events'"), "{bq}");
+        assert!(
+            bq.contains("CREATE OR REPLACE EXTERNAL TABLE `ds.trailkeep_events_billing_v2`"),
+            "{bq}"
+        );
+        assert!(
+            bq.contains("hive_partition_uri_prefix = 'gs://b/p/billing.v2/events'"),
+            "{bq}"
+        );
         assert!(bq.contains("CREATE OR REPLACE VIEW `ds.trailkeep_events` AS\nSELECT * FROM `ds.trailkeep_events_auth`\nUNION ALL\nSELECT * FROM `ds.trailkeep_events_billing_v2`;"), "{bq}");
         let trino = gen_with(Engine::Trino, "s3://b/p", &s).unwrap();
-        assert!(trino.contains("external_location = 's3://b/p/auth/events'"), "{trino}");
-        assert!(trino.contains("CALL system.sync_partition_metadata('default', 'trailkeep_events_auth', 'ADD');"), "{trino}");
+        assert!(
+            trino.contains("external_location = 's3://b/p/auth/events'"),
+            "{trino}"
+        );
+        assert!(
+            trino.contains(
+                "CALL system.sync_partition_metadata('default', 'trailkeep_events_auth', 'ADD');"
+            ),
+            "{trino}"
+        );
     }
 
     #[test]
@@ -787,7 +879,10 @@ mod tests {
         let s = streams(&["auth"]);
         let e = gen_with(Engine::Bigquery, "s3://b/p?region=x", &s).expect_err("s3 for bigquery");
         let msg = e.to_string();
-        assert!(msg.contains("s3://b/p") && msg.contains("gs://") && !msg.contains("region"), "{msg}");
+        assert!(
+            msg.contains("s3://b/p") && msg.contains("gs://") && !msg.contains("region"),
+            "{msg}"
+        );
         let e = gen_with(Engine::Bigquery, "file:///a", &s).expect_err("file for bigquery");
         assert!(e.to_string().contains("Cloud Storage"), "{e}");
         let e = gen_with(Engine::Athena, "gs://b/p", &s).expect_err("gs for athena");
@@ -803,7 +898,10 @@ mod tests {
         let e = gen_with(Engine::Duckdb, "file:///a/*", &s).expect_err("glob in path");
         assert!(e.to_string().contains("'*'"), "{e}");
         let e = gen_with(Engine::Duckdb, "http://x/y", &s).expect_err("scheme");
-        assert!(e.to_string().contains("file://, s3://, gs://, az://"), "{e}");
+        assert!(
+            e.to_string().contains("file://, s3://, gs://, az://"),
+            "{e}"
+        );
         let e = gen_with(Engine::Bigquery, "gs://b", &streams(&["a.b", "a-b"])).expect_err("clash");
         assert!(e.to_string().contains("ds.trailkeep_events_a_b"), "{e}");
         let e = generate(&Request {
@@ -825,7 +923,11 @@ mod tests {
             let r = |table: &str, since: &str| {
                 generate(&Request {
                     engine,
-                    archive_url: if engine == Engine::Bigquery { "gs://b" } else { "s3://b" },
+                    archive_url: if engine == Engine::Bigquery {
+                        "gs://b"
+                    } else {
+                        "s3://b"
+                    },
                     table,
                     streams: &streams(&["a"]),
                     since,
@@ -833,9 +935,15 @@ mod tests {
                     version: "1",
                 })
             };
-            assert!(matches!(r("x; DROP TABLE y", "2026-01-01"), Err(DdlError::Table(_))));
+            assert!(matches!(
+                r("x; DROP TABLE y", "2026-01-01"),
+                Err(DdlError::Table(_))
+            ));
             assert!(matches!(r("1x", "2026-01-01"), Err(DdlError::Table(_))));
-            assert!(matches!(r("a.b.c.d", "2026-01-01"), Err(DdlError::Table(_))));
+            assert!(matches!(
+                r("a.b.c.d", "2026-01-01"),
+                Err(DdlError::Table(_))
+            ));
             assert!(matches!(r("ok", "2026-1-1"), Err(DdlError::Since(_))));
             assert!(r("ds.events_1", "2026-01-01").is_ok(), "{engine:?}");
         }
@@ -853,7 +961,10 @@ mod tests {
             version: "1",
         })
         .unwrap();
-        assert!(out.contains("WARNING: this configuration archives with zstd"), "{out}");
+        assert!(
+            out.contains("WARNING: this configuration archives with zstd"),
+            "{out}"
+        );
     }
 
     /// The stored line's keys (`stored_json`) are what the definitions name.
@@ -875,7 +986,10 @@ mod tests {
         }
         let duck = gen_with(Engine::Duckdb, "file:///a", &[]).unwrap();
         for k in KEYS.iter().filter(|k| **k != "stream") {
-            assert!(duck.contains(&format!("'{k}': '")), "duckdb columns lack {k}");
+            assert!(
+                duck.contains(&format!("'{k}': '")),
+                "duckdb columns lack {k}"
+            );
         }
     }
 }
