@@ -14,7 +14,8 @@
 #   /metrics (tests/operations.rs).
 # - schemathesis (PyPI), into $TOOLS/venv: tests/openapi.rs runs it against
 #   a local server (TEST_SCHEMATHESIS).
-# - duckdb, pyspark and sqlglot (PyPI), into $TOOLS/venv, and a Java
+# - duckdb (with its httpfs extension from PyPI's duckdb-ext-httpfs),
+#   pyspark and sqlglot (PyPI), into $TOOLS/venv, and a Java
 #   runtime for Spark (Debian's `default-jre-headless`): tests/warehouse.rs
 #   runs `trailkeep ddl`'s DuckDB and Spark SQL in those engines and parses
 #   the Athena, BigQuery and Trino SQL with sqlglot (TEST_DUCKDB_PYTHON,
@@ -171,7 +172,12 @@ install_schemathesis() {
 install_warehouse_tools() {
     local py="$TOOLS/venv/bin/python3" missing=()
     [ -x "$TOOLS/venv/bin/pip" ] || python3 -m venv "$TOOLS/venv" >/dev/null
-    "$py" -c 'import duckdb' 2>/dev/null || missing+=('duckdb>=1.1,<2')
+    # DuckDB pinned to the version whose httpfs extension PyPI carries
+    # (duckdb-ext-httpfs: DuckDB's signed build, checked at LOAD; the
+    # extension must match DuckDB exactly, and this machine cannot download
+    # extensions from DuckDB's own repository): the s3:// test needs it.
+    "$py" -c 'import duckdb, duckdb_ext; assert duckdb.__version__ == "1.4.4"' 2>/dev/null \
+        || missing+=('duckdb==1.4.4' 'duckdb-ext-httpfs==1.4.4.20260205')
     "$py" -c 'import sqlglot' 2>/dev/null || missing+=('sqlglot>=30,<31')
     "$py" -c 'import pyspark' 2>/dev/null || missing+=('pyspark>=4,<5')
     if [ ${#missing[@]} -gt 0 ]; then
