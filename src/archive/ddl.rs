@@ -297,6 +297,13 @@ pub fn generate(req: &Request<'_>) -> Result<String, DdlError> {
     if !is_date(req.since) {
         return Err(DdlError::Since(req.since.to_owned()));
     }
+    if !req.streams.is_empty() && matches!(req.engine, Engine::Duckdb | Engine::Spark) {
+        // Taking it silently would suggest a narrower table than printed.
+        return Err(DdlError::Engine {
+            engine: req.engine.name(),
+            message: "reads every stream through one glob and takes no --stream: filter with WHERE stream = '…' (--stream is for athena, bigquery and trino)".to_owned(),
+        });
+    }
     let root = loc.root(req.engine)?;
     let mut out = header(req, &loc);
     match req.engine {
@@ -774,7 +781,8 @@ mod tests {
                 "s3://bkt",
             ),
         ] {
-            let out = gen_with(engine, url, &s).unwrap();
+            let per_stream = !matches!(engine, Engine::Duckdb | Engine::Spark);
+            let out = gen_with(engine, url, if per_stream { &s } else { &[] }).unwrap();
             let first = out.lines().next().unwrap();
             assert!(first.starts_with("-- trailkeep 9.9.9 "), "{first}");
             assert!(
@@ -803,7 +811,7 @@ mod tests {
     #[test]
     fn each_engine_addresses_the_archive_its_own_way() {
         let s = streams(&["auth", "billing.v2"]);
-        let duck = gen_with(Engine::Duckdb, "file:///var/lib/tk/archive/", &s).unwrap();
+        let duck = gen_with(Engine::Duckdb, "file:///var/lib/tk/archive/", &[]).unwrap();
         assert!(
             duck.contains("'/var/lib/tk/archive/*/events/dt=*/*.ndjson.*'"),
             "{duck}"
@@ -811,7 +819,7 @@ mod tests {
         let duck = gen_with(
             Engine::Duckdb,
             "s3://b/p?endpoint=http://127.0.0.1:9000&path_style=true",
-            &s,
+            &[],
         )
         .unwrap();
         assert!(
@@ -822,12 +830,12 @@ mod tests {
             duck.contains("ENDPOINT '127.0.0.1:9000', USE_SSL false, URL_STYLE 'path'"),
             "{duck}"
         );
-        let spark = gen_with(Engine::Spark, "s3://b/p", &s).unwrap();
+        let spark = gen_with(Engine::Spark, "s3://b/p", &[]).unwrap();
         assert!(
             spark.contains("path 's3a://b/p/*/events/dt=*/*.ndjson.{gz,zst}'"),
             "{spark}"
         );
-        let spark = gen_with(Engine::Spark, "az://c/p?account=acct", &s).unwrap();
+        let spark = gen_with(Engine::Spark, "az://c/p?account=acct", &[]).unwrap();
         assert!(
             spark.contains("abfss://c@acct.dfs.core.windows.net/p/*/events"),
             "{spark}"
@@ -897,7 +905,11 @@ mod tests {
         assert!(e.to_string().contains("SQL or glob syntax"), "{e}");
         let e = gen_with(Engine::Duckdb, "file:///a/*", &s).expect_err("glob in path");
         assert!(e.to_string().contains("'*'"), "{e}");
-        let e = gen_with(Engine::Duckdb, "http://x/y", &s).expect_err("scheme");
+        for engine in [Engine::Duckdb, Engine::Spark] {
+            let e = gen_with(engine, "file:///a", &s).expect_err("stream where one glob reads all");
+            assert!(e.to_string().contains("WHERE stream ="), "{e}");
+        }
+        let e = gen_with(Engine::Duckdb, "http://x/y", &[]).expect_err("scheme");
         assert!(
             e.to_string().contains("file://, s3://, gs://, az://"),
             "{e}"
@@ -919,6 +931,7 @@ mod tests {
 
     #[test]
     fn table_and_since_are_plain() {
+        let one = streams(&["a"]);
         for engine in ALL {
             let r = |table: &str, since: &str| {
                 generate(&Request {
@@ -929,7 +942,11 @@ mod tests {
                         "s3://b"
                     },
                     table,
-                    streams: &streams(&["a"]),
+                    streams: if matches!(engine, Engine::Duckdb | Engine::Spark) {
+                        &[]
+                    } else {
+                        &one
+                    },
                     since,
                     compression: Compression::Gzip,
                     version: "1",

@@ -20,7 +20,8 @@ pub struct DdlArgs {
     #[arg(long, value_name = "NAME", default_value = "trailkeep_events")]
     pub table: String,
     /// A stream to define a table for (BigQuery and Trino need one table a
-    /// stream) or to list in Athena's projection; repeatable.
+    /// stream) or to list in Athena's projection; repeatable. DuckDB and
+    /// Spark read every stream through one glob and take none.
     #[arg(long = "stream", value_name = "NAME")]
     pub streams: Vec<String>,
     /// Athena: the first `dt` day its date projection covers (YYYY-MM-DD).
