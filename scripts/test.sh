@@ -14,6 +14,12 @@
 #   /metrics (tests/operations.rs).
 # - schemathesis (PyPI), into $TOOLS/venv: tests/openapi.rs runs it against
 #   a local server (TEST_SCHEMATHESIS).
+# - duckdb (with its httpfs extension from PyPI's duckdb-ext-httpfs),
+#   pyspark and sqlglot (PyPI), into $TOOLS/venv, and a Java
+#   runtime for Spark (Debian's `default-jre-headless`): tests/warehouse.rs
+#   runs `trailkeep ddl`'s DuckDB and Spark SQL in those engines and parses
+#   the Athena, BigQuery and Trino SQL with sqlglot (TEST_DUCKDB_PYTHON,
+#   TEST_PYSPARK_PYTHON, TEST_SQLGLOT_PYTHON: a Python that imports each).
 # - GCS has no local emulator that honours create-only preconditions: the
 #   tests start their own fake of the XML API subset object_store uses.
 # - SQLite is compiled in; every other server the tests need (trailkeep
@@ -161,6 +167,34 @@ install_schemathesis() {
     export TEST_SCHEMATHESIS="$TOOLS/venv/bin/schemathesis"
 }
 
+# The warehouse engines of tests/warehouse.rs: DuckDB and Spark run the
+# definitions `trailkeep ddl` prints, sqlglot parses the other dialects.
+install_warehouse_tools() {
+    local py="$TOOLS/venv/bin/python3" missing=()
+    [ -x "$TOOLS/venv/bin/pip" ] || python3 -m venv "$TOOLS/venv" >/dev/null
+    # DuckDB pinned to the version whose httpfs extension PyPI carries
+    # (duckdb-ext-httpfs: DuckDB's signed build, checked at LOAD; the
+    # extension must match DuckDB exactly, and this machine cannot download
+    # extensions from DuckDB's own repository): the s3:// test needs it.
+    "$py" -c 'import duckdb, duckdb_ext; assert duckdb.__version__ == "1.4.4"' 2>/dev/null \
+        || missing+=('duckdb==1.4.4' 'duckdb-ext-httpfs==1.4.4.20260205')
+    "$py" -c 'import sqlglot' 2>/dev/null || missing+=('sqlglot>=30,<31')
+    "$py" -c 'import pyspark' 2>/dev/null || missing+=('pyspark>=4,<5')
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "scripts/test.sh: installing ${missing[*]} from PyPI into $TOOLS/venv" >&2
+        "$TOOLS/venv/bin/pip" install -q "${missing[@]}"
+    fi
+    # Spark 4 runs on Java 17 or later.
+    if ! command -v java >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing a Java runtime for Spark (Debian's default-jre-headless)" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null
+    fi
+    export TEST_DUCKDB_PYTHON="${TEST_DUCKDB_PYTHON:-$py}"
+    export TEST_PYSPARK_PYTHON="${TEST_PYSPARK_PYTHON:-$py}"
+    export TEST_SQLGLOT_PYTHON="${TEST_SQLGLOT_PYTHON:-$py}"
+}
+
 # promtool (Debian's `prometheus` package): tests/operations.rs checks the
 # alert rules in deploy/ (check rules, test rules) and lints /metrics.
 install_promtool() {
@@ -186,6 +220,7 @@ start_postgres
 start_moto
 start_azurite
 install_schemathesis
+install_warehouse_tools
 install_promtool
 
 # The Node client's suite (clients/node, `node --test`): against the

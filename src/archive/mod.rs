@@ -10,7 +10,9 @@
 //! - [`archiver`]: one archive run (select → encode → put → confirm →
 //!   record → delete), crash-safe at every step;
 //! - [`restore`]: archived ranges back into the hot store;
-//! - [`verify`]: offline verification from the bucket and a public key.
+//! - [`verify`]: offline verification from the bucket and a public key;
+//! - [`ddl`]: external-table definitions that let warehouse engines
+//!   (Athena, BigQuery, DuckDB, Trino, Spark) read the archive in place.
 //!
 //! Depends on `objstore`, `store` and `chain`; nothing but `server`/`cli`/`api`
 //! depends on it (destinations get archived events through
@@ -19,6 +21,7 @@
 pub mod archiver;
 #[cfg(test)]
 pub mod conformance;
+pub mod ddl;
 #[cfg(test)]
 mod fault_proxy;
 pub mod index;

@@ -28,6 +28,7 @@ mod bench_latency;
 mod check_config;
 mod checkpoints;
 mod copy;
+mod ddl;
 mod destinations;
 mod events;
 mod keys;
@@ -161,6 +162,9 @@ pub enum Command {
     /// Print the HTTP API's OpenAPI 3.1 description (as served at
     /// /v1/openapi.json).
     Openapi,
+    /// Print the SQL that defines the archive (--archive or archive.url)
+    /// as an external table for Athena, BigQuery, DuckDB, Trino or Spark.
+    Ddl(ddl::DdlArgs),
     /// Measure performance (prints figures; see BENCHMARKS.md).
     #[cfg(feature = "bench")]
     Bench {
@@ -353,6 +357,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Ddl(args) => ddl::run(&load_config(&cli, None)?, args),
         Command::Openapi => {
             println!("{}", crate::api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
