@@ -284,6 +284,40 @@ async fn engine_counts_what_was_written(engine: &str, python: &Path, archive_url
             "{engine} read {first}"
         );
     }
+    // `trailkeep query` gives the same counts as the engine.
+    let q = |sql: &str| -> Vec<Value> {
+        let mut args = vec!["query", "--quiet", "--format", "json", sql];
+        if let Some(u) = archive_url {
+            args.splice(0..0, ["--archive", u]);
+        }
+        let out = trailkeep(&data, &args);
+        assert!(
+            out.status.success(),
+            "query {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["rows"].as_array().unwrap().clone()
+    };
+    const USER: &str = "substr(stream, 1, 1) <> '_'";
+    let pairs = |rows: Vec<Value>| -> Value {
+        let m: BTreeMap<String, Value> = rows
+            .iter()
+            .map(|r| (r["k"].as_str().unwrap().to_owned(), r["n"].clone()))
+            .collect();
+        json!(m)
+    };
+    let ours = json!({
+        "total": q(&format!("SELECT count(*) AS n FROM events WHERE {USER}"))[0]["n"],
+        "per_stream": pairs(q(&format!("SELECT stream AS k, count(*) AS n FROM events WHERE {USER} GROUP BY stream"))),
+        "per_type": pairs(q(&format!("SELECT type AS k, count(*) AS n FROM events WHERE {USER} GROUP BY type"))),
+        "per_stream_dt": pairs(q(&format!(
+            "SELECT stream || '|' || CAST(dt AS VARCHAR) AS k, count(*) AS n FROM events WHERE {USER} GROUP BY stream, dt"
+        ))),
+    });
+    for k in ["total", "per_stream", "per_type", "per_stream_dt"] {
+        assert_eq!(ours[k], got[k], "trailkeep query and {engine} agree on {k}");
+    }
     // Both compressions were read.
     let objects = got["objects"].as_object().unwrap();
     assert!(
