@@ -509,3 +509,46 @@ async fn every_format_writes() {
     let table = String::from_utf8(out(output::Format::Table)).unwrap();
     assert!(table.contains("2026-01-01T01:00:00Z"), "{table}");
 }
+
+/// The README's queries run as written.
+#[tokio::test]
+async fn the_readme_queries_run() {
+    let f = fixture().await;
+    f.archive().await;
+    let readme = include_str!("../../README.md");
+    let start = readme.find("## SQL over every event").unwrap();
+    let section =
+        &readme[start..start + readme[start..].find("\n## Querying the archive").unwrap()];
+    let mut ran = 0;
+    for block in section.split("```sql\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        for sql in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let sql: String = sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            f.run(&sql).await;
+            ran += 1;
+        }
+    }
+    for line in section.lines().filter(|l| l.starts_with("trailkeep query")) {
+        let parts: Vec<&str> = line.split('"').collect();
+        if parts.len() >= 3 && !line.contains("--server") {
+            let q = parts[1];
+            f.run(q).await;
+            ran += 1;
+        }
+    }
+    let completeness = section
+        .split("trailkeep query --format csv \"SELECT stream, dt")
+        .nth(1)
+        .unwrap();
+    let sql = format!(
+        "SELECT stream, dt{}",
+        &completeness[..completeness.find('"').unwrap()]
+    );
+    let (out, _) = f.run(&sql).await;
+    assert!(out.contains("| true"), "{out}");
+    assert!(ran >= 5, "{ran}");
+}
