@@ -203,6 +203,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         b.worker_threads(cores.saturating_sub(1).max(1));
     }
+    // 8 MiB stacks (virtual; only touched pages cost memory): query
+    // planning recurses over expression trees, and `query::MAX_OPERATORS`
+    // is set to fit a 2 MiB debug-build stack, so release workers have a
+    // wide margin.
+    b.thread_stack_size(8 << 20);
     Ok(b.enable_all().build()?)
 }
 

@@ -167,6 +167,80 @@ fn position(message: &str) -> (Option<u64>, Option<u64>) {
     (after("Line: "), after("Column: "))
 }
 
+/// Most operators one statement may hold: a long chain (`1+1+…`) parses in
+/// a loop but makes an expression tree that deep, and the planner walks it
+/// recursively (a read key must not be able to overflow a worker's stack).
+pub const MAX_OPERATORS: usize = 200;
+/// Deepest nesting of parentheses.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses SQL whose expressions would nest too deep to plan, judged on
+/// its tokens (a flat scan: nothing recursive runs before this).
+fn depth_guard(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| QueryError::Sql {
+            message: e.message.clone(),
+            line: Some(e.location.line),
+            column: Some(e.location.column),
+        })?;
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    for t in &tokens {
+        match &t.token {
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret => operators += 1,
+            Token::Word(w)
+                if matches!(
+                    w.keyword,
+                    Keyword::AND | Keyword::OR | Keyword::NOT | Keyword::CASE | Keyword::WHEN
+                ) =>
+            {
+                operators += 1;
+            }
+            _ => {}
+        }
+    }
+    let too = |what: String| {
+        QueryError::Invalid(format!(
+            "{what}: split the query, or use IN (…) for long lists of alternatives"
+        ))
+    };
+    if deepest > MAX_NESTING {
+        return Err(too(format!(
+            "parentheses nest {deepest} deep, more than {MAX_NESTING}"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(too(format!(
+            "the SQL has {operators} operators, more than {MAX_OPERATORS}"
+        )));
+    }
+    Ok(())
+}
+
 /// What a query read, counted as it reads (a progress line shows them).
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -326,6 +400,7 @@ impl Engine {
                 limit: s.max_sql_bytes.to_string(),
             });
         }
+        depth_guard(sql)?;
         let started = Instant::now();
         let busy = || QueryError::Limit {
             message: "too many queries are running; try again shortly".into(),

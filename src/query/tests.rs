@@ -552,3 +552,44 @@ async fn the_readme_queries_run() {
     assert!(out.contains("| true"), "{out}");
     assert!(ran >= 5, "{ran}");
 }
+
+/// A read key must not be able to crash the server with deep SQL: a long
+/// chain of operators (parsed in a loop, not recursively) is a deep tree.
+#[tokio::test]
+async fn deep_sql_is_refused_or_answered_never_a_crash() {
+    let f = fixture().await;
+    let run = |sql: String| {
+        let e = f.engine(QuerySettings::default());
+        async move { e.run(&sql, Visible::All, Arc::default()).await }
+    };
+    // At the limits: answered.
+    let r = run(format!("SELECT 1{} AS x", "+1".repeat(MAX_OPERATORS))).await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = run(format!(
+        "SELECT count(*) FROM events WHERE {}",
+        vec!["seq = 1"; MAX_OPERATORS / 2].join(" OR ")
+    ))
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = run(format!(
+        "SELECT {}1{} AS x",
+        "(".repeat(MAX_NESTING),
+        ")".repeat(MAX_NESTING)
+    ))
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    // Past them: refused, naming why (this used to overflow the stack and
+    // abort the process).
+    for sql in [
+        format!("SELECT 1{} AS x", "+1".repeat(20_000)),
+        format!("SELECT {}1{} AS x", "(".repeat(20_000), ")".repeat(20_000)),
+        format!("SELECT 1 WHERE {}", vec!["1 = 1"; 5_000].join(" AND ")),
+        format!("SELECT {}1", "- ".repeat(20_000)),
+    ] {
+        let e = run(sql).await.expect_err("refused");
+        assert!(
+            e.is_bad_query() && e.to_string().contains("more than"),
+            "{e}"
+        );
+    }
+}
