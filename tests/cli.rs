@@ -2004,3 +2004,104 @@ fn missing_cloud_credentials_are_named() {
     assert_eq!(code, Some(2), "{err}");
     assert!(!err.contains("no credentials for"), "{err}");
 }
+
+/// `trailkeep query` on the data directory (while serve holds it) and
+/// through a server with a stream-bound key: the same answer for what the
+/// key may see, nothing of the other stream; bad SQL exits 2 with the
+/// line and a caret; binary formats write real Parquet.
+#[tokio::test]
+async fn query_reads_the_data_dir_and_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]).await;
+    let ingest = create_key(&data, "ingest");
+    let out = trailkeep(
+        &data,
+        &["keys", "create", "--scope", "read", "--stream", "auth"],
+    );
+    let auth_reader = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    post_events(
+        &server.url,
+        &ingest,
+        "auth",
+        json!([{"type": "grant.created", "data": {"principalId": "user-123"}}, {"type": "grant.revoked"}]),
+    )
+    .await;
+    post_events(
+        &server.url,
+        &ingest,
+        "other",
+        json!([{"type": "secret.thing"}]),
+    )
+    .await;
+    let sql = "SELECT stream, seq, type, json_extract_scalar(data, '$.principalId') AS p FROM events \
+               WHERE substr(stream, 1, 1) <> '_' ORDER BY stream, seq";
+    let (code, local, err) = run_env(&data, &["query", "--format", "csv", sql], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        local,
+        "stream,seq,type,p\nauth,1,grant.created,user-123\nauth,2,grant.revoked,\nother,1,secret.thing,\n"
+    );
+    assert!(
+        err.contains("3 rows in") && err.contains("hot rows"),
+        "the summary: {err}"
+    );
+    let (code, remote, err) = run_env(
+        &data,
+        &["query", "--format", "csv", "--server", &server.url, sql],
+        &[("TRAILKEEP_TOKEN", auth_reader.as_str())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        remote,
+        "stream,seq,type,p\nauth,1,grant.created,user-123\nauth,2,grant.revoked,\n"
+    );
+    let (code, json_out, _) = run_env(
+        &data,
+        &[
+            "query",
+            "--json",
+            "SELECT count(*) AS n FROM events WHERE stream = 'auth'",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["rows"][0]["n"], 2, "{v}");
+
+    let (code, out, err) = run_env(&data, &["query", "SELECT *\nFRM events"], &[]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("(line 2, column 1)") && err.contains("  FRM events\n  ^"),
+        "{err}"
+    );
+    let (code, _, err) = run_env(&data, &["query", "--format", "xml", "SELECT 1"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("table, json, ndjson, csv, parquet, arrow"),
+        "{err}"
+    );
+    let (code, _, err) = run_env(
+        &data,
+        &[
+            "query",
+            "--server",
+            &server.url,
+            "SELECT value FROM generate_series(1, 200000)",
+        ],
+        &[("TRAILKEEP_TOKEN", auth_reader.as_str())],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("query_limit") || err.contains("max_rows"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["query", "--format", "parquet", "SELECT * FROM events"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(&out.stdout[..4], b"PAR1");
+}
