@@ -39,6 +39,9 @@ pub enum BenchCommand {
     /// Delivery latency on an idle system: ack to arrival at a local
     /// webhook, drivers woken by commits beside polling drivers.
     Latency(super::bench_latency::LatencyBenchArgs),
+    /// SQL over an archive of N events (most archived): three questions,
+    /// each beside DuckDB reading the same objects (time, bytes, ratio).
+    Query(super::bench_query::QueryBenchArgs),
 }
 
 /// Arguments of `bench postgres`.
@@ -294,6 +297,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
         BenchCommand::Archive(a) => return super::bench_archive::run(a).await,
         BenchCommand::Destinations(a) => return super::bench_destinations::run(a).await,
         BenchCommand::Latency(a) => return super::bench_latency::run(a).await,
+        BenchCommand::Query(a) => return super::bench_query::run(a).await,
     };
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {

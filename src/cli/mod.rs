@@ -25,6 +25,8 @@ mod bench_archive;
 mod bench_destinations;
 #[cfg(feature = "bench")]
 mod bench_latency;
+#[cfg(feature = "bench")]
+mod bench_query;
 mod check_config;
 mod checkpoints;
 mod copy;

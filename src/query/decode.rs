@@ -295,6 +295,28 @@ impl Rows {
         Ok(true)
     }
 
+    /// Whether rows need nothing from the events themselves (only `tier`
+    /// and `dt`, as `count(*)` by day does).
+    pub(crate) fn needs_no_event(&self) -> bool {
+        self.want[..11].iter().all(|w| !w)
+    }
+
+    /// Adds `n` rows of which only `tier` and `dt` are wanted
+    /// ([`Rows::needs_no_event`]).
+    pub(crate) fn push_blank(&mut self, n: usize, tier: &str, dt: i64) -> Result<(), BadRow> {
+        let day = i32::try_from(dt).map_err(|_| BadRow(format!("day {dt} out of range")))?;
+        for _ in 0..n {
+            if self.want[11] {
+                self.tier.append_value(tier);
+            }
+            if self.want[12] {
+                self.dt.append_value(day);
+            }
+        }
+        self.rows += n;
+        Ok(())
+    }
+
     /// The rows added so far as one batch (possibly of no columns), and a
     /// fresh start.
     pub(crate) fn finish(&mut self) -> RecordBatch {
