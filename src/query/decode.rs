@@ -62,6 +62,43 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// The fields of a canonical stored line other than actor, subject and
+/// data, found by [`crate::event::scan_stored`]; `None` when the line does
+/// not look canonical or a value holds an escape.
+fn scan(json: &str) -> Option<Fields<'_>> {
+    let sc = crate::event::scan_stored(json)?;
+    let (seq, id, t, time, received, prev, stream) = (
+        sc.seq?,
+        sc.id?,
+        sc.event_type?,
+        sc.time?,
+        sc.received?,
+        sc.prev?,
+        sc.stream?,
+    );
+    let hash = sc.hash.map(|(h, _)| h);
+    if [id, t, time, received, prev, stream]
+        .iter()
+        .chain(hash.iter())
+        .any(|v| v.contains('\\'))
+    {
+        return None;
+    }
+    Some(Fields {
+        stream: stream.into(),
+        seq,
+        id: id.into(),
+        event_type: t.into(),
+        time: time.into(),
+        received: received.into(),
+        prev: prev.into(),
+        hash: hash.map(Cow::Borrowed),
+        actor: None,
+        subject: None,
+        data: None,
+    })
+}
+
 /// Microseconds since the epoch of a stored time (RFC 3339, UTC `Z`,
 /// any number of fraction digits; digits past the sixth are dropped).
 pub(crate) fn micros(t: &str) -> Option<i64> {
@@ -215,8 +252,19 @@ impl Rows {
         dt: Option<i64>,
         keep: &dyn Fn(u64) -> bool,
     ) -> Result<bool, BadRow> {
-        let f: Fields<'_> =
-            serde_json::from_str(json).map_err(|e| BadRow(format!("not a stored event: {e}")))?;
+        // Without actor, subject or data the canonical line is scanned,
+        // not parsed (about twice as fast); a line that does not look
+        // canonical, or has escapes, is parsed.
+        let scanned = if self.want[6] || self.want[7] || self.want[8] {
+            None
+        } else {
+            scan(json)
+        };
+        let f: Fields<'_> = match scanned {
+            Some(f) => f,
+            None => serde_json::from_str(json)
+                .map_err(|e| BadRow(format!("not a stored event: {e}")))?,
+        };
         if !keep(f.seq) {
             return Ok(false);
         }
@@ -401,6 +449,26 @@ mod tests {
         ] {
             assert!(text.contains(s), "{s} in {text}");
         }
+        // Without actor, subject and data the line is scanned: same rows.
+        let lean: Vec<usize> = vec![0, 1, 2, 3, 4, 5, 9, 10, 11, 12];
+        let lean_schema = Arc::new(schema().project(&lean).unwrap());
+        let mut scanned = Rows::new(&lean, lean_schema.clone());
+        scanned
+            .push(line, None, "cold", Some(5), &|_| true)
+            .unwrap();
+        let escaped = line.replace("t.x", "t\\u002ex");
+        scanned
+            .push(&escaped, None, "cold", Some(5), &|_| true)
+            .unwrap();
+        let scanned = scanned.finish();
+        let mut parsed = Rows::new(&all, schema());
+        parsed.push(line, None, "cold", Some(5), &|_| true).unwrap();
+        parsed
+            .push(&escaped, None, "cold", Some(5), &|_| true)
+            .unwrap();
+        let parsed = parsed.finish().project(&lean).unwrap();
+        assert_eq!(scanned, parsed);
+        assert!(scan(line).is_some() && scan(&escaped).is_none());
         let mut r = Rows::new(&[], Arc::new(Schema::empty()));
         r.push(line, Some("x"), "hot", None, &|_| true).unwrap();
         assert_eq!(r.finish().num_rows(), 1, "no columns, one row (count(*))");
