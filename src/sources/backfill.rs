@@ -287,8 +287,9 @@ pub async fn run(
             None if by_time => match page_latest {
                 // Only a later time moves on: an endpoint that ignores
                 // `since` answers the same page, and paging stops.
-                Some(t) if later(page_since.clone(), &t).as_deref() == Some(t.as_str())
-                    && page_since.as_deref() != Some(t.as_str()) =>
+                Some(t)
+                    if later(page_since.clone(), &t).as_deref() == Some(t.as_str())
+                        && page_since.as_deref() != Some(t.as_str()) =>
                 {
                     page_since = Some(t);
                 }
@@ -306,7 +307,10 @@ pub async fn run(
 pub(crate) fn since_with_overlap(cfg: &SourceConfig, last: Option<&str>) -> Option<String> {
     use time::format_description::well_known::Rfc3339;
     let last = last?;
-    let overlap = cfg.backfill.as_ref().map_or(time::Duration::ZERO, |b| b.overlap);
+    let overlap = cfg
+        .backfill
+        .as_ref()
+        .map_or(time::Duration::ZERO, |b| b.overlap);
     match time::OffsetDateTime::parse(last, &Rfc3339) {
         Ok(t) => (t - overlap)
             .to_offset(time::UtcOffset::UTC)

@@ -42,7 +42,7 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Ms since the epoch as RFC 3339, UTC, with milliseconds.
+/// Ms since the epoch as RFC 3339, UTC, as the log writes times.
 pub(crate) fn format_ms(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -198,9 +198,9 @@ impl Coverage {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis((RECEIVER_STALE_MS + RECEIVER_BEAT_MS) as u64);
         loop {
-            let pending = others
-                .iter()
-                .any(|r| r.receiving && r.until_ms < t && now_ms() - r.until_ms <= RECEIVER_STALE_MS);
+            let pending = others.iter().any(|r| {
+                r.receiving && r.until_ms < t && now_ms() - r.until_ms <= RECEIVER_STALE_MS
+            });
             if !pending || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -340,7 +340,13 @@ pub(crate) fn uncovered(
 mod tests {
     use super::*;
 
-    fn rec(node: &str, receiving: bool, since_ms: i64, until_ms: i64, ended: &str) -> SourceReceiver {
+    fn rec(
+        node: &str,
+        receiving: bool,
+        since_ms: i64,
+        until_ms: i64,
+        ended: &str,
+    ) -> SourceReceiver {
         SourceReceiver {
             source: "s".into(),
             node: node.into(),
@@ -392,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn times_have_milliseconds() {
-        assert_eq!(format_ms(1_764_700_201_250), "2025-12-02T18:30:01.250Z");
+    fn gap_times_are_written_as_the_log_writes_times() {
+        assert_eq!(format_ms(1_764_700_201_250), "2025-12-02T18:30:01.250000Z");
     }
 }

@@ -252,7 +252,10 @@ impl RawSource {
             return Err(cfg_err("connection_stagger_ms", "must be at most 600000"));
         }
         if self.gap_merge_ms > 86_400_000 {
-            return Err(cfg_err("gap_merge_ms", "must be at most 86400000 (one day)"));
+            return Err(cfg_err(
+                "gap_merge_ms",
+                "must be at most 86400000 (one day)",
+            ));
         }
         let backfill = match self.backfill {
             Some(b) => Some(
@@ -403,11 +406,16 @@ mod tests {
             ("connections = 9", "connections"),
             ("connection_stagger_ms = 600001", "connection_stagger_ms"),
             ("gap_merge_ms = 86400001", "gap_merge_ms"),
-            ("[backfill]\nurl = \"http://127.0.0.1:1/b\"\noverlap_ms = 604800001", "backfill.overlap_ms"),
+            (
+                "[backfill]\nurl = \"http://127.0.0.1:1/b\"\noverlap_ms = 604800001",
+                "backfill.overlap_ms",
+            ),
         ] {
             assert_eq!(raw(text).validate().expect_err(text).key, key, "{text}");
         }
-        let ok = raw("connections = 2\nactive_active = true").validate().expect("valid");
+        let ok = raw("connections = 2\nactive_active = true")
+            .validate()
+            .expect("valid");
         assert_eq!((ok.connections, ok.active_active), (2, true));
         let e = raw("api_key_env = \"A\"\napi_key_file = \"/x\"")
             .validate()

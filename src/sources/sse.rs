@@ -120,9 +120,8 @@ pub async fn run(
     let beat = {
         let c = sh.coverage.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(
-                crate::store::RECEIVER_BEAT_MS as u64,
-            ));
+            let mut every =
+                tokio::time::interval(Duration::from_millis(crate::store::RECEIVER_BEAT_MS as u64));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
@@ -156,7 +155,8 @@ pub async fn run(
                         }
                     }
                     tracing::info!(source = %sh.cfg.name, node = %sh.node, "running the source here");
-                    let stop = run_connections(&sh, Some(&l), &mut shutdown, Some(&mut keeper)).await;
+                    let stop =
+                        run_connections(&sh, Some(&l), &mut shutdown, Some(&mut keeper)).await;
                     if stop == Stop::Fenced {
                         tracing::warn!(source = %sh.cfg.name, "lost the source's lease to another node; standing by");
                         tokio::select! {
@@ -498,10 +498,7 @@ impl Conn {
         }
         let seen = last_bytes.clone();
         let body = resp.bytes_stream().inspect(move |_| {
-            seen.store(
-                super::gaps::now_ms(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            seen.store(super::gaps::now_ms(), std::sync::atomic::Ordering::Relaxed);
         });
         let mut events = frames(limited(
             body,
@@ -693,8 +690,10 @@ impl Conn {
     }
 
     async fn backfill(&mut self) {
-        let since =
-            backfill::since_with_overlap(&self.sh.cfg, self.sh.position().last_event_time.as_deref());
+        let since = backfill::since_with_overlap(
+            &self.sh.cfg,
+            self.sh.position().last_event_time.as_deref(),
+        );
         let res = backfill::run(
             &self.sh.cfg,
             &self.sh.client,

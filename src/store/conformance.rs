@@ -681,15 +681,24 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
     };
     // Two writers (connections, nodes) each add their own counts: none is
     // lost, and the event time only moves forward (by instant).
-    store.add_source_progress(p(3, "2026-01-01T00:00:05Z"), None).await.unwrap();
-    store.add_source_progress(p(4, "2026-01-01T00:00:04.9Z"), None).await.unwrap();
+    store
+        .add_source_progress(p(3, "2026-01-01T00:00:05Z"), None)
+        .await
+        .unwrap();
+    store
+        .add_source_progress(p(4, "2026-01-01T00:00:04.9Z"), None)
+        .await
+        .unwrap();
     let mut with_id = p(0, "2026-01-01T00:00:05.5Z");
     with_id.last_event_id = Some("9".into());
     with_id.last_error = Some(("boom".into(), "t2".into()));
     store.add_source_progress(with_id, None).await.unwrap();
     let st = &store.source_states().await.unwrap()[0];
     assert_eq!((st.taken, st.duplicates), (7, 3));
-    assert_eq!(st.last_event_time.as_deref(), Some("2026-01-01T00:00:05.5Z"));
+    assert_eq!(
+        st.last_event_time.as_deref(),
+        Some("2026-01-01T00:00:05.5Z")
+    );
     assert_eq!(st.last_event_id.as_deref(), Some("9"));
     assert_eq!(st.last_error.as_deref(), Some("boom"));
     assert!(!st.connected, "no node is receiving");
@@ -705,13 +714,20 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
     };
     store.put_source_receiver(rec.clone()).await.unwrap();
     store
-        .put_source_receiver(SourceReceiver { node: "n2".into(), receiving: false, ..rec.clone() })
+        .put_source_receiver(SourceReceiver {
+            node: "n2".into(),
+            receiving: false,
+            ..rec.clone()
+        })
         .await
         .unwrap();
     assert!(store.source_states().await.unwrap()[0].connected);
     assert_eq!(store.source_receivers("up").await.unwrap().len(), 2);
     store
-        .put_source_receiver(SourceReceiver { receiving: false, ..rec })
+        .put_source_receiver(SourceReceiver {
+            receiving: false,
+            ..rec
+        })
         .await
         .unwrap();
     assert!(!store.source_states().await.unwrap()[0].connected);
@@ -727,14 +743,37 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
         start_ms,
         end_ms,
     };
-    assert_eq!(store.record_source_gap(gap(1000, 2000), 500).await.unwrap(), GapRecorded::New);
-    assert_eq!(store.record_source_gap(gap(1200, 2000), 500).await.unwrap(), GapRecorded::Covered);
-    assert_eq!(store.record_source_gap(gap(2400, 3000), 500).await.unwrap(), GapRecorded::Merged);
-    assert_eq!(store.record_source_gap(gap(9000, 9100), 500).await.unwrap(), GapRecorded::New);
-    store.record_source_gap(SourceGap { source: "other".into(), ..gap(1, 2) }, 500).await.unwrap();
+    assert_eq!(
+        store.record_source_gap(gap(1000, 2000), 500).await.unwrap(),
+        GapRecorded::New
+    );
+    assert_eq!(
+        store.record_source_gap(gap(1200, 2000), 500).await.unwrap(),
+        GapRecorded::Covered
+    );
+    assert_eq!(
+        store.record_source_gap(gap(2400, 3000), 500).await.unwrap(),
+        GapRecorded::Merged
+    );
+    assert_eq!(
+        store.record_source_gap(gap(9000, 9100), 500).await.unwrap(),
+        GapRecorded::New
+    );
+    store
+        .record_source_gap(
+            SourceGap {
+                source: "other".into(),
+                ..gap(1, 2)
+            },
+            500,
+        )
+        .await
+        .unwrap();
     let gaps = store.source_gaps("up", 10).await.unwrap();
     assert_eq!(
-        gaps.iter().map(|g| (g.start_ms, g.end_ms, g.merged)).collect::<Vec<_>>(),
+        gaps.iter()
+            .map(|g| (g.start_ms, g.end_ms, g.merged))
+            .collect::<Vec<_>>(),
         vec![(9000, 9100, 1), (1000, 3000, 2)],
         "newest first, the merged one spanning both"
     );
@@ -748,7 +787,10 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
     store.gap_logged("up", 9000, 9100, 100).await.unwrap();
     assert!(store.gaps_to_log("up", 1_000_000).await.unwrap().is_empty());
     store.record_source_gap(gap(9200, 9300), 500).await.unwrap();
-    assert!(store.gaps_to_log("up", 50).await.unwrap().is_empty(), "logged too recently");
+    assert!(
+        store.gaps_to_log("up", 50).await.unwrap().is_empty(),
+        "logged too recently"
+    );
     let due = store.gaps_to_log("up", 101).await.unwrap();
     assert_eq!(due.iter().map(|g| g.end_ms).collect::<Vec<_>>(), vec![9300]);
 }

@@ -451,9 +451,9 @@ pub const RECENT_GAPS: usize = 20;
 pub struct SourceGap {
     /// Source name.
     pub source: String,
-    /// Start (RFC 3339, UTC, milliseconds).
+    /// Start (RFC 3339, UTC).
     pub start: String,
-    /// End (RFC 3339, UTC, milliseconds).
+    /// End (RFC 3339, UTC).
     pub end: String,
     /// Why nothing was received: `disconnected` (the last connection
     /// dropped), `restart` (this node stopped or died and came back),
@@ -595,7 +595,11 @@ pub fn later(a: Option<String>, b: &str) -> Option<String> {
 
 /// Merges `gap` into `latest` (the source's latest record), or says it
 /// needs a record of its own (`None`). Shared by the backends.
-pub fn merge_gap(latest: &SourceGap, gap: &SourceGap, merge_ms: i64) -> Option<(SourceGap, GapRecorded)> {
+pub fn merge_gap(
+    latest: &SourceGap,
+    gap: &SourceGap,
+    merge_ms: i64,
+) -> Option<(SourceGap, GapRecorded)> {
     if latest.start_ms <= gap.start_ms && latest.end_ms >= gap.end_ms {
         return Some((latest.clone(), GapRecorded::Covered));
     }
@@ -777,8 +781,11 @@ pub trait SourceStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// Backend errors; [`StoreError::Fenced`] when `fence` is no longer held.
-    async fn add_source_progress(&self, progress: SourceProgress, fence: Option<&Lease>)
-    -> Result<()>;
+    async fn add_source_progress(
+        &self,
+        progress: SourceProgress,
+        fence: Option<&Lease>,
+    ) -> Result<()>;
 
     /// Stores one node's receiving record (replacing its previous one).
     ///

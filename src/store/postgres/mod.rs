@@ -553,7 +553,10 @@ impl SourceStore for PostgresStore {
     async fn source_states(&self) -> Result<Vec<SourceState>> {
         let c = self.client().await?;
         let rows = c
-            .query(&format!("SELECT {STATE_COLUMNS} FROM sources ORDER BY name"), &[])
+            .query(
+                &format!("SELECT {STATE_COLUMNS} FROM sources ORDER BY name"),
+                &[],
+            )
             .await
             .map_err(backend)?;
         let now = now_ms();
@@ -565,7 +568,10 @@ impl SourceStore for PostgresStore {
                 .iter()
                 .any(|r| super::receiver_live(r, now));
             st.gaps_total = c
-                .query_one("SELECT count(*) FROM source_gaps WHERE source = $1", &[&st.name])
+                .query_one(
+                    "SELECT count(*) FROM source_gaps WHERE source = $1",
+                    &[&st.name],
+                )
                 .await
                 .map_err(backend)?
                 .get::<_, i64>(0) as u64;
@@ -809,7 +815,10 @@ async fn pg_receivers(
         .collect())
 }
 
-async fn pg_put_state(c: &(impl tokio_postgres::GenericClient + Sync), st: &SourceState) -> Result<()> {
+async fn pg_put_state(
+    c: &(impl tokio_postgres::GenericClient + Sync),
+    st: &SourceState,
+) -> Result<()> {
     c.execute(
         "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -1312,7 +1321,7 @@ mod tests {
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
-        for _ in 0..13 {
+        for _ in 0..14 {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
                     .await

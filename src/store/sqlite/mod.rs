@@ -528,8 +528,12 @@ impl SourceStore for SqliteStore {
 
     async fn source_states(&self) -> Result<Vec<SourceState>> {
         self.read(|c| {
-            let mut q = c.prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM sources ORDER BY name"))?;
-            let states = q.query_map([], state_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {STATE_COLUMNS} FROM sources ORDER BY name"
+            ))?;
+            let states = q
+                .query_map([], state_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             let now = now_ms();
             states
                 .into_iter()
