@@ -6,9 +6,9 @@
 //! ([`SourceReceiver`]): `receiving` with a heartbeat every
 //! [`RECEIVER_BEAT_MS`] while at least one of its connections is open,
 //! else when and why it stopped. When a node starts receiving again (none
-//! of its connections was open, now one is: [`Coverage::opened`]), it
+//! of its connections was open, now one is: `Coverage::opened`), it
 //! reads every node's record from before that moment and works out the
-//! window nobody covered ([`uncovered`]):
+//! window nobody covered (`uncovered`):
 //!
 //! - its start is the latest moment any node is known to have been
 //!   receiving: the end of a record that stopped, or the last heartbeat of
@@ -34,8 +34,7 @@ use crate::store::{
     GapRecorded, RECEIVER_BEAT_MS, RECEIVER_STALE_MS, SourceGap, SourceReceiver, Store,
 };
 
-/// Event type of a gap record in the log's own stream.
-pub const SOURCE_GAP: &str = "source.gap";
+use crate::selflog::SOURCE_GAP;
 
 /// Ms since the epoch, now.
 pub(crate) fn now_ms() -> i64 {
