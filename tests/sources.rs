@@ -812,6 +812,18 @@ async fn the_source_lease_fails_over_between_nodes() {
         (TOTAL as i64, TOTAL as i64),
         "every event once, none twice"
     );
+    // The takeover window is recorded: from node a's last heartbeat to
+    // node b's first connection, resumed by Last-Event-ID.
+    let gap = db
+        .query_one(
+            "SELECT reason, resume, end_ms - start_ms FROM source_gaps",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gap.get::<_, String>(0), "node_stopped");
+    assert_eq!(gap.get::<_, String>(1), "last_event_id");
+    assert!(gap.get::<_, i64>(2) > 0);
 }
 
 fn source_config(dir: &Path, text: &str) -> PathBuf {
@@ -1176,13 +1188,26 @@ async fn active_active_nodes_lose_and_double_nothing_when_one_is_killed() {
         hub.open() == 2
     })
     .await;
-    emit(&hub, 1, TOTAL / 2).await;
-    a.kill9();
-    emit(&hub, TOTAL / 2 + 1, TOTAL).await;
     let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
+    // Each node has confirmed the other was receiving when it started (a
+    // node killed before it confirms it leaves a possible gap, rightly).
+    common::wait_for(Duration::from_secs(10), "both nodes settled", async || {
+        db.query_one(
+            "SELECT count(*) FROM source_receivers WHERE receiving AND pending_ms IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 2
+    })
+    .await;
+    emit(&hub, 1, TOTAL / 2).await;
+    a.kill9();
+    emit(&hub, TOTAL / 2 + 1, TOTAL).await;
     let count = || async {
         db
             .query_one(
@@ -1351,4 +1376,42 @@ async fn backfill_overlap_catches_events_that_arrive_out_of_order() {
     .await;
     assert_eq!(server.terminate().code(), Some(0));
     assert_exactly_once(&data, &(1..=7).map(|i| format!("e{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_keeps_dropping_cannot_flood_the_log_with_gaps() {
+    // Every connection gets one event and is dropped: each reconnect ends
+    // a window nobody was receiving. They merge into one record, written
+    // to `_trailkeep` once per gap_merge_ms, however many there are.
+    let stream: Arc<StreamFn> = Arc::new(|n, _| Script {
+        frames: vec![frame(None, &event(n, "grant.created"))],
+        close: true,
+        delay: Duration::from_millis(1),
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "gap_merge_ms = 600000", false);
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(20), "many gaps merged", || {
+        data.join("trailkeep.db").metadata().is_ok()
+            && status(&data)["gaps"][0]["merged"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    assert!(seen.lock().unwrap().last_event_ids.len() >= 20);
+    assert_eq!(server.terminate().code(), Some(0));
+    let st = status(&data);
+    assert_eq!(st["gaps_total"], 1, "one merged record: {st}");
+    let conn = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+    let logged: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = '_trailkeep' AND e.body LIKE '%\"source.gap\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (1..=2).contains(&logged),
+        "the record is logged when new and at most once more per window: {logged}"
+    );
 }

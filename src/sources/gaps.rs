@@ -18,6 +18,12 @@
 //!   stale for [`RECEIVER_STALE_MS`] (it died at its last heartbeat);
 //! - no record at all (the source's first start) is no gap.
 //!
+//! Until it is settled, the window's earliest possible start is kept in
+//! the node's own record (`pending_ms`): a node killed meanwhile records
+//! that widest window (`unsettled`) when it comes back, and a node
+//! shutting down decides at once, counting a node that has not yet
+//! confirmed it covered the window as not covering it.
+//!
 //! Every node that starts receiving does this, so each uncovered window
 //! is found by the node that ended it; two nodes finding one window
 //! record it once (the store merges a gap its latest record covers).
@@ -57,14 +63,20 @@ pub(crate) struct Coverage {
     node: String,
     merge_ms: i64,
     inner: tokio::sync::Mutex<Local>,
+    /// Turns true at shutdown: pending decisions are made at once.
+    hurry: tokio::sync::watch::Sender<bool>,
+    settling: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
 struct Local {
     open: usize,
-    since_ms: i64,
     /// When the last connection closed, in this process.
     last_end_ms: Option<i64>,
+    /// The record as last written.
+    row: Option<SourceReceiver>,
+    /// Windows (by their end) this process is still settling.
+    settling: Vec<i64>,
 }
 
 impl Coverage {
@@ -82,6 +94,8 @@ impl Coverage {
             node: node.to_owned(),
             merge_ms: i64::try_from(merge.as_millis()).unwrap_or(i64::MAX),
             inner: tokio::sync::Mutex::default(),
+            hurry: tokio::sync::watch::channel(false).0,
+            settling: std::sync::Mutex::default(),
         }
     }
 
@@ -96,24 +110,46 @@ impl Coverage {
             return false;
         }
         let t = now_ms();
-        l.since_ms = t;
         // Every record as it was before this node received again (its own
         // says where it left off, in this process or the last one).
         let before = match self.store.source_receivers(&self.source).await {
-            Ok(r) => Some(r),
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(source = %self.source, error = %crate::report::Chain(&e), "cannot read the receiving records; recording a possible gap from the last one known");
-                None
+                Vec::new()
             }
         };
-        self.put(true, t, t, "disconnected").await;
         let own_end = l.last_end_ms.take();
+        let mut w = Window::new(&self.node, before, own_end, t);
+        if w.unsettled
+            .is_some_and(|(_, end)| l.settling.contains(&end))
+        {
+            // Pending in this process, not left by a dead one.
+            w.unsettled = None;
+        }
+        l.settling.push(t);
+        // Until it is settled, the window's earliest possible start is
+        // kept in this node's record: a node killed meanwhile records it
+        // when it comes back.
+        let row = SourceReceiver {
+            source: self.source.clone(),
+            node: self.node.clone(),
+            receiving: true,
+            since_ms: t,
+            until_ms: t,
+            ended: "disconnected".into(),
+            pending_ms: w.earliest_start(),
+        };
+        self.put(&mut l, row).await;
         drop(l);
         let me = self.clone();
-        tokio::spawn(async move {
-            me.settle(before.unwrap_or_default(), own_end, t, resume)
-                .await;
-        });
+        let task = tokio::spawn(async move { me.settle(w, resume).await });
+        let mut settling = self
+            .settling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        settling.retain(|h| !h.is_finished());
+        settling.push(task);
         true
     }
 
@@ -123,22 +159,45 @@ impl Coverage {
         let mut l = self.inner.lock().await;
         l.open = l.open.saturating_sub(1);
         self.gauge(l.open);
-        if l.open == 0 {
+        if l.open == 0
+            && let Some(mut row) = l.row.clone()
+        {
             l.last_end_ms = Some(end_ms);
-            let since = l.since_ms;
-            let ended = if stopped { "stopped" } else { "disconnected" };
-            self.put(false, since, end_ms, ended).await;
+            row.receiving = false;
+            row.until_ms = end_ms;
+            row.ended = if stopped { "stopped" } else { "disconnected" }.into();
+            self.put(&mut l, row).await;
         }
     }
 
     /// Writes the heartbeat while receiving, and logs the gap records that
     /// are due. Call every [`RECEIVER_BEAT_MS`].
     pub(crate) async fn beat(&self) {
-        let l = self.inner.lock().await;
-        if l.open > 0 {
-            self.put(true, l.since_ms, now_ms(), "disconnected").await;
+        let mut l = self.inner.lock().await;
+        if l.open > 0
+            && let Some(mut row) = l.row.clone()
+        {
+            row.until_ms = now_ms();
+            self.put(&mut l, row).await;
         }
         drop(l);
+        self.log_due().await;
+    }
+
+    /// At shutdown: decides every pending window at once (a node that
+    /// has not yet confirmed it covered one counts as not covering it),
+    /// records it, and logs what is due.
+    pub(crate) async fn finish(&self) {
+        self.hurry.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .settling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in tasks {
+            let _ = t.await;
+        }
         self.log_due().await;
     }
 
@@ -149,81 +208,58 @@ impl Coverage {
             .set(if open > 0 { 1.0 } else { 0.0 });
     }
 
-    async fn put(&self, receiving: bool, since_ms: i64, until_ms: i64, ended: &str) {
-        let r = SourceReceiver {
-            source: self.source.clone(),
-            node: self.node.clone(),
-            receiving,
-            since_ms,
-            until_ms,
-            ended: ended.to_owned(),
-        };
-        if let Err(e) = self.store.put_source_receiver(r).await {
+    async fn put(&self, l: &mut Local, row: SourceReceiver) {
+        l.row = Some(row.clone());
+        if let Err(e) = self.store.put_source_receiver(row).await {
             tracing::warn!(source = %self.source, error = %crate::report::Chain(&e), "cannot store the receiving record");
         }
     }
 
-    /// Decides whether this node's receiving again at `t` ends a window
+    /// Decides whether this node's receiving again at `w.t` ends a window
     /// nobody covered, waiting for nodes that may still be receiving, and
-    /// records it.
-    async fn settle(
-        &self,
-        before: Vec<SourceReceiver>,
-        own_end: Option<i64>,
-        t: i64,
-        resume: bool,
-    ) {
-        let mut others: Vec<SourceReceiver> = Vec::new();
-        let mut ends: Vec<(i64, &'static str)> = Vec::new();
-        for r in before {
-            if r.node == self.node {
-                // This node's last run (killed: still "receiving"; or
-                // stopped) or its own last disconnection.
-                let reason = if r.receiving || r.ended == "stopped" {
-                    "restart"
-                } else {
-                    "disconnected"
-                };
-                ends.push((r.until_ms, reason));
-            } else {
-                others.push(r);
-            }
+    /// records it; then clears the pending mark.
+    async fn settle(&self, mut w: Window, resume: bool) {
+        if let Some((start, end)) = w.unsettled {
+            // The last run of this node stopped before it could tell.
+            self.record(start, end, "unsettled", resume).await;
         }
-        if let Some(e) = own_end {
-            ends.push((e, "disconnected"));
-        }
-        // Nodes that may be receiving: wait until each covered `t` or
-        // stopped or went silent.
+        let mut hurry = self.hurry.subscribe();
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis((RECEIVER_STALE_MS + RECEIVER_BEAT_MS) as u64);
-        loop {
-            let pending = others.iter().any(|r| {
-                r.receiving && r.until_ms < t && now_ms() - r.until_ms <= RECEIVER_STALE_MS
-            });
-            if !pending || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis((RECEIVER_BEAT_MS / 2) as u64)).await;
-            match self.store.source_receivers(&self.source).await {
-                Ok(now) => {
-                    for o in &mut others {
-                        // A record rewritten since (the node reconnected)
-                        // loses its earlier end: the gap only grows.
-                        if let Some(n) = now.iter().find(|n| n.node == o.node) {
-                            *o = n.clone();
-                        }
-                    }
+        while w.pending() && tokio::time::Instant::now() < deadline {
+            let hurried = *hurry.borrow_and_update();
+            if !hurried {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis((RECEIVER_BEAT_MS / 2) as u64)) => {}
+                    _ = hurry.changed() => {}
                 }
+            }
+            match self.store.source_receivers(&self.source).await {
+                Ok(now) => w.refresh(&now),
                 Err(e) => {
                     tracing::warn!(source = %self.source, error = %crate::report::Chain(&e), "cannot read the receiving records");
                 }
             }
+            if hurried || *hurry.borrow() {
+                // One last look, then decide: err on recording.
+                break;
+            }
         }
-        let Some(gap) = uncovered(&others, &ends, t) else {
-            return;
-        };
-        let (start_ms, end_ms, reason) = gap;
-        self.record(start_ms, end_ms, reason, resume).await;
+        if let Some((start, end, reason)) = uncovered(&w.others, &w.ends, w.t) {
+            self.record(start, end, reason, resume).await;
+        }
+        let mut l = self.inner.lock().await;
+        l.settling.retain(|s| *s != w.t);
+        if let Some(mut row) = l.row.clone()
+            && row.since_ms == w.t
+            && row.pending_ms.is_some()
+        {
+            row.pending_ms = None;
+            if row.receiving {
+                row.until_ms = now_ms();
+            }
+            self.put(&mut l, row).await;
+        }
     }
 
     async fn record(&self, start_ms: i64, end_ms: i64, reason: &str, resume: bool) {
@@ -300,6 +336,91 @@ impl Coverage {
     }
 }
 
+/// What a node knows, when it starts receiving again at `t`, of the
+/// window before it.
+pub(crate) struct Window {
+    /// Other nodes' records (refreshed while some may still be receiving).
+    others: Vec<SourceReceiver>,
+    /// This node's own ends before `t`, with reasons.
+    ends: Vec<(i64, &'static str)>,
+    t: i64,
+    /// A window this node's last run left pending: (start, end).
+    unsettled: Option<(i64, i64)>,
+}
+
+impl Window {
+    fn new(node: &str, before: Vec<SourceReceiver>, own_end: Option<i64>, t: i64) -> Self {
+        let mut w = Self {
+            others: Vec::new(),
+            ends: Vec::new(),
+            t,
+            unsettled: None,
+        };
+        for r in before {
+            if r.node == node {
+                // This node's last run (killed: still "receiving"; or
+                // stopped) or its own last disconnection.
+                let reason = if r.receiving || r.ended == "stopped" {
+                    "restart"
+                } else {
+                    "disconnected"
+                };
+                w.ends.push((r.until_ms, reason));
+                if let Some(p) = r.pending_ms {
+                    w.unsettled = Some((p, r.since_ms));
+                }
+            } else {
+                w.others.push(r);
+            }
+        }
+        if let Some(e) = own_end {
+            w.ends.push((e, "disconnected"));
+        }
+        w
+    }
+
+    /// Whether a node may still be receiving and has not yet said so
+    /// past `t`.
+    fn pending(&self) -> bool {
+        self.others.iter().any(|r| {
+            r.receiving && r.until_ms < self.t && now_ms() - r.until_ms <= RECEIVER_STALE_MS
+        })
+    }
+
+    /// Takes the records as they are now. A record rewritten since (its
+    /// node reconnected) loses its earlier end: the gap only grows.
+    fn refresh(&mut self, now: &[SourceReceiver]) {
+        for o in &mut self.others {
+            if let Some(n) = now.iter().find(|n| n.node == o.node) {
+                *o = n.clone();
+            }
+        }
+    }
+
+    /// The earliest start the window can get, if it can be a gap at all.
+    fn earliest_start(&self) -> Option<i64> {
+        let ends = self
+            .ends
+            .iter()
+            .map(|(e, _)| *e)
+            .chain(
+                self.others
+                    .iter()
+                    .filter(|r| !r.receiving)
+                    .map(|r| r.until_ms),
+            )
+            .max();
+        ends.or_else(|| {
+            self.others
+                .iter()
+                .filter(|r| r.receiving && r.until_ms < self.t)
+                .map(|r| r.until_ms)
+                .min()
+        })
+        .filter(|s| *s < self.t)
+    }
+}
+
 /// The window before `t` that no node covered, from records read before
 /// this node received again: `others` (other nodes, settled) and `ends`
 /// (this node's own ends, with reasons). `None`: covered, or nothing known.
@@ -353,6 +474,7 @@ mod tests {
             since_ms,
             until_ms,
             ended: ended.into(),
+            pending_ms: None,
         }
     }
 
@@ -394,6 +516,45 @@ mod tests {
         );
         // Clocks: an end after `t` is no gap.
         assert_eq!(uncovered(&[], &[(120, "disconnected")], 100), None);
+    }
+
+    #[test]
+    fn a_window_left_pending_by_a_dead_run_is_recorded_at_its_widest() {
+        // This node's last run started receiving at 500 and died before it
+        // settled whether the window from 100 was covered.
+        let mut own = rec("me", true, 500, 800, "disconnected");
+        own.pending_ms = Some(100);
+        let w = Window::new(
+            "me",
+            vec![own, rec("b", false, 0, 50, "stopped")],
+            None,
+            1000,
+        );
+        assert_eq!(w.unsettled, Some((100, 500)));
+        assert_eq!(
+            w.earliest_start(),
+            Some(800),
+            "the last heartbeat of the dead run"
+        );
+        assert!(!w.pending());
+        assert_eq!(
+            uncovered(&w.others, &w.ends, w.t),
+            Some((800, 1000, "restart"))
+        );
+        // A node that may still be receiving keeps the window pending, and
+        // its start is at the earliest that node's last heartbeat.
+        let now = now_ms();
+        let w = Window::new(
+            "me",
+            vec![rec("b", true, now - 100, now - 50, "disconnected")],
+            None,
+            now,
+        );
+        assert!(w.pending());
+        assert_eq!(w.earliest_start(), Some(now - 50));
+        // Nothing known before: no window at all.
+        let w = Window::new("me", Vec::new(), None, now);
+        assert_eq!(w.earliest_start(), None);
     }
 
     #[test]

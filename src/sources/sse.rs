@@ -179,8 +179,9 @@ pub async fn run(
         keeper.release().await;
     }
     beat.abort();
-    // The connections recorded their ends; log what is due before going.
-    sh.coverage.beat().await;
+    // The connections recorded their ends: decide what is pending and log
+    // what is due before going.
+    sh.coverage.finish().await;
 }
 
 /// Runs this node's connections until shutdown, a fenced write, or (with

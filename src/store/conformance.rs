@@ -711,6 +711,7 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
         since_ms: now - 10_000,
         until_ms: now,
         ended: "disconnected".into(),
+        pending_ms: Some(now - 20_000),
     };
     store.put_source_receiver(rec.clone()).await.unwrap();
     store
@@ -722,7 +723,9 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
         .await
         .unwrap();
     assert!(store.source_states().await.unwrap()[0].connected);
-    assert_eq!(store.source_receivers("up").await.unwrap().len(), 2);
+    let recs = store.source_receivers("up").await.unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0], rec, "round trip");
     store
         .put_source_receiver(SourceReceiver {
             receiving: false,

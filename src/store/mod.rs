@@ -457,7 +457,9 @@ pub struct SourceGap {
     pub end: String,
     /// Why nothing was received: `disconnected` (the last connection
     /// dropped), `restart` (this node stopped or died and came back),
-    /// `node_stopped` (the last receiving node stopped or died).
+    /// `node_stopped` (the last receiving node stopped or died),
+    /// `unsettled` (a node died while it was finding out whether another
+    /// node covered the window: its earliest possible extent).
     pub reason: String,
     /// How the connection that ended the gap resumed: `last_event_id`
     /// (the upstream was asked to replay after the last committed id) or
@@ -502,6 +504,9 @@ pub struct SourceReceiver {
     pub until_ms: i64,
     /// Why it stopped: `disconnected` or `stopped` (the node shut down).
     pub ended: String,
+    /// While the window before `since_ms` is not yet settled (another
+    /// node may have covered it): its earliest possible start (ms).
+    pub pending_ms: Option<i64>,
 }
 
 /// Progress of one source's connection, merged into its stored state by

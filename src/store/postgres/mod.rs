@@ -641,10 +641,10 @@ impl SourceStore for PostgresStore {
     async fn put_source_receiver(&self, r: SourceReceiver) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended, pending_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (source, node) DO UPDATE SET receiving = excluded.receiving, since_ms = excluded.since_ms, \
-             until_ms = excluded.until_ms, ended = excluded.ended",
-            &[&r.source, &r.node, &r.receiving, &r.since_ms, &r.until_ms, &r.ended],
+             until_ms = excluded.until_ms, ended = excluded.ended, pending_ms = excluded.pending_ms",
+            &[&r.source, &r.node, &r.receiving, &r.since_ms, &r.until_ms, &r.ended, &r.pending_ms],
         )
         .await
         .map_err(backend)?;
@@ -797,7 +797,7 @@ async fn pg_receivers(
 ) -> Result<Vec<SourceReceiver>> {
     let rows = c
         .query(
-            "SELECT source, node, receiving, since_ms, until_ms, ended FROM source_receivers WHERE source = $1 ORDER BY node",
+            "SELECT source, node, receiving, since_ms, until_ms, ended, pending_ms FROM source_receivers WHERE source = $1 ORDER BY node",
             &[&source],
         )
         .await
@@ -811,6 +811,7 @@ async fn pg_receivers(
             since_ms: r.get(3),
             until_ms: r.get(4),
             ended: r.get(5),
+            pending_ms: r.get(6),
         })
         .collect())
 }

@@ -607,10 +607,10 @@ impl SourceStore for SqliteStore {
     async fn put_source_receiver(&self, r: SourceReceiver) -> Result<()> {
         self.write(move |w| {
             w.conn.execute(
-                "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended, pending_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (source, node) DO UPDATE SET receiving = excluded.receiving, since_ms = excluded.since_ms, \
-                 until_ms = excluded.until_ms, ended = excluded.ended",
-                params![r.source, r.node, r.receiving, r.since_ms, r.until_ms, r.ended],
+                 until_ms = excluded.until_ms, ended = excluded.ended, pending_ms = excluded.pending_ms",
+                params![r.source, r.node, r.receiving, r.since_ms, r.until_ms, r.ended, r.pending_ms],
             )?;
             Ok(())
         })
@@ -729,7 +729,7 @@ fn gaps(c: &Connection, source: &str, limit: usize) -> Result<Vec<SourceGap>> {
 
 fn receivers(c: &Connection, source: &str) -> Result<Vec<SourceReceiver>> {
     let mut q = c.prepare_cached(
-        "SELECT source, node, receiving, since_ms, until_ms, ended FROM source_receivers WHERE source = ?1 ORDER BY node",
+        "SELECT source, node, receiving, since_ms, until_ms, ended, pending_ms FROM source_receivers WHERE source = ?1 ORDER BY node",
     )?;
     let rows = q.query_map(params![source], |r| {
         Ok(SourceReceiver {
@@ -739,6 +739,7 @@ fn receivers(c: &Connection, source: &str) -> Result<Vec<SourceReceiver>> {
             since_ms: r.get(3)?,
             until_ms: r.get(4)?,
             ended: r.get(5)?,
+            pending_ms: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

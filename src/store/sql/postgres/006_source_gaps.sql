@@ -8,6 +8,8 @@ CREATE TABLE source_receivers (
     since_ms  BIGINT NOT NULL,
     until_ms  BIGINT NOT NULL,
     ended     TEXT NOT NULL,
+    -- the earliest start of the window before since_ms, until settled
+    pending_ms BIGINT,
     PRIMARY KEY (source, node)
 );
 

@@ -8,6 +8,8 @@ CREATE TABLE source_receivers (
     since_ms  INTEGER NOT NULL,
     until_ms  INTEGER NOT NULL,
     ended     TEXT NOT NULL,
+    -- the earliest start of the window before since_ms, until settled
+    pending_ms INTEGER,
     PRIMARY KEY (source, node)
 );
 
