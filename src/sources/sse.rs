@@ -251,6 +251,7 @@ async fn connection(
         server_retry: None,
         progress: None,
         fenced: false,
+        batch_since_ms: None,
     };
     let mut failures = 0u32;
     loop {
@@ -391,6 +392,10 @@ struct Conn {
     /// Counts and position not yet written to the store.
     progress: Option<SourceProgress>,
     fenced: bool,
+    /// When the first frame of the batch being read arrived (ms), until
+    /// the batch is committed: a connection that fails before then has
+    /// received nothing safely from that moment on.
+    batch_since_ms: Option<i64>,
 }
 
 impl Conn {
@@ -472,8 +477,13 @@ impl Conn {
         let end_ms = match &res {
             // The upstream closed, or we did: nothing was cut off.
             Ok(_) => super::gaps::now_ms(),
-            Err(_) => last_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            // Failed: what came after its last bytes, and a batch that was
+            // never committed, may be lost.
+            Err(_) => last_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .min(self.batch_since_ms.unwrap_or(i64::MAX)),
         };
+        self.batch_since_ms = None;
         self.sh
             .coverage
             .closed(end_ms, matches!(res, Ok(End::Shutdown)) && !self.fenced)
@@ -521,6 +531,7 @@ impl Conn {
             let Some(first) = first else {
                 return Ok(End::Eof);
             };
+            self.batch_since_ms = Some(super::gaps::now_ms());
             let mut items = vec![first];
             let mut ended = false;
             while items.len() < MAX_BATCH {
@@ -649,6 +660,7 @@ impl Conn {
                     .last_event_id
                     .clone_from(&last_id);
             }
+            self.batch_since_ms = None;
             self.flush().await;
             if self.fenced {
                 return Err("lease lost to another node".into());
