@@ -679,6 +679,19 @@ pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
         updated: "t".into(),
         ..Default::default()
     };
+    // A state an older version left "connected" is not, once written.
+    store
+        .put_source_state(
+            super::SourceState {
+                name: "up".into(),
+                stream: "s".into(),
+                connected: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
     // Two writers (connections, nodes) each add their own counts: none is
     // lost, and the event time only moves forward (by instant).
     store

@@ -402,7 +402,8 @@ pub struct SourceState {
     pub name: String,
     /// Target stream.
     pub stream: String,
-    /// Whether the source is connected upstream.
+    /// Whether the source is connected upstream: some node's receiving
+    /// record is live (see [`receiver_live`]).
     pub connected: bool,
     /// The SSE `id` of the last committed event (sent as `Last-Event-ID`).
     pub last_event_id: Option<String>,
@@ -549,6 +550,10 @@ impl SourceProgress {
                 ..SourceState::default()
             };
         }
+        // Whether it is connected comes from the receiving records now
+        // (`source_states`); a column left true by an older version that
+        // died connected would say so for ever.
+        state.connected = false;
         state.taken += self.taken;
         state.duplicates += self.duplicates;
         state.rejected += self.rejected;
