@@ -1415,3 +1415,65 @@ async fn an_upstream_that_keeps_dropping_cannot_flood_the_log_with_gaps() {
         "the record is logged when new and at most once more per window: {logged}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pages_by_time_until_no_later_time_comes() {
+    // No cursor, and pages of at most two entries from `since` on: the
+    // backfill must keep paging (each page starting at the latest time of
+    // the last) past what it already has, and stop once a page brings
+    // nothing later.
+    let log: Arc<Vec<Value>> = Arc::new((1..=7).map(|i| event(i, "grant.created")).collect());
+    let l = log.clone();
+    let backfill: Arc<BackfillFn> = Arc::new(move |since| {
+        let entries: Vec<&Value> = l
+            .iter()
+            .filter(|e| {
+                since
+                    .as_ref()
+                    .is_none_or(|s| e["createdAt"].as_str().unwrap() >= s.as_str())
+            })
+            .take(2)
+            .collect();
+        json!({"entries": entries})
+    });
+    let stream: Arc<StreamFn> = Arc::new(|_, _| Script {
+        frames: vec![],
+        close: false,
+        delay: Duration::ZERO,
+    });
+    let (base, seen) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", true);
+    create_key(&data, "read"); // creates the store
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args([
+            "sources",
+            "backfill",
+            "--since",
+            "2026-11-23T10:00:02Z",
+            "--json",
+        ])
+        .env("TEST_SSE_KEY", "secret123")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&data, &(2..=7).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    let since = seen.lock().unwrap().backfill_since.clone();
+    assert_eq!(
+        since.last().cloned().flatten().as_deref(),
+        Some("2026-11-23T10:00:07Z"),
+        "the last page started at the latest time and brought nothing later: {since:?}"
+    );
+    assert_eq!(since.len(), 6, "{since:?}");
+}
