@@ -1,6 +1,8 @@
 //! The log's own stream, [`SELF_STREAM`]: every checkpoint the log signs
 //! (`checkpoint.signed`) and every archive index it writes
-//! (`index.written`) is recorded there as an ordinary event, chained,
+//! (`index.written`), and every possible upstream gap of a source
+//! (`source.gap`, written by each source), is recorded there
+//! as an ordinary event, chained,
 //! checkpointed and archived like any other, so that destinations with
 //! `checkpoints = true` deliver copies of the log's anchors to systems the
 //! operator does not control (issue #12), and `trailkeep checkpoints
@@ -19,6 +21,8 @@ use crate::store::{AppendGroup, Store, StoreError, StoredCheckpoint};
 pub const CHECKPOINT_SIGNED: &str = "checkpoint.signed";
 /// Event type of an archive index record.
 pub const INDEX_WRITTEN: &str = "index.written";
+/// Event type of a source's possible upstream gap.
+pub const SOURCE_GAP: &str = "source.gap";
 
 /// Appends events `(id, type, data)` to the log's own stream in one
 /// commit. Ids are fixed by what they record, so recording the same thing

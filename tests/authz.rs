@@ -120,6 +120,7 @@ impl World {
                         last_error: None,
                         last_error_at: None,
                         updated: "2026-01-01T00:00:00Z".into(),
+                        ..Default::default()
                     },
                     None,
                 )

@@ -352,26 +352,32 @@ async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
     // the source is disconnected and exist only in the backfill endpoint.
     let log: Arc<Vec<Value>> = Arc::new((1..=9).map(|i| event(i, "grant.created")).collect());
     let l = log.clone();
-    let stream: Arc<StreamFn> = Arc::new(move |n, _| match n {
-        1 => Script {
-            frames: l[..3].iter().map(|e| frame(None, e)).collect(),
-            close: true,
-            delay: Duration::from_millis(5),
-        },
-        _ => Script {
-            frames: l[6..].iter().map(|e| frame(None, e)).collect(),
-            close: false,
-            delay: Duration::from_millis(50),
-        },
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = connections.clone();
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| {
+        c.store(n, std::sync::atomic::Ordering::SeqCst);
+        match n {
+            1 => Script {
+                frames: l[..3].iter().map(|e| frame(None, e)).collect(),
+                close: true,
+                delay: Duration::from_millis(5),
+            },
+            _ => Script {
+                frames: l[6..].iter().map(|e| frame(None, e)).collect(),
+                close: false,
+                delay: Duration::from_millis(50),
+            },
+        }
     });
     let l = log.clone();
-    let calls = Arc::new(Mutex::new(0usize));
     let backfill: Arc<BackfillFn> = Arc::new(move |since| {
         // What has happened by then: e1-e3 before the first connection,
         // e4-e6 while the source was disconnected.
-        let mut c = calls.lock().unwrap();
-        *c += 1;
-        let happened = if *c == 1 { 3 } else { 6 };
+        let happened = if connections.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            3
+        } else {
+            6
+        };
         let entries: Vec<&Value> = l[..happened]
             .iter()
             .filter(|e| {
@@ -404,10 +410,11 @@ async fn backfill_fills_the_gap_when_the_upstream_cannot_resume() {
         seen.backfill_since.len() >= 2,
         "a backfill after every (re)connect"
     );
-    assert_eq!(
-        seen.backfill_since[1].as_deref(),
-        Some("2026-11-23T10:00:03Z"),
-        "the second backfill starts at the last committed time"
+    assert!(
+        seen.backfill_since
+            .contains(&Some("2026-11-23T09:55:03Z".to_owned())),
+        "the backfill after the reconnect starts overlap_ms (5 minutes) before the last committed time: {:?}",
+        seen.backfill_since
     );
     drop(seen);
     let st = status(&data);
@@ -805,6 +812,18 @@ async fn the_source_lease_fails_over_between_nodes() {
         (TOTAL as i64, TOTAL as i64),
         "every event once, none twice"
     );
+    // The takeover window is recorded: from node a's last heartbeat to
+    // node b's first connection, resumed by Last-Event-ID.
+    let gap = db
+        .query_one(
+            "SELECT reason, resume, end_ms - start_ms FROM source_gaps",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gap.get::<_, String>(0), "node_stopped");
+    assert_eq!(gap.get::<_, String>(1), "last_event_id");
+    assert!(gap.get::<_, i64>(2) > 0);
 }
 
 fn source_config(dir: &Path, text: &str) -> PathBuf {
@@ -1005,4 +1024,456 @@ async fn an_endless_data_line_is_cut_off_and_rejected() {
     let a = first.load(std::sync::atomic::Ordering::SeqCst);
     assert!(a < 64 << 20, "{a} bytes sent into one endless line");
     server.kill9();
+}
+
+/// A non-resumable upstream as Grantex's: every event goes to every open
+/// connection as it happens, without `id:`, and nothing is replayed.
+struct Hub {
+    tx: tokio::sync::broadcast::Sender<String>,
+    /// Connections made so far.
+    made: std::sync::atomic::AtomicUsize,
+    /// Connections open now.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many frames connection `n` (from 1) gets before it is dropped.
+    drop_after: Box<dyn Fn(usize) -> Option<usize> + Send + Sync>,
+}
+
+struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Hub {
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sends event `i` (time `base` + `i` ms... as given) to every open connection.
+    fn emit(&self, e: &Value) {
+        let _ = self.tx.send(frame(None, e));
+    }
+}
+
+async fn hub_handler(State(h): State<Arc<Hub>>) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let n = h.made.fetch_add(1, SeqCst) + 1;
+    let limit = (h.drop_after)(n).unwrap_or(usize::MAX);
+    let rx = h.tx.subscribe();
+    h.open.fetch_add(1, SeqCst);
+    let guard = OpenGuard(h.open.clone());
+    let body = futures_util::stream::unfold(
+        (rx, 0usize, guard),
+        move |(mut rx, sent, guard)| async move {
+            if sent >= limit {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(f) => {
+                        return Some((Ok::<_, Infallible>(Bytes::from(f)), (rx, sent + 1, guard)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+async fn start_hub(
+    drop_after: impl Fn(usize) -> Option<usize> + Send + Sync + 'static,
+) -> (String, Arc<Hub>) {
+    let (tx, _) = tokio::sync::broadcast::channel(8192);
+    let hub = Arc::new(Hub {
+        tx,
+        made: Default::default(),
+        open: Default::default(),
+        drop_after: Box::new(drop_after),
+    });
+    let app = axum::Router::new()
+        .route("/stream", get(hub_handler))
+        .with_state(hub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hub)
+}
+
+/// Emits events `from..=to` at the upstream's own pace.
+async fn emit(hub: &Hub, from: usize, to: usize) {
+    for i in from..=to {
+        hub.emit(&event(i, "grant.created"));
+        // The fake upstream's own pace (a live stream), not a wait.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+fn ms_now() -> i64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()) as i64
+}
+
+fn parse_ms(t: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_lose_nothing_when_one_keeps_dropping() {
+    const TOTAL: usize = 400;
+    // Connection 2 stays; every other one is dropped after 15 events, so
+    // one of the source's two connections drops and reconnects over and
+    // over while the events flow.
+    let (base, hub) = start_hub(|n| (n != 2).then_some(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &base,
+        "connections = 2\nconnection_stagger_ms = 100",
+        false,
+    );
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(10), "both connections open", || {
+        hub.open() == 2
+    })
+    .await;
+    emit(&hub, 1, TOTAL).await;
+    wait_until(Duration::from_secs(20), "every event", || {
+        stored(&data).len() >= TOTAL
+    })
+    .await;
+    assert!(
+        hub.made.load(std::sync::atomic::Ordering::SeqCst) >= 10,
+        "the first connection was dropped again and again"
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_exactly_once(
+        &data,
+        &(1..=TOTAL).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+    );
+    let st = status(&data);
+    assert_eq!(st["taken"], TOTAL as u64, "{st}");
+    assert!(
+        st["duplicates"].as_u64().unwrap() > 0,
+        "both connections received: {st}"
+    );
+    assert_eq!(
+        st["gaps_total"], 0,
+        "one connection was receiving all along: no gap: {st}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_active_nodes_lose_and_double_nothing_when_one_is_killed() {
+    let Some(pg) = fresh_postgres("tk_active").await else {
+        return;
+    };
+    const TOTAL: usize = 400;
+    let (base, hub) = start_hub(|_| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &base, "active_active = true", false);
+    let a = start_serve(&dir.path().join("a"), &config, &pg.url).await;
+    let b = start_serve(&dir.path().join("b"), &config, &pg.url).await;
+    wait_until(Duration::from_secs(10), "both nodes connected", || {
+        hub.open() == 2
+    })
+    .await;
+    let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Each node has confirmed the other was receiving when it started (a
+    // node killed before it confirms it leaves a possible gap, rightly).
+    common::wait_for(Duration::from_secs(10), "both nodes settled", async || {
+        db.query_one(
+            "SELECT count(*) FROM source_receivers WHERE receiving AND pending_ms IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 2
+    })
+    .await;
+    emit(&hub, 1, TOTAL / 2).await;
+    a.kill9();
+    emit(&hub, TOTAL / 2 + 1, TOTAL).await;
+    let count = || async {
+        db
+            .query_one(
+                "SELECT count(*), count(DISTINCT e.id) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = 'up'",
+                &[],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap()
+    };
+    common::wait_for(Duration::from_secs(20), "every event stored", async || {
+        count().await.0 >= TOTAL as i64
+    })
+    .await;
+    assert_eq!(b.terminate().code(), Some(0));
+    assert_eq!(
+        count().await,
+        (TOTAL as i64, TOTAL as i64),
+        "every event once, none twice"
+    );
+    let st = db
+        .query_one("SELECT taken FROM sources WHERE name = 'up'", &[])
+        .await
+        .unwrap();
+    // Both nodes add to one row; a node killed between a commit and its
+    // counter write leaves that batch uncounted, never counted twice.
+    let taken = st.get::<_, i64>(0);
+    assert!(taken > TOTAL as i64 / 2 && taken <= TOTAL as i64, "{taken}");
+    let gaps = db
+        .query_one("SELECT count(*) FROM source_gaps", &[])
+        .await
+        .unwrap();
+    assert_eq!(gaps.get::<_, i64>(0), 0, "node b was receiving all along");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_against_a_non_resumable_upstream_is_recorded_as_a_gap() {
+    let (base, hub) = start_hub(|_| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", false);
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(10), "connected", || hub.open() == 1).await;
+    emit(&hub, 1, 20).await;
+    wait_until(Duration::from_secs(10), "the first events", || {
+        stored(&data).len() >= 20
+    })
+    .await;
+    let killed = ms_now();
+    server.kill9();
+    wait_until(Duration::from_secs(10), "the upstream saw the drop", || {
+        hub.open() == 0
+    })
+    .await;
+    // Sent while nobody was receiving: lost, and no backfill to fill it.
+    emit(&hub, 21, 30).await;
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(10), "connected again", || {
+        hub.open() == 1
+    })
+    .await;
+    let resumed = ms_now();
+    emit(&hub, 31, 50).await;
+    wait_until(Duration::from_secs(10), "a gap recorded", || {
+        status(&data)["gaps_total"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let st = status(&data);
+    let gap = &st["gaps"][0];
+    assert_eq!(gap["reason"], "restart", "{st}");
+    assert_eq!(gap["resume"], "none", "nothing to resume from: {st}");
+    let (start, end) = (
+        parse_ms(gap["start"].as_str().unwrap()),
+        parse_ms(gap["end"].as_str().unwrap()),
+    );
+    assert!(
+        start <= killed,
+        "the gap starts no later than the last moment known receiving: {st}"
+    );
+    assert!(killed - start < 5_000, "and not long before it: {st}");
+    assert!(
+        end >= killed && end <= resumed + 1_000,
+        "it ends when receiving resumed: {st}"
+    );
+    // In the log's own stream, as a `source.gap` event.
+    wait_until(Duration::from_secs(10), "the gap in _trailkeep", || {
+        let conn = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = '_trailkeep' AND e.body LIKE '%\"source.gap\"%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            >= 1
+    })
+    .await;
+    let (series, _) = scrape(&server.url).await;
+    assert_eq!(
+        series.get("trailkeep_source_gaps_total{source=\"up\"}"),
+        Some(&1.0),
+        "{series:?}"
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    let ids: HashSet<String> = stored(&data).into_iter().map(|r| r.1).collect();
+    assert!(ids.contains("e20") && ids.contains("e50"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_overlap_catches_events_that_arrive_out_of_order() {
+    // e1-e5 on the stream, then it drops; while disconnected e6 and e7
+    // reach the audit endpoint, and e6 carries a time 300 ms *before*
+    // e5's (it arrived out of order). A backfill from e5's time on
+    // (no overlap) never sees it.
+    let at = |i: usize, ms: u64| {
+        json!({"id": format!("e{i}"), "type": "grant.created",
+               "createdAt": format!("2026-11-23T10:00:{:02}.{:03}Z", ms / 1000, ms % 1000), "data": {"n": i}})
+    };
+    let log: Arc<Vec<Value>> = Arc::new(vec![
+        at(1, 1000),
+        at(2, 2000),
+        at(3, 3000),
+        at(4, 4000),
+        at(6, 4700),
+        at(5, 5000),
+        at(7, 6000),
+    ]);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, l) = (connections.clone(), log.clone());
+    let stream: Arc<StreamFn> = Arc::new(move |n, _| {
+        c.store(n, std::sync::atomic::Ordering::SeqCst);
+        let frames = if n == 1 {
+            l.iter()
+                .filter(|e| !matches!(e["id"].as_str(), Some("e6" | "e7")))
+                .map(|e| frame(None, e))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Script {
+            frames,
+            close: n == 1,
+            delay: Duration::from_millis(5),
+        }
+    });
+    let l = log.clone();
+    let backfill: Arc<BackfillFn> = Arc::new(move |since| {
+        let late = connections.load(std::sync::atomic::Ordering::SeqCst) >= 2;
+        let entries: Vec<&Value> = l
+            .iter()
+            .filter(|e| late || !matches!(e["id"].as_str(), Some("e6" | "e7")))
+            .filter(|e| {
+                since
+                    .as_ref()
+                    .is_none_or(|s| parse_ms(e["createdAt"].as_str().unwrap()) >= parse_ms(s))
+            })
+            .collect();
+        json!({"entries": entries})
+    });
+    let (base, _) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_serve(&data, &write_config(dir.path(), &base, "", true), "sqlite").await;
+    wait_until(Duration::from_secs(10), "e7 from the backfill", || {
+        data.join("trailkeep.db").metadata().is_ok() && stored(&data).iter().any(|r| r.1 == "e7")
+    })
+    .await;
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_exactly_once(&data, &(1..=7).map(|i| format!("e{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_keeps_dropping_cannot_flood_the_log_with_gaps() {
+    // Every connection gets one event and is dropped: each reconnect ends
+    // a window nobody was receiving. They merge into one record, written
+    // to `_trailkeep` once per gap_merge_ms, however many there are.
+    let stream: Arc<StreamFn> = Arc::new(|n, _| Script {
+        frames: vec![frame(None, &event(n, "grant.created"))],
+        close: true,
+        delay: Duration::from_millis(1),
+    });
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "gap_merge_ms = 600000", false);
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(20), "many gaps merged", || {
+        data.join("trailkeep.db").metadata().is_ok()
+            && status(&data)["gaps"][0]["merged"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    assert!(seen.lock().unwrap().last_event_ids.len() >= 20);
+    assert_eq!(server.terminate().code(), Some(0));
+    let st = status(&data);
+    assert_eq!(st["gaps_total"], 1, "one merged record: {st}");
+    let conn = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
+    let logged: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = '_trailkeep' AND e.body LIKE '%\"source.gap\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (1..=2).contains(&logged),
+        "the record is logged when new and at most once more per window: {logged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pages_by_time_until_no_later_time_comes() {
+    // No cursor, and pages of at most two entries from `since` on: the
+    // backfill must keep paging (each page starting at the latest time of
+    // the last) past what it already has, and stop once a page brings
+    // nothing later.
+    let log: Arc<Vec<Value>> = Arc::new((1..=7).map(|i| event(i, "grant.created")).collect());
+    let l = log.clone();
+    let backfill: Arc<BackfillFn> = Arc::new(move |since| {
+        let entries: Vec<&Value> = l
+            .iter()
+            .filter(|e| {
+                since
+                    .as_ref()
+                    .is_none_or(|s| e["createdAt"].as_str().unwrap() >= s.as_str())
+            })
+            .take(2)
+            .collect();
+        json!({"entries": entries})
+    });
+    let stream: Arc<StreamFn> = Arc::new(|_, _| Script {
+        frames: vec![],
+        close: false,
+        delay: Duration::ZERO,
+    });
+    let (base, seen) = start_upstream(stream, backfill).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", true);
+    create_key(&data, "read"); // creates the store
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args([
+            "sources",
+            "backfill",
+            "--since",
+            "2026-11-23T10:00:02Z",
+            "--json",
+        ])
+        .env("TEST_SSE_KEY", "secret123")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&data, &(2..=7).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    let since = seen.lock().unwrap().backfill_since.clone();
+    assert_eq!(
+        since.last().cloned().flatten().as_deref(),
+        Some("2026-11-23T10:00:07Z"),
+        "the last page started at the latest time and brought nothing later: {since:?}"
+    );
+    assert_eq!(since.len(), 6, "{since:?}");
 }

@@ -399,7 +399,8 @@ pub(super) struct SourceList {
     sources: Vec<SourceState>,
 }
 
-/// Each SSE source: connection, resume position, counters, last error.
+/// Each SSE source: connection, resume position, counters, last error, the
+/// latest possible upstream gaps.
 #[utoipa::path(get, path = "/v1/sources", tag = "sources", security(("bearer" = [])),
     responses((status = 200, body = SourceList)))]
 pub(super) async fn sources(

@@ -11,7 +11,8 @@ use crate::config::Config;
 /// Source operations.
 #[derive(Debug, Subcommand)]
 pub enum SourcesCommand {
-    /// Show each source: connected, last event, counters, last error.
+    /// Show each source: connected, last event, counters, last error, the
+    /// latest possible upstream gaps.
     Status {
         /// Print JSON.
         #[arg(long, env = "TRAILKEEP_JSON")]
@@ -76,6 +77,23 @@ pub(super) async fn run(config: &Config, cmd: &SourcesCommand) -> anyhow::Result
                             _ => "-".into(),
                         }
                     );
+                    for g in &s.gaps {
+                        println!(
+                            "  possible upstream gap {} - {} ({}, resume {}{})",
+                            g.start,
+                            g.end,
+                            g.reason,
+                            g.resume,
+                            if g.merged > 1 {
+                                format!(", {} gaps merged", g.merged)
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                    if s.gaps_total > s.gaps.len() as u64 {
+                        println!("  ({} gap records in all)", s.gaps_total);
+                    }
                 }
             }
         }

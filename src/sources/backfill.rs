@@ -29,6 +29,11 @@ pub struct RawBackfill {
     pub next_cursor_field: Option<String>,
     /// Response field holding the items (default: the body is the array).
     pub items_field: Option<String>,
+    /// How far before the latest committed event time a backfill starts,
+    /// ms (default 300000): events that reach the endpoint late, out of
+    /// order, are still read.
+    #[serde(default = "default_overlap_ms")]
+    pub overlap_ms: u64,
     /// Most pages read in one backfill (default 10000).
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
@@ -45,6 +50,10 @@ fn default_max_pages() -> u32 {
     10_000
 }
 
+fn default_overlap_ms() -> u64 {
+    300_000
+}
+
 fn default_max_page_bytes() -> usize {
     16 << 20
 }
@@ -57,6 +66,7 @@ pub struct BackfillConfig {
     cursor_param: Option<String>,
     next_cursor_field: Option<String>,
     items_field: Option<String>,
+    overlap: time::Duration,
     max_pages: u32,
     max_page_bytes: usize,
     fields: Fields,
@@ -82,6 +92,9 @@ impl RawBackfill {
                 "set cursor_param and next_cursor_field together".into(),
             ));
         }
+        if self.overlap_ms > 7 * 86_400_000 {
+            return Err(("overlap_ms", "must be at most 604800000 (7 days)".into()));
+        }
         if self.max_pages == 0 {
             return Err(("max_pages", "must be at least 1".into()));
         }
@@ -91,6 +104,7 @@ impl RawBackfill {
             cursor_param: self.cursor_param,
             next_cursor_field: self.next_cursor_field,
             items_field: self.items_field,
+            overlap: time::Duration::milliseconds(self.overlap_ms as i64),
             max_pages: self.max_pages,
             max_page_bytes: self.max_page_bytes,
             fields: self.fields.into(),
@@ -115,21 +129,7 @@ pub struct BackfillStats {
     pub last_event_time: Option<String>,
 }
 
-/// Returns the later of two RFC 3339 times (by instant, not by text).
-pub(crate) fn later(a: Option<String>, b: &str) -> Option<String> {
-    use time::OffsetDateTime;
-    use time::format_description::well_known::Rfc3339;
-    match a {
-        None => Some(b.to_owned()),
-        Some(a) => match (
-            OffsetDateTime::parse(&a, &Rfc3339),
-            OffsetDateTime::parse(b, &Rfc3339),
-        ) {
-            (Ok(x), Ok(y)) if y > x => Some(b.to_owned()),
-            _ => Some(a),
-        },
-    }
-}
+pub(crate) use crate::store::later;
 
 /// Parses one page: its items (the array at `items_field`, else the body
 /// itself) and the next cursor (a non-empty string or a number at
@@ -181,11 +181,15 @@ pub async fn run(
     };
     let mut stats = BackfillStats::default();
     let mut cursor: Option<String> = None;
+    // Without a cursor, pages follow by time: the next one starts at the
+    // latest time of the last, until a page brings no later time.
+    let by_time = b.cursor_param.is_none() && b.since_param.is_some();
+    let mut page_since = since.map(str::to_owned);
     for page in 0..b.max_pages {
         let mut url = b.url.clone();
         {
             let mut q = url.query_pairs_mut();
-            if let (Some(p), Some(s)) = (&b.since_param, since) {
+            if let (Some(p), Some(s)) = (&b.since_param, &page_since) {
                 q.append_pair(p, s);
             }
             if let (Some(p), Some(c)) = (&b.cursor_param, &cursor) {
@@ -222,6 +226,7 @@ pub async fn run(
         }
         let received = super::now();
         let mut events = Vec::new();
+        let mut page_latest: Option<String> = None;
         // Numbers are judged on the page's text (a parsed value no longer
         // says how they were written).
         let mut bad_numbers =
@@ -240,7 +245,10 @@ pub async fn run(
                 ),
             };
             match mapped {
-                Mapped::Event(ev) => events.push(ev),
+                Mapped::Event(ev) => {
+                    page_latest = later(page_latest.take(), &ev.time);
+                    events.push(ev);
+                }
                 Mapped::Filtered => stats.filtered += 1,
                 Mapped::Rejected(reason) => {
                     stats.rejected += 1;
@@ -276,10 +284,41 @@ pub async fn run(
         progress(stats.taken + stats.duplicates + stats.filtered + stats.rejected);
         match next {
             Some(n) => cursor = Some(n),
+            None if by_time => match page_latest {
+                // Only a later time moves on: an endpoint that ignores
+                // `since` answers the same page, and paging stops.
+                Some(t)
+                    if later(page_since.clone(), &t).as_deref() == Some(t.as_str())
+                        && page_since.as_deref() != Some(t.as_str()) =>
+                {
+                    page_since = Some(t);
+                }
+                _ => break,
+            },
             None => break,
         }
     }
     Ok(stats)
+}
+
+/// The time a backfill after a (re)connect starts from: the latest event
+/// time committed, less the configured overlap (events can reach the
+/// endpoint late and out of order); `None` (from the start) without one.
+pub(crate) fn since_with_overlap(cfg: &SourceConfig, last: Option<&str>) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let last = last?;
+    let overlap = cfg
+        .backfill
+        .as_ref()
+        .map_or(time::Duration::ZERO, |b| b.overlap);
+    match time::OffsetDateTime::parse(last, &Rfc3339) {
+        Ok(t) => (t - overlap)
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .ok(),
+        // Not a time this can compute with: from the start (more, not less).
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]

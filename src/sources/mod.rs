@@ -14,6 +14,7 @@
 //! Not here: HTTP ingest (`api`), scheduling of other workers.
 
 pub mod backfill;
+pub mod gaps;
 pub mod mapping;
 pub mod sse;
 
@@ -58,9 +59,28 @@ pub struct RawSource {
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
     /// Lease time, ms: with several nodes on one store, one node runs the
-    /// source and another takes over this long after it stops renewing.
+    /// source and another takes over this long after it stops renewing
+    /// (unless `active_active`).
     #[serde(default = "default_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
+    /// Concurrent connections to the upstream on each node (1-8, default
+    /// 1): with 2, a drop of one connection loses nothing the other
+    /// received; every event arrives twice and is stored once (by id).
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+    /// Delay between starting one connection and the next, ms (default
+    /// 1000), so they do not drop and reconnect together.
+    #[serde(default = "default_connection_stagger_ms")]
+    pub connection_stagger_ms: u64,
+    /// Run the source on every node at once instead of on the lease
+    /// holder only (default false); events are deduplicated by id.
+    #[serde(default)]
+    pub active_active: bool,
+    /// Gaps closer together than this, ms, are merged into one gap record
+    /// (default 60000): bounds what an upstream that keeps dropping
+    /// connections can make the log write.
+    #[serde(default = "default_gap_merge_ms")]
+    pub gap_merge_ms: u64,
     /// Allow upstream addresses that are not public (IANA special-purpose,
     /// this host's own), for the stream and the backfill (default false).
     #[serde(default)]
@@ -98,6 +118,15 @@ fn default_reconnect_max_ms() -> u64 {
 fn default_lease_ttl_ms() -> u64 {
     15_000
 }
+fn default_connections() -> u32 {
+    1
+}
+fn default_connection_stagger_ms() -> u64 {
+    1_000
+}
+fn default_gap_merge_ms() -> u64 {
+    60_000
+}
 
 /// A validated source configuration.
 #[derive(Debug, Clone)]
@@ -122,6 +151,14 @@ pub struct SourceConfig {
     pub reconnect_max: Duration,
     /// Lease time.
     pub lease_ttl: Duration,
+    /// Concurrent connections per node.
+    pub connections: usize,
+    /// Delay between starting connections.
+    pub connection_stagger: Duration,
+    /// Run on every node at once.
+    pub active_active: bool,
+    /// Gaps closer than this are merged.
+    pub gap_merge: Duration,
     /// Allow non-public upstream addresses.
     pub allow_private: bool,
     /// Largest event, bytes.
@@ -208,6 +245,18 @@ impl RawSource {
         if self.reconnect_max_ms > 3_600_000 {
             return Err(cfg_err("reconnect_max_ms", "must be at most 3600000"));
         }
+        if !(1..=8).contains(&self.connections) {
+            return Err(cfg_err("connections", "must be between 1 and 8"));
+        }
+        if self.connection_stagger_ms > 600_000 {
+            return Err(cfg_err("connection_stagger_ms", "must be at most 600000"));
+        }
+        if self.gap_merge_ms > 86_400_000 {
+            return Err(cfg_err(
+                "gap_merge_ms",
+                "must be at most 86400000 (one day)",
+            ));
+        }
         let backfill = match self.backfill {
             Some(b) => Some(
                 b.validate(self.allow_private)
@@ -226,6 +275,10 @@ impl RawSource {
             reconnect_initial: Duration::from_millis(self.reconnect_initial_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            connections: self.connections as usize,
+            connection_stagger: Duration::from_millis(self.connection_stagger_ms),
+            active_active: self.active_active,
+            gap_merge: Duration::from_millis(self.gap_merge_ms),
             allow_private: self.allow_private,
             max_event_bytes: self.max_event_bytes,
             max_line_bytes,
@@ -348,6 +401,22 @@ mod tests {
             .validate()
             .expect_err("zero");
         assert_eq!(e.key, "reconnect_initial_ms");
+        for (text, key) in [
+            ("connections = 0", "connections"),
+            ("connections = 9", "connections"),
+            ("connection_stagger_ms = 600001", "connection_stagger_ms"),
+            ("gap_merge_ms = 86400001", "gap_merge_ms"),
+            (
+                "[backfill]\nurl = \"http://127.0.0.1:1/b\"\noverlap_ms = 604800001",
+                "backfill.overlap_ms",
+            ),
+        ] {
+            assert_eq!(raw(text).validate().expect_err(text).key, key, "{text}");
+        }
+        let ok = raw("connections = 2\nactive_active = true")
+            .validate()
+            .expect("valid");
+        assert_eq!((ok.connections, ok.active_active), (2, true));
         let e = raw("api_key_env = \"A\"\napi_key_file = \"/x\"")
             .validate()
             .expect_err("both");

@@ -14,11 +14,11 @@ use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use super::backfill::{self, later};
+use super::backfill;
 use super::mapping::{Fields, Mapped, map_item};
 use super::{Secret, SourceConfig};
 use crate::ingest::Appender;
-use crate::store::{RejectedEvent, SourceState, Store};
+use crate::store::{RejectedEvent, SourceProgress, Store};
 
 /// Most events appended in one group.
 const MAX_BATCH: usize = 500;
@@ -28,32 +28,56 @@ const LINGER: Duration = Duration::from_millis(2);
 enum End {
     /// The upstream closed the stream.
     Eof,
-    /// Shutdown was requested.
+    /// Shutdown was requested (or the lease was lost).
     Shutdown,
 }
 
-struct Runner {
+/// Why a connection's task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// Shutdown, or the supervisor stopped it.
+    Asked,
+    /// A state write was fenced: another node holds the lease.
+    Fenced,
+}
+
+/// What every connection of one source on this node shares.
+struct Shared {
     node: crate::node::NodeId,
     cfg: SourceConfig,
     key: Secret,
     client: reqwest::Client,
     appender: Appender,
     store: Arc<dyn Store>,
-    state: SourceState,
-    server_retry: Option<Duration>,
-    connections: u64,
-    keeper: crate::lease::LeaseKeeper,
-    /// The lease this connection runs under (its writes are fenced by it).
-    lease: Option<crate::store::Lease>,
-    lease_lost: bool,
+    /// Resume position and latest event time, as this node knows them.
+    position: std::sync::Mutex<Position>,
+    coverage: Arc<super::gaps::Coverage>,
+    /// Connections made on this node (numbers rejected events' positions).
+    opened: std::sync::atomic::AtomicU64,
+    /// Digests of recently rejected frames: each connection sees every
+    /// frame, and one rejected frame is recorded once.
+    recent_rejects: std::sync::Mutex<std::collections::VecDeque<[u8; 32]>>,
 }
+
+#[derive(Default, Clone)]
+struct Position {
+    last_event_id: Option<String>,
+    last_event_time: Option<String>,
+}
+
+/// How many rejected frames' digests are remembered.
+const RECENT_REJECTS: usize = 1024;
 
 /// Runs the source until `shutdown` turns true.
 ///
-/// Exactly one node runs a source: the one holding the lease `source:NAME`
-/// (kept by a [`crate::lease::LeaseKeeper`]); the others stand by. The
-/// source's state is read only after taking the lease (it is where the last
-/// holder left it), and every state write is fenced by the lease.
+/// By default one node runs a source: the one holding the lease
+/// `source:NAME` (kept by a [`crate::lease::LeaseKeeper`]); the others
+/// stand by, and every state write is fenced by the lease. With
+/// `active_active`, every node runs it at once (no lease; the store
+/// deduplicates events by id and adds up the counters). Either way the
+/// running node keeps `connections` connections open, staggered, and
+/// records every window in which no connection on any node was receiving
+/// as a possible gap ([`super::gaps`]).
 pub async fn run(
     node: crate::node::NodeId,
     cfg: SourceConfig,
@@ -63,102 +87,218 @@ pub async fn run(
     store: Arc<dyn Store>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let keeper = crate::lease::LeaseKeeper::keep(
+    for name in [
+        "trailkeep_source_connected",
+        "trailkeep_source_connections",
+        "trailkeep_source_last_event_timestamp_seconds",
+        "trailkeep_source_events_total",
+        "trailkeep_source_reconnects_total",
+        "trailkeep_source_gaps_total",
+        "trailkeep_source_gap_seconds_total",
+    ] {
+        crate::telemetry::register(name, "source", &cfg.name);
+    }
+    let coverage = Arc::new(super::gaps::Coverage::new(
         store.clone(),
-        &format!("source:{}", cfg.name),
-        &node,
-        cfg.lease_ttl,
-    )
-    .await;
-    let mut r = Runner {
-        keeper,
+        &cfg.name,
+        &cfg.stream,
+        node.as_str(),
+        cfg.gap_merge,
+    ));
+    let sh = Arc::new(Shared {
         node,
         cfg,
         key,
         client,
         appender,
         store,
-        state: SourceState::default(),
-        server_retry: None,
-        connections: 0,
-        lease: None,
-        lease_lost: false,
+        position: std::sync::Mutex::default(),
+        coverage,
+        opened: std::sync::atomic::AtomicU64::new(0),
+        recent_rejects: std::sync::Mutex::default(),
+    });
+    let beat = {
+        let c = sh.coverage.clone();
+        tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval(Duration::from_millis(crate::store::RECEIVER_BEAT_MS as u64));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                c.beat().await;
+            }
+        })
     };
-    for name in [
-        "trailkeep_source_connected",
-        "trailkeep_source_last_event_timestamp_seconds",
-        "trailkeep_source_events_total",
-        "trailkeep_source_reconnects_total",
-    ] {
-        crate::telemetry::register(name, "source", &r.cfg.name);
-    }
-    let mut failures = 0u32;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        match r.keeper.held() {
-            Some(l) => {
-                let fresh = r.lease.as_ref().is_none_or(|o| o.token != l.token);
-                r.lease = Some(l);
-                r.lease_lost = false;
-                if fresh {
-                    r.load_state().await;
-                    if let Some(t) = r.state.last_event_time.as_deref().and_then(unix_time) {
-                        last_event_gauge(&r.cfg.name).set(t);
-                    }
-                    tracing::info!(source = %r.cfg.name, node = %r.node, "running the source here");
-                }
-            }
-            None => {
-                r.lease = None;
-                // Another node runs this source: stand by.
-                tokio::select! {
-                    () = r.keeper.changed() => continue,
-                    _ = shutdown.changed() => break,
-                }
-            }
-        }
-        let before = r.connections;
-        let outcome = r.connect_once(&mut shutdown).await;
-        r.state.connected = false;
-        metrics::gauge!("trailkeep_source_connected", "source" => r.cfg.name.clone()).set(0.0);
-        match outcome {
-            Ok(End::Shutdown) => {
-                r.persist().await;
+    if sh.cfg.active_active {
+        sh.load_position(None).await;
+        tracing::info!(source = %sh.cfg.name, node = %sh.node, "running the source here (active-active)");
+        run_connections(&sh, None, &mut shutdown, None).await;
+    } else {
+        let mut keeper = crate::lease::LeaseKeeper::keep(
+            sh.store.clone(),
+            &format!("source:{}", sh.cfg.name),
+            &sh.node,
+            sh.cfg.lease_ttl,
+        )
+        .await;
+        loop {
+            if *shutdown.borrow() {
                 break;
             }
+            match keeper.held() {
+                Some(l) => {
+                    if !sh.load_position(Some(&l)).await {
+                        // Fenced at once: the keeper will learn it lost.
+                        tokio::select! {
+                            () = keeper.changed() => continue,
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                    tracing::info!(source = %sh.cfg.name, node = %sh.node, "running the source here");
+                    let stop =
+                        run_connections(&sh, Some(&l), &mut shutdown, Some(&mut keeper)).await;
+                    if stop == Stop::Fenced {
+                        tracing::warn!(source = %sh.cfg.name, "lost the source's lease to another node; standing by");
+                        tokio::select! {
+                            () = keeper.changed() => {}
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                }
+                None => {
+                    // Another node runs this source: stand by.
+                    tokio::select! {
+                        () = keeper.changed() => continue,
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        beat.abort();
+        // Hand the source over at once rather than after the lease expires.
+        keeper.release().await;
+    }
+    beat.abort();
+    // The connections recorded their ends: decide what is pending and log
+    // what is due before going.
+    sh.coverage.finish().await;
+}
+
+/// Runs this node's connections until shutdown, a fenced write, or (with
+/// `keeper`) the lease `fence` changing hands.
+async fn run_connections(
+    sh: &Arc<Shared>,
+    fence: Option<&crate::store::Lease>,
+    shutdown: &mut watch::Receiver<bool>,
+    mut keeper: Option<&mut crate::lease::LeaseKeeper>,
+) -> Stop {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..sh.cfg.connections {
+        tasks.spawn(connection(sh.clone(), k, fence.cloned(), stop_rx.clone()));
+    }
+    let token = fence.map(|l| l.token);
+    let mut outcome = Stop::Asked;
+    loop {
+        let lease_changed = async {
+            match keeper.as_deref_mut() {
+                Some(k) => k.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = lease_changed => {
+                let now = keeper.as_deref().and_then(|k| k.held()).map(|l| l.token);
+                if now != token {
+                    outcome = Stop::Fenced;
+                    break;
+                }
+            }
+            done = tasks.join_next() => match done {
+                Some(Ok(Stop::Fenced)) => {
+                    outcome = Stop::Fenced;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    outcome
+}
+
+/// One connection: connect, read, append, reconnect with backoff, until
+/// stopped. Connection `k` starts `k` staggers after the first.
+async fn connection(
+    sh: Arc<Shared>,
+    k: usize,
+    fence: Option<crate::store::Lease>,
+    mut stop: watch::Receiver<bool>,
+) -> Stop {
+    if k > 0 {
+        let wait = sh.cfg.connection_stagger.saturating_mul(k as u32);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return Stop::Asked,
+        }
+    }
+    let mut c = Conn {
+        sh,
+        fence,
+        server_retry: None,
+        progress: None,
+        fenced: false,
+        batch_since_ms: None,
+    };
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return Stop::Asked;
+        }
+        let mut received = false;
+        let outcome = c.connect_once(&mut stop, &mut received).await;
+        match outcome {
+            Ok(End::Shutdown) => {
+                c.flush().await;
+                return if c.fenced { Stop::Fenced } else { Stop::Asked };
+            }
             Ok(End::Eof) => {
-                tracing::info!(source = %r.cfg.name, "upstream closed the event stream; reconnecting")
+                tracing::info!(source = %c.sh.cfg.name, "upstream closed the event stream; reconnecting")
             }
             Err(e) => {
-                tracing::warn!(source = %r.cfg.name, error = %e, "event source failed; reconnecting");
-                r.state.last_error = Some(e);
-                r.state.last_error_at = Some(super::now());
+                tracing::warn!(source = %c.sh.cfg.name, error = %e, "event source failed; reconnecting");
+                c.progress().last_error = Some((e, super::now()));
             }
         }
-        if r.lease_lost {
-            tracing::warn!(source = %r.cfg.name, "lost the source's lease to another node; standing by");
-            r.lease = None;
-            continue;
+        if c.fenced {
+            return Stop::Fenced;
         }
-        r.state.reconnects += 1;
-        metrics::counter!("trailkeep_source_reconnects_total", "source" => r.cfg.name.clone())
+        c.progress().reconnects += 1;
+        metrics::counter!("trailkeep_source_reconnects_total", "source" => c.sh.cfg.name.clone())
             .increment(1);
-        r.persist().await;
-        failures = if r.connections > before {
+        c.flush().await;
+        if c.fenced {
+            return Stop::Fenced;
+        }
+        failures = if received {
             0
         } else {
             failures.saturating_add(1)
         };
-        let delay = r.reconnect_delay(failures);
+        let delay = reconnect_delay(
+            c.sh.cfg.reconnect_initial,
+            c.sh.cfg.reconnect_max,
+            c.server_retry,
+            failures,
+        );
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => break,
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return Stop::Asked,
         }
     }
-    // Hand the source over at once rather than after the lease expires.
-    r.keeper.release().await;
 }
 
 /// Returns a uniformly random duration in `[0, max]` (full jitter).
@@ -171,130 +311,227 @@ fn jitter(max: Duration) -> Duration {
     max.mul_f64(frac)
 }
 
-impl Runner {
-    /// Capped exponential backoff with full jitter; never below the
-    /// server's `retry:`.
-    fn reconnect_delay(&self, failures: u32) -> Duration {
-        reconnect_delay(
-            self.cfg.reconnect_initial,
-            self.cfg.reconnect_max,
-            self.server_retry,
-            failures,
-        )
-    }
-
-    /// Reads the state as the last holder left it.
-    async fn load_state(&mut self) {
+impl Shared {
+    /// Reads the position as the store has it, and writes an empty
+    /// progress (so the source shows in its status at once). `false` when
+    /// the write was fenced.
+    async fn load_position(&self, fence: Option<&crate::store::Lease>) -> bool {
         let stored = self
             .store
             .source_states()
             .await
             .ok()
-            .and_then(|all| all.into_iter().find(|s| s.name == self.cfg.name));
-        self.state = match stored {
-            Some(s) if s.stream == self.cfg.stream => SourceState {
-                connected: false,
-                ..s
-            },
-            // A new source, or one pointed at another stream: start afresh.
-            _ => SourceState {
-                name: self.cfg.name.clone(),
-                stream: self.cfg.stream.clone(),
-                ..SourceState::default()
-            },
+            .and_then(|all| all.into_iter().find(|s| s.name == self.cfg.name))
+            // A source pointed at another stream starts afresh.
+            .filter(|s| s.stream == self.cfg.stream);
+        let pos = stored.map_or_else(Position::default, |s| Position {
+            last_event_id: s.last_event_id,
+            last_event_time: s.last_event_time,
+        });
+        if let Some(t) = pos.last_event_time.as_deref().and_then(unix_time) {
+            last_event_gauge(&self.cfg.name).set(t);
+        }
+        *self
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pos;
+        let hello = SourceProgress {
+            name: self.cfg.name.clone(),
+            stream: self.cfg.stream.clone(),
+            updated: super::now(),
+            ..SourceProgress::default()
         };
-        self.persist().await;
+        !matches!(
+            self.store.add_source_progress(hello, fence).await,
+            Err(crate::store::StoreError::Fenced(_))
+        )
     }
 
-    /// Writes the state, fenced by the lease; a fenced write means another
-    /// node took the source over.
-    async fn persist(&mut self) {
-        self.state.updated = super::now();
+    fn position(&self) -> Position {
+        self.position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether this rejected frame was recorded lately (by another
+    /// connection); notes it otherwise.
+    fn seen_reject(&self, reason: &str, raw: &str) -> bool {
+        use sha2::Digest as _;
+        if raw.is_empty() {
+            // Nothing identifies it (a stream error): always recorded.
+            return false;
+        }
+        let d: [u8; 32] = sha2::Sha256::new()
+            .chain_update(reason.as_bytes())
+            .chain_update([0])
+            .chain_update(raw.as_bytes())
+            .finalize()
+            .into();
+        let mut recent = self
+            .recent_rejects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.contains(&d) {
+            return true;
+        }
+        if recent.len() >= RECENT_REJECTS {
+            recent.pop_front();
+        }
+        recent.push_back(d);
+        false
+    }
+}
+
+/// One connection's state.
+struct Conn {
+    sh: Arc<Shared>,
+    /// The lease this connection runs under (its writes are fenced by it).
+    fence: Option<crate::store::Lease>,
+    server_retry: Option<Duration>,
+    /// Counts and position not yet written to the store.
+    progress: Option<SourceProgress>,
+    fenced: bool,
+    /// When the first frame of the batch being read arrived (ms), until
+    /// the batch is committed: a connection that fails before then has
+    /// received nothing safely from that moment on.
+    batch_since_ms: Option<i64>,
+}
+
+impl Conn {
+    fn progress(&mut self) -> &mut SourceProgress {
+        let sh = &self.sh;
+        self.progress.get_or_insert_with(|| SourceProgress {
+            name: sh.cfg.name.clone(),
+            stream: sh.cfg.stream.clone(),
+            ..SourceProgress::default()
+        })
+    }
+
+    /// Writes the pending progress, fenced by the lease; a fenced write
+    /// means another node took the source over.
+    async fn flush(&mut self) {
+        let Some(mut p) = self.progress.take() else {
+            return;
+        };
+        p.updated = super::now();
         match self
+            .sh
             .store
-            .put_source_state(self.state.clone(), self.lease.as_ref())
+            .add_source_progress(p.clone(), self.fence.as_ref())
             .await
         {
             Ok(()) => {}
-            Err(crate::store::StoreError::Fenced(_)) => self.lease_lost = true,
+            Err(crate::store::StoreError::Fenced(_)) => self.fenced = true,
             Err(e) => {
-                tracing::warn!(source = %self.cfg.name, error = %e, "cannot store source state")
+                tracing::warn!(source = %self.sh.cfg.name, error = %e, "cannot store source state; will retry");
+                // Kept for the next write: counts are not lost.
+                self.progress = Some(p);
             }
         }
     }
 
-    /// Checks that the keeper still holds the lease this connection runs
-    /// under; losing it (expired, or another token) ends the connection.
-    fn still_held(&mut self) -> Result<(), String> {
-        let same = match (self.keeper.held(), &self.lease) {
-            (Some(now), Some(ours)) => now.token == ours.token,
-            _ => false,
-        };
-        if same {
-            Ok(())
-        } else {
-            self.lease_lost = true;
-            Err("lease lost to another node".into())
-        }
-    }
-
-    async fn connect_once(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<End, String> {
-        let mut url = self.cfg.url.clone();
-        if !self.cfg.types.is_empty() {
+    async fn connect_once(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        received: &mut bool,
+    ) -> Result<End, String> {
+        let mut url = self.sh.cfg.url.clone();
+        if !self.sh.cfg.types.is_empty() {
             url.query_pairs_mut()
-                .append_pair(&self.cfg.types_param, &self.cfg.types.join(","));
+                .append_pair(&self.sh.cfg.types_param, &self.sh.cfg.types.join(","));
         }
         let mut req = self
+            .sh
             .client
             .get(url)
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .header(reqwest::header::CACHE_CONTROL, "no-cache");
-        req = self.cfg.authorize(req, &self.key);
-        if let Some(id) = &self.state.last_event_id {
+        req = self.sh.cfg.authorize(req, &self.sh.key);
+        let resume_from = self.sh.position().last_event_id;
+        if let Some(id) = &resume_from {
             req = req.header("last-event-id", id.as_str());
         }
-        let policy = self.cfg.policy();
+        let policy = self.sh.cfg.policy();
         let resp = tokio::select! {
             r = policy.send(req) => r.map_err(|e| e.to_string())?,
-            _ = shutdown.changed() => return Ok(End::Shutdown),
+            _ = stop.wait_for(|s| *s) => return Ok(End::Shutdown),
         };
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("upstream answered HTTP {status}"));
         }
-        self.connections += 1;
-        self.state.connected = true;
-        metrics::gauge!("trailkeep_source_connected", "source" => self.cfg.name.clone()).set(1.0);
-        self.persist().await;
-        if self.lease_lost {
-            return Err("lease lost to another node".into());
-        }
-        tracing::info!(source = %self.cfg.name, resume_from = ?self.state.last_event_id, "event source connected");
-        if self.cfg.backfill.is_some() {
+        *received = true;
+        let number = self
+            .sh
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let first = self.sh.coverage.opened(resume_from.is_some()).await;
+        // The last moment this connection is known to have been receiving:
+        // its last bytes (or its start); a drop loses what came after.
+        let last_bytes = Arc::new(std::sync::atomic::AtomicI64::new(super::gaps::now_ms()));
+        let res = self
+            .read(resp, stop, number, first, resume_from, &last_bytes)
+            .await;
+        let end_ms = match &res {
+            // The upstream closed, or we did: nothing was cut off.
+            Ok(_) => super::gaps::now_ms(),
+            // Failed: what came after its last bytes, and a batch that was
+            // never committed, may be lost.
+            Err(_) => last_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .min(self.batch_since_ms.unwrap_or(i64::MAX)),
+        };
+        self.batch_since_ms = None;
+        self.sh
+            .coverage
+            .closed(end_ms, matches!(res, Ok(End::Shutdown)) && !self.fenced)
+            .await;
+        res
+    }
+
+    async fn read(
+        &mut self,
+        resp: reqwest::Response,
+        stop: &mut watch::Receiver<bool>,
+        number: u64,
+        backfill: bool,
+        resume_from: Option<String>,
+        last_bytes: &Arc<std::sync::atomic::AtomicI64>,
+    ) -> Result<End, String> {
+        tracing::info!(source = %self.sh.cfg.name, connection = number, resume_from = ?resume_from, "event source connected");
+        if backfill && self.sh.cfg.backfill.is_some() {
             self.backfill().await;
+            if self.fenced {
+                return Ok(End::Shutdown);
+            }
         }
+        let seen = last_bytes.clone();
+        let body = resp.bytes_stream().inspect(move |_| {
+            seen.store(super::gaps::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        });
         let mut events = frames(limited(
-            resp.bytes_stream(),
-            self.cfg.max_line_bytes,
-            self.cfg.max_event_bytes,
+            body,
+            self.sh.cfg.max_line_bytes,
+            self.sh.cfg.max_event_bytes,
         ));
         let mut n = 0u64;
-        let mut last_id = self.state.last_event_id.clone();
+        let mut last_id = resume_from;
         // Per the SSE spec a frame without `id:` inherits the previous id
         // (see `map_frame`).
         let mut prev_frame_id = String::new();
+        let name = self.sh.cfg.name.clone();
         loop {
-            let first = loop {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.changed() => return Ok(End::Shutdown),
-                    () = self.keeper.changed() => self.still_held()?,
-                    item = events.next() => break item,
-                }
+            let first = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(End::Shutdown),
+                item = events.next() => item,
             };
             let Some(first) = first else {
                 return Ok(End::Eof);
             };
+            self.batch_since_ms = Some(super::gaps::now_ms());
             let mut items = vec![first];
             let mut ended = false;
             while items.len() < MAX_BATCH {
@@ -325,7 +562,7 @@ impl Runner {
                         n += 1;
                         self.reject(
                             &received,
-                            &position(self.connections, n, last_id.as_deref()),
+                            &position(number, n, last_id.as_deref()),
                             what.clone(),
                             "",
                         )
@@ -342,7 +579,7 @@ impl Runner {
                         n += 1;
                         self.reject(
                             &received,
-                            &position(self.connections, n, last_id.as_deref()),
+                            &position(number, n, last_id.as_deref()),
                             format!("malformed event stream: {e}"),
                             "",
                         )
@@ -358,55 +595,76 @@ impl Runner {
                 if !ev.id.is_empty() {
                     last_id = Some(ev.id.clone());
                 }
-                let pos = || position(self.connections, n, last_id.as_deref());
+                let pos = position(number, n, last_id.as_deref());
+                let sh = self.sh.clone();
                 match map_frame(
                     &ev,
                     &mut prev_frame_id,
-                    &self.cfg.fields,
-                    &self.cfg.name,
-                    |t| self.cfg.wants(t),
+                    &sh.cfg.fields,
+                    &sh.cfg.name,
+                    |t| sh.cfg.wants(t),
                     &received,
                 ) {
                     None => continue,
                     Some(Mapped::Event(e)) => batch.push(e),
                     Some(Mapped::Filtered) => {
-                        self.state.filtered += 1;
-                        metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "filtered").increment(1);
+                        self.progress().filtered += 1;
+                        metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "filtered").increment(1);
                     }
                     Some(Mapped::Rejected(reason)) => {
-                        self.reject(&received, &pos(), reason, &ev.data).await?
+                        self.reject(&received, &pos, reason, &ev.data).await?
                     }
                 }
             }
             if !batch.is_empty() {
                 let times: Vec<String> = batch.iter().map(|e| e.time.clone()).collect();
                 let res = self
+                    .sh
                     .appender
-                    .append(self.cfg.stream.clone(), batch)
+                    .append(self.sh.cfg.stream.clone(), batch)
                     .await
                     .map_err(|e| e.to_string())?;
+                let mut latest = None;
+                let p = self.progress();
                 for (a, t) in res.accepted.iter().zip(&times) {
                     if a.duplicate {
-                        self.state.duplicates += 1;
+                        p.duplicates += 1;
                     } else {
-                        self.state.taken += 1;
-                        self.state.last_event_time = later(self.state.last_event_time.take(), t);
+                        p.taken += 1;
+                        latest = backfill::later(latest, t);
                     }
                 }
+                if let Some(t) = latest {
+                    p.last_event_time = backfill::later(p.last_event_time.take(), &t);
+                    let mut pos = self
+                        .sh
+                        .position
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    pos.last_event_time = backfill::later(pos.last_event_time.take(), &t);
+                }
                 let new = res.accepted.iter().filter(|a| !a.duplicate).count() as u64;
-                metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "taken").increment(new);
+                metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "taken").increment(new);
                 if new > 0 {
-                    last_event_gauge(&self.cfg.name)
+                    last_event_gauge(&name)
                         .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
                 }
             }
             // Only now, after the commit, does the resume position advance.
-            self.state.last_event_id = last_id.clone();
-            self.persist().await;
-            if self.lease_lost {
+            if last_id.is_some() {
+                self.progress().last_event_id.clone_from(&last_id);
+                self.sh
+                    .position
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .last_event_id
+                    .clone_from(&last_id);
+            }
+            self.batch_since_ms = None;
+            self.flush().await;
+            if self.fenced {
                 return Err("lease lost to another node".into());
             }
-            self.still_held()?;
             if let Some(f) = failure {
                 return Err(f);
             }
@@ -423,52 +681,66 @@ impl Runner {
         reason: String,
         raw: &str,
     ) -> Result<(), String> {
-        tracing::warn!(source = %self.cfg.name, %position, %reason, "rejected an upstream event");
-        self.state.rejected += 1;
-        metrics::counter!("trailkeep_source_events_total", "source" => self.cfg.name.clone(), "outcome" => "rejected").increment(1);
+        if self.sh.seen_reject(&reason, raw) {
+            // Another connection of this node recorded this very frame.
+            return Ok(());
+        }
+        tracing::warn!(source = %self.sh.cfg.name, %position, %reason, "rejected an upstream event");
+        self.progress().rejected += 1;
+        metrics::counter!("trailkeep_source_events_total", "source" => self.sh.cfg.name.clone(), "outcome" => "rejected").increment(1);
         let rec = RejectedEvent {
-            source: self.cfg.name.clone(),
+            source: self.sh.cfg.name.clone(),
             at: at.to_owned(),
             position: position.to_owned(),
             reason,
             raw: super::truncate(raw, 64 * 1024),
         };
-        self.store
+        self.sh
+            .store
             .add_rejected(rec)
             .await
             .map_err(|e| format!("cannot record a rejected event: {e}"))
     }
 
     async fn backfill(&mut self) {
-        let since = self.state.last_event_time.clone();
+        let since = backfill::since_with_overlap(
+            &self.sh.cfg,
+            self.sh.position().last_event_time.as_deref(),
+        );
         let res = backfill::run(
-            &self.cfg,
-            &self.client,
-            &self.key,
-            &self.appender,
-            self.store.as_ref(),
+            &self.sh.cfg,
+            &self.sh.client,
+            &self.sh.key,
+            &self.sh.appender,
+            self.sh.store.as_ref(),
             since.as_deref(),
             &|_| {},
         )
         .await;
         match res {
             Ok(s) => {
-                self.state.taken += s.taken;
-                self.state.duplicates += s.duplicates;
-                self.state.filtered += s.filtered;
-                self.state.rejected += s.rejected;
-                if let Some(t) = s.last_event_time {
-                    self.state.last_event_time = later(self.state.last_event_time.take(), &t);
+                let p = self.progress();
+                p.taken += s.taken;
+                p.duplicates += s.duplicates;
+                p.filtered += s.filtered;
+                p.rejected += s.rejected;
+                if let Some(t) = &s.last_event_time {
+                    p.last_event_time = backfill::later(p.last_event_time.take(), t);
+                    let mut pos = self
+                        .sh
+                        .position
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    pos.last_event_time = backfill::later(pos.last_event_time.take(), t);
                 }
-                tracing::info!(source = %self.cfg.name, taken = s.taken, duplicates = s.duplicates, pages = s.pages, "backfill done");
+                tracing::info!(source = %self.sh.cfg.name, since = ?since, taken = s.taken, duplicates = s.duplicates, pages = s.pages, "backfill done");
             }
             Err(e) => {
-                tracing::warn!(source = %self.cfg.name, error = %e, "backfill failed; streaming continues");
-                self.state.last_error = Some(format!("backfill: {e}"));
-                self.state.last_error_at = Some(super::now());
+                tracing::warn!(source = %self.sh.cfg.name, error = %e, "backfill failed; streaming continues");
+                self.progress().last_error = Some((format!("backfill: {e}"), super::now()));
             }
         }
-        self.persist().await;
+        self.flush().await;
     }
 }
 

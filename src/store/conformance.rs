@@ -48,6 +48,7 @@ pub async fn run_all<S: Store, F: FnMut() -> S>(mut make: F) {
     checkpoints_are_kept_per_size(&make()).await;
     keys_round_trip_and_revoke(&make()).await;
     source_state_and_rejected_round_trip(&make()).await;
+    source_progress_adds_up_and_gaps_merge(&make()).await;
     leases_are_exclusive_expire_and_fence(&make()).await;
     archive_batches_guard_deletion_and_restore(&make()).await;
     delivery_cursors_round_trip(&make()).await;
@@ -666,6 +667,149 @@ pub async fn source_state_and_rejected_round_trip<S: Store>(store: &S) {
         2,
         "limit applies"
     );
+}
+
+pub async fn source_progress_adds_up_and_gaps_merge<S: Store>(store: &S) {
+    use super::{GapRecorded, SourceGap, SourceProgress, SourceReceiver};
+    let p = |taken: u64, time: &str| SourceProgress {
+        name: "up".into(),
+        stream: "s".into(),
+        taken,
+        duplicates: 1,
+        last_event_time: Some(time.into()),
+        updated: "t".into(),
+        ..Default::default()
+    };
+    // A state an older version left "connected" is not, once written.
+    store
+        .put_source_state(
+            super::SourceState {
+                name: "up".into(),
+                stream: "s".into(),
+                connected: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Two writers (connections, nodes) each add their own counts: none is
+    // lost, and the event time only moves forward (by instant).
+    store
+        .add_source_progress(p(3, "2026-01-01T00:00:05Z"), None)
+        .await
+        .unwrap();
+    store
+        .add_source_progress(p(4, "2026-01-01T00:00:04.9Z"), None)
+        .await
+        .unwrap();
+    let mut with_id = p(0, "2026-01-01T00:00:05.5Z");
+    with_id.last_event_id = Some("9".into());
+    with_id.last_error = Some(("boom".into(), "t2".into()));
+    store.add_source_progress(with_id, None).await.unwrap();
+    let st = &store.source_states().await.unwrap()[0];
+    assert_eq!((st.taken, st.duplicates), (7, 3));
+    assert_eq!(
+        st.last_event_time.as_deref(),
+        Some("2026-01-01T00:00:05.5Z")
+    );
+    assert_eq!(st.last_event_id.as_deref(), Some("9"));
+    assert_eq!(st.last_error.as_deref(), Some("boom"));
+    assert!(!st.connected, "no node is receiving");
+    // A live receiving record makes the source connected.
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let rec = SourceReceiver {
+        source: "up".into(),
+        node: "n1".into(),
+        receiving: true,
+        since_ms: now - 10_000,
+        until_ms: now,
+        ended: "disconnected".into(),
+        pending_ms: Some(now - 20_000),
+    };
+    store.put_source_receiver(rec.clone()).await.unwrap();
+    store
+        .put_source_receiver(SourceReceiver {
+            node: "n2".into(),
+            receiving: false,
+            ..rec.clone()
+        })
+        .await
+        .unwrap();
+    assert!(store.source_states().await.unwrap()[0].connected);
+    let recs = store.source_receivers("up").await.unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0], rec, "round trip");
+    store
+        .put_source_receiver(SourceReceiver {
+            receiving: false,
+            ..rec
+        })
+        .await
+        .unwrap();
+    assert!(!store.source_states().await.unwrap()[0].connected);
+    // Gaps: a new record, one covered by it (another node's view), one
+    // within the merge window (merged), one beyond it (a new record).
+    let gap = |start_ms: i64, end_ms: i64| SourceGap {
+        source: "up".into(),
+        start: format!("s{start_ms}"),
+        end: format!("e{end_ms}"),
+        reason: "disconnected".into(),
+        resume: "none".into(),
+        merged: 1,
+        start_ms,
+        end_ms,
+    };
+    assert_eq!(
+        store.record_source_gap(gap(1000, 2000), 500).await.unwrap(),
+        GapRecorded::New
+    );
+    assert_eq!(
+        store.record_source_gap(gap(1200, 2000), 500).await.unwrap(),
+        GapRecorded::Covered
+    );
+    assert_eq!(
+        store.record_source_gap(gap(2400, 3000), 500).await.unwrap(),
+        GapRecorded::Merged
+    );
+    assert_eq!(
+        store.record_source_gap(gap(9000, 9100), 500).await.unwrap(),
+        GapRecorded::New
+    );
+    store
+        .record_source_gap(
+            SourceGap {
+                source: "other".into(),
+                ..gap(1, 2)
+            },
+            500,
+        )
+        .await
+        .unwrap();
+    let gaps = store.source_gaps("up", 10).await.unwrap();
+    assert_eq!(
+        gaps.iter()
+            .map(|g| (g.start_ms, g.end_ms, g.merged))
+            .collect::<Vec<_>>(),
+        vec![(9000, 9100, 1), (1000, 3000, 2)],
+        "newest first, the merged one spanning both"
+    );
+    assert_eq!(gaps[1].end, "e3000");
+    let st = &store.source_states().await.unwrap()[0];
+    assert_eq!((st.gaps_total, st.gaps.len()), (2, 2));
+    // Logging: both are due; once logged, a record is due again only when
+    // it grew and its last log is older than the window.
+    assert_eq!(store.gaps_to_log("up", 0).await.unwrap().len(), 2);
+    store.gap_logged("up", 1000, 3000, 100).await.unwrap();
+    store.gap_logged("up", 9000, 9100, 100).await.unwrap();
+    assert!(store.gaps_to_log("up", 1_000_000).await.unwrap().is_empty());
+    store.record_source_gap(gap(9200, 9300), 500).await.unwrap();
+    assert!(
+        store.gaps_to_log("up", 50).await.unwrap().is_empty(),
+        "logged too recently"
+    );
+    let due = store.gaps_to_log("up", 101).await.unwrap();
+    assert_eq!(due.iter().map(|g| g.end_ms).collect::<Vec<_>>(), vec![9300]);
 }
 
 /// Checks the chain of `stream` from seq 1: gapless, linked, hashes match bodies.

@@ -428,7 +428,8 @@ pub struct SourceState {
     pub name: String,
     /// Target stream.
     pub stream: String,
-    /// Whether the source is connected upstream.
+    /// Whether the source is connected upstream: some node's receiving
+    /// record is live (see [`receiver_live`]).
     pub connected: bool,
     /// The SSE `id` of the last committed event (sent as `Last-Event-ID`).
     pub last_event_id: Option<String>,
@@ -450,6 +451,209 @@ pub struct SourceState {
     pub last_error_at: Option<String>,
     /// When this state was written.
     pub updated: String,
+    /// Windows recorded as possible upstream gaps, all time.
+    pub gaps_total: u64,
+    /// The latest gap records, newest first (at most [`RECENT_GAPS`]).
+    pub gaps: Vec<SourceGap>,
+}
+
+/// How often a receiving node writes its heartbeat (ms).
+pub const RECEIVER_BEAT_MS: i64 = 1000;
+/// A receiving record whose heartbeat is older than this is taken for a
+/// node that died (ms).
+pub const RECEIVER_STALE_MS: i64 = 3 * RECEIVER_BEAT_MS + 500;
+
+/// Whether a receiving record says its node is receiving now.
+pub fn receiver_live(r: &SourceReceiver, now_ms: i64) -> bool {
+    r.receiving && r.until_ms >= now_ms - RECEIVER_STALE_MS
+}
+
+/// How many gap records [`SourceStore::source_states`] returns per source.
+pub const RECENT_GAPS: usize = 20;
+
+/// A window in which no connection of a source, on any node, was receiving
+/// from its upstream, so events may have been missed: from the last moment
+/// a connection is known to have been receiving to when one received again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SourceGap {
+    /// Source name.
+    pub source: String,
+    /// Start (RFC 3339, UTC).
+    pub start: String,
+    /// End (RFC 3339, UTC).
+    pub end: String,
+    /// Why nothing was received: `disconnected` (the last connection
+    /// dropped), `restart` (this node stopped or died and came back),
+    /// `node_stopped` (the last receiving node stopped or died),
+    /// `unsettled` (a node died while it was finding out whether another
+    /// node covered the window: its earliest possible extent).
+    pub reason: String,
+    /// How the connection that ended the gap resumed: `last_event_id`
+    /// (the upstream was asked to replay after the last committed id) or
+    /// `none` (nothing to resume from: only a backfill can fill it).
+    pub resume: String,
+    /// Gaps merged into this record (1 when it is a single gap): gaps
+    /// closer than `gap_merge_ms` are merged to bound what an upstream
+    /// that keeps dropping connections can make the log write.
+    pub merged: u64,
+    /// Start, ms since the epoch.
+    #[serde(skip)]
+    pub start_ms: i64,
+    /// End, ms since the epoch.
+    #[serde(skip)]
+    pub end_ms: i64,
+}
+
+/// What [`SourceStore::record_source_gap`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapRecorded {
+    /// A new gap record.
+    New,
+    /// Merged into the latest record (it grew).
+    Merged,
+    /// The latest record already covers it (another node recorded it).
+    Covered,
+}
+
+/// One node's view of its receiving from a source, kept in the store so
+/// that every node can tell whether any node was receiving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceReceiver {
+    /// Source name.
+    pub source: String,
+    /// Node id.
+    pub node: String,
+    /// Whether at least one connection of that node is open.
+    pub receiving: bool,
+    /// When it started receiving (ms since the epoch).
+    pub since_ms: i64,
+    /// While receiving: its latest heartbeat; else when it stopped (ms).
+    pub until_ms: i64,
+    /// Why it stopped: `disconnected` or `stopped` (the node shut down).
+    pub ended: String,
+    /// While the window before `since_ms` is not yet settled (another
+    /// node may have covered it): its earliest possible start (ms).
+    pub pending_ms: Option<i64>,
+}
+
+/// Progress of one source's connection, merged into its stored state by
+/// [`SourceStore::add_source_progress`]: counters are added, the latest
+/// event time is kept by instant, other fields are replaced when set.
+/// Several connections and nodes write one source without losing counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceProgress {
+    /// Source name.
+    pub name: String,
+    /// Target stream (a state kept for another stream starts afresh).
+    pub stream: String,
+    /// Events stored (added).
+    pub taken: u64,
+    /// Duplicates (added).
+    pub duplicates: u64,
+    /// Rejected (added).
+    pub rejected: u64,
+    /// Filtered (added).
+    pub filtered: u64,
+    /// Reconnections (added).
+    pub reconnects: u64,
+    /// New resume id, when set.
+    pub last_event_id: Option<String>,
+    /// An event time committed; the stored one moves only forward.
+    pub last_event_time: Option<String>,
+    /// A new last error `(message, at)`, when set.
+    pub last_error: Option<(String, String)>,
+    /// Now.
+    pub updated: String,
+}
+
+impl SourceProgress {
+    /// Applies this progress to `state` (what the backends store).
+    pub fn apply(&self, state: &mut SourceState) {
+        if state.stream != self.stream {
+            *state = SourceState {
+                name: self.name.clone(),
+                stream: self.stream.clone(),
+                ..SourceState::default()
+            };
+        }
+        // Whether it is connected comes from the receiving records now
+        // (`source_states`); a column left true by an older version that
+        // died connected would say so for ever.
+        state.connected = false;
+        state.taken += self.taken;
+        state.duplicates += self.duplicates;
+        state.rejected += self.rejected;
+        state.filtered += self.filtered;
+        state.reconnects += self.reconnects;
+        if let Some(id) = &self.last_event_id {
+            state.last_event_id = Some(id.clone());
+        }
+        if let Some(t) = &self.last_event_time {
+            state.last_event_time = later(state.last_event_time.take(), t);
+        }
+        if let Some((e, at)) = &self.last_error {
+            state.last_error = Some(e.clone());
+            state.last_error_at = Some(at.clone());
+        }
+        state.updated.clone_from(&self.updated);
+    }
+
+    /// Whether there is anything to write.
+    pub fn is_empty(&self) -> bool {
+        self.taken == 0
+            && self.duplicates == 0
+            && self.rejected == 0
+            && self.filtered == 0
+            && self.reconnects == 0
+            && self.last_event_id.is_none()
+            && self.last_event_time.is_none()
+            && self.last_error.is_none()
+    }
+}
+
+/// Returns the later of two RFC 3339 times (by instant, not by text; an
+/// unparsable one loses).
+pub fn later(a: Option<String>, b: &str) -> Option<String> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    match a {
+        None => Some(b.to_owned()),
+        Some(a) => match (
+            OffsetDateTime::parse(&a, &Rfc3339),
+            OffsetDateTime::parse(b, &Rfc3339),
+        ) {
+            (Ok(x), Ok(y)) if y > x => Some(b.to_owned()),
+            (Err(_), Ok(_)) => Some(b.to_owned()),
+            _ => Some(a),
+        },
+    }
+}
+
+/// Merges `gap` into `latest` (the source's latest record), or says it
+/// needs a record of its own (`None`). Shared by the backends.
+pub fn merge_gap(
+    latest: &SourceGap,
+    gap: &SourceGap,
+    merge_ms: i64,
+) -> Option<(SourceGap, GapRecorded)> {
+    if latest.start_ms <= gap.start_ms && latest.end_ms >= gap.end_ms {
+        return Some((latest.clone(), GapRecorded::Covered));
+    }
+    if gap.start_ms <= latest.end_ms.saturating_add(merge_ms) && gap.end_ms >= latest.start_ms {
+        let mut m = latest.clone();
+        if gap.start_ms < m.start_ms {
+            m.start_ms = gap.start_ms;
+            m.start.clone_from(&gap.start);
+        }
+        if gap.end_ms > m.end_ms {
+            m.end_ms = gap.end_ms;
+            m.end.clone_from(&gap.end);
+            m.resume.clone_from(&gap.resume);
+        }
+        m.merged += 1;
+        return Some((m, GapRecorded::Merged));
+    }
+    None
 }
 
 /// A lease on a named job (`source:NAME`, `checkpointer`, …): one holder at
@@ -621,6 +825,58 @@ pub trait SourceStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn rejected(&self, source: Option<&str>, limit: usize) -> Result<Vec<RejectedEvent>>;
+
+    /// Merges progress into a source's state (created when missing), in
+    /// one transaction; with `fence`, the lease is checked in it too.
+    ///
+    /// # Errors
+    /// Backend errors; [`StoreError::Fenced`] when `fence` is no longer held.
+    async fn add_source_progress(
+        &self,
+        progress: SourceProgress,
+        fence: Option<&Lease>,
+    ) -> Result<()>;
+
+    /// Stores one node's receiving record (replacing its previous one).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn put_source_receiver(&self, receiver: SourceReceiver) -> Result<()>;
+
+    /// Returns every node's receiving record of `source`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn source_receivers(&self, source: &str) -> Result<Vec<SourceReceiver>>;
+
+    /// Records a gap, atomically merged ([`merge_gap`]) into the source's
+    /// latest record when it is within `merge_ms` of it.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn record_source_gap(&self, gap: SourceGap, merge_ms: i64) -> Result<GapRecorded>;
+
+    /// Returns up to `limit` gap records of `source`, newest first.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn source_gaps(&self, source: &str, limit: usize) -> Result<Vec<SourceGap>>;
+
+    /// Returns the gap records of `source` whose current extent is not in
+    /// the log's own stream yet and that may be written now: never logged,
+    /// or last logged before `logged_before_ms` (a growing record is
+    /// logged at most once per merge window).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gaps_to_log(&self, source: &str, logged_before_ms: i64) -> Result<Vec<SourceGap>>;
+
+    /// Notes that the record starting at `start_ms` was logged with its
+    /// extent up to `end_ms`, at `at_ms`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gap_logged(&self, source: &str, start_ms: i64, end_ms: i64, at_ms: i64) -> Result<()>;
 }
 
 /// Leases: one node at a time per job (see [`crate::lease`]).

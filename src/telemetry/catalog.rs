@@ -187,7 +187,7 @@ pub const METRICS: &[Metric] = &[
     labelled(
         gauge(
             "trailkeep_source_connected",
-            "1 while this node is connected to the source's upstream (a standby node shows 0: alert on the max over nodes)",
+            "1 while at least one connection of this node is open to the source's upstream (a standby node shows 0: alert on the max over nodes)",
         ),
         &[("source", &[])],
     ),
@@ -212,6 +212,27 @@ pub const METRICS: &[Metric] = &[
         counter(
             "trailkeep_source_reconnects_total",
             "Reconnections to the upstream after a drop or error",
+        ),
+        &[("source", &[])],
+    ),
+    labelled(
+        gauge(
+            "trailkeep_source_connections",
+            "Connections this node has open to the source's upstream (up to `connections`)",
+        ),
+        &[("source", &[])],
+    ),
+    labelled(
+        counter(
+            "trailkeep_source_gaps_total",
+            "Possible upstream gaps this node recorded: windows in which no connection on any node was receiving (merged ones count each time)",
+        ),
+        &[("source", &[])],
+    ),
+    labelled(
+        counter(
+            "trailkeep_source_gap_seconds_total",
+            "Length of the possible upstream gaps this node recorded, whole seconds rounded up",
         ),
         &[("source", &[])],
     ),

@@ -31,8 +31,9 @@ use tokio_postgres::NoTls;
 
 use super::rows::{BATCH_COLUMNS, KEY_COLUMNS};
 use super::{
-    AppendGroup, GroupResult, KeyRecord, Lease, RejectedEvent, Result, SourceState, StoreError,
-    StoredCheckpoint, StoredEvent, StreamInfo,
+    AppendGroup, GapRecorded, GroupResult, KeyRecord, Lease, RejectedEvent, Result, SourceGap,
+    SourceProgress, SourceReceiver, SourceState, StoreError, StoredCheckpoint, StoredEvent,
+    StreamInfo,
 };
 use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, RestoredEvent};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
@@ -40,12 +41,13 @@ use crate::chain::tiles::TileId;
 use crate::event::format_received;
 use append::read_tile;
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../sql/postgres/001_init.sql"),
     include_str!("../sql/postgres/002_leases.sql"),
     include_str!("../sql/postgres/003_archive.sql"),
     include_str!("../sql/postgres/004_dead_letters.sql"),
     include_str!("../sql/postgres/005_delivered.sql"),
+    include_str!("../sql/postgres/006_source_gaps.sql"),
 ];
 
 impl super::rows::Columns for tokio_postgres::Row {
@@ -597,32 +599,7 @@ impl SourceStore for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
         check_fence(&tx, fence).await?;
-        let c = &tx;
-        c.execute(
-            "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
-             last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
-             filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
-             updated = excluded.updated",
-            &[
-                &st.name,
-                &st.stream,
-                &st.connected,
-                &st.last_event_id,
-                &st.last_event_time,
-                &(st.taken as i64),
-                &(st.duplicates as i64),
-                &(st.rejected as i64),
-                &(st.filtered as i64),
-                &(st.reconnects as i64),
-                &st.last_error,
-                &st.last_error_at,
-                &st.updated,
-            ],
-        )
-        .await
-        .map_err(backend)?;
+        pg_put_state(&*tx, &st).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -630,30 +607,31 @@ impl SourceStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated \
-                 FROM sources ORDER BY name",
+                &format!("SELECT {STATE_COLUMNS} FROM sources ORDER BY name"),
                 &[],
             )
             .await
             .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SourceState {
-                name: r.get(0),
-                stream: r.get(1),
-                connected: r.get(2),
-                last_event_id: r.get(3),
-                last_event_time: r.get(4),
-                taken: r.get::<_, i64>(5) as u64,
-                duplicates: r.get::<_, i64>(6) as u64,
-                rejected: r.get::<_, i64>(7) as u64,
-                filtered: r.get::<_, i64>(8) as u64,
-                reconnects: r.get::<_, i64>(9) as u64,
-                last_error: r.get(10),
-                last_error_at: r.get(11),
-                updated: r.get(12),
-            })
-            .collect())
+        let now = now_ms();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut st = pg_state_row(&r);
+            st.connected |= pg_receivers(&**c, &st.name)
+                .await?
+                .iter()
+                .any(|r| super::receiver_live(r, now));
+            st.gaps_total = c
+                .query_one(
+                    "SELECT count(*) FROM source_gaps WHERE source = $1",
+                    &[&st.name],
+                )
+                .await
+                .map_err(backend)?
+                .get::<_, i64>(0) as u64;
+            st.gaps = pg_gaps(&**c, &st.name, super::RECENT_GAPS).await?;
+            out.push(st);
+        }
+        Ok(out)
     }
 
     async fn add_rejected(&self, e: RejectedEvent) -> Result<()> {
@@ -687,6 +665,240 @@ impl SourceStore for PostgresStore {
             })
             .collect())
     }
+
+    async fn add_source_progress(&self, p: SourceProgress, fence: Option<&Lease>) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        check_fence(&tx, fence).await?;
+        // Several nodes may write one source: the row lock orders them.
+        tx.execute(
+            "INSERT INTO sources (name, stream, connected, taken, duplicates, rejected, filtered, reconnects, updated) \
+             VALUES ($1, $2, false, 0, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
+            &[&p.name, &p.stream, &p.updated],
+        )
+        .await
+        .map_err(backend)?;
+        let row = tx
+            .query_one(
+                &format!("SELECT {STATE_COLUMNS} FROM sources WHERE name = $1 FOR UPDATE"),
+                &[&p.name],
+            )
+            .await
+            .map_err(backend)?;
+        let mut st = pg_state_row(&row);
+        p.apply(&mut st);
+        pg_put_state(&*tx, &st).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn put_source_receiver(&self, r: SourceReceiver) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended, pending_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (source, node) DO UPDATE SET receiving = excluded.receiving, since_ms = excluded.since_ms, \
+             until_ms = excluded.until_ms, ended = excluded.ended, pending_ms = excluded.pending_ms",
+            &[&r.source, &r.node, &r.receiving, &r.since_ms, &r.until_ms, &r.ended, &r.pending_ms],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn source_receivers(&self, source: &str) -> Result<Vec<SourceReceiver>> {
+        let c = self.client().await?;
+        pg_receivers(&**c, source).await
+    }
+
+    async fn record_source_gap(&self, gap: SourceGap, merge_ms: i64) -> Result<GapRecorded> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // One recorder per source at a time, so two nodes recording the
+        // same gap merge instead of both inserting.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('trailkeep source gaps ' || $1))",
+            &[&gap.source],
+        )
+        .await
+        .map_err(backend)?;
+        let latest = tx
+            .query_opt(
+                &format!("SELECT id, {GAP_COLUMNS} FROM source_gaps WHERE source = $1 ORDER BY end_ms DESC, id DESC LIMIT 1"),
+                &[&gap.source],
+            )
+            .await
+            .map_err(backend)?;
+        let merged = latest.and_then(|r| {
+            let id: i64 = r.get(0);
+            super::merge_gap(&pg_gap_row_at(&r, 1), &gap, merge_ms).map(|m| (id, m))
+        });
+        let how = match merged {
+            Some((id, (m, how))) => {
+                if how == GapRecorded::Merged {
+                    tx.execute(
+                        "UPDATE source_gaps SET start_ms = $2, end_ms = $3, start_at = $4, end_at = $5, resume = $6, merged = $7 WHERE id = $1",
+                        &[&id, &m.start_ms, &m.end_ms, &m.start, &m.end, &m.resume, &(m.merged as i64)],
+                    )
+                    .await
+                    .map_err(backend)?;
+                }
+                how
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO source_gaps (source, start_ms, end_ms, start_at, end_at, reason, resume, merged) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[&gap.source, &gap.start_ms, &gap.end_ms, &gap.start, &gap.end, &gap.reason, &gap.resume, &(gap.merged.max(1) as i64)],
+                )
+                .await
+                .map_err(backend)?;
+                GapRecorded::New
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(how)
+    }
+
+    async fn source_gaps(&self, source: &str, limit: usize) -> Result<Vec<SourceGap>> {
+        let c = self.client().await?;
+        pg_gaps(&**c, source, limit).await
+    }
+
+    async fn gaps_to_log(&self, source: &str, logged_before_ms: i64) -> Result<Vec<SourceGap>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {GAP_COLUMNS} FROM source_gaps WHERE source = $1 AND (logged_end_ms IS NULL OR logged_end_ms <> end_ms) \
+                     AND (logged_at_ms IS NULL OR logged_at_ms < $2) ORDER BY end_ms LIMIT 100"
+                ),
+                &[&source, &logged_before_ms],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| pg_gap_row_at(r, 0)).collect())
+    }
+
+    async fn gap_logged(&self, source: &str, start_ms: i64, end_ms: i64, at_ms: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE source_gaps SET logged_end_ms = $3, logged_at_ms = $4 WHERE source = $1 AND start_ms = $2",
+            &[&source, &start_ms, &end_ms, &at_ms],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}
+
+const STATE_COLUMNS: &str = "name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated";
+const GAP_COLUMNS: &str = "source, start_ms, end_ms, start_at, end_at, reason, resume, merged";
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn pg_state_row(r: &tokio_postgres::Row) -> SourceState {
+    SourceState {
+        name: r.get(0),
+        stream: r.get(1),
+        connected: r.get(2),
+        last_event_id: r.get(3),
+        last_event_time: r.get(4),
+        taken: r.get::<_, i64>(5) as u64,
+        duplicates: r.get::<_, i64>(6) as u64,
+        rejected: r.get::<_, i64>(7) as u64,
+        filtered: r.get::<_, i64>(8) as u64,
+        reconnects: r.get::<_, i64>(9) as u64,
+        last_error: r.get(10),
+        last_error_at: r.get(11),
+        updated: r.get(12),
+        gaps_total: 0,
+        gaps: Vec::new(),
+    }
+}
+
+fn pg_gap_row_at(r: &tokio_postgres::Row, i: usize) -> SourceGap {
+    SourceGap {
+        source: r.get(i),
+        start_ms: r.get(i + 1),
+        end_ms: r.get(i + 2),
+        start: r.get(i + 3),
+        end: r.get(i + 4),
+        reason: r.get(i + 5),
+        resume: r.get(i + 6),
+        merged: r.get::<_, i64>(i + 7) as u64,
+    }
+}
+
+async fn pg_gaps(
+    c: &(impl tokio_postgres::GenericClient + Sync),
+    source: &str,
+    limit: usize,
+) -> Result<Vec<SourceGap>> {
+    let rows = c
+        .query(
+            &format!("SELECT {GAP_COLUMNS} FROM source_gaps WHERE source = $1 ORDER BY end_ms DESC, id DESC LIMIT $2"),
+            &[&source, &(limit.min(i64::MAX as usize) as i64)],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(rows.iter().map(|r| pg_gap_row_at(r, 0)).collect())
+}
+
+async fn pg_receivers(
+    c: &(impl tokio_postgres::GenericClient + Sync),
+    source: &str,
+) -> Result<Vec<SourceReceiver>> {
+    let rows = c
+        .query(
+            "SELECT source, node, receiving, since_ms, until_ms, ended, pending_ms FROM source_receivers WHERE source = $1 ORDER BY node",
+            &[&source],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(rows
+        .iter()
+        .map(|r| SourceReceiver {
+            source: r.get(0),
+            node: r.get(1),
+            receiving: r.get(2),
+            since_ms: r.get(3),
+            until_ms: r.get(4),
+            ended: r.get(5),
+            pending_ms: r.get(6),
+        })
+        .collect())
+}
+
+async fn pg_put_state(
+    c: &(impl tokio_postgres::GenericClient + Sync),
+    st: &SourceState,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
+         last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
+         filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+         updated = excluded.updated",
+        &[
+            &st.name,
+            &st.stream,
+            &st.connected,
+            &st.last_event_id,
+            &st.last_event_time,
+            &(st.taken as i64),
+            &(st.duplicates as i64),
+            &(st.rejected as i64),
+            &(st.filtered as i64),
+            &(st.reconnects as i64),
+            &st.last_error,
+            &st.last_error_at,
+            &st.updated,
+        ],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 #[async_trait]

@@ -32,22 +32,24 @@ use tokio::sync::oneshot;
 
 use super::rows::{BATCH_COLUMNS, KEY_COLUMNS};
 use super::{
-    AppendGroup, GroupResult, KeyRecord, RejectedEvent, Result, SourceState, StoreError,
-    StoredCheckpoint, StoredEvent, StreamInfo,
+    AppendGroup, GapRecorded, GroupResult, KeyRecord, RejectedEvent, Result, SourceGap,
+    SourceProgress, SourceReceiver, SourceState, StoreError, StoredCheckpoint, StoredEvent,
+    StreamInfo,
 };
 use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
 
-const SCHEMA_VERSION: i64 = 6;
-const MIGRATIONS: [&str; 6] = [
+const SCHEMA_VERSION: i64 = 7;
+const MIGRATIONS: [&str; 7] = [
     include_str!("../sql/sqlite/001_init.sql"),
     include_str!("../sql/sqlite/002_sources.sql"),
     include_str!("../sql/sqlite/003_leases.sql"),
     include_str!("../sql/sqlite/004_archive.sql"),
     include_str!("../sql/sqlite/005_dead_letters.sql"),
     include_str!("../sql/sqlite/006_delivered.sql"),
+    include_str!("../sql/sqlite/007_source_gaps.sql"),
 ];
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -577,47 +579,35 @@ impl SourceStore for SqliteStore {
             // The writer thread serializes every write, so the check and the
             // write below cannot interleave with a takeover.
             check_fence(&w.conn, fence.as_ref())?;
-            w.conn.execute(
-                "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-                 ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
-                 last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
-                 filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
-                 updated = excluded.updated",
-                params![
-                    st.name, st.stream, st.connected, st.last_event_id, st.last_event_time, st.taken as i64, st.duplicates as i64,
-                    st.rejected as i64, st.filtered as i64, st.reconnects as i64, st.last_error, st.last_error_at, st.updated
-                ],
-            )?;
-            Ok(())
+            put_state(&w.conn, &st)
         })
         .await
     }
 
     async fn source_states(&self) -> Result<Vec<SourceState>> {
         self.read(|c| {
-            let mut q = c.prepare_cached(
-                "SELECT name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated \
-                 FROM sources ORDER BY name",
-            )?;
-            let rows = q.query_map([], |r| {
-                Ok(SourceState {
-                    name: r.get(0)?,
-                    stream: r.get(1)?,
-                    connected: r.get(2)?,
-                    last_event_id: r.get(3)?,
-                    last_event_time: r.get(4)?,
-                    taken: r.get::<_, i64>(5)? as u64,
-                    duplicates: r.get::<_, i64>(6)? as u64,
-                    rejected: r.get::<_, i64>(7)? as u64,
-                    filtered: r.get::<_, i64>(8)? as u64,
-                    reconnects: r.get::<_, i64>(9)? as u64,
-                    last_error: r.get(10)?,
-                    last_error_at: r.get(11)?,
-                    updated: r.get(12)?,
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {STATE_COLUMNS} FROM sources ORDER BY name"
+            ))?;
+            let states = q
+                .query_map([], state_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let now = now_ms();
+            states
+                .into_iter()
+                .map(|mut st| {
+                    st.connected |= receivers(c, &st.name)?
+                        .iter()
+                        .any(|r| super::receiver_live(r, now));
+                    st.gaps_total = c.query_row(
+                        "SELECT count(*) FROM source_gaps WHERE source = ?1",
+                        params![st.name],
+                        |r| r.get::<_, i64>(0),
+                    )? as u64;
+                    st.gaps = gaps(c, &st.name, super::RECENT_GAPS)?;
+                    Ok(st)
                 })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                .collect()
         })
         .await
     }
@@ -646,6 +636,187 @@ impl SourceStore for SqliteStore {
         })
         .await
     }
+
+    async fn add_source_progress(&self, p: SourceProgress, fence: Option<&Lease>) -> Result<()> {
+        let fence = fence.cloned();
+        self.write(move |w| {
+            // The writer thread serializes every write: read, merge and
+            // write cannot interleave with another writer.
+            check_fence(&w.conn, fence.as_ref())?;
+            let mut st = w
+                .conn
+                .query_row(
+                    &format!("SELECT {STATE_COLUMNS} FROM sources WHERE name = ?1"),
+                    params![p.name],
+                    state_row,
+                )
+                .optional()?
+                .unwrap_or_else(|| SourceState {
+                    name: p.name.clone(),
+                    stream: p.stream.clone(),
+                    ..SourceState::default()
+                });
+            p.apply(&mut st);
+            put_state(&w.conn, &st)
+        })
+        .await
+    }
+
+    async fn put_source_receiver(&self, r: SourceReceiver) -> Result<()> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO source_receivers (source, node, receiving, since_ms, until_ms, ended, pending_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (source, node) DO UPDATE SET receiving = excluded.receiving, since_ms = excluded.since_ms, \
+                 until_ms = excluded.until_ms, ended = excluded.ended, pending_ms = excluded.pending_ms",
+                params![r.source, r.node, r.receiving, r.since_ms, r.until_ms, r.ended, r.pending_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn source_receivers(&self, source: &str) -> Result<Vec<SourceReceiver>> {
+        let source = source.to_owned();
+        self.read(move |c| receivers(c, &source)).await
+    }
+
+    async fn record_source_gap(&self, gap: SourceGap, merge_ms: i64) -> Result<GapRecorded> {
+        self.write(move |w| {
+            let latest = w
+                .conn
+                .query_row(
+                    &format!("SELECT id, {GAP_COLUMNS} FROM source_gaps WHERE source = ?1 ORDER BY end_ms DESC, id DESC LIMIT 1"),
+                    params![gap.source],
+                    |r| Ok((r.get::<_, i64>(0)?, gap_row_at(r, 1)?)),
+                )
+                .optional()?;
+            if let Some((id, latest)) = latest
+                && let Some((m, how)) = super::merge_gap(&latest, &gap, merge_ms)
+            {
+                if how == GapRecorded::Merged {
+                    w.conn.execute(
+                        "UPDATE source_gaps SET start_ms = ?2, end_ms = ?3, start_at = ?4, end_at = ?5, resume = ?6, merged = ?7 WHERE id = ?1",
+                        params![id, m.start_ms, m.end_ms, m.start, m.end, m.resume, m.merged as i64],
+                    )?;
+                }
+                return Ok(how);
+            }
+            w.conn.execute(
+                "INSERT INTO source_gaps (source, start_ms, end_ms, start_at, end_at, reason, resume, merged) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![gap.source, gap.start_ms, gap.end_ms, gap.start, gap.end, gap.reason, gap.resume, gap.merged.max(1) as i64],
+            )?;
+            Ok(GapRecorded::New)
+        })
+        .await
+    }
+
+    async fn source_gaps(&self, source: &str, limit: usize) -> Result<Vec<SourceGap>> {
+        let source = source.to_owned();
+        self.read(move |c| gaps(c, &source, limit)).await
+    }
+
+    async fn gaps_to_log(&self, source: &str, logged_before_ms: i64) -> Result<Vec<SourceGap>> {
+        let source = source.to_owned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {GAP_COLUMNS} FROM source_gaps WHERE source = ?1 AND (logged_end_ms IS NULL OR logged_end_ms <> end_ms) \
+                 AND (logged_at_ms IS NULL OR logged_at_ms < ?2) ORDER BY end_ms LIMIT 100"
+            ))?;
+            let rows = q.query_map(params![source, logged_before_ms], |r| gap_row_at(r, 0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn gap_logged(&self, source: &str, start_ms: i64, end_ms: i64, at_ms: i64) -> Result<()> {
+        let source = source.to_owned();
+        self.write(move |w| {
+            w.conn.execute(
+                "UPDATE source_gaps SET logged_end_ms = ?3, logged_at_ms = ?4 WHERE source = ?1 AND start_ms = ?2",
+                params![source, start_ms, end_ms, at_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+const STATE_COLUMNS: &str = "name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated";
+const GAP_COLUMNS: &str = "source, start_ms, end_ms, start_at, end_at, reason, resume, merged";
+
+fn state_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SourceState> {
+    Ok(SourceState {
+        name: r.get(0)?,
+        stream: r.get(1)?,
+        connected: r.get(2)?,
+        last_event_id: r.get(3)?,
+        last_event_time: r.get(4)?,
+        taken: r.get::<_, i64>(5)? as u64,
+        duplicates: r.get::<_, i64>(6)? as u64,
+        rejected: r.get::<_, i64>(7)? as u64,
+        filtered: r.get::<_, i64>(8)? as u64,
+        reconnects: r.get::<_, i64>(9)? as u64,
+        last_error: r.get(10)?,
+        last_error_at: r.get(11)?,
+        updated: r.get(12)?,
+        gaps_total: 0,
+        gaps: Vec::new(),
+    })
+}
+
+fn gap_row_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SourceGap> {
+    Ok(SourceGap {
+        source: r.get(i)?,
+        start_ms: r.get(i + 1)?,
+        end_ms: r.get(i + 2)?,
+        start: r.get(i + 3)?,
+        end: r.get(i + 4)?,
+        reason: r.get(i + 5)?,
+        resume: r.get(i + 6)?,
+        merged: r.get::<_, i64>(i + 7)? as u64,
+    })
+}
+
+fn gaps(c: &Connection, source: &str, limit: usize) -> Result<Vec<SourceGap>> {
+    let mut q = c.prepare_cached(&format!(
+        "SELECT {GAP_COLUMNS} FROM source_gaps WHERE source = ?1 ORDER BY end_ms DESC, id DESC LIMIT ?2"
+    ))?;
+    let rows = q.query_map(params![source, limit as i64], |r| gap_row_at(r, 0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn receivers(c: &Connection, source: &str) -> Result<Vec<SourceReceiver>> {
+    let mut q = c.prepare_cached(
+        "SELECT source, node, receiving, since_ms, until_ms, ended, pending_ms FROM source_receivers WHERE source = ?1 ORDER BY node",
+    )?;
+    let rows = q.query_map(params![source], |r| {
+        Ok(SourceReceiver {
+            source: r.get(0)?,
+            node: r.get(1)?,
+            receiving: r.get(2)?,
+            since_ms: r.get(3)?,
+            until_ms: r.get(4)?,
+            ended: r.get(5)?,
+            pending_ms: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn put_state(c: &Connection, st: &SourceState) -> Result<()> {
+    c.execute(
+        "INSERT INTO sources (name, stream, connected, last_event_id, last_event_time, taken, duplicates, rejected, filtered, reconnects, last_error, last_error_at, updated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, connected = excluded.connected, last_event_id = excluded.last_event_id, \
+         last_event_time = excluded.last_event_time, taken = excluded.taken, duplicates = excluded.duplicates, rejected = excluded.rejected, \
+         filtered = excluded.filtered, reconnects = excluded.reconnects, last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+         updated = excluded.updated",
+        params![
+            st.name, st.stream, st.connected, st.last_event_id, st.last_event_time, st.taken as i64, st.duplicates as i64,
+            st.rejected as i64, st.filtered as i64, st.reconnects as i64, st.last_error, st.last_error_at, st.updated
+        ],
+    )?;
+    Ok(())
 }
 
 #[async_trait]
