@@ -170,10 +170,10 @@ pub(crate) fn day_number(day: &str) -> Option<i64> {
 /// canonical JSON.
 fn json_text(v: &RawValue) -> Cow<'_, str> {
     let raw = v.get();
-    if raw.starts_with('"') {
-        if let Ok(s) = serde_json::from_str::<Cow<'_, str>>(raw) {
-            return s;
-        }
+    if raw.starts_with('"')
+        && let Ok(s) = serde_json::from_str::<Cow<'_, str>>(raw)
+    {
+        return s;
     }
     Cow::Borrowed(raw)
 }

@@ -237,7 +237,7 @@ impl EventsTable {
                         _ => Vec::new(),
                     };
                     let held: u64 = skip.iter().map(|(a, z)| z - a + 1).sum();
-                    if held >= seqs.1 - seqs.0 + 1 {
+                    if held > seqs.1 - seqs.0 {
                         continue;
                     }
                     pruning.objects += 1;

@@ -489,7 +489,7 @@ async fn every_format_writes() {
         )
         .await
         .unwrap();
-    let mut out = |fmt| {
+    let out = |fmt| {
         let mut v = Vec::new();
         output::write(fmt, &a.schema, &a.batches, &a.stats, &mut v).unwrap();
         v
