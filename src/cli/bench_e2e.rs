@@ -89,6 +89,8 @@ struct RunFigures {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// From the first event sent to the first event delivered (any event).
+    first_delivery_ms: f64,
     /// Requests the receiver got (batches).
     requests: u64,
     /// Events that arrived more than once.
@@ -98,16 +100,17 @@ struct RunFigures {
 fn figures(run: &'static str, tl: &Timeline) -> anyhow::Result<RunFigures> {
     let n = tl.sent.len();
     let mut ms = Vec::with_capacity(n);
-    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let (mut first, mut last, mut earliest) = (None::<Instant>, None::<Instant>, None::<Instant>);
     for i in 0..n {
         let (Some(&s), Some(&a)) = (tl.sent[i].get(), tl.arrived[i].get()) else {
             anyhow::bail!("{run}: event {i} was not both sent and delivered");
         };
         first = Some(first.map_or(s, |f| f.min(s)));
         last = Some(last.map_or(a, |l| l.max(a)));
+        earliest = Some(earliest.map_or(a, |e| e.min(a)));
         ms.push(a.saturating_duration_since(s).as_secs_f64() * 1000.0);
     }
-    let (Some(first), Some(last)) = (first, last) else {
+    let (Some(first), Some(last), Some(earliest)) = (first, last, earliest) else {
         anyhow::bail!("{run}: no events");
     };
     ms.sort_by(f64::total_cmp);
@@ -121,6 +124,7 @@ fn figures(run: &'static str, tl: &Timeline) -> anyhow::Result<RunFigures> {
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         max_ms: at(1.0),
+        first_delivery_ms: earliest.saturating_duration_since(first).as_secs_f64() * 1000.0,
         requests: tl.requests.load(Ordering::Relaxed),
         duplicates: tl.duplicates.load(Ordering::Relaxed),
     })
@@ -558,15 +562,25 @@ pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
             max_age.as_millis()
         );
         println!(
-            "{:<26} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
-            "run", "events/s", "seconds", "p50 ms", "p99 ms", "max ms", "requests"
+            "{:<26} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "run", "events/s", "seconds", "p50 ms", "p99 ms", "max ms", "first ms", "requests"
         );
         for r in [&ours, &peer] {
             println!(
-                "{:<26} {:>10.0} {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>9}",
-                r.run, r.events_per_s, r.seconds, r.p50_ms, r.p99_ms, r.max_ms, r.requests
+                "{:<26} {:>10.0} {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9}",
+                r.run,
+                r.events_per_s,
+                r.seconds,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.first_delivery_ms,
+                r.requests
             );
         }
+        println!(
+            "first ms: first event sent to first event delivered; requests: batches the receiver got"
+        );
         println!("events/s trailkeep / peer: {ratio:.2}x");
     }
     Ok(ExitCode::SUCCESS)
