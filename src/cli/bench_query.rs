@@ -231,11 +231,9 @@ pub(super) async fn run(args: &QueryBenchArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|b| {
                     let col = b.column(b.num_columns() - 1);
-                    let ints = col
-                        .as_any()
+                    col.as_any()
                         .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                        .map_or(0, |c| c.values().iter().map(|v| *v as u64).sum::<u64>());
-                    ints
+                        .map_or(0, |c| c.values().iter().map(|v| *v as u64).sum::<u64>())
                 })
                 .sum();
             if best.as_ref().is_none_or(|(s, _, _)| secs < *s) {
