@@ -1376,9 +1376,7 @@ mod tests {
         let Some(url) = test_url() else { return };
         let mut stores = Vec::new();
         // One fresh store per check in `run_all` (it calls `make` once each).
-        let checks = include_str!("../conformance.rs")
-            .matches("(&make()).await")
-            .count();
+        let checks = include_str!("../conformance.rs").matches("(&make()).await").count();
         for _ in 0..checks {
             stores.push(
                 PostgresStore::connect(&url, Some(&schema()))
