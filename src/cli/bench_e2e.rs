@@ -396,6 +396,17 @@ async fn run_trailkeep(args: &E2eBenchArgs, tmp: &Path) -> anyhow::Result<RunFig
     figures("trailkeep", &tl)
 }
 
+/// A Datadog Logs entry as Grantex's `DatadogDestination` makes it.
+fn grantex_entry(e: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "ddsource": "grantex",
+        "ddtags": format!("type:{}", e["type"].as_str().unwrap_or_default()),
+        "hostname": "grantex-auth-service",
+        "message": e.to_string(),
+        "service": "grantex",
+    })
+}
+
 /// Run 2: the peer, a forwarder that neither stores nor chains anything.
 async fn run_peer(
     args: &E2eBenchArgs,
@@ -405,6 +416,7 @@ async fn run_peer(
     let tl = Timeline::new(args.events);
     let (up, up_task) = upstream(tl.clone()).await?;
     let (dd, dd_task) = receiver(tl.clone()).await?;
+    let mut tasks = Tasks(vec![up_task.abort_handle(), dd_task.abort_handle()]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -468,18 +480,7 @@ async fn run_peer(
                             Err(_) => break,
                         }
                     }
-                    let entries: Vec<serde_json::Value> = batch
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "ddsource": "grantex",
-                        "ddtags": format!("type:{}", e["type"].as_str().unwrap_or_default()),
-                        "hostname": "grantex-auth-service",
-                        "message": e.to_string(),
-                        "service": "grantex",
-                    })
-                })
-                .collect();
+                    let entries: Vec<serde_json::Value> = batch.iter().map(grantex_entry).collect();
                     let resp = client
                         .post(&url)
                         .header("content-type", "application/json")
@@ -501,12 +502,9 @@ async fn run_peer(
             fail(&failed, r);
         })
     };
-    let _tasks = Tasks(
-        [up_task, dd_task, reader, sender]
-            .iter()
-            .map(tokio::task::JoinHandle::abort_handle)
-            .collect(),
-    );
+    tasks
+        .0
+        .extend([reader.abort_handle(), sender.abort_handle()]);
     wait_delivered(
         &tl,
         "peer",
