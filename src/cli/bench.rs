@@ -42,6 +42,10 @@ pub enum BenchCommand {
     /// SQL over an archive of N events (most archived): three questions,
     /// each beside DuckDB reading the same objects (time, bytes, ratio).
     Query(super::bench_query::QueryBenchArgs),
+    /// End to end (issue #18): an SSE upstream through `trailkeep serve`
+    /// to a Datadog receiver, beside a forwarder that neither stores nor
+    /// chains (events/s, first-delivery latency).
+    E2e(super::bench_e2e::E2eBenchArgs),
 }
 
 /// Arguments of `bench postgres`.
@@ -298,6 +302,7 @@ pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<E
         BenchCommand::Destinations(a) => return super::bench_destinations::run(a).await,
         BenchCommand::Latency(a) => return super::bench_latency::run(a).await,
         BenchCommand::Query(a) => return super::bench_query::run(a).await,
+        BenchCommand::E2e(a) => return super::bench_e2e::run(a).await,
     };
     let tmp = tempdir()?;
     let (url, token, server) = match &args.url {

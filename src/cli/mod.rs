@@ -24,6 +24,8 @@ mod bench_archive;
 #[cfg(feature = "bench")]
 mod bench_destinations;
 #[cfg(feature = "bench")]
+mod bench_e2e;
+#[cfg(feature = "bench")]
 mod bench_latency;
 #[cfg(feature = "bench")]
 mod bench_query;
