@@ -72,6 +72,72 @@ pub async fn record_required(
         .inspect_err(|_| metrics::counter!("trailkeep_audit_failures_total").increment(1))
 }
 
+/// Why a key could not be created or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Recording the act in `_audit` failed, so it was not done (create)
+    /// or is unrecorded (revoke).
+    #[error("{0}")]
+    Unrecorded(&'static str, #[source] crate::store::StoreError),
+    /// No active key has this id.
+    #[error("no active key with id {0}")]
+    NoSuchKey(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Creates a key and returns it with its token (to be shown once). The
+/// act is recorded first: a key never exists without its record (a crash
+/// in between leaves a record of a key never made).
+///
+/// # Errors
+/// [`KeyError::Unrecorded`]: nothing was created; [`KeyError::Store`].
+pub async fn create_key(
+    store: &dyn Store,
+    scope: crate::auth::Scope,
+    stream: &str,
+    actor: Actor<'_>,
+) -> Result<(crate::store::KeyRecord, String), KeyError> {
+    let now = crate::event::format_received(time::OffsetDateTime::now_utc());
+    let (rec, token) = crate::auth::generate(scope, stream, &now);
+    record_required(
+        store,
+        "key.created",
+        actor,
+        json!({"key_id": rec.id, "scope": rec.scope, "stream": rec.stream}),
+    )
+    .await
+    .map_err(|e| {
+        KeyError::Unrecorded("cannot record the new key in _audit; no key was created", e)
+    })?;
+    crate::failpoint::failpoint("key.create.recorded");
+    if let Err(e) = store.create_key(rec.clone()).await {
+        // The record above names a key that now does not exist.
+        record(store, "key.create_failed", actor, json!({"key_id": rec.id})).await;
+        return Err(e.into());
+    }
+    Ok((rec, token))
+}
+
+/// Revokes key `id`. Revoked first: a record saying "revoked" while the
+/// key still works would mislead; a crash in between leaves the key
+/// revoked (its `revoked` time is in the keys table) unrecorded.
+///
+/// # Errors
+/// [`KeyError::NoSuchKey`]; [`KeyError::Unrecorded`]: revoked, but not
+/// recorded; [`KeyError::Store`].
+pub async fn revoke_key(store: &dyn Store, id: &str, actor: Actor<'_>) -> Result<(), KeyError> {
+    let now = crate::event::format_received(time::OffsetDateTime::now_utc());
+    if !store.revoke_key(id, &now).await? {
+        return Err(KeyError::NoSuchKey(id.to_owned()));
+    }
+    crate::failpoint::failpoint("key.revoke.done");
+    record_required(store, "key.revoked", actor, json!({"key_id": id}))
+        .await
+        .map_err(|e| KeyError::Unrecorded("key revoked, but recording it in _audit failed", e))
+}
+
 /// Refused authentications since the last flush: 401s by the key id the
 /// token named (`-` when it named none), 403s by key id.
 #[derive(Debug, Default)]

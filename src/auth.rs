@@ -164,6 +164,30 @@ impl Authenticator {
     /// active key; the reason is deliberately not told apart.
     pub async fn authenticate(&self, token: &str) -> Result<KeyRecord, AuthError> {
         let (id, secret) = parse_token(token).ok_or(AuthError::Unauthenticated)?;
+        let key = self.lookup(id).await?;
+        let key = key.ok_or(AuthError::Unauthenticated)?;
+        let ok: bool = key.secret_hash.ct_eq(&secret_hash(secret)).into();
+        if !ok || key.revoked.is_some() {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(key)
+    }
+
+    /// Returns key `id` while it is active: a console session, opened by
+    /// proving the token once, stays valid only as long as its key.
+    ///
+    /// # Errors
+    /// [`AuthError::Unauthenticated`] when the key is unknown or revoked.
+    pub async fn active(&self, id: &str) -> Result<KeyRecord, AuthError> {
+        let key = self.lookup(id).await?.ok_or(AuthError::Unauthenticated)?;
+        if key.revoked.is_some() {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(key)
+    }
+
+    /// Key `id` as stored, read again at most once per [`KEY_CACHE_TTL`].
+    async fn lookup(&self, id: &str) -> Result<Option<KeyRecord>, AuthError> {
         let cached = {
             let c = self
                 .cache
@@ -173,27 +197,19 @@ impl Authenticator {
                 .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
                 .map(|(k, _)| k.clone())
         };
-        let key = match cached {
-            Some(k) => k,
-            None => {
-                let k = self.store.get_key(id).await?;
-                let mut c = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if c.len() > 10_000 {
-                    c.clear();
-                }
-                c.insert(id.to_owned(), (k.clone(), Instant::now()));
-                k
-            }
-        };
-        let key = key.ok_or(AuthError::Unauthenticated)?;
-        let ok: bool = key.secret_hash.ct_eq(&secret_hash(secret)).into();
-        if !ok || key.revoked.is_some() {
-            return Err(AuthError::Unauthenticated);
+        if let Some(k) = cached {
+            return Ok(k);
         }
-        Ok(key)
+        let k = self.store.get_key(id).await?;
+        let mut c = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(id.to_owned(), (k.clone(), Instant::now()));
+        Ok(k)
     }
 }
 

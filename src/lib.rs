@@ -72,4 +72,5 @@ pub mod setting;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod verify;

@@ -376,6 +376,8 @@ pub struct Running {
     stop_destinations: tokio::sync::watch::Sender<bool>,
     /// Held while running: one `serve` per data directory.
     _node_lock: std::fs::File,
+    /// The server speaks TLS (console cookies get `Secure`).
+    tls: bool,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -529,13 +531,14 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         destination_tasks,
         stop_destinations,
         _node_lock: node_lock,
+        tls: config.server.tls.is_some(),
     })
 }
 
 impl Running {
     /// Returns the router over this log.
     pub fn router(&self) -> axum::Router {
-        router(self.state.clone())
+        crate::ui::router(self.state.clone(), self.tls).merge(router(self.state.clone()))
     }
 
     /// Stops the sources, then the batcher (after draining its queue), and runs a last
@@ -556,6 +559,7 @@ impl Running {
             destination_tasks,
             stop_destinations,
             _node_lock,
+            tls: _,
         } = self;
         // Sources first: each finishes its in-flight batch and stores its
         // position; then the batcher drains; then the last checkpoint.

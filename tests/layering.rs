@@ -40,7 +40,7 @@ const LAYERS: &[&[&str]] = &[
         "query",
     ],
     // What wires them up and faces users.
-    &["api", "http", "config", "server", "cli", "fuzzing"],
+    &["api", "ui", "http", "config", "server", "cli", "fuzzing"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::auth::{Scope, generate};
+use crate::auth::Scope;
 use crate::config::Config;
 
 /// Key operations.
@@ -42,7 +42,6 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
     // An existing store only: a mistyped --data-dir must fail, not create
     // an empty store (and, for `public`, a new signing key) beside the real one.
     let store = super::open_existing(config).await?;
-    let now = crate::event::format_received(time::OffsetDateTime::now_utc());
     match cmd {
         KeysCommand::Create {
             scope,
@@ -53,29 +52,9 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
                 crate::names::StreamName::producer(stream)
                     .map_err(|e| anyhow::anyhow!("--stream: {e} (or '*' for every stream)"))?;
             }
-            let (rec, token) = generate(*scope, stream, &now);
-            // Recorded first: a key never exists without its record (a
-            // crash in between leaves a record of a key never made).
-            crate::audit::record_required(
-                store.as_ref(),
-                "key.created",
-                crate::audit::Actor::Cli,
-                serde_json::json!({"key_id": rec.id, "scope": rec.scope, "stream": rec.stream}),
-            )
-            .await
-            .context("cannot record the new key in _audit; no key was created")?;
-            crate::failpoint::failpoint("key.create.recorded");
-            if let Err(e) = store.create_key(rec.clone()).await {
-                // The record above names a key that now does not exist.
-                crate::audit::record(
-                    store.as_ref(),
-                    "key.create_failed",
-                    crate::audit::Actor::Cli,
-                    serde_json::json!({"key_id": rec.id}),
-                )
-                .await;
-                return Err(e.into());
-            }
+            let (rec, token) =
+                crate::audit::create_key(store.as_ref(), *scope, stream, crate::audit::Actor::Cli)
+                    .await?;
             if *json {
                 println!(
                     "{}",
@@ -111,21 +90,7 @@ pub(super) async fn run(config: &Config, cmd: &KeysCommand) -> anyhow::Result<Ex
             }
         }
         KeysCommand::Revoke { id } => {
-            // Revoked first: a record saying "revoked" while the key still
-            // works would mislead; a crash in between leaves the key
-            // revoked (its `revoked` time is in the keys table) unrecorded.
-            if !store.revoke_key(id, &now).await? {
-                anyhow::bail!("no active key with id {id}");
-            }
-            crate::failpoint::failpoint("key.revoke.done");
-            crate::audit::record_required(
-                store.as_ref(),
-                "key.revoked",
-                crate::audit::Actor::Cli,
-                serde_json::json!({"key_id": id}),
-            )
-            .await
-            .context("key revoked, but recording it in _audit failed")?;
+            crate::audit::revoke_key(store.as_ref(), id, crate::audit::Actor::Cli).await?;
             eprintln!("revoked key {id}");
         }
         KeysCommand::Public => {

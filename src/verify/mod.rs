@@ -129,6 +129,27 @@ pub struct Report {
     pub streams: Vec<StreamReport>,
 }
 
+/// The last whole-store verification this process ran (on its schedule or
+/// asked for), for the console's alarms.
+#[derive(Debug, Clone, Copy)]
+pub struct LastRun {
+    /// When it ended.
+    pub at: time::OffsetDateTime,
+    /// `ok`, `problems` or `failed` (it could not read the store).
+    pub outcome: &'static str,
+    /// Problems found.
+    pub problems: u64,
+}
+
+static LAST_RUN: std::sync::Mutex<Option<LastRun>> = std::sync::Mutex::new(None);
+
+/// The last whole-store verification of this process, if any ran.
+pub fn last_run() -> Option<LastRun> {
+    *LAST_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Records a whole-store verification's result in `/metrics`
 /// (`trailkeep_verify_*`): runs by outcome, the last result, when, and
 /// how many problems. A run over one stream is not recorded: it says
@@ -139,6 +160,13 @@ pub fn record_run(result: &Result<Report, StoreError>) {
         Ok(r) => ("problems", 0.0, r.problem_count),
         Err(_) => ("failed", 0.0, 0),
     };
+    *LAST_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(LastRun {
+        at: time::OffsetDateTime::now_utc(),
+        outcome,
+        problems: problems as u64,
+    });
     metrics::counter!("trailkeep_verify_runs_total", "outcome" => outcome).increment(1);
     metrics::gauge!("trailkeep_verify_last_ok").set(ok);
     metrics::gauge!("trailkeep_verify_last_problems").set(problems as f64);
