@@ -12,6 +12,11 @@
 //!    default (as many events as are ready, up to the same batch size, one
 //!    request in flight; with a max age, it waits that long for a batch to
 //!    fill).
+//! 3. a forwarder with the behaviour of the client trailkeep replaces,
+//!    Grantex's `@grantex/destinations` with its defaults (serial: each
+//!    event awaited, 100-event batches posted while reading waits), as a
+//!    Node script of ours (`bench_e2e_grantex.mjs`); skipped, and said so,
+//!    where `node` is not installed.
 //!
 //! For each: events/s from the first event sent to the last delivered, and
 //! each event's first-delivery latency (arrival at the receiver minus the
@@ -518,6 +523,48 @@ async fn run_peer(
     figures("peer (no store, no chain)", &tl)
 }
 
+/// Grantex's `DatadogDestination` default batch size.
+const GRANTEX_BATCH: usize = 100;
+
+/// Run 3: a forwarder that behaves as Grantex's client does, under Node.
+/// `None` when `node` cannot be started.
+async fn run_grantex(args: &E2eBenchArgs, tmp: &Path) -> anyhow::Result<Option<RunFigures>> {
+    let script = tmp.join("bench_e2e_grantex.mjs");
+    std::fs::write(&script, include_str!("bench_e2e_grantex.mjs"))?;
+    let tl = Timeline::new(args.events);
+    let (up, up_task) = upstream(tl.clone()).await?;
+    let (dd, dd_task) = receiver(tl.clone()).await?;
+    let _tasks = Tasks(vec![up_task.abort_handle(), dd_task.abort_handle()]);
+    let stderr = tmp.join("grantex.log");
+    let child = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("{up}{STREAM_PATH}"))
+        .arg(format!("{dd}/api/v2/logs"))
+        .arg(args.events.to_string())
+        .arg(GRANTEX_BATCH.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => Child(c),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("starting node: {e}")),
+    };
+    wait_delivered(
+        &tl,
+        "grantex-like client",
+        Duration::from_secs(args.timeout_secs),
+        || match child.0.try_wait() {
+            Ok(Some(st)) if !st.success() => {
+                anyhow::bail!("the node client exited with {st}: {}", log_tail(&stderr))
+            }
+            _ => Ok(()),
+        },
+    )
+    .await?;
+    figures("grantex-like client (node)", &tl).map(Some)
+}
+
 pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     // The peer batches as trailkeep's Datadog destination does by default:
@@ -535,10 +582,21 @@ pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
     let (max_events, max_age) = (driver.max_events, driver.max_age);
     let tmp = super::bench::tempdir()?;
     let ours = run_trailkeep(args, &tmp).await;
+    let grantex = match &ours {
+        Ok(_) => run_grantex(args, &tmp).await,
+        Err(_) => Ok(None),
+    };
     let _ = std::fs::remove_dir_all(&tmp);
-    let ours = ours?;
+    let (ours, grantex) = (ours?, grantex?);
     let peer = run_peer(args, max_events, max_age).await?;
     let ratio = ours.events_per_s / peer.events_per_s.max(f64::MIN_POSITIVE);
+    let grantex_ratio = grantex
+        .as_ref()
+        .map(|g| ours.events_per_s / g.events_per_s.max(f64::MIN_POSITIVE));
+    let runs: Vec<&RunFigures> = [Some(&ours), Some(&peer), grantex.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
     if args.json {
         println!(
             "{}",
@@ -546,8 +604,9 @@ pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
                 "events": args.events,
                 "batch_max_events": max_events,
                 "batch_max_age_ms": max_age.as_millis(),
-                "runs": [ours, peer],
+                "runs": runs,
                 "events_per_s_trailkeep_over_peer": ratio,
+                "events_per_s_trailkeep_over_grantex_like": grantex_ratio,
             })
         );
     } else {
@@ -563,7 +622,10 @@ pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
             "{:<26} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
             "run", "events/s", "seconds", "p50 ms", "p99 ms", "max ms", "first ms", "requests"
         );
-        for r in [&ours, &peer] {
+        for r in [Some(&ours), Some(&peer), grantex.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             println!(
                 "{:<26} {:>10.0} {:>8.2} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9}",
                 r.run,
@@ -580,6 +642,10 @@ pub(super) async fn run(args: &E2eBenchArgs) -> anyhow::Result<ExitCode> {
             "first ms: first event sent to first event delivered; requests: batches the receiver got"
         );
         println!("events/s trailkeep / peer: {ratio:.2}x");
+        match grantex_ratio {
+            Some(r) => println!("events/s trailkeep / grantex-like client: {r:.2}x"),
+            None => println!("grantex-like client: skipped (node is not installed)"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
