@@ -215,6 +215,54 @@ mod tests {
     }
 
     #[test]
+    fn secrets_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"), "a prefix is not the secret");
+        assert!(!same("", "a"));
+        assert!(same("", ""), "two empty strings are equal (callers never hand out empty tokens)");
+    }
+
+    #[test]
+    fn sessions_idle_out_and_end_after_twelve_hours() {
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let s = |opened: Instant, seen: Instant| Session {
+            key_id: "k".into(),
+            csrf: "c".into(),
+            opened,
+            seen,
+        };
+        assert!(live(&s(t0, t0), t0 + 29 * min));
+        assert!(!live(&s(t0, t0), t0 + 30 * min), "30 idle minutes end it");
+        assert!(!live(&s(t0, t0), t0 + 31 * min));
+        // Used all along, it still ends 12 hours after sign-in.
+        let used = t0 + 11 * 60 * min + 50 * min;
+        assert!(live(&s(t0, used), t0 + 11 * 60 * min + 55 * min));
+        assert!(!live(&s(t0, used), t0 + 12 * 60 * min));
+        assert_eq!(IDLE, 30 * min);
+        assert_eq!(ABSOLUTE, 12 * 60 * min);
+    }
+
+    #[test]
+    fn the_least_recently_used_session_goes_first_when_full() {
+        let s = Sessions::default();
+        let first = s.open("first");
+        let second = s.open("second");
+        assert!(s.get(&first).is_some() && s.get(&second).is_some());
+        // `second` is now the least recently used.
+        assert!(s.get(&first).is_some());
+        for i in 0..MAX_SESSIONS - 2 {
+            s.open(&format!("k{i}"));
+        }
+        assert_eq!(s.lock().len(), MAX_SESSIONS);
+        let last = s.open("last");
+        assert_eq!(s.lock().len(), MAX_SESSIONS);
+        assert!(s.get(&second).is_none(), "the least recently used went");
+        assert!(s.get(&first).is_some() && s.get(&last).is_some());
+    }
+
+    #[test]
     fn next_stays_on_the_console() {
         assert_eq!(
             safe_next(Some("/ui/events?stream=a")),
