@@ -202,3 +202,122 @@ async fn browser_has_webcrypto_sha256_and_ed25519() {
     b.assert_no_console_errors().await;
     b.close().await;
 }
+
+async fn post_event(url: &str, token: &str, stream: &str, id: &str) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/v1/streams/{stream}/events"))
+        .bearer_auth(token)
+        .json(&json!({"id": id, "type": "grant.created", "time": "2026-12-01T00:00:00Z", "data": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+}
+
+/// An admin signs in, sees every stream and a new one appear without a
+/// reload, creates a key (after a confirmation: cancelling creates
+/// nothing), sees its token once and revokes it; a read key bound to one
+/// stream, on a phone, sees that stream only and no admin page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_and_keys_for_an_admin_and_a_bound_read_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_key(dir.path(), "admin");
+    let out = common::trailkeep(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--scope",
+            "read",
+            "--stream",
+            "alpha-orders",
+        ],
+    );
+    assert!(out.status.success());
+    let read_alpha = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let s = Server::start(dir.path(), &[]).await;
+    post_event(&s.url, &admin, "alpha-orders", "a1").await;
+    post_event(&s.url, &admin, "zeta-secret", "z1").await;
+    let Some(b) = Browser::desktop(&s.url).await else {
+        return;
+    };
+    b.sign_in(&admin).await;
+    let streams = b.text("#streams").await;
+    assert!(
+        streams.contains("alpha-orders") && streams.contains("zeta-secret"),
+        "{streams}"
+    );
+    b.wait_for_text(
+        "#health",
+        "Writer: accepting events",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.assert_accessible_basics().await;
+    b.screenshot("overview").await;
+    // A new stream shows up without a reload.
+    post_event(&s.url, &admin, "gamma-new", "g1").await;
+    b.wait_for_text("#streams", "gamma-new", Duration::from_secs(15))
+        .await;
+
+    b.goto("/ui/keys").await;
+    b.assert_accessible_basics().await;
+    let keys = || {
+        let out = common::trailkeep(dir.path(), &["keys", "list", "--json"]);
+        serde_json::from_slice::<Vec<Value>>(&out.stdout)
+            .unwrap()
+            .len()
+    };
+    let before = keys();
+    b.fill("#stream", "alpha-orders").await;
+    b.answer_confirm(false).await;
+    b.submit("form[action='/ui/keys']").await;
+    let asked = b.js("return window.__asked;", vec![]).await;
+    assert!(
+        asked[0].as_str().unwrap().contains("Create this key"),
+        "{asked}"
+    );
+    assert_eq!(keys(), before, "cancelled: no key");
+    b.answer_confirm(true).await;
+    b.submit("form[action='/ui/keys']").await;
+    b.wait_for_text(".notice", "shown only this once", Duration::from_secs(10))
+        .await;
+    assert_eq!(keys(), before + 1);
+    let token = b
+        .js("return document.getElementById('new-token').value;", vec![])
+        .await;
+    let token = token.as_str().unwrap().to_owned();
+    let id = &token[3..19];
+    b.screenshot("keys-created").await;
+    b.goto("/ui/keys").await;
+    let row = format!("#key-{id}");
+    b.answer_confirm(true).await;
+    b.submit(&format!("{row} form")).await;
+    b.wait_for_text(&row, "revoked", Duration::from_secs(10))
+        .await;
+    b.screenshot("keys").await;
+    b.assert_no_console_errors().await;
+    b.click("form.who button").await;
+    b.wait_for_text("h1", "Sign in", Duration::from_secs(10))
+        .await;
+    b.close().await;
+
+    let Some(p) = Browser::phone(&s.url).await else {
+        return;
+    };
+    p.sign_in(&read_alpha).await;
+    let page = p.text("main").await;
+    assert!(page.contains("alpha-orders"), "{page}");
+    assert!(
+        !page.contains("zeta-secret") && !page.contains("gamma-new"),
+        "{page}"
+    );
+    let nav = p.text("nav").await;
+    assert!(!nav.contains("Keys") && !nav.contains("Verify"), "{nav}");
+    p.assert_accessible_basics().await;
+    p.screenshot("overview-phone-read-key").await;
+    p.goto("/ui/keys").await;
+    p.wait_for_text("h1", "Admin only", Duration::from_secs(5))
+        .await;
+    p.close().await;
+}

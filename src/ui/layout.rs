@@ -11,6 +11,7 @@ fn head(title: &str) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · trailkeep" }
             link rel="stylesheet" href=(super::assets::path("app.css"));
+            link rel="icon" type="image/svg+xml" href=(super::assets::path("icon.svg"));
             script type="module" src=(super::assets::path("app.js")) {}
         }
     }

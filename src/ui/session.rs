@@ -154,14 +154,14 @@ pub(super) fn set_cookie(name: &str, value: &str, secure: bool, max_age: Duratio
     )
 }
 
-/// Whether a state-changing request comes from the console's own pages:
-/// the browser's `Sec-Fetch-Site` (when sent) says same-origin, and its
-/// `Origin` (when sent) is this host. The CSRF token is checked besides.
+/// Whether a state-changing request comes from the console's own pages.
+/// A browser's `Sec-Fetch-Site` decides when sent (every current browser
+/// sends it); otherwise `Origin`, when sent, must be this host (`null`, as
+/// sent from sandboxed or privacy-restricted contexts, is refused). The
+/// CSRF token is checked besides.
 pub(super) fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes() == b"same-origin";
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -220,7 +220,10 @@ mod tests {
         assert!(!same("abc", "abd"));
         assert!(!same("abc", "ab"), "a prefix is not the secret");
         assert!(!same("", "a"));
-        assert!(same("", ""), "two empty strings are equal (callers never hand out empty tokens)");
+        assert!(
+            same("", ""),
+            "two empty strings are equal (callers never hand out empty tokens)"
+        );
     }
 
     #[test]
@@ -305,6 +308,15 @@ mod tests {
         );
         h.insert("sec-fetch-site", "cross-site".parse().expect("header"));
         assert!(!same_origin(&h));
+        // Chromium sends `Origin: null` on a same-origin form post from a
+        // page with `Referrer-Policy: no-referrer`: Sec-Fetch-Site decides.
+        h.insert(header::ORIGIN, "null".parse().expect("header"));
+        h.insert("sec-fetch-site", "same-origin".parse().expect("header"));
+        assert!(same_origin(&h));
+        h.remove("sec-fetch-site");
+        assert!(!same_origin(&h), "null without Sec-Fetch-Site is refused");
+        h.insert("sec-fetch-site", "same-site".parse().expect("header"));
+        assert!(!same_origin(&h), "another subdomain is not this console");
     }
 
     #[test]

@@ -439,6 +439,74 @@ impl Browser {
         );
     }
 
+    /// Signs in to the console with `token` through its sign-in form and
+    /// waits for the overview.
+    pub async fn sign_in(&self, token: &str) {
+        self.goto("/ui/").await;
+        self.wait_for_text("h1", "Sign in", Duration::from_secs(10))
+            .await;
+        self.fill("#token", token).await;
+        self.submit("form.signin").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let main = self.text("main").await;
+            if main.starts_with("Overview") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "signing in did not reach the overview; the page says: {main}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Answers the page's next `confirm()` questions with `answer` and
+    /// records them in `window.__asked` (a WebDriver alert would block the
+    /// script that submits).
+    pub async fn answer_confirm(&self, answer: bool) {
+        self.js(
+            "const answer = arguments[0];
+             window.__asked = [];
+             window.confirm = (q) => { window.__asked.push(q); return answer; };",
+            vec![json!(answer)],
+        )
+        .await;
+    }
+
+    /// Fails unless every visible form control has a label, the first
+    /// thing a keyboard reaches is the skip link (console pages), and the
+    /// page is not wider than the window.
+    pub async fn assert_accessible_basics(&self) {
+        let out = self
+            .js(
+                "const unlabelled = [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                   .filter((e) => e.labels.length === 0 && !e.getAttribute('aria-label'))
+                   .map((e) => e.outerHTML);
+                 const skip = document.querySelector('a.skip');
+                 const first = document.querySelector('a[href], button, input:not([type=hidden]), select, textarea');
+                 return {
+                   unlabelled,
+                   skipFirst: skip === null || first === skip,
+                   overflow: document.documentElement.scrollWidth - window.innerWidth,
+                   lang: document.documentElement.lang,
+                 };",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            out["unlabelled"],
+            json!([]),
+            "controls without a label: {out}"
+        );
+        assert_eq!(out["skipFirst"], true, "the skip link comes first: {out}");
+        assert!(
+            out["overflow"].as_i64().unwrap_or(1) <= 0,
+            "the page is wider than the window: {out}"
+        );
+        assert_eq!(out["lang"], "en", "{out}");
+    }
+
     /// Ends the session (the browser quits); dropping without it kills
     /// chromedriver and the browser instead.
     pub async fn close(self) {
