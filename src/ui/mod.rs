@@ -10,7 +10,12 @@
 //! nothing from another origin); every state-changing form carries the
 //! session's CSRF token and must come from this origin.
 
+// A handler's error is the page it answers (`Response`, 128 bytes): boxing
+// it would only add an allocation to every refusal.
+#![allow(clippy::result_large_err)]
+
 mod assets;
+mod events;
 mod keys;
 mod layout;
 mod overview;
@@ -65,6 +70,12 @@ pub fn router(app: AppState, secure: bool) -> Router {
         .route("/ui/", get(overview::page))
         .route("/ui/login", get(signin::form).post(signin::sign_in))
         .route("/ui/logout", post(signin::sign_out))
+        .route("/ui/events", get(events::list))
+        .route("/ui/events/{stream}/{seq}", get(events::event))
+        .route(
+            "/ui/events/{stream}/{seq}/evidence.json",
+            get(events::evidence),
+        )
         .route("/ui/keys", get(keys::page).post(keys::create))
         .route("/ui/keys/{id}/revoke", post(keys::revoke))
         .route("/ui/assets/{name}", get(assets::serve))
