@@ -469,3 +469,46 @@ async fn an_archived_event_is_read_from_its_object_and_still_proved() {
     let (code, out, err) = verify_evidence(&ev, Some(&pk), false);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Regression: under `Referrer-Policy: no-referrer` a browser sends
+/// `Origin: null` with every form POST (Fetch, "serializing a request
+/// origin"), so the console's own origin check refused every sign-in and
+/// admin form a real browser sent. The policy must let the browser name
+/// this origin on same-origin posts, and such a post must pass.
+#[tokio::test]
+async fn browsers_send_their_origin_with_console_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_key(dir.path(), "admin");
+    let s = Server::start(dir.path(), &[]).await;
+    let form = client()
+        .get(format!("{}/ui/login", s.url))
+        .send()
+        .await
+        .unwrap();
+    let policy = form.headers()["referrer-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        [
+            "same-origin",
+            "strict-origin",
+            "strict-origin-when-cross-origin"
+        ]
+        .contains(&policy.as_str()),
+        "under Referrer-Policy {policy} a browser's same-origin form POST carries Origin: null"
+    );
+    // What Chrome sends under that policy for the sign-in form.
+    let cookie = set_cookie(&form, "tk_login").unwrap();
+    let login = hidden(&form.text().await.unwrap(), "login");
+    let res = client()
+        .post(format!("{}/ui/login", s.url))
+        .header(COOKIE, &cookie)
+        .header("origin", &s.url)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", admin.as_str()), ("login", &login)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}

@@ -239,7 +239,7 @@ export async function start(main) {
     say('bad', 'Proof FAILED: the evidence on this page is not readable JSON.');
     return;
   }
-  if (!window.isSecureContext || !window.crypto || !crypto.subtle) {
+  if (!window.isSecureContext || !globalThis.crypto || !crypto.subtle) {
     say('warn', 'Not checked: this page is not a secure context (HTTPS or localhost), so the browser offers no WebCrypto. Download the evidence and run trailkeep verify --evidence.');
     return;
   }
