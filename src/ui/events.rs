@@ -335,7 +335,7 @@ pub(super) async fn list(
     let value = |v: &Option<String>| given(v.as_ref()).map(str::to_owned);
     let content = html! {
         h1 { "Events of " code { (stream) } }
-        p {
+        p id="stream-head" data-live=[before.is_none().then_some("3000")] {
             (info.head_seq) " events · "
             a href="/ui/events" { "Other streams" }
         }
