@@ -341,18 +341,30 @@ pub(super) async fn list(
         }
         form method="get" action="/ui/events" class="filter" role="search" aria-label="Filter events" {
             input type="hidden" name="stream" value=(stream);
-            label for="from" { "From" }
-            input id="from" name="from" type="text" placeholder="2026-12-01T00:00" value=[value(&q.from)] aria-describedby="time-help";
-            label for="to" { "To" }
-            input id="to" name="to" type="text" placeholder="2026-12-02" value=[value(&q.to)] aria-describedby="time-help";
-            label for="type" { "Type" }
-            input id="type" name="type" type="text" value=[value(&q.event_type)];
-            label for="actor" { "Actor" }
-            input id="actor" name="actor" type="text" value=[value(&q.actor)];
-            label for="subject" { "Subject" }
-            input id="subject" name="subject" type="text" value=[value(&q.subject)];
-            label for="id" { "Id" }
-            input id="id" name="id" type="text" value=[value(&q.id)];
+            span class="field" {
+                label for="from" { "From" }
+                input id="from" name="from" type="text" placeholder="2026-12-01T00:00" value=[value(&q.from)] aria-describedby="time-help";
+            }
+            span class="field" {
+                label for="to" { "To" }
+                input id="to" name="to" type="text" placeholder="2026-12-02" value=[value(&q.to)] aria-describedby="time-help";
+            }
+            span class="field" {
+                label for="type" { "Type" }
+                input id="type" name="type" type="text" value=[value(&q.event_type)];
+            }
+            span class="field" {
+                label for="actor" { "Actor" }
+                input id="actor" name="actor" type="text" value=[value(&q.actor)];
+            }
+            span class="field" {
+                label for="subject" { "Subject" }
+                input id="subject" name="subject" type="text" value=[value(&q.subject)];
+            }
+            span class="field" {
+                label for="id" { "Id" }
+                input id="id" name="id" type="text" value=[value(&q.id)];
+            }
             button type="submit" { "Filter" }
             @if f.any() { a href=(format!("/ui/events?stream={stream}")) { "Clear" } }
         }
