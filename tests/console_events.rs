@@ -105,14 +105,14 @@ fn rel_link(page: &str, rel: &str) -> Option<String> {
 fn seed_events() -> Vec<Value> {
     (1..=60)
         .map(|n: u32| {
-            let actor = if n % 2 == 0 {
+            let actor = if n.is_multiple_of(2) {
                 json!(format!("user-{}", n % 3))
             } else {
                 json!({"id": format!("user-{}", n % 3), "kind": "person"})
             };
             json!({
                 "id": if n == 7 { "it's-7".to_owned() } else { format!("e{n}") },
-                "type": if n % 2 == 0 { "t.even" } else { "t.odd" },
+                "type": if n.is_multiple_of(2) { "t.even" } else { "t.odd" },
                 "time": format!("2026-12-{:02}T{:02}:00:00Z", 1 + n / 24, n % 24),
                 "actor": actor,
                 "subject": format!("doc-{n}"),
@@ -197,7 +197,10 @@ async fn listing_shows_visible_streams_filters_and_pages_by_seq() {
         f("type=t.even").await,
         (1..=30).rev().map(|n| 2 * n).collect::<Vec<_>>()
     );
-    let user0: Vec<u64> = (1..=60).rev().filter(|n| n % 3 == 0).collect();
+    let user0: Vec<u64> = (1..=60)
+        .rev()
+        .filter(|n: &u64| n.is_multiple_of(3))
+        .collect();
     assert_eq!(f("actor=user-0").await, user0);
     assert_eq!(f("subject=doc-42").await, vec![42]);
     assert_eq!(f("id=it%27s-7").await, vec![7]);
