@@ -321,3 +321,146 @@ async fn overview_and_keys_for_an_admin_and_a_bound_read_key() {
         .await;
     p.close().await;
 }
+
+/// Signs in to the console with `token` and waits for the overview.
+async fn sign_in(b: &Browser, token: &str) {
+    b.sign_in(token).await;
+}
+
+async fn post_events(url: &str, token: &str, stream: &str, events: Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/v1/streams/{stream}/events"))
+        .bearer_auth(token)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+}
+
+/// Waits until the stream's latest signed checkpoint covers `seq`.
+async fn signed_through(url: &str, token: &str, stream: &str, seq: u64) {
+    common::wait_for(
+        Duration::from_secs(20),
+        "a checkpoint covering the event",
+        async || {
+            let res = reqwest::Client::new()
+                .get(format!("{url}/v1/streams/{stream}/checkpoint"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let note = res.text().await.unwrap();
+            note.lines()
+                .nth(1)
+                .and_then(|l| l.parse::<u64>().ok())
+                .is_some_and(|size| size >= seq)
+        },
+    )
+    .await;
+}
+
+/// The Events page in a browser: a new event appears in the list without
+/// a reload; its page checks the proof in the browser (hash, Merkle path,
+/// Ed25519 signature) and says it verified; a row changed in SQLite makes
+/// the page say the proof FAILED, naming the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_appear_live_and_the_browser_checks_each_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = create_key(dir.path(), "read");
+    let ingest = create_key(dir.path(), "ingest");
+    let s = Server::start(dir.path(), &[]).await;
+    post_events(
+        &s.url,
+        &ingest,
+        "payments",
+        json!([
+            {"type": "grant.created", "actor": "alice", "subject": "doc-1", "data": {"amount": 10}},
+            {"type": "grant.revoked", "actor": {"id": "bob", "team": "ops"}, "subject": "doc-1"},
+            {"type": "login.failed", "actor": "mallory", "data": {"note": "</script><script>alert(1)</script>"}},
+        ]),
+    )
+    .await;
+    let Some(b) = Browser::desktop(&s.url).await else {
+        return;
+    };
+    sign_in(&b, &read).await;
+
+    b.goto("/ui/events?stream=payments").await;
+    b.wait_for_text("#events", "login.failed", Duration::from_secs(10))
+        .await;
+    post_events(
+        &s.url,
+        &ingest,
+        "payments",
+        json!([{"type": "payout.sent", "actor": "carol", "subject": "acct-7"}]),
+    )
+    .await;
+    // No reload: the list refreshes itself (data-live).
+    b.wait_for_text("#events", "payout.sent", Duration::from_secs(15))
+        .await;
+    let shot = b.screenshot("events-list").await;
+    assert_eq!(png_size(&shot).0, DESKTOP.0);
+
+    signed_through(&s.url, &read, "payments", 4).await;
+    b.click("a[href='/ui/events/payments/4']").await;
+    let result = b
+        .wait_for_text("#proof-result", "Verified", Duration::from_secs(15))
+        .await;
+    assert!(
+        result.contains("event 4 of payments is included in checkpoint size"),
+        "{result}"
+    );
+    let steps = b.text("#proof-steps").await;
+    for step in [
+        "Event hash",
+        "Merkle path",
+        "Checkpoint signature",
+        "Checkpoint contents",
+    ] {
+        assert!(steps.contains(step), "{steps}");
+    }
+    b.screenshot("event-verified").await;
+    // The event with markup in it: shown as text, its proof checked.
+    b.goto("/ui/events/payments/3").await;
+    b.wait_for_text("#proof-result", "Verified", Duration::from_secs(15))
+        .await;
+    assert!(
+        b.text("#stored-line")
+            .await
+            .contains("</script><script>alert(1)</script>")
+    );
+    b.assert_no_console_errors().await;
+
+    // Someone with write access to the database edits event 2.
+    let conn = rusqlite::Connection::open(dir.path().join("trailkeep.db")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE events SET body = replace(body, 'grant.revoked', 'grant.renewed') \
+             WHERE seq = 2 AND stream_id = (SELECT id FROM streams WHERE name = 'payments')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    b.goto("/ui/events/payments/2").await;
+    let result = b
+        .wait_for_text("#proof-result", "FAILED", Duration::from_secs(15))
+        .await;
+    assert!(
+        result.contains("Event hash") && result.contains("the event was changed"),
+        "{result}"
+    );
+    b.screenshot("event-tampered").await;
+    b.close().await;
+
+    // The list on a phone.
+    let Some(p) = Browser::phone(&s.url).await else {
+        return;
+    };
+    sign_in(&p, &read).await;
+    p.goto("/ui/events?stream=payments").await;
+    p.wait_for_text("#events", "payout.sent", Duration::from_secs(10))
+        .await;
+    p.screenshot("events-list-phone").await;
+    p.close().await;
+}

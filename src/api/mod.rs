@@ -20,6 +20,7 @@ mod limits;
 mod openapi;
 mod query;
 mod read;
+pub use read::{EventEvidence, Tier, event_evidence, prove_inclusion};
 mod scrape;
 
 use std::sync::Arc;

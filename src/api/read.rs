@@ -11,11 +11,14 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Query};
-use super::{ApiError, AppState, authenticate, authorize, permit, read_body, stream_name};
+use super::{ApiError, AppState, Shared, authenticate, authorize, permit, read_body, stream_name};
 use crate::auth::{Scope, Target, sees};
 use crate::chain::merkle;
 use crate::event::stored_json;
-use crate::store::{EventPage, ReaderSource, RejectedEvent, SourceState, StoreExt, StreamInfo};
+use crate::store::{
+    EventPage, KeyRecord, ReaderSource, RejectedEvent, SourceState, StoreExt, StreamInfo,
+};
+use crate::verify::evidence::InclusionProof;
 
 /// `GET /v1/streams`.
 #[derive(Serialize, ToSchema)]
@@ -42,7 +45,7 @@ pub(super) async fn list_streams(
     Ok(Json(StreamList { streams }))
 }
 
-async fn existing(st: &AppState, stream: &str) -> Result<StreamInfo, ApiError> {
+async fn existing(st: &Shared, stream: &str) -> Result<StreamInfo, ApiError> {
     st.store
         .stream(stream)
         .await
@@ -168,17 +171,6 @@ pub(super) struct InclusionQuery {
     size: Option<u64>,
 }
 
-/// An RFC 9162 inclusion proof (base64 hashes).
-#[derive(Serialize, ToSchema)]
-pub(super) struct InclusionProof {
-    seq: u64,
-    size: u64,
-    leaf_index: u64,
-    leaf_hash: String,
-    root: String,
-    hashes: Vec<String>,
-}
-
 /// Proves the event at `seq` is in the tree of `size`.
 #[utoipa::path(get, path = "/v1/streams/{stream}/proof/inclusion", tag = "read",
     security(("bearer" = [])),
@@ -193,16 +185,40 @@ pub(super) async fn inclusion(
     Query(q): Query<InclusionQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
     stream_name(&stream)?;
-    authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
-    let info = existing(&st, &stream).await?;
+    let key = authorize(&st, &headers, Scope::Read, Target::Stream(&stream)).await?;
     let seq = q
         .seq
         .ok_or_else(|| query_err("seq", "seq is required".into()))?;
-    let size = match q.size {
+    Ok(Json(
+        prove_inclusion(&st, &key, &stream, seq, q.size).await?,
+    ))
+}
+
+/// The inclusion proof of `stream`'s event `seq` in the tree of `size`
+/// leaves (default: the latest signed checkpoint's size, else the head),
+/// for `key`. A stream the key may not see is answered as one that does
+/// not exist. The tiles are never deleted, so archived seqs are proved
+/// too. Shared by the API and the console.
+///
+/// # Errors
+/// 404 for a stream `key` cannot see or that does not exist; 400 naming
+/// `seq` or `size` when out of range; 500 for the store.
+pub async fn prove_inclusion(
+    st: &Shared,
+    key: &KeyRecord,
+    stream: &str,
+    seq: u64,
+    size: Option<u64>,
+) -> Result<InclusionProof, ApiError> {
+    if !sees(key, stream) {
+        return Err(ApiError::not_found(format!("stream {stream} not found")));
+    }
+    let info = existing(st, stream).await?;
+    let size = match size {
         Some(s) => s,
         None => st
             .store
-            .latest_checkpoint(&stream)
+            .latest_checkpoint(stream)
             .await
             .map_err(|e| ApiError::internal(&e))?
             .map_or(info.head_seq, |c| c.size),
@@ -221,7 +237,7 @@ pub(super) async fn inclusion(
     }
     let (leaf, proof, root) = st
         .store
-        .with_tiles(&stream, |r| {
+        .with_tiles(stream, |r| {
             let src = ReaderSource(r);
             Ok((
                 r.node(0, seq - 1)?,
@@ -231,13 +247,128 @@ pub(super) async fn inclusion(
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(InclusionProof {
+    Ok(InclusionProof {
         seq,
         size,
         leaf_index: seq - 1,
         leaf_hash: STANDARD.encode(leaf),
         root: STANDARD.encode(root),
         hashes: b64(&proof),
+    })
+}
+
+/// Where an event was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The hot store (also a restored row).
+    Hot,
+    /// An archive object (checked against its recorded digest and chain).
+    Cold,
+}
+
+impl Tier {
+    /// `hot` or `cold`, as the query engine's `tier` column says.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hot => "hot",
+            Self::Cold => "cold",
+        }
+    }
+}
+
+/// One event as stored, and the evidence of it when a signed checkpoint
+/// covers it.
+#[derive(Debug, Clone)]
+pub struct EventEvidence {
+    /// Where it was read from.
+    pub tier: Tier,
+    /// The event as stored: canonical JSON with `hash` inside.
+    pub line: String,
+    /// The latest signed checkpoint's size (None: none yet).
+    pub checkpoint_size: Option<u64>,
+    /// The evidence against the latest signed checkpoint; None while no
+    /// checkpoint covers the seq yet.
+    pub evidence: Option<crate::verify::evidence::Evidence>,
+}
+
+/// `stream`'s event `seq` for `key`, from the hot store or, when archived
+/// and no longer hot, from its archive object, with its inclusion proof in
+/// the latest signed checkpoint, that checkpoint and the verifier key.
+/// `None` for a stream the key may not see, a stream that does not exist
+/// and a seq it does not have (alike). Shared by the console's event page
+/// and its evidence download.
+///
+/// # Errors
+/// 500 for the store or an archive that cannot be read.
+pub async fn event_evidence(
+    st: &Shared,
+    key: &KeyRecord,
+    stream: &str,
+    seq: u64,
+) -> Result<Option<EventEvidence>, ApiError> {
+    if !sees(key, stream) || seq == 0 {
+        return Ok(None);
+    }
+    let Some(info) = st
+        .store
+        .stream(stream)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    else {
+        return Ok(None);
+    };
+    if seq > info.head_seq {
+        return Ok(None);
+    }
+    let page = st
+        .store
+        .read_page(stream, seq, 1)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let (tier, event) = match page {
+        EventPage::Events(rows) => match rows.into_iter().next() {
+            Some(r) if r.seq == seq => (Tier::Hot, r),
+            _ => return Ok(None),
+        },
+        EventPage::Archived(_) => {
+            let got = st
+                .archiver
+                .read_archived(stream, seq, 1)
+                .await
+                .map_err(|e| ApiError::internal(&crate::report::Chain(&e)))?;
+            match got.and_then(|v| v.into_iter().next()) {
+                Some(r) if r.seq == seq => (Tier::Cold, r.into()),
+                _ => return Ok(None),
+            }
+        }
+    };
+    let line = stored_json(&event.body, &event.hash);
+    let cp = st
+        .store
+        .latest_checkpoint(stream)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let checkpoint_size = cp.as_ref().map(|c| c.size);
+    let evidence = match cp {
+        Some(cp) if cp.size >= seq => {
+            let proof = prove_inclusion(st, key, stream, seq, Some(cp.size)).await?;
+            Some(crate::verify::evidence::Evidence {
+                format: crate::verify::evidence::FORMAT.into(),
+                stream: stream.to_owned(),
+                seq,
+                event: line.clone(),
+                proof,
+                checkpoint: cp.note,
+                public_key: st.verifier.to_string(),
+            })
+        }
+        _ => None,
+    };
+    Ok(Some(EventEvidence {
+        tier,
+        line,
+        checkpoint_size,
+        evidence,
     }))
 }
 

@@ -34,6 +34,94 @@ pub struct VerifyArgs {
     /// (2h); without it, only when given.
     #[arg(long, env = "TRAILKEEP_MAX_AGE", value_name = "DURATION", value_parser = parse_age)]
     pub max_age: Option<std::time::Duration>,
+    /// Check one event's evidence file (the console's "Download evidence")
+    /// offline: its hash, its inclusion proof and the checkpoint's
+    /// signature, against `--public-key` (without it, against the key in
+    /// the file, which shows only that the file is self-consistent).
+    /// Needs no data directory or store.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stream", "trusted_checkpoint", "max_age"])]
+    pub evidence: Option<PathBuf>,
+}
+
+/// `verify --evidence FILE [--public-key FILE]`: exit 0 when every step
+/// passes, 1 when one fails, 2 when the files cannot be read.
+pub(super) fn run_evidence(file: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    use crate::verify::evidence::{Evidence, FORMAT, check};
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read evidence {}", file.display()))?;
+    let evidence: Evidence = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not an evidence file (the JSON the console's \"Download evidence\" gives)",
+            file.display()
+        )
+    })?;
+    if evidence.format != FORMAT {
+        anyhow::bail!(
+            "{}: format {:?}, this trailkeep reads {FORMAT:?}",
+            file.display(),
+            evidence.format
+        );
+    }
+    let in_file = NoteVerifier::parse(evidence.public_key.trim())
+        .with_context(|| format!("{}: public_key", file.display()))?;
+    let (verifier, pinned) = match &args.public_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read public key {}", path.display()))?;
+            let pinned = NoteVerifier::parse(text.trim())
+                .with_context(|| format!("public key {}", path.display()))?;
+            (pinned, true)
+        }
+        None => {
+            eprintln!(
+                "warning: no --public-key: checking against the key inside the evidence file ({in_file}), which shows only that the file is self-consistent; pass the log's key you hold (trailkeep keys public) to know it is the log's"
+            );
+            (in_file.clone(), false)
+        }
+    };
+    let outcome = check(&evidence, &verifier);
+    if args.json {
+        let mut v = serde_json::to_value(&outcome)?;
+        v["key_pinned"] = pinned.into();
+        v["key_in_file_matches"] = (in_file == verifier).into();
+        super::print_json(&v)?;
+    } else {
+        for s in &outcome.steps {
+            println!(
+                "{} {}: {}",
+                if s.ok { "valid" } else { "INVALID" },
+                s.step,
+                s.detail
+            );
+        }
+        if pinned && in_file != verifier {
+            println!("note: the file names another key ({in_file}) than --public-key");
+        }
+        println!(
+            "{}: event {} of stream {} {} checkpoint size {} signed by {}+{:08x}{}",
+            if outcome.ok { "OK" } else { "FAILED" },
+            outcome.seq,
+            outcome.stream,
+            if outcome.ok {
+                "is included in"
+            } else {
+                "is not shown to be in"
+            },
+            outcome.size,
+            verifier.name(),
+            verifier.key_id(),
+            if pinned {
+                ""
+            } else {
+                " (the key in the file, not pinned)"
+            }
+        );
+    }
+    Ok(if outcome.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
@@ -346,6 +434,9 @@ fn age(secs: i64) -> String {
 }
 
 pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.evidence {
+        return run_evidence(file, args);
+    }
     if let (Some(url), Some(_)) = (&config.archive.url, &args.public_key) {
         let verifier = load_verifier(config, args)?;
         let trusted = load_trusted(&args.trusted_checkpoint, &verifier)?;
