@@ -140,6 +140,17 @@ fn next_daily_run(now: time::OffsetDateTime, hour: u8) -> time::OffsetDateTime {
     }
 }
 
+/// `90s`, `2h`, `1d`: a duration as `[archive] interval` takes it.
+fn humantime_secs(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s > 0 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Runs the archiver on its schedule until `stop` turns true. Probes the
 /// store first and says why when it refuses; every run takes the
 /// `archiver` lease, so with several nodes one archives at a time.
@@ -148,6 +159,16 @@ async fn archive_worker(
     schedule: crate::config::ArchiveSchedule,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    archiver.set_schedule(match schedule {
+        crate::config::ArchiveSchedule::Every(d) => crate::archive::archiver::Schedule {
+            text: format!("every {}", humantime_secs(d)),
+            period: d,
+        },
+        crate::config::ArchiveSchedule::DailyAt(h) => crate::archive::archiver::Schedule {
+            text: format!("daily at {h:02}:00 UTC"),
+            period: std::time::Duration::from_secs(86_400),
+        },
+    });
     match archiver.check_store().await {
         Ok(r) => {
             tracing::info!(archive = %archiver.bucket().display(), probe = ?r, "archive store probed")

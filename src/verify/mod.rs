@@ -23,6 +23,8 @@
 //! compared over hot and cold together; without it only the tiles are
 //! compared with the checkpoint. Restored rows are checked for their hash.
 
+pub mod combined;
+
 use std::collections::HashMap;
 
 use serde::Serialize;
