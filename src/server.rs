@@ -140,17 +140,6 @@ fn next_daily_run(now: time::OffsetDateTime, hour: u8) -> time::OffsetDateTime {
     }
 }
 
-/// `90s`, `2h`, `1d`: a duration as `[archive] interval` takes it.
-fn humantime_secs(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
-        s if s > 0 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
-        s if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// Runs the archiver on its schedule until `stop` turns true. Probes the
 /// store first and says why when it refuses; every run takes the
 /// `archiver` lease, so with several nodes one archives at a time.
@@ -161,7 +150,7 @@ async fn archive_worker(
 ) {
     archiver.set_schedule(match schedule {
         crate::config::ArchiveSchedule::Every(d) => crate::archive::archiver::Schedule {
-            text: format!("every {}", humantime_secs(d)),
+            text: format!("every {}", crate::archive::format_duration(d)),
             period: d,
         },
         crate::config::ArchiveSchedule::DailyAt(h) => crate::archive::archiver::Schedule {

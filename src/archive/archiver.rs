@@ -185,6 +185,8 @@ pub struct RunSummary {
 pub struct ArchiverStatus {
     /// The schedule, when `serve` runs the archive.
     pub schedule: Option<Schedule>,
+    /// When the schedule was set (the server started archiving).
+    pub scheduled_since: Option<OffsetDateTime>,
     /// The last run that took place here.
     pub last_run: Option<RunOutcome>,
     /// When a run last succeeded here.
@@ -196,8 +198,8 @@ pub struct ArchiverStatus {
 impl ArchiverStatus {
     /// Whether the archive is late at `now`: scheduled, and its last run
     /// failed, or nothing succeeded (or ran elsewhere) for twice the
-    /// period (counted from `started` before any run).
-    pub fn late(&self, now: OffsetDateTime, started: OffsetDateTime) -> bool {
+    /// period (counted from when it was scheduled, before any run).
+    pub fn late(&self, now: OffsetDateTime) -> bool {
         let Some(schedule) = &self.schedule else {
             return false;
         };
@@ -208,7 +210,8 @@ impl ArchiverStatus {
             .into_iter()
             .flatten()
             .max()
-            .unwrap_or(started);
+            .or(self.scheduled_since)
+            .unwrap_or(now);
         now - last > schedule.period * 2
     }
 }
@@ -365,7 +368,9 @@ impl Archiver {
 
     /// Notes when `serve` runs this archiver (for [`Archiver::status`]).
     pub fn set_schedule(&self, schedule: Schedule) {
-        self.status_mut().schedule = Some(schedule);
+        let mut s = self.status_mut();
+        s.schedule = Some(schedule);
+        s.scheduled_since = Some(OffsetDateTime::now_utc());
     }
 
     /// The schedule, last run and last success this process saw.
@@ -957,5 +962,48 @@ impl Archiver {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(min: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(min)
+    }
+
+    fn hourly(since: i64) -> ArchiverStatus {
+        ArchiverStatus {
+            schedule: Some(Schedule {
+                text: "every 1h".into(),
+                period: Duration::from_secs(3600),
+            }),
+            scheduled_since: Some(at(since)),
+            ..ArchiverStatus::default()
+        }
+    }
+
+    #[test]
+    fn late_after_twice_the_period_or_a_failed_run_never_when_unscheduled() {
+        assert!(!ArchiverStatus::default().late(at(10_000)), "not scheduled");
+        let mut s = hourly(0);
+        assert!(!s.late(at(120)), "two periods since the start");
+        assert!(s.late(at(121)), "no run for over two periods");
+        s.last_success = Some(at(100));
+        s.last_run = Some(RunOutcome {
+            at: at(100),
+            result: Ok(RunSummary::default()),
+        });
+        assert!(!s.late(at(220)));
+        assert!(s.late(at(221)));
+        // Another node archiving counts: it holds the lease.
+        s.busy_at = Some(at(200));
+        assert!(!s.late(at(300)));
+        s.last_run = Some(RunOutcome {
+            at: at(301),
+            result: Err("archive location: gone".into()),
+        });
+        assert!(s.late(at(302)), "the last run failed");
     }
 }

@@ -21,6 +21,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
     ),
+    (
+        "verify.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/verify.js"),
+    ),
 ];
 
 static VERSIONS: LazyLock<Vec<String>> = LazyLock::new(|| {

@@ -10,13 +10,19 @@
 //! nothing from another origin); every state-changing form carries the
 //! session's CSRF token and must come from this origin.
 
+mod archive;
 mod assets;
+mod destinations;
 mod keys;
+mod lags;
 mod layout;
+mod ops;
 mod overview;
 mod rates;
 mod session;
 mod signin;
+mod sources;
+mod verify;
 
 use std::sync::Arc;
 
@@ -54,6 +60,7 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 /// (session cookies get `Secure`).
 pub fn router(app: AppState, secure: bool) -> Router {
     let rates = rates::Rates::start(&app);
+    let ops = ops::routes(&app);
     let console = Arc::new(Console {
         app,
         sessions: session::Sessions::default(),
@@ -68,6 +75,7 @@ pub fn router(app: AppState, secure: bool) -> Router {
         .route("/ui/keys", get(keys::page).post(keys::create))
         .route("/ui/keys/{id}/revoke", post(keys::revoke))
         .route("/ui/assets/{name}", get(assets::serve))
+        .merge(ops)
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(console)
