@@ -22,6 +22,10 @@
 #   TEST_PYSPARK_PYTHON, TEST_SQLGLOT_PYTHON: a Python that imports each).
 # - GCS has no local emulator that honours create-only preconditions: the
 #   tests start their own fake of the XML API subset object_store uses.
+# - chromium and chromedriver (Debian's `chromium`, `chromium-driver`, with
+#   `fonts-liberation` for legible screenshots): tests/ui.rs drives the web
+#   console in a headless browser (TEST_CHROMEDRIVER, TEST_CHROMIUM) and
+#   saves screenshots under artifacts/ui-screenshots/.
 # - SQLite is compiled in; every other server the tests need (trailkeep
 #   itself, SSE upstreams, fault-injecting proxies) is started by the tests.
 # - Node.js >= 20 and npm (the machine's, else Debian's `nodejs`, `npm`):
@@ -207,6 +211,23 @@ install_promtool() {
     fi
 }
 
+# Debian's chromium and its chromedriver: tests/ui.rs starts chromedriver
+# and, through it, a headless chromium (--no-sandbox: CI runs as root).
+# Nothing downloads a browser.
+install_chromium() {
+    if [ -n "${TEST_CHROMEDRIVER:-}" ] && [ -n "${TEST_CHROMIUM:-}" ]; then
+        return
+    fi
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing chromium and chromium-driver from Debian's packages" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver fonts-liberation >/dev/null
+    fi
+    export TEST_CHROMEDRIVER="${TEST_CHROMEDRIVER:-$(command -v chromedriver)}"
+    export TEST_CHROMIUM="${TEST_CHROMIUM:-$(command -v chromium)}"
+}
+
 stop_all() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -n "${PG_STOP+x}" ]; then
@@ -222,6 +243,7 @@ start_azurite
 install_schemathesis
 install_warehouse_tools
 install_promtool
+install_chromium
 
 # The Node client's suite (clients/node, `node --test`): against the
 # trailkeep binary the cargo run below builds, on Node.js >= 20 (its global

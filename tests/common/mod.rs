@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod browser;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_trailkeep");
 
 pub fn trailkeep(data_dir: &Path, args: &[&str]) -> Output {
@@ -60,6 +62,13 @@ impl Log {
 
     pub fn contains(&self, needle: &str) -> bool {
         self.0.lock().unwrap().contains(needle)
+    }
+
+    /// Appends one line.
+    pub fn push(&self, line: &str) {
+        let mut all = self.0.lock().unwrap();
+        all.push_str(line);
+        all.push('\n');
     }
 }
 
