@@ -48,11 +48,19 @@ async fn sign_in(url: &str, token: &str) -> String {
     let res = c
         .post(format!("{url}/ui/login"))
         .header(COOKIE, &login_cookie)
-        .form(&[("token", token), ("login", &hidden(&page, "login")), ("next", "/ui/")])
+        .form(&[
+            ("token", token),
+            ("login", &hidden(&page, "login")),
+            ("next", "/ui/"),
+        ])
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "sign-in with a valid key");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "sign-in with a valid key"
+    );
     set_cookie(&res, "tk_session").expect("session cookie").0
 }
 
@@ -93,21 +101,32 @@ async fn console_needs_a_session_and_sends_a_strict_csp() {
 
     let res = c.get(format!("{}/ui/login", s.url)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'"] {
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
         assert!(csp.contains(part), "CSP {csp} lacks {part}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(res.headers()["x-frame-options"], "DENY");
     let page = res.text().await.unwrap();
-    assert!(!page.contains("<script>") && !page.contains(" style="), "no inline script or style");
+    assert!(
+        !page.contains("<script>") && !page.contains(" style="),
+        "no inline script or style"
+    );
 
     let session = sign_in(&s.url, &admin).await;
-    let res = c
-        .post(format!("{}/ui/login", s.url))
-        .send()
-        .await
-        .unwrap();
+    let res = c.post(format!("{}/ui/login", s.url)).send().await.unwrap();
     assert!(res.status().is_client_error());
 
     // The cookie is HttpOnly, SameSite=Strict, scoped to /ui, not Secure
@@ -118,7 +137,10 @@ async fn console_needs_a_session_and_sends_a_strict_csp() {
     let res = c
         .post(format!("{}/ui/login", s.url))
         .header(COOKIE, &lc)
-        .form(&[("token", admin.as_str()), ("login", &hidden(&page, "login"))])
+        .form(&[
+            ("token", admin.as_str()),
+            ("login", &hidden(&page, "login")),
+        ])
         .send()
         .await
         .unwrap();
@@ -130,7 +152,10 @@ async fn console_needs_a_session_and_sends_a_strict_csp() {
 
     let (status, page) = get(&s.url, "/ui/", &session).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("Overview") && page.contains("href=\"/ui/keys\""), "{page}");
+    assert!(
+        page.contains("Overview") && page.contains("href=\"/ui/keys\""),
+        "{page}"
+    );
     assert!(!page.contains(&admin), "the token never appears in a page");
 
     // An unknown or forged session is no session.
@@ -199,7 +224,9 @@ async fn forged_admin_forms_are_refused_and_create_nothing() {
     let csrf = hidden(&page, "csrf");
     let keys = || {
         let out = trailkeep(dir.path(), &["keys", "list", "--json"]);
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap().len()
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .len()
     };
     let before = keys();
     let c = client();
@@ -219,8 +246,14 @@ async fn forged_admin_forms_are_refused_and_create_nothing() {
     };
     assert_eq!(create("", None, None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(create("forged", None, None).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(create(&csrf, Some("http://evil.example"), None).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(create(&csrf, None, Some("cross-site")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        create(&csrf, Some("http://evil.example"), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        create(&csrf, None, Some("cross-site")).await.0,
+        StatusCode::FORBIDDEN
+    );
     // Without a session cookie at all: to the sign-in page.
     let res = c
         .post(format!("{}/ui/keys", s.url))
@@ -256,7 +289,17 @@ async fn read_and_stream_bound_keys_see_only_what_the_api_shows_them() {
     let dir = tempfile::tempdir().unwrap();
     let admin = create_key(dir.path(), "admin");
     let bound = |scope: &str| {
-        let out = trailkeep(dir.path(), &["keys", "create", "--scope", scope, "--stream", "alpha-orders"]);
+        let out = trailkeep(
+            dir.path(),
+            &[
+                "keys",
+                "create",
+                "--scope",
+                scope,
+                "--stream",
+                "alpha-orders",
+            ],
+        );
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
@@ -270,9 +313,18 @@ async fn read_and_stream_bound_keys_see_only_what_the_api_shows_them() {
     let (status, page) = get(&s.url, "/ui/", &read).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("alpha-orders"));
-    assert!(!page.contains("zeta-secret-stream"), "a stream-bound key sees no other stream's name");
-    assert!(!page.contains("/ui/keys") && !page.contains("/ui/verify"), "a read key sees no admin page");
-    assert_eq!(get(&s.url, "/ui/keys", &read).await.0, StatusCode::FORBIDDEN);
+    assert!(
+        !page.contains("zeta-secret-stream"),
+        "a stream-bound key sees no other stream's name"
+    );
+    assert!(
+        !page.contains("/ui/keys") && !page.contains("/ui/verify"),
+        "a read key sees no admin page"
+    );
+    assert_eq!(
+        get(&s.url, "/ui/keys", &read).await.0,
+        StatusCode::FORBIDDEN
+    );
     let (_, filtered) = get(&s.url, "/ui/?q=zeta", &read).await;
     assert!(!filtered.contains("zeta-secret-stream"));
 
@@ -282,7 +334,10 @@ async fn read_and_stream_bound_keys_see_only_what_the_api_shows_them() {
     let (status, page) = get(&s.url, "/ui/keys", &adm).await;
     assert_eq!(status, StatusCode::OK);
     let admin_id = &admin[3..19];
-    assert!(!page.contains(admin_id), "a key for * is not listed to a stream-bound admin");
+    assert!(
+        !page.contains(admin_id),
+        "a key for * is not listed to a stream-bound admin"
+    );
     let csrf = hidden(&page, "csrf");
     let res = client()
         .post(format!("{}/ui/keys", s.url))
@@ -299,13 +354,19 @@ async fn read_and_stream_bound_keys_see_only_what_the_api_shows_them() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND, "another scope's key is not found");
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "another scope's key is not found"
+    );
 
     // Revoking a key ends its sessions.
     let out = trailkeep(dir.path(), &["keys", "revoke", &read_alpha[3..19]]);
     assert!(out.status.success());
-    wait_for(Duration::from_secs(5), "the revoked key's session to end", async || {
-        get(&s.url, "/ui/", &read).await.0 == StatusCode::SEE_OTHER
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the revoked key's session to end",
+        async || get(&s.url, "/ui/", &read).await.0 == StatusCode::SEE_OTHER,
+    )
     .await;
 }

@@ -62,7 +62,11 @@ impl Session {
         let res = c
             .post(format!("{url}/ui/login"))
             .header(COOKIE, &login_cookie)
-            .form(&[("token", token), ("login", &hidden(&page, "login")), ("next", "/ui/")])
+            .form(&[
+                ("token", token),
+                ("login", &hidden(&page, "login")),
+                ("next", "/ui/"),
+            ])
             .send()
             .await
             .unwrap();
@@ -89,7 +93,11 @@ impl Session {
     }
 
     /// Posts a form as the page would (this origin, the session's token).
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, Option<String>) {
+    async fn post(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String, Option<String>) {
         let mut form: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
         form.extend_from_slice(fields);
         let res = client()
@@ -109,8 +117,15 @@ impl Session {
 }
 
 fn bound_key(dir: &Path, scope: &str, stream: &str) -> String {
-    let out = trailkeep(dir, &["keys", "create", "--scope", scope, "--stream", stream]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = trailkeep(
+        dir,
+        &["keys", "create", "--scope", scope, "--stream", stream],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -184,9 +199,11 @@ async fn with_dead_letter(tmp: &Path) -> (Server, Arc<Receiver>, String) {
     let admin = create_key(&data, "admin");
     let server = start(tmp, &webhook("hook", &url, "max_events = 50")).await;
     post_events(&server.url, &admin, "s", 100).await;
-    wait_until(Duration::from_secs(20), "the second batch delivered", || {
-        *rx.accepted.lock().unwrap() == 50
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the second batch delivered",
+        || *rx.accepted.lock().unwrap() == 50,
+    )
     .await;
     (server, rx, admin)
 }
@@ -216,32 +233,62 @@ async fn a_read_key_sees_no_operations_control_and_is_refused_posting_one() {
 
     // The admin sees every control.
     let (_, page) = admin.get("/ui/archive").await;
-    assert!(page.contains("Run archive now") && page.contains("Restore a range"), "{page}");
+    assert!(
+        page.contains("Run archive now") && page.contains("Restore a range"),
+        "{page}"
+    );
     let (status, page) = admin.get("/ui/destinations/hook").await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains(">Retry<") && page.contains(">Pause<"), "{page}");
+    assert!(
+        page.contains(">Retry<") && page.contains(">Pause<"),
+        "{page}"
+    );
     assert!(page.contains("HTTP 400"), "the dead letter: {page}");
     let (status, page) = admin.get("/ui/verify").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(">Verify<"), "{page}");
 
     // The read key sees the pages without any of them.
-    for path in ["/ui/archive", "/ui/destinations", "/ui/destinations/hook", "/ui/sources"] {
+    for path in [
+        "/ui/archive",
+        "/ui/destinations",
+        "/ui/destinations/hook",
+        "/ui/sources",
+    ] {
         let (status, page) = read.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        for control in ["Run archive now", "Restore a range", ">Retry<", ">Pause<", ">Resume<", "/ui/verify"] {
-            assert!(!page.contains(control), "{path} shows {control} to a read key");
+        for control in [
+            "Run archive now",
+            "Restore a range",
+            ">Retry<",
+            ">Pause<",
+            ">Resume<",
+            "/ui/verify",
+        ] {
+            assert!(
+                !page.contains(control),
+                "{path} shows {control} to a read key"
+            );
         }
     }
     let (_, page) = read.get("/ui/destinations/hook").await;
-    assert!(!page.contains("HTTP 400"), "dead letters are for admins: {page}");
-    assert!(!page.contains("Last error"), "receivers' errors are for admins");
+    assert!(
+        !page.contains("HTTP 400"),
+        "dead letters are for admins: {page}"
+    );
+    assert!(
+        !page.contains("Last error"),
+        "receivers' errors are for admins"
+    );
     assert_eq!(read.get("/ui/verify").await.0, StatusCode::FORBIDDEN);
 
     // Posting them anyway, with a valid session and token: 403, nothing done.
     let posts: [(&str, &[(&str, &str)]); 6] = [
         ("/ui/archive/run", &[("older_than", "0s")]),
-        ("/ui/archive/restore", &[("stream", "s"), ("from", "1"), ("to", "2")]),
+        (
+            "/ui/archive/restore",
+            &[("stream", "s"), ("from", "1"), ("to", "2")],
+        ),
         ("/ui/destinations/hook/dead-letters/1/retry", &[]),
         ("/ui/destinations/hook/pause", &[]),
         ("/ui/destinations/hook/resume", &[]),
@@ -256,10 +303,17 @@ async fn a_read_key_sees_no_operations_control_and_is_refused_posting_one() {
         &admin_token(&data),
     )
     .await;
-    assert!(letters["dead_letters"][0]["resolved"].is_null(), "{letters:#}");
+    assert!(
+        letters["dead_letters"][0]["resolved"].is_null(),
+        "{letters:#}"
+    );
     assert_eq!(*rx.accepted.lock().unwrap(), 50, "nothing was retried");
     let archives = get_json(&format!("{}/v1/archives", server.url), &admin_token(&data)).await;
-    assert_eq!(archives["batches"].as_array().unwrap().len(), 0, "nothing was archived");
+    assert_eq!(
+        archives["batches"].as_array().unwrap().len(),
+        0,
+        "nothing was archived"
+    );
 }
 
 /// A fresh admin key for API checks (the sessions' keys stay theirs).
@@ -277,7 +331,8 @@ async fn a_stream_bound_key_sees_no_other_streams_batches_destinations_sources_o
     // an error naming its stream.
     {
         use trailkeep::store::SourceStore as _;
-        let store = trailkeep::store::sqlite::SqliteStore::open(&data.join("trailkeep.db")).unwrap();
+        let store =
+            trailkeep::store::sqlite::SqliteStore::open(&data.join("trailkeep.db")).unwrap();
         for (name, stream) in [("src-alpha", "alpha"), ("src-zeta", "zeta-secret")] {
             store
                 .put_source_state(
@@ -299,8 +354,16 @@ async fn a_stream_bound_key_sees_no_other_streams_batches_destinations_sources_o
     // Each destination takes one stream and cannot reach its receiver.
     let cfg = format!(
         "{}{}",
-        webhook("hook-alpha", "http://127.0.0.1:1/hook", "streams = [\"alpha\"]"),
-        webhook("hook-zeta", "http://127.0.0.1:1/zeta-secret", "streams = [\"zeta-secret\"]")
+        webhook(
+            "hook-alpha",
+            "http://127.0.0.1:1/hook",
+            "streams = [\"alpha\"]"
+        ),
+        webhook(
+            "hook-zeta",
+            "http://127.0.0.1:1/zeta-secret",
+            "streams = [\"zeta-secret\"]"
+        )
     );
     let server = start(tmp.path(), &cfg).await;
     post_events(&server.url, &admin, "alpha", 5).await;
@@ -308,35 +371,61 @@ async fn a_stream_bound_key_sees_no_other_streams_batches_destinations_sources_o
     let root = Session::open(&server.url, &admin).await;
     let (status, page, _) = root.post("/ui/archive/run", &[("older_than", "0s")]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("zeta-secret/") && page.contains("alpha/"), "both streams archived: {page}");
+    assert!(
+        page.contains("zeta-secret/") && page.contains("alpha/"),
+        "both streams archived: {page}"
+    );
 
     let bound = Session::open(&server.url, &alpha_admin).await;
     let (status, page) = bound.get("/ui/archive").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("alpha/"), "its own batch: {page}");
-    assert!(!page.contains("Run archive now"), "a run archives every stream: not for a bound key");
-    assert!(page.contains("Restore a range"), "its own stream's range: {page}");
+    assert!(
+        !page.contains("Run archive now"),
+        "a run archives every stream: not for a bound key"
+    );
+    assert!(
+        page.contains("Restore a range"),
+        "its own stream's range: {page}"
+    );
     let (_, older) = bound.get("/ui/archive?stream=zeta-secret").await;
     assert!(!older.contains("zeta-secret/"), "{older}");
     let (_, page) = bound.get("/ui/destinations").await;
     assert!(page.contains("hook-alpha"), "{page}");
-    assert_eq!(bound.get("/ui/destinations/hook-zeta").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        bound.get("/ui/destinations/hook-zeta").await.0,
+        StatusCode::NOT_FOUND
+    );
     let (_, page) = bound.get("/ui/sources").await;
-    assert!(page.contains("src-alpha") && page.contains("upstream of alpha refused"), "{page}");
+    assert!(
+        page.contains("src-alpha") && page.contains("upstream of alpha refused"),
+        "{page}"
+    );
     let (status, page, _) = bound.post("/ui/destinations/hook-zeta/pause", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
-    let (status, page, _) = bound.post("/ui/archive/restore", &[("stream", "zeta-secret"), ("from", "1"), ("to", "1")]).await;
+    let (status, page, _) = bound
+        .post(
+            "/ui/archive/restore",
+            &[("stream", "zeta-secret"), ("from", "1"), ("to", "1")],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
-    let (status, _, _) = bound.post("/ui/verify", &[("what", "hot"), ("stream", "zeta-secret")]).await;
+    let (status, _, _) = bound
+        .post("/ui/verify", &[("what", "hot"), ("stream", "zeta-secret")])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Its own verification covers its stream only.
     let (status, _, location) = bound.post("/ui/verify", &[("what", "archive")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let job = location.unwrap();
-    let report = poll(Duration::from_secs(30), "the verification to end", async || {
-        let (_, page) = bound.get(&job).await;
-        (!page.contains("data-running")).then_some(page)
-    })
+    let report = poll(
+        Duration::from_secs(30),
+        "the verification to end",
+        async || {
+            let (_, page) = bound.get(&job).await;
+            (!page.contains("data-running")).then_some(page)
+        },
+    )
     .await;
     assert!(report.contains("no problem"), "{report}");
     for page in [
@@ -348,11 +437,17 @@ async fn a_stream_bound_key_sees_no_other_streams_batches_destinations_sources_o
         bound.get("/ui/verify").await.1,
         bound.get("/ui/").await.1,
     ] {
-        assert!(!page.contains("zeta"), "another stream's name, destination, source or error: {page}");
+        assert!(
+            !page.contains("zeta"),
+            "another stream's name, destination, source or error: {page}"
+        );
     }
     // The admin for every stream sees both, and the receivers' errors.
     let (_, page) = root.get("/ui/destinations").await;
-    assert!(page.contains("hook-zeta") && page.contains("hook-alpha"), "{page}");
+    assert!(
+        page.contains("hook-zeta") && page.contains("hook-alpha"),
+        "{page}"
+    );
     let (_, page) = root.get("/ui/sources").await;
     assert!(page.contains("src-zeta"), "{page}");
 }
@@ -372,14 +467,20 @@ async fn run_archive_now_shows_the_batch_then_restore_brings_a_range_back() {
     let (status, page, _) = admin.post("/ui/archive/run", &[("older_than", "0s")]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("Archive run finished"), "{page}");
-    assert!(page.contains("events archived") && page.contains("<code>orders</code>"), "{page}");
+    assert!(
+        page.contains("events archived") && page.contains("<code>orders</code>"),
+        "{page}"
+    );
     let listed = get_json(&format!("{}/v1/archives?stream=orders", server.url), &token).await;
     let batch = &listed["batches"][0];
     let key = batch["object_key"].as_str().unwrap();
     let sha = batch["manifest_sha256"].as_str().unwrap();
     let (_, page) = admin.get("/ui/archive").await;
     assert!(page.contains(key), "the batch's object key: {page}");
-    assert!(page.contains(&format!("title=\"{sha}\"")), "the manifest SHA-256 in full: {page}");
+    assert!(
+        page.contains(&format!("title=\"{sha}\"")),
+        "the manifest SHA-256 in full: {page}"
+    );
     assert!(page.contains(&sha[..12]), "and truncated");
     assert!(page.contains("1–10"), "its seq range: {page}");
     assert!(page.contains("succeeded"), "the last run: {page}");
@@ -389,17 +490,25 @@ async fn run_archive_now_shows_the_batch_then_restore_brings_a_range_back() {
     assert!(!page.contains(key), "{page}");
 
     // A bad duration is refused with why, and nothing runs.
-    let (status, page, _) = admin.post("/ui/archive/run", &[("older_than", "soon")]).await;
+    let (status, page, _) = admin
+        .post("/ui/archive/run", &[("older_than", "soon")])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("is not a duration"), "{page}");
 
     let (status, page, _) = admin
-        .post("/ui/archive/restore", &[("stream", "orders"), ("from", "2"), ("to", "4")])
+        .post(
+            "/ui/archive/restore",
+            &[("stream", "orders"), ("from", "2"), ("to", "4")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("3 events brought back"), "{page}");
     let (status, page, _) = admin
-        .post("/ui/archive/restore", &[("stream", "orders"), ("from", "4"), ("to", "x")])
+        .post(
+            "/ui/archive/restore",
+            &[("stream", "orders"), ("from", "4"), ("to", "x")],
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("To must be a seq"), "{page}");
@@ -417,41 +526,67 @@ async fn an_admin_retries_a_dead_letter_and_sees_the_outcome() {
     let admin = Session::open(&server.url, &token).await;
     let (_, page) = admin.get("/ui/destinations").await;
     assert!(page.contains("hook") && page.contains("webhook"), "{page}");
-    let id = get_json(&format!("{}/v1/destinations/hook/dead-letters", server.url), &token).await
-        ["dead_letters"][0]["id"]
+    let id = get_json(
+        &format!("{}/v1/destinations/hook/dead-letters", server.url),
+        &token,
+    )
+    .await["dead_letters"][0]["id"]
         .as_i64()
         .unwrap();
     let retry = format!("/ui/destinations/hook/dead-letters/{id}/retry");
     let (_, page) = admin.get("/ui/destinations/hook").await;
     assert!(page.contains(&format!("action=\"{retry}\"")), "{page}");
-    assert!(page.contains("data-confirm=\"Send dead letter"), "it confirms first");
+    assert!(
+        page.contains("data-confirm=\"Send dead letter"),
+        "it confirms first"
+    );
 
     // Refused again: the outcome says so and the letter stays open.
     rx.script.lock().unwrap().push_back(400);
     let (status, page, _) = admin.post(&retry, &[]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
     assert!(page.contains("refused it again; it stays open"), "{page}");
-    assert!(page.contains(&format!("action=\"{retry}\"")), "still retryable");
+    assert!(
+        page.contains(&format!("action=\"{retry}\"")),
+        "still retryable"
+    );
 
     let (status, page, _) = admin.post(&retry, &[]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("was delivered to hook and is resolved"), "{page}");
-    assert!(!page.contains(&format!("action=\"{retry}\"")), "no retry for a resolved letter");
-    assert_eq!(*rx.accepted.lock().unwrap(), 100, "the retried batch arrived");
+    assert!(
+        page.contains("was delivered to hook and is resolved"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&format!("action=\"{retry}\"")),
+        "no retry for a resolved letter"
+    );
+    assert_eq!(
+        *rx.accepted.lock().unwrap(),
+        100,
+        "the retried batch arrived"
+    );
     let (status, _, _) = admin.post(&retry, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "it is no longer open");
 
     // Pause and resume, with their outcome.
     let (status, page, _) = admin.post("/ui/destinations/hook/pause", &[]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("Delivery to hook is paused") && page.contains(">Resume<"), "{page}");
+    assert!(
+        page.contains("Delivery to hook is paused") && page.contains(">Resume<"),
+        "{page}"
+    );
     let st = get_json(&format!("{}/v1/destinations", server.url), &token).await;
     assert_eq!(st["destinations"][0]["paused"], true);
     let (_, page, _) = admin.post("/ui/destinations/hook/resume", &[]).await;
     assert!(page.contains("Delivery to hook resumed"), "{page}");
     assert!(server.terminate().success());
     let actions = audit_actions(&tmp.path().join("data"));
-    for a in ["dead_letter.retried", "destination.paused", "destination.resumed"] {
+    for a in [
+        "dead_letter.retried",
+        "destination.paused",
+        "destination.resumed",
+    ] {
         assert!(actions.iter().any(|x| x == a), "{a} in _audit: {actions:?}");
     }
 }
@@ -460,10 +595,14 @@ async fn verify_job(admin: &Session, what: &str) -> String {
     let (status, page, location) = admin.post("/ui/verify", &[("what", what)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
     let job = location.unwrap();
-    poll(Duration::from_secs(30), "the verification to end", async || {
-        let (_, page) = admin.get(&job).await;
-        (!page.contains("data-running")).then_some(page)
-    })
+    poll(
+        Duration::from_secs(30),
+        "the verification to end",
+        async || {
+            let (_, page) = admin.get(&job).await;
+            (!page.contains("data-running")).then_some(page)
+        },
+    )
     .await
 }
 
@@ -485,7 +624,10 @@ async fn verification_of_a_tampered_store_locates_the_problem() {
 
     // Events are archived and gone from hot: put some back to tamper with.
     let (_, page, _) = admin
-        .post("/ui/archive/restore", &[("stream", "t"), ("from", "1"), ("to", "10")])
+        .post(
+            "/ui/archive/restore",
+            &[("stream", "t"), ("from", "1"), ("to", "10")],
+        )
         .await;
     assert!(page.contains("10 events brought back"), "{page}");
     let conn = rusqlite::Connection::open(data.join("trailkeep.db")).unwrap();
@@ -503,20 +645,35 @@ async fn verification_of_a_tampered_store_locates_the_problem() {
         .split("<tr>")
         .find(|r| r.contains("hash_mismatch"))
         .unwrap_or_else(|| panic!("no hash_mismatch row: {report}"));
-    assert!(row.contains("<code>t</code>") && row.contains(">5<"), "located by stream and seq: {row}");
+    assert!(
+        row.contains("<code>t</code>") && row.contains(">5<"),
+        "located by stream and seq: {row}"
+    );
 
     // An archive object removed from the bucket: located by its key.
     let listed = get_json(&format!("{}/v1/archives?stream=arch", server.url), &token).await;
-    let key = listed["batches"][0]["object_key"].as_str().unwrap().to_owned();
+    let key = listed["batches"][0]["object_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     std::fs::remove_file(data.join("archive").join(&key)).unwrap();
     let report = verify_job(&admin, "archive").await;
     assert!(report.contains("problem(s) found"), "{report}");
-    assert!(report.contains(&format!("<code>{key}</code>")), "located by object key: {report}");
+    assert!(
+        report.contains(&format!("<code>{key}</code>")),
+        "located by object key: {report}"
+    );
 
     // The runs are on the record, and the overview raises the alarm.
     let (_, overview) = admin.get("/ui/").await;
-    assert!(overview.contains("The last verification found"), "{overview}");
+    assert!(
+        overview.contains("The last verification found"),
+        "{overview}"
+    );
     assert!(server.terminate().success());
-    let runs = audit_actions(&data).iter().filter(|a| *a == "verify.run").count();
+    let runs = audit_actions(&data)
+        .iter()
+        .filter(|a| *a == "verify.run")
+        .count();
     assert_eq!(runs, 3, "each run in _audit");
 }

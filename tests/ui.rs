@@ -302,7 +302,10 @@ async fn refusing_once() -> (String, Arc<AtomicUsize>) {
                     return axum::http::StatusCode::BAD_REQUEST;
                 }
                 let v: Value = serde_json::from_slice(&body).unwrap();
-                a.fetch_add(v["data"]["events"].as_array().unwrap().len(), Ordering::SeqCst);
+                a.fetch_add(
+                    v["data"]["events"].as_array().unwrap().len(),
+                    Ordering::SeqCst,
+                );
                 axum::http::StatusCode::OK
             }
         }),
@@ -369,7 +372,8 @@ async fn destinations_page_retries_a_dead_letter() {
     };
     sign_in(&b, &admin).await;
     b.goto("/ui/destinations").await;
-    b.wait_for_text("main", "webhook", Duration::from_secs(5)).await;
+    b.wait_for_text("main", "webhook", Duration::from_secs(5))
+        .await;
     b.screenshot("destinations").await;
     b.click("a[href='/ui/destinations/hook']").await;
     b.wait_for_text("#dead-letters", "HTTP 400", Duration::from_secs(5))
@@ -380,13 +384,20 @@ async fn destinations_page_retries_a_dead_letter() {
         .await;
     b.wait_for_text("#dead-letters", "resolved", Duration::from_secs(5))
         .await;
-    assert_eq!(accepted.load(Ordering::SeqCst), 100, "the retried batch arrived");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        100,
+        "the retried batch arrived"
+    );
     b.screenshot("destination-retried").await;
     b.goto("/ui/sources").await;
     let text = b
         .wait_for_text("#sources", "billing-sse", Duration::from_secs(5))
         .await;
-    assert!(text.contains("evt_0192") && text.contains("Disconnected"), "{text}");
+    assert!(
+        text.contains("evt_0192") && text.contains("Disconnected"),
+        "{text}"
+    );
     b.screenshot("sources").await;
     b.assert_no_console_errors().await;
     b.close().await;

@@ -381,6 +381,5 @@ pub(crate) async fn retry_letter(
         json!({"destination": name, "id": id, "stream": letter.stream, "delivered": delivered.is_ok()}),
     )
     .await;
-    delivered
-        .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))
+    delivered.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))
 }

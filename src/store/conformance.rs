@@ -324,7 +324,10 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
         .await
         .unwrap();
     assert_eq!(order(s_only), vec![("s".into(), 5), ("s".into(), 1)]);
-    assert_eq!(store.archive_batches(Some("s"), 5, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.archive_batches(Some("s"), 5, 10).await.unwrap().len(),
+        1
+    );
     // Seqs past i64::MAX saturate; they used to wrap negative and list
     // (and read) everything from the start.
     for huge in [1u64 << 63, u64::MAX] {

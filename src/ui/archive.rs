@@ -9,10 +9,10 @@
 //! Listing batches needs an admin key, as `GET /v1/archives` does; every
 //! key sees the boundary of the streams it may see.
 
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -448,7 +448,11 @@ async fn render(
             }
         }
     };
-    (status, super::page(viewer, "Archive", "/ui/archive", content)).into_response()
+    (
+        status,
+        super::page(viewer, "Archive", "/ui/archive", content),
+    )
+        .into_response()
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -458,6 +462,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -152,19 +152,26 @@ async fn render(
     });
     let spages = streams.len().div_ceil(STREAMS).max(1);
     let spage = q.spage.unwrap_or(1).clamp(1, spages);
-    let shown = &streams
-        [((spage - 1) * STREAMS).min(streams.len())..(spage * STREAMS).min(streams.len())];
+    let shown =
+        &streams[((spage - 1) * STREAMS).min(streams.len())..(spage * STREAMS).min(streams.len())];
     let dpages = letters.len().div_ceil(LETTERS).max(1);
     let dpage = q.dpage.unwrap_or(1).clamp(1, dpages);
-    let letters_shown = &letters
-        [((dpage - 1) * LETTERS).min(letters.len())..(dpage * LETTERS).min(letters.len())];
+    let letters_shown =
+        &letters[((dpage - 1) * LETTERS).min(letters.len())..(dpage * LETTERS).min(letters.len())];
     let here = format!("/ui/destinations/{name}");
     let page_link = |s: usize, dl: usize| {
         link(
             &here,
             &[
                 ("spage", &if s > 1 { s.to_string() } else { String::new() }),
-                ("dpage", &if dl > 1 { dl.to_string() } else { String::new() }),
+                (
+                    "dpage",
+                    &if dl > 1 {
+                        dl.to_string()
+                    } else {
+                        String::new()
+                    },
+                ),
             ],
         )
     };
@@ -304,7 +311,11 @@ async fn render(
         }
     };
     let title = format!("Destination {name}");
-    (status, super::page(viewer, &title, "/ui/destinations", content)).into_response()
+    (
+        status,
+        super::page(viewer, &title, "/ui/destinations", content),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -385,28 +396,27 @@ pub(super) async fn retry(
     {
         return r;
     }
-    let outcome = match crate::api::destinations::retry_letter(&ui.app, &viewer.key, &name, id)
-        .await
-    {
-        Ok(()) => (
-            StatusCode::OK,
-            (
-                true,
-                format!("Dead letter {id} was delivered to {name} and is resolved."),
-            ),
-        ),
-        Err(e) if e.status == StatusCode::BAD_GATEWAY => (
-            e.status,
-            (
-                false,
-                format!(
-                    "Dead letter {id}: {name} refused it again; it stays open. {}",
-                    super::ops::upper_first(&e.message)
+    let outcome =
+        match crate::api::destinations::retry_letter(&ui.app, &viewer.key, &name, id).await {
+            Ok(()) => (
+                StatusCode::OK,
+                (
+                    true,
+                    format!("Dead letter {id} was delivered to {name} and is resolved."),
                 ),
             ),
-        ),
-        Err(e) => return api_problem(&e),
-    };
+            Err(e) if e.status == StatusCode::BAD_GATEWAY => (
+                e.status,
+                (
+                    false,
+                    format!(
+                        "Dead letter {id}: {name} refused it again; it stays open. {}",
+                        super::ops::upper_first(&e.message)
+                    ),
+                ),
+            ),
+            Err(e) => return api_problem(&e),
+        };
     render(
         &ui,
         &ops,

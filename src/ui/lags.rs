@@ -148,6 +148,7 @@ pub(super) fn chart(series: &[(u64, f64)]) -> maud::Markup {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn key(stream: &str) -> KeyRecord {

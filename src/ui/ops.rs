@@ -131,6 +131,7 @@ pub(super) fn secs(s: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -138,7 +139,10 @@ mod tests {
         assert_eq!(size(512), "512 bytes");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 << 30), "3.0 GiB");
-        assert_eq!(link("/ui/a", &[("x", ""), ("y", "a b&c")]), "/ui/a?y=a+b%26c");
+        assert_eq!(
+            link("/ui/a", &[("x", ""), ("y", "a b&c")]),
+            "/ui/a?y=a+b%26c"
+        );
         assert_eq!(link("/ui/a", &[("x", "")]), "/ui/a");
         assert_eq!(secs(5.0), "5 s");
         assert_eq!(secs(600.0), "10 min");

@@ -181,6 +181,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     #[test]
     fn truncates_at_a_character_boundary() {
         assert_eq!(super::truncate("abc", 5), "abc");

@@ -38,8 +38,8 @@ const SHOWN: usize = 500;
 /// How a job ended.
 enum Outcome {
     Done {
-        report: Report,
-        archive: Option<ArchiveReport>,
+        report: Box<Report>,
+        archive: Option<Box<ArchiveReport>>,
     },
     Failed(String),
 }
@@ -263,7 +263,7 @@ fn job_section(j: &Job, viewer: &Viewer) -> Markup {
                     p class="bad" role="alert" { "Could not run (" (when(at)) "): " (why) }
                 }
                 Some((at, Outcome::Done { report, archive })) => {
-                    (report_markup(report, archive.as_ref(), viewer, at))
+                    (report_markup(report, archive.as_deref(), viewer, at))
                 }
             }
         }
@@ -478,17 +478,16 @@ pub(super) async fn start(
     });
     if let Err(running) = ops.jobs.add(job.clone()) {
         let see = if running.visible_to(&viewer) {
-            format!(
-                " It is at {}.",
-                link("/ui/verify", &[("job", &running.id)])
-            )
+            format!(" It is at {}.", link("/ui/verify", &[("job", &running.id)]))
         } else {
             String::new()
         };
         return problem(
             StatusCode::CONFLICT,
             "A verification is running",
-            &format!("One verification runs at a time; wait for the running one to finish, then start yours.{see}"),
+            &format!(
+                "One verification runs at a time; wait for the running one to finish, then start yours.{see}"
+            ),
         );
     }
     tokio::spawn(run(ui.app.clone(), job.clone(), viewer.key.id.clone()));
@@ -573,7 +572,10 @@ async fn run(app: crate::api::AppState, job: Arc<Job>, key_id: String) {
     )
     .await;
     let outcome = match result {
-        Ok((report, archive)) => Outcome::Done { report, archive },
+        Ok((report, archive)) => Outcome::Done {
+            report: Box::new(report),
+            archive: archive.map(Box::new),
+        },
         Err(e) => Outcome::Failed(e),
     };
     *job.end
@@ -589,6 +591,8 @@ fn describe(e: &str, only: Option<&str>) -> String {
     match only {
         None => format!("{}.", upper_first(e)),
         Some(s) if e.contains("not found") && e.contains(s) => format!("Stream {s} not found."),
-        Some(_) => "The store or the archive could not be read; the cause is in the server log.".into(),
+        Some(_) => {
+            "The store or the archive could not be read; the cause is in the server log.".into()
+        }
     }
 }

@@ -146,9 +146,9 @@ pub async fn verify_with_archive(
     let checked = verify_archive(bucket, verifier, archive, progress).await;
     let (cold, missing) = match checked {
         Ok(c) => (Some(c), None),
-        Err(
-            ArchiveError::Location(why) | ArchiveError::Bucket(ObjStoreError::Location(why)),
-        ) => (None, recorded.then_some(why)),
+        Err(ArchiveError::Location(why) | ArchiveError::Bucket(ObjStoreError::Location(why))) => {
+            (None, recorded.then_some(why))
+        }
         Err(e) => return Err(e),
     };
     let cold_events = cold.as_ref().map_or(0, |c| c.0.summary.events);
@@ -158,8 +158,15 @@ pub async fn verify_with_archive(
         (None, Some(why)) => Cold::Missing { url: &url, why },
         (None, None) => Cold::Absent,
     };
-    let report =
-        verify_hot_after_cold(store, verifier, log_name, hot, state, recorded, &hot_progress)
-            .await?;
+    let report = verify_hot_after_cold(
+        store,
+        verifier,
+        log_name,
+        hot,
+        state,
+        recorded,
+        &hot_progress,
+    )
+    .await?;
     Ok((report, cold.map(|c| c.0)))
 }

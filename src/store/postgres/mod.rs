@@ -1025,7 +1025,11 @@ impl ArchiveLedger for PostgresStore {
         let c = self.client().await?;
         let limit = limit.min(i64::MAX as usize) as i64;
         let (created, name, start) = match before {
-            Some(b) => (Some(b.created.as_str()), Some(b.stream.as_str()), super::seq_param(b.start_seq)),
+            Some(b) => (
+                Some(b.created.as_str()),
+                Some(b.stream.as_str()),
+                super::seq_param(b.start_seq),
+            ),
             None => (None, None, 0),
         };
         let rows = c

@@ -36,7 +36,9 @@ use super::{
     SourceProgress, SourceReceiver, SourceState, StoreError, StoredCheckpoint, StoredEvent,
     StreamInfo,
 };
-use super::{ArchiveBatch, BatchCursor, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent};
+use super::{
+    ArchiveBatch, BatchCursor, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent,
+};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
