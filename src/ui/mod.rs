@@ -2,7 +2,7 @@
 //! (maud, checked at compile time), a stylesheet and small JavaScript
 //! modules of our own, all embedded in the binary (no CDN, no build step).
 //!
-//! Signing in with an API key opens a session ([`session`]); every page
+//! Signing in with an API key opens a session (`session`); every page
 //! then acts as that key, through the same [`crate::auth::allows`] /
 //! [`crate::auth::sees`] checks as the API: a read key sees no admin
 //! control, a stream-bound key no other stream's name. Every response
