@@ -148,6 +148,16 @@ async fn archive_worker(
     schedule: crate::config::ArchiveSchedule,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    archiver.set_schedule(match schedule {
+        crate::config::ArchiveSchedule::Every(d) => crate::archive::archiver::Schedule {
+            text: format!("every {}", crate::archive::format_duration(d)),
+            period: d,
+        },
+        crate::config::ArchiveSchedule::DailyAt(h) => crate::archive::archiver::Schedule {
+            text: format!("daily at {h:02}:00 UTC"),
+            period: std::time::Duration::from_secs(86_400),
+        },
+    });
     match archiver.check_store().await {
         Ok(r) => {
             tracing::info!(archive = %archiver.bucket().display(), probe = ?r, "archive store probed")

@@ -464,3 +464,243 @@ async fn events_appear_live_and_the_browser_checks_each_proof() {
     p.screenshot("events-list-phone").await;
     p.close().await;
 }
+
+/// Archive, Destinations, Sources and Verify in a real browser.
+mod ops {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    // ---- Archive, Destinations, Sources, Verify (issue #17) ----
+
+    /// Submits the form `css` on the current page, answering its
+    /// `data-confirm` question with OK (the question is app.js's
+    /// `window.confirm`).
+    async fn confirm_and_submit(b: &Browser, css: &str) {
+        b.js("window.confirm = () => true;", vec![]).await;
+        b.submit(css).await;
+    }
+
+    async fn post_events(url: &str, token: &str, stream: &str, n: usize) {
+        let body: Vec<Value> = (0..n)
+            .map(|i| json!({"id": format!("{stream}-{i}"), "type": "grant.created", "data": {}}))
+            .collect();
+        let res = reqwest::Client::new()
+            .post(format!("{url}/v1/streams/{stream}/events"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+
+    /// Signing in from the sign-in page opens a session, and a form posted
+    /// from a console page is accepted. Regression: under `Referrer-Policy:
+    /// no-referrer` the browser sent `Origin: null` with every form, and the
+    /// console refused them all, sign-in included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_browser_signs_in_and_its_forms_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = create_key(dir.path(), "admin");
+        let s = Server::start(dir.path(), &[]).await;
+        let Some(b) = Browser::desktop(&s.url).await else {
+            return;
+        };
+        sign_in(&b, &admin).await;
+        b.goto("/ui/verify").await;
+        confirm_and_submit(&b, "form[action='/ui/verify']").await;
+        b.wait_for_text("#job", "no problem", Duration::from_secs(30))
+            .await;
+        b.assert_no_console_errors().await;
+        b.close().await;
+    }
+
+    /// Run the archive now from the Archive page and see its batch appear.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn archive_page_runs_the_archive_and_shows_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = create_key(dir.path(), "admin");
+        let s = Server::start(dir.path(), &[]).await;
+        post_events(&s.url, &admin, "orders", 12).await;
+        let Some(b) = Browser::desktop(&s.url).await else {
+            return;
+        };
+        sign_in(&b, &admin).await;
+        b.goto("/ui/archive").await;
+        b.wait_for_text("main", "Nothing archived yet", Duration::from_secs(5))
+            .await;
+        b.fill("#older_than", "0s").await;
+        confirm_and_submit(&b, "form[action='/ui/archive/run']").await;
+        b.wait_for_text("#outcome", "Archive run finished", Duration::from_secs(20))
+            .await;
+        b.screenshot("archive-run").await;
+        b.goto("/ui/archive?stream=orders").await;
+        let table = b
+            .wait_for_text("table.batches", "orders/events/", Duration::from_secs(5))
+            .await;
+        assert!(table.contains("1–12"), "{table}");
+        b.screenshot("archive").await;
+        b.assert_no_console_errors().await;
+        b.close().await;
+    }
+
+    /// A webhook receiver refusing its first batch, then accepting.
+    async fn refusing_once() -> (String, Arc<AtomicUsize>) {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (a, r) = (accepted.clone(), refused.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (a, r) = (a.clone(), r.clone());
+                async move {
+                    if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return axum::http::StatusCode::BAD_REQUEST;
+                    }
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    a.fetch_add(
+                        v["data"]["events"].as_array().unwrap().len(),
+                        Ordering::SeqCst,
+                    );
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (format!("http://{addr}/hook"), accepted)
+    }
+
+    /// Retry a dead letter from the destination's page and see it resolved;
+    /// the Sources page with a source's state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn destinations_page_retries_a_dead_letter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let admin = create_key(&data, "admin");
+        {
+            use trailkeep::store::SourceStore as _;
+            let store =
+                trailkeep::store::sqlite::SqliteStore::open(&data.join("trailkeep.db")).unwrap();
+            store
+                .put_source_state(
+                    trailkeep::store::SourceState {
+                        name: "billing-sse".into(),
+                        stream: "billing".into(),
+                        last_event_id: Some("evt_0192".into()),
+                        last_event_time: Some("2026-12-01T10:00:00Z".into()),
+                        taken: 192,
+                        duplicates: 3,
+                        reconnects: 1,
+                        last_error: Some("upstream closed the stream".into()),
+                        last_error_at: Some("2026-12-01T10:00:05Z".into()),
+                        updated: "2026-12-01T10:00:05Z".into(),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let (url, accepted) = refusing_once().await;
+        let cfg = tmp.path().join("cfg.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"TK_TEST_WHSEC\"\nallow_private = true\nmax_age_ms = 50\nbackoff_max_ms = 200\nmax_events = 50\n"
+            ),
+        )
+        .unwrap();
+        let s = Server::start_with_env(
+            &data,
+            &["--config", cfg.to_str().unwrap()],
+            &[("TK_TEST_WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        )
+        .await;
+        post_events(&s.url, &admin, "s", 100).await;
+        common::wait_until(Duration::from_secs(20), "the second batch", || {
+            accepted.load(Ordering::SeqCst) == 50
+        })
+        .await;
+        let Some(b) = Browser::desktop(&s.url).await else {
+            return;
+        };
+        sign_in(&b, &admin).await;
+        b.goto("/ui/destinations").await;
+        b.wait_for_text("main", "webhook", Duration::from_secs(5))
+            .await;
+        b.screenshot("destinations").await;
+        b.click("a[href='/ui/destinations/hook']").await;
+        b.wait_for_text("#dead-letters", "HTTP 400", Duration::from_secs(5))
+            .await;
+        b.screenshot("destination-hook").await;
+        confirm_and_submit(&b, "#dead-letters form").await;
+        b.wait_for_text("#outcome", "is resolved", Duration::from_secs(20))
+            .await;
+        b.wait_for_text("#dead-letters", "resolved", Duration::from_secs(5))
+            .await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            100,
+            "the retried batch arrived"
+        );
+        b.screenshot("destination-retried").await;
+        b.goto("/ui/sources").await;
+        let text = b
+            .wait_for_text("#sources", "billing-sse", Duration::from_secs(5))
+            .await;
+        assert!(
+            text.contains("evt_0192") && text.contains("Disconnected"),
+            "{text}"
+        );
+        b.screenshot("sources").await;
+        b.assert_no_console_errors().await;
+        b.close().await;
+    }
+
+    /// Verify a tampered store from the Verify page: the progress, then the
+    /// problem located by stream and seq.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_page_locates_a_tampered_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = create_key(dir.path(), "admin");
+        let s = Server::start(dir.path(), &[]).await;
+        post_events(&s.url, &admin, "t", 10).await;
+        let conn = rusqlite::Connection::open(dir.path().join("trailkeep.db")).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE events SET body = replace(body, '\"t-6\"', '\"t-X\"') WHERE seq = 7 AND stream_id = (SELECT id FROM streams WHERE name = 't')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        drop(conn);
+        let Some(b) = Browser::desktop(&s.url).await else {
+            return;
+        };
+        sign_in(&b, &admin).await;
+        b.goto("/ui/verify").await;
+        b.screenshot("verify").await;
+        confirm_and_submit(&b, "form[action='/ui/verify']").await;
+        // verify.js swaps the finished report in.
+        b.wait_for_text("#job", "problem(s) found", Duration::from_secs(30))
+            .await;
+        let row = b
+            .js(
+                "return [...document.querySelectorAll('#problems tbody tr')].map((r) => r.innerText).join('\\n');",
+                vec![],
+            )
+            .await;
+        let row = row.as_str().unwrap();
+        assert!(
+            row.lines().any(|l| l.starts_with("t\t7\thash_mismatch")),
+            "located by stream and seq: {row:?}"
+        );
+        b.screenshot("verify-report").await;
+        b.assert_no_console_errors().await;
+        b.close().await;
+    }
+}

@@ -8,13 +8,13 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Query};
-use super::{ApiError, AppState, ErrorBody, authorize, stream_name};
+use super::{ApiError, AppState, ErrorBody, authorize, permit, stream_name};
 use crate::archive::ArchiveError;
 use crate::archive::archiver::RunReport;
 use crate::archive::restore::RestoreReport;
 use crate::auth::{Scope, Target};
 use crate::objstore::ObjStoreError;
-use crate::store::ArchiveBatch;
+use crate::store::{ArchiveBatch, KeyRecord};
 
 fn archive_error(e: &ArchiveError) -> ApiError {
     match e {
@@ -125,6 +125,21 @@ pub(super) async fn run(
             field: Some("older_than".into()),
             ..ApiError::bad_request("invalid_duration", m.to_string())
         })?;
+    Ok(Json(run_now(&st, &key, older_than).await?))
+}
+
+/// Runs the archive once now for `key` (admin for `*`, checked here too),
+/// records the run in `_audit`, and answers its report: the API's
+/// `POST /v1/archive/run` and the console's "Run archive now".
+///
+/// # Errors
+/// 403 for a key that may not; as [`archive_error`] when the run fails.
+pub(crate) async fn run_now(
+    st: &AppState,
+    key: &KeyRecord,
+    older_than: Option<std::time::Duration>,
+) -> Result<RunReport, ApiError> {
+    permit(st, key, Scope::Admin, Target::AllStreams)?;
     let run = st.archiver.run_leased(older_than, &|_| {}).await;
     crate::audit::record(
         st.store.as_ref(),
@@ -133,7 +148,7 @@ pub(super) async fn run(
         crate::audit::archive_run(&run),
     )
     .await;
-    Ok(Json(run.map_err(|e| archive_error(&e))?))
+    run.map_err(|e| archive_error(&e))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -173,16 +188,31 @@ pub(super) async fn restore(
             ..ApiError::bad_request("invalid_query", "from and to (seqs) are required")
         });
     };
+    Ok(Json(restore_range(&st, &key, &stream, from, to).await?))
+}
+
+/// Brings seqs `from`-`to` of `stream` back into the hot store for `key`
+/// (admin on that stream, checked here too), recording it in `_audit`:
+/// the API's `POST /v1/streams/{stream}/restore` and the console's
+/// "Restore a range".
+///
+/// # Errors
+/// 403 for a key that may not; as [`archive_error`] when it fails.
+pub(crate) async fn restore_range(
+    st: &AppState,
+    key: &KeyRecord,
+    stream: &str,
+    from: u64,
+    to: u64,
+) -> Result<RestoreReport, ApiError> {
+    stream_name(stream)?;
+    permit(st, key, Scope::Admin, Target::Stream(stream))?;
     let restored = crate::archive::restore::restore(
         st.store.as_ref(),
         st.archiver.bucket(),
         &st.verifier,
         st.archiver.settings().hmac_key.as_deref(),
-        crate::archive::restore::RestoreRange {
-            stream: &stream,
-            from,
-            to,
-        },
+        crate::archive::restore::RestoreRange { stream, from, to },
         &|_| {},
     )
     .await;
@@ -197,5 +227,5 @@ pub(super) async fn restore(
         }),
     )
     .await;
-    Ok(Json(restored.map_err(|e| archive_error(&e))?))
+    restored.map_err(|e| archive_error(&e))
 }

@@ -23,39 +23,39 @@ pub(super) struct DestinationList {
 
 /// One destination's delivery status.
 #[derive(Serialize, ToSchema)]
-pub(super) struct DestinationStatus {
+pub(crate) struct DestinationStatus {
     /// Its configured name.
-    name: String,
+    pub(crate) name: String,
     /// Its type (`s3`, `datadog`, `webhook`, …).
     #[serde(rename = "type")]
     #[schema(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
     /// Whether an operator paused it.
-    paused: bool,
+    pub(crate) paused: bool,
     /// Events accepted by the destination from the streams the key may
     /// see, in total (kept in the store across restarts; operators'
     /// dead-letter retries included).
-    delivered: u64,
+    pub(crate) delivered: u64,
     /// Batches accepted since this process started (on this node).
-    batches: u64,
+    pub(crate) batches: u64,
     /// Failed attempts that were retried, since this process started (on
     /// this node).
-    retries: u64,
+    pub(crate) retries: u64,
     /// Open dead letters of the streams the key may see.
-    dead_letters: usize,
+    pub(crate) dead_letters: usize,
     /// Last failure, without credentials, query strings or receiver bodies
     /// (admin keys only; null for others).
-    last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// When it happened (admin keys only).
-    last_error_at: Option<String>,
+    pub(crate) last_error_at: Option<String>,
     /// The receiver's status and a redacted excerpt (admin keys only).
-    last_error_detail: Option<String>,
+    pub(crate) last_error_detail: Option<String>,
     /// Events not yet delivered, all streams the key may see.
-    lag_events: u64,
+    pub(crate) lag_events: u64,
     /// Age of the oldest undelivered event, seconds.
-    lag_seconds: f64,
+    pub(crate) lag_seconds: f64,
     /// Per stream.
-    streams: Vec<StreamLag>,
+    pub(crate) streams: Vec<StreamLag>,
 }
 
 /// A pause or resume done.
@@ -125,6 +125,20 @@ pub(super) async fn status(
     headers: HeaderMap,
 ) -> Result<Json<DestinationList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
+    Ok(Json(DestinationList {
+        destinations: statuses(&st, &key).await?,
+    }))
+}
+
+/// Every destination `key` may see, with what it may see of each: the
+/// API's `GET /v1/destinations` and the console's Destinations page.
+///
+/// # Errors
+/// 500 when the store cannot be read.
+pub(crate) async fn statuses(
+    st: &AppState,
+    key: &KeyRecord,
+) -> Result<Vec<DestinationStatus>, ApiError> {
     // Receivers' errors can name hosts and echo other streams' data: admin
     // keys only.
     let admin = key.scope == Scope::Admin.as_str();
@@ -134,23 +148,23 @@ pub(super) async fn status(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let mut out = Vec::new();
-    for d in st.destinations.iter().filter(|d| visible(&key, d)) {
+    for d in st.destinations.iter().filter(|d| visible(key, d)) {
         let name = &d.config.driver.name;
         let mut lags = crate::destinations::lags(st.store.as_ref(), name, &d.config.driver.filter)
             .await
             .map_err(|e| ApiError::internal(&e))?;
-        lags.retain(|l| sees(&key, &l.stream));
+        lags.retain(|l| sees(key, &l.stream));
         let open = st
             .store
             .dead_letters(Some(name), false)
             .await
             .map_err(|e| ApiError::internal(&e))?
             .iter()
-            .filter(|l| sees(&key, &l.stream))
+            .filter(|l| sees(key, &l.stream))
             .count();
         let delivered = cursors
             .iter()
-            .filter(|c| c.destination == *name && sees(&key, &c.stream))
+            .filter(|c| c.destination == *name && sees(key, &c.stream))
             .map(|c| c.delivered)
             .sum();
         let mut s = d.handle.status();
@@ -178,7 +192,7 @@ pub(super) async fn status(
             streams: lags,
         });
     }
-    Ok(Json(DestinationList { destinations: out }))
+    Ok(out)
 }
 
 /// Stops delivery to a destination (admin; a key for `*` unless the
@@ -195,17 +209,52 @@ pub(super) async fn pause(
     Path(name): Path<String>,
 ) -> Result<Json<Switched>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
-    let d = find(&st, &key, &name)?;
-    may_switch(&st, &key, d)?;
-    d.handle.set_paused(true);
+    switch(&st, &key, &name, true).await?;
+    Ok(Json(Switched { name, paused: true }))
+}
+
+/// Pauses (`paused`) or resumes destination `name` for `key`, recording
+/// it in `_audit`: the API's pause and resume and the console's buttons.
+///
+/// # Errors
+/// 404 for a destination the key does not see; 403 when it may not
+/// switch it ([`may_switch`]).
+pub(crate) async fn switch(
+    st: &AppState,
+    key: &KeyRecord,
+    name: &str,
+    paused: bool,
+) -> Result<(), ApiError> {
+    permit(st, key, Scope::Admin, Target::Listing)?;
+    let d = find(st, key, name)?;
+    may_switch(st, key, d)?;
+    d.handle.set_paused(paused);
     crate::audit::record(
         st.store.as_ref(),
-        "destination.paused",
+        if paused {
+            "destination.paused"
+        } else {
+            "destination.resumed"
+        },
         crate::audit::Actor::Key(&key.id),
         json!({"destination": name}),
     )
     .await;
-    Ok(Json(Switched { name, paused: true }))
+    Ok(())
+}
+
+/// Whether `key` may pause and resume destination `name` (the console
+/// shows the buttons only then).
+pub(crate) fn may_switch_named(st: &AppState, key: &KeyRecord, name: &str) -> bool {
+    let Ok(d) = find(st, key, name) else {
+        return false;
+    };
+    let needs = if d.config.driver.filter.only_stream() == Some(key.stream.as_str()) {
+        Target::Stream(&key.stream)
+    } else {
+        Target::AllStreams
+    };
+    crate::auth::allows(key, Scope::Admin, needs)
 }
 
 /// Restarts delivery to a destination (admin; a key for `*` unless the
@@ -222,16 +271,7 @@ pub(super) async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Switched>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
-    let d = find(&st, &key, &name)?;
-    may_switch(&st, &key, d)?;
-    d.handle.set_paused(false);
-    crate::audit::record(
-        st.store.as_ref(),
-        "destination.resumed",
-        crate::audit::Actor::Key(&key.id),
-        json!({"destination": name}),
-    )
-    .await;
+    switch(&st, &key, &name, false).await?;
     Ok(Json(Switched {
         name,
         paused: false,
@@ -251,17 +291,32 @@ pub(super) async fn dead_letters(
     Path(name): Path<String>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
-    find(&st, &key, &name)?;
-    let mut letters = st
-        .store
-        .dead_letters(Some(&name), true)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    letters.retain(|l| sees(&key, &l.stream));
+    let letters = letters(&st, &key, &name).await?;
     Ok(Json(DeadLetterList {
         name,
         dead_letters: letters,
     }))
+}
+
+/// Destination `name`'s dead letters (open and resolved) of the streams
+/// `key` sees, oldest first (admin).
+///
+/// # Errors
+/// 403 for a key that is not admin; 404 for a destination it does not see.
+pub(crate) async fn letters(
+    st: &AppState,
+    key: &KeyRecord,
+    name: &str,
+) -> Result<Vec<DeadLetter>, ApiError> {
+    permit(st, key, Scope::Admin, Target::Listing)?;
+    find(st, key, name)?;
+    let mut letters = st
+        .store
+        .dead_letters(Some(name), true)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    letters.retain(|l| sees(key, &l.stream));
+    Ok(letters)
 }
 
 /// Sends an open dead letter again (admin).
@@ -279,14 +334,36 @@ pub(super) async fn retry(
     Path((name, id)): Path<(String, i64)>,
 ) -> Result<Json<Retried>, ApiError> {
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
-    let d = find(&st, &key, &name)?;
+    retry_letter(&st, &key, &name, id).await?;
+    Ok(Json(Retried {
+        name,
+        id,
+        resolved: true,
+    }))
+}
+
+/// Sends open dead letter `id` of destination `name` again for `key`
+/// (admin), recording it in `_audit`.
+///
+/// # Errors
+/// 404 for a letter or destination the key does not see, or one already
+/// resolved; 502 when the destination refuses it again (the message says
+/// how, without credentials).
+pub(crate) async fn retry_letter(
+    st: &AppState,
+    key: &KeyRecord,
+    name: &str,
+    id: i64,
+) -> Result<(), ApiError> {
+    permit(st, key, Scope::Admin, Target::Listing)?;
+    let d = find(st, key, name)?;
     let letter = st
         .store
-        .dead_letters(Some(&name), false)
+        .dead_letters(Some(name), false)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .into_iter()
-        .find(|l| l.id == id && sees(&key, &l.stream))
+        .find(|l| l.id == id && sees(key, &l.stream))
         .ok_or_else(|| {
             ApiError::not_found(format!("open dead letter {id} of destination {name}"))
         })?;
@@ -304,11 +381,5 @@ pub(super) async fn retry(
         json!({"destination": name, "id": id, "stream": letter.stream, "delivered": delivered.is_ok()}),
     )
     .await;
-    delivered
-        .map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))?;
-    Ok(Json(Retried {
-        name,
-        id,
-        resolved: true,
-    }))
+    delivered.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed", e))
 }

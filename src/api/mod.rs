@@ -10,16 +10,16 @@
 //! stream's name, head, lag, batches, dead letters or errors. Authentication
 //! comes before any body is parsed.
 
-mod archive;
+pub(crate) mod archive;
 mod body;
-mod destinations;
+pub(crate) mod destinations;
 mod error;
 mod extract;
 mod ingest;
 mod limits;
 mod openapi;
 mod query;
-mod read;
+pub(crate) mod read;
 pub use read::{EventEvidence, Tier, event_evidence, prove_inclusion};
 mod scrape;
 

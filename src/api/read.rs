@@ -539,13 +539,26 @@ pub(super) async fn sources(
     headers: HeaderMap,
 ) -> Result<Json<SourceList>, ApiError> {
     let key = authorize(&st, &headers, Scope::Read, Target::Listing).await?;
+    Ok(Json(SourceList {
+        sources: source_states(&st, &key).await?,
+    }))
+}
+
+/// The sources feeding streams `key` may see.
+///
+/// # Errors
+/// 500 when the store cannot be read.
+pub(crate) async fn source_states(
+    st: &AppState,
+    key: &KeyRecord,
+) -> Result<Vec<SourceState>, ApiError> {
     let mut all = st
         .store
         .source_states()
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    all.retain(|s| sees(&key, &s.stream));
-    Ok(Json(SourceList { sources: all }))
+    all.retain(|s| sees(key, &s.stream));
+    Ok(all)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -578,11 +591,29 @@ pub(super) async fn rejected(
     headers: HeaderMap,
     Query(q): Query<RejectedQuery>,
 ) -> Result<Json<RejectedList>, ApiError> {
-    // Rejected events may hold anything an upstream sent: admin only, and
-    // a key bound to a stream sees only its sources' rejects.
+    // Rejected events may hold anything an upstream sent: admin only.
     let key = authorize(&st, &headers, Scope::Admin, Target::Listing).await?;
     let limit = super::limit_param(q.limit, 100)?;
-    if let Some(name) = &q.source {
+    Ok(Json(RejectedList {
+        rejected: rejected_events(&st, &key, q.source.as_deref(), limit).await?,
+    }))
+}
+
+/// Up to `limit` events sources refused (of `source`, or all), newest
+/// first, that `key` may see: admin only, and a key bound to a stream sees
+/// only its sources' rejects.
+///
+/// # Errors
+/// 403 for a key that is not admin; 400 for a bad source name; 404 for a
+/// source the key does not see.
+pub(crate) async fn rejected_events(
+    st: &AppState,
+    key: &KeyRecord,
+    source: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RejectedEvent>, ApiError> {
+    permit(st, key, Scope::Admin, Target::Listing)?;
+    if let Some(name) = source {
         crate::names::ConfigName::parse(name).map_err(|e| ApiError {
             field: Some("source".into()),
             ..ApiError::bad_request(e.code(), e.to_string())
@@ -595,22 +626,22 @@ pub(super) async fn rejected(
         .map_err(|e| ApiError::internal(&e))?;
     let visible: std::collections::HashSet<&str> = states
         .iter()
-        .filter(|s| sees(&key, &s.stream))
+        .filter(|s| sees(key, &s.stream))
         .map(|s| s.name.as_str())
         .collect();
-    if let Some(name) = &q.source
-        && !visible.contains(name.as_str())
+    if let Some(name) = source
+        && !visible.contains(name)
         && key.stream != "*"
     {
         return Err(ApiError::not_found(format!("source {name}")));
     }
     let mut rows = st
         .store
-        .rejected(q.source.as_deref(), limit)
+        .rejected(source, limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     if key.stream != "*" {
         rows.retain(|r| visible.contains(r.source.as_str()));
     }
-    Ok(Json(RejectedList { rejected: rows }))
+    Ok(rows)
 }

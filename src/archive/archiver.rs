@@ -145,6 +145,77 @@ pub struct RunReport {
     pub index: Option<super::index::Written>,
 }
 
+/// When `serve` runs the archive, as people read it and as a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// `every 1h`, `daily at 03:00 UTC`.
+    pub text: String,
+    /// Time between two scheduled runs.
+    pub period: Duration,
+}
+
+/// How one archive run of this process ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// When it ended.
+    pub at: OffsetDateTime,
+    /// Its report summary when it succeeded, else why it failed (an
+    /// [`ArchiveError`]: object keys, seqs, checksums, never a secret).
+    pub result: Result<RunSummary, String>,
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunSummary {
+    /// Batches written.
+    pub batches: usize,
+    /// Events archived.
+    pub events: u64,
+    /// Bytes stored (compressed).
+    pub stored_bytes: u64,
+    /// Events deleted from the hot store.
+    pub deleted: u64,
+}
+
+/// The archiver as this process saw it: its schedule (set by `serve`),
+/// its last run and its last success. Process-local and not stored: it
+/// starts empty after a restart, and another node's runs are not in it
+/// (a run skipped because another node held the lease is, as `busy_at`).
+#[derive(Debug, Clone, Default)]
+pub struct ArchiverStatus {
+    /// The schedule, when `serve` runs the archive.
+    pub schedule: Option<Schedule>,
+    /// When the schedule was set (the server started archiving).
+    pub scheduled_since: Option<OffsetDateTime>,
+    /// The last run that took place here.
+    pub last_run: Option<RunOutcome>,
+    /// When a run last succeeded here.
+    pub last_success: Option<OffsetDateTime>,
+    /// When a run last found another node archiving (it holds the lease).
+    pub busy_at: Option<OffsetDateTime>,
+}
+
+impl ArchiverStatus {
+    /// Whether the archive is late at `now`: scheduled, and its last run
+    /// failed, or nothing succeeded (or ran elsewhere) for twice the
+    /// period (counted from when it was scheduled, before any run).
+    pub fn late(&self, now: OffsetDateTime) -> bool {
+        let Some(schedule) = &self.schedule else {
+            return false;
+        };
+        if self.last_run.as_ref().is_some_and(|r| r.result.is_err()) {
+            return true;
+        }
+        let last = [self.last_success, self.busy_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .or(self.scheduled_since)
+            .unwrap_or(now);
+        now - last > schedule.period * 2
+    }
+}
+
 /// Runs archive passes over a hot store into a bucket.
 pub struct Archiver {
     store: Arc<dyn Store>,
@@ -155,6 +226,7 @@ pub struct Archiver {
     probed: tokio::sync::OnceCell<ProbeResult>,
     last_index: std::sync::Mutex<Option<std::time::Instant>>,
     node: crate::node::NodeId,
+    status: std::sync::Mutex<ArchiverStatus>,
 }
 
 const PAGE: usize = 2000;
@@ -226,6 +298,7 @@ impl Archiver {
             probed: tokio::sync::OnceCell::new(),
             last_index: std::sync::Mutex::new(None),
             node: crate::node::NodeId::random(),
+            status: std::sync::Mutex::default(),
         }
     }
 
@@ -293,6 +366,50 @@ impl Archiver {
         &self.settings
     }
 
+    /// Notes when `serve` runs this archiver (for [`Archiver::status`]).
+    pub fn set_schedule(&self, schedule: Schedule) {
+        let mut s = self.status_mut();
+        s.schedule = Some(schedule);
+        s.scheduled_since = Some(OffsetDateTime::now_utc());
+    }
+
+    /// The schedule, last run and last success this process saw.
+    pub fn status(&self) -> ArchiverStatus {
+        self.status_mut().clone()
+    }
+
+    fn status_mut(&self) -> std::sync::MutexGuard<'_, ArchiverStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_run(&self, report: &Result<RunReport, ArchiveError>) {
+        let at = OffsetDateTime::now_utc();
+        let mut s = self.status_mut();
+        match report {
+            Err(ArchiveError::Busy) => s.busy_at = Some(at),
+            Ok(r) => {
+                s.last_success = Some(at);
+                s.last_run = Some(RunOutcome {
+                    at,
+                    result: Ok(RunSummary {
+                        batches: r.batches.len(),
+                        events: r.events_archived,
+                        stored_bytes: r.stored_bytes,
+                        deleted: r.deleted,
+                    }),
+                });
+            }
+            Err(e) => {
+                s.last_run = Some(RunOutcome {
+                    at,
+                    result: Err(e.to_string()),
+                });
+            }
+        }
+    }
+
     /// Runs one pass with the configured retention, taking the `archiver`
     /// lease for its duration (so one node, or one CLI run, archives at a
     /// time) and renewing it in the background every third of its TTL.
@@ -311,6 +428,7 @@ impl Archiver {
             .with_lease(|lease| async move { self.run(cutoff, Some(&lease), progress).await })
             .await;
         record_run(&report, started.elapsed());
+        self.note_run(&report);
         let report = report?;
         if let Some(w) = &report.index {
             self.record_index(w).await;
@@ -844,5 +962,48 @@ impl Archiver {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(min: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(min)
+    }
+
+    fn hourly(since: i64) -> ArchiverStatus {
+        ArchiverStatus {
+            schedule: Some(Schedule {
+                text: "every 1h".into(),
+                period: Duration::from_secs(3600),
+            }),
+            scheduled_since: Some(at(since)),
+            ..ArchiverStatus::default()
+        }
+    }
+
+    #[test]
+    fn late_after_twice_the_period_or_a_failed_run_never_when_unscheduled() {
+        assert!(!ArchiverStatus::default().late(at(10_000)), "not scheduled");
+        let mut s = hourly(0);
+        assert!(!s.late(at(120)), "two periods since the start");
+        assert!(s.late(at(121)), "no run for over two periods");
+        s.last_success = Some(at(100));
+        s.last_run = Some(RunOutcome {
+            at: at(100),
+            result: Ok(RunSummary::default()),
+        });
+        assert!(!s.late(at(220)));
+        assert!(s.late(at(221)));
+        // Another node archiving counts: it holds the lease.
+        s.busy_at = Some(at(200));
+        assert!(!s.late(at(300)));
+        s.last_run = Some(RunOutcome {
+            at: at(301),
+            result: Err("archive location: gone".into()),
+        });
+        assert!(s.late(at(302)), "the last run failed");
     }
 }

@@ -134,6 +134,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     Ok(d)
 }
 
+/// Formats a duration as [`parse_duration`] reads it, in its largest
+/// whole unit: `30d`, `12h`, `90s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match s {
+        s if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s > 0 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// The longest duration [`parse_duration`] takes.
 pub const MAX_DURATION: Duration = Duration::from_secs(365_000 * 86_400);
 
@@ -151,6 +166,9 @@ mod tests {
             Duration::from_secs(90 * 86_400)
         );
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for text in ["90d", "12h", "30m", "45s", "0s", "250ms", "1500ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         for bad in ["", "d", "5y", "-1d", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -485,36 +485,6 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
                 root: t.root,
             });
     }
-    let mut bucket_manifests = std::collections::HashMap::new();
-    if let Some((_, held)) = &cold {
-        for (stream, h) in held {
-            if let Some(end) = &h.end {
-                hot.starts.insert(
-                    stream.clone(),
-                    crate::verify::ChainStart {
-                        next_seq: end.last_seq + 1,
-                        prev_hash: end.last_hash.clone(),
-                        frontier: end.frontier.clone(),
-                    },
-                );
-            }
-            for (size, root) in &h.checkpoints {
-                hot.anchors
-                    .entry(stream.clone())
-                    .or_default()
-                    .push(crate::verify::Anchor {
-                        // Names held come from keys verify already checked.
-                        source: crate::names::StreamName::parse(stream).map_or_else(
-                            |e| e.to_string(),
-                            |n| crate::archive::layout::checkpoint_key(&n, *size),
-                        ),
-                        size: *size,
-                        root: *root,
-                    });
-            }
-            bucket_manifests.insert(stream.clone(), h.manifests.clone());
-        }
-    }
     let total: u64 = store
         .streams()
         .await?
@@ -528,48 +498,22 @@ pub(super) async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<Ex
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let b = bar.clone();
-    let mut report = crate::verify::verify_store_with(
+    let state = match (&cold, &cold_missing) {
+        (Some((_, held)), _) => crate::verify::combined::Cold::Held(held),
+        (None, Some(why)) => crate::verify::combined::Cold::Missing { url: &url, why },
+        (None, None) => crate::verify::combined::Cold::Absent,
+    };
+    let report = crate::verify::combined::verify_hot_after_cold(
         store.as_ref(),
         &verifier,
         &config.log_name,
-        &hot,
+        hot,
+        state,
+        recorded,
         &move |n| b.set_position(n),
     )
     .await?;
     bar.finish_and_clear();
-    // Hot and cold against each other.
-    let mut cross = Vec::new();
-    if let Some(why) = &cold_missing {
-        cross.push(crate::verify::Problem {
-            stream: args.stream.clone().unwrap_or_default(),
-            seq: None,
-            kind: crate::verify::ProblemKind::ArchiveMismatch,
-            key: Some(url.clone()),
-            expected: Some("the archive the hot store records batches in".into()),
-            found: Some(why.clone()),
-        });
-    } else if cold.is_some() || recorded {
-        cross = crate::verify::cross_check_archive(
-            store.as_ref(),
-            args.stream.as_deref(),
-            &bucket_manifests,
-        )
-        .await?;
-    }
-    for p in cross {
-        match report.streams.iter_mut().find(|s| s.stream == p.stream) {
-            Some(s) => s.problems.push(p),
-            None => report.streams.push(crate::verify::StreamReport {
-                stream: p.stream.clone(),
-                events: 0,
-                head_seq: 0,
-                checkpoint_size: None,
-                problems: vec![p],
-            }),
-        }
-    }
-    report.problem_count = report.streams.iter().map(|s| s.problems.len()).sum();
-    report.ok = report.problem_count == 0;
     let cold = cold.map(|c| c.0);
     let ok = report.ok && cold.as_ref().is_none_or(|c| c.ok);
     let cold_events = cold.as_ref().map_or(0, |c| c.summary.events);

@@ -297,7 +297,37 @@ pub async fn archive_batches_guard_deletion_and_restore<S: Store>(store: &S) {
         vec![(1, 4), (5, 6)]
     );
     assert_eq!(listed[0].created, b1.created, "the first recording stands");
-    assert_eq!(store.archive_batches(None, 5, 10).await.unwrap().len(), 1);
+    // Newest first, keyset-paged, across streams and for one.
+    store.append(vec![group("t", &["t0", "t1"])]).await.unwrap();
+    let t = store.read_events("t", 1, 10).await.unwrap();
+    let mut tb = batch_of("t", &t, 1, 2);
+    tb.created = "2026-01-03T00:00:00.000000Z".into();
+    store.record_archive_batch(tb, None).await.unwrap();
+    let order = |v: Vec<super::ArchiveBatch>| {
+        v.into_iter()
+            .map(|b| (b.stream, b.start_seq))
+            .collect::<Vec<_>>()
+    };
+    let newest = store.archive_batches_newest(None, None, 10).await.unwrap();
+    assert_eq!(
+        order(newest.clone()),
+        vec![("t".into(), 1), ("s".into(), 5), ("s".into(), 1)]
+    );
+    let first = store.archive_batches_newest(None, None, 2).await.unwrap();
+    let rest = store
+        .archive_batches_newest(None, Some(&super::BatchCursor::from(&first[1])), 2)
+        .await
+        .unwrap();
+    assert_eq!(order(rest), vec![("s".into(), 1)]);
+    let s_only = store
+        .archive_batches_newest(Some("s"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(order(s_only), vec![("s".into(), 5), ("s".into(), 1)]);
+    assert_eq!(
+        store.archive_batches(Some("s"), 5, 10).await.unwrap().len(),
+        1
+    );
     // Seqs past i64::MAX saturate; they used to wrap negative and list
     // (and read) everything from the start.
     for huge in [1u64 << 63, u64::MAX] {

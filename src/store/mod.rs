@@ -289,6 +289,28 @@ pub struct ArchiveBatch {
     pub created: String,
 }
 
+/// Where a page of [`ArchiveLedger::archive_batches_newest`] ends: the
+/// last batch shown, by the order of that listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCursor {
+    /// Its `created`.
+    pub created: String,
+    /// Its stream.
+    pub stream: String,
+    /// Its first seq.
+    pub start_seq: u64,
+}
+
+impl From<&ArchiveBatch> for BatchCursor {
+    fn from(b: &ArchiveBatch) -> Self {
+        Self {
+            created: b.created.clone(),
+            stream: b.stream.clone(),
+            start_seq: b.start_seq,
+        }
+    }
+}
+
 /// How far one destination has delivered one stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryCursor {
@@ -925,6 +947,20 @@ pub trait ArchiveLedger: Send + Sync + 'static {
         &self,
         stream: Option<&str>,
         from_start: u64,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>>;
+
+    /// Returns up to `limit` recorded batches of `stream` (all streams when
+    /// `None`), newest first (by `created`, then stream name and start seq,
+    /// all descending), starting after `before` when given: keyset paging
+    /// for the console, which never loads every batch.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn archive_batches_newest(
+        &self,
+        stream: Option<&str>,
+        before: Option<&BatchCursor>,
         limit: usize,
     ) -> Result<Vec<ArchiveBatch>>;
 

@@ -21,10 +21,16 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
     ),
+    ("icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
     (
         "proof.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/proof.js"),
+    ),
+    (
+        "verify.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/verify.js"),
     ),
 ];
 

@@ -84,7 +84,7 @@ pub(super) fn page(
                         button type="submit" { "Sign out" }
                     }
                 }
-                main id="main" data-module=[module] { (content) }
+                main id="main" data-module=[module.map(|m| super::assets::path(&format!("{m}.js")))] { (content) }
             }
         }
     }

@@ -14,14 +14,20 @@
 // it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
+mod archive;
 mod assets;
+mod destinations;
 mod events;
 mod keys;
+mod lags;
 mod layout;
+mod ops;
 mod overview;
 mod rates;
 mod session;
 mod signin;
+mod sources;
+mod verify;
 
 use std::sync::Arc;
 
@@ -59,6 +65,7 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 /// (session cookies get `Secure`).
 pub fn router(app: AppState, secure: bool) -> Router {
     let rates = rates::Rates::start(&app);
+    let ops = ops::routes(&app);
     let console = Arc::new(Console {
         app,
         sessions: session::Sessions::default(),
@@ -79,6 +86,7 @@ pub fn router(app: AppState, secure: bool) -> Router {
         .route("/ui/keys", get(keys::page).post(keys::create))
         .route("/ui/keys/{id}/revoke", post(keys::revoke))
         .route("/ui/assets/{name}", get(assets::serve))
+        .merge(ops)
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(console)
@@ -211,7 +219,6 @@ fn page(viewer: &Viewer, title: &str, current: &str, content: Markup) -> Respons
 
 /// [`page`] with a JavaScript module of its own (`assets/{module}.js`,
 /// started by `app.js`).
-#[allow(dead_code)]
 fn page_with_module(
     viewer: &Viewer,
     title: &str,

@@ -210,6 +210,20 @@ async fn alarms(ui: &UiState, viewer: &Viewer) -> Result<Vec<String>, crate::sto
             ));
         }
     }
+    if viewer.key.stream == "*" {
+        let archive = app.archiver.status();
+        if archive.late(time::OffsetDateTime::now_utc()) {
+            out.push(match &archive.last_run {
+                Some(r) if r.result.is_err() => {
+                    "The last archive run failed; see Archive for why.".to_owned()
+                }
+                _ => format!(
+                    "The archive is late: no run succeeded for twice its schedule ({}); see Archive.",
+                    archive.schedule.as_ref().map_or("", |s| s.text.as_str())
+                ),
+            });
+        }
+    }
     if viewer.key.stream == "*"
         && let Some(run) = crate::verify::last_run()
         && run.outcome != "ok"

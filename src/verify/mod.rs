@@ -23,6 +23,7 @@
 //! compared over hot and cold together; without it only the tiles are
 //! compared with the checkpoint. Restored rows are checked for their hash.
 
+pub mod combined;
 pub mod evidence;
 
 use std::collections::HashMap;

@@ -35,7 +35,7 @@ use super::{
     SourceProgress, SourceReceiver, SourceState, StoreError, StoredCheckpoint, StoredEvent,
     StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, RestoredEvent};
+use super::{ArchiveBatch, BatchCursor, DeadLetter, DeliveryCursor, EventScan, RestoredEvent};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
@@ -1010,6 +1010,37 @@ impl ArchiveLedger for PostgresStore {
                      WHERE ($1::TEXT IS NULL OR s.name = $1) AND b.start_seq >= $2 ORDER BY s.name, b.start_seq LIMIT $3"
                 ),
                 &[&stream, &super::seq_param(from_start), &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(super::rows::batch).collect()
+    }
+
+    async fn archive_batches_newest(
+        &self,
+        stream: Option<&str>,
+        before: Option<&BatchCursor>,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>> {
+        let c = self.client().await?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let (created, name, start) = match before {
+            Some(b) => (
+                Some(b.created.as_str()),
+                Some(b.stream.as_str()),
+                super::seq_param(b.start_seq),
+            ),
+            None => (None, None, 0),
+        };
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                     WHERE ($1::TEXT IS NULL OR s.name = $1) \
+                     AND ($2::TEXT IS NULL OR (b.created, s.name, b.start_seq) < ($2::TEXT, $3::TEXT, $4::BIGINT)) \
+                     ORDER BY b.created DESC, s.name DESC, b.start_seq DESC LIMIT $5"
+                ),
+                &[&stream, &created, &name, &start, &limit],
             )
             .await
             .map_err(backend)?;

@@ -36,7 +36,9 @@ use super::{
     SourceProgress, SourceReceiver, SourceState, StoreError, StoredCheckpoint, StoredEvent,
     StreamInfo,
 };
-use super::{ArchiveBatch, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent};
+use super::{
+    ArchiveBatch, BatchCursor, DeadLetter, DeliveryCursor, EventScan, Lease, RestoredEvent,
+};
 use super::{ArchiveLedger, DeliveryLedger, EventStore, KeyStore, LeaseStore, SourceStore};
 use crate::chain::tiles::TileId;
 use crate::event::format_received;
@@ -916,6 +918,30 @@ impl ArchiveLedger for SqliteStore {
                  WHERE (?1 IS NULL OR s.name = ?1) AND b.start_seq >= ?2 ORDER BY s.name, b.start_seq LIMIT ?3"
             ))?;
             decode_all(&mut q, params![stream, super::seq_param(from_start), limit as i64], batch_row)
+        })
+        .await
+    }
+
+    async fn archive_batches_newest(
+        &self,
+        stream: Option<&str>,
+        before: Option<&BatchCursor>,
+        limit: usize,
+    ) -> Result<Vec<ArchiveBatch>> {
+        let stream = stream.map(str::to_owned);
+        let before = before.cloned();
+        self.read(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {BATCH_COLUMNS} FROM archive_batches b JOIN streams s ON s.id = b.stream_id \
+                 WHERE (?1 IS NULL OR s.name = ?1) \
+                 AND (?2 IS NULL OR (b.created, s.name, b.start_seq) < (?2, ?3, ?4)) \
+                 ORDER BY b.created DESC, s.name DESC, b.start_seq DESC LIMIT ?5"
+            ))?;
+            let (created, name, start) = match &before {
+                Some(b) => (Some(b.created.as_str()), Some(b.stream.as_str()), super::seq_param(b.start_seq)),
+                None => (None, None, 0),
+            };
+            decode_all(&mut q, params![stream, created, name, start, limit as i64], batch_row)
         })
         .await
     }

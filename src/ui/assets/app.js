@@ -36,11 +36,13 @@ if (live.length > 0) {
   window.setInterval(refresh, every);
 }
 
-// Page modules announce themselves with data-module on <main>.
+// Page modules announce themselves with data-module on <main>: the URL
+// of their script under /ui/assets/, with its content digest, so a cached
+// old version is never run after an upgrade.
 const main = document.getElementById('main');
 const module = main && main.getAttribute('data-module');
-if (module && /^[a-z]+$/.test(module)) {
-  import(`./${module}.js`).then((m) => m.start && m.start(main)).catch((err) => {
+if (module && /^\/ui\/assets\/[a-z]+\.js\?v=[0-9a-f]+$/.test(module)) {
+  import(module).then((m) => m.start && m.start(main)).catch((err) => {
     console.error(`console module ${module}:`, err);
   });
 }
