@@ -430,6 +430,36 @@ async fn listings_show_a_bound_key_its_own_streams_only() {
     let rej: Value = serde_json::from_str(&rej).unwrap();
     assert_eq!(rej["rejected"].as_array().unwrap().len(), 1, "{rej:#}");
     assert_eq!(rej["rejected"][0]["source"], "src-a");
+    // Receivers' errors of a destination that also serves other streams
+    // can echo their data: a bound admin sees errors of its own
+    // stream's destinations only; a `*` admin sees all.
+    for d in &w.running.state.destinations {
+        let name = d.config.driver.name.clone();
+        d.handle
+            .record_error_for_test(&format!("{name} failed: bravo-user's record"));
+    }
+    let admin_all = w.key(Scope::Admin, "*").await;
+    let errors = async |key: &str| {
+        let (_, d) = w.call("GET", "/v1/destinations", Some(key), "").await;
+        let d: Value = serde_json::from_str(&d).unwrap();
+        d["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().to_owned(),
+                    !x["last_error"].is_null() && !x["last_error_detail"].is_null(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        errors(&admin_a).await,
+        [("dest-a".to_owned(), true), ("shared".to_owned(), false)]
+    );
+    assert!(errors(&admin_all).await.iter().all(|(_, e)| *e));
+    assert!(errors(&read_a).await.iter().all(|(_, e)| !*e));
     // A bound admin's verify covers its stream only.
     let (s, v) = w.call("POST", "/v1/verify", Some(&admin_a), "").await;
     assert_eq!(s, StatusCode::OK, "{v}");

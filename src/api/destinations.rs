@@ -139,8 +139,9 @@ pub(crate) async fn statuses(
     st: &AppState,
     key: &KeyRecord,
 ) -> Result<Vec<DestinationStatus>, ApiError> {
-    // Receivers' errors can name hosts and echo other streams' data: admin
-    // keys only.
+    // Receivers' errors can name hosts and echo any stream's data the
+    // destination serves: admin keys only, and a key bound to a stream
+    // only for a destination that serves that stream alone.
     let admin = key.scope == Scope::Admin.as_str();
     let cursors = st
         .store
@@ -168,7 +169,10 @@ pub(crate) async fn statuses(
             .map(|c| c.delivered)
             .sum();
         let mut s = d.handle.status();
-        if !admin {
+        let errors_visible = admin
+            && (key.stream == "*"
+                || d.config.driver.filter.only_stream() == Some(key.stream.as_str()));
+        if !errors_visible {
             s.last_error = None;
             s.last_error_at = None;
             s.last_error_detail = None;

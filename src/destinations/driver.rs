@@ -142,6 +142,16 @@ impl DriverHandle {
         self.lock().paused = paused;
     }
 
+    /// Test hook (the `testing` feature): records `error` as the last
+    /// failure, as a failed delivery would.
+    #[cfg(feature = "testing")]
+    pub fn record_error_for_test(&self, error: &str) {
+        let mut s = self.lock();
+        s.last_error = Some(error.to_owned());
+        s.last_error_at = Some("2026-01-01T00:00:00Z".to_owned());
+        s.last_error_detail = Some(format!("500: {error}"));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, DriverStatus> {
         self.status
             .lock()

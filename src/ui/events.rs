@@ -92,6 +92,16 @@ fn given(v: Option<&String>) -> Option<&str> {
 }
 
 impl Filters {
+    /// Whether no filter is set.
+    fn is_empty(&self) -> bool {
+        self.from.is_none()
+            && self.to.is_none()
+            && self.event_type.is_none()
+            && self.actor.is_none()
+            && self.subject.is_none()
+            && self.id.is_none()
+    }
+
     fn parse(q: &EventsQuery) -> Result<Self, String> {
         let text = |field: &str, v: Option<&String>| -> Result<Option<String>, String> {
             match given(v) {
@@ -333,9 +343,12 @@ pub(super) async fn list(
         format!("/ui/events?{}", s.finish())
     };
     let value = |v: &Option<String>| given(v.as_ref()).map(str::to_owned);
+    // The newest page of an unfiltered stream refreshes itself; a filtered
+    // search may scan up to 200,000 seqs, so it runs when asked only.
+    let live = (before.is_none() && f.is_empty()).then_some("3000");
     let content = html! {
         h1 { "Events of " code { (stream) } }
-        p id="stream-head" data-live=[before.is_none().then_some("3000")] {
+        p id="stream-head" data-live=[live] {
             (info.head_seq) " events · "
             a href="/ui/events" { "Other streams" }
         }
@@ -375,7 +388,7 @@ pub(super) async fn list(
         @if before.is_some() {
             p { a href=(newest) { "↑ Newest events" } }
         }
-        div class="scroll" id="events" data-live=[before.is_none().then_some("3000")] {
+        div class="scroll" id="events" data-live=[live] {
             table {
                 caption class="visually-hidden" { "Events, newest first" }
                 thead { tr {

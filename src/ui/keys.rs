@@ -202,9 +202,21 @@ pub(super) async fn revoke(
     )
     .await
     {
-        Ok(()) | Err(crate::audit::KeyError::Unrecorded(..)) => {
+        Ok(()) => {
             ui.sessions.close_key(&id);
             Redirect::to(&format!("/ui/keys#key-{id}")).into_response()
+        }
+        Err(e @ crate::audit::KeyError::Unrecorded(..)) => {
+            // Revoked, but the act is not in `_audit`: say so, never hide it.
+            ui.sessions.close_key(&id);
+            tracing::error!(error = %crate::report::Chain(&e), key_id = %id, "key revoked from the console, not recorded in _audit");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Revoked, but not recorded",
+                &format!(
+                    "Key {id} is revoked and no longer works, but recording the revocation in _audit failed; the server log has the cause. Check the store."
+                ),
+            )
         }
         Err(crate::audit::KeyError::NoSuchKey(_)) => problem(
             StatusCode::CONFLICT,

@@ -116,6 +116,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// The header app.js sends with a page's background refresh.
+const REFRESH_HEADER: &str = "x-console-refresh";
+
 /// The signed-in key behind a console request.
 pub(crate) struct Viewer {
     key: KeyRecord,
@@ -147,14 +150,23 @@ impl FromRequestParts<UiState> for Viewer {
         let Some(token) = session::cookie(&parts.headers, session::COOKIE) else {
             return Err(to_login());
         };
-        let Some(opened) = ui.sessions.get(token) else {
+        // app.js marks its background refreshes: they are not use, so an
+        // open tab left alone still idles out.
+        let refresh = parts.headers.contains_key(REFRESH_HEADER);
+        let Some(opened) = ui.sessions.get(token, !refresh) else {
             return Err(to_login());
         };
         match ui.app.auth.active(&opened.key_id).await {
-            Ok(key) => Ok(Viewer {
-                key,
-                csrf: opened.csrf,
-            }),
+            Ok(key) => {
+                // The API's per-key request limit holds here too.
+                if let Err(e) = ui.app.rate.request(&key.id) {
+                    return Err(e.into_response());
+                }
+                Ok(Viewer {
+                    key,
+                    csrf: opened.csrf,
+                })
+            }
             Err(crate::auth::AuthError::Unauthenticated) => {
                 ui.sessions.close_key(&opened.key_id);
                 Err(to_login())

@@ -29,6 +29,8 @@ pub(super) const IDLE: Duration = Duration::from_secs(30 * 60);
 pub(super) const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
 /// At most this many sessions; the least recently used go first.
 const MAX_SESSIONS: usize = 10_000;
+/// At most this many sessions per key.
+const MAX_PER_KEY: usize = 16;
 
 /// A random 256-bit token, base64url.
 pub(super) fn random_token() -> String {
@@ -83,6 +85,18 @@ impl Sessions {
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| live(s, now));
+        // One key cannot push everyone else out: past its own cap, its
+        // least recently used session goes.
+        let own: Vec<_> = map
+            .iter()
+            .filter(|(_, s)| s.key_id == key_id)
+            .map(|(k, s)| (*k, s.seen))
+            .collect();
+        if own.len() >= MAX_PER_KEY
+            && let Some((oldest, _)) = own.iter().min_by_key(|(_, seen)| *seen)
+        {
+            map.remove(oldest);
+        }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k)
         {
@@ -100,8 +114,10 @@ impl Sessions {
         token
     }
 
-    /// The live session `token` names, marked as used now.
-    pub(super) fn get(&self, token: &str) -> Option<Opened> {
+    /// The live session `token` names; `touch`: marked as used now (a
+    /// page's own background refresh is not use, so an open tab still
+    /// idles out).
+    pub(super) fn get(&self, token: &str, touch: bool) -> Option<Opened> {
         let now = Instant::now();
         let mut map = self.lock();
         let d = digest(token);
@@ -110,7 +126,9 @@ impl Sessions {
             map.remove(&d);
             return None;
         }
-        s.seen = now;
+        if touch {
+            s.seen = now;
+        }
         Some(Opened {
             key_id: s.key_id.clone(),
             csrf: s.csrf.clone(),
@@ -201,17 +219,17 @@ mod tests {
     fn sessions_open_find_and_close() {
         let s = Sessions::default();
         let t = s.open("k1");
-        let o = s.get(&t).expect("open");
+        let o = s.get(&t, true).expect("open");
         assert_eq!(o.key_id, "k1");
         assert_ne!(o.csrf, t, "the CSRF token is not the session token");
-        assert!(s.get("nope").is_none());
+        assert!(s.get("nope", true).is_none());
         s.close(&t);
-        assert!(s.get(&t).is_none());
+        assert!(s.get(&t, true).is_none());
         let a = s.open("k2");
         let b = s.open("k3");
         s.close_key("k2");
-        assert!(s.get(&a).is_none());
-        assert!(s.get(&b).is_some());
+        assert!(s.get(&a, true).is_none());
+        assert!(s.get(&b, true).is_some());
     }
 
     #[test]
@@ -252,17 +270,50 @@ mod tests {
         let s = Sessions::default();
         let first = s.open("first");
         let second = s.open("second");
-        assert!(s.get(&first).is_some() && s.get(&second).is_some());
+        assert!(s.get(&first, true).is_some() && s.get(&second, true).is_some());
         // `second` is now the least recently used.
-        assert!(s.get(&first).is_some());
+        assert!(s.get(&first, true).is_some());
         for i in 0..MAX_SESSIONS - 2 {
             s.open(&format!("k{i}"));
         }
         assert_eq!(s.lock().len(), MAX_SESSIONS);
         let last = s.open("last");
         assert_eq!(s.lock().len(), MAX_SESSIONS);
-        assert!(s.get(&second).is_none(), "the least recently used went");
-        assert!(s.get(&first).is_some() && s.get(&last).is_some());
+        assert!(
+            s.get(&second, true).is_none(),
+            "the least recently used went"
+        );
+        assert!(s.get(&first, true).is_some() && s.get(&last, true).is_some());
+    }
+
+    #[test]
+    fn one_key_keeps_at_most_its_cap_and_refreshes_do_not_count_as_use() {
+        let s = Sessions::default();
+        let other = s.open("other");
+        let first = s.open("k");
+        let mut rest = Vec::new();
+        for _ in 1..MAX_PER_KEY {
+            rest.push(s.open("k"));
+        }
+        assert!(s.get(&first, false).is_some(), "at the cap, all are kept");
+        let newest = s.open("k");
+        assert!(
+            s.get(&first, false).is_none(),
+            "past it, the key's oldest went"
+        );
+        assert!(s.get(&newest, false).is_some() && s.get(&other, false).is_some());
+        assert_eq!(
+            s.lock().values().filter(|x| x.key_id == "k").count(),
+            MAX_PER_KEY
+        );
+        // A refresh leaves `seen` alone; a request by the user moves it.
+        let seen = |t: &str| s.lock()[&digest(t)].seen;
+        let before = seen(&other);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.get(&other, false).is_some());
+        assert_eq!(seen(&other), before);
+        assert!(s.get(&other, true).is_some());
+        assert!(seen(&other) > before);
     }
 
     #[test]

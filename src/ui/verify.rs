@@ -302,6 +302,14 @@ fn report_markup(
         .filter(|p| sees(&viewer.key, &p.stream))
         .collect();
     let n = hot_problems.len() + archive_problems.len() + bad_keys.len();
+    // Problems the key may not see (other streams, or the archive's index
+    // and manifests, which belong to no one stream) still make the run fail:
+    // the verdict never says "no problem" when there was one.
+    let total = report.problem_count
+        + archive.map_or(0, |a| {
+            a.problems.len() + a.keys.iter().filter(|k| k.status != Status::Valid).count()
+        });
+    let hidden = total.saturating_sub(n);
     let archived_events: u64 = archive.map_or(0, |a| {
         a.streams
             .iter()
@@ -310,10 +318,13 @@ fn report_markup(
             .sum()
     });
     html! {
-        @if n == 0 {
+        @if hidden > 0 {
+            p class="bad" role="alert" id="hidden-problems" { (hidden) " problem(s) outside what your key may see (another stream, or the archive's index and manifests). Ask someone with an admin key for every stream to run this verification." }
+        }
+        @if n == 0 && hidden == 0 {
             p class="good" role="status" { "Finished " (when(at)) ": no problem. "
                 (report.events) " hot events" @if archive.is_some() { " and " (archived_events) " archived events" } " verified." }
-        } @else {
+        } @else if n > 0 {
             p class="bad" role="alert" { "Finished " (when(at)) ": " (n) " problem(s) found. "
                 (report.events) " hot events" @if archive.is_some() { " and " (archived_events) " archived events" } " read." }
         }

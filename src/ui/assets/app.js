@@ -21,7 +21,7 @@ if (live.length > 0) {
     if (document.hidden) return;
     let res;
     try {
-      res = await fetch(window.location.href, { credentials: 'same-origin', headers: { 'Accept': 'text/html' } });
+      res = await fetch(window.location.href, { credentials: 'same-origin', headers: { 'Accept': 'text/html', 'X-Console-Refresh': '1' } });
     } catch {
       return;
     }

@@ -10,7 +10,7 @@ export function start() {
     const job = document.getElementById('job');
     if (!job || !job.hasAttribute('data-running')) return;
     try {
-      const res = await fetch(window.location.href, { credentials: 'same-origin', headers: { 'Accept': 'text/html' } });
+      const res = await fetch(window.location.href, { credentials: 'same-origin', headers: { 'Accept': 'text/html', 'X-Console-Refresh': '1' } });
       if (res.ok && !res.redirected) {
         const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
         const fresh = doc.getElementById('job');
