@@ -26,6 +26,10 @@
 #   `fonts-liberation` for legible screenshots): tests/ui.rs drives the web
 #   console in a headless browser (TEST_CHROMEDRIVER, TEST_CHROMIUM) and
 #   saves screenshots under artifacts/ui-screenshots/.
+# - Go (Debian's `golang-go`) with golang.org/x/mod (Debian's
+#   `golang-golang-x-mod-dev`, in GOPATH /usr/share/gocode; nothing is
+#   downloaded): tests/console_events.rs checks the console's evidence file
+#   with Go's sumdb/note and sumdb/tlog (TEST_GO, TEST_GO_GOPATH).
 # - SQLite is compiled in; every other server the tests need (trailkeep
 #   itself, SSE upstreams, fault-injecting proxies) is started by the tests.
 # - Node.js >= 20 and npm (the machine's, else Debian's `nodejs`, `npm`):
@@ -228,6 +232,22 @@ install_chromium() {
     export TEST_CHROMIUM="${TEST_CHROMIUM:-$(command -v chromium)}"
 }
 
+# Go and golang.org/x/mod from Debian: an outside check of the evidence
+# files (tests/data/go/evidence_check.go), built in GOPATH mode.
+install_go_checker() {
+    if [ -n "${TEST_GO:-}" ]; then
+        return
+    fi
+    if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ]; then
+        echo "scripts/test.sh: installing golang-go and golang-golang-x-mod-dev from Debian's packages" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+            golang-go golang-golang-x-mod-dev >/dev/null
+    fi
+    export TEST_GO="${TEST_GO:-$(command -v go)}"
+    export TEST_GO_GOPATH="${TEST_GO_GOPATH:-/usr/share/gocode}"
+}
+
 stop_all() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -n "${PG_STOP+x}" ]; then
@@ -244,6 +264,7 @@ install_schemathesis
 install_warehouse_tools
 install_promtool
 install_chromium
+install_go_checker
 
 # The Node client's suite (clients/node, `node --test`): against the
 # trailkeep binary the cargo run below builds, on Node.js >= 20 (its global

@@ -278,6 +278,48 @@ fn verify_evidence(file: &Path, key: Option<&Path>, json: bool) -> (i32, String,
     )
 }
 
+/// The evidence checked by Go's `sumdb/note` and `sumdb/tlog`
+/// (tests/data/go/evidence_check.go): exit success and output. `None`
+/// without Go (scripts/test.sh installs it; under CI its absence fails).
+fn go_check(evidence: &Path, key: &Path) -> Option<(bool, String)> {
+    let Ok(go) = std::env::var("TEST_GO") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TEST_GO is not set: run the tests through scripts/test.sh, which installs Go"
+        );
+        eprintln!(
+            "skipping the Go check of the evidence: TEST_GO is not set (scripts/test.sh sets it)"
+        );
+        return None;
+    };
+    let gopath = std::env::var("TEST_GO_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into());
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(go)
+        .args([
+            "run",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/go/evidence_check.go"
+            ),
+        ])
+        .arg(evidence)
+        .arg(key)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", gopath)
+        .env("GOCACHE", cache.path())
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    Some((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
 #[tokio::test]
 async fn event_page_evidence_verifies_offline_and_fails_after_tampering() {
     let tmp = tempfile::tempdir().unwrap();
@@ -369,6 +411,27 @@ async fn event_page_evidence_verifies_offline_and_fails_after_tampering() {
         trailkeep(&other_dir, &["keys", "public"]).stdout,
     )
     .unwrap();
+    // Go's note and tlog accept the same file with the pinned key, and
+    // refuse it with another key or a changed proof.
+    if let Some((ok, out)) = go_check(&ev, &pk) {
+        assert!(
+            ok && out.starts_with("ok a seq 3 in checkpoint size"),
+            "{out}"
+        );
+        let (ok, out) = go_check(&ev, &other_key).unwrap();
+        assert!(!ok && out.contains("checkpoint signature"), "{out}");
+        let mut e: Value = serde_json::from_slice(&std::fs::read(&ev).unwrap()).unwrap();
+        let first = e["proof"]["hashes"][0].as_str().unwrap().to_owned();
+        let mut b =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &first).unwrap();
+        b[0] ^= 1;
+        e["proof"]["hashes"][0] =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b).into();
+        let bent = tmp.path().join("bent.json");
+        std::fs::write(&bent, serde_json::to_vec(&e).unwrap()).unwrap();
+        let (ok, out) = go_check(&bent, &pk).unwrap();
+        assert!(!ok && out.contains("inclusion of seq 3"), "{out}");
+    }
     let (code, out, err) = verify_evidence(&ev, Some(&other_key), true);
     assert_eq!(code, 1, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
