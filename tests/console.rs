@@ -8,71 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::console::{client, get, hidden, set_cookie_line, sign_in};
 use common::{Server, create_key, trailkeep, wait_for};
-use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
-use reqwest::{Client, StatusCode, redirect};
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// `name=value` of cookie `name` in a response's `Set-Cookie` headers, with
-/// the whole header line.
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
-}
-
-/// The value of hidden input `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no hidden {name} in {page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_owned()
-}
-
-/// Signs in with `token`; returns the session cookie (`tk_session=…`).
-async fn sign_in(url: &str, token: &str) -> String {
-    let c = client();
-    let form = c.get(format!("{url}/ui/login")).send().await.unwrap();
-    let (login_cookie, _) = set_cookie(&form, "tk_login").expect("login cookie");
-    let page = form.text().await.unwrap();
-    let res = c
-        .post(format!("{url}/ui/login"))
-        .header(COOKIE, &login_cookie)
-        .form(&[
-            ("token", token),
-            ("login", &hidden(&page, "login")),
-            ("next", "/ui/"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::SEE_OTHER,
-        "sign-in with a valid key"
-    );
-    set_cookie(&res, "tk_session").expect("session cookie").0
-}
-
-async fn get(url: &str, path: &str, session: &str) -> (StatusCode, String) {
-    let res = client()
-        .get(format!("{url}{path}"))
-        .header(COOKIE, session)
-        .send()
-        .await
-        .unwrap();
-    (res.status(), res.text().await.unwrap())
-}
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, ORIGIN};
 
 async fn post_events(url: &str, token: &str, stream: &str, n: usize) {
     let body: Vec<_> = (0..n)
@@ -132,7 +71,7 @@ async fn console_needs_a_session_and_sends_a_strict_csp() {
     // The cookie is HttpOnly, SameSite=Strict, scoped to /ui, not Secure
     // on plain HTTP.
     let form = c.get(format!("{}/ui/login", s.url)).send().await.unwrap();
-    let (lc, _) = set_cookie(&form, "tk_login").unwrap();
+    let (lc, _) = set_cookie_line(&form, "tk_login").unwrap();
     let page = form.text().await.unwrap();
     let res = c
         .post(format!("{}/ui/login", s.url))
@@ -144,7 +83,7 @@ async fn console_needs_a_session_and_sends_a_strict_csp() {
         .send()
         .await
         .unwrap();
-    let (_, line) = set_cookie(&res, "tk_session").unwrap();
+    let (_, line) = set_cookie_line(&res, "tk_session").unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(line.contains(attr), "{line} lacks {attr}");
     }
@@ -171,7 +110,7 @@ async fn sign_in_refuses_bad_keys_forged_forms_and_ingest_keys() {
     let s = Server::start(dir.path(), &[]).await;
     let c = client();
     let form = c.get(format!("{}/ui/login", s.url)).send().await.unwrap();
-    let (lc, _) = set_cookie(&form, "tk_login").unwrap();
+    let (lc, _) = set_cookie_line(&form, "tk_login").unwrap();
     let login = hidden(&form.text().await.unwrap(), "login");
 
     let attempt = async |cookie: Option<&str>, token: &str, login: &str, origin: Option<&str>| {
@@ -186,7 +125,7 @@ async fn sign_in_refuses_bad_keys_forged_forms_and_ingest_keys() {
         }
         let res = r.send().await.unwrap();
         let status = res.status();
-        let session = set_cookie(&res, "tk_session");
+        let session = set_cookie_line(&res, "tk_session");
         (status, session, res.text().await.unwrap())
     };
     // Login CSRF: no double-submit cookie, a wrong one, another origin.

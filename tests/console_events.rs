@@ -9,68 +9,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::console::{client, get, hidden, set_cookie, sign_in};
 use common::{Server, create_key, poll, trailkeep};
-use reqwest::header::{CONTENT_DISPOSITION, COOKIE, SET_COOKIE};
-use reqwest::{Client, StatusCode, redirect};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_DISPOSITION, COOKIE};
 use serde_json::{Value, json};
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no hidden {name} in {page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_owned()
-}
-
-async fn sign_in(url: &str, token: &str) -> String {
-    let c = client();
-    let form = c.get(format!("{url}/ui/login")).send().await.unwrap();
-    let login_cookie = set_cookie(&form, "tk_login").expect("login cookie");
-    let page = form.text().await.unwrap();
-    let res = c
-        .post(format!("{url}/ui/login"))
-        .header(COOKIE, &login_cookie)
-        .form(&[
-            ("token", token),
-            ("login", &hidden(&page, "login")),
-            ("next", "/ui/"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::SEE_OTHER,
-        "sign-in with a valid key"
-    );
-    set_cookie(&res, "tk_session").expect("session cookie")
-}
-
-async fn get(url: &str, path: &str, session: &str) -> (StatusCode, String) {
-    let res = client()
-        .get(format!("{url}{path}"))
-        .header(COOKIE, session)
-        .send()
-        .await
-        .unwrap();
-    (res.status(), res.text().await.unwrap())
-}
 
 async fn post(url: &str, token: &str, stream: &str, events: &[Value]) {
     let res = client()

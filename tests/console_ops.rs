@@ -16,35 +16,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use common::console::{client, hidden, sign_in};
 use common::{Server, create_key, get_json, poll, trailkeep, wait_until};
-use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
-use reqwest::{Client, StatusCode, redirect};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, ORIGIN};
 use serde_json::Value;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
-/// The value of hidden input `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no hidden {name} in {page}"));
-    let rest = &page[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_owned()
-}
 
 /// A signed-in console session: its cookie and CSRF token.
 struct Session {
@@ -55,23 +31,7 @@ struct Session {
 
 impl Session {
     async fn open(url: &str, token: &str) -> Self {
-        let c = client();
-        let form = c.get(format!("{url}/ui/login")).send().await.unwrap();
-        let login_cookie = set_cookie(&form, "tk_login").expect("login cookie");
-        let page = form.text().await.unwrap();
-        let res = c
-            .post(format!("{url}/ui/login"))
-            .header(COOKIE, &login_cookie)
-            .form(&[
-                ("token", token),
-                ("login", &hidden(&page, "login")),
-                ("next", "/ui/"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::SEE_OTHER, "sign-in");
-        let cookie = set_cookie(&res, "tk_session").expect("session cookie");
+        let cookie = sign_in(url, token).await;
         let mut s = Self {
             url: url.to_owned(),
             cookie,
