@@ -348,6 +348,16 @@ async fn a_stream_bound_key_sees_no_other_streams_batches_destinations_sources_o
         page.contains("Restore a range"),
         "its own stream's range: {page}"
     );
+    // The last run's totals and the bucket cover every stream.
+    let (_, root_page) = root.get("/ui/archive").await;
+    assert!(
+        root_page.contains("succeeded</span>, ") && root_page.contains("file://"),
+        "{root_page}"
+    );
+    assert!(
+        page.contains("succeeded</span>.") && !page.contains("file://"),
+        "no all-stream totals or bucket for a bound key: {page}"
+    );
     let (_, older) = bound.get("/ui/archive?stream=zeta-secret").await;
     assert!(!older.contains("zeta-secret/"), "{older}");
     let (_, page) = bound.get("/ui/destinations").await;

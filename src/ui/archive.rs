@@ -321,7 +321,9 @@ async fn render(
         section aria-labelledby="sched-h" id="schedule" data-live="10000" {
             h2 id="sched-h" { "Schedule and last run" }
             dl class="facts" {
-                dt { "Archive" } dd { code { (app.archiver.bucket().display()) } }
+                @if every_stream && viewer.is_admin() {
+                    dt { "Archive" } dd { code { (app.archiver.bucket().display()) } }
+                }
                 dt { "Schedule" }
                 dd { @match &status_rec.schedule {
                     Some(s) => { "Runs " (s.text) ", archiving events older than " (crate::archive::format_duration(app.archiver.settings().older_than)) "." }
@@ -333,7 +335,8 @@ async fn render(
                     Some(r) => {
                         (when(&rfc3339(r.at))) ": "
                         @match &r.result {
-                            Ok(s) => { span class="good" { "succeeded" } ", " (s.batches) " batches, " (s.events) " events, " (size(s.stored_bytes)) " stored, " (s.deleted) " deleted from hot." }
+                            // Totals cover every stream: for keys for every stream only.
+                            Ok(s) => { span class="good" { "succeeded" } @if every_stream { ", " (s.batches) " batches, " (s.events) " events, " (size(s.stored_bytes)) " stored, " (s.deleted) " deleted from hot" } "." }
                             Err(e) => {
                                 span class="bad" { "failed" }
                                 // The error may name any stream's objects.
