@@ -114,31 +114,15 @@ pub(super) fn chart(series: &[(u64, f64)]) -> maud::Markup {
             (series.len() as u64 * EVERY.as_secs()).div_ceil(60)
         ),
     };
-    let (w, h) = (160.0_f64, 32.0_f64);
-    let max = series.iter().map(|s| s.1).fold(1.0_f64, f64::max);
-    let step = if series.len() > 1 {
-        w / (series.len() - 1) as f64
-    } else {
-        w
-    };
-    let points: Vec<String> = series
-        .iter()
-        .enumerate()
-        .map(|(i, (_, v))| {
-            format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                h - 1.0 - (v / max) * (h - 2.0)
-            )
-        })
-        .collect();
+    let secs: Vec<f64> = series.iter().map(|s| s.1).collect();
+    let points = super::rates::points(&secs, 160.0, 32.0, 1.0);
     maud::html! {
         span class="spark" {
             svg width="160" height="32" viewBox="0 0 160 32" role="img" aria-label=(label) {
                 title { (label) }
                 line x1="0" y1="31" x2="160" y2="31" stroke="currentColor" stroke-opacity="0.3" stroke-width="1" {}
-                @if points.len() > 1 {
-                    polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
+                @if let Some(p) = &points {
+                    polyline points=(p) fill="none" stroke="currentColor" stroke-width="1.5" {}
                 }
             }
             span class="visually-hidden" { (label) }

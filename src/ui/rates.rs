@@ -87,33 +87,59 @@ pub(super) fn sparkline(values: &[u64]) -> maud::Markup {
             (values.len() as u64 * EVERY.as_secs()).div_ceil(60)
         ),
     };
-    let (w, h) = (120.0_f64, 24.0_f64);
-    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let step = if values.len() > 1 {
-        w / (values.len() - 1) as f64
-    } else {
-        w
-    };
-    let points: Vec<String> = values
+    let values: Vec<f64> = values.iter().map(|v| *v as f64).collect();
+    let points = points(&values, 120.0, 24.0, 1.0);
+    maud::html! {
+        span class="spark" {
+            svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=(label) {
+                title { (label) }
+                @if let Some(p) = &points {
+                    polyline points=(p) fill="none" stroke="currentColor" stroke-width="1.5" {}
+                }
+            }
+            span class="visually-hidden" { (label) }
+        }
+    }
+}
+
+/// The `points` of an SVG polyline drawing `values` left to right across
+/// `w` x `h`, scaled so the largest (at least `floor`) touches the top;
+/// `None` for fewer than two values.
+pub(super) fn points(values: &[f64], w: f64, h: f64, floor: f64) -> Option<String> {
+    if values.len() < 2 {
+        return None;
+    }
+    let max = values.iter().copied().fold(floor, f64::max);
+    let step = w / (values.len() - 1) as f64;
+    let pts: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
             format!(
                 "{:.1},{:.1}",
                 i as f64 * step,
-                h - 1.0 - (*v as f64 / max) * (h - 2.0)
+                h - 1.0 - (v / max) * (h - 2.0)
             )
         })
         .collect();
-    maud::html! {
-        span class="spark" {
-            svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=(label) {
-                title { (label) }
-                @if points.len() > 1 {
-                    polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
-                }
-            }
-            span class="visually-hidden" { (label) }
-        }
+    Some(pts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::points;
+
+    #[test]
+    fn points_span_the_box_and_scale_to_the_largest() {
+        assert_eq!(points(&[5.0], 10.0, 10.0, 1.0), None);
+        assert_eq!(
+            points(&[0.0, 2.0], 10.0, 10.0, 1.0).as_deref(),
+            Some("0.0,9.0 10.0,1.0")
+        );
+        // Below the floor, values stay low instead of filling the box.
+        assert_eq!(
+            points(&[0.0, 0.5], 10.0, 10.0, 1.0).as_deref(),
+            Some("0.0,9.0 10.0,5.0")
+        );
     }
 }
