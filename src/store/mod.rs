@@ -25,6 +25,7 @@
 //! Not here: validation (`event`), batching (`ingest`), signing (`chain`).
 
 pub(crate) mod append;
+pub mod cluster;
 #[cfg(test)]
 pub mod conformance;
 mod page;
@@ -725,13 +726,17 @@ pub trait EventStore: Send + Sync + 'static {
     }
 
     /// How many group commits the batcher may have in flight at once. More
-    /// than one lets a single writer (SQLite: three) start the next commit
-    /// the moment one is durable. Where several nodes contend for the same stream rows
-    /// (PostgreSQL) a second transaction per node mostly queues on the row
-    /// locks, and the 3-node benchmark varied too much run to run (8k-49k
-    /// events/s on one build) to show a gain, so the default stays one.
+    /// than one lets a writer start the next commit the moment one is
+    /// durable (SQLite: three on its one writer thread; PostgreSQL: three
+    /// connections, each call chained onto the one before).
     fn pipeline_depth(&self) -> usize {
         1
+    }
+
+    /// The shard-ownership calls of a store several nodes share
+    /// (PostgreSQL); `None` where one process is the only writer.
+    fn cluster(&self) -> Option<std::sync::Arc<dyn cluster::ClusterStore>> {
+        None
     }
 
     /// Returns every stream, by name.

@@ -1,202 +1,664 @@
-//! One append call as one PostgreSQL transaction, on the shared append
-//! rules of [`crate::store::append`]; only the SQL is here.
+//! Appends on PostgreSQL: one round trip per commit (issue #19).
+//!
+//! Each node keeps, per stream it writes, the head **after every commit it
+//! has sent** (the tail) with its partial tiles, chains new events onto it
+//! (taking the batcher's seals when they start there), and sends the whole
+//! call as one `trailkeep_append` statement in autocommit: it compares
+//! every head (seq, hash) and, for streams whose shard this node owns, the
+//! lease and the stream's epoch, and only then writes events, tiles and
+//! heads. So several calls can be in flight on separate connections, each
+//! chained onto the one before; the compare-and-set keeps them in order.
+//!
+//! When a call is refused (another writer moved a head, an id was already
+//! stored, the shard moved to another node) nothing was written: the call
+//! forgets the tails it used, waits until every earlier call of this node
+//! has finished, reloads the heads it needs from the database and tries
+//! again, a bounded number of times. Which writer wins a race never
+//! matters for correctness, only the compare-and-set does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use super::{PostgresStore, backend};
 use crate::chain::ZERO_HASH_HEX;
 use crate::chain::tiles::{TileId, join_strips};
 use crate::event::format_received;
-use crate::store::append::StreamHead;
-use crate::store::{Accepted, AppendGroup, GroupResult, Head, Result, StoreError};
+use crate::store::append::{Seals, StreamHead};
+use crate::store::{Accepted, AppendGroup, GroupResult, Head, Lease, Result, StoreError};
+
+/// How many times a refused call is tried again before it is refused to
+/// its requests (as rolled back: nothing of it is stored).
+const MAX_ATTEMPTS: usize = 8;
+
+/// The append function's call, prepared once per connection.
+const APPEND_SQL: &str = "SELECT r_kind, r_stream, r_id, r_seq, r_hash FROM trailkeep_append(\
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+
+/// A cached tail and the generation it was loaded in.
+struct Tail {
+    head: StreamHead,
+    generation: u64,
+}
+
+/// The node's append state: tails per stream, and the calls in flight in
+/// the order they began.
+#[derive(Default)]
+pub(super) struct Sequencer {
+    state: Mutex<State>,
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    tails: HashMap<String, Tail>,
+    next_ticket: u64,
+    inflight: BTreeSet<u64>,
+    generation: u64,
+}
+
+impl Sequencer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn begin(&self) -> Ticket<'_> {
+        let mut s = self.lock();
+        let t = s.next_ticket;
+        s.next_ticket += 1;
+        s.inflight.insert(t);
+        Ticket { seq: self, t }
+    }
+
+    /// Waits until every call that began before `t` has finished.
+    async fn wait_earlier(&self, t: u64) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().inflight.range(..t).next().is_none() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Forgets the tails a refused or failed call chained onto, unless
+    /// they were reloaded since.
+    fn forget(&self, used: &[(String, u64)]) {
+        let mut s = self.lock();
+        for (name, generation) in used {
+            if s.tails
+                .get(name)
+                .is_some_and(|t| t.generation == *generation)
+            {
+                s.tails.remove(name);
+            }
+        }
+    }
+
+    /// Caches a tail read from the database; `replace`: over one already
+    /// cached (a locked reload), else only where none is.
+    fn install(&self, name: String, head: StreamHead, replace: bool) {
+        let mut st = self.lock();
+        st.generation += 1;
+        let tail = Tail {
+            head,
+            generation: st.generation,
+        };
+        if replace {
+            st.tails.insert(name, tail);
+        } else {
+            st.tails.entry(name).or_insert(tail);
+        }
+    }
+
+    /// Forgets everything (a failure whose outcome is unknown).
+    pub(super) fn clear(&self) {
+        self.lock().tails.clear();
+    }
+}
+
+/// A call in flight; its end wakes the calls waiting behind it.
+struct Ticket<'a> {
+    seq: &'a Sequencer,
+    t: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.seq.lock().inflight.remove(&self.t);
+        self.seq.finished.notify_waiters();
+    }
+}
+
+/// One stream's part of a call, as sent.
+struct StreamPart {
+    name: String,
+    id: i64,
+    base: Head,
+    generation: u64,
+    fence: Option<Lease>,
+}
+
+/// The arrays of one `trailkeep_append` call.
+#[derive(Default)]
+struct Call {
+    /// This node, when it sends fences.
+    holder: Option<String>,
+    s_id: Vec<i64>,
+    s_seq: Vec<i64>,
+    s_hash: Vec<String>,
+    s_new_seq: Vec<i64>,
+    s_new_hash: Vec<String>,
+    s_lease: Vec<Option<String>>,
+    s_epoch: Vec<Option<i64>>,
+    e_stream: Vec<i64>,
+    e_seq: Vec<i64>,
+    e_id: Vec<String>,
+    e_type: Vec<String>,
+    e_time: Vec<String>,
+    e_received: Vec<String>,
+    e_hash: Vec<String>,
+    e_body: Vec<String>,
+    t_stream: Vec<i64>,
+    t_level: Vec<i32>,
+    t_idx: Vec<i64>,
+    t_strip: Vec<i64>,
+    t_data: Vec<Vec<u8>>,
+}
+
+/// One attempt: the answers, or why the database refused it and the
+/// stream parts it sent.
+type Attempt = std::result::Result<Vec<GroupResult>, (Refusal, Vec<StreamPart>)>;
+
+/// Why the database refused a call.
+enum Refusal {
+    /// A shard lease or a stream's epoch is no longer this node's.
+    Fenced(Vec<String>),
+    /// Heads moved (another writer, or an earlier call not yet landed).
+    Head,
+    /// Ids already stored: stream id, id, seq, hash.
+    Duplicates(Vec<(i64, String, u64, String)>),
+}
 
 impl PostgresStore {
-    /// One transaction for the whole call. Groups are merged per stream (a
-    /// commit from 64 single-event requests to 4 streams costs 4 rounds of
-    /// statements, not 64), and the streams' head rows are locked in name
-    /// order, so two nodes never wait on each other in a cycle (deadlock).
-    pub(super) async fn append_tx(
+    /// See the module docs.
+    pub(super) async fn append_cas(
         &self,
-        groups: Vec<AppendGroup>,
-        taken: &mut HashMap<String, StreamHead>,
+        mut groups: Vec<AppendGroup>,
     ) -> Result<Vec<GroupResult>> {
-        let mut per_stream: std::collections::BTreeMap<&str, Vec<(usize, usize)>> =
-            std::collections::BTreeMap::new();
-        for (gi, g) in groups.iter().enumerate() {
-            let refs = per_stream.entry(g.stream.as_str()).or_default();
-            refs.extend((0..g.events.len()).map(|ei| (gi, ei)));
+        let ticket = self.sequencer.begin();
+        // Ids found stored by a refused attempt: (stream, id) -> (seq, hash).
+        let mut stored: HashMap<(String, String), (u64, String)> = HashMap::new();
+        let mut seals: Vec<Option<crate::store::Sealed>> =
+            groups.iter_mut().map(|g| g.sealed.take()).collect();
+        // After two refusals for moved heads (another node writing the same
+        // streams), lock the head rows first: slower, but it cannot lose again.
+        let mut locked = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let outcome = if locked {
+                self.locked_attempt(&groups, &mut seals, &stored, ticket.t)
+                    .await
+            } else {
+                self.optimistic_attempt(&groups, &mut seals, &stored, ticket.t)
+                    .await
+            };
+            let (refusal, parts) = match outcome {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(refused)) => refused,
+                Err(e) => {
+                    // Tails may be ahead of the database: all are suspect.
+                    self.sequencer.clear();
+                    return Err(e);
+                }
+            };
+            let used: Vec<(String, u64)> = parts
+                .iter()
+                .map(|p| (p.name.clone(), p.generation))
+                .collect();
+            self.sequencer.forget(&used);
+            let reason = match refusal {
+                Refusal::Fenced(names) => {
+                    for p in &parts {
+                        if p.fence.is_some() {
+                            self.owners.lost(self.owners.shard_of(&p.name));
+                        }
+                    }
+                    tracing::info!(streams = ?names, "an append found its shard owned by another node; appending as a non-owner");
+                    "fenced"
+                }
+                Refusal::Head => {
+                    locked = attempt >= 1;
+                    "head"
+                }
+                Refusal::Duplicates(rows) => {
+                    for (sid, id, seq, hash) in rows {
+                        if let Some(p) = parts.iter().find(|p| p.id == sid) {
+                            stored.insert((p.name.clone(), id), (seq, hash));
+                        }
+                    }
+                    "duplicate"
+                }
+            };
+            metrics::counter!("trailkeep_append_conflicts_total", "reason" => reason).increment(1);
+            tracing::debug!(
+                attempt,
+                reason,
+                "append refused by the compare-and-set; trying again"
+            );
+            self.sequencer.wait_earlier(ticket.t).await;
         }
-        let mut slots: Vec<Vec<Option<Accepted>>> =
-            groups.iter().map(|g| vec![None; g.events.len()]).collect();
-        let mut heads: HashMap<&str, Head> = HashMap::new();
-        // Until COMMIT is sent the server cannot commit this transaction, so
-        // any error before it stores nothing (even on a dropped connection).
-        let rolled = |e: StoreError| match e {
-            StoreError::Backend { message, .. } => {
-                StoreError::RolledBack(format!("postgres: {message}"))
-            }
-            other => other,
+        Err(StoreError::RolledBack(format!(
+            "postgres: the streams' heads kept moving under this node ({MAX_ATTEMPTS} attempts; another node is writing them): nothing of this call is stored"
+        )))
+    }
+
+    /// Chains the call onto the cached tails and sends it in autocommit:
+    /// one round trip.
+    async fn optimistic_attempt(
+        &self,
+        groups: &[AppendGroup],
+        seals: &mut [Option<crate::store::Sealed>],
+        stored: &HashMap<(String, String), (u64, String)>,
+        ticket: u64,
+    ) -> Result<Attempt> {
+        self.load_missing(groups, ticket).await?;
+        let Some((call, parts, slots)) = self.prepare(groups, seals, stored)? else {
+            return Ok(Err((Refusal::Head, Vec::new())));
         };
-        let mut client = self.client().await.map_err(rolled)?;
-        let tx = client
+        if call.e_id.is_empty() {
+            // Nothing new (every event already stored): nothing to send.
+            return Ok(Ok(finish(groups, slots, &parts)));
+        }
+        let c = self.client().await.map_err(rolled_back)?;
+        Ok(match send(&c, &call).await? {
+            None => Ok(finish(groups, slots, &parts)),
+            Some(r) => Err((r, parts)),
+        })
+    }
+
+    /// The same in a transaction that first locks the head rows (in id
+    /// order) and reloads the tails that differ: no other writer can move
+    /// them before the call, so only a duplicate or a fence refuses it.
+    async fn locked_attempt(
+        &self,
+        groups: &[AppendGroup],
+        seals: &mut [Option<crate::store::Sealed>],
+        stored: &HashMap<(String, String), (u64, String)>,
+        ticket: u64,
+    ) -> Result<Attempt> {
+        self.sequencer.wait_earlier(ticket).await;
+        let mut c = self.client().await.map_err(rolled_back)?;
+        let tx = c
             .transaction()
             .await
             .map_err(backend)
-            .map_err(rolled)?;
-        let written: Result<()> = async {
-        for (stream, refs) in &per_stream {
-            let stream: &str = stream;
+            .map_err(rolled_back)?;
+        let written: Result<Attempt> = async {
+            let mut names: Vec<&str> = groups.iter().map(|g| g.stream.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
             let now = format_received(time::OffsetDateTime::now_utc());
             tx.execute(
-                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
-                &[&stream, &ZERO_HASH_HEX, &now],
+                "INSERT INTO streams (name, head_seq, head_hash, created) \
+                 SELECT n, 0, $2, $3 FROM unnest($1::text[]) AS n ORDER BY n ON CONFLICT (name) DO NOTHING",
+                &[&names, &ZERO_HASH_HEX, &now],
             )
             .await
             .map_err(backend)?;
-            let row = tx
-                .query_one(
-                    "SELECT id, head_seq, head_hash FROM streams WHERE name = $1 FOR NO KEY UPDATE",
-                    &[&stream],
+            let rows = tx
+                .query(
+                    "SELECT id, name, head_seq, head_hash FROM streams WHERE name = ANY($1) \
+                     ORDER BY id FOR NO KEY UPDATE",
+                    &[&names],
                 )
                 .await
                 .map_err(backend)?;
-            let (id, head_seq, head_hash): (i64, i64, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let head_seq = head_seq as u64;
-            let cached = taken.remove(stream).or_else(|| {
-                self.cache
+            for r in rows {
+                let (id, name, seq, hash): (i64, String, i64, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                let fresh = self
+                    .sequencer
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(stream)
-            });
-            let mut st = match cached {
-                Some(c) if c.matches(id, head_seq, &head_hash) => c,
-                _ => {
-                    let mut fetched = HashMap::new();
-                    for tid in StreamHead::tiles_to_read(head_seq) {
-                        if let Some(d) = read_tile(&tx, id, tid).await? {
-                            fetched.insert(tid, d);
-                        }
-                    }
-                    StreamHead::resume(stream, id, head_seq, head_hash, |t| fetched.remove(&t))?
+                    .tails
+                    .get(&name)
+                    .is_some_and(|t| t.head.matches(id, seq as u64, &hash));
+                if !fresh {
+                    let head = load_tail(&tx, &name, id, seq, hash).await?;
+                    self.sequencer.install(name, head, true);
                 }
-            };
-            // Ids already stored, found in one query under the row lock.
-            let ids: Vec<&str> = refs
-                .iter()
-                .map(|&(gi, ei)| groups[gi].events[ei].id.as_str())
-                .collect();
-            let mut known: HashMap<String, (u64, String)> = HashMap::new();
-            for r in tx
-                .query(
-                    "SELECT id, seq, hash FROM events WHERE stream_id = $1 AND id = ANY($2)",
-                    &[&id, &ids],
-                )
-                .await
-                .map_err(backend)?
-            {
-                known.insert(r.get(0), (r.get::<_, i64>(1) as u64, r.get(2)));
             }
-            let (mut seqs, mut eids, mut types, mut times, mut receiveds, mut hashes, mut bodies) = (
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            for &(gi, ei) in refs {
-                let ev = &groups[gi].events[ei];
-                if let Some((seq, hash)) = known.get(&ev.id) {
-                    slots[gi][ei] = Some(Accepted {
+            let Some((call, parts, slots)) = self.prepare(groups, seals, stored)? else {
+                return Ok(Err((Refusal::Head, Vec::new())));
+            };
+            if call.e_id.is_empty() {
+                return Ok(Ok(finish(groups, slots, &parts)));
+            }
+            Ok(match send(&tx, &call).await? {
+                None => Ok(finish(groups, slots, &parts)),
+                Some(r) => Err((r, parts)),
+            })
+        }
+        .await;
+        let outcome = written.map_err(rolled_back)?;
+        // A failed COMMIT is ambiguous: it may or may not have been applied.
+        tx.commit().await.map_err(backend)?;
+        Ok(outcome)
+    }
+
+    /// Loads the tails of the call's streams that this node has not cached
+    /// (after every earlier call finished, so the stored head is final).
+    async fn load_missing(&self, groups: &[AppendGroup], ticket: u64) -> Result<()> {
+        let missing = |s: &Sequencer| -> Vec<String> {
+            let st = s.lock();
+            let mut m: Vec<String> = groups
+                .iter()
+                .filter(|g| !st.tails.contains_key(&g.stream))
+                .map(|g| g.stream.clone())
+                .collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        if missing(&self.sequencer).is_empty() {
+            return Ok(());
+        }
+        self.sequencer.wait_earlier(ticket).await;
+        let names = missing(&self.sequencer);
+        let mut c = self.client().await.map_err(rolled_back)?;
+        let now = format_received(time::OffsetDateTime::now_utc());
+        c.execute(
+            "INSERT INTO streams (name, head_seq, head_hash, created) \
+             SELECT n, 0, $2, $3 FROM unnest($1::text[]) AS n ORDER BY n ON CONFLICT (name) DO NOTHING",
+            &[&names, &ZERO_HASH_HEX, &now],
+        )
+        .await
+        .map_err(backend)
+        .map_err(rolled_back)?;
+        // Head and tiles from one snapshot: another node may be appending.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)
+            .map_err(rolled_back)?;
+        let rows = tx
+            .query(
+                "SELECT id, name, head_seq, head_hash FROM streams WHERE name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(backend)
+            .map_err(rolled_back)?;
+        for r in rows {
+            let (id, name, seq, hash): (i64, String, i64, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let head = load_tail(&tx, &name, id, seq, hash)
+                .await
+                .map_err(rolled_back)?;
+            self.sequencer.install(name, head, false);
+        }
+        // Read only: nothing to commit but the snapshot's end.
+        tx.commit().await.map_err(backend).map_err(rolled_back)?;
+        Ok(())
+    }
+
+    /// Chains the call onto the cached tails (moving them), and builds the
+    /// statement's arrays and each event's answer.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        groups: &[AppendGroup],
+        seals: &mut [Option<crate::store::Sealed>],
+        stored: &HashMap<(String, String), (u64, String)>,
+    ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
+        let mut st = self.sequencer.lock();
+        if groups.iter().any(|g| !st.tails.contains_key(&g.stream)) {
+            // Forgotten by a refused call since it was loaded: load again.
+            return Ok(None);
+        }
+        let mut call = Call::default();
+        let mut parts: Vec<StreamPart> = Vec::new();
+        let mut slots = Vec::with_capacity(groups.len());
+        // Ids of this call per stream: a repeat within the call is a duplicate.
+        let mut known: HashMap<(&str, &str), (u64, String)> = HashMap::new();
+        for (gi, g) in groups.iter().enumerate() {
+            let Some(tail) = st.tails.get_mut(&g.stream) else {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {}: no cached head while preparing its append",
+                    g.stream
+                )));
+            };
+            if !parts.iter().any(|p| p.name == g.stream) {
+                let fence = self.owners.fence(&g.stream);
+                parts.push(StreamPart {
+                    name: g.stream.clone(),
+                    id: tail.head.id,
+                    base: tail.head.head(),
+                    generation: tail.generation,
+                    fence,
+                });
+            }
+            let head = &mut tail.head;
+            let mut seal = Seals::new(seals.get_mut(gi).and_then(Option::take), head);
+            let mut accepted = Vec::with_capacity(g.events.len());
+            for ev in &g.events {
+                let prior = known
+                    .get(&(g.stream.as_str(), ev.id.as_str()))
+                    .cloned()
+                    .or_else(|| stored.get(&(g.stream.clone(), ev.id.clone())).cloned());
+                if let Some((seq, hash)) = prior {
+                    seal.broken();
+                    accepted.push(Accepted {
                         id: ev.id.clone(),
-                        seq: *seq,
-                        hash: hash.clone(),
+                        seq,
+                        hash,
                         duplicate: true,
                     });
                     continue;
                 }
-                // This store takes no seals (`uses_seals` is false): the
-                // head it predicts is only certain under the row lock.
-                let (seq, sealed) = st.chain(ev, stream, None);
-                st.advance(seq, &sealed.hash, sealed.leaf);
-                known.insert(ev.id.clone(), (seq, sealed.hash.clone()));
-                slots[gi][ei] = Some(Accepted {
+                let (seq, sealed) = head.chain(ev, &g.stream, seal.next());
+                head.advance(seq, &sealed.hash, sealed.leaf);
+                known.insert(
+                    (g.stream.as_str(), ev.id.as_str()),
+                    (seq, sealed.hash.clone()),
+                );
+                accepted.push(Accepted {
                     id: ev.id.clone(),
                     seq,
                     hash: sealed.hash.clone(),
                     duplicate: false,
                 });
-                seqs.push(seq as i64);
-                eids.push(ev.id.as_str());
-                types.push(ev.event_type.as_str());
-                times.push(ev.time.as_str());
-                receiveds.push(ev.received.as_str());
-                hashes.push(sealed.hash);
-                bodies.push(sealed.body);
+                call.e_stream.push(head.id);
+                call.e_seq.push(seq as i64);
+                call.e_id.push(ev.id.clone());
+                call.e_type.push(ev.event_type.clone());
+                call.e_time.push(ev.time.clone());
+                call.e_received.push(ev.received.clone());
+                call.e_hash.push(sealed.hash);
+                call.e_body.push(sealed.body);
             }
-            let rows = st.tile_rows();
-            if !rows.is_empty() {
-                tx.execute(
-                    "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) \
-                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-                    &[&id, &seqs, &eids, &types, &times, &receiveds, &hashes, &bodies],
-                )
-                .await
-                .map_err(backend)?;
-                // Every changed strip in one statement (a strip appears once
-                // per append, so ON CONFLICT touches each row at most once).
-                let (mut levels, mut idxs, mut strips, mut datas) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for (level, index, strip, bytes) in rows {
-                    levels.push(level as i32);
-                    idxs.push(index as i64);
-                    strips.push(strip);
-                    datas.push(bytes);
-                }
-                tx.execute(
-                    "INSERT INTO tiles (stream_id, level, idx, strip, data) \
-                     SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bytea[]) \
-                     ON CONFLICT (stream_id, level, idx, strip) DO UPDATE SET data = excluded.data",
-                    &[&id, &levels, &idxs, &strips, &datas],
-                )
-                .await
-                .map_err(backend)?;
-                tx.execute(
-                    "UPDATE streams SET head_seq = $2, head_hash = $3 WHERE id = $1",
-                    &[&id, &(st.seq as i64), &st.hash],
-                )
-                .await
-                .map_err(backend)?;
+            slots.push(accepted);
+        }
+        for p in &parts {
+            let Some(tail) = st.tails.get_mut(&p.name) else {
+                continue;
+            };
+            let head = &mut tail.head;
+            if head.seq == p.base.seq {
+                // Only duplicates: nothing to compare or write for it.
+                continue;
             }
-            heads.insert(stream, st.head());
-            taken.insert(stream.to_owned(), st);
+            for (level, index, strip, bytes) in head.tile_rows() {
+                call.t_stream.push(p.id);
+                call.t_level.push(level as i32);
+                call.t_idx.push(index as i64);
+                call.t_strip.push(strip);
+                call.t_data.push(bytes);
+            }
+            call.s_id.push(p.id);
+            call.s_seq.push(p.base.seq as i64);
+            call.s_hash.push(p.base.hash.clone());
+            call.s_new_seq.push(head.seq as i64);
+            call.s_new_hash.push(head.hash.clone());
+            if let Some(l) = &p.fence {
+                call.holder.get_or_insert_with(|| l.holder.clone());
+            }
+            call.s_lease.push(p.fence.as_ref().map(|l| l.name.clone()));
+            call.s_epoch.push(p.fence.as_ref().map(|l| l.token));
         }
-        Ok(())
-        }
-        .await;
-        written.map_err(rolled)?;
-        // A failed COMMIT is ambiguous: it may or may not have been applied.
-        tx.commit().await.map_err(backend)?;
-        groups
-            .iter()
-            .zip(slots)
-            .map(|(g, slot)| {
-                let accepted = slot
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("an event of the call got no result".into())
-                    })?;
-                let head = heads.get(g.stream.as_str()).cloned().unwrap_or(Head {
-                    seq: 0,
-                    hash: ZERO_HASH_HEX.into(),
-                });
-                Ok(GroupResult { accepted, head })
-            })
-            .collect()
+        Ok(Some((call, parts, slots)))
     }
+}
+
+/// Sends one call; `Some` when the database refused it (nothing written).
+async fn send(c: &impl deadpool_postgres::GenericClient, call: &Call) -> Result<Option<Refusal>> {
+    {
+        let stmt = c
+            .prepare_cached(APPEND_SQL)
+            .await
+            .map_err(backend)
+            .map_err(rolled_back)?;
+        let holder = call.holder.clone().unwrap_or_default();
+        let rows = c
+            .query(
+                &stmt,
+                &[
+                    &holder,
+                    &call.s_id,
+                    &call.s_seq,
+                    &call.s_hash,
+                    &call.s_new_seq,
+                    &call.s_new_hash,
+                    &call.s_lease,
+                    &call.s_epoch,
+                    &call.e_stream,
+                    &call.e_seq,
+                    &call.e_id,
+                    &call.e_type,
+                    &call.e_time,
+                    &call.e_received,
+                    &call.e_hash,
+                    &call.e_body,
+                    &call.t_stream,
+                    &call.t_level,
+                    &call.t_idx,
+                    &call.t_strip,
+                    &call.t_data,
+                ],
+            )
+            .await
+            .map_err(statement_error)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let kind: String = first.get(0);
+        Ok(Some(match kind.as_str() {
+            "fenced" => Refusal::Fenced(
+                rows.iter()
+                    .map(|r| r.get::<_, Option<String>>(2).unwrap_or_default())
+                    .collect(),
+            ),
+            "dup" => Refusal::Duplicates(
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, i64>(1),
+                            r.get::<_, String>(2),
+                            r.get::<_, i64>(3) as u64,
+                            r.get::<_, String>(4),
+                        )
+                    })
+                    .collect(),
+            ),
+            _ => Refusal::Head,
+        }))
+    }
+}
+
+/// The answers of a call that was written (or had nothing to write); the
+/// tails it moved stay cached as the committed heads.
+fn finish(
+    groups: &[AppendGroup],
+    slots: Vec<Vec<Accepted>>,
+    parts: &[StreamPart],
+) -> Vec<GroupResult> {
+    // The head each stream reached in this call: its last event here, or
+    // (nothing new) the head it was chained onto.
+    let mut heads: HashMap<&str, Head> = parts
+        .iter()
+        .map(|p| (p.name.as_str(), p.base.clone()))
+        .collect();
+    for (g, accepted) in groups.iter().zip(&slots) {
+        if let Some(a) = accepted.iter().rev().find(|a| !a.duplicate) {
+            let h = heads.entry(g.stream.as_str()).or_insert_with(|| Head {
+                seq: 0,
+                hash: ZERO_HASH_HEX.into(),
+            });
+            if a.seq > h.seq {
+                *h = Head {
+                    seq: a.seq,
+                    hash: a.hash.clone(),
+                };
+            }
+        }
+    }
+    groups
+        .iter()
+        .zip(slots)
+        .map(|(g, accepted)| GroupResult {
+            accepted,
+            head: heads.get(g.stream.as_str()).cloned().unwrap_or(Head {
+                seq: 0,
+                hash: ZERO_HASH_HEX.into(),
+            }),
+        })
+        .collect()
+}
+
+/// Nothing was sent: the call is certainly not stored.
+fn rolled_back(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend { message, .. } => {
+            StoreError::RolledBack(format!("postgres: {message}"))
+        }
+        other => other,
+    }
+}
+
+/// An error of the append statement. PostgreSQL answering with an error
+/// means the autocommit statement was rolled back (nothing stored), except
+/// for the codes that end the session (a shutdown, a crash: the commit may
+/// have happened); a connection lost without an answer is ambiguous.
+fn statement_error(e: tokio_postgres::Error) -> StoreError {
+    let ends_session = e.code().is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("57P") || c.starts_with("08") || c.starts_with("XX")
+    });
+    let answered = e.as_db_error().is_some() && !ends_session;
+    let err = backend(e);
+    if answered { rolled_back(err) } else { err }
+}
+
+/// A stream's tail as stored at (`seq`, `hash`): its partial tiles read.
+async fn load_tail(
+    c: &impl deadpool_postgres::GenericClient,
+    name: &str,
+    id: i64,
+    seq: i64,
+    hash: String,
+) -> Result<StreamHead> {
+    let mut fetched = HashMap::new();
+    for tid in StreamHead::tiles_to_read(seq as u64) {
+        if let Some(d) = read_tile(c, id, tid).await? {
+            fetched.insert(tid, d);
+        }
+    }
+    StreamHead::resume(name, id, seq as u64, hash, |t| fetched.remove(&t))
 }
 
 pub(super) async fn read_tile(

@@ -1,29 +1,26 @@
 //! The PostgreSQL hot store, for several `serve` nodes sharing one database.
 //!
-//! Appends to one stream are serialized in the database: each group takes
-//! the stream's head row with `SELECT … FOR NO KEY UPDATE`, so whichever
-//! node receives a request, seqs stay gapless and the chain unbroken. Not
-//! `FOR UPDATE`: that also blocks the key-share locks that foreign-key
-//! checks take on the row, so every checkpoint insert (and the appends
-//! queued behind it) waited for each append to commit (seen in
-//! `pg_stat_activity` under the 3-node benchmark). Duplicate
-//! ids are found with one `id = ANY(…)` query per group while the row lock
-//! is held; the unique index `events(stream_id, id)` is the backstop. Each
-//! call is one transaction; PostgreSQL's `synchronous_commit = on` makes the
+//! An append call is one statement (`trailkeep_append`, see
+//! `sql/postgres/007_owners.sql` and [`append`]): the node chains the
+//! events onto the heads it has cached, and the statement compares every
+//! head (seq, hash) and the owner's epoch under the head rows' locks
+//! (`FOR NO KEY UPDATE`, not `FOR UPDATE`, which would also block the
+//! key-share locks of foreign-key checks) before it writes events, tiles
+//! and heads. Whichever node writes, seqs stay gapless and the chain
+//! unbroken; the unique index `events(stream_id, id)` is the backstop
+//! against a repeated id. PostgreSQL's `synchronous_commit = on` makes each
 //! commit durable (WAL fsync) before it returns.
 //!
-//! Per node, the head and the partial tiles of each stream are cached and
-//! checked against the locked head row in every transaction: another node's
-//! append shows up as a different head and the tiles are re-read.
-//!
+//! Streams hash into shards owned by nodes ([`super::cluster`],
+//! [`crate::shards`]): the owner is the one node that normally appends to
+//! them, so its cached heads hold and it keeps several commits in flight.
 //! Leases, `sslmode` TLS (`pg_tls`), pool settings, `migrate` and `copy`
-//! work on it as on SQLite; streams are not yet owned by nodes (issue #19).
+//! work on it as on SQLite.
 
 mod append;
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -41,13 +38,17 @@ use crate::chain::tiles::TileId;
 use crate::event::format_received;
 use append::read_tile;
 
-const MIGRATIONS: [&str; 6] = [
+/// Shards of a schema created by this version (stored in `cluster_settings`).
+const DEFAULT_SHARDS: u32 = 64;
+
+const MIGRATIONS: [&str; 7] = [
     include_str!("../sql/postgres/001_init.sql"),
     include_str!("../sql/postgres/002_leases.sql"),
     include_str!("../sql/postgres/003_archive.sql"),
     include_str!("../sql/postgres/004_dead_letters.sql"),
     include_str!("../sql/postgres/005_delivered.sql"),
     include_str!("../sql/postgres/006_source_gaps.sql"),
+    include_str!("../sql/postgres/007_owners.sql"),
 ];
 
 impl super::rows::Columns for tokio_postgres::Row {
@@ -180,7 +181,8 @@ impl Default for PoolSettings {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    cache: Arc<Mutex<HashMap<String, crate::store::append::StreamHead>>>,
+    sequencer: Arc<append::Sequencer>,
+    owners: Arc<super::cluster::Owners>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -208,8 +210,9 @@ impl PostgresStore {
         schema: Option<&str>,
         pool: &PoolSettings,
     ) -> Result<Self> {
-        let store = Self::open_pool(url, schema, pool, false).await?;
+        let mut store = Self::open_pool(url, schema, pool, false).await?;
         store.migrate().await?;
+        store.read_shards().await?;
         Ok(store)
     }
 
@@ -242,6 +245,8 @@ impl PostgresStore {
             )));
         }
         drop(c);
+        let mut store = store;
+        store.read_shards().await?;
         Ok(store)
     }
 
@@ -316,8 +321,21 @@ impl PostgresStore {
             .map_err(|e| backend_message(e.to_string()))?;
         Ok(Self {
             pool,
-            cache: Arc::default(),
+            sequencer: Arc::default(),
+            owners: Arc::new(super::cluster::Owners::new(DEFAULT_SHARDS)),
         })
+    }
+
+    /// Reads the shard count the schema was created with.
+    async fn read_shards(&mut self) -> Result<()> {
+        let c = self.client().await?;
+        let shards: i32 = c
+            .query_one("SELECT shards FROM cluster_settings", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        self.owners = Arc::new(super::cluster::Owners::new(shards.max(1) as u32));
+        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -362,16 +380,24 @@ impl PostgresStore {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append(&self, groups: Vec<AppendGroup>) -> Result<Vec<GroupResult>> {
-        let mut taken = HashMap::new();
-        let out = self.append_tx(groups, &mut taken).await;
-        if out.is_ok() {
-            // Only a committed state goes back into the cache.
-            self.cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend(taken);
-        }
-        out
+        self.append_cas(groups).await
+    }
+
+    /// The owner of a shard is normally its streams' only writer, so the
+    /// batcher's predicted heads hold; a wrong one costs a recomputation.
+    fn uses_seals(&self) -> bool {
+        true
+    }
+
+    /// Three commits in flight on separate connections, each chained onto
+    /// the one before (see [`append`]); PostgreSQL flushes their WAL
+    /// together.
+    fn pipeline_depth(&self) -> usize {
+        3
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn super::cluster::ClusterStore>> {
+        Some(Arc::new(self.clone()))
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
@@ -899,6 +925,130 @@ async fn pg_put_state(
     .await
     .map_err(backend)?;
     Ok(())
+}
+
+#[async_trait]
+impl super::cluster::ClusterStore for PostgresStore {
+    fn owners(&self) -> Arc<super::cluster::Owners> {
+        self.owners.clone()
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        url: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> Result<(i64, Vec<super::cluster::NodeInfo>)> {
+        let c = self.client().await?;
+        let ttl = ttl.as_millis() as i64;
+        let now: i64 = c
+            .query_one(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+                 INSERT INTO nodes (node, url, seen_ms) SELECT $1, $2, ms FROM now \
+                 ON CONFLICT (node) DO UPDATE SET url = excluded.url, seen_ms = excluded.seen_ms \
+                 RETURNING seen_ms",
+                &[&node, &url],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        let rows = c
+            .query(
+                "SELECT node, url, seen_ms FROM nodes WHERE seen_ms > $1 - $2 ORDER BY node",
+                &[&now, &ttl],
+            )
+            .await
+            .map_err(backend)?;
+        Ok((
+            now,
+            rows.into_iter()
+                .map(|r| super::cluster::NodeInfo {
+                    node: r.get(0),
+                    url: r.get(1),
+                    seen_ms: r.get(2),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn shard_leases(&self) -> Result<Vec<Lease>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT name, holder, token, expires_ms FROM leases WHERE name LIKE 'shard:%' ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Lease {
+                name: r.get(0),
+                holder: r.get(1),
+                token: r.get(2),
+                expires_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn acquire_leases(
+        &self,
+        names: &[String],
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<Lease>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        let ttl = ttl.as_millis() as i64;
+        // As acquire_lease, for many names in one statement (sorted, so two
+        // nodes never lock lease rows in opposite orders).
+        let mut names = names.to_vec();
+        names.sort();
+        let rows = c
+            .query(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+                 INSERT INTO leases (name, holder, token, expires_ms) \
+                 SELECT n, $2, 1, (SELECT ms FROM now) + $3 FROM unnest($1::text[]) AS n ORDER BY n \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > (SELECT ms FROM now) THEN leases.token ELSE leases.token + 1 END, \
+                   holder = excluded.holder, expires_ms = excluded.expires_ms \
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= (SELECT ms FROM now) \
+                 RETURNING name, token, expires_ms",
+                &[&names, &holder, &ttl],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Lease {
+                name: r.get(0),
+                holder: holder.to_owned(),
+                token: r.get(1),
+                expires_ms: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn release_leases(&self, names: &[String], holder: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE leases SET expires_ms = 0 WHERE name = ANY($1) AND holder = $2",
+            &[&names, &holder],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn leave(&self, node: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM nodes WHERE node = $1", &[&node])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
