@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// `[postgres]` table: pool settings when `store` is a PostgreSQL URL.
     #[serde(default)]
     pub postgres: RawPostgres,
+    /// `[cluster]` table: nodes sharing a PostgreSQL store.
+    #[serde(default)]
+    pub cluster: RawCluster,
     /// `[archive]` table: the cold archive.
     #[serde(default)]
     pub archive: RawArchive,
@@ -442,6 +445,113 @@ impl RawArchive {
     }
 }
 
+/// `[cluster]`: how nodes sharing a PostgreSQL store divide the streams
+/// (ignored on SQLite, where one process is the only writer).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The URL other nodes use to reach this one (`http(s)://host:port`).
+    /// Default: the listen address, when it names one host (not
+    /// `0.0.0.0` or `[::]`); without one, other nodes commit this node's
+    /// streams themselves instead of forwarding to it.
+    pub advertise_url: Option<String>,
+    /// Shard lease TTL, ms (default 6000): after a `kill -9` of a node, its
+    /// shards move to the others within about this long plus a third.
+    pub lease_ttl_ms: Option<u64>,
+    /// What a node does with an ingest request for a stream another node
+    /// owns: `forward` (default: send it on to the owner and answer with
+    /// its answer), `redirect` (answer 307 to the owner's URL) or `local`
+    /// (commit it here; correct, but it costs the owner a reload).
+    pub non_owner: Option<String>,
+}
+
+/// What a node does with an ingest request for a stream another node owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonOwner {
+    /// Send it to the owner, answer with the owner's answer.
+    Forward,
+    /// `307 Temporary Redirect` to the owner's URL.
+    Redirect,
+    /// Commit it here.
+    Local,
+}
+
+/// The validated `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// See [`RawCluster::advertise_url`] (validated; no trailing slash).
+    pub advertise_url: Option<String>,
+    /// See [`RawCluster::lease_ttl_ms`].
+    pub lease_ttl: Duration,
+    /// See [`RawCluster::non_owner`].
+    pub non_owner: NonOwner,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            advertise_url: None,
+            lease_ttl: Duration::from_millis(6000),
+            non_owner: NonOwner::Forward,
+        }
+    }
+}
+
+impl RawCluster {
+    fn validate(self) -> Result<ClusterSettings, ConfigError> {
+        let advertise_url = match self.advertise_url {
+            None => None,
+            Some(u) => {
+                let url = url::Url::parse(&u).map_err(|e| {
+                    err(
+                        "cluster.advertise_url",
+                        format!(
+                            "{e}: expected http(s)://host:port, how the other nodes reach this one"
+                        ),
+                    )
+                })?;
+                if !matches!(url.scheme(), "http" | "https")
+                    || url.host_str().is_none_or(str::is_empty)
+                    || !url.username().is_empty()
+                    || url.password().is_some()
+                    || url.query().is_some()
+                    || url.fragment().is_some()
+                    || url.path() != "/"
+                {
+                    return Err(err(
+                        "cluster.advertise_url",
+                        "must be http(s)://host:port with no user, path, query or fragment",
+                    ));
+                }
+                Some(url.as_str().trim_end_matches('/').to_owned())
+            }
+        };
+        let ttl = self.lease_ttl_ms.unwrap_or(6000);
+        if !(300..=600_000).contains(&ttl) {
+            return Err(err(
+                "cluster.lease_ttl_ms",
+                "must be between 300 and 600000 (failover takes about this long)",
+            ));
+        }
+        let non_owner = match self.non_owner.as_deref() {
+            None | Some("forward") => NonOwner::Forward,
+            Some("redirect") => NonOwner::Redirect,
+            Some("local") => NonOwner::Local,
+            Some(o) => {
+                return Err(err(
+                    "cluster.non_owner",
+                    format!("{o:?}: must be \"forward\", \"redirect\" or \"local\""),
+                ));
+            }
+        };
+        Ok(ClusterSettings {
+            advertise_url,
+            lease_ttl: Duration::from_millis(ttl),
+            non_owner,
+        })
+    }
+}
+
 /// `[postgres]`: connection pool settings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -580,6 +690,8 @@ pub struct Config {
     pub signing_key_file: Option<PathBuf>,
     /// PostgreSQL pool settings.
     pub postgres: crate::store::postgres::PoolSettings,
+    /// Nodes sharing a PostgreSQL store.
+    pub cluster: ClusterSettings,
     /// The cold archive.
     pub archive: ArchiveConfig,
     /// Destinations.
@@ -795,6 +907,7 @@ impl RawConfig {
                 "must be between 100 and 600000",
             ));
         }
+        let cluster = self.cluster.validate()?;
         let archive = self.archive.validate(over.archive.clone())?;
         let mut destinations: Vec<crate::destinations::config::DestinationConfig> = Vec::new();
         for (i, raw) in self.destinations.into_iter().enumerate() {
@@ -839,6 +952,7 @@ impl RawConfig {
             server,
             destinations,
             archive,
+            cluster,
             postgres: crate::store::postgres::PoolSettings {
                 max_connections: self.postgres.max_connections,
                 connect_timeout: Duration::from_millis(self.postgres.connect_timeout_ms),

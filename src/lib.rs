@@ -59,6 +59,7 @@ pub mod ingest;
 pub mod jcs;
 pub mod keyfile;
 pub mod lease;
+pub mod shards;
 pub mod names;
 pub mod net;
 pub mod node;

@@ -388,6 +388,10 @@ pub struct Running {
     _node_lock: std::fs::File,
     /// The server speaks TLS (console cookies get `Secure`).
     tls: bool,
+    /// Shard ownership, once serving on a store several nodes share.
+    shards: Option<crate::shards::ShardKeeper>,
+    node: NodeId,
+    cluster: crate::config::ClusterSettings,
 }
 
 /// Opens the data directory and starts the batcher and checkpointer.
@@ -471,7 +475,25 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         refusals.clone(),
         stop_workers.subscribe(),
     ));
+    let cluster = match store.cluster() {
+        Some(c) => Some(crate::api::ClusterRoute {
+            owners: c.owners(),
+            mode: config.cluster.non_owner,
+            node: node.as_str().to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .map_err(|e| ServeError::SourceClient {
+                    name: "cluster forwarding".into(),
+                    message: crate::net::describe(&e),
+                })?,
+        }),
+        None => None,
+    };
     let state = Arc::new(crate::api::Shared {
+        cluster,
         destinations,
         archiver: archiver.clone(),
         store: store.clone(),
@@ -542,6 +564,9 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         stop_destinations,
         _node_lock: node_lock,
         tls: config.server.tls.is_some(),
+        shards: None,
+        node,
+        cluster: config.cluster.clone(),
     })
 }
 
@@ -549,6 +574,35 @@ impl Running {
     /// Returns the router over this log.
     pub fn router(&self) -> axum::Router {
         crate::ui::router(self.state.clone(), self.tls).merge(router(self.state.clone()))
+    }
+
+    /// Starts keeping this node's share of the shards, on a store several
+    /// nodes share (nothing on SQLite). `bound` is the listener's address:
+    /// the advertised URL defaults to it when it names one host.
+    pub async fn start_shards(&mut self, bound: std::net::SocketAddr) {
+        let Some(cluster) = self.state.store.cluster() else {
+            return;
+        };
+        let url = self.cluster.advertise_url.clone().or_else(|| {
+            (!bound.ip().is_unspecified()).then(|| {
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{bound}")
+            })
+        });
+        if url.is_none() {
+            tracing::warn!(
+                "[cluster] advertise_url is not set and the listen address names no one host: other nodes will commit this node's streams themselves instead of forwarding them here"
+            );
+        }
+        self.shards = Some(
+            crate::shards::ShardKeeper::start(
+                cluster,
+                self.node.clone(),
+                url,
+                self.cluster.lease_ttl,
+            )
+            .await,
+        );
     }
 
     /// Stops the sources, then the batcher (after draining its queue), and runs a last
@@ -570,6 +624,9 @@ impl Running {
             stop_destinations,
             _node_lock,
             tls: _,
+            shards,
+            node: _,
+            cluster: _,
         } = self;
         // Sources first: each finishes its in-flight batch and stores its
         // position; then the batcher drains; then the last checkpoint.
@@ -589,6 +646,10 @@ impl Running {
         }
         drop(state);
         let _ = batcher.await;
+        // Nothing more is appended here: the shards go to the other nodes now.
+        if let Some(k) = shards {
+            k.stop().await;
+        }
         // The archiver and the last `_audit` flush write through the store
         // directly: they finish before the checkpointer's last round, so
         // nothing they write at stop is left unsigned.
@@ -615,7 +676,10 @@ pub async fn run(
     if let Some(files) = &config.server.tls {
         crate::http::load_tls(files)?;
     }
-    let running = start(&config).await?;
+    let mut running = start(&config).await?;
+    running
+        .start_shards(listener.local_addr().map_err(ServeError::Http)?)
+        .await;
     let app = running.router();
     tracing::info!(
         listen = %listener.local_addr().map_err(ServeError::Http)?,

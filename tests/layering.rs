@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
         "telemetry",
     ],
     // The hot store and what writes the log's own records through it.
-    &["store", "selflog", "lease"],
+    &["store", "selflog", "lease", "shards"],
     // Object storage: below the archive and the object destinations.
     &["objstore"],
     // The append path and API keys.

@@ -10,8 +10,128 @@ use super::body::{self, Coding, DecodeError};
 use super::extract::Path;
 use super::{ApiError, AppState, ErrorBody, authorize, producer_stream, read_body};
 use crate::auth::{Scope, Target};
+use crate::config::NonOwner;
 use crate::event::{NewEvent, Rejection, format_received, parse_request};
 use crate::ingest::AppendError;
+use crate::store::cluster::Owner;
+
+/// Marks a request one node sent on to another: the receiver commits it
+/// itself, whoever it believes owns the stream (no forwarding loops).
+pub(super) const FORWARDED_BY: &str = "trailkeep-forwarded-by";
+
+/// The owner to send this request on to, if it is another node that can
+/// be reached and this request was not already forwarded.
+fn owner_route(st: &AppState, stream: &str, headers: &HeaderMap) -> Option<(String, String)> {
+    let cluster = st.cluster.as_ref()?;
+    if cluster.mode == NonOwner::Local || headers.contains_key(FORWARDED_BY) {
+        return None;
+    }
+    match cluster.owners.owner(stream) {
+        Owner::Other {
+            node,
+            url: Some(url),
+        } => Some((node, url)),
+        Owner::Me | Owner::Nobody | Owner::Other { url: None, .. } => None,
+    }
+}
+
+/// `307` to the owner: the client sends the same request there. Clients
+/// that follow redirects across origins drop `Authorization` (the fetch
+/// standard, reqwest and curl all do), so this mode suits clients that
+/// re-send it themselves; `forward` is the default.
+fn redirect(node: &str, url: &str, stream: &str) -> axum::response::Response {
+    let location = format!("{url}/v1/streams/{stream}/events");
+    let mut e = ApiError::new(
+        StatusCode::TEMPORARY_REDIRECT,
+        "not_owner",
+        format!("stream {stream} is owned by node {node}; send the request to {location}"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        e = e.with_header(axum::http::header::LOCATION, v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(node) {
+        e = e.with_header(axum::http::HeaderName::from_static("trailkeep-owner"), v);
+    }
+    e.into_response()
+}
+
+/// A forward that never reached the owner (nothing was sent).
+struct Unsent(reqwest::Error);
+
+/// Sends the request on to the owner and returns its answer as it is. An
+/// error once the request may have been sent is answered 502 (the events
+/// may be stored: the client retries with the same ids, as after any lost
+/// answer); only a connection that could not be made comes back `Unsent`.
+async fn forward(
+    cluster: &super::ClusterRoute,
+    url: &str,
+    stream: &str,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<axum::response::Response, Unsent> {
+    let mut req = cluster
+        .client
+        .post(format!("{url}/v1/streams/{stream}/events"))
+        .header(FORWARDED_BY, cluster.node.as_str())
+        .body(body);
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::CONTENT_TYPE,
+        axum::http::header::CONTENT_ENCODING,
+    ] {
+        if let Some(v) = headers.get(&name) {
+            req = req.header(name.as_str(), v.as_bytes());
+        }
+    }
+    let sent = req.send().await;
+    let answer = match sent {
+        Err(e) if e.is_connect() => return Err(Unsent(e)),
+        Err(e) => Err(e),
+        Ok(r) => {
+            let status = r.status();
+            let retry_after = r.headers().get(axum::http::header::RETRY_AFTER).cloned();
+            let content_type = r.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+            r.bytes()
+                .await
+                .map(|b| (status, retry_after, content_type, b))
+        }
+    };
+    Ok(match answer {
+        Ok((status, retry_after, content_type, b)) => {
+            let mut resp = axum::response::Response::new(Body::from(b));
+            *resp.status_mut() =
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (name, v) in [
+                (axum::http::header::RETRY_AFTER, retry_after),
+                (axum::http::header::CONTENT_TYPE, content_type),
+            ] {
+                if let Some(v) =
+                    v.and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
+                {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+            resp
+        }
+        Err(e) => {
+            metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "failed")
+                .increment(1);
+            tracing::warn!(owner = %url, error = %crate::net::describe(&e), "forwarding an ingest request to the stream's owner failed after sending");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "forward_failed",
+                format!(
+                    "this node sent the request on to stream {stream}'s owner and got no answer; the events may or may not be stored: send them again with the same ids"
+                ),
+            )
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            )
+            .into_response()
+        }
+    })
+}
 
 /// Appends events; answers once they are durably committed and chained.
 /// A repeated `id` is answered as a duplicate with its original seq.
@@ -52,6 +172,16 @@ pub(super) async fn post_events(
     )
     .await?;
     let stream = stream.as_str();
+    let route = owner_route(&st, stream, &headers);
+    if let Some((node, url)) = &route
+        && matches!(
+            st.cluster.as_ref().map(|c| c.mode),
+            Some(NonOwner::Redirect)
+        )
+    {
+        metrics::counter!("trailkeep_ingest_redirects_total").increment(1);
+        return Ok(redirect(node, url, stream));
+    }
     let received = format_received(time::OffsetDateTime::now_utc());
     // An unknown coding is refused before the body is read.
     let coding = body::coding(&headers)?;
@@ -65,6 +195,24 @@ pub(super) async fn post_events(
         )
     })
     .await?;
+    if let (Some((node, url)), Some(cluster)) = (&route, &st.cluster) {
+        match forward(cluster, url, stream, &headers, bytes.clone()).await {
+            Ok(answer) => {
+                metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "forwarded")
+                    .increment(1);
+                return Ok(answer);
+            }
+            Err(Unsent(e)) => {
+                // The owner could not be reached at all (dead, before its
+                // shards fail over): nothing was sent, so this node commits
+                // the request itself; the append's compare-and-set keeps
+                // the chain whole whoever writes.
+                metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "committed_here")
+                    .increment(1);
+                tracing::debug!(owner = %node, error = %crate::report::Chain(&e), "the stream's owner cannot be reached; committing here");
+            }
+        }
+    }
     // Decoding and large bodies are CPU work: off the async threads.
     let blocking = coding != Coding::Identity || bytes.len() > 256 * 1024;
     let parse = move || -> Result<Vec<NewEvent>, ApiError> {

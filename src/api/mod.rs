@@ -79,6 +79,21 @@ pub struct Shared {
     pub refusals: Arc<crate::audit::Refusals>,
     /// SQL over hot and archived events (`POST /v1/query`).
     pub query: crate::query::Engine,
+    /// Stream ownership, on a store several nodes share (PostgreSQL).
+    pub cluster: Option<ClusterRoute>,
+}
+
+/// What the ingest route needs to send a request for a stream another
+/// node owns on to that node (`[cluster] non_owner`).
+pub struct ClusterRoute {
+    /// Who owns which shard, as this node last learnt it.
+    pub owners: Arc<crate::store::cluster::Owners>,
+    /// Forward, redirect or commit here.
+    pub mode: crate::config::NonOwner,
+    /// This node's id (sent as `Trailkeep-Forwarded-By`).
+    pub node: String,
+    /// The forwarding client: no redirects, bounded time.
+    pub client: reqwest::Client,
 }
 
 /// One configured destination, as the API sees it.
