@@ -19,6 +19,9 @@ use crate::store::cluster::Owner;
 /// itself, whoever it believes owns the stream (no forwarding loops).
 pub(super) const FORWARDED_BY: &str = "trailkeep-forwarded-by";
 
+/// On a shared store, names the node that committed the request.
+const NODE_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("trailkeep-node");
+
 /// The owner to send this request on to, if it is another node that can
 /// be reached and this request was not already forwarded.
 fn owner_route(st: &AppState, stream: &str, headers: &HeaderMap) -> Option<(String, String)> {
@@ -91,19 +94,21 @@ async fn forward(
             let status = r.status();
             let retry_after = r.headers().get(axum::http::header::RETRY_AFTER).cloned();
             let content_type = r.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+            let node = r.headers().get(NODE_HEADER.as_str()).cloned();
             r.bytes()
                 .await
-                .map(|b| (status, retry_after, content_type, b))
+                .map(|b| (status, [retry_after, content_type, node], b))
         }
     };
     Ok(match answer {
-        Ok((status, retry_after, content_type, b)) => {
+        Ok((status, [retry_after, content_type, node], b)) => {
             let mut resp = axum::response::Response::new(Body::from(b));
             *resp.status_mut() =
                 StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             for (name, v) in [
                 (axum::http::header::RETRY_AFTER, retry_after),
                 (axum::http::header::CONTENT_TYPE, content_type),
+                (NODE_HEADER, node),
             ] {
                 if let Some(v) =
                     v.and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
@@ -254,12 +259,19 @@ pub(super) async fn post_events(
             AppendError::Busy(_) => ApiError::unavailable("overloaded", e.to_string(), 1),
         })?;
     // Serialized straight from the result: no intermediate `Value` tree.
-    Ok(Json(Accepted {
+    let mut answer = Json(Accepted {
         stream: stream.to_owned(),
         accepted: result.accepted,
         head: result.head,
     })
-    .into_response())
+    .into_response();
+    if let Some(c) = &st.cluster
+        && let Ok(v) = axum::http::HeaderValue::from_str(&c.node)
+    {
+        // Which node committed it (forwarded answers keep the owner's).
+        answer.headers_mut().insert(NODE_HEADER, v);
+    }
+    Ok(answer)
 }
 
 /// The 200 body: `{"stream","accepted":[{"id","seq","hash","duplicate"}],"head":{"seq","hash"}}`.

@@ -389,6 +389,29 @@ pub const METRICS: &[Metric] = &[
         ),
         &[("lease", &[])],
     ),
+    // Streams owned by nodes (a shared PostgreSQL store).
+    gauge(
+        "trailkeep_shards_owned",
+        "Shards (of 64) this node owns: it is the one node that normally appends to their streams",
+    ),
+    labelled(
+        counter(
+            "trailkeep_append_conflicts_total",
+            "Append calls the store refused before writing anything, tried again: head (another writer moved a head), duplicate (an id was already stored), fenced (the shard moved to another node)",
+        ),
+        &[("reason", &["head", "duplicate", "fenced"])],
+    ),
+    labelled(
+        counter(
+            "trailkeep_ingest_forwarded_total",
+            "Ingest requests for a stream another node owns: forwarded (the owner answered), committed_here (the owner could not be reached), failed (no answer after sending: 502)",
+        ),
+        &[("outcome", &["forwarded", "committed_here", "failed"])],
+    ),
+    counter(
+        "trailkeep_ingest_redirects_total",
+        "Ingest requests answered 307 to the stream's owner ([cluster] non_owner = \"redirect\")",
+    ),
     gauge(
         "trailkeep_sqlite_wal_frames",
         "Frames in the SQLite WAL after the last checkpoint (bounded near 64 MiB)",

@@ -954,7 +954,7 @@ impl super::cluster::ClusterStore for PostgresStore {
             .get(0);
         let rows = c
             .query(
-                "SELECT node, url, seen_ms FROM nodes WHERE seen_ms > $1 - $2 ORDER BY node",
+                "SELECT node, url, seen_ms FROM nodes WHERE seen_ms > $1::bigint - $2::bigint ORDER BY node",
                 &[&now, &ttl],
             )
             .await
@@ -1010,7 +1010,7 @@ impl super::cluster::ClusterStore for PostgresStore {
             .query(
                 "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
                  INSERT INTO leases (name, holder, token, expires_ms) \
-                 SELECT n, $2, 1, (SELECT ms FROM now) + $3 FROM unnest($1::text[]) AS n ORDER BY n \
+                 SELECT n, $2, 1, (SELECT ms FROM now) + $3::bigint FROM unnest($1::text[]) AS n ORDER BY n \
                  ON CONFLICT (name) DO UPDATE SET \
                    token = CASE WHEN leases.holder = excluded.holder AND leases.expires_ms > (SELECT ms FROM now) THEN leases.token ELSE leases.token + 1 END, \
                    holder = excluded.holder, expires_ms = excluded.expires_ms \
@@ -1846,6 +1846,53 @@ mod tests {
         }
         super::super::conformance::assert_chain(&store, "piped", 16 * 40 * 3).await;
         assert_tiles(&store, "piped").await;
+    }
+
+    /// The shard keeper's store calls: heartbeats list live nodes, leases
+    /// are taken in one statement and not from a live holder, released
+    /// ones are free at once, a node that leaves is no longer listed.
+    #[tokio::test]
+    async fn cluster_calls_take_renew_release_and_list() {
+        use super::super::cluster::ClusterStore as _;
+        let Some(url) = test_url() else { return };
+        let (a, b) = two_nodes(&url).await;
+        let ttl = std::time::Duration::from_secs(30);
+        let (now, nodes) = a.heartbeat("a", Some("http://a"), ttl).await.expect("beat");
+        assert!(now > 0);
+        assert_eq!(nodes.len(), 1);
+        let (_, nodes) = b.heartbeat("b", None, ttl).await.expect("beat");
+        assert_eq!(
+            nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.url.as_deref()))
+                .collect::<Vec<_>>(),
+            [("a", Some("http://a")), ("b", None)]
+        );
+        let names: Vec<String> = (0..4).map(super::super::cluster::lease_name).collect();
+        let got = a.acquire_leases(&names[..3], "a", ttl).await.expect("take");
+        assert_eq!(got.len(), 3);
+        let got_b = b.acquire_leases(&names, "b", ttl).await.expect("take");
+        assert_eq!(got_b.len(), 1, "only the free one: {got_b:?}");
+        let again = a
+            .acquire_leases(&names[..3], "a", ttl)
+            .await
+            .expect("renew");
+        assert_eq!(
+            again.iter().map(|l| l.token).collect::<Vec<_>>(),
+            got.iter().map(|l| l.token).collect::<Vec<_>>(),
+            "a renewal keeps the epoch"
+        );
+        a.release_leases(&names[..1], "a").await.expect("release");
+        let moved = b.acquire_leases(&names[..1], "b", ttl).await.expect("take");
+        assert_eq!(moved.len(), 1, "released is free at once");
+        assert!(
+            moved[0].token > got[0].token,
+            "a new holder gets a larger epoch"
+        );
+        assert_eq!(a.shard_leases().await.expect("list").len(), 4);
+        a.leave("a").await.expect("leave");
+        let (_, nodes) = b.heartbeat("b", None, ttl).await.expect("beat");
+        assert_eq!(nodes.len(), 1, "a left");
     }
 
     #[tokio::test]
