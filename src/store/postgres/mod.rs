@@ -1821,21 +1821,19 @@ mod tests {
         let store = PostgresStore::connect(&url, Some(&s))
             .await
             .expect("connect");
-        let appender = crate::ingest::Appender::start(
-            std::sync::Arc::new(store.clone()),
-            crate::ingest::BatchLimits::default(),
-        )
-        .0;
+        // Sixteen callers at once on one store: each call is chained onto
+        // the tail the one before left, several in flight.
         let mut tasks = Vec::new();
         for c in 0..16 {
-            let appender = appender.clone();
+            let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 for r in 0..40 {
-                    appender
-                        .append(
-                            "piped".into(),
-                            (0..3).map(|i| ev(&format!("c{c}-{r}-{i}"), "t")).collect(),
-                        )
+                    store
+                        .append(vec![AppendGroup {
+                            sealed: None,
+                            stream: "piped".into(),
+                            events: (0..3).map(|i| ev(&format!("c{c}-{r}-{i}"), "t")).collect(),
+                        }])
                         .await
                         .expect("stored");
                 }
