@@ -2154,6 +2154,7 @@ async fn bench_postgres_runs_nodes_as_processes_and_reports_every_figure() {
     for k in ["cores", "clients", "streams", "duration_secs"] {
         assert!(report[k].as_u64().is_some(), "{k}: {report}");
     }
+    assert_eq!(report["layout"], "distinct", "{report}");
     for raw in ["raw_postgres", "raw_before", "raw_after"] {
         for k in ["rows_100", "rows_1000"] {
             assert!(
