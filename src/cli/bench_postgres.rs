@@ -288,11 +288,7 @@ async fn measure(
         let urls: Vec<String> = nodes.iter().map(|c| c.url.clone()).collect();
         for (shape, batch) in SHAPES {
             let name = format!("pg {n} node{} {shape}", if n > 1 { "s" } else { "" });
-            let pg = PgSide {
-                client,
-                url,
-                postmaster,
-            };
+            let pg = PgSide { url, postmaster };
             scenarios
                 .push(scenario(args, &name, &mut nodes, &urls, &pg_token, batch, Some(&pg)).await?);
         }
@@ -384,7 +380,6 @@ async fn stop_all(nodes: Vec<ServeChild>) {
 
 /// The PostgreSQL side of a scenario: what to sample.
 struct PgSide<'a> {
-    client: &'a tokio_postgres::Client,
     url: &'a str,
     postmaster: Option<u32>,
 }
@@ -739,7 +734,6 @@ impl Sampler {
     /// Starts sampling on its own connection (so sampling never waits
     /// behind the run's control connection).
     async fn start(pg: &PgSide<'_>) -> anyhow::Result<Self> {
-        let _ = pg.client; // the control connection stays out of the way
         let conn = crate::store::pg_tls::connect_one(pg.url)
             .await
             .map_err(|e| anyhow::anyhow!("connecting the lock sampler: {e}"))?;
