@@ -25,10 +25,11 @@ use crate::store::Store;
 pub enum BenchCommand {
     /// HTTP ingest: events/s, MB/s, p50/p99 ack latency, and the raw SQLite limit.
     Ingest(IngestArgs),
-    /// HTTP ingest on PostgreSQL with 1 and 3 nodes, beside the raw limit
-    /// (batched INSERT of the same rows, same durability). Works in a scratch
-    /// schema that it drops afterwards.
-    Postgres(PostgresArgs),
+    /// HTTP ingest on PostgreSQL with 1, 2 and 3 `serve` processes, beside
+    /// the raw limit (batched INSERT of the same rows, same durability),
+    /// CPU per event, lock waits, and one node on SQLite for reference.
+    /// Works in a scratch schema that it drops afterwards.
+    Postgres(super::bench_postgres::PostgresArgs),
     /// Archive throughput (MB/s) and offline verify throughput (events/s),
     /// beside the compressor's own speed and decompression + SHA-256 on the
     /// same bytes.
@@ -46,26 +47,6 @@ pub enum BenchCommand {
     /// to a Datadog receiver, beside a forwarder that neither stores nor
     /// chains (events/s, first-delivery latency).
     E2e(super::bench_e2e::E2eBenchArgs),
-}
-
-/// Arguments of `bench postgres`.
-#[derive(Debug, Args)]
-pub struct PostgresArgs {
-    /// The database to use (a scratch schema is created and dropped in it).
-    #[arg(long, env = "TRAILKEEP_BENCH_POSTGRES_URL", hide_env_values = true)]
-    pub postgres: String,
-    /// Seconds per scenario.
-    #[arg(long, default_value_t = 10, env = "TRAILKEEP_DURATION_SECS")]
-    pub duration_secs: u64,
-    /// Concurrent clients (spread over the nodes).
-    #[arg(long, default_value_t = 64, env = "TRAILKEEP_CLIENTS")]
-    pub clients: usize,
-    /// Rows for the raw limit.
-    #[arg(long, default_value_t = 200_000, env = "TRAILKEEP_RAW_ROWS")]
-    pub raw_rows: usize,
-    /// Print JSON.
-    #[arg(long, env = "TRAILKEEP_JSON")]
-    pub json: bool,
 }
 
 /// Arguments of `bench ingest`.
@@ -111,7 +92,7 @@ struct Scenario {
     errors: u64,
 }
 
-fn event_json(i: u64) -> String {
+pub(super) fn event_json(i: u64) -> String {
     format!(
         r#"{{"type":"grant.created","actor":{{"id":"user-{}","kind":"user"}},"subject":"agent-{}","data":{{"grant_id":"grnt_{i:012}","scopes":["read:calendar","write:email"],"expires_in":3600}}}}"#,
         i % 1000,
@@ -297,7 +278,7 @@ fn raw_sqlite_limit(dir: &std::path::Path, rows: usize, streams: usize) -> anyho
 pub(super) async fn run(config: &Config, cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
     let args = match cmd {
         BenchCommand::Ingest(a) => a,
-        BenchCommand::Postgres(a) => return postgres_bench(config, a).await,
+        BenchCommand::Postgres(a) => return super::bench_postgres::run(a).await,
         BenchCommand::Archive(a) => return super::bench_archive::run(a).await,
         BenchCommand::Destinations(a) => return super::bench_destinations::run(a).await,
         BenchCommand::Latency(a) => return super::bench_latency::run(a).await,
@@ -454,162 +435,6 @@ async fn store_only_rate(
         store.append(commit).await?;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Inserts `rows` rows shaped like stored events into a copy of the events
-/// table (same indexes) with UNNEST batches of 1,000 per transaction, with
-/// PostgreSQL's default durability (`synchronous_commit = on`); rows/s.
-async fn raw_postgres_limit(
-    client: &tokio_postgres::Client,
-    rows: usize,
-    streams: usize,
-) -> anyhow::Result<f64> {
-    client
-        .batch_execute(
-            "DROP TABLE IF EXISTS raw_events; CREATE TABLE raw_events (stream_id BIGINT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL, \
-             type TEXT NOT NULL, time TEXT NOT NULL, received TEXT NOT NULL, hash TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (stream_id, seq)); \
-             CREATE UNIQUE INDEX ON raw_events (stream_id, id)",
-        )
-        .await?;
-    let limits = crate::event::Limits::default();
-    let received = crate::event::format_received(time::OffsetDateTime::now_utc());
-    let mut next_seq = vec![1i64; streams + 1];
-    let mut all = Vec::with_capacity(rows);
-    for i in 0..rows as u64 {
-        let stream = ((i / 100) as usize % streams) + 1;
-        let seq = next_seq[stream];
-        next_seq[stream] += 1;
-        let v: serde_json::Value = serde_json::from_str(&event_json(i)).unwrap_or_default();
-        let ev = crate::event::validate(0, v, &received, &limits)
-            .map_err(|r| anyhow::anyhow!(r.message))?;
-        let body = String::from_utf8(crate::event::canonical_bytes(
-            &ev,
-            "raw",
-            seq as u64,
-            crate::chain::ZERO_HASH_HEX,
-        ))?;
-        let hash = hex::encode(crate::chain::event_hash(body.as_bytes()));
-        all.push((stream as i64, seq, ev.id, hash, body));
-    }
-    let started = Instant::now();
-    for chunk in all.chunks(1000) {
-        let sids: Vec<i64> = chunk.iter().map(|r| r.0).collect();
-        let seqs: Vec<i64> = chunk.iter().map(|r| r.1).collect();
-        let ids: Vec<&str> = chunk.iter().map(|r| r.2.as_str()).collect();
-        let hashes: Vec<&str> = chunk.iter().map(|r| r.3.as_str()).collect();
-        let bodies: Vec<&str> = chunk.iter().map(|r| r.4.as_str()).collect();
-        client
-            .execute(
-                "INSERT INTO raw_events (stream_id, seq, id, type, time, received, hash, body) \
-                 SELECT s, q, i, 'grant.created', $5, $5, h, b FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $6::text[]) AS t(s, q, i, h, b)",
-                &[&sids, &seqs, &ids, &hashes, &received, &bodies],
-            )
-            .await?;
-    }
-    let rate = rows as f64 / started.elapsed().as_secs_f64();
-    client.batch_execute("DROP TABLE raw_events").await?;
-    Ok(rate)
-}
-
-async fn postgres_bench(config: &Config, args: &PostgresArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::store::pg_tls::connect_one(&args.postgres)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to --postgres: {e}"))?;
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random: {e}"))?;
-    let schema = format!("bench_{}", hex::encode(b));
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; SET search_path = {schema}"
-        ))
-        .await?;
-    let sep = if args.postgres.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let url = format!("{}{sep}options=-c%20search_path%3D{schema}", args.postgres);
-    let tmp = tempdir()?;
-    let outcome = async {
-        let raw_before = raw_postgres_limit(&client, args.raw_rows, 4).await?;
-        let store = crate::store::postgres::PostgresStore::connect(&url, None).await?;
-        let (rec, token) = generate(Scope::Ingest, "*", "bench");
-        store.create_key(rec).await?;
-        drop(store);
-        let mut results = Vec::new();
-        for nodes in [1usize, 3] {
-            let mut urls = Vec::new();
-            let mut servers = Vec::new();
-            for n in 0..nodes {
-                let mut cfg = RawConfig::default().validate(&Overrides {
-                    data_dir: Some(tmp.join(format!("node{n}"))),
-                    listen: Some("127.0.0.1:0".into()),
-                    store: Some(url.clone()),
-                    archive: None,
-                })?;
-                cfg.log_name = config.log_name.clone();
-                unlimited(&mut cfg);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                urls.push(format!("http://{}", listener.local_addr()?));
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let handle = tokio::spawn(crate::server::run(cfg, listener, async move {
-                    let _ = stopped.await;
-                }));
-                servers.push((stop, handle));
-            }
-            let target = Target {
-                urls: &urls,
-                token: &token,
-                duration: Duration::from_secs(args.duration_secs),
-                streams: 4,
-            };
-            for (name, batch) in [("batch100", 100), ("single", 1)] {
-                let mut r = scenario(&target, name, args.clients, batch, None).await;
-                r.name = format!("{nodes} node{} {name}", if nodes > 1 { "s" } else { "" });
-                results.push(r);
-            }
-            for (stop, handle) in servers {
-                let _ = stop.send(());
-                handle.await??;
-            }
-        }
-        let raw_after = raw_postgres_limit(&client, args.raw_rows, 4).await?;
-        anyhow::Ok((results, raw_before.max(raw_after), raw_before, raw_after))
-    }
-    .await;
-    let _ = client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    let (results, raw, raw_before, raw_after) = outcome?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"scenarios": results, "raw_postgres_rows_per_sec": raw, "raw_before": raw_before, "raw_after": raw_after})
-        );
-    } else {
-        println!(
-            "{:<22} {:>7} {:>5} {:>12} {:>8} {:>8} {:>8} {:>7}",
-            "scenario", "clients", "batch", "events/s", "p50 ms", "p99 ms", "% raw", "errors"
-        );
-        for r in &results {
-            println!(
-                "{:<22} {:>7} {:>5} {:>12.0} {:>8.2} {:>8.2} {:>7.1}% {:>7}",
-                r.name,
-                r.clients,
-                r.batch,
-                r.events_per_sec,
-                r.p50_ms,
-                r.p99_ms,
-                r.events_per_sec / raw * 100.0,
-                r.errors
-            );
-        }
-        println!(
-            "raw PostgreSQL limit (UNNEST INSERT, 1,000-row transactions, synchronous_commit=on): {raw:.0} rows/s (before {raw_before:.0}, after {raw_after:.0})"
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn raw_limit(

@@ -304,24 +304,6 @@ fn config_text(upstream: &str, receiver: &str) -> String {
     )
 }
 
-/// The child `serve`, killed (and reaped) when dropped: on every path out
-/// of the run, errors and panics included.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The last lines of the child's log, for an error.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 /// Waits until every event arrived, `check` fails, or the timeout passes.
 async fn wait_delivered(
     tl: &Timeline,
@@ -358,43 +340,18 @@ async fn run_trailkeep(args: &E2eBenchArgs, tmp: &Path) -> anyhow::Result<RunFig
     let data = tmp.join("data");
     let config = tmp.join("trailkeep.toml");
     std::fs::write(&config, config_text(&up, &dd))?;
-    let log_path = tmp.join("serve.log");
-    let log = std::fs::File::create(&log_path)?;
-    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("this binary's path: {e}"))?;
-    let mut cmd = std::process::Command::new(&exe);
-    // The run is on SQLite in the temporary directory whatever this
-    // process was started with.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TRAILKEEP_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env(DD_KEY_ENV, "bench-dd-key")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {} serve: {e}", exe.display()))?;
-    let mut child = Child(child);
+    let mut child = super::bench_child::ServeChild::start(&super::bench_child::ServeSpec {
+        config: &config,
+        data_dir: &data,
+        log: &tmp.join("serve.log"),
+        env: &[(DD_KEY_ENV, "bench-dd-key")],
+    })
+    .await?;
     wait_delivered(
         &tl,
         "trailkeep",
         Duration::from_secs(args.timeout_secs),
-        || match child.0.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => anyhow::bail!(
-                "trailkeep serve exited ({status}) before delivering every event; its log:\n{}",
-                log_tail(&log_path)
-            ),
-            Err(e) => anyhow::bail!("trailkeep serve: {e}"),
-        },
+        || child.check(),
     )
     .await?;
     drop(child);
@@ -546,7 +503,7 @@ async fn run_grantex(args: &E2eBenchArgs, tmp: &Path) -> anyhow::Result<Option<R
         .stderr(std::fs::File::create(&stderr)?)
         .spawn();
     let mut child = match child {
-        Ok(c) => Child(c),
+        Ok(c) => super::bench_child::KillOnDrop(c),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(anyhow::anyhow!("starting node: {e}")),
     };
@@ -556,7 +513,10 @@ async fn run_grantex(args: &E2eBenchArgs, tmp: &Path) -> anyhow::Result<Option<R
         Duration::from_secs(args.timeout_secs),
         || match child.0.try_wait() {
             Ok(Some(st)) if !st.success() => {
-                anyhow::bail!("the node client exited with {st}: {}", log_tail(&stderr))
+                anyhow::bail!(
+                    "the node client exited with {st}: {}",
+                    super::bench_child::log_tail(&stderr)
+                )
             }
             _ => Ok(()),
         },

@@ -22,11 +22,15 @@ mod bench;
 #[cfg(feature = "bench")]
 mod bench_archive;
 #[cfg(feature = "bench")]
+mod bench_child;
+#[cfg(feature = "bench")]
 mod bench_destinations;
 #[cfg(feature = "bench")]
 mod bench_e2e;
 #[cfg(feature = "bench")]
 mod bench_latency;
+#[cfg(feature = "bench")]
+mod bench_postgres;
 #[cfg(feature = "bench")]
 mod bench_query;
 mod check_config;
