@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(leases.len(), 64, "every shard owned");
         for me in ["a", "b", "c"] {
             let n = leases.iter().filter(|l| l.holder == me).count();
-            assert!((20..=22).contains(&n), "{me} holds {n}: at most the share, ceil(64 / 3)");
+            assert!(
+                (20..=22).contains(&n),
+                "{me} holds {n}: at most the share, ceil(64 / 3)"
+            );
         }
     }
 }

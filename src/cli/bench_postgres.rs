@@ -63,6 +63,10 @@ pub struct PostgresArgs {
     /// Rows for each raw limit.
     #[arg(long, default_value_t = 200_000, env = "TRAILKEEP_RAW_ROWS")]
     pub raw_rows: usize,
+    /// What a node does with a request for a stream another node owns
+    /// (`[cluster] non_owner`): forward, redirect or local.
+    #[arg(long, default_value = "forward", env = "TRAILKEEP_NON_OWNER")]
+    pub non_owner: String,
     /// Leave out the SQLite reference node.
     #[arg(long, env = "TRAILKEEP_NO_SQLITE")]
     pub no_sqlite: bool,
@@ -173,6 +177,9 @@ struct ScenarioResult {
     append_conflicts: f64,
     /// Sum of every `trailkeep_ingest_redirects_total` sample of the nodes.
     ingest_redirects: f64,
+    /// Sum of every `trailkeep_ingest_forwarded_total` sample of the nodes
+    /// (requests a non-owner sent on to the stream's owner).
+    ingest_forwarded: f64,
 }
 
 /// Lock waits seen by sampling `pg_stat_activity`.
@@ -283,9 +290,14 @@ async fn measure(
         let mut nodes = Vec::new();
         for i in 0..n {
             let dir = run_dir.join(format!("pg{n}-node{i}"));
-            nodes.push(start_node(&run_dir, &dir, url).await?);
+            let cluster = format!(
+                "[cluster]\nlease_ttl_ms = {BENCH_LEASE_TTL_MS}\nnon_owner = {}\n",
+                toml::Value::String(args.non_owner.clone())
+            );
+            nodes.push(start_node(&run_dir, &dir, url, &cluster).await?);
         }
         let urls: Vec<String> = nodes.iter().map(|c| c.url.clone()).collect();
+        settle(&urls).await?;
         for (shape, batch) in SHAPES {
             let name = format!("pg {n} node{} {shape}", if n > 1 { "s" } else { "" });
             let pg = PgSide { url, postmaster };
@@ -300,7 +312,7 @@ async fn measure(
         let (rec, token) = generate(Scope::Ingest, "*", "bench");
         store.create_key(rec).await?;
         drop(store);
-        let mut nodes = vec![start_node(&run_dir, &dir, "sqlite").await?];
+        let mut nodes = vec![start_node(&run_dir, &dir, "sqlite", "").await?];
         let urls = vec![nodes[0].url.clone()];
         for (shape, batch) in SHAPES {
             let name = format!("sqlite 1 node {shape}");
@@ -355,7 +367,12 @@ fn compare(scenarios: &mut [ScenarioResult], raw: RawRates) {
 
 /// Starts one node on `store` in `dir` (config file and log beside it in
 /// `run_dir`).
-async fn start_node(run_dir: &Path, dir: &Path, store: &str) -> anyhow::Result<ServeChild> {
+async fn start_node(
+    run_dir: &Path,
+    dir: &Path,
+    store: &str,
+    extra: &str,
+) -> anyhow::Result<ServeChild> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -363,7 +380,7 @@ async fn start_node(run_dir: &Path, dir: &Path, store: &str) -> anyhow::Result<S
     let config = run_dir.join(format!("{name}.toml"));
     // Holds the database URL: private to this user (the process umask is
     // 077, see cli::private_files).
-    std::fs::write(&config, node_config(store, dir, ""))?;
+    std::fs::write(&config, node_config(store, dir, extra))?;
     ServeChild::start(&ServeSpec {
         config: &config,
         data_dir: dir,
@@ -371,6 +388,41 @@ async fn start_node(run_dir: &Path, dir: &Path, store: &str) -> anyhow::Result<S
         env: &[],
     })
     .await
+}
+
+/// Shard lease TTL of the bench's nodes: rounds every second, so the
+/// nodes settle their shares quickly.
+const BENCH_LEASE_TTL_MS: u64 = 3000;
+
+/// Waits until the nodes own every shard between them, each about its
+/// share, and then two more rounds, after which every node's view of who
+/// owns what agrees (each learns the others' shards at its next round).
+async fn settle(urls: &[String]) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let share = 64 / urls.len().max(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for u in urls {
+            let text = http
+                .get(format!("{u}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            owned.push(sample_sum(&text, "trailkeep_shards_owned"));
+        }
+        if owned.iter().sum::<f64>() == 64.0 && owned.iter().all(|o| *o + 2.0 >= share as f64) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not divide the 64 shards within 60 s (owned: {owned:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2 * BENCH_LEASE_TTL_MS / 3 + 200)).await;
+    Ok(())
 }
 
 /// Stops every node, all at once, each gracefully if it can.
@@ -400,7 +452,7 @@ async fn scenario(
     for n in nodes.iter_mut() {
         n.check()?;
     }
-    let (conflicts_before, redirects_before) = scrape_all(&http, urls).await?;
+    let (conflicts_before, redirects_before, forwarded_before) = scrape_all(&http, urls).await?;
     let pids: Vec<u32> = nodes.iter().map(ServeChild::pid).collect();
     let node_before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p).unwrap_or(0)).collect();
     let me = std::process::id();
@@ -436,7 +488,7 @@ async fn scenario(
     for n in nodes.iter_mut() {
         n.check()?;
     }
-    let (conflicts_after, redirects_after) = scrape_all(&http, urls).await?;
+    let (conflicts_after, redirects_after, forwarded_after) = scrape_all(&http, urls).await?;
     let hz = clock_ticks_per_second();
     let events = load.events.max(1) as f64;
     let node_cpu_seconds: Vec<f64> = node_ticks.iter().map(|&t| t as f64 / hz).collect();
@@ -476,13 +528,14 @@ async fn scenario(
         lock_waits,
         append_conflicts: conflicts_after - conflicts_before,
         ingest_redirects: redirects_after - redirects_before,
+        ingest_forwarded: forwarded_after - forwarded_before,
     })
 }
 
 /// The sum over the nodes of (append conflicts, ingest redirects) from
 /// their `/metrics` (no key needed).
-async fn scrape_all(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<(f64, f64)> {
-    let (mut conflicts, mut redirects) = (0.0, 0.0);
+async fn scrape_all(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<(f64, f64, f64)> {
+    let (mut conflicts, mut redirects, mut forwarded) = (0.0, 0.0, 0.0);
     for u in urls {
         let r = http
             .get(format!("{u}/metrics"))
@@ -496,8 +549,9 @@ async fn scrape_all(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<(
             .map_err(|e| anyhow::anyhow!("reading {u}/metrics: {e}"))?;
         conflicts += sample_sum(&text, "trailkeep_append_conflicts_total");
         redirects += sample_sum(&text, "trailkeep_ingest_redirects_total");
+        forwarded += sample_sum(&text, "trailkeep_ingest_forwarded_total");
     }
-    Ok((conflicts, redirects))
+    Ok((conflicts, redirects, forwarded))
 }
 
 /// Returns the sum of every sample of `metric` (any labels) in Prometheus
@@ -994,7 +1048,7 @@ fn print_table(r: &Report) {
         );
     }
     println!(
-        "\n{:<24} {:>11} {:>20} {:>9} {:>9} {:>9} {:>12} {:>8} {:>9} {:>9}",
+        "\n{:<24} {:>11} {:>20} {:>9} {:>9} {:>9} {:>12} {:>8} {:>9} {:>9} {:>9}",
         "scenario",
         "node us/ev",
         "per node s",
@@ -1004,7 +1058,8 @@ fn print_table(r: &Report) {
         "locks avg/max",
         "% wait",
         "conflicts",
-        "redirects"
+        "redirects",
+        "forwarded"
     );
     for s in &r.scenarios {
         let per_node = s
@@ -1015,7 +1070,7 @@ fn print_table(r: &Report) {
             .join("/");
         let locks = s.lock_waits.as_ref();
         println!(
-            "{:<24} {:>11.1} {:>20} {:>9} {:>9} {:>9.1} {:>12} {:>8} {:>9} {:>9}",
+            "{:<24} {:>11.1} {:>20} {:>9} {:>9} {:>9.1} {:>12} {:>8} {:>9} {:>9} {:>9}",
             s.name,
             s.node_cpu_us_per_event,
             per_node,
@@ -1031,7 +1086,8 @@ fn print_table(r: &Report) {
                 l.samples_with_waits as f64 / l.samples.max(1) as f64 * 100.0
             )),
             s.append_conflicts,
-            s.ingest_redirects
+            s.ingest_redirects,
+            s.ingest_forwarded
         );
     }
     println!(
