@@ -1,7 +1,7 @@
 //! The PostgreSQL hot store, for several `serve` nodes sharing one database.
 //!
 //! An append call is one statement (`trailkeep_append`, see
-//! `sql/postgres/007_owners.sql` and [`append`]): the node chains the
+//! `sql/postgres/007_owners.sql` and `append.rs`): the node chains the
 //! events onto the heads it has cached, and the statement compares every
 //! head (seq, hash) and the owner's epoch under the head rows' locks
 //! (`FOR NO KEY UPDATE`, not `FOR UPDATE`, which would also block the
@@ -390,7 +390,7 @@ impl EventStore for PostgresStore {
     }
 
     /// Three commits in flight on separate connections, each chained onto
-    /// the one before (see [`append`]); PostgreSQL flushes their WAL
+    /// the one before (see `postgres/append.rs`); PostgreSQL flushes their WAL
     /// together.
     fn pipeline_depth(&self) -> usize {
         3
