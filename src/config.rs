@@ -1154,6 +1154,63 @@ mod tests {
             ),
             (4, 2500)
         );
+        for (text, key, says) in [
+            (
+                "[cluster]\nnon_owner = \"proxy\"",
+                "cluster.non_owner",
+                "forward",
+            ),
+            (
+                "[cluster]\nlease_ttl_ms = 100",
+                "cluster.lease_ttl_ms",
+                "300",
+            ),
+            (
+                "[cluster]\nadvertise_url = \"10.0.0.5:7470\"",
+                "cluster.advertise_url",
+                "http",
+            ),
+            (
+                "[cluster]\nadvertise_url = \"http://u:pw@n1:7470/\"",
+                "cluster.advertise_url",
+                "no user",
+            ),
+            (
+                "[cluster]\nadvertise_url = \"http://n1:7470/api\"",
+                "cluster.advertise_url",
+                "path",
+            ),
+        ] {
+            let e = RawConfig::parse(text)
+                .expect("parses")
+                .validate(&Overrides::default())
+                .expect_err(text);
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+            assert!(!e.to_string().contains("pw"), "no secret in {e}");
+        }
+        let c = RawConfig::parse(
+            "[cluster]\nadvertise_url = \"https://n1.example:7470/\"\nlease_ttl_ms = 2000\nnon_owner = \"redirect\"",
+        )
+        .expect("parses")
+        .validate(&Overrides::default())
+        .expect("valid");
+        assert_eq!(
+            c.cluster,
+            ClusterSettings {
+                advertise_url: Some("https://n1.example:7470".into()),
+                lease_ttl: Duration::from_millis(2000),
+                non_owner: NonOwner::Redirect,
+            }
+        );
+        assert_eq!(
+            RawConfig::default()
+                .validate(&Overrides::default())
+                .expect("valid")
+                .cluster,
+            ClusterSettings::default(),
+            "forward, 6 s, no URL by default"
+        );
         let e = RawConfig::parse("[checkpoint]\ninterval_ms = 0")
             .expect("parses")
             .validate(&Overrides::default())
