@@ -251,6 +251,11 @@ async fn every_event_stream_shape_is_stored() {
         Some("Bearer secret123"),
         "API key sent as a bearer token"
     );
+    // The state row follows the commits within `PROGRESS_EVERY` (250 ms).
+    wait_until(Duration::from_secs(10), "the counters written", || {
+        status(&data)["taken"].as_u64() >= Some(5)
+    })
+    .await;
     let st = status(&data);
     assert_eq!(
         (

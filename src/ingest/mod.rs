@@ -152,6 +152,26 @@ impl Appender {
         stream: String,
         events: Vec<NewEvent>,
     ) -> Result<GroupResult, AppendError> {
+        self.submit(stream, events)?.await
+    }
+
+    /// Queues `events` for `stream` now and returns what resolves once
+    /// they are durably committed (the acknowledgement of
+    /// [`Appender::append`]). Requests are committed in the order they
+    /// were submitted, so a caller can keep several in flight and still
+    /// have its events stored in the order it read them (the SSE source
+    /// does).
+    ///
+    /// # Errors
+    /// [`AppendError::Poisoned`], [`AppendError::Stopped`] or
+    /// [`AppendError::Busy`] at once when the request cannot be queued;
+    /// the returned future fails as [`Appender::append`] does.
+    pub fn submit(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+    ) -> Result<impl std::future::Future<Output = Result<GroupResult, AppendError>> + use<>, AppendError>
+    {
         if self.is_poisoned() {
             return Err(AppendError::Poisoned(None));
         }
@@ -173,7 +193,7 @@ impl Appender {
                 }
                 mpsc::error::TrySendError::Closed(_) => AppendError::Stopped,
             })?;
-        rx.await.map_err(|_| AppendError::Stopped)?
+        Ok(async move { rx.await.map_err(|_| AppendError::Stopped)? })
     }
 
     /// Returns whether a commit failed and the writer refuses further appends.
