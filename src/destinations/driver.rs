@@ -306,7 +306,8 @@ async fn round(
     let one = |(stream, cursor): (String, u64)| {
         let mut stop = stop.clone();
         async move {
-            let Some((mut batch, _)) = next_batch(store.as_ref(), settings, &stream, cursor).await?
+            let Some((mut batch, _)) =
+                next_batch(store.as_ref(), settings, &stream, cursor).await?
             else {
                 return Ok::<bool, Stop>(false);
             };

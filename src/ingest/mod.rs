@@ -107,6 +107,21 @@ impl Appender {
         )
     }
 
+    /// Test hook: starts the batcher over a scripted commit function
+    /// (no seals, `depth` commits in flight), as other modules' tests
+    /// need one that fails on cue.
+    #[cfg(test)]
+    pub(crate) fn start_scripted(
+        commit: CommitFn,
+        depth: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::start_with(
+            commit,
+            BatchLimits::default(),
+            Pipeline { depth, seal: false },
+        )
+    }
+
     /// Starts the batcher over any commit function (tests script one).
     fn start_with(
         commit: CommitFn,
@@ -170,8 +185,10 @@ impl Appender {
         &self,
         stream: String,
         events: Vec<NewEvent>,
-    ) -> Result<impl std::future::Future<Output = Result<GroupResult, AppendError>> + use<>, AppendError>
-    {
+    ) -> Result<
+        impl std::future::Future<Output = Result<GroupResult, AppendError>> + use<>,
+        AppendError,
+    > {
         if self.is_poisoned() {
             return Err(AppendError::Poisoned(None));
         }
@@ -217,7 +234,7 @@ struct Pipeline {
 }
 
 /// One group commit: [`EventStore::append`](crate::store::EventStore::append) in production.
-type CommitFn = Arc<
+pub(crate) type CommitFn = Arc<
     dyn Fn(
             Vec<AppendGroup>,
         )
