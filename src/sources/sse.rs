@@ -1237,7 +1237,8 @@ mod tests {
             )
         };
         // Each connection: the frames after Last-Event-ID, in threes with
-        // a pause (far longer than LINGER) between, then held open.
+        // a pause (far longer than LINGER) between, then held open (the
+        // resume ids are multiples of three).
         let resumed = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
         let app = {
             let resumed = resumed.clone();
@@ -1253,12 +1254,20 @@ mod tests {
                     let (tx, rx) =
                         tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(16);
                     tokio::spawn(async move {
-                        for i in from + 1..=9 {
-                            if i > from + 1 && (i - 1) % 3 == 0 {
+                        // Each three as one chunk, so they arrive together
+                        // and make one batch however the machine is loaded.
+                        let mut first = true;
+                        for group in [1..=3, 4..=6, 7..=9] {
+                            let chunk: String = group.filter(|i| *i > from).map(frame).collect();
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                            if !first {
                                 // The upstream's own pace, not a wait.
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
-                            if tx.send(Ok(frame(i))).await.is_err() {
+                            first = false;
+                            if tx.send(Ok(chunk)).await.is_err() {
                                 return;
                             }
                         }
