@@ -1229,7 +1229,7 @@ mod tests {
     /// (a duplicate): nothing skipped, nothing doubled, counters exact.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rolled_back_batch_holds_the_resume_position_while_later_ones_commit() {
-        use crate::store::{AppendGroup, Store as _, StoreError};
+        use crate::store::{AppendGroup, StoreError};
         use std::sync::atomic::{AtomicUsize, Ordering};
         let frame = |i: usize| {
             format!(
