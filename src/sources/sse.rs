@@ -1319,14 +1319,12 @@ mod tests {
         };
         let (appender, _batcher) = crate::ingest::Appender::start_scripted(commit, 3);
         let text = format!(
-            "[[sources]]\nname = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\nallow_private = true\nreconnect_initial_ms = 20\nreconnect_max_ms = 50\n"
+            "name = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\nallow_private = true\nreconnect_initial_ms = 20\nreconnect_max_ms = 50\n"
         );
-        let cfg = crate::config::RawConfig::parse(&text)
+        let cfg = toml::from_str::<crate::sources::RawSource>(&text)
             .unwrap()
-            .validate(&crate::config::Overrides::default())
-            .unwrap()
-            .sources
-            .remove(0);
+            .validate()
+            .unwrap();
         let client = cfg.http_client().unwrap();
         let (stop, stop_rx) = watch::channel(false);
         let source = tokio::spawn(run(
