@@ -251,6 +251,11 @@ async fn every_event_stream_shape_is_stored() {
         Some("Bearer secret123"),
         "API key sent as a bearer token"
     );
+    // The state row follows the commits within `PROGRESS_EVERY` (250 ms).
+    wait_until(Duration::from_secs(10), "the counters written", || {
+        status(&data)["taken"].as_u64() >= Some(5)
+    })
+    .await;
     let st = status(&data);
     assert_eq!(
         (
@@ -600,6 +605,95 @@ async fn kill_9_while_the_source_runs_loses_and_doubles_nothing() {
     assert_exactly_once(
         &data,
         &(1..=TOTAL).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+    );
+    let (code, report) = verify_json(&data);
+    assert_eq!(code, 0, "{report}");
+}
+
+/// The source writes its position at most every 250 ms (issue #18), so a
+/// crash can leave it behind what was committed. Here the process dies
+/// right after a commit, before the position moved: the restart resumes
+/// from the older id and the replay goes into deduplication, each event
+/// stored once, nothing skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_commit_and_position_write_replays_into_dedup() {
+    const TOTAL: usize = 30;
+    let all: Arc<Vec<String>> = Arc::new(
+        (1..=TOTAL)
+            .map(|i| frame(Some(&i.to_string()), &event(i, "grant.created")))
+            .collect(),
+    );
+    // Events the upstream has so far; each connection gets those after
+    // its Last-Event-ID, then stays open.
+    let available = Arc::new(std::sync::atomic::AtomicUsize::new(10));
+    let stream: Arc<StreamFn> = {
+        let available = available.clone();
+        Arc::new(move |_, last: Option<String>| {
+            let from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+            let to = available.load(std::sync::atomic::Ordering::SeqCst);
+            Script {
+                frames: all[from.min(to)..to].to_vec(),
+                close: false,
+                delay: Duration::from_millis(1),
+            }
+        })
+    };
+    let (base, seen) = start_upstream(stream, no_backfill()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &base, "", false);
+    // Run 1: ten events, and the position written.
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(10), "the position at 10", || {
+        data.join("trailkeep.db").metadata().is_ok() && status(&data)["last_event_id"] == "10"
+    })
+    .await;
+    server.kill9();
+    // Run 2: twenty more; the process dies right after its first commit.
+    available.store(TOTAL, std::sync::atomic::Ordering::SeqCst);
+    let mut serve = std::process::Command::new(BIN);
+    serve
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .args(["--store", "sqlite"])
+        .env("TEST_SSE_KEY", "secret123")
+        .env("TRAILKEEP_TEST_FAILPOINT", "source.batch.committed")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let died = tokio::task::spawn_blocking(move || serve.status().unwrap())
+        .await
+        .unwrap();
+    assert!(!died.success(), "the failpoint aborted the process");
+    let committed = stored(&data).len();
+    assert!(committed > 10, "run 2 committed before dying ({committed})");
+    assert_eq!(
+        status(&data)["last_event_id"],
+        "10",
+        "the position stayed behind"
+    );
+    // Run 3: resumes from the older id; the replay is deduplicated.
+    let server = start_serve(&data, &config, "sqlite").await;
+    wait_until(Duration::from_secs(20), "every event", || {
+        stored(&data).len() >= TOTAL
+    })
+    .await;
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(
+        seen.lock().unwrap().last_event_ids,
+        [None, Some("10".to_owned()), Some("10".to_owned())]
+    );
+    assert_exactly_once(
+        &data,
+        &(1..=TOTAL).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+    );
+    let st = status(&data);
+    assert_eq!(st["last_event_id"], format!("{TOTAL}"), "{st}");
+    assert_eq!(
+        st["duplicates"].as_u64(),
+        Some((committed - 10) as u64),
+        "what run 2 committed came again and was answered as duplicates: {st}"
     );
     let (code, report) = verify_json(&data);
     assert_eq!(code, 0, "{report}");

@@ -306,19 +306,48 @@ async fn round(
     let one = |(stream, cursor): (String, u64)| {
         let mut stop = stop.clone();
         async move {
-            let Some(batch) = next_batch(store.as_ref(), settings, &stream, cursor).await? else {
+            let Some((mut batch, _)) =
+                next_batch(store.as_ref(), settings, &stream, cursor).await?
+            else {
                 return Ok::<bool, Stop>(false);
             };
-            deliver(
-                store.as_ref(),
-                dest,
-                settings,
-                handle,
-                lease,
-                batch,
-                &mut stop,
-            )
-            .await?;
+            // A stream that is behind gets a run of full batches: the next
+            // one is read (and cut) while the previous one is in flight,
+            // and sent only once the previous one's cursor is stored, so
+            // one request is in flight and a crash resends at most that
+            // batch. A partial batch ends the run (it is cut again next
+            // round, with what was committed meanwhile), as do a pause, a
+            // stop and `MAX_RUN` batches (so other streams get their turn).
+            for run in 1.. {
+                let end = batch.end_seq;
+                let ahead = async {
+                    if run < MAX_RUN {
+                        next_batch(store.as_ref(), settings, &stream, end).await
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let (sent, ahead) = futures_util::future::join(
+                    deliver(
+                        store.as_ref(),
+                        dest,
+                        settings,
+                        handle,
+                        lease,
+                        batch,
+                        &mut stop,
+                    ),
+                    ahead,
+                )
+                .await;
+                sent?;
+                match ahead? {
+                    Some((next, true)) if !*stop.borrow() && !handle.status().paused => {
+                        batch = next;
+                    }
+                    _ => break,
+                }
+            }
             Ok(true)
         }
     };
@@ -335,15 +364,19 @@ async fn round(
     Ok(worked)
 }
 
-/// Cuts the next batch after `cursor`, or `None` while a partial batch is
-/// younger than `max_age` (or the events left the hot store: not yet fed
-/// from the archive).
+/// Most batches of one stream delivered back to back in one round.
+const MAX_RUN: usize = 16;
+
+/// Cuts the next batch after `cursor` and says whether it is full (max
+/// events or max bytes), or `None` while a partial batch is younger than
+/// `max_age` (or the events left the hot store: not yet fed from the
+/// archive).
 async fn next_batch(
     store: &dyn Store,
     settings: &DriverSettings,
     stream: &str,
     cursor: u64,
-) -> Result<Option<Batch>, Stop> {
+) -> Result<Option<(Batch, bool)>, Stop> {
     let rows = store
         .read_events(stream, cursor + 1, settings.max_events)
         .await?;
@@ -406,13 +439,16 @@ async fn next_batch(
             return Ok(None);
         }
     }
-    Ok(Some(Batch {
-        destination: settings.name.clone(),
-        stream: stream.to_owned(),
-        start_seq: cursor + 1,
-        end_seq: end,
-        events,
-    }))
+    Ok(Some((
+        Batch {
+            destination: settings.name.clone(),
+            stream: stream.to_owned(),
+            start_seq: cursor + 1,
+            end_seq: end,
+            events,
+        },
+        full,
+    )))
 }
 
 /// Events after `cursor` from the archive (see [`ColdFeed`]).

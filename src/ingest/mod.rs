@@ -107,6 +107,21 @@ impl Appender {
         )
     }
 
+    /// Test hook: starts the batcher over a scripted commit function
+    /// (no seals, `depth` commits in flight), as other modules' tests
+    /// need one that fails on cue.
+    #[cfg(test)]
+    pub(crate) fn start_scripted(
+        commit: CommitFn,
+        depth: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::start_with(
+            commit,
+            BatchLimits::default(),
+            Pipeline { depth, seal: false },
+        )
+    }
+
     /// Starts the batcher over any commit function (tests script one).
     fn start_with(
         commit: CommitFn,
@@ -152,6 +167,28 @@ impl Appender {
         stream: String,
         events: Vec<NewEvent>,
     ) -> Result<GroupResult, AppendError> {
+        self.submit(stream, events)?.await
+    }
+
+    /// Queues `events` for `stream` now and returns what resolves once
+    /// they are durably committed (the acknowledgement of
+    /// [`Appender::append`]). Requests are committed in the order they
+    /// were submitted, so a caller can keep several in flight and still
+    /// have its events stored in the order it read them (the SSE source
+    /// does).
+    ///
+    /// # Errors
+    /// [`AppendError::Poisoned`], [`AppendError::Stopped`] or
+    /// [`AppendError::Busy`] at once when the request cannot be queued;
+    /// the returned future fails as [`Appender::append`] does.
+    pub fn submit(
+        &self,
+        stream: String,
+        events: Vec<NewEvent>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<GroupResult, AppendError>> + use<>,
+        AppendError,
+    > {
         if self.is_poisoned() {
             return Err(AppendError::Poisoned(None));
         }
@@ -173,7 +210,7 @@ impl Appender {
                 }
                 mpsc::error::TrySendError::Closed(_) => AppendError::Stopped,
             })?;
-        rx.await.map_err(|_| AppendError::Stopped)?
+        Ok(async move { rx.await.map_err(|_| AppendError::Stopped)? })
     }
 
     /// Returns whether a commit failed and the writer refuses further appends.
@@ -197,7 +234,7 @@ struct Pipeline {
 }
 
 /// One group commit: [`EventStore::append`](crate::store::EventStore::append) in production.
-type CommitFn = Arc<
+pub(crate) type CommitFn = Arc<
     dyn Fn(
             Vec<AppendGroup>,
         )

@@ -24,6 +24,56 @@ use crate::store::{RejectedEvent, SourceProgress, Store};
 const MAX_BATCH: usize = 500;
 /// How long to wait for more ready events before appending a batch.
 const LINGER: Duration = Duration::from_millis(2);
+/// Batches of one connection handed to the appender and not yet
+/// committed, at most: the next batch is read while the previous one
+/// commits (issue #18; ARCHITECTURE.md, "Sources hand off durably").
+const APPENDS_IN_FLIGHT: usize = 2;
+/// The source's state row (counters, resume position) is written at most
+/// this often while events flow, and this long after the last change at
+/// the latest; and whenever a connection ends. A resume position older
+/// than the last commit only replays events into deduplication.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// One item of the event stream as read.
+type Frame = Result<eventsource_stream::Event, EventStreamError<BodyError<ReadError>>>;
+
+/// A batch handed to the appender, resolving when it is committed.
+type PendingBatch = std::pin::Pin<Box<dyn std::future::Future<Output = Landed> + Send>>;
+
+/// A batch's commit, as the reader takes it back.
+struct Landed {
+    /// The commit's result and its events' times; `None` when the batch
+    /// had nothing to store (filtered, rejected or keep-alive frames).
+    result: Result<Option<(crate::store::GroupResult, Vec<String>)>, String>,
+    /// The resume id once this batch (and every one before it) is
+    /// committed.
+    last_id: Option<String>,
+}
+
+/// Where a connection's reading is: frames taken, the last id seen.
+struct Reading {
+    /// The connection's number on this node.
+    number: u64,
+    /// Frames taken on this connection.
+    n: u64,
+    /// The last `id:` read (not necessarily committed).
+    last_id: Option<String>,
+    /// Per the SSE spec a frame without `id:` inherits the previous id
+    /// (see `map_frame`).
+    prev_frame_id: String,
+}
+
+/// Keeps the first failure: a later end (an EOF, a shutdown, another
+/// failure) does not replace it.
+fn settle(outcome: &mut Option<Result<End, String>>, new: Result<End, String>) {
+    if !outcome_failed(outcome) && (outcome.is_none() || new.is_err()) {
+        *outcome = Some(new);
+    }
+}
+
+fn outcome_failed(outcome: &Option<Result<End, String>>) -> bool {
+    matches!(outcome, Some(Err(_)))
+}
 
 enum End {
     /// The upstream closed the stream.
@@ -252,6 +302,7 @@ async fn connection(
         progress: None,
         fenced: false,
         batch_since_ms: None,
+        flushed: tokio::time::Instant::now(),
     };
     let mut failures = 0u32;
     loop {
@@ -392,10 +443,12 @@ struct Conn {
     /// Counts and position not yet written to the store.
     progress: Option<SourceProgress>,
     fenced: bool,
-    /// When the first frame of the batch being read arrived (ms), until
-    /// the batch is committed: a connection that fails before then has
-    /// received nothing safely from that moment on.
+    /// When the first frame of the oldest batch not yet committed (in
+    /// flight or being read) arrived (ms): a connection that fails before
+    /// it is committed has received nothing safely from that moment on.
     batch_since_ms: Option<i64>,
+    /// When the progress was last written (see [`PROGRESS_EVERY`]).
+    flushed: tokio::time::Instant,
 }
 
 impl Conn {
@@ -414,6 +467,7 @@ impl Conn {
         let Some(mut p) = self.progress.take() else {
             return;
         };
+        self.flushed = tokio::time::Instant::now();
         p.updated = super::now();
         match self
             .sh
@@ -511,167 +565,269 @@ impl Conn {
         let body = resp.bytes_stream().inspect(move |_| {
             seen.store(super::gaps::now_ms(), std::sync::atomic::Ordering::Relaxed);
         });
-        let mut events = frames(limited(
+        let mut events = std::pin::pin!(frames(limited(
             body,
             self.sh.cfg.max_line_bytes,
             self.sh.cfg.max_event_bytes,
-        ));
-        let mut n = 0u64;
-        let mut last_id = resume_from;
-        // Per the SSE spec a frame without `id:` inherits the previous id
-        // (see `map_frame`).
-        let mut prev_frame_id = String::new();
-        let name = self.sh.cfg.name.clone();
+        )));
+        let mut rd = Reading {
+            number,
+            n: 0,
+            last_id: resume_from,
+            prev_frame_id: String::new(),
+        };
+        // Frames read and not yet handed to the appender, when the first
+        // of them arrived, and until when to wait for more.
+        let mut gathered: Vec<Frame> = Vec::new();
+        let mut gather_since: Option<i64> = None;
+        let mut linger_until = tokio::time::Instant::now();
+        // Batches handed to the appender, oldest first, with when their
+        // first frames arrived.
+        let mut inflight = futures_util::stream::FuturesOrdered::new();
+        let mut inflight_since = std::collections::VecDeque::new();
+        let mut reading = true;
+        // Set once a batch failed to commit: later batches may be stored
+        // (they are counted) but the position stays before the failure.
+        let mut failed = false;
+        let mut outcome: Option<Result<End, String>> = None;
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => return Ok(End::Shutdown),
-                item = events.next() => item,
-            };
-            let Some(first) = first else {
-                return Ok(End::Eof);
-            };
-            self.batch_since_ms = Some(super::gaps::now_ms());
-            let mut items = vec![first];
-            let mut ended = false;
-            while items.len() < MAX_BATCH {
-                match tokio::time::timeout(LINGER, events.next()).await {
-                    Ok(Some(it)) => items.push(it),
-                    Ok(None) => {
-                        ended = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let received = super::now();
-            let mut batch = Vec::new();
-            let mut failure = None;
-            for item in items {
-                let ev = match item {
-                    Ok(ev) => ev,
-                    Err(EventStreamError::Transport(BodyError::Transport(ReadError::Http(e)))) => {
-                        failure = Some(format!("stream dropped: {}", crate::net::describe(&e)));
-                        break;
-                    }
-                    Err(EventStreamError::Transport(BodyError::Transport(
-                        ReadError::TooLarge(what),
-                    ))) => {
-                        // Rejected like malformed input; the rest of the
-                        // event is never read (the connection is dropped).
-                        n += 1;
-                        self.reject(
-                            &received,
-                            &position(number, n, last_id.as_deref()),
-                            what.clone(),
-                            "",
-                        )
-                        .await?;
-                        failure = Some(what);
-                        break;
+            let ready = !gathered.is_empty()
+                && (gathered.len() >= MAX_BATCH
+                    || !reading
+                    || tokio::time::Instant::now() >= linger_until);
+            if ready && inflight.len() < APPENDS_IN_FLIGHT {
+                let batch = std::mem::take(&mut gathered);
+                inflight_since.push_back(gather_since.take().unwrap_or_else(super::gaps::now_ms));
+                match self.submit(batch, &mut rd).await {
+                    Ok((pending, stream_failure)) => {
+                        inflight.push_back(pending);
+                        if let Some(f) = stream_failure {
+                            settle(&mut outcome, Err(f));
+                        }
                     }
                     Err(e) => {
-                        // Invalid UTF-8 or unparsable framing: record, then reconnect.
-                        let e = match e {
-                            EventStreamError::Transport(utf8) => utf8.to_string(),
-                            other => other.to_string(),
-                        };
-                        n += 1;
-                        self.reject(
-                            &received,
-                            &position(number, n, last_id.as_deref()),
-                            format!("malformed event stream: {e}"),
-                            "",
-                        )
-                        .await?;
-                        failure = Some(format!("malformed event stream: {e}"));
-                        break;
-                    }
-                };
-                n += 1;
-                if let Some(r) = ev.retry {
-                    self.server_retry = Some(r);
-                }
-                if !ev.id.is_empty() {
-                    last_id = Some(ev.id.clone());
-                }
-                let pos = position(number, n, last_id.as_deref());
-                let sh = self.sh.clone();
-                match map_frame(
-                    &ev,
-                    &mut prev_frame_id,
-                    &sh.cfg.fields,
-                    &sh.cfg.name,
-                    |t| sh.cfg.wants(t),
-                    &received,
-                ) {
-                    None => continue,
-                    Some(Mapped::Event(e)) => batch.push(e),
-                    Some(Mapped::Filtered) => {
-                        self.progress().filtered += 1;
-                        metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "filtered").increment(1);
-                    }
-                    Some(Mapped::Rejected(reason)) => {
-                        self.reject(&received, &pos, reason, &ev.data).await?
+                        inflight_since.pop_back();
+                        settle(&mut outcome, Err(e));
+                        reading = false;
                     }
                 }
+                if !failed {
+                    self.batch_since_ms = inflight_since.front().copied().or(gather_since);
+                }
+                continue;
             }
-            if !batch.is_empty() {
-                let times: Vec<String> = batch.iter().map(|e| e.time.clone()).collect();
-                let res = self
-                    .sh
-                    .appender
-                    .append(self.sh.cfg.stream.clone(), batch)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut latest = None;
-                let p = self.progress();
-                for (a, t) in res.accepted.iter().zip(&times) {
-                    if a.duplicate {
-                        p.duplicates += 1;
-                    } else {
-                        p.taken += 1;
-                        latest = backfill::later(latest, t);
+            if !reading && inflight.is_empty() && (gathered.is_empty() || outcome_failed(&outcome))
+            {
+                return outcome.unwrap_or(Ok(End::Eof));
+            }
+            let flush_at = self.flushed + PROGRESS_EVERY;
+            tokio::select! {
+                biased;
+                () = async { drop(stop.wait_for(|s| *s).await) }, if reading => {
+                    // What was read is still appended, and what is in
+                    // flight lands, before the connection ends.
+                    reading = false;
+                    settle(&mut outcome, Ok(End::Shutdown));
+                }
+                Some(landed) = inflight.next(), if !inflight.is_empty() => {
+                    inflight_since.pop_front();
+                    if let Err(e) = self.land(landed, failed) {
+                        failed = true;
+                        settle(&mut outcome, Err(e));
+                        reading = false;
+                        gathered.clear();
+                    }
+                    if !failed {
+                        self.batch_since_ms = inflight_since.front().copied().or(gather_since);
                     }
                 }
-                if let Some(t) = latest {
-                    p.last_event_time = backfill::later(p.last_event_time.take(), &t);
-                    let mut pos = self
-                        .sh
-                        .position
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    pos.last_event_time = backfill::later(pos.last_event_time.take(), &t);
+                () = tokio::time::sleep_until(flush_at), if self.progress.is_some() => {
+                    self.flush().await;
+                    if self.fenced {
+                        settle(&mut outcome, Err("lease lost to another node".into()));
+                        reading = false;
+                        gathered.clear();
+                    }
                 }
-                let new = res.accepted.iter().filter(|a| !a.duplicate).count() as u64;
-                metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "taken").increment(new);
-                if new > 0 {
-                    last_event_gauge(&name)
-                        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
-                }
-            }
-            // Only now, after the commit, does the resume position advance.
-            if last_id.is_some() {
-                self.progress().last_event_id.clone_from(&last_id);
-                self.sh
-                    .position
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .last_event_id
-                    .clone_from(&last_id);
-            }
-            self.batch_since_ms = None;
-            self.flush().await;
-            if self.fenced {
-                return Err("lease lost to another node".into());
-            }
-            if let Some(f) = failure {
-                return Err(f);
-            }
-            if ended {
-                return Ok(End::Eof);
+                item = events.next(), if reading && gathered.len() < MAX_BATCH => match item {
+                    None => {
+                        reading = false;
+                        settle(&mut outcome, Ok(End::Eof));
+                    }
+                    Some(item) => {
+                        if gather_since.is_none() {
+                            let now = super::gaps::now_ms();
+                            gather_since = Some(now);
+                            if !failed && inflight_since.is_empty() {
+                                self.batch_since_ms = Some(now);
+                            }
+                        }
+                        // An error ends the stream: nothing is read after it.
+                        reading &= item.is_ok();
+                        gathered.push(item);
+                        linger_until = tokio::time::Instant::now() + LINGER;
+                    }
+                },
+                () = tokio::time::sleep_until(linger_until), if !gathered.is_empty() && inflight.len() < APPENDS_IN_FLIGHT => {}
             }
         }
+    }
+
+    /// Maps `batch` (recording rejected frames, counting filtered ones)
+    /// and hands its events to the appender. Returns what resolves when
+    /// they are committed, and the stream's failure when the batch ends
+    /// with one (nothing after it was read).
+    async fn submit(
+        &mut self,
+        batch: Vec<Frame>,
+        rd: &mut Reading,
+    ) -> Result<(PendingBatch, Option<String>), String> {
+        let received = super::now();
+        let name = self.sh.cfg.name.clone();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for item in batch {
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(EventStreamError::Transport(BodyError::Transport(ReadError::Http(e)))) => {
+                    failure = Some(format!("stream dropped: {}", crate::net::describe(&e)));
+                    break;
+                }
+                Err(EventStreamError::Transport(BodyError::Transport(ReadError::TooLarge(
+                    what,
+                )))) => {
+                    // Rejected like malformed input; the rest of the
+                    // event is never read (the connection is dropped).
+                    rd.n += 1;
+                    self.reject(
+                        &received,
+                        &position(rd.number, rd.n, rd.last_id.as_deref()),
+                        what.clone(),
+                        "",
+                    )
+                    .await?;
+                    failure = Some(what);
+                    break;
+                }
+                Err(e) => {
+                    // Invalid UTF-8 or unparsable framing: record, then reconnect.
+                    let e = match e {
+                        EventStreamError::Transport(utf8) => utf8.to_string(),
+                        other => other.to_string(),
+                    };
+                    rd.n += 1;
+                    self.reject(
+                        &received,
+                        &position(rd.number, rd.n, rd.last_id.as_deref()),
+                        format!("malformed event stream: {e}"),
+                        "",
+                    )
+                    .await?;
+                    failure = Some(format!("malformed event stream: {e}"));
+                    break;
+                }
+            };
+            rd.n += 1;
+            if let Some(r) = ev.retry {
+                self.server_retry = Some(r);
+            }
+            if !ev.id.is_empty() {
+                rd.last_id = Some(ev.id.clone());
+            }
+            let sh = self.sh.clone();
+            match map_frame(
+                &ev,
+                &mut rd.prev_frame_id,
+                &sh.cfg.fields,
+                &sh.cfg.name,
+                |t| sh.cfg.wants(t),
+                &received,
+            ) {
+                None => continue,
+                Some(Mapped::Event(e)) => events.push(e),
+                Some(Mapped::Filtered) => {
+                    self.progress().filtered += 1;
+                    metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "filtered").increment(1);
+                }
+                Some(Mapped::Rejected(reason)) => {
+                    let pos = position(rd.number, rd.n, rd.last_id.as_deref());
+                    self.reject(&received, &pos, reason, &ev.data).await?
+                }
+            }
+        }
+        let last_id = rd.last_id.clone();
+        let pending: PendingBatch = if events.is_empty() {
+            Box::pin(std::future::ready(Landed {
+                result: Ok(None),
+                last_id,
+            }))
+        } else {
+            let times: Vec<String> = events.iter().map(|e| e.time.clone()).collect();
+            let commit = self
+                .sh
+                .appender
+                .submit(self.sh.cfg.stream.clone(), events)
+                .map_err(|e| e.to_string())?;
+            Box::pin(async move {
+                Landed {
+                    result: commit
+                        .await
+                        .map(|r| Some((r, times)))
+                        .map_err(|e| e.to_string()),
+                    last_id,
+                }
+            })
+        };
+        Ok((pending, failure))
+    }
+
+    /// Takes a batch's commit, in submission order: counts it and, unless
+    /// an earlier batch `failed`, moves the event time and the resume
+    /// position to it. Only here, after the commit of this batch and of
+    /// every batch before it, does the resume position advance.
+    fn land(&mut self, landed: Landed, failed: bool) -> Result<(), String> {
+        let name = self.sh.cfg.name.clone();
+        if let Some((res, times)) = landed.result? {
+            let mut latest = None;
+            let p = self.progress();
+            for (a, t) in res.accepted.iter().zip(&times) {
+                if a.duplicate {
+                    p.duplicates += 1;
+                } else {
+                    p.taken += 1;
+                    latest = backfill::later(latest, t);
+                }
+            }
+            let new = res.accepted.iter().filter(|a| !a.duplicate).count() as u64;
+            if new > 0 {
+                // Crash tests: committed, the position not yet written.
+                crate::failpoint::failpoint("source.batch.committed");
+            }
+            metrics::counter!("trailkeep_source_events_total", "source" => name.clone(), "outcome" => "taken").increment(new);
+            if new > 0 {
+                last_event_gauge(&name)
+                    .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+            }
+            if let Some(t) = latest.filter(|_| !failed) {
+                p.last_event_time = backfill::later(p.last_event_time.take(), &t);
+                let mut pos = self
+                    .sh
+                    .position
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                pos.last_event_time = backfill::later(pos.last_event_time.take(), &t);
+            }
+        }
+        if !failed && landed.last_id.is_some() {
+            self.progress().last_event_id.clone_from(&landed.last_id);
+            self.sh
+                .position
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .last_event_id
+                .clone_from(&landed.last_id);
+        }
+        Ok(())
     }
 
     async fn reject(
@@ -1064,6 +1220,179 @@ mod tests {
             .find_map(|_| s.take(b"data: 0123456789\n", 20, 40).err())
             .unwrap();
         assert!(e.contains("max_event_bytes"), "{e}");
+    }
+
+    /// Pipelined appends (issue #18): while batch 2's commit is pending,
+    /// batch 3 is read and committed; batch 2 is then rolled back. The
+    /// resume position must stay before batch 2 even though batch 3 is
+    /// stored, so the reconnect replays batch 2 (stored now) and batch 3
+    /// (a duplicate): nothing skipped, nothing doubled, counters exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_batch_holds_the_resume_position_while_later_ones_commit() {
+        use crate::store::{AppendGroup, StoreError};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let frame = |i: usize| {
+            format!(
+                "id: {i}\ndata: {{\"id\":\"e{i}\",\"type\":\"grant.created\",\"data\":{{}}}}\n\n"
+            )
+        };
+        // Each connection: the frames after Last-Event-ID, in threes with
+        // a pause (far longer than LINGER) between, then held open (the
+        // resume ids are multiples of three).
+        let resumed = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+        let app = {
+            let resumed = resumed.clone();
+            axum::Router::new().route(
+                "/stream",
+                axum::routing::get(move |h: axum::http::HeaderMap| {
+                    let last = h
+                        .get("last-event-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    resumed.lock().unwrap().push(last.clone());
+                    let from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+                    let (tx, rx) =
+                        tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(16);
+                    tokio::spawn(async move {
+                        // Each three as one chunk, so they arrive together
+                        // and make one batch however the machine is loaded.
+                        let mut first = true;
+                        for group in [1..=3, 4..=6, 7..=9] {
+                            let chunk: String = group.filter(|i| *i > from).map(frame).collect();
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                            if !first {
+                                // The upstream's own pace, not a wait.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            first = false;
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return;
+                            }
+                        }
+                        tx.closed().await;
+                    });
+                    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|x| (x, rx))
+                    });
+                    async move {
+                        axum::response::Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .body(axum::body::Body::from_stream(body))
+                            .unwrap()
+                    }
+                }),
+            )
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn crate::store::Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(&dir.path().join("trailkeep.db")).unwrap(),
+        );
+        // Commit 2 waits until commit 3 has arrived (batch 3 was read and
+        // submitted while 2 was pending), then is rolled back; the others
+        // go to the store.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let third = Arc::new(tokio::sync::Notify::new());
+        let commit: crate::ingest::CommitFn = {
+            let (store, calls, third) = (store.clone(), calls.clone(), third.clone());
+            Arc::new(move |groups: Vec<AppendGroup>| {
+                let (store, third) = (store.clone(), third.clone());
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                Box::pin(async move {
+                    if n == 3 {
+                        third.notify_one();
+                    }
+                    if n == 2 {
+                        tokio::time::timeout(Duration::from_secs(10), third.notified())
+                            .await
+                            .expect("batch 3 was submitted while batch 2 was pending");
+                        return Err(StoreError::RolledBack("scripted".into()));
+                    }
+                    store.append(groups).await
+                })
+            })
+        };
+        let (appender, _batcher) = crate::ingest::Appender::start_scripted(commit, 3);
+        let text = format!(
+            "name = \"up\"\ntype = \"sse\"\nurl = \"{base}/stream\"\nstream = \"up\"\nallow_private = true\nreconnect_initial_ms = 20\nreconnect_max_ms = 50\n"
+        );
+        let cfg = toml::from_str::<crate::sources::RawSource>(&text)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let client = cfg.http_client().unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let source = tokio::spawn(run(
+            crate::node::NodeId::random(),
+            cfg,
+            Secret::default(),
+            client,
+            appender,
+            store.clone(),
+            stop_rx,
+        ));
+        let ids = async || -> Vec<String> {
+            store
+                .read_events("up", 1, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while ids().await.len() < 9 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stored: {:?}",
+                ids().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The replayed batch 3 comes last, as duplicates.
+        let at_end = async || {
+            store
+                .source_states()
+                .await
+                .unwrap()
+                .first()
+                .and_then(|s| s.last_event_id.clone())
+                == Some("9".to_owned())
+        };
+        while !at_end().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the position never reached 9"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(true);
+        source.await.unwrap();
+        // Batch 3 committed before the replayed batch 2: each once.
+        assert_eq!(
+            ids().await,
+            ["e1", "e2", "e3", "e7", "e8", "e9", "e4", "e5", "e6"]
+        );
+        assert_eq!(
+            resumed.lock().unwrap()[..2],
+            [None, Some("3".to_owned())],
+            "the reconnect resumed after batch 1, not after the committed batch 3"
+        );
+        let st = store.source_states().await.unwrap().remove(0);
+        assert_eq!(
+            (st.taken, st.duplicates, st.last_event_id.as_deref()),
+            (9, 3, Some("9"))
+        );
     }
 
     #[test]

@@ -208,6 +208,41 @@ async fn batches_by_count_and_bytes_in_seq_order() {
     assert!(r.dest.accepted.lock().unwrap().len() >= 4);
 }
 
+/// A stream that is behind is delivered in runs of full batches (the next
+/// read while one is in flight), each sent only after the previous
+/// cursor is stored (`Scripted` checks it on every call), and a run ends
+/// after `MAX_RUN` batches so another stream gets its turn even with
+/// `concurrency` 1.
+#[tokio::test]
+async fn runs_of_full_batches_keep_order_and_let_other_streams_in() {
+    let r = rig(vec![]).await;
+    let long = MAX_RUN * 3;
+    append(r.store.as_ref(), "a", &["a.b"], long * 10, 0).await;
+    append(r.store.as_ref(), "b", &["a.b"], 5, 0).await;
+    let s = DriverSettings {
+        max_events: 10,
+        ..settings()
+    };
+    drive(&r, s, |r| delivered(r) == long * 10 + 5).await;
+    let accepted = r.dest.accepted.lock().unwrap().clone();
+    let a: Vec<u64> = accepted
+        .iter()
+        .filter(|b| b.stream == "a")
+        .flat_map(|b| b.events.iter().map(|e| e.seq))
+        .collect();
+    assert_eq!(
+        a,
+        (1..=(long * 10) as u64).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    let b_at = accepted.iter().position(|b| b.stream == "b").unwrap();
+    assert!(
+        b_at <= MAX_RUN,
+        "stream b waited behind {b_at} batches of a (a run is at most {MAX_RUN})"
+    );
+    assert_eq!(cursor(&r, "a").await, (long * 10) as u64);
+}
+
 #[tokio::test]
 async fn a_partial_batch_waits_for_max_age() {
     let r = rig(vec![]).await;
