@@ -678,3 +678,66 @@ pub(super) async fn read_tile(
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1))),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An empty stream's tail, told apart by its row id.
+    fn head(id: i64) -> StreamHead {
+        StreamHead::resume("s", id, 0, ZERO_HASH_HEX.into(), |_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_wait_only_for_calls_that_began_before_them() {
+        let s = Sequencer::default();
+        let first = s.begin();
+        let second = s.begin();
+        let third = s.begin();
+        assert!(first.t < second.t && second.t < third.t, "tickets grow");
+        // The first waits for nobody.
+        tokio::time::timeout(std::time::Duration::from_secs(1), s.wait_earlier(first.t))
+            .await
+            .expect("nothing began before the first");
+        // The third waits while the second is in flight, even once the
+        // first has finished.
+        drop(first);
+        let waiting = s.wait_earlier(third.t);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err(),
+            "an earlier call is still in flight"
+        );
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("woken when the last earlier call ends");
+    }
+
+    #[test]
+    fn tails_are_forgotten_only_in_the_generation_a_call_used() {
+        let s = Sequencer::default();
+        s.install("a".into(), head(3), false);
+        let g1 = s.lock().tails["a"].generation;
+        s.install("a".into(), head(9), false);
+        assert_eq!(s.lock().tails["a"].head.id, 3, "kept: it was cached");
+        s.install("a".into(), head(5), true);
+        let g2 = s.lock().tails["a"].generation;
+        assert!(g2 > g1, "a reload is a new generation");
+        assert_eq!(s.lock().tails["a"].head.id, 5, "a locked reload replaces");
+        s.forget(&[("a".into(), g1)]);
+        assert!(s.lock().tails.contains_key("a"), "a later reload is kept");
+        s.forget(&[("a".into(), g2)]);
+        assert!(
+            !s.lock().tails.contains_key("a"),
+            "the tail used is dropped"
+        );
+        s.install("a".into(), head(1), false);
+        s.install("b".into(), head(1), false);
+        s.clear();
+        assert!(s.lock().tails.is_empty(), "an unknown outcome forgets all");
+    }
+}
