@@ -46,6 +46,9 @@ struct Tail {
 pub(super) struct Sequencer {
     state: Mutex<State>,
     finished: tokio::sync::Notify,
+    /// Calls the database refused (each went again): what
+    /// `trailkeep_append_conflicts_total` counts, per store.
+    pub(super) refusals: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -243,6 +246,9 @@ impl PostgresStore {
                 }
             };
             metrics::counter!("trailkeep_append_conflicts_total", "reason" => reason).increment(1);
+            self.sequencer
+                .refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(
                 attempt,
                 reason,

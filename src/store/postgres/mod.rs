@@ -1812,6 +1812,59 @@ mod tests {
         assert_tiles(&a, stream).await;
     }
 
+    /// A node writing alone is never refused: each commit is one round
+    /// trip (new streams are loaded once, cached tails hold, multi-stream
+    /// calls chain every stream); a repeated id costs exactly one refusal.
+    #[tokio::test]
+    async fn an_uncontended_writer_commits_every_call_at_the_first_attempt() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(url) = test_url() else { return };
+        let store = PostgresStore::connect(&url, Some(&schema()))
+            .await
+            .expect("connect");
+        for round in 0..6 {
+            let groups = ["x", "y", "z"]
+                .iter()
+                .map(|s| AppendGroup {
+                    sealed: None,
+                    stream: (*s).into(),
+                    events: (0..(round + 1))
+                        .map(|i| ev(&format!("{s}-{round}-{i}"), "t"))
+                        .collect(),
+                })
+                .collect();
+            let r = store.append(groups).await.expect("append");
+            assert!(r.iter().all(|g| g.accepted.iter().all(|a| !a.duplicate)));
+        }
+        assert_eq!(
+            store.sequencer.refusals.load(Relaxed),
+            0,
+            "no refusal alone"
+        );
+        for s in ["x", "y", "z"] {
+            super::super::conformance::assert_chain(&store, s, 21).await;
+            assert_tiles(&store, s).await;
+        }
+        let r = store
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "x".into(),
+                events: vec![ev("x-0-0", "t"), ev("x-new", "t")],
+            }])
+            .await
+            .expect("append");
+        assert!(r[0].accepted[0].duplicate && !r[0].accepted[1].duplicate);
+        assert_eq!(r[0].accepted[0].seq, 1, "the original seq");
+        assert_eq!(r[0].accepted[1].seq, 22);
+        assert_eq!(
+            store.sequencer.refusals.load(Relaxed),
+            1,
+            "a stored id: one refusal, then written"
+        );
+        super::super::conformance::assert_chain(&store, "x", 22).await;
+        assert_tiles(&store, "x").await;
+    }
+
     /// Three commits in flight from one node on one stream, each chained
     /// onto the one before: all land, in order, with their tiles.
     #[tokio::test]
