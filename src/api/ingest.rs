@@ -154,13 +154,15 @@ bounds it both as sent and decoded.",
             (String = "application/jsonl"),
             (String = "application/x-jsonlines"))),
     responses(
-        (status = 200, description = "Stored (or already stored)", body = Accepted),
+        (status = 200, description = "Stored (or already stored). On a shared PostgreSQL store, `Trailkeep-Node` names the node that committed it", body = Accepted),
+        (status = 307, description = "[cluster] non_owner = \"redirect\": another node owns the stream; `Location` is the same request on the owner, `Trailkeep-Owner` names it (code not_owner)", body = ErrorBody),
         (status = 408, description = "The body did not arrive within [server] body_timeout_ms", body = ErrorBody),
         (status = 413, description = "Too large, as sent or decoded: the message names the [ingest] setting \
 (max_request_bytes, max_event_bytes, max_events_per_request) and its value; send less or raise it; \
 or more events than [server] events_per_second allows in one request (over_event_rate)", body = ErrorBody),
         (status = 415, description = "A Content-Encoding other than gzip, deflate, zstd or identity \
 (`unsupported_encoding`); Accept-Encoding lists those taken", body = ErrorBody),
+        (status = 502, description = "Forwarded to the stream's owner, no answer (forward_failed): the events may be stored; send them again with the same ids", body = ErrorBody),
         (status = 503, description = "Saturated or the disk is full; nothing was stored; see Retry-After", body = ErrorBody)))]
 pub(super) async fn post_events(
     State(st): State<AppState>,
