@@ -641,13 +641,16 @@ fn rolled_back(e: StoreError) -> StoreError {
 /// for the codes that end the session (a shutdown, a crash: the commit may
 /// have happened); a connection lost without an answer is ambiguous.
 fn statement_error(e: tokio_postgres::Error) -> StoreError {
-    let ends_session = e.code().is_some_and(|c| {
-        let c = c.code();
-        c.starts_with("57P") || c.starts_with("08") || c.starts_with("XX")
-    });
-    let answered = e.as_db_error().is_some() && !ends_session;
+    let answered = e.as_db_error().is_some() && !e.code().is_some_and(|c| ends_session(c.code()));
     let err = backend(e);
     if answered { rolled_back(err) } else { err }
+}
+
+/// Whether an error code PostgreSQL answered with means the session ended
+/// (operator intervention 57P, connection exception 08, internal error XX):
+/// the statement's commit may then have happened.
+fn ends_session(code: &str) -> bool {
+    code.starts_with("57P") || code.starts_with("08") || code.starts_with("XX")
 }
 
 /// A stream's tail as stored at (`seq`, `hash`): its partial tiles read.
@@ -721,6 +724,17 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
             .await
             .expect("woken when the last earlier call ends");
+    }
+
+    #[test]
+    fn only_errors_that_end_the_session_leave_an_append_ambiguous() {
+        for code in ["57P01", "57P02", "08006", "08003", "XX000"] {
+            assert!(ends_session(code), "{code}");
+        }
+        // Raised, constraint, serialization, lock timeout: rolled back.
+        for code in ["P0001", "23505", "40001", "55P03", "57014", "22P02"] {
+            assert!(!ends_session(code), "{code}");
+        }
     }
 
     #[test]

@@ -1812,6 +1812,66 @@ mod tests {
         assert_tiles(&a, stream).await;
     }
 
+    /// An append whose session is terminated while it runs (here by
+    /// `pg_terminate_backend`, as a failover or an operator would) may have
+    /// committed: it comes back ambiguous (the batcher then poisons), never
+    /// as `RolledBack`, which would let its requests be refused and retried
+    /// as if nothing were stored.
+    #[tokio::test]
+    async fn a_terminated_session_leaves_the_append_ambiguous() {
+        let Some(url) = test_url() else { return };
+        let s = schema();
+        let store = PostgresStore::connect(&url, Some(&s))
+            .await
+            .expect("connect");
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE FUNCTION {s}.slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER slow BEFORE INSERT ON {s}.events FOR EACH ROW WHEN (NEW.type = 'slow') EXECUTE FUNCTION {s}.slow();"
+            ))
+            .await
+            .expect("trigger");
+        let appending = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(vec![AppendGroup {
+                        sealed: None,
+                        stream: "t".into(),
+                        events: vec![ev("a", "slow")],
+                    }])
+                    .await
+            })
+        };
+        let mut killed = 0;
+        for _ in 0..200 {
+            killed = client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE query LIKE '%trailkeep_append(%' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("terminate")
+                .get::<_, i64>(0);
+            if killed > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(killed, 1, "the append's session was found and terminated");
+        let err = appending
+            .await
+            .expect("task")
+            .expect_err("the session ended");
+        assert!(
+            matches!(err, StoreError::Backend { .. }),
+            "ambiguous, not rolled back: {err:?}"
+        );
+    }
+
     /// A node writing alone is never refused: each commit is one round
     /// trip (new streams are loaded once, cached tails hold, multi-stream
     /// calls chain every stream); a repeated id costs exactly one refusal.
