@@ -482,6 +482,8 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             node: node.as_str().to_owned(),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // Tokens go to the owner only, never through a proxy.
+                .no_proxy()
                 .connect_timeout(std::time::Duration::from_secs(2))
                 .timeout(std::time::Duration::from_secs(60))
                 .build()

@@ -79,8 +79,10 @@ impl ShardKeeper {
     /// Stops, gives up every shard this node holds and removes its
     /// heartbeat, so the other nodes take its shards on their next round
     /// instead of after the TTL.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.task.abort();
+        // A round under way must not take back what is given up below.
+        let _ = (&mut self.task).await;
         let owners = self.cluster.owners();
         owners.clear();
         let names: Vec<String> = (0..owners.shards()).map(lease_name).collect();

@@ -67,7 +67,7 @@ struct Unsent(reqwest::Error);
 /// answer); only a connection that could not be made comes back `Unsent`.
 async fn forward(
     cluster: &super::ClusterRoute,
-    url: &str,
+    (owner, url): (&str, &str),
     stream: &str,
     headers: &HeaderMap,
     body: bytes::Bytes,
@@ -88,7 +88,7 @@ async fn forward(
     }
     let sent = req.send().await;
     let answer = match sent {
-        Err(e) if e.is_connect() => return Err(Unsent(e)),
+        Err(e) if e.is_connect() || e.is_builder() => return Err(Unsent(e)),
         Err(e) => Err(e),
         Ok(r) => {
             let status = r.status();
@@ -100,6 +100,18 @@ async fn forward(
                 .map(|b| (status, [retry_after, content_type, node], b))
         }
     };
+    // A success from anything but the owner (a stale or forged URL that
+    // reaches another service) is not passed on as stored.
+    let answer = answer.map_err(Some).and_then(|(status, headers, b)| {
+        let from_owner = headers[2]
+            .as_ref()
+            .is_some_and(|v| v.as_bytes() == owner.as_bytes());
+        if status.is_success() && !from_owner {
+            Err(None)
+        } else {
+            Ok((status, headers, b))
+        }
+    });
     Ok(match answer {
         Ok((status, [retry_after, content_type, node], b)) => {
             let mut resp = axum::response::Response::new(Body::from(b));
@@ -121,7 +133,11 @@ async fn forward(
         Err(e) => {
             metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "failed")
                 .increment(1);
-            tracing::warn!(owner = %url, error = %crate::net::describe(&e), "forwarding an ingest request to the stream's owner failed after sending");
+            let why = e.map_or_else(
+                || format!("answered success but is not node {owner}"),
+                |e| crate::net::describe(&e),
+            );
+            tracing::warn!(owner = %url, error = %why, "forwarding an ingest request to the stream's owner failed after sending");
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "forward_failed",
@@ -203,7 +219,7 @@ pub(super) async fn post_events(
     })
     .await?;
     if let (Some((node, url)), Some(cluster)) = (&route, &st.cluster) {
-        match forward(cluster, url, stream, &headers, bytes.clone()).await {
+        match forward(cluster, (node, url), stream, &headers, bytes.clone()).await {
             Ok(answer) => {
                 metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "forwarded")
                     .increment(1);

@@ -56,6 +56,9 @@ struct State {
     tails: HashMap<String, Tail>,
     next_ticket: u64,
     inflight: BTreeSet<u64>,
+    /// Calls that may still chain onto tails before later calls do: from
+    /// `begin` to their first `prepare`, and again during a locked attempt.
+    unprepared: BTreeSet<u64>,
     generation: u64,
 }
 
@@ -71,6 +74,7 @@ impl Sequencer {
         let t = s.next_ticket;
         s.next_ticket += 1;
         s.inflight.insert(t);
+        s.unprepared.insert(t);
         Ticket { seq: self, t }
     }
 
@@ -84,6 +88,38 @@ impl Sequencer {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Waits until no call that began before `t` may still chain onto the
+    /// tails ahead of it: calls chain in the order they began, so a commit
+    /// submitted later never takes seqs before an earlier one's (a call
+    /// loading a stream's head would otherwise be overtaken by a later call
+    /// on a cached one).
+    async fn wait_prepared_before(&self, t: u64) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().unprepared.range(..t).next().is_none() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks `t` as chaining (again: a locked attempt) or done chaining.
+    fn set_unprepared(&self, t: u64, unprepared: bool) {
+        {
+            let mut s = self.lock();
+            if unprepared {
+                s.unprepared.insert(t);
+            } else {
+                s.unprepared.remove(&t);
+            }
+        }
+        if !unprepared {
+            self.finished.notify_waiters();
         }
     }
 
@@ -131,7 +167,11 @@ struct Ticket<'a> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.seq.lock().inflight.remove(&self.t);
+        {
+            let mut s = self.seq.lock();
+            s.inflight.remove(&self.t);
+            s.unprepared.remove(&self.t);
+        }
         self.seq.finished.notify_waiters();
     }
 }
@@ -271,7 +311,10 @@ impl PostgresStore {
         ticket: u64,
     ) -> Result<Attempt> {
         self.load_missing(groups, ticket).await?;
-        let Some((call, parts, slots)) = self.prepare(groups, seals, stored)? else {
+        self.sequencer.wait_prepared_before(ticket).await;
+        let prepared = self.prepare(groups, seals, stored);
+        self.sequencer.set_unprepared(ticket, false);
+        let Some((call, parts, slots)) = prepared? else {
             return Ok(Err((Refusal::Head, Vec::new())));
         };
         if call.e_id.is_empty() {
@@ -295,6 +338,9 @@ impl PostgresStore {
         stored: &HashMap<(String, String), (u64, String)>,
         ticket: u64,
     ) -> Result<Attempt> {
+        // Later calls chain after this one again: none may move the tails
+        // between the reload below and this call's prepare.
+        self.sequencer.set_unprepared(ticket, true);
         self.sequencer.wait_earlier(ticket).await;
         let mut c = self.client().await.map_err(rolled_back)?;
         let tx = c
@@ -302,7 +348,7 @@ impl PostgresStore {
             .await
             .map_err(backend)
             .map_err(rolled_back)?;
-        let written: Result<Attempt> = async {
+        let written: Result<(bool, Attempt)> = async {
             let mut names: Vec<&str> = groups.iter().map(|g| g.stream.as_str()).collect();
             names.sort_unstable();
             names.dedup();
@@ -336,19 +382,27 @@ impl PostgresStore {
                     self.sequencer.install(name, head, true);
                 }
             }
-            let Some((call, parts, slots)) = self.prepare(groups, seals, stored)? else {
-                return Ok(Err((Refusal::Head, Vec::new())));
+            let prepared = self.prepare(groups, seals, stored);
+            self.sequencer.set_unprepared(ticket, false);
+            let Some((call, parts, slots)) = prepared? else {
+                return Ok((false, Err((Refusal::Head, Vec::new()))));
             };
             if call.e_id.is_empty() {
-                return Ok(Ok(finish(groups, slots, &parts)));
+                return Ok((false, Ok(finish(groups, slots, &parts))));
             }
             Ok(match send(&tx, &call).await? {
-                None => Ok(finish(groups, slots, &parts)),
-                Some(r) => Err((r, parts)),
+                None => (true, Ok(finish(groups, slots, &parts))),
+                Some(r) => (false, Err((r, parts))),
             })
         }
         .await;
-        let outcome = written.map_err(rolled_back)?;
+        let (wrote, outcome) = written.map_err(rolled_back)?;
+        if !wrote {
+            // Refused or nothing sent: nothing to keep, so a failure here
+            // is certain too.
+            tx.rollback().await.map_err(backend).map_err(rolled_back)?;
+            return Ok(outcome);
+        }
         // A failed COMMIT is ambiguous: it may or may not have been applied.
         tx.commit().await.map_err(backend)?;
         Ok(outcome)

@@ -1872,6 +1872,74 @@ mod tests {
         );
     }
 
+    /// The append function checks its own arguments: events that do not
+    /// fill a stream exactly from its head to the new head, or a stream id
+    /// that does not exist, are refused with nothing written, whatever the
+    /// caller computed.
+    #[tokio::test]
+    async fn the_append_function_refuses_calls_that_do_not_fit_the_heads() {
+        let Some(url) = test_url() else { return };
+        let store = PostgresStore::connect(&url, Some(&schema()))
+            .await
+            .expect("connect");
+        store
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "f".into(),
+                events: vec![ev("a", "t")],
+            }])
+            .await
+            .expect("append");
+        let info = super::super::StoreExt::stream(&store, "f")
+            .await
+            .expect("read")
+            .expect("exists");
+        let c = store.client().await.expect("client");
+        let id: i64 = c
+            .query_one("SELECT id FROM streams WHERE name = 'f'", &[])
+            .await
+            .expect("id")
+            .get(0);
+        let call = |sid: i64, new_seq: i64, seqs: Vec<i64>| {
+            let n = seqs.len();
+            (
+                vec![sid],
+                vec![info.head_seq as i64],
+                vec![info.head_hash.clone()],
+                vec![new_seq],
+                vec!["f".repeat(64)],
+                seqs,
+                n,
+            )
+        };
+        for (sid, new_seq, seqs, says) in [
+            (id, 3, vec![2], "do not fill"),
+            (id, 2, vec![3], "do not fill"),
+            (id + 1000, 2, vec![2], "streams exist"),
+        ] {
+            let (s_id, s_seq, s_hash, s_new_seq, s_new_hash, e_seq, n) = call(sid, new_seq, seqs);
+            let none: Vec<Option<String>> = vec![None];
+            let no_epoch: Vec<Option<i64>> = vec![None];
+            let texts = vec!["x".to_owned(); n];
+            let e = c
+                .query(
+                    "SELECT * FROM trailkeep_append('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10, $10, $10, $10, \
+                     '{}', '{}', '{}', '{}', '{}')",
+                    &[
+                        &s_id, &s_seq, &s_hash, &s_new_seq, &s_new_hash, &none, &no_epoch,
+                        &vec![sid; n], &e_seq, &texts,
+                    ],
+                )
+                .await
+                .expect_err(says);
+            assert!(
+                e.to_string().contains(says) || format!("{e:?}").contains(says),
+                "{e:?}"
+            );
+        }
+        super::super::conformance::assert_chain(&store, "f", 1).await;
+    }
+
     /// A node writing alone is never refused: each commit is one round
     /// trip (new streams are loaded once, cached tails hold, multi-stream
     /// calls chain every stream); a repeated id costs exactly one refusal.
@@ -1940,8 +2008,9 @@ mod tests {
         for c in 0..16 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
                 for r in 0..40 {
-                    store
+                    let res = store
                         .append(vec![AppendGroup {
                             sealed: None,
                             stream: "piped".into(),
@@ -1949,11 +2018,23 @@ mod tests {
                         }])
                         .await
                         .expect("stored");
+                    acked.extend(res[0].accepted.iter().map(|a| (a.seq, a.hash.clone())));
                 }
+                acked
             }));
         }
+        let mut all = Vec::new();
         for t in tasks {
-            t.await.expect("task");
+            let acked = t.await.expect("task");
+            assert!(
+                acked.windows(2).all(|w| w[0].0 < w[1].0),
+                "one caller's events are stored in the order it sent them"
+            );
+            all.extend(acked);
+        }
+        let stored = store.read_events("piped", 1, 10_000).await.expect("read");
+        for (seq, hash) in &all {
+            assert_eq!(&stored[*seq as usize - 1].hash, hash, "acknowledged {seq}");
         }
         super::super::conformance::assert_chain(&store, "piped", 16 * 40 * 3).await;
         assert_tiles(&store, "piped").await;

@@ -39,7 +39,31 @@ CREATE FUNCTION trailkeep_append(
     t_stream BIGINT[], t_level INTEGER[], t_idx BIGINT[], t_strip BIGINT[], t_data BYTEA[])
 RETURNS TABLE (r_kind TEXT, r_stream BIGINT, r_id TEXT, r_seq BIGINT, r_hash TEXT)
 LANGUAGE plpgsql AS $$
+DECLARE
+    n BIGINT;
+    k INT := cardinality(s_id);
+    m INT := cardinality(e_stream);
+    t INT := cardinality(t_stream);
 BEGIN
+    -- The arrays must line up (unnest pads a short one with NULLs, which
+    -- would slip past the comparisons below).
+    IF cardinality(s_seq) <> k OR cardinality(s_hash) <> k OR cardinality(s_new_seq) <> k
+       OR cardinality(s_new_hash) <> k OR cardinality(s_lease) <> k OR cardinality(s_epoch) <> k
+       OR cardinality(e_seq) <> m OR cardinality(e_id) <> m OR cardinality(e_type) <> m
+       OR cardinality(e_time) <> m OR cardinality(e_received) <> m OR cardinality(e_hash) <> m
+       OR cardinality(e_body) <> m OR cardinality(t_level) <> t OR cardinality(t_idx) <> t
+       OR cardinality(t_strip) <> t OR cardinality(t_data) <> t THEN
+        RAISE EXCEPTION 'trailkeep_append: argument arrays of different lengths';
+    END IF;
+    -- Each stream's new events are exactly seqs head+1 .. new head.
+    IF EXISTS (
+        SELECT 1 FROM unnest(s_id, s_seq, s_new_seq) AS x(sid, seq, nseq)
+        FULL JOIN (SELECT e.sid, count(*) AS c, min(e.seq) AS lo, max(e.seq) AS hi
+                   FROM unnest(e_stream, e_seq) AS e(sid, seq) GROUP BY e.sid) g ON g.sid = x.sid
+        WHERE x.sid IS NULL OR g.sid IS NULL OR g.c <> x.nseq - x.seq
+           OR g.lo <> x.seq + 1 OR g.hi <> x.nseq) THEN
+        RAISE EXCEPTION 'trailkeep_append: events do not fill each stream from its head to its new head';
+    END IF;
     RETURN QUERY SELECT 'fenced'::text, f.sid, f.lease, f.epoch, NULL::text
         FROM unnest(s_id, s_lease, s_epoch) AS f(sid, lease, epoch)
         WHERE f.lease IS NOT NULL AND NOT EXISTS (
@@ -48,13 +72,17 @@ BEGIN
     IF FOUND THEN RETURN; END IF;
     -- Heads locked in id order: two callers never wait on each other in a cycle.
     PERFORM 1 FROM streams s WHERE s.id = ANY(s_id) ORDER BY s.id FOR NO KEY UPDATE;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n <> k THEN
+        RAISE EXCEPTION 'trailkeep_append: % of % streams exist', n, k;
+    END IF;
     RETURN QUERY SELECT 'fenced'::text, s.id, NULL::text, s.epoch, NULL::text
         FROM streams s JOIN unnest(s_id, s_epoch) AS x(sid, epoch) ON s.id = x.sid
         WHERE x.epoch IS NOT NULL AND s.epoch > x.epoch;
     IF FOUND THEN RETURN; END IF;
     RETURN QUERY SELECT 'head'::text, s.id, NULL::text, s.head_seq, s.head_hash
         FROM streams s JOIN unnest(s_id, s_seq, s_hash) AS x(sid, seq, hash) ON s.id = x.sid
-        WHERE s.head_seq <> x.seq OR s.head_hash <> x.hash;
+        WHERE s.head_seq IS DISTINCT FROM x.seq OR s.head_hash IS DISTINCT FROM x.hash;
     IF FOUND THEN RETURN; END IF;
     RETURN QUERY SELECT 'dup'::text, e.stream_id, e.id, e.seq, e.hash
         FROM events e JOIN unnest(e_stream, e_id) AS x(sid, id)
