@@ -187,6 +187,16 @@ impl Owners {
         self.write().mine.remove(&shard);
     }
 
+    /// [`Owners::lost`], unless the view holds `shard` with another epoch
+    /// than `token` (the keeper renewed or retook it since the refused
+    /// call was sent).
+    pub fn lost_if(&self, shard: u32, token: i64) {
+        let mut v = self.write();
+        if v.mine.get(&shard).is_some_and(|l| l.token == token) {
+            v.mine.remove(&shard);
+        }
+    }
+
     /// Forgets every hold (shutting down).
     pub fn clear(&self) {
         let mut v = self.write();
@@ -299,7 +309,24 @@ mod tests {
                 url: Some("http://n2".into())
             }
         );
-        o.lost(1);
+        o.set(
+            vec![Lease {
+                name: lease_name(1),
+                holder: "n1".into(),
+                token: 4,
+                expires_ms: 0,
+            }],
+            Instant::now(),
+            Duration::from_secs(60),
+            HashMap::new(),
+        );
+        o.lost_if(1, 3);
+        assert_eq!(
+            o.mine_count(),
+            1,
+            "a refusal of an older epoch keeps the renewed hold"
+        );
+        o.lost_if(1, 4);
         assert_eq!(o.mine_count(), 0);
     }
 }

@@ -219,7 +219,7 @@ type Attempt = std::result::Result<Vec<GroupResult>, (Refusal, Vec<StreamPart>)>
 /// Why the database refused a call.
 enum Refusal {
     /// A shard lease or a stream's epoch is no longer this node's.
-    Fenced(Vec<String>),
+    Fenced(Vec<i64>),
     /// Heads moved (another writer, or an earlier call not yet landed).
     Head,
     /// Ids already stored: stream id, id, seq, hash.
@@ -263,11 +263,16 @@ impl PostgresStore {
                 .collect();
             self.sequencer.forget(&used);
             let reason = match refusal {
-                Refusal::Fenced(names) => {
-                    for p in &parts {
-                        if p.fence.is_some() {
-                            self.owners.lost(self.owners.shard_of(&p.name));
+                Refusal::Fenced(ids) => {
+                    // Only the streams the database named, and only if the
+                    // view still holds the epoch that was sent (a renewal
+                    // since is not thrown away).
+                    let mut names = Vec::new();
+                    for p in parts.iter().filter(|p| ids.contains(&p.id)) {
+                        if let Some(l) = &p.fence {
+                            self.owners.lost_if(self.owners.shard_of(&p.name), l.token);
                         }
+                        names.push(p.name.clone());
                     }
                     tracing::info!(streams = ?names, "an append found its shard owned by another node; appending as a non-owner");
                     "fenced"
@@ -618,11 +623,7 @@ async fn send(c: &impl deadpool_postgres::GenericClient, call: &Call) -> Result<
         };
         let kind: String = first.get(0);
         Ok(Some(match kind.as_str() {
-            "fenced" => Refusal::Fenced(
-                rows.iter()
-                    .map(|r| r.get::<_, Option<String>>(2).unwrap_or_default())
-                    .collect(),
-            ),
+            "fenced" => Refusal::Fenced(rows.iter().map(|r| r.get::<_, i64>(1)).collect()),
             "dup" => Refusal::Duplicates(
                 rows.iter()
                     .map(|r| {
