@@ -80,15 +80,7 @@ impl Sequencer {
 
     /// Waits until every call that began before `t` has finished.
     async fn wait_earlier(&self, t: u64) {
-        loop {
-            let notified = self.finished.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.lock().inflight.range(..t).next().is_none() {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_until_none_before(t, |s| &s.inflight).await;
     }
 
     /// Waits until no call that began before `t` may still chain onto the
@@ -97,11 +89,16 @@ impl Sequencer {
     /// loading a stream's head would otherwise be overtaken by a later call
     /// on a cached one).
     async fn wait_prepared_before(&self, t: u64) {
+        self.wait_until_none_before(t, |s| &s.unprepared).await;
+    }
+
+    /// Waits until the ticket set `which` holds none below `t`.
+    async fn wait_until_none_before(&self, t: u64, which: fn(&State) -> &BTreeSet<u64>) {
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().unprepared.range(..t).next().is_none() {
+            if which(&self.lock()).range(..t).next().is_none() {
                 return;
             }
             notified.await;
