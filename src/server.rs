@@ -478,11 +478,12 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let cluster = match store.cluster() {
         Some(c) => Some(crate::api::ClusterRoute {
             owners: c.owners(),
+            peer: crate::api::PeerKey::new(signer.derive_key(crate::api::PEER_KEY_PURPOSE)),
             mode: config.cluster.non_owner,
             node: node.as_str().to_owned(),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                // Tokens go to the owner only, never through a proxy.
+                // Straight to the owner, never through a proxy.
                 .no_proxy()
                 .connect_timeout(std::time::Duration::from_secs(2))
                 .timeout(std::time::Duration::from_secs(60))

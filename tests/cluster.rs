@@ -499,3 +499,187 @@ async fn rebalancing_under_load_loses_nothing() {
         acked.lock().unwrap().len() as u64
     );
 }
+
+/// A stand-in at the URL the store names for a node: whoever can write the
+/// `nodes` table can point forwards at it. It records every request's
+/// headers and answers like an owner would (200, `Trailkeep-Node`).
+struct Impostor {
+    url: String,
+    seen: Arc<Mutex<Vec<Headers>>>,
+}
+
+/// One request's headers, as (name, value) text.
+type Headers = Vec<(String, String)>;
+
+impl Impostor {
+    async fn start(node: &'static str) -> Self {
+        let seen: Arc<Mutex<Vec<Headers>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(
+                    headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                );
+                (
+                    [("trailkeep-node", node), ("content-type", "application/json")],
+                    r#"{"stream":"s","accepted":[{"id":"e1","seq":1,"hash":"sha256:00","duplicate":false}],"head":{"seq":1,"hash":"sha256:00"}}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+}
+
+/// Makes `node` (at `url`) look alive and the owner of every shard for an
+/// hour, as database write access could.
+async fn hand_every_shard_to(db: &str, node: &str, url: &str) {
+    let (c, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!(
+        "INSERT INTO nodes (node, url, seen_ms) VALUES ('{node}', '{url}', \
+           (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000); \
+         INSERT INTO leases (name, holder, token, expires_ms) \
+           SELECT 'shard:' || lpad(n::text, 4, '0'), '{node}', 1, \
+             (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000 \
+           FROM generate_series(0, 63) n"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The ids of the events stored in producers' streams.
+async fn stored_ids(db: &str) -> Vec<String> {
+    let (c, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.query(
+        "SELECT e.id FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name NOT LIKE '\\_%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Database write access can name any URL as a node's: a forward there
+/// must carry no client token, and its answer must not be relayed as an
+/// acknowledgement (the events were never stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_to_a_url_the_database_names_carries_no_token_and_no_false_ack() {
+    let Some(c) = Cluster::new("tk_impostor", "").await else {
+        return;
+    };
+    let impostor = Impostor::start("ghost").await;
+    hand_every_shard_to(&c.url, "ghost", &impostor.url).await;
+    let a = c.node(0).await;
+    let http = reqwest::Client::new();
+    // Until node 0 has read the shard owners it commits requests itself:
+    // each try has its own id, and the one that reached the impostor must
+    // not be stored.
+    let mut tries = 0;
+    let (id, r) = common::poll(
+        Duration::from_secs(20),
+        "node 0 forwarding to the node the store names",
+        async || {
+            tries += 1;
+            let id = format!("e{tries}");
+            let r = http
+                .post(format!("{}/v1/streams/s/events", a.url))
+                .bearer_auth(&c.token)
+                .json(&json!([{"type":"t","id":id}]))
+                .send()
+                .await
+                .unwrap();
+            (!impostor.seen.lock().unwrap().is_empty()).then_some((id, r))
+        },
+    )
+    .await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "forward_failed", "{body}");
+    let seen = impostor.seen.lock().unwrap().clone();
+    let secret = c.token.rsplit('_').next().unwrap();
+    for request in &seen {
+        for (name, value) in request {
+            assert!(
+                name != "authorization" && !value.contains(secret),
+                "the impostor was sent the client's token in {name}: {request:?}"
+            );
+        }
+    }
+    assert_eq!(
+        stored_ids(&c.url)
+            .await
+            .iter()
+            .filter(|i| **i == id)
+            .count(),
+        0,
+        "the forwarded event was not stored, whatever the impostor said"
+    );
+    assert!(metric(&a.url, "trailkeep_ingest_forwarded_total").await >= 1.0);
+}
+
+/// `Trailkeep-Forwarded-By` makes a node commit a request itself; a client
+/// sending it without the nodes' signature is refused, not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_pass_for_a_forwarding_node() {
+    let Some(c) = Cluster::new("tk_passfor", "").await else {
+        return;
+    };
+    let impostor = Impostor::start("ghost").await;
+    hand_every_shard_to(&c.url, "ghost", &impostor.url).await;
+    let a = c.node(0).await;
+    let http = reqwest::Client::new();
+    for headers in [
+        vec![("trailkeep-forwarded-by", "ghost")],
+        vec![
+            ("trailkeep-forwarded-by", "ghost"),
+            ("trailkeep-forwarded-key", "whatever"),
+            ("trailkeep-forwarded-at", "1"),
+            ("trailkeep-forwarded-mac", "AAAA"),
+        ],
+    ] {
+        let mut req = http
+            .post(format!("{}/v1/streams/s/events", a.url))
+            .bearer_auth(&c.token)
+            .json(&json!([{"type":"t","id":"e1"}]));
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 401, "{headers:?}: {body}");
+        assert_eq!(body["error"]["code"], "forward_unauthenticated", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("without the Trailkeep-Forwarded-* headers"),
+            "{body}"
+        );
+    }
+    assert!(stored_ids(&c.url).await.is_empty(), "nothing was stored");
+    assert!(
+        impostor.seen.lock().unwrap().is_empty(),
+        "a refused request is not forwarded either"
+    );
+}

@@ -8,25 +8,21 @@ use axum::response::IntoResponse as _;
 
 use super::body::{self, Coding, DecodeError};
 use super::extract::Path;
-use super::{ApiError, AppState, ErrorBody, authorize, producer_stream, read_body};
+use super::{ApiError, AppState, ErrorBody, authorize, peer, producer_stream, read_body};
 use crate::auth::{Scope, Target};
 use crate::config::NonOwner;
 use crate::event::{NewEvent, Rejection, format_received, parse_request};
 use crate::ingest::AppendError;
 use crate::store::cluster::Owner;
 
-/// Marks a request one node sent on to another: the receiver commits it
-/// itself, whoever it believes owns the stream (no forwarding loops).
-pub(super) const FORWARDED_BY: &str = "trailkeep-forwarded-by";
-
 /// On a shared store, names the node that committed the request.
 const NODE_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("trailkeep-node");
 
 /// The owner to send this request on to, if it is another node that can
-/// be reached and this request was not already forwarded.
-fn owner_route(st: &AppState, stream: &str, headers: &HeaderMap) -> Option<(String, String)> {
+/// be reached and this request was not itself forwarded.
+fn owner_route(st: &AppState, stream: &str, forwarded: bool) -> Option<(String, String)> {
     let cluster = st.cluster.as_ref()?;
-    if cluster.mode == NonOwner::Local || headers.contains_key(FORWARDED_BY) {
+    if cluster.mode == NonOwner::Local || forwarded {
         return None;
     }
     match cluster.owners.owner(stream) {
@@ -61,24 +57,57 @@ fn redirect(node: &str, url: &str, stream: &str) -> axum::response::Response {
 /// A forward that never reached the owner (nothing was sent).
 struct Unsent(reqwest::Error);
 
-/// Sends the request on to the owner and returns its answer as it is. An
-/// error once the request may have been sent is answered 502 (the events
-/// may be stored: the client retries with the same ids, as after any lost
-/// answer); only a connection that could not be made comes back `Unsent`.
+/// Why a forward's answer is not relayed.
+enum NoAnswer {
+    /// The request or its answer failed in flight.
+    Lost(reqwest::Error),
+    /// The answer is larger than any answer to this request can be.
+    TooLarge,
+    /// The answer is not signed by the owner with the nodes' key: not the
+    /// owner (a stale or forged URL), or a node with another signing key.
+    Unsigned,
+}
+
+/// Reads an answer's body, refusing one longer than `max`.
+async fn bounded_body(mut r: reqwest::Response, max: usize) -> Result<Vec<u8>, NoAnswer> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(NoAnswer::Lost)? {
+        if body.len() + chunk.len() > max {
+            return Err(NoAnswer::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Sends the request on to the owner, signed for key `key_id` instead of
+/// the client's token (see [`super::peer`]), and returns the owner's
+/// signed answer. An error once the request may have been sent is answered
+/// 502 (the events may be stored: the client retries with the same ids,
+/// as after any lost answer); only a connection that could not be made
+/// comes back `Unsent`.
 async fn forward(
     cluster: &super::ClusterRoute,
     (owner, url): (&str, &str),
-    stream: &str,
+    (stream, key_id): (&str, &str),
     headers: &HeaderMap,
     body: bytes::Bytes,
+    max_answer: usize,
 ) -> Result<axum::response::Response, Unsent> {
+    let (signature, request_mac) = cluster.peer.sign_request(
+        (&cluster.node, key_id, stream),
+        &peer::BodyHeaders::of(headers),
+        &body,
+    );
     let mut req = cluster
         .client
         .post(format!("{url}/v1/streams/{stream}/events"))
-        .header(FORWARDED_BY, cluster.node.as_str())
         .body(body);
+    for (name, v) in signature {
+        req = req.header(name, v);
+    }
+    // Only what the body is parsed by: never the client's Authorization.
     for name in [
-        axum::http::header::AUTHORIZATION,
         axum::http::header::CONTENT_TYPE,
         axum::http::header::CONTENT_ENCODING,
     ] {
@@ -86,41 +115,44 @@ async fn forward(
             req = req.header(name.as_str(), v.as_bytes());
         }
     }
-    let sent = req.send().await;
-    let answer = match sent {
+    let answer = match req.send().await {
         Err(e) if e.is_connect() || e.is_builder() => return Err(Unsent(e)),
-        Err(e) => Err(e),
+        Err(e) => Err(NoAnswer::Lost(e)),
         Ok(r) => {
             let status = r.status();
-            let retry_after = r.headers().get(axum::http::header::RETRY_AFTER).cloned();
-            let content_type = r.headers().get(axum::http::header::CONTENT_TYPE).cloned();
-            let node = r.headers().get(NODE_HEADER.as_str()).cloned();
-            r.bytes()
-                .await
-                .map(|b| (status, [retry_after, content_type, node], b))
+            let keep = |n: &axum::http::HeaderName| r.headers().get(n.as_str()).cloned();
+            let kept = [
+                keep(&axum::http::header::RETRY_AFTER),
+                keep(&axum::http::header::CONTENT_TYPE),
+            ];
+            let mac = keep(&peer::ANSWER_MAC);
+            bounded_body(r, max_answer).await.and_then(|b| {
+                // Only the owner's signed answer is passed on: anything else
+                // (another service at a stale or forged URL) may not claim
+                // the events stored, nor refused.
+                let signed = cluster.peer.check_answer(
+                    owner,
+                    status.as_u16(),
+                    &request_mac,
+                    &b,
+                    mac.as_ref().map(reqwest::header::HeaderValue::as_bytes),
+                );
+                if signed {
+                    Ok((status, kept, b))
+                } else {
+                    Err(NoAnswer::Unsigned)
+                }
+            })
         }
     };
-    // A success from anything but the owner (a stale or forged URL that
-    // reaches another service) is not passed on as stored.
-    let answer = answer.map_err(Some).and_then(|(status, headers, b)| {
-        let from_owner = headers[2]
-            .as_ref()
-            .is_some_and(|v| v.as_bytes() == owner.as_bytes());
-        if status.is_success() && !from_owner {
-            Err(None)
-        } else {
-            Ok((status, headers, b))
-        }
-    });
     Ok(match answer {
-        Ok((status, [retry_after, content_type, node], b)) => {
+        Ok((status, [retry_after, content_type], b)) => {
             let mut resp = axum::response::Response::new(Body::from(b));
             *resp.status_mut() =
                 StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             for (name, v) in [
                 (axum::http::header::RETRY_AFTER, retry_after),
                 (axum::http::header::CONTENT_TYPE, content_type),
-                (NODE_HEADER, node),
             ] {
                 if let Some(v) =
                     v.and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
@@ -128,21 +160,27 @@ async fn forward(
                     resp.headers_mut().insert(name, v);
                 }
             }
+            if let Ok(v) = axum::http::HeaderValue::from_str(owner) {
+                resp.headers_mut().insert(NODE_HEADER, v);
+            }
             resp
         }
         Err(e) => {
             metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "failed")
                 .increment(1);
-            let why = e.map_or_else(
-                || format!("answered success but is not node {owner}"),
-                |e| crate::net::describe(&e),
-            );
+            let why = match e {
+                NoAnswer::Lost(e) => crate::net::describe(&e),
+                NoAnswer::TooLarge => format!("answered with more than {max_answer} bytes"),
+                NoAnswer::Unsigned => format!(
+                    "answered without node {owner}'s signature: the URL in the store's nodes table is not that node's, or the nodes do not share signing_key_file"
+                ),
+            };
             tracing::warn!(owner = %url, error = %why, "forwarding an ingest request to the stream's owner failed after sending");
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "forward_failed",
                 format!(
-                    "this node sent the request on to stream {stream}'s owner and got no answer; the events may or may not be stored: send them again with the same ids"
+                    "this node sent the request on to stream {stream}'s owner and got no answer it could trust; the events may or may not be stored: send them again with the same ids"
                 ),
             )
             .with_header(
@@ -152,6 +190,68 @@ async fn forward(
             .into_response()
         }
     })
+}
+
+/// The longest answer an ingest request of at most `max_events` events
+/// gets (ids and hashes are bounded): a forward's answer is read up to it.
+fn max_answer(max_events: usize) -> usize {
+    64 * 1024 + max_events.saturating_mul(512)
+}
+
+/// Checks a request that says it was forwarded by another node: `Ok(None)`
+/// for an ordinary request (or any request on a single-node store, where
+/// the header means nothing).
+fn forwarded(
+    st: &AppState,
+    stream: &str,
+    headers: &HeaderMap,
+) -> Result<Option<peer::Forwarded>, ApiError> {
+    let Some(cluster) = &st.cluster else {
+        return Ok(None);
+    };
+    if !headers.contains_key(peer::FORWARDED_BY) {
+        return Ok(None);
+    }
+    cluster
+        .peer
+        .check_request(headers, stream)
+        .map(Some)
+        .ok_or_else(|| {
+            st.refusals.unauthenticated(None);
+            forward_unauthenticated()
+        })
+}
+
+fn forward_unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "forward_unauthenticated",
+        "Trailkeep-Forwarded-By marks a request another node of this cluster forwarded, signed with the key the nodes share (derived from signing_key_file); this one's signature is missing, expired or wrong. Clients: send the request without the Trailkeep-Forwarded-* headers, with Authorization: Bearer <token>",
+    )
+}
+
+/// Signs the answer to a forward, so that the forwarding node can tell it
+/// from anything else that answers at the owner's URL.
+async fn seal(
+    cluster: &super::ClusterRoute,
+    forward: &peer::Forwarded,
+    answer: axum::response::Response,
+) -> axum::response::Response {
+    let (mut parts, body) = answer.into_parts();
+    // Answers are built in memory: this only gathers the bytes.
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal(&"an answer's body could not be read").into_response();
+    };
+    let mac = cluster
+        .peer
+        .sign_answer(&cluster.node, parts.status.as_u16(), forward, &body);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&mac) {
+        parts.headers.insert(peer::ANSWER_MAC, v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cluster.node) {
+        parts.headers.insert(NODE_HEADER, v);
+    }
+    axum::response::Response::from_parts(parts, Body::from(body))
 }
 
 /// Appends events; answers once they are durably committed and chained.
@@ -178,24 +278,58 @@ bounds it both as sent and decoded.",
 or more events than [server] events_per_second allows in one request (over_event_rate)", body = ErrorBody),
         (status = 415, description = "A Content-Encoding other than gzip, deflate, zstd or identity \
 (`unsupported_encoding`); Accept-Encoding lists those taken", body = ErrorBody),
-        (status = 502, description = "Forwarded to the stream's owner, no answer (forward_failed): the events may be stored; send them again with the same ids", body = ErrorBody),
+        (status = 401, description = "No valid key (unauthorized), or Trailkeep-Forwarded-By without the signature only the cluster's nodes can make (forward_unauthenticated): clients send no Trailkeep-Forwarded-* headers", body = ErrorBody),
+        (status = 502, description = "Forwarded to the stream's owner, no answer it signed (forward_failed): the events may be stored; send them again with the same ids", body = ErrorBody),
         (status = 503, description = "Saturated or the disk is full; nothing was stored; see Retry-After", body = ErrorBody)))]
 pub(super) async fn post_events(
     State(st): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> axum::response::Response {
+    let forward = match forwarded(&st, &stream, &headers) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let answer = ingest(&st, &stream, &headers, body, forward.as_ref())
+        .await
+        .unwrap_or_else(axum::response::IntoResponse::into_response);
+    match (&forward, &st.cluster) {
+        (Some(f), Some(cluster)) => seal(cluster, f, answer).await,
+        _ => answer,
+    }
+}
+
+/// Takes a request from a client, or one forwarded by another node
+/// (authenticated by its signature and the key id it names).
+async fn ingest(
+    st: &AppState,
+    stream: &str,
+    headers: &HeaderMap,
+    body: Body,
+    forward: Option<&peer::Forwarded>,
 ) -> Result<axum::response::Response, ApiError> {
-    let stream = producer_stream(&stream)?;
-    let key = authorize(
-        &st,
-        &headers,
-        Scope::Ingest,
-        Target::Stream(stream.as_str()),
-    )
-    .await?;
+    let stream = producer_stream(stream)?;
+    let target = Target::Stream(stream.as_str());
+    let key = match forward {
+        // The forwarding node authenticated the client; the key is read
+        // again here so that a revoked key or a narrower scope still holds.
+        Some(f) => {
+            let key = st.auth.active(&f.key_id).await.map_err(|e| match e {
+                crate::auth::AuthError::Unauthenticated => {
+                    st.refusals.unauthenticated(Some(&f.key_id));
+                    ApiError::unauthorized()
+                }
+                crate::auth::AuthError::Store(e) => ApiError::internal(&e),
+            })?;
+            super::permit(st, &key, Scope::Ingest, target)?;
+            tracing::trace!(from = %f.from, key = %key.id, "a forwarded ingest request");
+            key
+        }
+        None => authorize(st, headers, Scope::Ingest, target).await?,
+    };
     let stream = stream.as_str();
-    let route = owner_route(&st, stream, &headers);
+    let route = owner_route(st, stream, forward.is_some());
     if let Some((node, url)) = &route
         && matches!(
             st.cluster.as_ref().map(|c| c.mode),
@@ -207,19 +341,33 @@ pub(super) async fn post_events(
     }
     let received = format_received(time::OffsetDateTime::now_utc());
     // An unknown coding is refused before the body is read.
-    let coding = body::coding(&headers)?;
-    let ndjson = body::is_ndjson(&headers);
+    let coding = body::coding(headers)?;
+    let ndjson = body::is_ndjson(headers);
     let limits = st.limits;
     let max = limits.max_request_bytes;
-    let bytes = read_body(&st, body, max, || {
+    let bytes = read_body(st, body, max, || {
         format!(
             "the request body is larger than [ingest] max_request_bytes = {}; send fewer events per request, or raise the setting",
             super::bytes(max)
         )
     })
     .await?;
+    if forward.is_some_and(|f| !f.body_matches(&bytes)) {
+        st.refusals.unauthenticated(Some(&key.id));
+        return Err(forward_unauthenticated());
+    }
     if let (Some((node, url)), Some(cluster)) = (&route, &st.cluster) {
-        match forward(cluster, (node, url), stream, &headers, bytes.clone()).await {
+        let max_answer = max_answer(limits.max_events_per_request);
+        match self::forward(
+            cluster,
+            (node, url),
+            (stream, &key.id),
+            headers,
+            bytes.clone(),
+            max_answer,
+        )
+        .await
+        {
             Ok(answer) => {
                 metrics::counter!("trailkeep_ingest_forwarded_total", "outcome" => "forwarded")
                     .increment(1);

@@ -18,6 +18,7 @@ mod extract;
 mod ingest;
 mod limits;
 mod openapi;
+mod peer;
 mod query;
 pub(crate) mod read;
 pub use read::{EventEvidence, Tier, event_evidence, prove_inclusion};
@@ -36,6 +37,8 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, Archived, ErrorBody, ErrorDetail, Extra};
 pub use limits::RateLimits;
+
+pub use peer::{FORWARD_WINDOW, PURPOSE as PEER_KEY_PURPOSE, PeerKey};
 
 use crate::auth::{Authenticator, Scope, Target, allows};
 use crate::chain::note::NoteVerifier;
@@ -94,6 +97,8 @@ pub struct ClusterRoute {
     pub node: String,
     /// The forwarding client: no redirects, bounded time.
     pub client: reqwest::Client,
+    /// Signs forwards and their answers (see [`PeerKey`]).
+    pub peer: PeerKey,
 }
 
 /// One configured destination, as the API sees it.

@@ -192,6 +192,19 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// Returns a 32-byte secret for `purpose`, derived from the signing key
+    /// (HMAC-SHA256 keyed by its seed, HKDF's expand step for one block):
+    /// a secret exactly the holders of this key share, and that reveals
+    /// nothing about it. Distinct purposes give independent keys.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key.to_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        m.update(purpose.as_bytes());
+        m.update(&[1]);
+        m.finalize().into_bytes().into()
+    }
+
     /// Returns the private key in the `PRIVATE+KEY+…` form. Handle as a secret.
     pub fn to_private_key(&self) -> String {
         let mut raw = vec![ALG_ED25519];
@@ -327,6 +340,22 @@ mod tests {
     const TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
     const PETER_SIG: &str = "\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
     const ENOCH_SIG: &str = "\u{2014} EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n";
+
+    #[test]
+    fn derived_keys_are_shared_by_holders_of_the_key_only() {
+        let a = NoteSigner::parse(PETER_SKEY).expect("parses");
+        let again = NoteSigner::parse(PETER_SKEY).expect("parses");
+        let other = NoteSigner::from_seed("PeterNeumann", &[7; 32]).expect("valid");
+        let k = a.derive_key("purpose one");
+        assert_eq!(k, again.derive_key("purpose one"), "same key, same secret");
+        assert_ne!(k, a.derive_key("purpose two"), "purposes are independent");
+        assert_ne!(
+            k,
+            other.derive_key("purpose one"),
+            "another key, another secret"
+        );
+        assert_ne!(&k[..], &a.key.to_bytes()[..], "not the seed itself");
+    }
 
     #[test]
     fn signs_exactly_like_the_published_vector() {
