@@ -41,7 +41,7 @@ use append::read_tile;
 /// Shards of a schema created by this version (stored in `cluster_settings`).
 const DEFAULT_SHARDS: u32 = 64;
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("../sql/postgres/001_init.sql"),
     include_str!("../sql/postgres/002_leases.sql"),
     include_str!("../sql/postgres/003_archive.sql"),
@@ -49,6 +49,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("../sql/postgres/005_delivered.sql"),
     include_str!("../sql/postgres/006_source_gaps.sql"),
     include_str!("../sql/postgres/007_owners.sql"),
+    include_str!("../sql/postgres/008_events_fk.sql"),
 ];
 
 impl super::rows::Columns for tokio_postgres::Row {
