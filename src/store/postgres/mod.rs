@@ -1995,6 +1995,104 @@ mod tests {
         assert_tiles(&store, "x").await;
     }
 
+    /// A call that adds nothing to one of its streams (every event of it
+    /// already stored) answers that stream's head as stored after the
+    /// commit, not the tail this node cached: here another node writes the
+    /// stream while the call (which also adds to another stream) is held
+    /// up in the database. The head answered was the cached one, a head
+    /// the stream had left before the call committed.
+    #[tokio::test]
+    async fn a_stream_with_only_duplicates_is_answered_with_its_stored_head() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(url) = test_url() else { return };
+        let (a, b) = two_nodes(&url).await;
+        let group = |stream: &str, id: &str| AppendGroup {
+            sealed: None,
+            stream: stream.into(),
+            events: vec![ev(id, "t")],
+        };
+        a.append(vec![group("s1", "n0"), group("s2", "x")])
+            .await
+            .expect("append");
+        // An uncommitted row at s1's next seq: a's insert there waits for
+        // this transaction (the function's earlier checks do not).
+        let mut held = a.client().await.expect("client");
+        let tx = held.transaction().await.expect("begin");
+        let blocker: i32 = tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        tx.execute(
+            "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) \
+             SELECT id, 2, 'blocker', 't', '', '', '', '' FROM streams WHERE name = 's1'",
+            &[],
+        )
+        .await
+        .expect("blocker");
+        // x is stored: refused once as a duplicate, then sent for s1 only,
+        // and held at the insert.
+        let call = {
+            let a = a.clone();
+            tokio::spawn(async move { a.append(vec![group("s1", "n1"), group("s2", "x")]).await })
+        };
+        let watch = a.client().await.expect("client");
+        let mut waiting = 0;
+        for _ in 0..500 {
+            waiting = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&blocker],
+                )
+                .await
+                .expect("activity")
+                .get::<_, i64>(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting, 1, "a's append waits at its insert into s1");
+        // Meanwhile node b moves s2.
+        let moved = b
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "s2".into(),
+                events: vec![ev("y", "t")],
+            }])
+            .await
+            .expect("b appends");
+        assert_eq!(moved[0].head.seq, 2);
+        tx.rollback().await.expect("rollback");
+        drop(held);
+        let r = call.await.expect("task").expect("a's append is stored");
+        assert_eq!(
+            a.sequencer.refusals.load(Relaxed),
+            1,
+            "one refusal, for the duplicate"
+        );
+        assert!(!r[0].accepted[0].duplicate && r[0].accepted[0].seq == 2);
+        assert!(r[1].accepted[0].duplicate && r[1].accepted[0].seq == 1);
+        let s2 = super::super::StoreExt::stream(&a, "s2")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (r[1].head.seq, r[1].head.hash.as_str()),
+            (s2.head_seq, s2.head_hash.as_str()),
+            "s2's head as stored when a's call committed (b's event), not a's cached tail"
+        );
+        assert_eq!(r[1].head, moved[0].head);
+        // Nothing new at all (nothing sent): the stored head too.
+        let r = a.append(vec![group("s2", "x")]).await.expect("append");
+        assert!(r[0].accepted[0].duplicate);
+        assert_eq!(r[0].head, moved[0].head);
+        for s in ["s1", "s2"] {
+            super::super::conformance::assert_chain(&a, s, 2).await;
+            assert_tiles(&a, s).await;
+        }
+    }
+
     /// Three commits in flight from one node on one stream, each chained
     /// onto the one before: all land, in order, with their tiles.
     #[tokio::test]
