@@ -33,6 +33,11 @@ struct Cluster {
 
 impl Cluster {
     async fn new(name: &str, extra_config: &str) -> Option<Self> {
+        Self::with_ttl(name, TTL_MS, extra_config).await
+    }
+
+    /// A cluster whose shard leases last `ttl_ms`.
+    async fn with_ttl(name: &str, ttl_ms: u64, extra_config: &str) -> Option<Self> {
         let pg = fresh_postgres(name).await?;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("shared.toml");
@@ -40,7 +45,7 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "signing_key_file = \"{}\"\n[postgres]\nmax_connections = 6\n[cluster]\nlease_ttl_ms = {TTL_MS}\n{extra_config}",
+                "signing_key_file = \"{}\"\n[postgres]\nmax_connections = 6\n[cluster]\nlease_ttl_ms = {ttl_ms}\n{extra_config}",
                 key_file.display()
             ),
         )
@@ -682,4 +687,104 @@ async fn a_client_cannot_pass_for_a_forwarding_node() {
         impostor.seen.lock().unwrap().is_empty(),
         "a refused request is not forwarded either"
     );
+}
+
+/// A non-owner whose forward cannot connect (the owner was just killed with
+/// `kill -9`, long before its leases expire: no failover can have
+/// happened) commits the request itself: 200 from the surviving node,
+/// counted as `committed_here`, stored once with the seq and hash it
+/// acknowledged, a retry answered as duplicates, and the store verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_owner_commits_what_it_cannot_forward_to_a_killed_owner() {
+    // 30 s leases: rounds every 10 s, so neither node moves a shard during
+    // the test, and the dead node's leases outlive it.
+    let Some(c) = Cluster::with_ttl("tk_dead_owner", 30_000, "").await else {
+        return;
+    };
+    let owner = c.node(0).await;
+    common::wait_for(Duration::from_secs(20), "node 0 owning all", async || {
+        owned(&[&owner]).await == [64.0]
+    })
+    .await;
+    // Node 1's first round (done before it serves) sees every shard leased
+    // to node 0 for 30 s: it owns none and forwards everything to node 0.
+    let survivor = c.node(1).await;
+    assert_eq!(owned(&[&survivor]).await, [0.0], "node 1 owns nothing");
+    let survivor_id = std::fs::read_to_string(c.dir.path().join("node1").join("node.id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    owner.kill9();
+    let killed = Instant::now();
+    let http = reqwest::Client::new();
+    let stream = "orphaned";
+    let events = json!([{"type":"t","id":"d1"}, {"type":"t","id":"d2"}, {"type":"t","id":"d3"}]);
+    let post = async || {
+        let r = http
+            .post(format!("{}/v1/streams/{stream}/events", survivor.url))
+            .bearer_auth(&c.token)
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let node = r
+            .headers()
+            .get("trailkeep-node")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            node.as_deref(),
+            Some(survivor_id.as_str()),
+            "the surviving node committed it"
+        );
+        body
+    };
+    let body = post().await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "answered while node 0's leases still held (no failover)"
+    );
+    let acked: Acked = Arc::default();
+    for e in body["accepted"].as_array().unwrap() {
+        assert_eq!(e["duplicate"], false, "{body}");
+        acked.lock().unwrap().insert(
+            (stream.to_owned(), e["id"].as_str().unwrap().to_owned()),
+            (
+                e["seq"].as_u64().unwrap(),
+                e["hash"].as_str().unwrap().to_owned(),
+            ),
+        );
+    }
+    assert_eq!(acked.lock().unwrap().len(), 3, "{body}");
+    // The client's retry (same ids) is answered from what is stored.
+    let again = post().await;
+    assert_eq!(again["accepted"], {
+        let mut a = body["accepted"].clone();
+        for e in a.as_array_mut().unwrap() {
+            e["duplicate"] = json!(true);
+        }
+        a
+    });
+    assert_eq!(again["head"], body["head"], "{again}");
+    let (samples, _) = common::scrape(&survivor.url).await;
+    let count = |outcome: &str| {
+        samples
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("trailkeep_ingest_forwarded_total{")
+                    && k.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(count("committed_here"), 2.0, "both posts committed here");
+    assert_eq!(count("forwarded") + count("failed"), 0.0);
+    // Still node 0's: no failover happened before the answers.
+    assert_eq!(owned(&[&survivor]).await, [0.0]);
+    assert_eq!(survivor.terminate().code(), Some(0));
+    c.assert_stored(&acked).await;
+    let report = c.verify();
+    assert_eq!(common::user_events(&report), 3);
 }

@@ -291,7 +291,7 @@ pub fn wait_until_blocking(timeout: Duration, what: &str, mut f: impl FnMut() ->
 }
 
 /// How often the waits above look again.
-const POLL: Duration = Duration::from_millis(25);
+pub const POLL: Duration = Duration::from_millis(25);
 
 /// A fresh PostgreSQL database on the server `scripts/test.sh` started.
 pub struct FreshPostgres {

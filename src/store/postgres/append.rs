@@ -24,6 +24,7 @@ use crate::chain::ZERO_HASH_HEX;
 use crate::chain::tiles::{TileId, join_strips};
 use crate::event::format_received;
 use crate::store::append::{Seals, StreamHead};
+use crate::store::rows::Columns as _;
 use crate::store::{Accepted, AppendGroup, GroupResult, Head, Lease, Result, StoreError};
 
 /// How many times a refused call is tried again before it is refused to
@@ -319,13 +320,37 @@ impl PostgresStore {
         let Some((call, parts, slots)) = prepared? else {
             return Ok(Err((Refusal::Head, Vec::new())));
         };
-        if call.e_id.is_empty() {
-            // Nothing new (every event already stored): nothing to send.
-            return Ok(Ok(finish(groups, slots, &parts)));
-        }
+        // Streams this call adds nothing to (every event of theirs already
+        // stored): the statement neither compares nor moves their heads, so
+        // the cached tail is no answer for them (another node may have
+        // written since it was loaded, or it may be another call's head
+        // not yet committed). Their heads are read from the database.
+        let unmoved: Vec<i64> = parts
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !call.s_id.contains(id))
+            .collect();
         let c = self.client().await.map_err(rolled_back)?;
+        if call.e_id.is_empty() {
+            // Nothing new at all: nothing to send, only the heads to read.
+            let heads = stored_heads(&c, &unmoved).await.map_err(rolled_back)?;
+            return Ok(Ok(finish(groups, slots, &parts, &heads)));
+        }
         Ok(match send(&c, &call).await? {
-            None => Ok(finish(groups, slots, &parts)),
+            None => {
+                // Read after the commit (one more round trip, only for calls
+                // with such streams): "the head after the commit". Written
+                // is written: a failed read falls back to the head loaded
+                // during this call rather than failing a stored call.
+                let heads = match stored_heads(&c, &unmoved).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the heads of streams whose events were all duplicates; answering with the heads this node loaded during the call");
+                        HashMap::new()
+                    }
+                };
+                Ok(finish(groups, slots, &parts, &heads))
+            }
             Some(r) => Err((r, parts)),
         })
     }
@@ -370,9 +395,20 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(backend)?;
+            // The heads as locked: no writer can move them before this
+            // transaction ends, so they are the answer for streams that get
+            // nothing new.
+            let mut heads = HashMap::new();
             for r in rows {
                 let (id, name, seq, hash): (i64, String, i64, String) =
                     (r.get(0), r.get(1), r.get(2), r.get(3));
+                heads.insert(
+                    id,
+                    Head {
+                        seq: seq as u64,
+                        hash: hash.clone(),
+                    },
+                );
                 let fresh = self
                     .sequencer
                     .lock()
@@ -390,10 +426,10 @@ impl PostgresStore {
                 return Ok((false, Err((Refusal::Head, Vec::new()))));
             };
             if call.e_id.is_empty() {
-                return Ok((false, Ok(finish(groups, slots, &parts))));
+                return Ok((false, Ok(finish(groups, slots, &parts, &heads))));
             }
             Ok(match send(&tx, &call).await? {
-                None => (true, Ok(finish(groups, slots, &parts))),
+                None => (true, Ok(finish(groups, slots, &parts, &heads))),
                 Some(r) => (false, Err((r, parts))),
             })
         }
@@ -639,17 +675,23 @@ async fn send(c: &impl deadpool_postgres::GenericClient, call: &Call) -> Result<
 }
 
 /// The answers of a call that was written (or had nothing to write); the
-/// tails it moved stay cached as the committed heads.
+/// tails it moved stay cached as the committed heads. `stored`: the heads
+/// read from the database (by stream id) of the streams it added nothing
+/// to.
 fn finish(
     groups: &[AppendGroup],
     slots: Vec<Vec<Accepted>>,
     parts: &[StreamPart],
+    stored: &HashMap<i64, Head>,
 ) -> Vec<GroupResult> {
     // The head each stream reached in this call: its last event here, or
-    // (nothing new) the head it was chained onto.
+    // (nothing new) its head as stored, else the head it was chained onto.
     let mut heads: HashMap<&str, Head> = parts
         .iter()
-        .map(|p| (p.name.as_str(), p.base.clone()))
+        .map(|p| {
+            let head = stored.get(&p.id).unwrap_or(&p.base);
+            (p.name.as_str(), head.clone())
+        })
         .collect();
     for (g, accepted) in groups.iter().zip(&slots) {
         if let Some(a) = accepted.iter().rev().find(|a| !a.duplicate) {
@@ -674,6 +716,34 @@ fn finish(
                 seq: 0,
                 hash: ZERO_HASH_HEX.into(),
             }),
+        })
+        .collect()
+}
+
+/// The stored heads of the streams `ids` (none: no round trip).
+async fn stored_heads(
+    c: &impl deadpool_postgres::GenericClient,
+    ids: &[i64],
+) -> Result<HashMap<i64, Head>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = c
+        .query(
+            "SELECT id, head_seq, head_hash FROM streams WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.int(0)?,
+                Head {
+                    seq: r.count(1)?,
+                    hash: r.text(2)?,
+                },
+            ))
         })
         .collect()
 }

@@ -1710,19 +1710,22 @@ mod tests {
         );
     }
 
-    /// Issue #19: two nodes that both believe they own a shard (a stale
-    /// lease: node a's view is older than node b's takeover) append to the
-    /// same stream at once. Neither can fork the chain or leave a gap: a's
-    /// fenced appends are refused by the lease/epoch check and go again as
-    /// a non-owner's, and every acknowledged event is there once.
+    /// Issue #19: two nodes that both believe they own a shard append to
+    /// the same stream at once, for many rounds: before each batch each
+    /// side takes the shard's lease (a new epoch) and puts it into its own
+    /// view, so the other side's view is stale from then on and its calls
+    /// in flight meet the lease or epoch check. Owner writes from both
+    /// sides interleave with fenced refusals (which go again as a
+    /// non-owner's) and head refusals; neither can fork the chain or leave
+    /// a gap, every acknowledged event is there once, the tiles are exact,
+    /// and the stream's epoch never goes back.
     #[tokio::test]
     async fn two_owners_racing_on_one_shard_never_fork_or_gap() {
+        const ROUNDS: usize = 20;
         let Some(url) = test_url() else { return };
         let (a, b) = two_nodes(&url).await;
         let stream = "contested";
         let lease = super::super::cluster::lease_name(a.owners.shard_of(stream));
-        // a took the shard (token 1); b took it over (token 2), but a has
-        // not noticed yet.
         let c = a.client().await.expect("client");
         c.execute(
             "INSERT INTO leases (name, holder, token, expires_ms) VALUES ($1, 'b', 2, 9223372036854775807)",
@@ -1731,16 +1734,34 @@ mod tests {
         .await
         .expect("lease");
         drop(c);
-        claim(&a, stream, "a", 1);
-        claim(&b, stream, "b", 2);
         let mut tasks = Vec::new();
-        for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
-            .into_iter()
-            .enumerate()
+        for (n, (store, holder)) in [
+            (a.clone(), "a"),
+            (b.clone(), "b"),
+            (a.clone(), "a"),
+            (b.clone(), "b"),
+        ]
+        .into_iter()
+        .enumerate()
         {
+            let lease = lease.clone();
             tasks.push(tokio::spawn(async move {
                 let mut acked = Vec::new();
-                for round in 0..20 {
+                // Tokens at which this writer's call went through as the
+                // owner (its fence still in the view afterwards).
+                let mut owned = Vec::new();
+                for round in 0..ROUNDS {
+                    let token: i64 = {
+                        let c = store.client().await.expect("client");
+                        c.query_one(
+                            "UPDATE leases SET holder = $2, token = token + 1 WHERE name = $1 RETURNING token",
+                            &[&lease, &holder],
+                        )
+                        .await
+                        .expect("take the lease")
+                        .get(0)
+                    };
+                    claim(&store, stream, holder, token);
                     let events = (0..7)
                         .map(|i| ev(&format!("n{n}-r{round}-{i}"), "t"))
                         .collect();
@@ -1752,20 +1773,36 @@ mod tests {
                         }])
                         .await
                         .expect("every append is stored");
+                    // A fenced call drops the lease from the view (only if
+                    // it still holds this token): never counted here.
+                    if store.owners.fence(stream).is_some_and(|l| l.token == token) {
+                        owned.push(token);
+                    }
                     acked.extend(
                         r[0].accepted
                             .iter()
                             .map(|x| (x.id.clone(), x.seq, x.hash.clone())),
                     );
                 }
-                acked
+                (holder, acked, owned)
             }));
         }
         let mut acked = Vec::new();
+        let mut owner_writes: HashMap<&str, Vec<i64>> = HashMap::new();
         for t in tasks {
-            acked.extend(t.await.expect("task"));
+            let (holder, a, o) = t.await.expect("task");
+            acked.extend(a);
+            owner_writes.entry(holder).or_default().extend(o);
         }
-        super::super::conformance::assert_chain(&a, stream, 4 * 20 * 7).await;
+        for side in ["a", "b"] {
+            assert!(
+                owner_writes.get(side).is_some_and(|w| !w.is_empty()),
+                "{side} wrote as the owner in some rounds: {owner_writes:?}"
+            );
+        }
+        let total = 4 * ROUNDS as u64 * 7;
+        assert_eq!(acked.len() as u64, total, "every event acknowledged once");
+        super::super::conformance::assert_chain(&a, stream, total).await;
         assert_tiles(&a, stream).await;
         let stored = a.read_events(stream, 1, 10_000).await.expect("read");
         for (id, seq, hash) in &acked {
@@ -1779,17 +1816,20 @@ mod tests {
                 "{id} at {seq}"
             );
         }
-        assert!(
-            a.owners.fence(stream).is_none(),
-            "a learnt it lost the shard"
-        );
         let c = a.client().await.expect("client");
-        let epoch: i64 = c
-            .query_one("SELECT epoch FROM streams WHERE name = $1", &[&stream])
+        let row = c
+            .query_one(
+                "SELECT s.epoch, l.token FROM streams s, leases l WHERE s.name = $1 AND l.name = $2",
+                &[&stream, &lease],
+            )
             .await
-            .expect("epoch")
-            .get(0);
-        assert_eq!(epoch, 2, "the stream records the current owner's epoch");
+            .expect("epoch");
+        let (epoch, last_token): (i64, i64) = (row.get(0), row.get(1));
+        let newest_owner_write = owner_writes.values().flatten().max().copied();
+        assert!(
+            newest_owner_write.is_some_and(|t| epoch >= t) && epoch <= last_token,
+            "the stream's epoch ({epoch}) is the newest owner write's or later, never past the lease ({last_token})"
+        );
         // A stale epoch is refused even where the lease row would let it
         // pass (say the lease table was restored from an old backup): the
         // stream's own epoch is compared too.
@@ -1809,7 +1849,7 @@ mod tests {
         .await
         .expect("stored as a non-owner");
         assert!(a.owners.fence(stream).is_none(), "the epoch fenced a off");
-        super::super::conformance::assert_chain(&a, stream, 4 * 20 * 7 + 1).await;
+        super::super::conformance::assert_chain(&a, stream, total + 1).await;
         assert_tiles(&a, stream).await;
     }
 
@@ -1994,6 +2034,104 @@ mod tests {
         );
         super::super::conformance::assert_chain(&store, "x", 22).await;
         assert_tiles(&store, "x").await;
+    }
+
+    /// A call that adds nothing to one of its streams (every event of it
+    /// already stored) answers that stream's head as stored after the
+    /// commit, not the tail this node cached: here another node writes the
+    /// stream while the call (which also adds to another stream) is held
+    /// up in the database. The head answered was the cached one, a head
+    /// the stream had left before the call committed.
+    #[tokio::test]
+    async fn a_stream_with_only_duplicates_is_answered_with_its_stored_head() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(url) = test_url() else { return };
+        let (a, b) = two_nodes(&url).await;
+        let group = |stream: &str, id: &str| AppendGroup {
+            sealed: None,
+            stream: stream.into(),
+            events: vec![ev(id, "t")],
+        };
+        a.append(vec![group("s1", "n0"), group("s2", "x")])
+            .await
+            .expect("append");
+        // An uncommitted row at s1's next seq: a's insert there waits for
+        // this transaction (the function's earlier checks do not).
+        let mut held = a.client().await.expect("client");
+        let tx = held.transaction().await.expect("begin");
+        let blocker: i32 = tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        tx.execute(
+            "INSERT INTO events (stream_id, seq, id, type, time, received, hash, body) \
+             SELECT id, 2, 'blocker', 't', '', '', '', '' FROM streams WHERE name = 's1'",
+            &[],
+        )
+        .await
+        .expect("blocker");
+        // x is stored: refused once as a duplicate, then sent for s1 only,
+        // and held at the insert.
+        let call = {
+            let a = a.clone();
+            tokio::spawn(async move { a.append(vec![group("s1", "n1"), group("s2", "x")]).await })
+        };
+        let watch = a.client().await.expect("client");
+        let mut waiting = 0;
+        for _ in 0..500 {
+            waiting = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&blocker],
+                )
+                .await
+                .expect("activity")
+                .get::<_, i64>(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting, 1, "a's append waits at its insert into s1");
+        // Meanwhile node b moves s2.
+        let moved = b
+            .append(vec![AppendGroup {
+                sealed: None,
+                stream: "s2".into(),
+                events: vec![ev("y", "t")],
+            }])
+            .await
+            .expect("b appends");
+        assert_eq!(moved[0].head.seq, 2);
+        tx.rollback().await.expect("rollback");
+        drop(held);
+        let r = call.await.expect("task").expect("a's append is stored");
+        assert_eq!(
+            a.sequencer.refusals.load(Relaxed),
+            1,
+            "one refusal, for the duplicate"
+        );
+        assert!(!r[0].accepted[0].duplicate && r[0].accepted[0].seq == 2);
+        assert!(r[1].accepted[0].duplicate && r[1].accepted[0].seq == 1);
+        let s2 = super::super::StoreExt::stream(&a, "s2")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (r[1].head.seq, r[1].head.hash.as_str()),
+            (s2.head_seq, s2.head_hash.as_str()),
+            "s2's head as stored when a's call committed (b's event), not a's cached tail"
+        );
+        assert_eq!(r[1].head, moved[0].head);
+        // Nothing new at all (nothing sent): the stored head too.
+        let r = a.append(vec![group("s2", "x")]).await.expect("append");
+        assert!(r[0].accepted[0].duplicate);
+        assert_eq!(r[0].head, moved[0].head);
+        for s in ["s1", "s2"] {
+            super::super::conformance::assert_chain(&a, s, 2).await;
+            assert_tiles(&a, s).await;
+        }
     }
 
     /// Three commits in flight from one node on one stream, each chained
