@@ -480,6 +480,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             owners: c.owners(),
             mode: config.cluster.non_owner,
             node: node.as_str().to_owned(),
+            lease_ttl: config.cluster.lease_ttl,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 // Tokens go to the owner only, never through a proxy.
