@@ -536,7 +536,10 @@ mod tests {
             st.shards.iter().map(|s| s.epoch).collect::<Vec<_>>(),
             [Some(3), Some(2), Some(4), Some(5), Some(1), None]
         );
-        assert_eq!(st.shards[0].expires.as_deref(), Some("2027-01-15T08:00:05Z"));
+        assert_eq!(
+            st.shards[0].expires.as_deref(),
+            Some("2027-01-15T08:00:05Z")
+        );
         assert_eq!(st.shards[3].expires, None, "released: no time");
         assert_eq!(st.shards[5].expires, None, "never taken");
         let nodes: Vec<(&str, bool, u32, Option<u64>)> = st
@@ -558,6 +561,9 @@ mod tests {
             st.nodes.iter().map(|n| n.shards_owned).sum::<u32>(),
             st.shards_owned
         );
-        assert_eq!(st.nodes[0].last_seen.as_deref(), Some("2027-01-15T07:59:59.9Z"));
+        assert_eq!(
+            st.nodes[0].last_seen.as_deref(),
+            Some("2027-01-15T07:59:59.9Z")
+        );
     }
 }

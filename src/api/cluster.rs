@@ -32,7 +32,11 @@ pub(super) async fn cluster(
 ) -> Result<Json<ClusterStatus>, ApiError> {
     authorize(&st, &headers, Scope::Admin, Target::AllStreams).await?;
     let (Some(route), Some(store)) = (&st.cluster, st.store.cluster()) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no_cluster", NO_CLUSTER));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_cluster",
+            NO_CLUSTER,
+        ));
     };
     let status = crate::shards::status(store.as_ref(), Some(&route.node), route.lease_ttl)
         .await

@@ -2185,7 +2185,11 @@ mod tests {
         assert_eq!(
             snap.nodes
                 .iter()
-                .map(|n| (n.node.as_str(), n.url.as_deref(), snap.now_ms - n.seen_ms >= 60_000))
+                .map(|n| (
+                    n.node.as_str(),
+                    n.url.as_deref(),
+                    snap.now_ms - n.seen_ms >= 60_000
+                ))
                 .collect::<Vec<_>>(),
             [("a", Some("http://a"), false), ("dead", None, true)],
             "every node, the dead one with its old heartbeat"
@@ -2193,7 +2197,11 @@ mod tests {
         assert_eq!(
             snap.leases
                 .iter()
-                .map(|l| (l.name.as_str(), l.holder.as_str(), l.expires_ms > snap.now_ms))
+                .map(|l| (
+                    l.name.as_str(),
+                    l.holder.as_str(),
+                    l.expires_ms > snap.now_ms
+                ))
                 .collect::<Vec<_>>(),
             [
                 ("shard:0000", "a", true),
