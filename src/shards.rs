@@ -239,6 +239,7 @@ pub struct ClusterStatus {
     /// the store itself).
     pub node: Option<String>,
     /// The store's clock when it was read (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub now: String,
     /// A node is alive while its last heartbeat is younger than this: the
     /// `[cluster] lease_ttl_ms` of the node (or config) that answered.
@@ -258,7 +259,7 @@ pub struct ClusterStatus {
     pub shards: Vec<ShardStatus>,
 }
 
-/// One node of [`ClusterStatus`].
+/// One node of the cluster status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     /// Its id (the `node.id` file of its data directory).
@@ -268,6 +269,7 @@ pub struct NodeStatus {
     pub url: Option<String>,
     /// Its last heartbeat (RFC 3339, UTC; null: it holds a lease but has
     /// no heartbeat row).
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
     /// How long ago that was, in ms by the store's clock.
     pub age_ms: Option<u64>,
@@ -278,7 +280,7 @@ pub struct NodeStatus {
     pub shards_owned: u32,
 }
 
-/// One shard of [`ClusterStatus`].
+/// One shard of the cluster status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShardStatus {
     /// Its number (the lease is `shard:NNNN`).
@@ -293,6 +295,7 @@ pub struct ShardStatus {
     pub epoch: Option<i64>,
     /// When the lease expires unless renewed, or expired (RFC 3339, UTC;
     /// null: never taken, or released).
+    #[schema(format = DateTime)]
     pub expires: Option<String>,
 }
 

@@ -12,19 +12,20 @@ use crate::auth::{Scope, Target};
 use crate::shards::ClusterStatus;
 
 /// What a single-node store answers: there is no cluster to show.
-pub(crate) const NO_CLUSTER: &str = "this server's store is SQLite: one node, no cluster; nodes share streams only on a PostgreSQL store (store = \"postgres://…\")";
+const NO_CLUSTER: &str = "this server's store is SQLite: one node, no cluster; nodes share streams only on a PostgreSQL store (store = \"postgres://…\")";
 
-/// The nodes sharing this store and the owner of each shard, as the store
-/// records them now (the same answer from every node): each node's
-/// advertised URL, last heartbeat and whether it is alive (a heartbeat
-/// younger than the answering node's `[cluster] lease_ttl_ms`), how many
-/// shards it owns; each shard's owner (null while nobody holds it), epoch
-/// and lease expiry. Admin scope and a key for `*` (the cluster serves
-/// every stream). On a SQLite store (one node, no cluster) the answer is
-/// 404 `no_cluster`.
+/// The nodes sharing this store and the owner of each shard (admin, `*`).
+///
+/// Read from the store when asked, so every node gives the same answer:
+/// each node's advertised URL, last heartbeat and whether it is alive (a
+/// heartbeat younger than the answering node's `[cluster] lease_ttl_ms`),
+/// how many shards it owns; each shard's owner (null while nobody holds
+/// it), epoch and lease expiry. Admin scope and a key for `*` (the cluster
+/// serves every stream). On a SQLite store (one node, no cluster) the
+/// answer is 404 `no_cluster`.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", security(("bearer" = [])),
     responses(
-        (status = 200, body = ClusterStatus),
+        (status = 200, description = "Every node with a heartbeat and every shard", body = ClusterStatus),
         (status = 404, description = "`no_cluster`: the store is SQLite (one node); nodes share streams only on PostgreSQL", body = ErrorBody)))]
 pub(super) async fn cluster(
     State(st): State<AppState>,
