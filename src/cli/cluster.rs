@@ -20,18 +20,6 @@ const NO_CLUSTER: &str = "a single-node store has no cluster: the store is SQLit
 
 /// Arguments of `cluster`.
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Show the nodes sharing a PostgreSQL store and the owner of each shard.\n\n\
-Every node is listed with its advertised URL, last heartbeat, whether it is alive (a \
-heartbeat younger than [cluster] lease_ttl_ms) and how many of the shards it owns; \
-then the shards as a grid, each cell the letter of its owner's node ('.': nobody \
-owns it now, e.g. during a failover). Streams hash into the shards; a shard's owner \
-normally commits its streams.\n\n\
-Reads the store read-only (--store postgres://… or the config), or a server's \
-GET /v1/cluster with --server and an admin key for '*'. --json prints the answer of \
-GET /v1/cluster (epochs and lease expiries included). A SQLite store has no cluster: \
-the command fails, naming it."
-)]
 pub struct ClusterArgs {
     /// Print the JSON of `GET /v1/cluster` (every node, every shard with
     /// its owner, epoch and lease expiry) instead of tables.
