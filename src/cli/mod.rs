@@ -159,7 +159,7 @@ pub enum Command {
     ///
     /// Lists every node with a heartbeat in the store: its advertised URL,
     /// last heartbeat, whether it is alive (a heartbeat younger than
-    /// [cluster] lease_ttl_ms) and how many shards it owns; then the 64
+    /// `[cluster] lease_ttl_ms`) and how many shards it owns; then the 64
     /// shards as a grid, each cell the letter of its owner's node ('.':
     /// nobody owns it now, e.g. during a failover). Streams hash into the
     /// shards; a shard's owner normally commits its streams.
