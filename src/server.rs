@@ -481,6 +481,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             peer: crate::api::PeerKey::new(signer.derive_key(crate::api::PEER_KEY_PURPOSE)),
             mode: config.cluster.non_owner,
             node: node.as_str().to_owned(),
+            lease_ttl: config.cluster.lease_ttl,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 // Straight to the owner, never through a proxy.

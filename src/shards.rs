@@ -19,7 +19,11 @@
 //! receives them (the append's compare-and-set keeps that correct), so no
 //! write waits for the failover.
 //!
-//! The gauge `trailkeep_shards_owned` shows how many shards this node holds.
+//! The gauge `trailkeep_shards_owned` shows how many shards this node holds;
+//! [`status`] reads the whole cluster from the store (`GET /v1/cluster`,
+//! `trailkeep cluster`) by the same rules the keeper uses (a node is alive
+//! while its heartbeat is younger than the TTL, a shard is owned while its
+//! lease has not expired).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use sha2::Digest as _;
 use tokio::time::Instant;
 
 use crate::node::NodeId;
-use crate::store::cluster::{ClusterStore, NodeInfo, lease_name, shard_of_lease};
+use crate::store::cluster::{ClusterSnapshot, ClusterStore, NodeInfo, lease_name, shard_of_lease};
 use crate::store::{Lease, Result};
 
 /// Keeps this node's share of the shards; see the module docs.
@@ -227,6 +231,171 @@ fn plan(me: &str, shards: u32, nodes: &[NodeInfo], leases: &[Lease], now_ms: i64
     Plan { want, release }
 }
 
+/// The cluster as the store records it: `GET /v1/cluster` and
+/// `trailkeep cluster --json` answer this.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// The node that answered (null from `trailkeep cluster`, which reads
+    /// the store itself).
+    pub node: Option<String>,
+    /// The store's clock when it was read (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub now: String,
+    /// A node is alive while its last heartbeat is younger than this: the
+    /// `[cluster] lease_ttl_ms` of the node (or config) that answered.
+    pub lease_ttl_ms: u64,
+    /// How many shards streams hash into (fixed when the schema was
+    /// created).
+    pub shard_count: u32,
+    /// How many shards have an owner now; the others are not taken yet or
+    /// failing over (their streams are committed by whichever node
+    /// receives them).
+    pub shards_owned: u32,
+    /// Every node with a heartbeat, alive or not (and any holder of a
+    /// current shard lease without one), by id. A node stopped with
+    /// SIGTERM removes itself; one that died stays, not alive.
+    pub nodes: Vec<NodeStatus>,
+    /// Every shard, by number.
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One node of the cluster status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    /// Its id (the `node.id` file of its data directory).
+    pub id: String,
+    /// The URL other nodes forward its streams' requests to (null: it
+    /// advertises none, and other nodes commit its streams themselves).
+    pub url: Option<String>,
+    /// Its last heartbeat (RFC 3339, UTC; null: it holds a lease but has
+    /// no heartbeat row).
+    #[schema(format = DateTime)]
+    pub last_seen: Option<String>,
+    /// How long ago that was, in ms by the store's clock.
+    pub age_ms: Option<u64>,
+    /// Whether its heartbeat is younger than `lease_ttl_ms`.
+    pub alive: bool,
+    /// How many shards it holds a current lease on (a node that died keeps
+    /// its shards until their leases expire).
+    pub shards_owned: u32,
+}
+
+/// One shard of the cluster status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ShardStatus {
+    /// Its number (the lease is `shard:NNNN`).
+    pub shard: u32,
+    /// The node holding its lease now (null: never taken, released, or
+    /// expired).
+    pub owner: Option<String>,
+    /// The lease token: the owner's epoch, which its appends carry; it
+    /// grows by one each time the shard changes hands (null: never
+    /// taken).
+    #[schema(minimum = 1)]
+    pub epoch: Option<i64>,
+    /// When the lease expires unless renewed, or expired (RFC 3339, UTC;
+    /// null: never taken, or released).
+    #[schema(format = DateTime)]
+    pub expires: Option<String>,
+}
+
+/// Returns the cluster as the store records it now, read fresh (never
+/// this node's cached view), so every node gives the same answer. `node`
+/// is the node answering, `ttl` the heartbeat age up to which a node is
+/// alive.
+///
+/// # Errors
+/// Backend errors.
+pub async fn status(
+    cluster: &dyn ClusterStore,
+    node: Option<&str>,
+    ttl: Duration,
+) -> Result<ClusterStatus> {
+    let snapshot = cluster.snapshot().await?;
+    Ok(summarize(&snapshot, cluster.owners().shards(), node, ttl))
+}
+
+/// [`status`] from a snapshot: pure.
+fn summarize(
+    snap: &ClusterSnapshot,
+    shards: u32,
+    node: Option<&str>,
+    ttl: Duration,
+) -> ClusterStatus {
+    let now = snap.now_ms;
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let by_name: HashMap<&str, &Lease> = snap.leases.iter().map(|l| (l.name.as_str(), l)).collect();
+    let shard_list: Vec<ShardStatus> = (0..shards)
+        .map(|s| {
+            let lease = by_name.get(lease_name(s).as_str());
+            ShardStatus {
+                shard: s,
+                // The keeper's rule: held while the lease has not expired.
+                owner: lease
+                    .filter(|l| l.expires_ms > now)
+                    .map(|l| l.holder.clone()),
+                epoch: lease.map(|l| l.token),
+                // A released lease is expired at 0: no time to show.
+                expires: lease
+                    .filter(|l| l.expires_ms > 0)
+                    .map(|l| rfc3339(l.expires_ms)),
+            }
+        })
+        .collect();
+    let mut owned: HashMap<&str, u32> = HashMap::new();
+    for owner in shard_list.iter().filter_map(|s| s.owner.as_deref()) {
+        *owned.entry(owner).or_default() += 1;
+    }
+    let mut nodes: Vec<NodeStatus> = snap
+        .nodes
+        .iter()
+        .map(|n| NodeStatus {
+            id: n.node.clone(),
+            url: n.url.clone(),
+            last_seen: Some(rfc3339(n.seen_ms)),
+            age_ms: Some(u64::try_from(now.saturating_sub(n.seen_ms)).unwrap_or(0)),
+            // The heartbeat's rule (`ClusterStore::heartbeat`).
+            alive: n.seen_ms > now.saturating_sub(ttl_ms),
+            shards_owned: owned.get(n.node.as_str()).copied().unwrap_or(0),
+        })
+        .collect();
+    // An owner without a heartbeat row (removed by hand, say) is listed
+    // too, so that the nodes' counts add up to `shards_owned`.
+    for (id, count) in &owned {
+        if !nodes.iter().any(|n| n.id == *id) {
+            nodes.push(NodeStatus {
+                id: (*id).to_owned(),
+                url: None,
+                last_seen: None,
+                age_ms: None,
+                alive: false,
+                shards_owned: *count,
+            });
+        }
+    }
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    ClusterStatus {
+        node: node.map(str::to_owned),
+        now: rfc3339(now),
+        lease_ttl_ms: u64::try_from(ttl_ms).unwrap_or(0),
+        shard_count: shards,
+        shards_owned: owned.values().sum(),
+        nodes,
+        shards: shard_list,
+    }
+}
+
+/// `ms` since the epoch as RFC 3339 in UTC, to the millisecond.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms since the epoch"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -329,5 +498,75 @@ mod tests {
                 "{me} holds {n}: at most the share, ceil(64 / 3)"
             );
         }
+    }
+
+    #[test]
+    fn a_status_names_owners_by_the_keepers_rules_and_counts_add_up() {
+        let now = 1_800_000_000_000;
+        let beat = |n: &str, seen_ms: i64| NodeInfo {
+            node: n.into(),
+            url: Some(format!("http://{n}")),
+            seen_ms,
+        };
+        let lease = |s: u32, holder: &str, token: i64, expires_ms: i64| Lease {
+            name: lease_name(s),
+            holder: holder.into(),
+            token,
+            expires_ms,
+        };
+        let snap = ClusterSnapshot {
+            now_ms: now,
+            nodes: vec![beat("b", now - 7000), beat("a", now - 100)],
+            leases: vec![
+                lease(0, "a", 3, now + 5000),
+                lease(1, "b", 2, now + 1),
+                lease(2, "a", 4, now),
+                lease(3, "a", 5, 0),
+                lease(4, "ghost", 1, now + 5000),
+            ],
+        };
+        let st = summarize(&snap, 6, Some("a"), Duration::from_millis(6000));
+        assert_eq!(st.node.as_deref(), Some("a"));
+        assert_eq!(st.now, "2027-01-15T08:00:00Z");
+        assert_eq!((st.shard_count, st.lease_ttl_ms), (6, 6000));
+        let owners: Vec<Option<&str>> = st.shards.iter().map(|s| s.owner.as_deref()).collect();
+        assert_eq!(
+            owners,
+            [Some("a"), Some("b"), None, None, Some("ghost"), None],
+            "owned while the lease has not expired (at `now` it has)"
+        );
+        assert_eq!(
+            st.shards.iter().map(|s| s.epoch).collect::<Vec<_>>(),
+            [Some(3), Some(2), Some(4), Some(5), Some(1), None]
+        );
+        assert_eq!(
+            st.shards[0].expires.as_deref(),
+            Some("2027-01-15T08:00:05Z")
+        );
+        assert_eq!(st.shards[3].expires, None, "released: no time");
+        assert_eq!(st.shards[5].expires, None, "never taken");
+        let nodes: Vec<(&str, bool, u32, Option<u64>)> = st
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.alive, n.shards_owned, n.age_ms))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("a", true, 1, Some(100)),
+                ("b", false, 1, Some(7000)),
+                ("ghost", false, 1, None)
+            ],
+            "by id; a heartbeat older than the TTL is not alive; an owner without one is listed"
+        );
+        assert_eq!(st.shards_owned, 3);
+        assert_eq!(
+            st.nodes.iter().map(|n| n.shards_owned).sum::<u32>(),
+            st.shards_owned
+        );
+        assert_eq!(
+            st.nodes[0].last_seen.as_deref(),
+            Some("2027-01-15T07:59:59.9Z")
+        );
     }
 }

@@ -2261,3 +2261,46 @@ async fn bench_postgres_runs_nodes_as_processes_and_reports_every_figure() {
         .collect();
     assert!(running.is_empty(), "nodes still running: {running:?}");
 }
+
+/// A SQLite store has one node and no cluster: `trailkeep cluster` says so
+/// by name (before opening anything, so also where no data directory
+/// exists yet), and `GET /v1/cluster` answers 404 `no_cluster`, which
+/// `cluster --server` shows.
+#[tokio::test]
+async fn cluster_on_a_single_node_store_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = trailkeep(&data, &["cluster"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a single-node store has no cluster") && err.contains("postgres://"),
+        "{err}"
+    );
+    let admin = create_key(&data, "admin");
+    let server = Server::start(&data, &[]).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/cluster", server.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_cluster", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SQLite"),
+        "{body}"
+    );
+    let out = trailkeep(
+        &data,
+        &["cluster", "--server", &server.url, "--token", &admin],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404 no_cluster"), "{err}");
+    assert!(!err.contains(&admin), "the token is never printed: {err}");
+}

@@ -788,3 +788,257 @@ async fn a_non_owner_commits_what_it_cannot_forward_to_a_killed_owner() {
     let report = c.verify();
     assert_eq!(common::user_events(&report), 3);
 }
+
+/// An API key of `scope` (for `*`, or for `stream`), created with the CLI.
+fn key(c: &Cluster, scope: &str, stream: Option<&str>) -> String {
+    let mut args = vec!["keys", "create", "--scope", scope];
+    if let Some(s) = stream {
+        args.extend(["--stream", s]);
+    }
+    let out = c.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `GET /v1/cluster` of `url` with `token`: the status and the body.
+async fn cluster_view(url: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/cluster"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// What every node must answer alike, whenever asked: who is there and
+/// alive, at which URL, and who owns each shard under which epoch (not the
+/// clock, ages and expiries, which move with every heartbeat).
+fn stable(view: &Value) -> Value {
+    json!({
+        "shard_count": view["shard_count"],
+        "shards_owned": view["shards_owned"],
+        "nodes": view["nodes"].as_array().map(|ns| ns.iter().map(|n| json!({
+            "id": n["id"], "url": n["url"], "alive": n["alive"], "shards_owned": n["shards_owned"],
+        })).collect::<Vec<_>>()),
+        "shards": view["shards"].as_array().map(|ss| ss.iter().map(|s| json!({
+            "shard": s["shard"], "owner": s["owner"], "epoch": s["epoch"],
+        })).collect::<Vec<_>>()),
+    })
+}
+
+/// The node id a node's data directory holds.
+fn node_id(c: &Cluster, n: usize) -> String {
+    std::fs::read_to_string(c.dir.path().join(format!("node{n}/node.id")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `GET /v1/cluster`: both nodes listed with their URLs, alive, owning
+/// 32 shards each (the counts add up to the 64 shards, every shard owned
+/// with an epoch and a lease expiry); both nodes give the same answer (it
+/// is read from the store, not each node's view); a key that is not admin
+/// for `*` is refused. After a `kill -9`, the dead node stays listed, not
+/// alive, and the survivor owns every shard once the leases expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_endpoint_shows_every_node_and_shard_alike_on_each_node() {
+    let Some(c) = Cluster::new("tk_cluster_view", "").await else {
+        return;
+    };
+    let admin = key(&c, "admin", None);
+    let a = c.node(0).await;
+    let b = c.node(1).await;
+    let (id_a, id_b) = (node_id(&c, 0), node_id(&c, 1));
+    let both_settled = |v: &Value| {
+        v["shards_owned"] == 64
+            && v["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.len() == 2 && ns.iter().all(|n| n["shards_owned"] == 32))
+    };
+    let view_a = common::poll(
+        Duration::from_secs(20),
+        "both nodes owning 32 shards each, as GET /v1/cluster says",
+        async || {
+            let (status, v) = cluster_view(&a.url, &admin).await;
+            assert_eq!(status, 200, "{v}");
+            both_settled(&v).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(view_a["node"], id_a.as_str(), "the node that answered");
+    assert_eq!(view_a["shard_count"], 64);
+    assert_eq!(view_a["lease_ttl_ms"], TTL_MS);
+    assert!(view_a["now"].as_str().unwrap().ends_with('Z'), "{view_a}");
+    let mut expected = vec![(id_a.clone(), a.url.clone()), (id_b.clone(), b.url.clone())];
+    expected.sort();
+    let nodes = view_a["nodes"].as_array().unwrap();
+    for (n, (id, url)) in nodes.iter().zip(&expected) {
+        assert_eq!(n["id"], id.as_str(), "{view_a}");
+        assert_eq!(n["url"], url.as_str(), "the advertised URL: {n}");
+        assert_eq!(n["alive"], true, "{n}");
+        assert!(n["last_seen"].as_str().unwrap().ends_with('Z'), "{n}");
+        assert!(n["age_ms"].as_u64().unwrap() < TTL_MS, "{n}");
+    }
+    let total: u64 = nodes
+        .iter()
+        .map(|n| n["shards_owned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 64, "the nodes' counts add up to every shard");
+    let shards = view_a["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 64);
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(s["shard"], i, "{s}");
+        assert!(
+            s["owner"] == id_a.as_str() || s["owner"] == id_b.as_str(),
+            "{s}"
+        );
+        assert!(s["epoch"].as_i64().unwrap() >= 1, "{s}");
+        assert!(s["expires"].as_str().unwrap().ends_with('Z'), "{s}");
+    }
+    // The same answer from either node (asked in turn until one moment's
+    // answers agree: an ownership move between the two reads would differ).
+    common::wait_for(
+        Duration::from_secs(10),
+        "both nodes giving the same answer",
+        async || {
+            let (_, va) = cluster_view(&a.url, &admin).await;
+            let (_, vb) = cluster_view(&b.url, &admin).await;
+            vb["node"] == id_b.as_str() && both_settled(&vb) && stable(&va) == stable(&vb)
+        },
+    )
+    .await;
+    // Only an admin key for `*`.
+    for (token, why) in [
+        (key(&c, "read", None), "a read key"),
+        (c.token.clone(), "an ingest key"),
+        (
+            key(&c, "admin", Some("payments")),
+            "an admin key bound to a stream",
+        ),
+    ] {
+        let (status, body) = cluster_view(&a.url, &token).await;
+        assert_eq!(status, 403, "{why}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{why}: {body}");
+    }
+    let (status, _) = cluster_view(&b.url, "tk_0000000000000000_nope").await;
+    assert_eq!(status, 401);
+    // A node that dies stays listed, not alive; its shards move once their
+    // leases expire.
+    b.kill9();
+    let after = common::poll(
+        Duration::from_secs(20),
+        "the dead node not alive and its shards taken over",
+        async || {
+            let (_, v) = cluster_view(&a.url, &admin).await;
+            let nodes = v["nodes"].as_array()?;
+            let dead = nodes.iter().find(|n| n["id"] == id_b.as_str())?;
+            let survivor = nodes.iter().find(|n| n["id"] == id_a.as_str())?;
+            (dead["alive"] == false && survivor["shards_owned"] == 64).then_some(v.clone())
+        },
+    )
+    .await;
+    for n in after["nodes"].as_array().unwrap() {
+        let survivor = n["id"] == id_a.as_str();
+        assert_eq!(n["alive"], survivor, "{n}");
+        assert_eq!(n["shards_owned"], if survivor { 64 } else { 0 }, "{n}");
+    }
+    assert_eq!(a.terminate().code(), Some(0));
+}
+
+/// `trailkeep cluster --json` reads the store itself (read-only) and
+/// prints what `GET /v1/cluster` answers; without `--json`, a node table
+/// and the shard grid; with `--server`, the server's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_command_prints_the_nodes_and_shards_from_the_store() {
+    let Some(c) = Cluster::new("tk_cluster_cli", "").await else {
+        return;
+    };
+    let admin = key(&c, "admin", None);
+    let n = c.node(0).await;
+    let id = node_id(&c, 0);
+    let from_cli = common::poll(
+        Duration::from_secs(20),
+        "trailkeep cluster --json showing the node owning all 64 shards",
+        async || {
+            let out = c.cli(&["cluster", "--json"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (v["shards_owned"] == 64).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        from_cli["node"],
+        Value::Null,
+        "read from the store, no node answered"
+    );
+    assert_eq!(from_cli["lease_ttl_ms"], TTL_MS, "the config's TTL");
+    assert_eq!(from_cli["nodes"][0]["id"], id.as_str());
+    assert_eq!(from_cli["nodes"][0]["url"], n.url.as_str());
+    assert_eq!(from_cli["nodes"][0]["alive"], true);
+    assert_eq!(from_cli["nodes"][0]["shards_owned"], 64);
+    let (status, from_api) = cluster_view(&n.url, &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(stable(&from_cli), stable(&from_api), "the API's answer");
+    let out = c.cli(&["cluster"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("1 node(s), 1 alive; 64 of 64 shards owned; store clock "),
+        "{text}"
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("A "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (
+            row.len(),
+            row.first(),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.last()
+        ),
+        (
+            7,
+            Some(&"A"),
+            Some(&id.as_str()),
+            Some(&"yes"),
+            Some(&"64"),
+            Some(&n.url.as_str())
+        ),
+        "label, node, alive, shards, last seen, age, URL: {text}"
+    );
+    assert!(
+        text.contains("\n   56  A  A  A  A  A  A  A  A\n"),
+        "the grid's last row: {text}"
+    );
+    let out = c.cli(&["cluster", "--json", "--server", &n.url, "--token", &admin]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let via_server: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via_server["node"], id.as_str());
+    assert_eq!(stable(&via_server), stable(&from_api));
+    let out = c.cli(&["cluster", "--server", &n.url, "--token", &c.token]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403 forbidden"), "{err}");
+    assert!(!err.contains(&c.token), "the token is never printed: {err}");
+    assert_eq!(n.terminate().code(), Some(0));
+}

@@ -12,6 +12,7 @@
 
 pub(crate) mod archive;
 mod body;
+mod cluster;
 pub(crate) mod destinations;
 mod error;
 mod extract;
@@ -95,6 +96,9 @@ pub struct ClusterRoute {
     pub mode: crate::config::NonOwner,
     /// This node's id (sent as `Trailkeep-Forwarded-By`).
     pub node: String,
+    /// `[cluster] lease_ttl_ms`: a node whose heartbeat is older is not
+    /// alive (`GET /v1/cluster`).
+    pub lease_ttl: std::time::Duration,
     /// The forwarding client: no redirects, bounded time.
     pub client: reqwest::Client,
     /// Signs forwards and their answers (see [`PeerKey`]).
@@ -161,6 +165,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(archive::run))
         .routes(routes!(archive::restore))
         .routes(routes!(query::query))
+        .routes(routes!(cluster::cluster))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))

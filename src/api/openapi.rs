@@ -35,6 +35,7 @@ a key has a scope (ingest, read, admin) and is bound to one stream or to `*`.",
         (name = "sources", description = "SSE sources and what they refused"),
         (name = "destinations", description = "Delivery status, pause, dead letters"),
         (name = "archive", description = "Cold storage: batches, runs, restores"),
+        (name = "cluster", description = "Nodes sharing a PostgreSQL store and the shards each owns"),
         (name = "operations", description = "Health, readiness, metrics, this description")
     )
 )]

@@ -35,6 +35,7 @@ mod bench_postgres;
 mod bench_query;
 mod check_config;
 mod checkpoints;
+mod cluster;
 mod copy;
 mod ddl;
 mod destinations;
@@ -153,6 +154,22 @@ pub enum Command {
     /// List the streams: head seq, oldest hot seq, archived seq, when the
     /// last event arrived (the store read-only, or --server).
     Streams(streams::StreamsArgs),
+    /// Show the nodes sharing a PostgreSQL store and who owns which shard
+    /// (the store read-only, or --server with an admin key).
+    ///
+    /// Lists every node with a heartbeat in the store: its advertised URL,
+    /// last heartbeat, whether it is alive (a heartbeat younger than
+    /// `[cluster] lease_ttl_ms`) and how many shards it owns; then the 64
+    /// shards as a grid, each cell the letter of its owner's node ('.':
+    /// nobody owns it now, e.g. during a failover). Streams hash into the
+    /// shards; a shard's owner normally commits its streams.
+    ///
+    /// Reads the store read-only (--store postgres://… or the config), or
+    /// GET /v1/cluster of a server with --server and an admin key for '*'.
+    /// --json prints GET /v1/cluster's answer (epochs and lease expiries
+    /// included). A SQLite store has no cluster: the command fails,
+    /// saying so.
+    Cluster(cluster::ClusterArgs),
     /// Print a stream's events, or follow them as they commit (--follow);
     /// the store read-only, or --server.
     Events(events::EventsArgs),
@@ -345,6 +362,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(streams::run(args, || load_config(&cli, None)))
         }
         Command::Events(args) => runtime()?.block_on(events::run(args, || load_config(&cli, None))),
+        Command::Cluster(args) => {
+            runtime()?.block_on(cluster::run(args, || load_config(&cli, None)))
+        }
         Command::Query(args) => runtime()?.block_on(query::run(args, || load_config(&cli, None))),
         Command::CheckConfig { file } => {
             let Some(file) = file.as_ref().or(cli.config.as_ref()) else {

@@ -300,6 +300,18 @@ impl Client {
         self.send(path, None).await
     }
 
+    /// GETs `path` and reads a 2xx answer's body as JSON of type `T`, else
+    /// the server's error.
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let answer = self.get(path).await?;
+        let what = answer.what.clone();
+        let body = answer.ok()?;
+        serde_json::from_slice(&body).with_context(|| format!("{what}: not the expected JSON"))
+    }
+
     /// POSTs `body` as JSON to `path`: the headers and body of a 2xx
     /// answer, else the server's error (429 and 503 waited out as for GET).
     pub(super) async fn post_json(

@@ -49,6 +49,19 @@ pub struct NodeInfo {
     pub seen_ms: i64,
 }
 
+/// What the store records of the cluster at one moment (one snapshot):
+/// read by `GET /v1/cluster` and `trailkeep cluster`, not by the keeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSnapshot {
+    /// The store's clock when it was read (ms since the epoch).
+    pub now_ms: i64,
+    /// Every node with a heartbeat row, live or not, by id.
+    pub nodes: Vec<NodeInfo>,
+    /// Every shard lease ever taken (expired and released ones too), by
+    /// name.
+    pub leases: Vec<Lease>,
+}
+
 /// Who owns a stream, as this node last learnt it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
@@ -255,6 +268,14 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn leave(&self, node: &str) -> Result<()>;
+
+    /// Returns every node's heartbeat (dead ones too) and every shard
+    /// lease, read in one snapshot with the store's clock: the same answer
+    /// whichever node asks, and no write. Works on a read-only connection.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn snapshot(&self) -> Result<ClusterSnapshot>;
 }
 
 #[cfg(test)]

@@ -1050,6 +1050,59 @@ impl super::cluster::ClusterStore for PostgresStore {
             .map_err(backend)?;
         Ok(())
     }
+
+    async fn snapshot(&self) -> Result<super::cluster::ClusterSnapshot> {
+        let mut c = self.client().await?;
+        // One snapshot for the three reads, so a node and the leases it
+        // holds are seen at the same moment.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)?;
+        let now_ms: i64 = tx
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        let nodes = tx
+            .query("SELECT node, url, seen_ms FROM nodes ORDER BY node", &[])
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(|r| super::cluster::NodeInfo {
+                node: r.get(0),
+                url: r.get(1),
+                seen_ms: r.get(2),
+            })
+            .collect();
+        let leases = tx
+            .query(
+                "SELECT name, holder, token, expires_ms FROM leases WHERE name LIKE 'shard:%' ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(|r| Lease {
+                name: r.get(0),
+                holder: r.get(1),
+                token: r.get(2),
+                expires_ms: r.get(3),
+            })
+            .collect();
+        tx.commit().await.map_err(backend)?;
+        Ok(super::cluster::ClusterSnapshot {
+            now_ms,
+            nodes,
+            leases,
+        })
+    }
 }
 
 #[async_trait]
@@ -2226,6 +2279,76 @@ mod tests {
         a.leave("a").await.expect("leave");
         let (_, nodes) = b.heartbeat("b", None, ttl).await.expect("beat");
         assert_eq!(nodes.len(), 1, "a left");
+    }
+
+    /// `GET /v1/cluster`'s read: every node (a dead one too, with its old
+    /// heartbeat) and every shard lease (released ones too), with the
+    /// store's clock, through a read-only session as `trailkeep cluster`
+    /// opens it.
+    #[tokio::test]
+    async fn a_cluster_snapshot_lists_every_node_and_lease_read_only() {
+        use super::super::cluster::{ClusterStore as _, lease_name};
+        let Some(url) = test_url() else { return };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let fresh = schema();
+        let a = PostgresStore::connect(&url, Some(&fresh))
+            .await
+            .expect("connect");
+        let ttl = std::time::Duration::from_secs(30);
+        let (before, _) = a.heartbeat("a", Some("http://a"), ttl).await.expect("beat");
+        a.heartbeat("dead", None, ttl).await.expect("beat");
+        // "dead" last beat a minute ago.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                "UPDATE nodes SET seen_ms = seen_ms - 60000 WHERE node = 'dead'",
+                &[],
+            )
+            .await
+            .expect("age");
+        let names: Vec<String> = (0..3).map(lease_name).collect();
+        a.acquire_leases(&names[..2], "a", ttl).await.expect("take");
+        a.acquire_leases(&names[2..], "dead", ttl)
+            .await
+            .expect("take");
+        a.release_leases(&names[1..2], "a").await.expect("release");
+        let ro = PostgresStore::connect_read_only(
+            &format!("{url}{sep}options=-c%20search_path%3D{fresh}"),
+            &PoolSettings::default(),
+        )
+        .await
+        .expect("read-only connect");
+        let snap = ro.snapshot().await.expect("snapshot");
+        assert!(snap.now_ms >= before, "the store's clock");
+        assert_eq!(
+            snap.nodes
+                .iter()
+                .map(|n| (
+                    n.node.as_str(),
+                    n.url.as_deref(),
+                    snap.now_ms - n.seen_ms >= 60_000
+                ))
+                .collect::<Vec<_>>(),
+            [("a", Some("http://a"), false), ("dead", None, true)],
+            "every node, the dead one with its old heartbeat"
+        );
+        assert_eq!(
+            snap.leases
+                .iter()
+                .map(|l| (
+                    l.name.as_str(),
+                    l.holder.as_str(),
+                    l.expires_ms > snap.now_ms
+                ))
+                .collect::<Vec<_>>(),
+            [
+                ("shard:0000", "a", true),
+                ("shard:0001", "a", false),
+                ("shard:0002", "dead", true)
+            ],
+            "every shard lease, the released one expired"
+        );
     }
 
     #[tokio::test]
