@@ -1042,3 +1042,63 @@ async fn the_cluster_command_prints_the_nodes_and_shards_from_the_store() {
     assert!(!err.contains(&c.token), "the token is never printed: {err}");
     assert_eq!(n.terminate().code(), Some(0));
 }
+
+/// A forward that was sent but got no answer (the connection closed after
+/// the request went out) may have been stored: the client gets `502
+/// forward_failed` and is told to retry, and the receiving node does not
+/// commit it itself (that is only for a forward that never left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_that_got_no_answer_is_502_and_not_committed_here() {
+    let Some(c) = Cluster::new("tk_hangup", "").await else {
+        return;
+    };
+    // Reads each request's head, then hangs up without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    hand_every_shard_to(&c.url, "ghost", &url).await;
+    let a = c.node(0).await;
+    let http = reqwest::Client::new();
+    let mut tries = 0;
+    let (id, r) = common::poll(
+        Duration::from_secs(20),
+        "node 0 forwarding to the node the store names",
+        async || {
+            tries += 1;
+            let id = format!("e{tries}");
+            let r = http
+                .post(format!("{}/v1/streams/s/events", a.url))
+                .bearer_auth(&c.token)
+                .json(&json!([{"type":"t","id":id}]))
+                .send()
+                .await
+                .unwrap();
+            (taken.load(Ordering::SeqCst) > 0).then_some((id, r))
+        },
+    )
+    .await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "forward_failed", "{body}");
+    assert!(
+        !stored_ids(&c.url).await.contains(&id),
+        "a forward that may have been stored is not committed again here"
+    );
+}

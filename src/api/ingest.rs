@@ -487,3 +487,41 @@ fn decode_error(e: DecodeError, max: usize) -> ApiError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest answer `n` events can get: longest ids, largest seqs.
+    fn largest_answer(n: usize) -> usize {
+        let accepted = (0..n)
+            .map(|_| crate::store::Accepted {
+                id: "x".repeat(128),
+                seq: u64::MAX,
+                hash: "f".repeat(64),
+                duplicate: false,
+            })
+            .collect();
+        let a = Accepted {
+            stream: "s".repeat(128),
+            accepted,
+            head: crate::store::Head {
+                seq: u64::MAX,
+                hash: "f".repeat(64),
+            },
+        };
+        serde_json::to_vec(&a).expect("serializes").len()
+    }
+
+    #[test]
+    fn a_forwards_answer_bound_fits_the_largest_answer_and_not_much_more() {
+        for n in [1, 100, 10_000] {
+            let (largest, bound) = (largest_answer(n), max_answer(n));
+            assert!(largest <= bound, "{n} events: {largest} > {bound}");
+            assert!(
+                bound <= 64 * 1024 + 2 * largest,
+                "{n} events: bound {bound} far above the largest answer {largest}"
+            );
+        }
+    }
+}

@@ -301,6 +301,22 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_is_stamped_with_the_wall_clock_and_the_key_never_shown() {
+        let (h, _) = signed(b"[]");
+        let at: i64 = h[&FORWARDED_AT]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("a number");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        assert!((now - at).abs() < 5_000, "stamped {at}, now {now}");
+        assert_eq!(format!("{KEY:?}"), "PeerKey(redacted)");
+    }
+
+    #[test]
     fn a_forward_is_taken_only_within_the_window() {
         let (h, _) = signed(b"[]");
         let at: i64 = h[&FORWARDED_AT]
