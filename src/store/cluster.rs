@@ -28,6 +28,10 @@ pub fn shard_of(stream: &str, shards: u32) -> u32 {
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % shards.max(1)
 }
 
+/// How long a node may go without a heartbeat before the store forgets it
+/// (when it holds no lease): long enough to read what happened to it.
+pub const FORGET_NODES_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The lease name of `shard`.
 pub fn lease_name(shard: u32) -> String {
     format!("{SHARD_LEASE_PREFIX}{shard:04}")

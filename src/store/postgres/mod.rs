@@ -953,6 +953,15 @@ impl super::cluster::ClusterStore for PostgresStore {
             .await
             .map_err(backend)?
             .get(0);
+        // Nodes gone for a day (and holding no lease) are forgotten, so
+        // that `trailkeep cluster` does not list every node ever started.
+        c.execute(
+            "DELETE FROM nodes n WHERE n.seen_ms < $1::bigint - $2::bigint \
+             AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.holder = n.node AND l.expires_ms > $1::bigint)",
+            &[&now, &(super::cluster::FORGET_NODES_AFTER.as_millis() as i64)],
+        )
+        .await
+        .map_err(backend)?;
         let rows = c
             .query(
                 "SELECT node, url, seen_ms FROM nodes WHERE seen_ms > $1::bigint - $2::bigint ORDER BY node",
@@ -2279,6 +2288,32 @@ mod tests {
         a.leave("a").await.expect("leave");
         let (_, nodes) = b.heartbeat("b", None, ttl).await.expect("beat");
         assert_eq!(nodes.len(), 1, "a left");
+        // Dead for a day and holding nothing: forgotten at the next beat;
+        // dead for an hour, or dead but still named by a lease: kept.
+        let day = super::super::cluster::FORGET_NODES_AFTER.as_millis() as i64;
+        let c = b.client().await.expect("client");
+        c.execute(
+            "INSERT INTO nodes (node, url, seen_ms) VALUES ('gone', NULL, $1), ('recent', NULL, $2), ('holder', NULL, $1)",
+            &[&(now - day - 1), &(now - 3_600_000)],
+        )
+        .await
+        .expect("insert");
+        c.execute(
+            "INSERT INTO leases (name, holder, token, expires_ms) VALUES ('shard:0063', 'holder', 1, $1)",
+            &[&(now + 3_600_000)],
+        )
+        .await
+        .expect("insert");
+        b.heartbeat("b", None, ttl).await.expect("beat");
+        let mut left: Vec<String> = c
+            .query("SELECT node FROM nodes", &[])
+            .await
+            .expect("list")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b", "holder", "recent"]);
     }
 
     /// `GET /v1/cluster`'s read: every node (a dead one too, with its old
