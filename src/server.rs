@@ -479,6 +479,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         Some(c) => Some(crate::api::ClusterRoute {
             owners: c.owners(),
             peer: crate::api::PeerKey::new(signer.derive_key(crate::api::PEER_KEY_PURPOSE)),
+            replays: crate::api::Replays::default(),
             mode: config.cluster.non_owner,
             node: node.as_str().to_owned(),
             lease_ttl: config.cluster.lease_ttl,

@@ -1102,3 +1102,166 @@ async fn a_forward_that_got_no_answer_is_502_and_not_committed_here() {
         "a forward that may have been stored is not committed again here"
     );
 }
+
+/// What the proxy between two nodes does to each request it passes on.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum OnTheWay {
+    Pass,
+    FlipBodyByte,
+    AddContentEncoding,
+}
+
+/// A recording proxy in front of a node (its `advertise_url`), as someone
+/// on the network between nodes could run.
+struct Proxy {
+    url: String,
+    target: Arc<Mutex<String>>,
+    mode: Arc<Mutex<OnTheWay>>,
+    seen: Arc<Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let target: Arc<Mutex<String>> = Arc::default();
+        let mode = Arc::new(Mutex::new(OnTheWay::Pass));
+        let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>> = Arc::default();
+        let (t, m, s) = (target.clone(), mode.clone(), seen.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                let (t, m, s) = (t.clone(), m.clone(), s.clone());
+                async move {
+                    s.lock().unwrap().push((headers.clone(), body.clone()));
+                    let mode = *m.lock().unwrap();
+                    let mut body = body.to_vec();
+                    if mode == OnTheWay::FlipBodyByte
+                        && let Some(b) = body.iter_mut().find(|b| **b == b'e')
+                    {
+                        *b = b'f';
+                    }
+                    let target = t.lock().unwrap().clone();
+                    let mut req = reqwest::Client::new()
+                        .post(format!("{target}{uri}"))
+                        .body(body);
+                    for (k, v) in &headers {
+                        if k != "host" && k != "content-length" {
+                            req = req.header(k.as_str(), v.as_bytes());
+                        }
+                    }
+                    if mode == OnTheWay::AddContentEncoding {
+                        req = req.header("content-encoding", "identity");
+                    }
+                    let r = req.send().await.unwrap();
+                    let mut out = axum::http::Response::builder().status(r.status().as_u16());
+                    for (k, v) in r.headers() {
+                        if k != "content-length" && k != "transfer-encoding" {
+                            out = out.header(k.as_str(), v.as_bytes());
+                        }
+                    }
+                    out.body(axum::body::Body::from(r.bytes().await.unwrap()))
+                        .unwrap()
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            target,
+            mode,
+            seen,
+        }
+    }
+}
+
+/// Someone between two nodes can neither replay a forward nor turn a
+/// forward they changed into a final refusal: a replayed forward is
+/// refused (`forward_replayed`, stored once), and a forward whose body or
+/// body headers changed on the way is refused unsigned, so the client gets
+/// `502 forward_failed` (send again) and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_replayed_or_changed_between_nodes_is_refused() {
+    let Some(c) = Cluster::with_ttl("tk_between", 30_000, "").await else {
+        return;
+    };
+    let proxy = Proxy::start().await;
+    let behind_proxy = c.dir.path().join("proxied.toml");
+    std::fs::write(
+        &behind_proxy,
+        format!(
+            "{}advertise_url = \"{}\"\n",
+            std::fs::read_to_string(&c.config).unwrap(),
+            proxy.url
+        ),
+    )
+    .unwrap();
+    let b = c.node_with(1, Some(&behind_proxy)).await;
+    *proxy.target.lock().unwrap() = b.url.clone();
+    common::wait_for(
+        Duration::from_secs(20),
+        "node 1 owning every shard",
+        async || owned(&[&b]).await == [64.0],
+    )
+    .await;
+    let a = c.node(0).await;
+    let http = reqwest::Client::new();
+    let post = async |id: &str| {
+        http.post(format!("{}/v1/streams/s/events", a.url))
+            .bearer_auth(&c.token)
+            .json(&json!([{"type":"t","id":id}]))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut tries = 0;
+    let (id, r) = common::poll(
+        Duration::from_secs(20),
+        "node 0 forwarding through the proxy",
+        async || {
+            tries += 1;
+            let id = format!("e{tries}");
+            let r = post(&id).await;
+            (!proxy.seen.lock().unwrap().is_empty()).then_some((id, r))
+        },
+    )
+    .await;
+    assert_eq!(r.status(), 200, "a forward that passes is stored");
+    let (headers, body) = proxy.seen.lock().unwrap()[0].clone();
+    assert!(!headers.contains_key("authorization"), "{headers:?}");
+
+    // The same forward again, straight to the owner.
+    let mut replay = http
+        .post(format!("{}/v1/streams/s/events", b.url))
+        .body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            replay = replay.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let r = replay.send().await.unwrap();
+    let status = r.status();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "forward_replayed", "{answer}");
+    assert_eq!(
+        stored_ids(&c.url)
+            .await
+            .iter()
+            .filter(|i| **i == id)
+            .count(),
+        1
+    );
+
+    for mode in [OnTheWay::FlipBodyByte, OnTheWay::AddContentEncoding] {
+        *proxy.mode.lock().unwrap() = mode;
+        let id = format!("changed-{mode:?}");
+        let r = post(&id).await;
+        let status = r.status();
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(status, 502, "{mode:?}: {answer}");
+        assert_eq!(answer["error"]["code"], "forward_failed", "{answer}");
+        assert!(!stored_ids(&c.url).await.contains(&id), "{mode:?}");
+    }
+    *proxy.mode.lock().unwrap() = OnTheWay::Pass;
+    assert_eq!(post("after").await.status(), 200);
+}

@@ -200,14 +200,34 @@ pub struct Archived {
     pub restore_request: String,
 }
 
+/// The longest `message` an error answer carries, in bytes.
+const MAX_MESSAGE: usize = 2048;
+/// The longest `field` an error answer carries, in bytes.
+const MAX_FIELD: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked with `…`
+/// when cut: a message may quote the client's input (an unknown field's
+/// name), and an answer must stay small whatever was sent.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max - '…'.len_utf8();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: self.message,
+                message: bounded(self.message, MAX_MESSAGE),
                 index: self.index,
-                field: self.field,
+                field: self.field.map(|f| bounded(f, MAX_FIELD)),
                 archived: self.extra.as_mut().and_then(|e| e.archived.take()),
             },
         };
@@ -220,5 +240,36 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(name, value);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_answer_stays_small_whatever_it_quotes() {
+        let name = "é".repeat(1_000_000);
+        let e = ApiError {
+            field: Some(name.clone()),
+            ..ApiError::bad_request("unknown_field", format!("unknown field `{name}`"))
+        };
+        let (_, body) = e.into_response().into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("in memory");
+        assert!(
+            body.len() < MAX_MESSAGE + MAX_FIELD + 200,
+            "{} bytes",
+            body.len()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let (m, f) = (
+            v["error"]["message"].as_str().expect("message"),
+            v["error"]["field"].as_str().expect("field"),
+        );
+        assert!(m.starts_with("unknown field `é") && m.ends_with('…'), "{m}");
+        assert!(f.len() <= MAX_FIELD && f.ends_with('…'), "{f}");
+        assert_eq!(bounded("short".into(), 10), "short");
     }
 }

@@ -64,8 +64,9 @@ enum NoAnswer {
     /// The answer is larger than any answer to this request can be.
     TooLarge,
     /// The answer is not signed by the owner with the nodes' key: not the
-    /// owner (a stale or forged URL), or a node with another signing key.
-    Unsigned,
+    /// owner (a stale or forged URL), a node with another signing key or
+    /// clock, or the owner refusing a forward changed on the way.
+    Unsigned(reqwest::StatusCode, String),
 }
 
 /// Reads an answer's body, refusing one longer than `max`.
@@ -94,11 +95,16 @@ async fn forward(
     body: bytes::Bytes,
     max_answer: usize,
 ) -> Result<axum::response::Response, Unsent> {
-    let (signature, request_mac) = cluster.peer.sign_request(
-        (&cluster.node, key_id, stream),
-        &peer::BodyHeaders::of(headers),
-        &body,
-    );
+    let route = peer::Route {
+        from: &cluster.node,
+        to: owner,
+        key_id,
+        stream,
+    };
+    let (signature, request_mac) =
+        cluster
+            .peer
+            .sign_request(route, &peer::BodyHeaders::of(headers), &body);
     let mut req = cluster
         .client
         .post(format!("{url}/v1/streams/{stream}/events"))
@@ -106,12 +112,13 @@ async fn forward(
     for (name, v) in signature {
         req = req.header(name, v);
     }
-    // Only what the body is parsed by: never the client's Authorization.
+    // Only what the body is parsed by, every value as it came (all signed):
+    // never the client's Authorization.
     for name in [
         axum::http::header::CONTENT_TYPE,
         axum::http::header::CONTENT_ENCODING,
     ] {
-        if let Some(v) = headers.get(&name) {
+        for v in headers.get_all(&name) {
             req = req.header(name.as_str(), v.as_bytes());
         }
     }
@@ -120,27 +127,42 @@ async fn forward(
         Err(e) => Err(NoAnswer::Lost(e)),
         Ok(r) => {
             let status = r.status();
-            let keep = |n: &axum::http::HeaderName| r.headers().get(n.as_str()).cloned();
-            let kept = [
-                keep(&axum::http::header::RETRY_AFTER),
-                keep(&axum::http::header::CONTENT_TYPE),
-            ];
-            let mac = keep(&peer::ANSWER_MAC);
+            let all = |n: &axum::http::HeaderName| -> Vec<Vec<u8>> {
+                r.headers()
+                    .get_all(n.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect()
+            };
+            let (retry_after, content_type) = (
+                all(&axum::http::header::RETRY_AFTER),
+                all(&axum::http::header::CONTENT_TYPE),
+            );
+            let mac = r.headers().get(peer::ANSWER_MAC.as_str()).cloned();
             bounded_body(r, max_answer).await.and_then(|b| {
                 // Only the owner's signed answer is passed on: anything else
-                // (another service at a stale or forged URL) may not claim
-                // the events stored, nor refused.
+                // (another service at a stale or forged URL, a refusal of a
+                // forward changed on the way) may not claim the events
+                // stored, nor refused.
+                let answer = peer::Answer {
+                    status: status.as_u16(),
+                    retry_after: retry_after.iter().map(Vec::as_slice).collect(),
+                    content_type: content_type.iter().map(Vec::as_slice).collect(),
+                    body: &b,
+                };
                 let signed = cluster.peer.check_answer(
                     owner,
-                    status.as_u16(),
                     &request_mac,
-                    &b,
+                    &answer,
                     mac.as_ref().map(reqwest::header::HeaderValue::as_bytes),
                 );
                 if signed {
-                    Ok((status, kept, b))
+                    Ok((status, [retry_after, content_type], b))
                 } else {
-                    Err(NoAnswer::Unsigned)
+                    Err(NoAnswer::Unsigned(
+                        status,
+                        String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned(),
+                    ))
                 }
             })
         }
@@ -150,14 +172,14 @@ async fn forward(
             let mut resp = axum::response::Response::new(Body::from(b));
             *resp.status_mut() =
                 StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, v) in [
+            for (name, values) in [
                 (axum::http::header::RETRY_AFTER, retry_after),
                 (axum::http::header::CONTENT_TYPE, content_type),
             ] {
-                if let Some(v) =
-                    v.and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
-                {
-                    resp.headers_mut().insert(name, v);
+                for v in values {
+                    if let Ok(v) = axum::http::HeaderValue::from_bytes(&v) {
+                        resp.headers_mut().append(name.clone(), v);
+                    }
                 }
             }
             if let Ok(v) = axum::http::HeaderValue::from_str(owner) {
@@ -171,8 +193,16 @@ async fn forward(
             let why = match e {
                 NoAnswer::Lost(e) => crate::net::describe(&e),
                 NoAnswer::TooLarge => format!("answered with more than {max_answer} bytes"),
-                NoAnswer::Unsigned => format!(
-                    "answered without node {owner}'s signature: the URL in the store's nodes table is not that node's, or the nodes do not share signing_key_file"
+                NoAnswer::Unsigned(status, body)
+                    if status == 401 && body.contains("\"forward_") =>
+                {
+                    format!(
+                        "node {owner} refused this node's signed forward ({status}: {body}): the nodes' clocks are more than {} s apart, they do not share signing_key_file, it runs an older version, or the request was changed on the way",
+                        peer::FORWARD_WINDOW.as_secs()
+                    )
+                }
+                NoAnswer::Unsigned(status, _) => format!(
+                    "answered {status} without node {owner}'s signature: the URL in the store's nodes table is not that node's, or the nodes do not share signing_key_file"
                 ),
             };
             tracing::warn!(owner = %url, error = %why, "forwarding an ingest request to the stream's owner failed after sending");
@@ -212,14 +242,35 @@ fn forwarded(
     if !headers.contains_key(peer::FORWARDED_BY) {
         return Ok(None);
     }
-    cluster
-        .peer
-        .check_request(headers, stream)
-        .map(Some)
-        .ok_or_else(|| {
-            st.refusals.unauthenticated(None);
-            forward_unauthenticated()
-        })
+    let Some(f) = cluster.peer.check_request(headers, &cluster.node, stream) else {
+        st.refusals.unauthenticated(None);
+        return Err(forward_unauthenticated());
+    };
+    if !cluster.replays.first_time(&f) {
+        st.refusals.unauthenticated(Some(&f.key_id));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "forward_replayed",
+            "this signed forward was taken before: each is taken once",
+        ));
+    }
+    Ok(Some(f))
+}
+
+/// Why an ingest request failed, and whether a forward's answer may be
+/// signed: a refusal whose cause may be a change on the way (the body or
+/// its headers, before they were checked against the signature) is left
+/// unsigned, so that the forwarding node answers 502 instead of relaying
+/// a refusal the client would take as final.
+enum Failure {
+    Signed(ApiError),
+    Unsigned(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self::Signed(e)
+    }
 }
 
 fn forward_unauthenticated() -> ApiError {
@@ -242,9 +293,21 @@ async fn seal(
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return ApiError::internal(&"an answer's body could not be read").into_response();
     };
-    let mac = cluster
-        .peer
-        .sign_answer(&cluster.node, parts.status.as_u16(), forward, &body);
+    let all = |n| {
+        parts
+            .headers
+            .get_all(n)
+            .iter()
+            .map(axum::http::HeaderValue::as_bytes)
+            .collect()
+    };
+    let answer = peer::Answer {
+        status: parts.status.as_u16(),
+        retry_after: all(axum::http::header::RETRY_AFTER),
+        content_type: all(axum::http::header::CONTENT_TYPE),
+        body: &body,
+    };
+    let mac = cluster.peer.sign_answer(&cluster.node, forward, &answer);
     if let Ok(v) = axum::http::HeaderValue::from_str(&mac) {
         parts.headers.insert(peer::ANSWER_MAC, v);
     }
@@ -291,9 +354,11 @@ pub(super) async fn post_events(
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    let answer = ingest(&st, &stream, &headers, body, forward.as_ref())
-        .await
-        .unwrap_or_else(axum::response::IntoResponse::into_response);
+    let answer = match ingest(&st, &stream, &headers, body, forward.as_ref()).await {
+        Ok(answer) => answer,
+        Err(Failure::Signed(e)) => e.into_response(),
+        Err(Failure::Unsigned(e)) => return e.into_response(),
+    };
     match (&forward, &st.cluster) {
         (Some(f), Some(cluster)) => seal(cluster, f, answer).await,
         _ => answer,
@@ -308,7 +373,7 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
     forward: Option<&peer::Forwarded>,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response, Failure> {
     let stream = producer_stream(stream)?;
     let target = Target::Stream(stream.as_str());
     let key = match forward {
@@ -341,7 +406,7 @@ async fn ingest(
     }
     let received = format_received(time::OffsetDateTime::now_utc());
     // An unknown coding is refused before the body is read.
-    let coding = body::coding(headers)?;
+    let coding = body::coding(headers).map_err(Failure::Unsigned)?;
     let ndjson = body::is_ndjson(headers);
     let limits = st.limits;
     let max = limits.max_request_bytes;
@@ -351,10 +416,11 @@ async fn ingest(
             super::bytes(max)
         )
     })
-    .await?;
+    .await
+    .map_err(Failure::Unsigned)?;
     if forward.is_some_and(|f| !f.body_matches(&bytes)) {
         st.refusals.unauthenticated(Some(&key.id));
-        return Err(forward_unauthenticated());
+        return Err(Failure::Unsigned(forward_unauthenticated()));
     }
     if let (Some((node, url)), Some(cluster)) = (&route, &st.cluster) {
         let max_answer = max_answer(limits.max_events_per_request);

@@ -39,7 +39,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, Archived, ErrorBody, ErrorDetail, Extra};
 pub use limits::RateLimits;
 
-pub use peer::{FORWARD_WINDOW, PURPOSE as PEER_KEY_PURPOSE, PeerKey};
+pub use peer::{FORWARD_WINDOW, PURPOSE as PEER_KEY_PURPOSE, PeerKey, Replays};
 
 use crate::auth::{Authenticator, Scope, Target, allows};
 use crate::chain::note::NoteVerifier;
@@ -103,6 +103,8 @@ pub struct ClusterRoute {
     pub client: reqwest::Client,
     /// Signs forwards and their answers (see [`PeerKey`]).
     pub peer: PeerKey,
+    /// Forwards already taken (each is taken once).
+    pub replays: Replays,
 }
 
 /// One configured destination, as the API sees it.
