@@ -16,7 +16,7 @@
 //! again, a bounded number of times. Which writer wins a race never
 //! matters for correctness, only the compare-and-set does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{PostgresStore, backend};
@@ -56,11 +56,24 @@ pub(super) struct Sequencer {
 struct State {
     tails: HashMap<String, Tail>,
     next_ticket: u64,
-    inflight: BTreeSet<u64>,
-    /// Calls that may still chain onto tails before later calls do: from
-    /// `begin` to their first `prepare`, and again during a locked attempt.
-    unprepared: BTreeSet<u64>,
+    /// The calls in flight, by ticket (the order they began).
+    calls: BTreeMap<u64, InFlight>,
     generation: u64,
+    /// Calls waiting for earlier calls right now.
+    parked: usize,
+}
+
+/// A call in flight, as the calls after it see it.
+struct InFlight {
+    /// The streams it writes.
+    streams: Vec<String>,
+    /// Whether it may still chain onto its streams' tails, so that later
+    /// calls on those streams must wait: from `begin` to its first
+    /// prepare, and again from a refusal (its own, or an earlier call's
+    /// whose tails it chained onto) to its next prepare.
+    unprepared: bool,
+    /// The tails (stream, generation) its last prepare chained onto.
+    chained: Vec<(String, u64)>,
 }
 
 impl Sequencer {
@@ -70,61 +83,109 @@ impl Sequencer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn begin(&self) -> Ticket<'_> {
+    /// Starts a call writing `streams`.
+    fn begin(&self, mut streams: Vec<String>) -> Ticket<'_> {
+        streams.sort_unstable();
+        streams.dedup();
         let mut s = self.lock();
         let t = s.next_ticket;
         s.next_ticket += 1;
-        s.inflight.insert(t);
-        s.unprepared.insert(t);
+        s.calls.insert(
+            t,
+            InFlight {
+                streams,
+                unprepared: true,
+                chained: Vec::new(),
+            },
+        );
         Ticket { seq: self, t }
     }
 
     /// Waits until every call that began before `t` has finished.
     async fn wait_earlier(&self, t: u64) {
-        self.wait_until_none_before(t, |s| &s.inflight).await;
+        self.wait_until(|s| s.calls.range(..t).next().is_none())
+            .await;
     }
 
     /// Waits until no call that began before `t` may still chain onto the
-    /// tails ahead of it: calls chain in the order they began, so a commit
-    /// submitted later never takes seqs before an earlier one's (a call
-    /// loading a stream's head would otherwise be overtaken by a later call
-    /// on a cached one).
+    /// tails of `t`'s streams ahead of it: calls chain onto a stream in the
+    /// order they began, so a commit submitted later never takes seqs
+    /// before an earlier one's. An earlier call may still chain while it
+    /// loads a head (it would otherwise be overtaken by a later call on a
+    /// cached one) and while it goes again after a refusal (the later call
+    /// would otherwise take the head it reloads).
     async fn wait_prepared_before(&self, t: u64) {
-        self.wait_until_none_before(t, |s| &s.unprepared).await;
+        self.wait_until(|s| {
+            let Some(me) = s.calls.get(&t) else {
+                return true;
+            };
+            !s.calls
+                .range(..t)
+                .any(|(_, c)| c.unprepared && c.streams.iter().any(|x| me.streams.contains(x)))
+        })
+        .await;
     }
 
-    /// Waits until the ticket set `which` holds none below `t`.
-    async fn wait_until_none_before(&self, t: u64, which: fn(&State) -> &BTreeSet<u64>) {
+    /// Waits until `done` holds (checked whenever a call prepares or ends).
+    async fn wait_until(&self, done: impl Fn(&State) -> bool) {
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if which(&self.lock()).range(..t).next().is_none() {
-                return;
+            {
+                let mut s = self.lock();
+                if done(&s) {
+                    return;
+                }
+                s.parked += 1;
             }
+            let _parked = Parked(self);
             notified.await;
         }
     }
 
-    /// Marks `t` as chaining (again: a locked attempt) or done chaining.
-    fn set_unprepared(&self, t: u64, unprepared: bool) {
-        {
-            let mut s = self.lock();
-            if unprepared {
-                s.unprepared.insert(t);
-            } else {
-                s.unprepared.remove(&t);
-            }
-        }
-        if !unprepared {
-            self.finished.notify_waiters();
+    /// How many calls are waiting for earlier calls (tests use it to know
+    /// a call is held back).
+    #[cfg(test)]
+    pub(super) fn parked(&self) -> usize {
+        self.lock().parked
+    }
+
+    /// Marks `t` as chaining again (a locked attempt reloads and chains
+    /// under its row locks): later calls on its streams wait for it.
+    fn hold(&self, t: u64) {
+        if let Some(c) = self.lock().calls.get_mut(&t) {
+            c.unprepared = true;
         }
     }
 
-    /// Forgets the tails a refused or failed call chained onto, unless
-    /// they were reloaded since.
-    fn forget(&self, used: &[(String, u64)]) {
+    /// Records that `t` chained onto the tails `chained`: later calls on
+    /// its streams may chain after it. Called under the state's lock, in
+    /// the same critical section as the chaining; wake the waiters after.
+    fn prepared(s: &mut State, t: u64, chained: Vec<(String, u64)>) {
+        if let Some(c) = s.calls.get_mut(&t) {
+            c.unprepared = false;
+            c.chained = chained;
+        }
+    }
+
+    /// A refused call `t` that chained onto the tails `used`: forgets
+    /// those tails (unless reloaded since) and puts `t` back in line, with
+    /// every later call that chained onto the same tails. Those chained
+    /// onto `t`'s events, which were not written, so they will be refused
+    /// too; marking them now, not when their own refusal arrives, means no
+    /// call after them can take the head this refusal leads to reload
+    /// while they are still on their way back.
+    fn refused(&self, t: u64, used: &[(String, u64)]) {
         let mut s = self.lock();
+        for (_, c) in s.calls.range_mut(t..) {
+            if c.chained.iter().any(|x| used.contains(x)) {
+                c.unprepared = true;
+            }
+        }
+        if let Some(c) = s.calls.get_mut(&t) {
+            c.unprepared = true;
+        }
         for (name, generation) in used {
             if s.tails
                 .get(name)
@@ -157,6 +218,15 @@ impl Sequencer {
     }
 }
 
+/// A call waiting in [`Sequencer`] (counted until it wakes or is dropped).
+struct Parked<'a>(&'a Sequencer);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.lock().parked -= 1;
+    }
+}
+
 /// A call in flight; its end wakes the calls waiting behind it.
 struct Ticket<'a> {
     seq: &'a Sequencer,
@@ -165,11 +235,7 @@ struct Ticket<'a> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        {
-            let mut s = self.seq.lock();
-            s.inflight.remove(&self.t);
-            s.unprepared.remove(&self.t);
-        }
+        self.seq.lock().calls.remove(&self.t);
         self.seq.finished.notify_waiters();
     }
 }
@@ -230,7 +296,9 @@ impl PostgresStore {
         &self,
         mut groups: Vec<AppendGroup>,
     ) -> Result<Vec<GroupResult>> {
-        let ticket = self.sequencer.begin();
+        let ticket = self
+            .sequencer
+            .begin(groups.iter().map(|g| g.stream.clone()).collect());
         // Ids found stored by a refused attempt: (stream, id) -> (seq, hash).
         let mut stored: HashMap<(String, String), (u64, String)> = HashMap::new();
         let mut seals: Vec<Option<crate::store::Sealed>> =
@@ -259,7 +327,7 @@ impl PostgresStore {
                 .iter()
                 .map(|p| (p.name.clone(), p.generation))
                 .collect();
-            self.sequencer.forget(&used);
+            self.sequencer.refused(ticket.t, &used);
             let reason = match refusal {
                 Refusal::Fenced(ids) => {
                     // Only the streams the database named, and only if the
@@ -315,9 +383,7 @@ impl PostgresStore {
     ) -> Result<Attempt> {
         self.load_missing(groups, ticket).await?;
         self.sequencer.wait_prepared_before(ticket).await;
-        let prepared = self.prepare(groups, seals, stored);
-        self.sequencer.set_unprepared(ticket, false);
-        let Some((call, parts, slots)) = prepared? else {
+        let Some((call, parts, slots)) = self.prepare(groups, seals, stored, ticket)? else {
             return Ok(Err((Refusal::Head, Vec::new())));
         };
         // Streams this call adds nothing to (every event of theirs already
@@ -367,7 +433,7 @@ impl PostgresStore {
     ) -> Result<Attempt> {
         // Later calls chain after this one again: none may move the tails
         // between the reload below and this call's prepare.
-        self.sequencer.set_unprepared(ticket, true);
+        self.sequencer.hold(ticket);
         self.sequencer.wait_earlier(ticket).await;
         let mut c = self.client().await.map_err(rolled_back)?;
         let tx = c
@@ -420,9 +486,7 @@ impl PostgresStore {
                     self.sequencer.install(name, head, true);
                 }
             }
-            let prepared = self.prepare(groups, seals, stored);
-            self.sequencer.set_unprepared(ticket, false);
-            let Some((call, parts, slots)) = prepared? else {
+            let Some((call, parts, slots)) = self.prepare(groups, seals, stored, ticket)? else {
                 return Ok((false, Err((Refusal::Head, Vec::new()))));
             };
             if call.e_id.is_empty() {
@@ -505,16 +569,42 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Chains the call onto the cached tails (moving them), and builds the
-    /// statement's arrays and each event's answer.
+    /// Chains call `ticket` onto the cached tails (moving them), and builds
+    /// the statement's arrays and each event's answer; `None` (the call
+    /// stays in line) when a tail it needs was forgotten since it loaded.
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         groups: &[AppendGroup],
         seals: &mut [Option<crate::store::Sealed>],
         stored: &HashMap<(String, String), (u64, String)>,
+        ticket: u64,
     ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
         let mut st = self.sequencer.lock();
+        let prepared = self.chain(&mut st, groups, seals, stored);
+        let Ok(Some((_, parts, _))) = &prepared else {
+            return prepared;
+        };
+        let chained = parts
+            .iter()
+            .map(|p| (p.name.clone(), p.generation))
+            .collect();
+        Sequencer::prepared(&mut st, ticket, chained);
+        drop(st);
+        // Wake the later calls waiting for this one.
+        self.sequencer.finished.notify_waiters();
+        prepared
+    }
+
+    /// [`Self::prepare`] under the sequencer's lock.
+    #[allow(clippy::type_complexity)]
+    fn chain(
+        &self,
+        st: &mut State,
+        groups: &[AppendGroup],
+        seals: &mut [Option<crate::store::Sealed>],
+        stored: &HashMap<(String, String), (u64, String)>,
+    ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
         if groups.iter().any(|g| !st.tails.contains_key(&g.stream)) {
             // Forgotten by a refused call since it was loaded: load again.
             return Ok(None);
@@ -823,9 +913,9 @@ mod tests {
     #[tokio::test]
     async fn calls_wait_only_for_calls_that_began_before_them() {
         let s = Sequencer::default();
-        let first = s.begin();
-        let second = s.begin();
-        let third = s.begin();
+        let first = s.begin(vec!["a".into()]);
+        let second = s.begin(vec!["b".into()]);
+        let third = s.begin(vec!["c".into()]);
         assert!(first.t < second.t && second.t < third.t, "tickets grow");
         // The first waits for nobody.
         tokio::time::timeout(std::time::Duration::from_secs(1), s.wait_earlier(first.t))
@@ -846,6 +936,55 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
             .await
             .expect("woken when the last earlier call ends");
+    }
+
+    /// Whether `wait` is still waiting after the other calls have run.
+    async fn waits(wait: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), wait)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_holds_back_later_calls_on_its_streams_until_it_prepares_again() {
+        let s = Sequencer::default();
+        s.install("a".into(), head(1), false);
+        s.install("b".into(), head(2), false);
+        let gen_of = |name: &str| s.lock().tails[name].generation;
+        let chained = |t: u64, names: &[&str]| {
+            let used: Vec<(String, u64)> = names.iter().map(|n| ((*n).into(), gen_of(n))).collect();
+            Sequencer::prepared(&mut s.lock(), t, used.clone());
+            s.finished.notify_waiters();
+            used
+        };
+        let first = s.begin(vec!["a".into(), "b".into()]);
+        let second = s.begin(vec!["a".into()]);
+        assert!(waits(s.wait_prepared_before(second.t)).await, "first loads");
+        let used = chained(first.t, &["a", "b"]);
+        chained(second.t, &["a"]);
+        // The first is refused: it and the second (chained onto its
+        // events) are back in line, and the tails they used are gone.
+        s.refused(first.t, &used);
+        assert!(s.lock().tails.is_empty(), "the tails used are forgotten");
+        let third = s.begin(vec!["a".into()]);
+        let other = s.begin(vec!["z".into()]);
+        assert!(
+            !waits(s.wait_prepared_before(other.t)).await,
+            "another stream does not wait"
+        );
+        assert!(
+            waits(s.wait_prepared_before(third.t)).await,
+            "the first goes again"
+        );
+        s.install("a".into(), head(1), false);
+        s.install("b".into(), head(2), false);
+        chained(first.t, &["a", "b"]);
+        assert!(
+            waits(s.wait_prepared_before(third.t)).await,
+            "the second was chained onto the refused call: it goes again too"
+        );
+        drop(second);
+        assert!(!waits(s.wait_prepared_before(third.t)).await, "now in turn");
     }
 
     #[test]
@@ -870,9 +1009,10 @@ mod tests {
         let g2 = s.lock().tails["a"].generation;
         assert!(g2 > g1, "a reload is a new generation");
         assert_eq!(s.lock().tails["a"].head.id, 5, "a locked reload replaces");
-        s.forget(&[("a".into(), g1)]);
+        let call = s.begin(vec!["a".into()]);
+        s.refused(call.t, &[("a".into(), g1)]);
         assert!(s.lock().tails.contains_key("a"), "a later reload is kept");
-        s.forget(&[("a".into(), g2)]);
+        s.refused(call.t, &[("a".into(), g2)]);
         assert!(
             !s.lock().tails.contains_key("a"),
             "the tail used is dropped"
