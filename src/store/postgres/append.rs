@@ -17,7 +17,10 @@
 //! matters for correctness, only the compare-and-set does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use super::{PostgresStore, backend};
 use crate::chain::ZERO_HASH_HEX;
@@ -74,7 +77,26 @@ struct InFlight {
     unprepared: bool,
     /// The tails (stream, generation) its last prepare chained onto.
     chained: Vec<(String, u64)>,
+    /// The connection its statement was sent on, until the answer came.
+    lane: Option<Arc<Lane>>,
 }
+
+/// A connection that calls chained onto each other share while they are
+/// in flight: PostgreSQL runs one connection's statements in the order it
+/// received them, so a call's statement never compares the heads before
+/// the statement of the call it was chained onto has written them.
+pub(super) struct Lane {
+    client: deadpool_postgres::Object,
+    statement: tokio_postgres::Statement,
+}
+
+/// A call's statement, already sent: its rows when answered.
+type Sending = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+            + Send,
+    >,
+>;
 
 impl Sequencer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -96,6 +118,7 @@ impl Sequencer {
                 streams,
                 unprepared: true,
                 chained: Vec::new(),
+                lane: None,
             },
         );
         Ticket { seq: self, t }
@@ -115,15 +138,45 @@ impl Sequencer {
     /// cached one) and while it goes again after a refusal (the later call
     /// would otherwise take the head it reloads).
     async fn wait_prepared_before(&self, t: u64) {
-        self.wait_until(|s| {
-            let Some(me) = s.calls.get(&t) else {
-                return true;
-            };
-            !s.calls
-                .range(..t)
-                .any(|(_, c)| c.unprepared && c.streams.iter().any(|x| me.streams.contains(x)))
-        })
-        .await;
+        self.wait_until(|s| Self::turn(s, t).is_some()).await;
+    }
+
+    /// Whether call `t` may chain now, and on which connection: `None`
+    /// while an earlier call on its streams may still chain, or while
+    /// earlier calls on its streams are in flight on two connections (it
+    /// can follow only one of them, so it waits for the others to be
+    /// answered); `Some(Some(lane))`: follow the earlier calls in flight
+    /// on its streams on their connection; `Some(None)`: none is in flight,
+    /// any connection will do.
+    fn turn(s: &State, t: u64) -> Option<Option<Arc<Lane>>> {
+        let Some(me) = s.calls.get(&t) else {
+            return Some(None);
+        };
+        let mut follow: Option<&Arc<Lane>> = None;
+        for (_, c) in s.calls.range(..t) {
+            if !c.streams.iter().any(|x| me.streams.contains(x)) {
+                continue;
+            }
+            if c.unprepared {
+                return None;
+            }
+            if let Some(lane) = &c.lane {
+                match follow {
+                    Some(f) if !Arc::ptr_eq(f, lane) => return None,
+                    _ => follow = Some(lane),
+                }
+            }
+        }
+        Some(follow.cloned())
+    }
+
+    /// Records that `t`'s statement was answered: calls after it no longer
+    /// need to follow it on its connection.
+    fn landed(&self, t: u64) {
+        if let Some(c) = self.lock().calls.get_mut(&t) {
+            c.lane = None;
+        }
+        self.finished.notify_waiters();
     }
 
     /// Waits until `done` holds (checked whenever a call prepares or ends).
@@ -252,8 +305,8 @@ struct StreamPart {
 /// The arrays of one `trailkeep_append` call.
 #[derive(Default)]
 struct Call {
-    /// This node, when it sends fences.
-    holder: Option<String>,
+    /// This node when it sends fences, else empty.
+    holder: String,
     s_id: Vec<i64>,
     s_seq: Vec<i64>,
     s_hash: Vec<String>,
@@ -279,6 +332,38 @@ struct Call {
 /// One attempt: the answers, or why the database refused it and the
 /// stream parts it sent.
 type Attempt = std::result::Result<Vec<GroupResult>, (Refusal, Vec<StreamPart>)>;
+
+/// What [`PostgresStore::prepare`] came to.
+enum Step {
+    /// An earlier call on the same streams is not chained yet, or earlier
+    /// calls are in flight on two connections: wait and come back.
+    Wait,
+    /// Nothing in flight to follow: come back with a connection.
+    NeedLane,
+    /// A tail the call needs was forgotten since it was loaded.
+    Missing,
+    /// Chained.
+    Ready(Prepared),
+}
+
+/// A call chained onto the tails.
+struct Prepared {
+    send: ToSend,
+    parts: Vec<StreamPart>,
+    slots: Vec<Vec<Accepted>>,
+    /// Streams it adds nothing to (by id).
+    unmoved: Vec<i64>,
+}
+
+/// A prepared call's statement.
+enum ToSend {
+    /// No new event: nothing to send.
+    Nothing,
+    /// For the caller to send (a locked attempt).
+    Call(Call),
+    /// Sent on a lane.
+    Sent(Sending),
+}
 
 /// Why the database refused a call.
 enum Refusal {
@@ -382,43 +467,71 @@ impl PostgresStore {
         ticket: u64,
     ) -> Result<Attempt> {
         self.load_missing(groups, ticket).await?;
-        self.sequencer.wait_prepared_before(ticket).await;
-        let Some((call, parts, slots)) = self.prepare(groups, seals, stored, ticket)? else {
-            return Ok(Err((Refusal::Head, Vec::new())));
+        // A connection of its own, opened only when no earlier call on
+        // these streams is in flight to follow.
+        let mut own = None;
+        let prepared = loop {
+            self.sequencer.wait_prepared_before(ticket).await;
+            match self.prepare(groups, seals, stored, ticket, Some(&mut own))? {
+                Step::Wait => {}
+                Step::NeedLane => own = Some(self.open_lane().await?),
+                Step::Missing => return Ok(Err((Refusal::Head, Vec::new()))),
+                Step::Ready(p) => break p,
+            }
         };
-        // Streams this call adds nothing to (every event of theirs already
-        // stored): the statement neither compares nor moves their heads, so
-        // the cached tail is no answer for them (another node may have
-        // written since it was loaded, or it may be another call's head
-        // not yet committed). Their heads are read from the database.
-        let unmoved: Vec<i64> = parts
-            .iter()
-            .map(|p| p.id)
-            .filter(|id| !call.s_id.contains(id))
-            .collect();
-        let c = self.client().await.map_err(rolled_back)?;
-        if call.e_id.is_empty() {
+        drop(own);
+        let Prepared {
+            send,
+            parts,
+            slots,
+            unmoved,
+        } = prepared;
+        let ToSend::Sent(sending) = send else {
             // Nothing new at all: nothing to send, only the heads to read.
+            let c = self.client().await.map_err(rolled_back)?;
             let heads = stored_heads(&c, &unmoved).await.map_err(rolled_back)?;
             return Ok(Ok(finish(groups, slots, &parts, &heads)));
-        }
-        Ok(match send(&c, &call).await? {
+        };
+        let answer = sending.await;
+        self.sequencer.landed(ticket);
+        let rows = answer.map_err(statement_error)?;
+        Ok(match refusal(&rows) {
             None => {
                 // Read after the commit (one more round trip, only for calls
                 // with such streams): "the head after the commit". Written
                 // is written: a failed read falls back to the head loaded
                 // during this call rather than failing a stored call.
-                let heads = match stored_heads(&c, &unmoved).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the heads of streams whose events were all duplicates; answering with the heads this node loaded during the call");
-                        HashMap::new()
+                let heads = if unmoved.is_empty() {
+                    HashMap::new()
+                } else {
+                    let read = async {
+                        let c = self.client().await?;
+                        stored_heads(&c, &unmoved).await
+                    };
+                    match read.await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the heads of streams whose events were all duplicates; answering with the heads this node loaded during the call");
+                            HashMap::new()
+                        }
                     }
                 };
                 Ok(finish(groups, slots, &parts, &heads))
             }
             Some(r) => Err((r, parts)),
         })
+    }
+
+    /// Opens a connection for calls to follow each other on, with the
+    /// append statement prepared on it.
+    async fn open_lane(&self) -> Result<Arc<Lane>> {
+        let client = self.client().await.map_err(rolled_back)?;
+        let statement = client
+            .prepare_cached(APPEND_SQL)
+            .await
+            .map_err(backend)
+            .map_err(rolled_back)?;
+        Ok(Arc::new(Lane { client, statement }))
     }
 
     /// The same in a transaction that first locks the head rows (in id
@@ -486,12 +599,18 @@ impl PostgresStore {
                     self.sequencer.install(name, head, true);
                 }
             }
-            let Some((call, parts, slots)) = self.prepare(groups, seals, stored, ticket)? else {
+            let Step::Ready(Prepared {
+                send: to_send,
+                parts,
+                slots,
+                ..
+            }) = self.prepare(groups, seals, stored, ticket, None)?
+            else {
                 return Ok((false, Err((Refusal::Head, Vec::new()))));
             };
-            if call.e_id.is_empty() {
+            let ToSend::Call(call) = to_send else {
                 return Ok((false, Ok(finish(groups, slots, &parts, &heads))));
-            }
+            };
             Ok(match send(&tx, &call).await? {
                 None => (true, Ok(finish(groups, slots, &parts, &heads))),
                 Some(r) => (false, Err((r, parts))),
@@ -570,30 +689,73 @@ impl PostgresStore {
     }
 
     /// Chains call `ticket` onto the cached tails (moving them), and builds
-    /// the statement's arrays and each event's answer; `None` (the call
-    /// stays in line) when a tail it needs was forgotten since it loaded.
-    #[allow(clippy::type_complexity)]
+    /// the statement's arrays and each event's answer.
+    ///
+    /// `lane`: `None` for a locked attempt, which sends the statement in
+    /// its own transaction (it waited for every earlier call and holds the
+    /// head rows). Otherwise the statement is sent here, under the
+    /// sequencer's lock, so calls are sent in the order they chain: on the
+    /// connection of the earlier calls in flight on the same streams, or
+    /// on the call's own (`Step::NeedLane` until it has one).
     fn prepare(
         &self,
         groups: &[AppendGroup],
         seals: &mut [Option<crate::store::Sealed>],
         stored: &HashMap<(String, String), (u64, String)>,
         ticket: u64,
-    ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
+        lane: Option<&mut Option<Arc<Lane>>>,
+    ) -> Result<Step> {
         let mut st = self.sequencer.lock();
-        let prepared = self.chain(&mut st, groups, seals, stored);
-        let Ok(Some((_, parts, _))) = &prepared else {
-            return prepared;
+        let lane = match lane {
+            None => None,
+            Some(own) => match Sequencer::turn(&st, ticket) {
+                None => return Ok(Step::Wait),
+                Some(Some(follow)) => Some(follow),
+                Some(None) => match own.take() {
+                    Some(own) => Some(own),
+                    None => return Ok(Step::NeedLane),
+                },
+            },
         };
+        let Some((call, parts, slots)) = self.chain(&mut st, groups, seals, stored)? else {
+            // Forgotten by a refused call since it was loaded: load again.
+            return Ok(Step::Missing);
+        };
+        // Streams this call adds nothing to (every event of theirs already
+        // stored): the statement neither compares nor moves their heads, so
+        // the cached tail is no answer for them (another node may have
+        // written since it was loaded, or it may be another call's head
+        // not yet committed). Their heads are read from the database.
+        let unmoved: Vec<i64> = parts
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !call.s_id.contains(id))
+            .collect();
         let chained = parts
             .iter()
             .map(|p| (p.name.clone(), p.generation))
             .collect();
         Sequencer::prepared(&mut st, ticket, chained);
+        let send = match lane {
+            _ if call.e_id.is_empty() => ToSend::Nothing,
+            None => ToSend::Call(call),
+            Some(lane) => {
+                let sending = start(lane.clone(), call);
+                if let Some(c) = st.calls.get_mut(&ticket) {
+                    c.lane = Some(lane);
+                }
+                ToSend::Sent(sending)
+            }
+        };
         drop(st);
         // Wake the later calls waiting for this one.
         self.sequencer.finished.notify_waiters();
-        prepared
+        Ok(Step::Ready(Prepared {
+            send,
+            parts,
+            slots,
+            unmoved,
+        }))
     }
 
     /// [`Self::prepare`] under the sequencer's lock.
@@ -694,7 +856,9 @@ impl PostgresStore {
             call.s_new_seq.push(head.seq as i64);
             call.s_new_hash.push(head.hash.clone());
             if let Some(l) = &p.fence {
-                call.holder.get_or_insert_with(|| l.holder.clone());
+                if call.holder.is_empty() {
+                    call.holder.clone_from(&l.holder);
+                }
             }
             call.s_lease.push(p.fence.as_ref().map(|l| l.name.clone()));
             call.s_epoch.push(p.fence.as_ref().map(|l| l.token));
@@ -705,63 +869,83 @@ impl PostgresStore {
 
 /// Sends one call; `Some` when the database refused it (nothing written).
 async fn send(c: &impl deadpool_postgres::GenericClient, call: &Call) -> Result<Option<Refusal>> {
+    let stmt = c
+        .prepare_cached(APPEND_SQL)
+        .await
+        .map_err(backend)
+        .map_err(rolled_back)?;
+    let rows = c
+        .query(&stmt, &call.params())
+        .await
+        .map_err(statement_error)?;
+    Ok(refusal(&rows))
+}
+
+/// Sends `call` on `lane` now: the request is queued on the connection
+/// before this returns (the query's first poll queues it; nothing after
+/// that is needed to send), so calls are sent in the order this is called.
+fn start(lane: Arc<Lane>, call: Call) -> Sending {
+    let mut sending: Sending =
+        Box::pin(async move { lane.client.query(&lane.statement, &call.params()).await });
+    match sending
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
     {
-        let stmt = c
-            .prepare_cached(APPEND_SQL)
-            .await
-            .map_err(backend)
-            .map_err(rolled_back)?;
-        let holder = call.holder.clone().unwrap_or_default();
-        let rows = c
-            .query(
-                &stmt,
-                &[
-                    &holder,
-                    &call.s_id,
-                    &call.s_seq,
-                    &call.s_hash,
-                    &call.s_new_seq,
-                    &call.s_new_hash,
-                    &call.s_lease,
-                    &call.s_epoch,
-                    &call.e_stream,
-                    &call.e_seq,
-                    &call.e_id,
-                    &call.e_type,
-                    &call.e_time,
-                    &call.e_received,
-                    &call.e_hash,
-                    &call.e_body,
-                    &call.t_stream,
-                    &call.t_level,
-                    &call.t_idx,
-                    &call.t_strip,
-                    &call.t_data,
-                ],
-            )
-            .await
-            .map_err(statement_error)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let kind: String = first.get(0);
-        Ok(Some(match kind.as_str() {
-            "fenced" => Refusal::Fenced(rows.iter().map(|r| r.get::<_, i64>(1)).collect()),
-            "dup" => Refusal::Duplicates(
-                rows.iter()
-                    .map(|r| {
-                        (
-                            r.get::<_, i64>(1),
-                            r.get::<_, String>(2),
-                            r.get::<_, i64>(3) as u64,
-                            r.get::<_, String>(4),
-                        )
-                    })
-                    .collect(),
-            ),
-            _ => Refusal::Head,
-        }))
+        // Queued; polled again (with the caller's waker) for the answer.
+        Poll::Pending => sending,
+        Poll::Ready(answer) => Box::pin(std::future::ready(answer)),
     }
+}
+
+impl Call {
+    /// The statement's parameters, in `APPEND_SQL`'s order.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 21] {
+        [
+            &self.holder,
+            &self.s_id,
+            &self.s_seq,
+            &self.s_hash,
+            &self.s_new_seq,
+            &self.s_new_hash,
+            &self.s_lease,
+            &self.s_epoch,
+            &self.e_stream,
+            &self.e_seq,
+            &self.e_id,
+            &self.e_type,
+            &self.e_time,
+            &self.e_received,
+            &self.e_hash,
+            &self.e_body,
+            &self.t_stream,
+            &self.t_level,
+            &self.t_idx,
+            &self.t_strip,
+            &self.t_data,
+        ]
+    }
+}
+
+/// The refusal in a call's answer: `None` when everything was written.
+fn refusal(rows: &[tokio_postgres::Row]) -> Option<Refusal> {
+    let first = rows.first()?;
+    let kind: String = first.get(0);
+    Some(match kind.as_str() {
+        "fenced" => Refusal::Fenced(rows.iter().map(|r| r.get::<_, i64>(1)).collect()),
+        "dup" => Refusal::Duplicates(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, i64>(3) as u64,
+                        r.get::<_, String>(4),
+                    )
+                })
+                .collect(),
+        ),
+        _ => Refusal::Head,
+    })
 }
 
 /// The answers of a call that was written (or had nothing to write); the
