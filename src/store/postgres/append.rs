@@ -6,15 +6,22 @@
 //! call as one `trailkeep_append` statement in autocommit: it compares
 //! every head (seq, hash) and, for streams whose shard this node owns, the
 //! lease and the stream's epoch, and only then writes events, tiles and
-//! heads. So several calls can be in flight on separate connections, each
-//! chained onto the one before; the compare-and-set keeps them in order.
+//! heads. So several calls can be in flight, each chained onto the one
+//! before; the compare-and-set keeps them in order. Calls chain onto a
+//! stream in the order they began, and a call chained onto calls still in
+//! flight is sent after them on their connection (a [`Lane`]), so
+//! PostgreSQL runs its statement after theirs: on connections of their
+//! own, a later statement could reach the head rows first and be refused.
+//! Calls on other streams go on connections of their own, in parallel.
 //!
 //! When a call is refused (another writer moved a head, an id was already
 //! stored, the shard moved to another node) nothing was written: the call
 //! forgets the tails it used, waits until every earlier call of this node
 //! has finished, reloads the heads it needs from the database and tries
-//! again, a bounded number of times. Which writer wins a race never
-//! matters for correctness, only the compare-and-set does.
+//! again, a bounded number of times. It keeps its place meanwhile: later
+//! calls on its streams wait until it has chained again. Which writer
+//! wins a race never matters for correctness, only the compare-and-set
+//! does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
