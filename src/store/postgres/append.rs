@@ -350,7 +350,7 @@ enum Step {
     /// A tail the call needs was forgotten since it was loaded.
     Missing,
     /// Chained.
-    Ready(Prepared),
+    Ready(Box<Prepared>),
 }
 
 /// A call chained onto the tails.
@@ -367,7 +367,7 @@ enum ToSend {
     /// No new event: nothing to send.
     Nothing,
     /// For the caller to send (a locked attempt).
-    Call(Call),
+    Call(Box<Call>),
     /// Sent on a lane.
     Sent(Sending),
 }
@@ -492,7 +492,7 @@ impl PostgresStore {
             parts,
             slots,
             unmoved,
-        } = prepared;
+        } = *prepared;
         let ToSend::Sent(sending) = send else {
             // Nothing new at all: nothing to send, only the heads to read.
             let c = self.client().await.map_err(rolled_back)?;
@@ -606,15 +606,15 @@ impl PostgresStore {
                     self.sequencer.install(name, head, true);
                 }
             }
-            let Step::Ready(Prepared {
+            let Step::Ready(prepared) = self.prepare(groups, seals, stored, ticket, None)? else {
+                return Ok((false, Err((Refusal::Head, Vec::new()))));
+            };
+            let Prepared {
                 send: to_send,
                 parts,
                 slots,
                 ..
-            }) = self.prepare(groups, seals, stored, ticket, None)?
-            else {
-                return Ok((false, Err((Refusal::Head, Vec::new()))));
-            };
+            } = *prepared;
             let ToSend::Call(call) = to_send else {
                 return Ok((false, Ok(finish(groups, slots, &parts, &heads))));
             };
@@ -745,7 +745,7 @@ impl PostgresStore {
         Sequencer::prepared(&mut st, ticket, chained);
         let send = match lane {
             _ if call.e_id.is_empty() => ToSend::Nothing,
-            None => ToSend::Call(call),
+            None => ToSend::Call(Box::new(call)),
             Some(lane) => {
                 let sending = start(lane.clone(), call);
                 if let Some(c) = st.calls.get_mut(&ticket) {
@@ -757,12 +757,12 @@ impl PostgresStore {
         drop(st);
         // Wake the later calls waiting for this one.
         self.sequencer.finished.notify_waiters();
-        Ok(Step::Ready(Prepared {
+        Ok(Step::Ready(Box::new(Prepared {
             send,
             parts,
             slots,
             unmoved,
-        }))
+        })))
     }
 
     /// [`Self::prepare`] under the sequencer's lock.
@@ -862,10 +862,10 @@ impl PostgresStore {
             call.s_hash.push(p.base.hash.clone());
             call.s_new_seq.push(head.seq as i64);
             call.s_new_hash.push(head.hash.clone());
-            if let Some(l) = &p.fence {
-                if call.holder.is_empty() {
-                    call.holder.clone_from(&l.holder);
-                }
+            if let Some(l) = &p.fence
+                && call.holder.is_empty()
+            {
+                call.holder.clone_from(&l.holder);
             }
             call.s_lease.push(p.fence.as_ref().map(|l| l.name.clone()));
             call.s_epoch.push(p.fence.as_ref().map(|l| l.token));
