@@ -6,18 +6,28 @@
 //! call as one `trailkeep_append` statement in autocommit: it compares
 //! every head (seq, hash) and, for streams whose shard this node owns, the
 //! lease and the stream's epoch, and only then writes events, tiles and
-//! heads. So several calls can be in flight on separate connections, each
-//! chained onto the one before; the compare-and-set keeps them in order.
+//! heads. So several calls can be in flight, each chained onto the one
+//! before; the compare-and-set keeps them in order. Calls chain onto a
+//! stream in the order they began, and a call chained onto calls still in
+//! flight is sent after them on their connection (a [`Lane`]), so
+//! PostgreSQL runs its statement after theirs: on connections of their
+//! own, a later statement could reach the head rows first and be refused.
+//! Calls on other streams go on connections of their own, in parallel.
 //!
 //! When a call is refused (another writer moved a head, an id was already
 //! stored, the shard moved to another node) nothing was written: the call
 //! forgets the tails it used, waits until every earlier call of this node
 //! has finished, reloads the heads it needs from the database and tries
-//! again, a bounded number of times. Which writer wins a race never
-//! matters for correctness, only the compare-and-set does.
+//! again, a bounded number of times. It keeps its place meanwhile: later
+//! calls on its streams wait until it has chained again. Which writer
+//! wins a race never matters for correctness, only the compare-and-set
+//! does.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use super::{PostgresStore, backend};
 use crate::chain::ZERO_HASH_HEX;
@@ -56,12 +66,44 @@ pub(super) struct Sequencer {
 struct State {
     tails: HashMap<String, Tail>,
     next_ticket: u64,
-    inflight: BTreeSet<u64>,
-    /// Calls that may still chain onto tails before later calls do: from
-    /// `begin` to their first `prepare`, and again during a locked attempt.
-    unprepared: BTreeSet<u64>,
+    /// The calls in flight, by ticket (the order they began).
+    calls: BTreeMap<u64, InFlight>,
     generation: u64,
+    /// Calls waiting for earlier calls right now.
+    parked: usize,
 }
+
+/// A call in flight, as the calls after it see it.
+struct InFlight {
+    /// The streams it writes.
+    streams: Vec<String>,
+    /// Whether it may still chain onto its streams' tails, so that later
+    /// calls on those streams must wait: from `begin` to its first
+    /// prepare, and again from a refusal (its own, or an earlier call's
+    /// whose tails it chained onto) to its next prepare.
+    unprepared: bool,
+    /// The tails (stream, generation) its last prepare chained onto.
+    chained: Vec<(String, u64)>,
+    /// The connection its statement was sent on, until the answer came.
+    lane: Option<Arc<Lane>>,
+}
+
+/// A connection that calls chained onto each other share while they are
+/// in flight: PostgreSQL runs one connection's statements in the order it
+/// received them, so a call's statement never compares the heads before
+/// the statement of the call it was chained onto has written them.
+pub(super) struct Lane {
+    client: deadpool_postgres::Object,
+    statement: tokio_postgres::Statement,
+}
+
+/// A call's statement, already sent: its rows when answered.
+type Sending = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>
+            + Send,
+    >,
+>;
 
 impl Sequencer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -70,61 +112,140 @@ impl Sequencer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn begin(&self) -> Ticket<'_> {
+    /// Starts a call writing `streams`.
+    fn begin(&self, mut streams: Vec<String>) -> Ticket<'_> {
+        streams.sort_unstable();
+        streams.dedup();
         let mut s = self.lock();
         let t = s.next_ticket;
         s.next_ticket += 1;
-        s.inflight.insert(t);
-        s.unprepared.insert(t);
+        s.calls.insert(
+            t,
+            InFlight {
+                streams,
+                unprepared: true,
+                chained: Vec::new(),
+                lane: None,
+            },
+        );
         Ticket { seq: self, t }
     }
 
     /// Waits until every call that began before `t` has finished.
     async fn wait_earlier(&self, t: u64) {
-        self.wait_until_none_before(t, |s| &s.inflight).await;
+        self.wait_until(|s| s.calls.range(..t).next().is_none())
+            .await;
     }
 
     /// Waits until no call that began before `t` may still chain onto the
-    /// tails ahead of it: calls chain in the order they began, so a commit
-    /// submitted later never takes seqs before an earlier one's (a call
-    /// loading a stream's head would otherwise be overtaken by a later call
-    /// on a cached one).
+    /// tails of `t`'s streams ahead of it: calls chain onto a stream in the
+    /// order they began, so a commit submitted later never takes seqs
+    /// before an earlier one's. An earlier call may still chain while it
+    /// loads a head (it would otherwise be overtaken by a later call on a
+    /// cached one) and while it goes again after a refusal (the later call
+    /// would otherwise take the head it reloads).
     async fn wait_prepared_before(&self, t: u64) {
-        self.wait_until_none_before(t, |s| &s.unprepared).await;
+        self.wait_until(|s| Self::turn(s, t).is_some()).await;
     }
 
-    /// Waits until the ticket set `which` holds none below `t`.
-    async fn wait_until_none_before(&self, t: u64, which: fn(&State) -> &BTreeSet<u64>) {
+    /// Whether call `t` may chain now, and on which connection: `None`
+    /// while an earlier call on its streams may still chain, or while
+    /// earlier calls on its streams are in flight on two connections (it
+    /// can follow only one of them, so it waits for the others to be
+    /// answered); `Some(Some(lane))`: follow the earlier calls in flight
+    /// on its streams on their connection; `Some(None)`: none is in flight,
+    /// any connection will do.
+    fn turn(s: &State, t: u64) -> Option<Option<Arc<Lane>>> {
+        let Some(me) = s.calls.get(&t) else {
+            return Some(None);
+        };
+        let mut follow: Option<&Arc<Lane>> = None;
+        for (_, c) in s.calls.range(..t) {
+            if !c.streams.iter().any(|x| me.streams.contains(x)) {
+                continue;
+            }
+            if c.unprepared {
+                return None;
+            }
+            if let Some(lane) = &c.lane {
+                match follow {
+                    Some(f) if !Arc::ptr_eq(f, lane) => return None,
+                    _ => follow = Some(lane),
+                }
+            }
+        }
+        Some(follow.cloned())
+    }
+
+    /// Records that `t`'s statement was answered: calls after it no longer
+    /// need to follow it on its connection.
+    fn landed(&self, t: u64) {
+        if let Some(c) = self.lock().calls.get_mut(&t) {
+            c.lane = None;
+        }
+        self.finished.notify_waiters();
+    }
+
+    /// Waits until `done` holds (checked whenever a call prepares or ends).
+    async fn wait_until(&self, done: impl Fn(&State) -> bool) {
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if which(&self.lock()).range(..t).next().is_none() {
-                return;
+            {
+                let mut s = self.lock();
+                if done(&s) {
+                    return;
+                }
+                s.parked += 1;
             }
+            let _parked = Parked(self);
             notified.await;
         }
     }
 
-    /// Marks `t` as chaining (again: a locked attempt) or done chaining.
-    fn set_unprepared(&self, t: u64, unprepared: bool) {
-        {
-            let mut s = self.lock();
-            if unprepared {
-                s.unprepared.insert(t);
-            } else {
-                s.unprepared.remove(&t);
-            }
-        }
-        if !unprepared {
-            self.finished.notify_waiters();
+    /// How many calls are waiting for earlier calls (tests use it to know
+    /// a call is held back).
+    #[cfg(test)]
+    pub(super) fn parked(&self) -> usize {
+        self.lock().parked
+    }
+
+    /// Marks `t` as chaining again (a locked attempt reloads and chains
+    /// under its row locks): later calls on its streams wait for it.
+    fn hold(&self, t: u64) {
+        if let Some(c) = self.lock().calls.get_mut(&t) {
+            c.unprepared = true;
         }
     }
 
-    /// Forgets the tails a refused or failed call chained onto, unless
-    /// they were reloaded since.
-    fn forget(&self, used: &[(String, u64)]) {
+    /// Records that `t` chained onto the tails `chained`: later calls on
+    /// its streams may chain after it. Called under the state's lock, in
+    /// the same critical section as the chaining; wake the waiters after.
+    fn prepared(s: &mut State, t: u64, chained: Vec<(String, u64)>) {
+        if let Some(c) = s.calls.get_mut(&t) {
+            c.unprepared = false;
+            c.chained = chained;
+        }
+    }
+
+    /// A refused call `t` that chained onto the tails `used`: forgets
+    /// those tails (unless reloaded since) and puts `t` back in line, with
+    /// every later call that chained onto the same tails. Those chained
+    /// onto `t`'s events, which were not written, so they will be refused
+    /// too; marking them now, not when their own refusal arrives, means no
+    /// call after them can take the head this refusal leads to reload
+    /// while they are still on their way back.
+    fn refused(&self, t: u64, used: &[(String, u64)]) {
         let mut s = self.lock();
+        for (_, c) in s.calls.range_mut(t..) {
+            if c.chained.iter().any(|x| used.contains(x)) {
+                c.unprepared = true;
+            }
+        }
+        if let Some(c) = s.calls.get_mut(&t) {
+            c.unprepared = true;
+        }
         for (name, generation) in used {
             if s.tails
                 .get(name)
@@ -157,6 +278,15 @@ impl Sequencer {
     }
 }
 
+/// A call waiting in [`Sequencer`] (counted until it wakes or is dropped).
+struct Parked<'a>(&'a Sequencer);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.lock().parked -= 1;
+    }
+}
+
 /// A call in flight; its end wakes the calls waiting behind it.
 struct Ticket<'a> {
     seq: &'a Sequencer,
@@ -165,11 +295,7 @@ struct Ticket<'a> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        {
-            let mut s = self.seq.lock();
-            s.inflight.remove(&self.t);
-            s.unprepared.remove(&self.t);
-        }
+        self.seq.lock().calls.remove(&self.t);
         self.seq.finished.notify_waiters();
     }
 }
@@ -186,8 +312,8 @@ struct StreamPart {
 /// The arrays of one `trailkeep_append` call.
 #[derive(Default)]
 struct Call {
-    /// This node, when it sends fences.
-    holder: Option<String>,
+    /// This node when it sends fences, else empty.
+    holder: String,
     s_id: Vec<i64>,
     s_seq: Vec<i64>,
     s_hash: Vec<String>,
@@ -214,6 +340,38 @@ struct Call {
 /// stream parts it sent.
 type Attempt = std::result::Result<Vec<GroupResult>, (Refusal, Vec<StreamPart>)>;
 
+/// What [`PostgresStore::prepare`] came to.
+enum Step {
+    /// An earlier call on the same streams is not chained yet, or earlier
+    /// calls are in flight on two connections: wait and come back.
+    Wait,
+    /// Nothing in flight to follow: come back with a connection.
+    NeedLane,
+    /// A tail the call needs was forgotten since it was loaded.
+    Missing,
+    /// Chained.
+    Ready(Box<Prepared>),
+}
+
+/// A call chained onto the tails.
+struct Prepared {
+    send: ToSend,
+    parts: Vec<StreamPart>,
+    slots: Vec<Vec<Accepted>>,
+    /// Streams it adds nothing to (by id).
+    unmoved: Vec<i64>,
+}
+
+/// A prepared call's statement.
+enum ToSend {
+    /// No new event: nothing to send.
+    Nothing,
+    /// For the caller to send (a locked attempt).
+    Call(Box<Call>),
+    /// Sent on a lane.
+    Sent(Sending),
+}
+
 /// Why the database refused a call.
 enum Refusal {
     /// A shard lease or a stream's epoch is no longer this node's.
@@ -230,7 +388,9 @@ impl PostgresStore {
         &self,
         mut groups: Vec<AppendGroup>,
     ) -> Result<Vec<GroupResult>> {
-        let ticket = self.sequencer.begin();
+        let ticket = self
+            .sequencer
+            .begin(groups.iter().map(|g| g.stream.clone()).collect());
         // Ids found stored by a refused attempt: (stream, id) -> (seq, hash).
         let mut stored: HashMap<(String, String), (u64, String)> = HashMap::new();
         let mut seals: Vec<Option<crate::store::Sealed>> =
@@ -259,7 +419,7 @@ impl PostgresStore {
                 .iter()
                 .map(|p| (p.name.clone(), p.generation))
                 .collect();
-            self.sequencer.forget(&used);
+            self.sequencer.refused(ticket.t, &used);
             let reason = match refusal {
                 Refusal::Fenced(ids) => {
                     // Only the streams the database named, and only if the
@@ -314,45 +474,71 @@ impl PostgresStore {
         ticket: u64,
     ) -> Result<Attempt> {
         self.load_missing(groups, ticket).await?;
-        self.sequencer.wait_prepared_before(ticket).await;
-        let prepared = self.prepare(groups, seals, stored);
-        self.sequencer.set_unprepared(ticket, false);
-        let Some((call, parts, slots)) = prepared? else {
-            return Ok(Err((Refusal::Head, Vec::new())));
+        // A connection of its own, opened only when no earlier call on
+        // these streams is in flight to follow.
+        let mut own = None;
+        let prepared = loop {
+            self.sequencer.wait_prepared_before(ticket).await;
+            match self.prepare(groups, seals, stored, ticket, Some(&mut own))? {
+                Step::Wait => {}
+                Step::NeedLane => own = Some(self.open_lane().await?),
+                Step::Missing => return Ok(Err((Refusal::Head, Vec::new()))),
+                Step::Ready(p) => break p,
+            }
         };
-        // Streams this call adds nothing to (every event of theirs already
-        // stored): the statement neither compares nor moves their heads, so
-        // the cached tail is no answer for them (another node may have
-        // written since it was loaded, or it may be another call's head
-        // not yet committed). Their heads are read from the database.
-        let unmoved: Vec<i64> = parts
-            .iter()
-            .map(|p| p.id)
-            .filter(|id| !call.s_id.contains(id))
-            .collect();
-        let c = self.client().await.map_err(rolled_back)?;
-        if call.e_id.is_empty() {
+        drop(own);
+        let Prepared {
+            send,
+            parts,
+            slots,
+            unmoved,
+        } = *prepared;
+        let ToSend::Sent(sending) = send else {
             // Nothing new at all: nothing to send, only the heads to read.
+            let c = self.client().await.map_err(rolled_back)?;
             let heads = stored_heads(&c, &unmoved).await.map_err(rolled_back)?;
             return Ok(Ok(finish(groups, slots, &parts, &heads)));
-        }
-        Ok(match send(&c, &call).await? {
+        };
+        let answer = sending.await;
+        self.sequencer.landed(ticket);
+        let rows = answer.map_err(statement_error)?;
+        Ok(match refusal(&rows) {
             None => {
                 // Read after the commit (one more round trip, only for calls
                 // with such streams): "the head after the commit". Written
                 // is written: a failed read falls back to the head loaded
                 // during this call rather than failing a stored call.
-                let heads = match stored_heads(&c, &unmoved).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the heads of streams whose events were all duplicates; answering with the heads this node loaded during the call");
-                        HashMap::new()
+                let heads = if unmoved.is_empty() {
+                    HashMap::new()
+                } else {
+                    let read = async {
+                        let c = self.client().await?;
+                        stored_heads(&c, &unmoved).await
+                    };
+                    match read.await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the heads of streams whose events were all duplicates; answering with the heads this node loaded during the call");
+                            HashMap::new()
+                        }
                     }
                 };
                 Ok(finish(groups, slots, &parts, &heads))
             }
             Some(r) => Err((r, parts)),
         })
+    }
+
+    /// Opens a connection for calls to follow each other on, with the
+    /// append statement prepared on it.
+    async fn open_lane(&self) -> Result<Arc<Lane>> {
+        let client = self.client().await.map_err(rolled_back)?;
+        let statement = client
+            .prepare_cached(APPEND_SQL)
+            .await
+            .map_err(backend)
+            .map_err(rolled_back)?;
+        Ok(Arc::new(Lane { client, statement }))
     }
 
     /// The same in a transaction that first locks the head rows (in id
@@ -367,7 +553,7 @@ impl PostgresStore {
     ) -> Result<Attempt> {
         // Later calls chain after this one again: none may move the tails
         // between the reload below and this call's prepare.
-        self.sequencer.set_unprepared(ticket, true);
+        self.sequencer.hold(ticket);
         self.sequencer.wait_earlier(ticket).await;
         let mut c = self.client().await.map_err(rolled_back)?;
         let tx = c
@@ -420,14 +606,18 @@ impl PostgresStore {
                     self.sequencer.install(name, head, true);
                 }
             }
-            let prepared = self.prepare(groups, seals, stored);
-            self.sequencer.set_unprepared(ticket, false);
-            let Some((call, parts, slots)) = prepared? else {
+            let Step::Ready(prepared) = self.prepare(groups, seals, stored, ticket, None)? else {
                 return Ok((false, Err((Refusal::Head, Vec::new()))));
             };
-            if call.e_id.is_empty() {
+            let Prepared {
+                send: to_send,
+                parts,
+                slots,
+                ..
+            } = *prepared;
+            let ToSend::Call(call) = to_send else {
                 return Ok((false, Ok(finish(groups, slots, &parts, &heads))));
-            }
+            };
             Ok(match send(&tx, &call).await? {
                 None => (true, Ok(finish(groups, slots, &parts, &heads))),
                 Some(r) => (false, Err((r, parts))),
@@ -505,16 +695,85 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Chains the call onto the cached tails (moving them), and builds the
-    /// statement's arrays and each event's answer.
-    #[allow(clippy::type_complexity)]
+    /// Chains call `ticket` onto the cached tails (moving them), and builds
+    /// the statement's arrays and each event's answer.
+    ///
+    /// `lane`: `None` for a locked attempt, which sends the statement in
+    /// its own transaction (it waited for every earlier call and holds the
+    /// head rows). Otherwise the statement is sent here, under the
+    /// sequencer's lock, so calls are sent in the order they chain: on the
+    /// connection of the earlier calls in flight on the same streams, or
+    /// on the call's own (`Step::NeedLane` until it has one).
     fn prepare(
         &self,
         groups: &[AppendGroup],
         seals: &mut [Option<crate::store::Sealed>],
         stored: &HashMap<(String, String), (u64, String)>,
-    ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
+        ticket: u64,
+        lane: Option<&mut Option<Arc<Lane>>>,
+    ) -> Result<Step> {
         let mut st = self.sequencer.lock();
+        let lane = match lane {
+            None => None,
+            Some(own) => match Sequencer::turn(&st, ticket) {
+                None => return Ok(Step::Wait),
+                Some(Some(follow)) => Some(follow),
+                Some(None) => match own.take() {
+                    Some(own) => Some(own),
+                    None => return Ok(Step::NeedLane),
+                },
+            },
+        };
+        let Some((call, parts, slots)) = self.chain(&mut st, groups, seals, stored)? else {
+            // Forgotten by a refused call since it was loaded: load again.
+            return Ok(Step::Missing);
+        };
+        // Streams this call adds nothing to (every event of theirs already
+        // stored): the statement neither compares nor moves their heads, so
+        // the cached tail is no answer for them (another node may have
+        // written since it was loaded, or it may be another call's head
+        // not yet committed). Their heads are read from the database.
+        let unmoved: Vec<i64> = parts
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !call.s_id.contains(id))
+            .collect();
+        let chained = parts
+            .iter()
+            .map(|p| (p.name.clone(), p.generation))
+            .collect();
+        Sequencer::prepared(&mut st, ticket, chained);
+        let send = match lane {
+            _ if call.e_id.is_empty() => ToSend::Nothing,
+            None => ToSend::Call(Box::new(call)),
+            Some(lane) => {
+                let sending = start(lane.clone(), call);
+                if let Some(c) = st.calls.get_mut(&ticket) {
+                    c.lane = Some(lane);
+                }
+                ToSend::Sent(sending)
+            }
+        };
+        drop(st);
+        // Wake the later calls waiting for this one.
+        self.sequencer.finished.notify_waiters();
+        Ok(Step::Ready(Box::new(Prepared {
+            send,
+            parts,
+            slots,
+            unmoved,
+        })))
+    }
+
+    /// [`Self::prepare`] under the sequencer's lock.
+    #[allow(clippy::type_complexity)]
+    fn chain(
+        &self,
+        st: &mut State,
+        groups: &[AppendGroup],
+        seals: &mut [Option<crate::store::Sealed>],
+        stored: &HashMap<(String, String), (u64, String)>,
+    ) -> Result<Option<(Call, Vec<StreamPart>, Vec<Vec<Accepted>>)>> {
         if groups.iter().any(|g| !st.tails.contains_key(&g.stream)) {
             // Forgotten by a refused call since it was loaded: load again.
             return Ok(None);
@@ -603,8 +862,10 @@ impl PostgresStore {
             call.s_hash.push(p.base.hash.clone());
             call.s_new_seq.push(head.seq as i64);
             call.s_new_hash.push(head.hash.clone());
-            if let Some(l) = &p.fence {
-                call.holder.get_or_insert_with(|| l.holder.clone());
+            if let Some(l) = &p.fence
+                && call.holder.is_empty()
+            {
+                call.holder.clone_from(&l.holder);
             }
             call.s_lease.push(p.fence.as_ref().map(|l| l.name.clone()));
             call.s_epoch.push(p.fence.as_ref().map(|l| l.token));
@@ -615,63 +876,83 @@ impl PostgresStore {
 
 /// Sends one call; `Some` when the database refused it (nothing written).
 async fn send(c: &impl deadpool_postgres::GenericClient, call: &Call) -> Result<Option<Refusal>> {
+    let stmt = c
+        .prepare_cached(APPEND_SQL)
+        .await
+        .map_err(backend)
+        .map_err(rolled_back)?;
+    let rows = c
+        .query(&stmt, &call.params())
+        .await
+        .map_err(statement_error)?;
+    Ok(refusal(&rows))
+}
+
+/// Sends `call` on `lane` now: the request is queued on the connection
+/// before this returns (the query's first poll queues it; nothing after
+/// that is needed to send), so calls are sent in the order this is called.
+fn start(lane: Arc<Lane>, call: Call) -> Sending {
+    let mut sending: Sending =
+        Box::pin(async move { lane.client.query(&lane.statement, &call.params()).await });
+    match sending
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
     {
-        let stmt = c
-            .prepare_cached(APPEND_SQL)
-            .await
-            .map_err(backend)
-            .map_err(rolled_back)?;
-        let holder = call.holder.clone().unwrap_or_default();
-        let rows = c
-            .query(
-                &stmt,
-                &[
-                    &holder,
-                    &call.s_id,
-                    &call.s_seq,
-                    &call.s_hash,
-                    &call.s_new_seq,
-                    &call.s_new_hash,
-                    &call.s_lease,
-                    &call.s_epoch,
-                    &call.e_stream,
-                    &call.e_seq,
-                    &call.e_id,
-                    &call.e_type,
-                    &call.e_time,
-                    &call.e_received,
-                    &call.e_hash,
-                    &call.e_body,
-                    &call.t_stream,
-                    &call.t_level,
-                    &call.t_idx,
-                    &call.t_strip,
-                    &call.t_data,
-                ],
-            )
-            .await
-            .map_err(statement_error)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let kind: String = first.get(0);
-        Ok(Some(match kind.as_str() {
-            "fenced" => Refusal::Fenced(rows.iter().map(|r| r.get::<_, i64>(1)).collect()),
-            "dup" => Refusal::Duplicates(
-                rows.iter()
-                    .map(|r| {
-                        (
-                            r.get::<_, i64>(1),
-                            r.get::<_, String>(2),
-                            r.get::<_, i64>(3) as u64,
-                            r.get::<_, String>(4),
-                        )
-                    })
-                    .collect(),
-            ),
-            _ => Refusal::Head,
-        }))
+        // Queued; polled again (with the caller's waker) for the answer.
+        Poll::Pending => sending,
+        Poll::Ready(answer) => Box::pin(std::future::ready(answer)),
     }
+}
+
+impl Call {
+    /// The statement's parameters, in `APPEND_SQL`'s order.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 21] {
+        [
+            &self.holder,
+            &self.s_id,
+            &self.s_seq,
+            &self.s_hash,
+            &self.s_new_seq,
+            &self.s_new_hash,
+            &self.s_lease,
+            &self.s_epoch,
+            &self.e_stream,
+            &self.e_seq,
+            &self.e_id,
+            &self.e_type,
+            &self.e_time,
+            &self.e_received,
+            &self.e_hash,
+            &self.e_body,
+            &self.t_stream,
+            &self.t_level,
+            &self.t_idx,
+            &self.t_strip,
+            &self.t_data,
+        ]
+    }
+}
+
+/// The refusal in a call's answer: `None` when everything was written.
+fn refusal(rows: &[tokio_postgres::Row]) -> Option<Refusal> {
+    let first = rows.first()?;
+    let kind: String = first.get(0);
+    Some(match kind.as_str() {
+        "fenced" => Refusal::Fenced(rows.iter().map(|r| r.get::<_, i64>(1)).collect()),
+        "dup" => Refusal::Duplicates(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, i64>(3) as u64,
+                        r.get::<_, String>(4),
+                    )
+                })
+                .collect(),
+        ),
+        _ => Refusal::Head,
+    })
 }
 
 /// The answers of a call that was written (or had nothing to write); the
@@ -823,9 +1104,9 @@ mod tests {
     #[tokio::test]
     async fn calls_wait_only_for_calls_that_began_before_them() {
         let s = Sequencer::default();
-        let first = s.begin();
-        let second = s.begin();
-        let third = s.begin();
+        let first = s.begin(vec!["a".into()]);
+        let second = s.begin(vec!["b".into()]);
+        let third = s.begin(vec!["c".into()]);
         assert!(first.t < second.t && second.t < third.t, "tickets grow");
         // The first waits for nobody.
         tokio::time::timeout(std::time::Duration::from_secs(1), s.wait_earlier(first.t))
@@ -846,6 +1127,55 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
             .await
             .expect("woken when the last earlier call ends");
+    }
+
+    /// Whether `wait` is still waiting after the other calls have run.
+    async fn waits(wait: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), wait)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_holds_back_later_calls_on_its_streams_until_it_prepares_again() {
+        let s = Sequencer::default();
+        s.install("a".into(), head(1), false);
+        s.install("b".into(), head(2), false);
+        let gen_of = |name: &str| s.lock().tails[name].generation;
+        let chained = |t: u64, names: &[&str]| {
+            let used: Vec<(String, u64)> = names.iter().map(|n| ((*n).into(), gen_of(n))).collect();
+            Sequencer::prepared(&mut s.lock(), t, used.clone());
+            s.finished.notify_waiters();
+            used
+        };
+        let first = s.begin(vec!["a".into(), "b".into()]);
+        let second = s.begin(vec!["a".into()]);
+        assert!(waits(s.wait_prepared_before(second.t)).await, "first loads");
+        let used = chained(first.t, &["a", "b"]);
+        chained(second.t, &["a"]);
+        // The first is refused: it and the second (chained onto its
+        // events) are back in line, and the tails they used are gone.
+        s.refused(first.t, &used);
+        assert!(s.lock().tails.is_empty(), "the tails used are forgotten");
+        let third = s.begin(vec!["a".into()]);
+        let other = s.begin(vec!["z".into()]);
+        assert!(
+            !waits(s.wait_prepared_before(other.t)).await,
+            "another stream does not wait"
+        );
+        assert!(
+            waits(s.wait_prepared_before(third.t)).await,
+            "the first goes again"
+        );
+        s.install("a".into(), head(1), false);
+        s.install("b".into(), head(2), false);
+        chained(first.t, &["a", "b"]);
+        assert!(
+            waits(s.wait_prepared_before(third.t)).await,
+            "the second was chained onto the refused call: it goes again too"
+        );
+        drop(second);
+        assert!(!waits(s.wait_prepared_before(third.t)).await, "now in turn");
     }
 
     #[test]
@@ -870,9 +1200,10 @@ mod tests {
         let g2 = s.lock().tails["a"].generation;
         assert!(g2 > g1, "a reload is a new generation");
         assert_eq!(s.lock().tails["a"].head.id, 5, "a locked reload replaces");
-        s.forget(&[("a".into(), g1)]);
+        let call = s.begin(vec!["a".into()]);
+        s.refused(call.t, &[("a".into(), g1)]);
         assert!(s.lock().tails.contains_key("a"), "a later reload is kept");
-        s.forget(&[("a".into(), g2)]);
+        s.refused(call.t, &[("a".into(), g2)]);
         assert!(
             !s.lock().tails.contains_key("a"),
             "the tail used is dropped"

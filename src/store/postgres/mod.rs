@@ -2243,6 +2243,157 @@ mod tests {
         assert_tiles(&store, "piped").await;
     }
 
+    /// One writer alone is never refused, however many calls it has in
+    /// flight: calls chained onto each other go in order on one
+    /// connection. Before, each went on a connection of its own and
+    /// nothing ordered their statements in PostgreSQL, so a call's
+    /// statement could lock the head rows before its predecessor's, find
+    /// the head behind the one it was chained onto and be refused (`head`),
+    /// with every call chained after it (`trailkeep bench postgres`
+    /// counted ~700 with one node; here, calls of several streams from
+    /// many callers at once, as the batcher's are, were refused dozens of
+    /// times per run).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_writer_with_calls_in_flight_is_never_refused() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(url) = test_url() else { return };
+        let store = PostgresStore::connect(&url, Some(&schema()))
+            .await
+            .expect("connect");
+        let mut tasks = Vec::new();
+        for c in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for r in 0..25 {
+                    let groups = [(c + r) % 4, (c + r + 1) % 4]
+                        .iter()
+                        .map(|s| AppendGroup {
+                            sealed: None,
+                            stream: format!("s{s}"),
+                            events: vec![ev(&format!("c{c}-{r}-{s}"), "t")],
+                        })
+                        .collect();
+                    store.append(groups).await.expect("stored");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(
+            store.sequencer.refusals.load(Relaxed),
+            0,
+            "no refusal alone"
+        );
+        for s in 0..4 {
+            super::super::conformance::assert_chain(&store, &format!("s{s}"), 200).await;
+            assert_tiles(&store, &format!("s{s}")).await;
+        }
+    }
+
+    /// A call that is refused keeps its place: a call that began after it
+    /// on the same stream is chained after it, not onto the head the
+    /// refused call reloads. Before, a retrying call no longer held later
+    /// calls back, so a later call could take the reloaded head first and
+    /// land ahead of it (an SSE source's batches out of order).
+    ///
+    /// How the race is made certain rather than likely: node b moves
+    /// stream `b`, so node a's call `first` (streams `a`, `b`) is refused
+    /// for `b`'s head and reloads both tails. The test holds `tiles`
+    /// locked (ACCESS EXCLUSIVE), so that reload stops between installing
+    /// `a` (an empty stream: no tile to read) and reading `b`'s tiles.
+    /// Only then does `later` (stream `a`) begin: before the fix it found
+    /// `a` cached and nothing unprepared ahead of it, chained onto `a` and
+    /// got stuck at its own tile insert (two sessions wait on the lock);
+    /// with the fix it waits for `first` in the sequencer (parked). Then
+    /// the lock is released and both finish.
+    #[tokio::test]
+    async fn a_refused_call_keeps_its_place_before_later_calls() {
+        let Some(url) = test_url() else { return };
+        let (a, b) = two_nodes(&url).await;
+        let group = |stream: &str, id: &str| AppendGroup {
+            sealed: None,
+            stream: stream.into(),
+            events: vec![ev(id, "t")],
+        };
+        // `a` first (lower id, never updated before the race): the reload
+        // reads it before `b`, by heap or by index order.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                "INSERT INTO streams (name, head_seq, head_hash, created) VALUES ('a', 0, $1, '')",
+                &[&crate::chain::ZERO_HASH_HEX],
+            )
+            .await
+            .expect("stream a");
+        a.append(vec![group("b", "b1")]).await.expect("append");
+        b.append(vec![group("b", "b2")]).await.expect("b moves b");
+        let mut held = a.client().await.expect("client");
+        let tx = held.transaction().await.expect("begin");
+        let locker: i32 = tx
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        tx.batch_execute("LOCK TABLE tiles IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock tiles");
+        let watch = a.client().await.expect("client");
+        let waiting_on_lock = || async {
+            watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&locker],
+                )
+                .await
+                .expect("activity")
+                .get::<_, i64>(0)
+        };
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move { a.append(vec![group("a", "first"), group("b", "b3")]).await })
+        };
+        let mut reached = false;
+        for _ in 0..500 {
+            if waiting_on_lock().await == 1 {
+                reached = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(reached, "the refused call reloads and waits at b's tiles");
+        let later = {
+            let a = a.clone();
+            tokio::spawn(async move { a.append(vec![group("a", "later")]).await })
+        };
+        let mut reached = false;
+        for _ in 0..500 {
+            if a.sequencer.parked() > 0 || waiting_on_lock().await > 1 {
+                reached = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            reached,
+            "the later call waits in the sequencer or at the lock"
+        );
+        tx.rollback().await.expect("release tiles");
+        drop(held);
+        let first = first.await.expect("task").expect("first is stored");
+        let later = later.await.expect("task").expect("later is stored");
+        assert_eq!(
+            (first[0].accepted[0].seq, later[0].accepted[0].seq),
+            (1, 2),
+            "the call that began first is first in stream a"
+        );
+        super::super::conformance::assert_chain(&a, "a", 2).await;
+        super::super::conformance::assert_chain(&a, "b", 3).await;
+        assert_tiles(&a, "a").await;
+        assert_tiles(&a, "b").await;
+    }
+
     /// The shard keeper's store calls: heartbeats list live nodes, leases
     /// are taken in one statement and not from a live holder, released
     /// ones are free at once, a node that leaves is no longer listed.
