@@ -348,6 +348,46 @@ mod tests {
     }
 
     #[test]
+    fn a_view_announces_only_ownership_that_moved() {
+        let o = Owners::new(4);
+        let mut rx = o.subscribe();
+        assert!(!o.known(), "nothing learnt yet");
+        let lease = |s: u32, token: i64| Lease {
+            name: lease_name(s),
+            holder: "n1".into(),
+            token,
+            expires_ms: 0,
+        };
+        let ttl = Duration::from_secs(60);
+        let others = || HashMap::from([(2, ("n2".to_owned(), None))]);
+        o.set(vec![lease(1, 3)], Instant::now(), ttl, others());
+        assert!(o.known());
+        assert!(rx.has_changed().unwrap(), "the first answer is news");
+        rx.mark_unchanged();
+        // A renewal (a new expiry, even a new token) moves nothing.
+        o.set(vec![lease(1, 4)], Instant::now(), ttl, others());
+        assert!(!rx.has_changed().unwrap(), "a renewal is no news");
+        // Another node takes shard 3; this node gives shard 1 up.
+        let mut more = others();
+        more.insert(3, ("n3".to_owned(), None));
+        o.set(vec![lease(1, 4)], Instant::now(), ttl, more.clone());
+        assert!(rx.has_changed().unwrap(), "another owner");
+        rx.mark_unchanged();
+        o.set(Vec::new(), Instant::now(), ttl, more.clone());
+        assert!(rx.has_changed().unwrap(), "a shard given up");
+        rx.mark_unchanged();
+        o.set(vec![lease(0, 1)], Instant::now(), ttl, more);
+        rx.mark_unchanged();
+        o.lost(0);
+        assert!(rx.has_changed().unwrap(), "a refused append drops a shard");
+        rx.mark_unchanged();
+        o.lost(0);
+        assert!(!rx.has_changed().unwrap(), "nothing to drop: no news");
+        o.clear();
+        assert!(rx.has_changed().unwrap(), "shutting down");
+    }
+
+    #[test]
     fn a_view_is_believed_only_for_its_ttl() {
         let o = Owners::new(4);
         let s = (0..100)
