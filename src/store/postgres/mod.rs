@@ -1052,6 +1052,24 @@ impl super::cluster::ClusterStore for PostgresStore {
         Ok(())
     }
 
+    async fn current_lease(&self, name: &str) -> Result<Option<Lease>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT holder, token, expires_ms FROM leases WHERE name = $1 \
+                 AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[&name],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| Lease {
+            name: name.to_owned(),
+            holder: r.get(0),
+            token: r.get(1),
+            expires_ms: r.get(2),
+        }))
+    }
+
     async fn leave(&self, node: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute("DELETE FROM nodes WHERE node = $1", &[&node])
