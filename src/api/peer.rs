@@ -482,6 +482,9 @@ mod tests {
         let g = KEY.check_request(&other, "n2", "s").expect("valid");
         let replays = Replays::default();
         let window = FORWARD_WINDOW.as_millis() as i64;
+        assert!(replays.first_time(&f), "taken now, by the wall clock");
+        assert!(!replays.first_time(&f), "a replay, by the wall clock");
+        let replays = Replays::default();
         assert!(replays.first_time_at(&f, f.at));
         assert!(!replays.first_time_at(&f, f.at), "a replay");
         assert!(replays.first_time_at(&g, f.at), "another forward");
